@@ -1,0 +1,227 @@
+//! The I/O seams: every byte the core reads or writes, every connection it makes and every
+//! reading of the clock goes through [`Fs`], [`Net`] or [`Clock`].
+//!
+//! Owns: the traits, and the small value types they return.
+//! Must not touch: anything real. Production implementations live in [`os`] and nowhere else;
+//! the simulated ones live under `sim/` (turmoil's network and filesystem). The test
+//! `tests/seams.rs` scans `src/` and fails if `std::fs`, `tokio::net`, `SystemTime::now` or
+//! `Instant::now` appear outside `src/io/os.rs` (rule IO-1).
+//!
+//! The filesystem seam is synchronous on purpose: the store is a sequence of small positioned
+//! reads and writes plus fsyncs, and turmoil's simulated filesystem is synchronous too. Callers on
+//! an async runtime decide where the blocking happens (see ARCHITECTURE.md).
+
+pub mod os;
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A boxed future, so the network traits stay object safe without a macro crate.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Wall-clock time. In simulation it is turmoil's epoch plus simulated elapsed time plus an
+/// offset a test can advance by days in one step (rule IO-4).
+pub trait Clock: Send + Sync + Debug {
+    /// The current wall-clock time.
+    fn now(&self) -> SystemTime;
+
+    /// Milliseconds since the Unix epoch (0 for a clock set before 1970).
+    fn now_millis(&self) -> u64 {
+        self.now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis() as u64
+    }
+}
+
+/// How to open a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Read only; the file must exist.
+    Read,
+    /// Read and write; the file must exist.
+    ReadWrite,
+    /// Read and write, creating the file if missing (contents kept if present).
+    ReadWriteCreate,
+    /// Read and write a new, empty file; fails if it exists.
+    CreateNew,
+    /// Read and write, creating the file or truncating it to zero length.
+    CreateTruncate,
+}
+
+/// What [`Fs::metadata`] and [`Fs::read_dir`] report about one path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metadata {
+    pub is_dir: bool,
+    /// Length in bytes (0 for directories).
+    pub len: u64,
+}
+
+/// One entry of a directory listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    pub is_dir: bool,
+    pub len: u64,
+}
+
+/// An open file: positioned reads and writes only, so no shared cursor can race.
+pub trait FileHandle: Send + Sync + Debug {
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at end of file).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Writes all of `buf` at `offset`, extending the file if needed. Not durable until synced.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// The file's current length.
+    fn len(&self) -> io::Result<u64>;
+    /// Truncates or extends the file.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes the file's data and length durable (fdatasync semantics suffice: we never rely on
+    /// timestamps).
+    fn sync(&self) -> io::Result<()>;
+
+    /// Reads exactly `buf.len()` bytes at `offset`, or fails with `UnexpectedEof`.
+    fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.read_at(buf, offset)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file ended before the expected bytes",
+                ));
+            }
+            buf = &mut buf[n..];
+            offset += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads as many bytes as are available at `offset`, up to `buf.len()`; stops early only at
+    /// the end of the file.
+    fn read_fully_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self.read_at(&mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+}
+
+/// Held while a directory is locked; dropping it releases the lock.
+pub trait LockGuard: Send + Sync + Debug {}
+
+/// The filesystem. Paths are absolute or relative to the process's working directory in
+/// production, and absolute in simulation.
+pub trait Fs: Send + Sync + Debug {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>>;
+    /// `None` when nothing exists at `path`.
+    fn metadata(&self, path: &Path) -> io::Result<Option<Metadata>>;
+    /// The directory's entries, sorted by name (so iteration order never depends on the host).
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>>;
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Atomically replaces `to` with `from` (a file, or a directory onto a missing name).
+    /// Durable only after [`Fs::sync_dir`] of the parent.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creations, renames, removals) durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Takes the exclusive lock of directory `dir` without waiting. Fails with
+    /// `io::ErrorKind::WouldBlock` when another holder has it (rule IO-3).
+    fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn LockGuard>>;
+    /// Bytes free for an unprivileged writer on the filesystem holding `path`.
+    fn available_space(&self, path: &Path) -> io::Result<u64>;
+}
+
+/// A connected byte stream.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + Debug {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + Debug> Stream for T {}
+
+/// A bound listener.
+pub trait Listener: Send + Debug {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<(Box<dyn Stream>, SocketAddr)>>;
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// The network: TCP only.
+pub trait Net: Send + Sync + Debug {
+    /// Binds `addr` (`host:port`).
+    fn bind<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Box<dyn Listener>>>;
+    /// Connects to `addr` (`host:port`).
+    fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Box<dyn Stream>>>;
+}
+
+/// The three seams together, as every component that does I/O receives them.
+#[derive(Clone, Debug)]
+pub struct Env {
+    pub fs: Arc<dyn Fs>,
+    pub net: Arc<dyn Net>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Env {
+    /// The production environment: the real filesystem, TCP and system clock.
+    pub fn os() -> Env {
+        Env {
+            fs: Arc::new(os::OsFs),
+            net: Arc::new(os::OsNet),
+            clock: Arc::new(os::OsClock),
+        }
+    }
+}
+
+/// Writes `contents` to `path` durably and atomically: a temporary sibling is written and
+/// synced, renamed over `path`, and the parent directory synced (rule IO-2).
+pub fn write_atomic(fs: &dyn Fs, path: &Path, contents: &[u8]) -> io::Result<()> {
+    let tmp = sibling_with_suffix(path, ".tmp");
+    let file = fs.open(&tmp, OpenMode::CreateTruncate)?;
+    file.write_all_at(contents, 0)?;
+    file.sync()?;
+    drop(file);
+    fs.rename(&tmp, path)?;
+    fs.sync_dir(parent_of(path))
+}
+
+/// Reads a whole small file (metadata, pointer files). Never used for record files or logs.
+pub fn read_small_file(fs: &dyn Fs, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let file = fs.open(path, OpenMode::Read)?;
+    let len = file.len()?;
+    if len > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is {len} bytes, more than the {limit} expected",
+                path.display()
+            ),
+        ));
+    }
+    let mut buf = vec![0; len as usize];
+    file.read_exact_at(&mut buf, 0)?;
+    Ok(buf)
+}
+
+/// `path` with `suffix` appended to its file name.
+pub fn sibling_with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// The parent directory of `path`, or `.` for a bare name.
+pub fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}

@@ -1,0 +1,194 @@
+//! Production implementations of the seams: `std::fs`, `tokio::net` and the system clock.
+//!
+//! Owns: every direct use of the operating system's filesystem, sockets and clock in the
+//! library. Must not touch: any decision of the product; this module only translates.
+//! This is the one file where `std::fs`, `tokio::net` and `SystemTime::now` may appear (IO-1).
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::SystemTime;
+
+use super::{
+    BoxFuture, Clock, DirEntry, FileHandle, Fs, Listener, LockGuard, Metadata, Net, OpenMode,
+    Stream,
+};
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsClock;
+
+impl Clock for OsClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// The real filesystem.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsFs;
+
+#[derive(Debug)]
+struct OsFile(File);
+
+impl FileHandle for OsFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        loop {
+            match self.0.read_at(buf, offset) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+/// An flock(2) held on the directory itself, so locking adds no file to the directory.
+#[derive(Debug)]
+struct OsDirLock(#[allow(dead_code)] File);
+
+impl LockGuard for OsDirLock {}
+
+impl Fs for OsFs {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>> {
+        let mut opts = OpenOptions::new();
+        opts.read(true);
+        match mode {
+            OpenMode::Read => {}
+            OpenMode::ReadWrite => {
+                opts.write(true);
+            }
+            OpenMode::ReadWriteCreate => {
+                opts.write(true).create(true);
+            }
+            OpenMode::CreateNew => {
+                opts.write(true).create_new(true);
+            }
+            OpenMode::CreateTruncate => {
+                opts.write(true).create(true).truncate(true);
+            }
+        }
+        Ok(Box::new(OsFile(opts.open(path)?)))
+    }
+
+    fn metadata(&self, path: &Path) -> io::Result<Option<Metadata>> {
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(Some(Metadata {
+                is_dir: m.is_dir(),
+                len: if m.is_dir() { 0 } else { m.len() },
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(path)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            entries.push(DirEntry {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                is_dir: meta.is_dir(),
+                len: if meta.is_dir() { 0 } else { meta.len() },
+            });
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_dir_all(path)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+
+    fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn LockGuard>> {
+        let file = File::open(dir)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(OsDirLock(file))),
+            Err(TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is locked by another process", dir.display()),
+            )),
+            Err(TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    fn available_space(&self, path: &Path) -> io::Result<u64> {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let c_path = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+        // SAFETY: statvfs writes into the zeroed struct we own and reads the NUL-terminated path.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+    }
+}
+
+/// Real TCP.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsNet;
+
+#[derive(Debug)]
+struct OsListener(tokio::net::TcpListener);
+
+impl Listener for OsListener {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<(Box<dyn Stream>, SocketAddr)>> {
+        Box::pin(async move {
+            let (stream, peer) = self.0.accept().await?;
+            stream.set_nodelay(true)?;
+            Ok((Box::new(stream) as Box<dyn Stream>, peer))
+        })
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl Net for OsNet {
+    fn bind<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Box<dyn Listener>>> {
+        Box::pin(async move {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            Ok(Box::new(OsListener(listener)) as Box<dyn Listener>)
+        })
+    }
+    fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Box<dyn Stream>>> {
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            Ok(Box::new(stream) as Box<dyn Stream>)
+        })
+    }
+}

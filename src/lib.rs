@@ -1,0 +1,17 @@
+//! Online backup for a graph database: a simulation-tested reference implementation of the model
+//! of Neo4j's `neo4j-backup`.
+//!
+//! Layout, one sentence a module:
+//! - [`io`]: the `Fs`, `Net` and `Clock` seams every other module does its I/O through, and
+//!   their production implementations (`io::os`); the simulated ones live in `sim/`.
+//! - [`graph`]: the user-visible data model: values, nodes, relationships, transaction ops.
+//! - [`digest`]: the content digest, a multiset hash of the graph specified in `spec/digest.md`.
+//! - [`store`]: the crash-safe store: record files, logical logs, commit, checkpoint, recovery,
+//!   the offline tools (`generate`, `check`, `upgrade`).
+//!
+//! See ARCHITECTURE.md for the map and the invariants.
+
+pub mod digest;
+pub mod graph;
+pub mod io;
+pub mod store;

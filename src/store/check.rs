@@ -1,0 +1,325 @@
+//! `neo4j-admin check`: reads every record and reference, recomputes the digest by a full scan
+//! and compares it with the recorded one (ADM-3).
+//!
+//! Owns: the consistency rules a healthy store satisfies and the report.
+//! Must not touch: anything but reads. The store is opened normally first, so a store that
+//! needs recovery is recovered (and checkpointed) before it is checked, as in Neo4j.
+//!
+//! Memory: records are scanned in large sequential batches; the only structure that grows
+//! with the store is a bitmap of dynamic blocks (one bit per block) to find blocks owned twice
+//! or by nobody.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::digest::Digest;
+use crate::io::{Clock, FileHandle, Fs};
+use crate::store::format::{
+    decode_node_payload, decode_rel_payload, BlockRecord, NodeRecord, RecordKind, RelRecord, NONE,
+};
+use crate::store::records::RecordFiles;
+use crate::store::{Store, StoreError, StoreOptions};
+
+/// At most this many findings are listed; the count says how many there were.
+const MAX_FINDINGS: usize = 100;
+
+/// The report, with the same field names as the HTTP status (ADM-4).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct CheckReport {
+    pub store_id: String,
+    pub format_version: String,
+    pub last_committed_tx: u64,
+    pub nodes: u64,
+    pub relationships: u64,
+    /// The digest recomputed by the scan.
+    pub digest: String,
+    /// The digest the store recorded with its last commit or checkpoint.
+    pub recorded_digest: String,
+    pub consistent: bool,
+    pub finding_count: u64,
+    pub findings: Vec<String>,
+}
+
+struct Findings {
+    list: Vec<String>,
+    count: u64,
+}
+
+impl Findings {
+    fn add(&mut self, f: String) {
+        self.count += 1;
+        if self.list.len() < MAX_FINDINGS {
+            self.list.push(f);
+        }
+    }
+}
+
+/// Opens (recovering if needed) and checks the store in `dir`.
+pub fn check(
+    fs: Arc<dyn Fs>,
+    clock: Arc<dyn Clock>,
+    dir: &Path,
+) -> Result<CheckReport, StoreError> {
+    let store = Store::open(fs, clock, dir, &StoreOptions::default())?;
+    let report = check_open(&store)?;
+    store.close()?;
+    Ok(report)
+}
+
+/// Checks an open store.
+pub fn check_open(store: &Store) -> Result<CheckReport, StoreError> {
+    let status = store.status();
+    let files = &store.files;
+    let state = &store.state;
+    let mut f = Findings {
+        list: Vec::new(),
+        count: 0,
+    };
+    let mut owned = Bitmap::new(state.next_block);
+    let mut digest = Digest::ZERO;
+    let mut nodes = 0u64;
+    let mut rels = 0u64;
+
+    scan(
+        files.file(RecordKind::Node),
+        RecordKind::Node.size(files.format),
+        state.next_node,
+        |id, raw| {
+            let rec = match NodeRecord::decode(files.format, raw) {
+                Ok(r) => r,
+                Err(e) => return f.add(format!("node {id}: {e}")),
+            };
+            if !rec.in_use {
+                return;
+            }
+            nodes += 1;
+            match read_chain(files, rec.payload_block, rec.payload_len, &mut owned) {
+                Err(why) => f.add(format!("node {id}: {why}")),
+                Ok(payload) => match decode_node_payload(&payload) {
+                    Err(e) => f.add(format!("node {id}: {e}")),
+                    Ok((labels, props)) => {
+                        digest.add_node(&crate::graph::Node { id, labels, props })
+                    }
+                },
+            }
+            if rec.first_rel != NONE {
+                match rel_in_chain(files, rec.first_rel, id, state.next_rel) {
+                    Err(why) => f.add(format!(
+                        "node {id}: first relationship {}: {why}",
+                        rec.first_rel
+                    )),
+                    Ok(r) if r.links_for(id).0 != NONE => f.add(format!(
+                        "node {id}: first relationship {} has a predecessor",
+                        rec.first_rel
+                    )),
+                    Ok(_) => {}
+                }
+            }
+        },
+    )?;
+
+    scan(
+        files.file(RecordKind::Rel),
+        RecordKind::Rel.size(files.format),
+        state.next_rel,
+        |id, raw| {
+            let rec = match RelRecord::decode(files.format, raw) {
+                Ok(r) => r,
+                Err(e) => return f.add(format!("relationship {id}: {e}")),
+            };
+            if !rec.in_use {
+                return;
+            }
+            rels += 1;
+            for n in [rec.start, rec.end] {
+                let ok =
+                    n < state.next_node && files.read_node(n).map(|r| r.in_use).unwrap_or(false);
+                if !ok {
+                    f.add(format!(
+                        "relationship {id}: endpoint node {n} is not in use"
+                    ));
+                }
+            }
+            match read_chain(files, rec.payload_block, rec.payload_len, &mut owned) {
+                Err(why) => f.add(format!("relationship {id}: {why}")),
+                Ok(payload) => match decode_rel_payload(&payload) {
+                    Err(e) => f.add(format!("relationship {id}: {e}")),
+                    Ok((rel_type, props)) => digest.add_relationship(&crate::graph::Relationship {
+                        id,
+                        start: rec.start,
+                        end: rec.end,
+                        rel_type,
+                        props,
+                    }),
+                },
+            }
+            let ends: &[u64] = if rec.start == rec.end {
+                &[rec.start]
+            } else {
+                &[rec.start, rec.end]
+            };
+            for &n in ends {
+                let (prev, next) = rec.links_for(n);
+                if prev != NONE {
+                    match rel_in_chain(files, prev, n, state.next_rel) {
+                    Ok(p) if p.links_for(n).1 == id => {}
+                    Ok(_) => f.add(format!("relationship {id}: predecessor {prev} in node {n}'s chain does not point back")),
+                    Err(why) => f.add(format!("relationship {id}: predecessor {prev}: {why}")),
+                }
+                }
+                if next != NONE {
+                    match rel_in_chain(files, next, n, state.next_rel) {
+                    Ok(x) if x.links_for(n).0 == id => {}
+                    Ok(_) => f.add(format!("relationship {id}: successor {next} in node {n}'s chain does not point back")),
+                    Err(why) => f.add(format!("relationship {id}: successor {next}: {why}")),
+                }
+                }
+            }
+        },
+    )?;
+
+    scan(
+        files.file(RecordKind::Block),
+        RecordKind::Block.size(files.format),
+        state.next_block,
+        |id, raw| match BlockRecord::decode(files.format, raw) {
+            Err(e) => f.add(format!("block {id}: {e}")),
+            Ok(b) if b.in_use && !owned.get(id) => {
+                f.add(format!("block {id} is in use but belongs to no record"))
+            }
+            Ok(_) => {}
+        },
+    )?;
+
+    if nodes != state.nodes {
+        f.add(format!(
+            "the store records {} nodes but {nodes} are in use",
+            state.nodes
+        ));
+    }
+    if rels != state.relationships {
+        f.add(format!(
+            "the store records {} relationships but {rels} are in use",
+            state.relationships
+        ));
+    }
+    if digest != state.digest {
+        f.add(format!(
+            "the recomputed digest {digest} differs from the recorded {}",
+            state.digest
+        ));
+    }
+    Ok(CheckReport {
+        store_id: status.store_id.to_string(),
+        format_version: status.format.to_string(),
+        last_committed_tx: status.last_committed_tx,
+        nodes,
+        relationships: rels,
+        digest: digest.to_hex(),
+        recorded_digest: state.digest.to_hex(),
+        consistent: f.count == 0,
+        finding_count: f.count,
+        findings: f.list,
+    })
+}
+
+/// Calls `visit` with each of the first `count` records of `file`, reading 1 MiB at a time.
+fn scan(
+    file: &dyn FileHandle,
+    size: usize,
+    count: u64,
+    mut visit: impl FnMut(u64, &[u8]),
+) -> Result<(), StoreError> {
+    let per_batch = ((1 << 20) / size).max(1) as u64;
+    let mut buf = vec![0u8; per_batch as usize * size];
+    let mut id = 0;
+    while id < count {
+        let n = (count - id).min(per_batch);
+        let chunk = &mut buf[..n as usize * size];
+        chunk.fill(0);
+        file.read_fully_at(chunk, id * size as u64)
+            .map_err(|e| StoreError::io("reading records", e))?;
+        for (i, raw) in chunk.chunks(size).enumerate() {
+            visit(id + i as u64, raw);
+        }
+        id += n;
+    }
+    Ok(())
+}
+
+/// Reads a payload chain, marking its blocks as owned; fails on a damaged chain or a block
+/// owned twice.
+fn read_chain(
+    files: &RecordFiles,
+    first: u64,
+    len: u32,
+    owned: &mut Bitmap,
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(len as usize);
+    let mut at = first;
+    while out.len() < len as usize {
+        if at == NONE || at >= owned.len {
+            return Err(format!("payload chain from block {first} ends early"));
+        }
+        if owned.get(at) {
+            return Err(format!(
+                "block {at} belongs to more than one chain (or loops)"
+            ));
+        }
+        owned.set(at);
+        let b = files.read_block(at).map_err(|e| e.to_string())?;
+        if !b.in_use {
+            return Err(format!("payload block {at} is not in use"));
+        }
+        out.extend_from_slice(&b.data);
+        at = b.next;
+    }
+    if out.len() != len as usize || at != NONE {
+        return Err(format!(
+            "payload chain from block {first} does not match its length {len}"
+        ));
+    }
+    Ok(out)
+}
+
+/// Reads relationship `id`, which must be in use and have `node` as an endpoint.
+fn rel_in_chain(
+    files: &RecordFiles,
+    id: u64,
+    node: u64,
+    next_rel: u64,
+) -> Result<RelRecord, String> {
+    if id >= next_rel {
+        return Err("beyond the last relationship id".into());
+    }
+    let r = files.read_rel(id).map_err(|e| e.to_string())?;
+    if !r.in_use {
+        return Err("not in use".into());
+    }
+    if r.start != node && r.end != node {
+        return Err(format!("does not touch node {node}"));
+    }
+    Ok(r)
+}
+
+struct Bitmap {
+    bits: Vec<u64>,
+    len: u64,
+}
+
+impl Bitmap {
+    fn new(len: u64) -> Bitmap {
+        Bitmap {
+            bits: vec![0; len.div_ceil(64) as usize],
+            len,
+        }
+    }
+    fn get(&self, i: u64) -> bool {
+        i < self.len && self.bits[(i / 64) as usize] & (1 << (i % 64)) != 0
+    }
+    fn set(&mut self, i: u64) {
+        self.bits[(i / 64) as usize] |= 1 << (i % 64);
+    }
+}

@@ -1,0 +1,165 @@
+//! The three record files, accessed by position: record `id` lives at `id * record_size`.
+//!
+//! Owns: reading and writing single records and payload chains through the `Fs` seam.
+//! Must not touch: the log, metadata, or any caching: every read goes to the file (the page
+//! cache is the operating system's), so memory never grows with the store (ST-12).
+
+use std::path::Path;
+
+use crate::graph::{Node, Relationship};
+use crate::io::{FileHandle, Fs, OpenMode};
+use crate::store::format::{
+    decode_node_payload, decode_rel_payload, BlockRecord, FormatVersion, NodeRecord, RecordKind,
+    RelRecord, NONE,
+};
+use crate::store::log::RecordImage;
+use crate::store::StoreError;
+
+/// Open handles on a store's record files.
+#[derive(Debug)]
+pub struct RecordFiles {
+    pub format: FormatVersion,
+    nodes: Box<dyn FileHandle>,
+    rels: Box<dyn FileHandle>,
+    blocks: Box<dyn FileHandle>,
+}
+
+impl RecordFiles {
+    /// Opens (creating if missing) the record files in `dir`.
+    pub fn open(fs: &dyn Fs, dir: &Path, format: FormatVersion) -> Result<RecordFiles, StoreError> {
+        let open = |kind: RecordKind| {
+            let path = dir.join(kind.file_name());
+            fs.open(&path, OpenMode::ReadWriteCreate)
+                .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))
+        };
+        Ok(RecordFiles {
+            format,
+            nodes: open(RecordKind::Node)?,
+            rels: open(RecordKind::Rel)?,
+            blocks: open(RecordKind::Block)?,
+        })
+    }
+
+    pub fn file(&self, kind: RecordKind) -> &dyn FileHandle {
+        match kind {
+            RecordKind::Node => &*self.nodes,
+            RecordKind::Rel => &*self.rels,
+            RecordKind::Block => &*self.blocks,
+        }
+    }
+
+    /// Reads the raw bytes of record `id`; a slot past the end of the file reads as zeros,
+    /// which every format decodes as "not in use" (ST-7).
+    fn read_raw(&self, kind: RecordKind, id: u64) -> Result<Vec<u8>, StoreError> {
+        let size = kind.size(self.format);
+        let mut buf = vec![0u8; size];
+        self.file(kind)
+            .read_fully_at(&mut buf, id * size as u64)
+            .map_err(|e| StoreError::io(format!("reading {} record {id}", kind.file_name()), e))?;
+        Ok(buf)
+    }
+
+    fn damaged(kind: RecordKind, id: u64, why: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt(format!("{} record {id}: {why}", kind.file_name()))
+    }
+
+    pub fn read_node(&self, id: u64) -> Result<NodeRecord, StoreError> {
+        let raw = self.read_raw(RecordKind::Node, id)?;
+        NodeRecord::decode(self.format, &raw).map_err(|e| Self::damaged(RecordKind::Node, id, e))
+    }
+
+    pub fn read_rel(&self, id: u64) -> Result<RelRecord, StoreError> {
+        let raw = self.read_raw(RecordKind::Rel, id)?;
+        RelRecord::decode(self.format, &raw).map_err(|e| Self::damaged(RecordKind::Rel, id, e))
+    }
+
+    pub fn read_block(&self, id: u64) -> Result<BlockRecord, StoreError> {
+        let raw = self.read_raw(RecordKind::Block, id)?;
+        BlockRecord::decode(self.format, &raw).map_err(|e| Self::damaged(RecordKind::Block, id, e))
+    }
+
+    /// Writes one after-image in this store's format (not synced: the log already is).
+    pub fn apply(&self, image: &RecordImage) -> Result<(), StoreError> {
+        let (kind, id, bytes) = match image {
+            RecordImage::Node(id, r) => (RecordKind::Node, *id, r.encode(self.format)),
+            RecordImage::Rel(id, r) => (RecordKind::Rel, *id, r.encode(self.format)),
+            RecordImage::Block(id, r) => (RecordKind::Block, *id, r.encode(self.format)),
+        };
+        let offset = id * kind.size(self.format) as u64;
+        self.file(kind)
+            .write_all_at(&bytes, offset)
+            .map_err(|e| StoreError::io(format!("writing {} record {id}", kind.file_name()), e))
+    }
+
+    /// Makes every record file durable (the first half of a checkpoint).
+    pub fn sync_all(&self) -> Result<(), StoreError> {
+        for kind in RecordKind::ALL {
+            self.file(kind)
+                .sync()
+                .map_err(|e| StoreError::io(format!("syncing {}", kind.file_name()), e))?;
+        }
+        Ok(())
+    }
+
+    /// Reads a payload chain of `len` bytes starting at block `first`, checking that every
+    /// block is in use and the chain ends where the length says.
+    pub fn read_payload(&self, first: u64, len: u32) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::with_capacity(len as usize);
+        let mut at = first;
+        while out.len() < len as usize {
+            if at == NONE {
+                return Err(Self::damaged(
+                    RecordKind::Block,
+                    at,
+                    "payload chain ends early",
+                ));
+            }
+            let block = self.read_block(at)?;
+            if !block.in_use {
+                return Err(Self::damaged(
+                    RecordKind::Block,
+                    at,
+                    "payload block not in use",
+                ));
+            }
+            out.extend_from_slice(&block.data);
+            at = block.next;
+        }
+        if out.len() != len as usize || at != NONE {
+            return Err(Self::damaged(
+                RecordKind::Block,
+                first,
+                "payload chain longer than its length",
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The user-visible node behind a record, or `None` if the record is not in use.
+    pub fn load_node(&self, id: u64, rec: &NodeRecord) -> Result<Option<Node>, StoreError> {
+        if !rec.in_use {
+            return Ok(None);
+        }
+        let payload = self.read_payload(rec.payload_block, rec.payload_len)?;
+        let (labels, props) =
+            decode_node_payload(&payload).map_err(|e| Self::damaged(RecordKind::Node, id, e))?;
+        Ok(Some(Node { id, labels, props }))
+    }
+
+    /// The user-visible relationship behind a record, or `None` if not in use.
+    pub fn load_rel(&self, id: u64, rec: &RelRecord) -> Result<Option<Relationship>, StoreError> {
+        if !rec.in_use {
+            return Ok(None);
+        }
+        let payload = self.read_payload(rec.payload_block, rec.payload_len)?;
+        let (rel_type, props) =
+            decode_rel_payload(&payload).map_err(|e| Self::damaged(RecordKind::Rel, id, e))?;
+        Ok(Some(Relationship {
+            id,
+            start: rec.start,
+            end: rec.end,
+            rel_type,
+            props,
+        }))
+    }
+}
