@@ -11,6 +11,7 @@ use online_backup::store::check::{check, CheckReport};
 use online_backup::store::format::FormatVersion;
 use online_backup::store::generate::{generate, GenerateSpec};
 use online_backup::store::upgrade::{upgrade, UpgradeOutcome};
+use online_backup::store::StoreError;
 
 #[derive(Parser)]
 #[command(
@@ -72,6 +73,15 @@ enum Command {
     },
 }
 
+/// Prints a line on stdout, ignoring write errors: a closed pipe (`check --json | head -1`) ends
+/// the output quietly instead of panicking as `println!` does.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn parse_format(s: &str) -> Result<FormatVersion, String> {
     FormatVersion::parse(s)
         .ok_or_else(|| format!("unsupported format version '{s}'; supported: 1, 2"))
@@ -105,7 +115,7 @@ fn main() -> ExitCode {
             };
             match generate(env.fs, env.clock, &store, &spec, rand::random()) {
                 Ok(g) => {
-                    println!(
+                    out!(
                         "generated {}: store id {}, format {}, {} nodes, {} relationships, {} bytes of records, digest {}",
                         store.display(),
                         g.store_id,
@@ -121,9 +131,14 @@ fn main() -> ExitCode {
             }
         }
         Command::Check { store, json } => match check(env.fs, env.clock, &store) {
+            // A store too damaged to open is inconsistent, not a failure to check (ADM-1).
+            Err(e @ StoreError::Corrupt(_)) => {
+                eprintln!("neo4j-admin: {} is inconsistent: {e}", store.display());
+                ExitCode::from(3)
+            }
             Ok(report) => {
                 if json {
-                    println!(
+                    out!(
                         "{}",
                         serde_json::to_string_pretty(&report).expect("report serializes")
                     );
@@ -136,14 +151,14 @@ fn main() -> ExitCode {
         },
         Command::Upgrade { store } => match upgrade(env.fs, env.clock, &store) {
             Ok(UpgradeOutcome::Upgraded { from, to }) => {
-                println!(
+                out!(
                     "upgraded {} from format {from} to format {to}",
                     store.display()
                 );
                 ExitCode::SUCCESS
             }
             Ok(UpgradeOutcome::AlreadyCurrent(v)) => {
-                println!(
+                out!(
                     "{} is already at the current format {v}; nothing to do",
                     store.display()
                 );
@@ -159,19 +174,19 @@ fn main() -> ExitCode {
 }
 
 fn print_report(store: &std::path::Path, r: &CheckReport) {
-    println!("store:             {}", store.display());
-    println!("store id:          {}", r.store_id);
-    println!("format version:    {}", r.format_version);
-    println!("last committed tx: {}", r.last_committed_tx);
-    println!("nodes:             {}", r.nodes);
-    println!("relationships:     {}", r.relationships);
-    println!("digest:            {}", r.digest);
+    out!("store:             {}", store.display());
+    out!("store id:          {}", r.store_id);
+    out!("format version:    {}", r.format_version);
+    out!("last committed tx: {}", r.last_committed_tx);
+    out!("nodes:             {}", r.nodes);
+    out!("relationships:     {}", r.relationships);
+    out!("digest:            {}", r.digest);
     if r.consistent {
-        println!("consistent:        yes");
+        out!("consistent:        yes");
     } else {
-        println!("consistent:        NO, {} finding(s):", r.finding_count);
+        out!("consistent:        NO, {} finding(s):", r.finding_count);
         for f in &r.findings {
-            println!("  - {f}");
+            out!("  - {f}");
         }
     }
 }

@@ -74,6 +74,7 @@ pub struct DirEntry {
 }
 
 /// An open file: positioned reads and writes only, so no shared cursor can race.
+#[allow(clippy::len_without_is_empty)] // a file's length is I/O, not a collection's size
 pub trait FileHandle: Send + Sync + Debug {
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at end of file).
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;

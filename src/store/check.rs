@@ -162,6 +162,15 @@ pub fn check_open(store: &Store) -> Result<CheckReport, StoreError> {
             };
             for &n in ends {
                 let (prev, next) = rec.links_for(n);
+                if prev == NONE {
+                    // The head of a chain must be what its node points at, or it is orphaned.
+                    let head = files.read_node(n).map(|r| r.first_rel).unwrap_or(NONE);
+                    if head != id {
+                        f.add(format!(
+                            "relationship {id}: has no predecessor in node {n}'s chain but is not its first relationship"
+                        ));
+                    }
+                }
                 if prev != NONE {
                     match rel_in_chain(files, prev, n, state.next_rel) {
                     Ok(p) if p.links_for(n).1 == id => {}

@@ -253,7 +253,7 @@ impl RelRecord {
         ] {
             put_u64(&mut out, v);
         }
-        put_u64(&mut out, 0); // reserved, keeps the payload length 8-aligned in both formats
+        put_u64(&mut out, 0); // reserved for a future field (ST-6); always zero
         out.extend_from_slice(&self.payload_len.to_le_bytes());
         seal(format, out)
     }

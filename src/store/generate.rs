@@ -100,28 +100,7 @@ pub fn generate(
     spec: &GenerateSpec,
     random: u64,
 ) -> Result<Generated, StoreError> {
-    if let Some(m) = fs
-        .metadata(dir)
-        .map_err(|e| StoreError::io(format!("reading {}", dir.display()), e))?
-    {
-        let empty = m.is_dir
-            && fs
-                .read_dir(dir)
-                .map_err(|e| StoreError::io(format!("reading {}", dir.display()), e))?
-                .is_empty();
-        if !empty {
-            return Err(StoreError::AlreadyExists {
-                dir: dir.display().to_string(),
-            });
-        }
-    }
-    fs.create_dir_all(dir)
-        .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
-    fs.sync_dir(crate::io::parent_of(dir))
-        .map_err(|e| StoreError::io("syncing the parent directory", e))?;
-    let _lock = fs
-        .lock_dir(dir)
-        .map_err(|e| StoreError::io(format!("locking {}", dir.display()), e))?;
+    let _lock = crate::store::lock_new_store_dir(&*fs, dir)?;
 
     let n = spec.nodes;
     let k = if n > 1 {
@@ -228,7 +207,7 @@ pub fn generate(
 
 fn generated_node(i: u64, spec: &GenerateSpec) -> Node {
     let mut labels = vec!["Person".to_string()];
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         labels.insert(0, "Even".to_string());
     }
     let mut props = Properties::new();
@@ -260,7 +239,12 @@ fn generated_rel(id: u64, start: u64, end: u64, j: u64) -> Relationship {
         id,
         start,
         end,
-        rel_type: if j % 2 == 0 { "KNOWS" } else { "FOLLOWS" }.to_string(),
+        rel_type: if j.is_multiple_of(2) {
+            "KNOWS"
+        } else {
+            "FOLLOWS"
+        }
+        .to_string(),
         props,
     }
 }

@@ -306,7 +306,12 @@ pub fn list_log_versions(fs: &dyn Fs, dir: &Path) -> std::io::Result<Vec<u64>> {
         .read_dir(dir)?
         .into_iter()
         .filter(|e| !e.is_dir)
-        .filter_map(|e| e.name.strip_prefix(LOG_PREFIX)?.parse().ok())
+        .filter_map(|e| {
+            let digits = e.name.strip_prefix(LOG_PREFIX)?;
+            let v: u64 = digits.parse().ok()?;
+            // Only the canonical spelling names a log file ("01" or "+1" is someone else's).
+            (v.to_string() == digits).then_some(v)
+        })
         .collect();
     versions.sort_unstable();
     Ok(versions)
@@ -329,7 +334,7 @@ pub fn read_entry(
     offset: u64,
     file_len: u64,
 ) -> std::io::Result<ReadOutcome> {
-    if offset == file_len {
+    if offset >= file_len {
         return Ok(ReadOutcome::End);
     }
     if file_len - offset < FRAME_SIZE {

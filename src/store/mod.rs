@@ -40,6 +40,8 @@ pub enum StoreError {
     Locked(String),
     #[error("{dir} already holds a store")]
     AlreadyExists { dir: String },
+    #[error("{0} is not an empty directory; a new store needs one")]
+    NotEmpty(String),
     #[error("the store's format version {0} is not supported (supported: 1, 2)")]
     UnsupportedFormat(u32),
     #[error("the store is damaged: {0}")]
@@ -133,6 +135,47 @@ pub struct Store {
     failed: Option<String>,
 }
 
+/// Creates `dir` if missing and locks it for a new store; refuses a directory holding anything
+/// (ST-1): a new store never adopts someone else's files.
+pub fn lock_new_store_dir(fs: &dyn Fs, dir: &Path) -> Result<Box<dyn LockGuard>, StoreError> {
+    let io_err = |what: &str, e| StoreError::io(format!("{what} {}", dir.display()), e);
+    if let Some(m) = fs.metadata(dir).map_err(|e| io_err("reading", e))? {
+        if !m.is_dir {
+            return Err(StoreError::NotEmpty(dir.display().to_string()));
+        }
+    }
+    fs.create_dir_all(dir).map_err(|e| io_err("creating", e))?;
+    fs.sync_dir(crate::io::parent_of(dir))
+        .map_err(|e| io_err("syncing the parent of", e))?;
+    let guard = lock(fs, dir)?;
+    let entries = fs.read_dir(dir).map_err(|e| io_err("reading", e))?;
+    if entries.iter().any(|e| e.name == meta::META_FILE) {
+        return Err(StoreError::AlreadyExists {
+            dir: dir.display().to_string(),
+        });
+    }
+    // Without metadata, files a store creation writes are what an interrupted creation left:
+    // nothing was ever committed to them, so they are removed. Anything else is someone's data.
+    let leftover = |name: &str| {
+        format::RecordKind::ALL
+            .iter()
+            .any(|k| k.file_name() == name)
+            || name.starts_with(log::LOG_PREFIX)
+            || name == format!("{}.tmp", meta::META_FILE)
+    };
+    if entries.iter().any(|e| e.is_dir || !leftover(&e.name)) {
+        return Err(StoreError::NotEmpty(dir.display().to_string()));
+    }
+    if !entries.is_empty() {
+        for e in &entries {
+            fs.remove_file(&dir.join(&e.name))
+                .map_err(|e| io_err("removing an interrupted creation's files from", e))?;
+        }
+        fs.sync_dir(dir).map_err(|e| io_err("syncing", e))?;
+    }
+    Ok(guard)
+}
+
 fn lock(fs: &dyn Fs, dir: &Path) -> Result<Box<dyn LockGuard>, StoreError> {
     fs.lock_dir(dir).map_err(|e| {
         if e.kind() == std::io::ErrorKind::WouldBlock {
@@ -156,27 +199,13 @@ impl Store {
         format: FormatVersion,
         random: u64,
     ) -> Result<Store, StoreError> {
-        fs.create_dir_all(dir)
-            .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
-        fs.sync_dir(crate::io::parent_of(dir))
-            .map_err(|e| StoreError::io("syncing the parent directory", e))?;
-        let guard = lock(&*fs, dir)?;
-        if fs
-            .metadata(&dir.join(meta::META_FILE))
-            .map_err(|e| StoreError::io("reading the directory", e))?
-            .is_some()
-        {
-            return Err(StoreError::AlreadyExists {
-                dir: dir.display().to_string(),
-            });
-        }
+        let guard = lock_new_store_dir(&*fs, dir)?;
         let store_id = StoreId {
             created_millis: clock.now_millis(),
             random,
         };
         initialize(&*fs, dir, store_id, format, TxState::empty(), 0)?;
-        drop(guard);
-        Store::open(fs, clock, dir, options)
+        Store::open_locked(fs, clock, dir, options, guard)
     }
 
     /// Opens the store in `dir`, recovering from its last checkpoint (RC-1).
@@ -192,9 +221,20 @@ impl Store {
             Err(e) => return Err(StoreError::io(format!("reading {}", dir.display()), e)),
         }
         let guard = lock(&*fs, dir)?;
+        Store::open_locked(fs, clock, dir, options, guard)
+    }
+
+    /// Opens the store in `dir`, whose lock the caller already holds.
+    fn open_locked(
+        fs: Arc<dyn Fs>,
+        clock: Arc<dyn Clock>,
+        dir: &Path,
+        options: &StoreOptions,
+        guard: Box<dyn LockGuard>,
+    ) -> Result<Store, StoreError> {
         upgrade::finish_interrupted(&*fs, dir)?;
         let meta = Meta::read(&*fs, dir).map_err(|e| StoreError::from_meta(dir, e))?;
-        let files = RecordFiles::open(&*fs, dir, meta.format)?;
+        let files = RecordFiles::open(&*fs, dir, meta.format, false)?;
         let recovered = recover(&*fs, dir, &meta, &files)?;
         let mut store = Store {
             fs,
@@ -252,7 +292,7 @@ impl Store {
         let (entry, ids) = builder.finish(tx_id, self.clock.now_millis())?;
         let framed = entry.encode_framed();
         if framed.len() as u64 - log::FRAME_SIZE > MAX_ENTRY as u64 {
-            return Err(TxRejection::TooLarge(framed.len()).into());
+            return Err(TxRejection::TooLarge(framed.len() - log::FRAME_SIZE as usize).into());
         }
         self.append_and_apply(&entry, &framed)?;
         Ok(CommitOutcome { tx_id, ids })
@@ -302,7 +342,12 @@ impl Store {
         );
         let threshold = self.options.log_rotation_threshold;
         if threshold > 0 && self.log.end > threshold {
-            self.rotate()?;
+            // The transaction is durable and applied whatever happens here: it stands. A failed
+            // rotation stops further commits until the store is reopened (LOG-9).
+            if let Err(e) = self.rotate() {
+                tracing::error!(error = %e, "log rotation failed; refusing further commits");
+                self.failed = Some(format!("log rotation failed: {e}"));
+            }
         }
         Ok(())
     }
@@ -317,9 +362,7 @@ impl Store {
             prev_last_tx: self.last_tx,
             prev_digest: self.state.digest,
         };
-        let file = create_log_file(&*self.fs, &path, &header).inspect_err(|e| {
-            self.failed = Some(e.to_string());
-        })?;
+        let file = create_log_file(&*self.fs, &path, &header)?;
         self.fs
             .sync_dir(&self.dir)
             .map_err(|e| StoreError::io("syncing the store directory", e))?;
@@ -359,11 +402,17 @@ impl Store {
     }
 
     /// Checkpoints and releases the store (a clean shutdown).
-    pub fn close(mut self) -> Result<(), StoreError> {
+    pub fn close(self) -> Result<(), StoreError> {
+        self.close_keeping_lock().map(drop)
+    }
+
+    /// Checkpoints and closes the store but hands back its directory lock, for offline tools
+    /// that go on working on the files (upgrade) without letting another opener in.
+    pub fn close_keeping_lock(mut self) -> Result<Box<dyn LockGuard>, StoreError> {
         if self.failed.is_none() {
             self.checkpoint()?;
         }
-        Ok(())
+        Ok(self._lock)
     }
 
     pub fn node(&self, id: Id) -> Result<Option<Node>, StoreError> {
@@ -452,7 +501,7 @@ pub fn initialize(
     state: TxState,
     last_tx: u64,
 ) -> Result<(), StoreError> {
-    let files = RecordFiles::open(fs, dir, format)?;
+    let files = RecordFiles::open(fs, dir, format, true)?;
     files.sync_all()?;
     drop(files);
     let header = LogHeader {
@@ -520,6 +569,14 @@ fn recover(
             cp.log_version
         )));
     }
+    if let Some(gap) = versions.windows(2).find(|w| w[1] != w[0] + 1) {
+        return Err(StoreError::Corrupt(format!(
+            "log file {} is missing between {} and {}",
+            gap[0] + 1,
+            gap[0],
+            gap[1]
+        )));
+    }
     let mut replayed = 0;
     let mut active = None;
     for (i, &version) in versions.iter().enumerate() {
@@ -528,14 +585,31 @@ fn recover(
         let file = fs
             .open(&path, OpenMode::ReadWrite)
             .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
+        let len = file
+            .len()
+            .map_err(|e| StoreError::io("reading a log file's length", e))?;
         let header =
             LogHeader::read(&*file).map_err(|e| StoreError::io("reading a log header", e))?;
-        let header_ok = matches!(&header, Some(h) if h.log_version == version
-            && (version == cp.log_version || h.prev_last_tx == last_tx));
+        let header_ok = match &header {
+            None => false,
+            Some(h) if h.log_version != version => false,
+            Some(_) if version == cp.log_version => true,
+            Some(h) => {
+                if h.prev_last_tx != last_tx || h.prev_digest != state.digest {
+                    return Err(StoreError::Corrupt(format!(
+                        "log file {version} starts after tx {} (digest {}) but the log before it \
+                         ends at tx {last_tx} (digest {})",
+                        h.prev_last_tx, h.prev_digest, state.digest
+                    )));
+                }
+                true
+            }
+        };
         if !header_ok {
-            if is_last && version > cp.log_version {
+            if is_last && version > cp.log_version && len <= HEADER_SIZE {
                 // A rotation that crashed before its header was durable: no commit can be in
-                // this file, since commits go there only after the header is synced (RC-5).
+                // this file, since commits go there only after the header is synced, and the
+                // file holds nothing past where the header would end (RC-5).
                 drop(file);
                 let header = LogHeader {
                     log_version: version,
@@ -554,14 +628,16 @@ fn recover(
                 "log file {version} has a damaged header"
             )));
         }
-        let len = file
-            .len()
-            .map_err(|e| StoreError::io("reading a log file's length", e))?;
         let mut offset = if version == cp.log_version {
             cp.log_offset
         } else {
             HEADER_SIZE
         };
+        if offset > len {
+            return Err(StoreError::Corrupt(format!(
+                "the checkpoint points at offset {offset} of log file {version}, which is only {len} bytes"
+            )));
+        }
         loop {
             let outcome = log::read_entry(&*file, offset, len)
                 .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;

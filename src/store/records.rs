@@ -25,12 +25,28 @@ pub struct RecordFiles {
 }
 
 impl RecordFiles {
-    /// Opens (creating if missing) the record files in `dir`.
-    pub fn open(fs: &dyn Fs, dir: &Path, format: FormatVersion) -> Result<RecordFiles, StoreError> {
+    /// Opens the record files in `dir`; with `create`, missing ones are created empty, and
+    /// without it a missing file means a damaged store.
+    pub fn open(
+        fs: &dyn Fs,
+        dir: &Path,
+        format: FormatVersion,
+        create: bool,
+    ) -> Result<RecordFiles, StoreError> {
+        let mode = if create {
+            OpenMode::ReadWriteCreate
+        } else {
+            OpenMode::ReadWrite
+        };
         let open = |kind: RecordKind| {
             let path = dir.join(kind.file_name());
-            fs.open(&path, OpenMode::ReadWriteCreate)
-                .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))
+            fs.open(&path, mode).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    StoreError::Corrupt(format!("record file {} is missing", kind.file_name()))
+                } else {
+                    StoreError::io(format!("opening {}", path.display()), e)
+                }
+            })
         };
         Ok(RecordFiles {
             format,

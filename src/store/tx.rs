@@ -366,10 +366,11 @@ impl<'a> TxBuilder<'a> {
     /// blocks are marked unused (ST-9). Returns the first block, or `NONE` for an empty payload.
     fn write_chain(&mut self, old_first: u64, payload: &[u8]) -> Result<u64, StoreError> {
         let mut old = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
         let mut at = old_first;
         while at != NONE {
             let b = self.block(at)?;
-            if !b.in_use || old.contains(&at) {
+            if !b.in_use || !seen.insert(at) {
                 return Err(StoreError::Corrupt(format!(
                     "payload chain at block {old_first} is damaged"
                 )));
@@ -420,7 +421,7 @@ fn endpoints(start: Id, end: Id) -> Vec<Id> {
     }
 }
 
-/// Largest string, in bytes, a label, type, key or value may be.
+/// Largest string value, in bytes. Labels, types and keys are limited to 65,535 bytes.
 pub const MAX_STRING: usize = 1 << 20;
 
 fn validate_name(op: usize, what: &str, s: &str) -> Result<(), StoreError> {

@@ -15,9 +15,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::io::{sibling_with_suffix, Clock, Fs, OpenMode};
+use crate::io::{read_small_file, sibling_with_suffix, write_atomic, Clock, Fs, OpenMode};
 use crate::store::format::{convert_record, FormatVersion, RecordKind};
-use crate::store::meta::META_FILE;
+use crate::store::meta::{Meta, META_FILE};
 use crate::store::{Store, StoreError, StoreOptions};
 
 const SUFFIX: &str = ".upgrade";
@@ -50,26 +50,23 @@ pub fn upgrade(
         return Ok(UpgradeOutcome::AlreadyCurrent(from));
     }
     let mut meta = store.meta().clone();
-    // Keep the directory locked for the whole migration: reopen the lock after the clean close.
-    store.close()?;
-    let _lock = fs
-        .lock_dir(dir)
-        .map_err(|e| StoreError::io(format!("locking {}", dir.display()), e))?;
+    // The directory stays locked for the whole migration.
+    let _lock = store.close_keeping_lock()?;
     let to = FormatVersion::CURRENT;
     for kind in RecordKind::ALL {
         convert_file(&*fs, dir, kind, from, to)?;
     }
-    meta.format = to;
-    let staged = dir.join(format!("{META_FILE}{SUFFIX}"));
-    let file = fs
-        .open(&staged, OpenMode::CreateTruncate)
-        .map_err(|e| StoreError::io("creating the staged metadata", e))?;
-    file.write_all_at(&meta.encode(), 0)
-        .and_then(|()| file.sync())
-        .map_err(|e| StoreError::io("writing the staged metadata", e))?;
-    drop(file);
+    // Every converted file's directory entry is durable before the commit point exists.
     fs.sync_dir(dir)
         .map_err(|e| StoreError::io("syncing the store directory", e))?;
+    meta.format = to;
+    // The commit point, written atomically: it exists whole or not at all.
+    write_atomic(
+        &*fs,
+        &dir.join(format!("{META_FILE}{SUFFIX}")),
+        &meta.encode(),
+    )
+    .map_err(|e| StoreError::io("writing the staged metadata", e))?;
     finish_interrupted(&*fs, dir)?;
     Ok(UpgradeOutcome::Upgraded { from, to })
 }
@@ -128,7 +125,16 @@ pub fn finish_interrupted(fs: &dyn Fs, dir: &Path) -> Result<(), StoreError> {
             .map(|m| m.is_some())
             .map_err(|e| StoreError::io("reading the store directory", e))
     };
-    let committed = exists(&staged)?;
+    // Staged metadata that does not decode cannot be the commit point (it was written with
+    // write_atomic, so this means outside damage): the upgrade did not commit.
+    let committed = exists(&staged)?
+        && read_small_file(fs, &staged, 4096)
+            .ok()
+            .is_some_and(|b| Meta::decode(&b).is_ok());
+    if !committed && exists(&staged)? {
+        fs.remove_file(&staged)
+            .map_err(|e| StoreError::io("discarding damaged staged metadata", e))?;
+    }
     let mut touched = false;
     for kind in RecordKind::ALL {
         let path = dir.join(kind.file_name());

@@ -1,0 +1,119 @@
+//! The deterministic simulations (turmoil): the product's own code, run on simulated hosts whose
+//! disks lose power, decided entirely by a seed. `spec/simulation.md` holds the rules (SIM-*).
+//!
+//! Layout, one sentence a module:
+//! - [`seams`]: the simulated `Fs`, `Net` and `Clock` (on turmoil's filesystem, TCP and time),
+//!   and [`seams::SimWorld`], the per-simulation state they share (trace, clock offset, each
+//!   host's lock table and planned power loss).
+//! - [`trace`]: the ordered record of a run and its hash, fed by the seams and, for commits, by a
+//!   `tracing` layer.
+//! - [`runner`]: scenarios, seeds from the environment, one simulation per seed, the replay
+//!   command on failure.
+//! - [`scenarios`]: the registered scenarios; add one by writing a module with a `Scenario`
+//!   constant and listing it in `scenarios::SCENARIOS`.
+//! - [`seam_tests`]: the simulated seams' own tests (durability, locks, clock, network).
+//! - [`rules`]: source scans for the determinism rules (`select!` biased, no threads, no hash
+//!   maps).
+//!
+//! Running: `cargo test --test sim` runs every scenario over its default seeds; `SIM_SEEDS`,
+//! `SIM_SEED`, `SIM_SEED_START`, `SIM_SCENARIO`, `SIM_TRACE` and `SIM_LOG` are described in
+//! [`runner`]. A failure prints the one command that replays it.
+
+/// SIM-3: without `--cfg tokio_unstable` turmoil cannot seed tokio's internal randomness, so
+/// the simulations refuse to build.
+mod sim_3_needs_tokio_unstable {
+    #![allow(unexpected_cfgs)]
+    #[cfg(not(tokio_unstable))]
+    compile_error!(
+        "the simulations need `--cfg tokio_unstable` (set in .cargo/config.toml; a RUSTFLAGS \
+         variable replaces it): see spec/simulation.md, SIM-3"
+    );
+}
+
+mod rules;
+mod runner;
+mod scenarios;
+mod seam_tests;
+mod seams;
+mod trace;
+
+use std::collections::BTreeSet;
+
+use runner::{replay_command, run_all, run_seed, selected, SeedChoice};
+use scenarios::SCENARIOS;
+
+/// How many seeds the determinism check runs twice.
+const DETERMINISM_SEEDS: u64 = 20;
+
+/// Every registered scenario over its seeds (SIM-13): `store_crash` checks SIM-14, `log_crash`
+/// SIM-15. A failure prints its replay command (SIM-5).
+#[test]
+fn every_scenario_over_seeds() {
+    run_all(SCENARIOS);
+}
+
+/// SIM-1: the same seed gives the same run, record for record; SIM-4: different seeds give
+/// different runs (the seed reaches the simulation).
+#[test]
+fn same_seed_same_trace() {
+    let choice = SeedChoice::from_env();
+    let seeds = SeedChoice {
+        count: Some(DETERMINISM_SEEDS),
+        ..choice
+    }
+    .seeds(DETERMINISM_SEEDS);
+    for scenario in selected(SCENARIOS) {
+        let mut hashes = BTreeSet::new();
+        for &seed in &seeds {
+            let (a, trace_a) = run_seed(scenario, seed, true);
+            let (b, trace_b) = run_seed(scenario, seed, true);
+            if a != b {
+                let (la, lb) = (trace_a.all().unwrap(), trace_b.all().unwrap());
+                let at = la.iter().zip(&lb).position(|(x, y)| x != y);
+                let diff = match at {
+                    Some(i) => format!(
+                        "first difference at record {i}:\n  run 1: {}\n  run 2: {}",
+                        la[i], lb[i]
+                    ),
+                    None => format!("one run has more records ({} vs {})", la.len(), lb.len()),
+                };
+                panic!(
+                    "simulation {} is not deterministic at seed {seed}: {a:?} vs {b:?}\n{diff}\nreplay: {}",
+                    scenario.name,
+                    replay_command(scenario.name, seed)
+                );
+            }
+            hashes.insert(a.trace_hash);
+        }
+        if seeds.len() > 1 {
+            assert!(
+                hashes.len() > 1,
+                "simulation {}: {} seeds gave one trace; the seed does not reach the run",
+                scenario.name,
+                seeds.len()
+            );
+        }
+        println!(
+            "sim {}: {} seeds twice, same traces ({} distinct)",
+            scenario.name,
+            seeds.len(),
+            hashes.len()
+        );
+    }
+}
+
+/// SIM-13: scenario names are unique (the replay command names one), and the crash scenario
+/// runs at least 200 seeds by default.
+#[test]
+fn sim_13_scenario_registry() {
+    let names: BTreeSet<_> = SCENARIOS.iter().map(|s| s.name).collect();
+    assert_eq!(names.len(), SCENARIOS.len(), "duplicate scenario names");
+    let store_crash = SCENARIOS
+        .iter()
+        .find(|s| s.name == "store_crash")
+        .expect("store_crash is registered");
+    assert!(store_crash.default_seeds >= 200);
+    for s in SCENARIOS {
+        assert!(!s.about.is_empty() && s.default_seeds > 0, "{}", s.name);
+    }
+}

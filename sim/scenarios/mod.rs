@@ -1,0 +1,10 @@
+//! The registered scenarios. A scenario is a [`Scenario`] constant in its own module, listed in
+//! [`SCENARIOS`]; the runner and both simulation tests pick it up from there.
+
+use crate::runner::Scenario;
+
+pub mod log_crash;
+pub mod store_crash;
+
+/// Every scenario, in the order the tests run them.
+pub const SCENARIOS: &[Scenario] = &[log_crash::SCENARIO, store_crash::SCENARIO];

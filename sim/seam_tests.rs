@@ -1,0 +1,833 @@
+//! Tests of the simulated seams themselves, in the spirit of turmoil's own durability tests: a
+//! host runs one phase per start, and loses power between phases.
+
+use std::any::Any;
+use std::io::ErrorKind;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use online_backup::io::{write_atomic, Env, OpenMode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::runner::{
+    epoch, failure_report, replay_command, run_with, select, RunReport, Scenario, ScenarioCtx,
+    SeedChoice,
+};
+use crate::scenarios::SCENARIOS;
+use crate::seams::DiskConfig;
+use crate::trace::{fnv64, Trace};
+
+/// A disk without random writeback or torn writes, so a test can say exactly what survives.
+const EXACT: DiskConfig = DiskConfig {
+    capacity: 1 << 20,
+    torn_write_block: None,
+    random_sync_probability: 0.0,
+};
+
+const HOST: &str = "box";
+
+/// One start of the host: gets its seams, may park values in `keep` (held until the power
+/// goes), fails with a message.
+type Phase = fn(&Env, &mut Vec<Box<dyn Any>>) -> Result<(), String>;
+
+fn unscripted(_: &mut ScenarioCtx) -> turmoil::Result {
+    Err("driven by a test".into())
+}
+
+/// Runs `drive` as a one-off simulation on the exact disk and fails the test with the run's
+/// report if it fails.
+fn simulate(name: &'static str, drive: impl FnOnce(&mut ScenarioCtx) -> turmoil::Result) -> Trace {
+    simulate_as(
+        Scenario::new(name, "a seam test", unscripted).disk(EXACT),
+        drive,
+    )
+}
+
+fn simulate_as(
+    scenario: Scenario,
+    drive: impl FnOnce(&mut ScenarioCtx) -> turmoil::Result,
+) -> Trace {
+    let (report, trace) = run_with(&scenario, 0, true, drive);
+    if report.failure.is_some() {
+        panic!("{}", failure_report(&scenario, &report, &trace));
+    }
+    trace
+}
+
+/// Runs `phases[i]` as the host's software on its i-th start, with a power loss (crash and
+/// restart) between consecutive phases.
+fn run_phases(name: &'static str, phases: &'static [Phase]) -> Trace {
+    simulate(name, |ctx| {
+        let results: Arc<Mutex<Vec<Result<(), String>>>> = Arc::default();
+        let starts = Arc::new(AtomicUsize::new(0));
+        for i in 0..phases.len() {
+            if i == 0 {
+                let (results, starts) = (results.clone(), starts.clone());
+                ctx.host(HOST, move |h| {
+                    let phase = phases[starts.fetch_add(1, Ordering::SeqCst)];
+                    let results = results.clone();
+                    async move {
+                        let mut keep = Vec::new();
+                        let r = phase(&h.env, &mut keep);
+                        results.lock().unwrap().push(r);
+                        std::future::pending::<()>().await;
+                        drop(keep);
+                        Ok(())
+                    }
+                });
+            } else {
+                ctx.crash(HOST);
+                ctx.restart(HOST);
+            }
+            let r = results.clone();
+            ctx.run_until(100, "the phase", move || r.lock().unwrap().len() > i)?;
+            results.lock().unwrap()[i]
+                .clone()
+                .map_err(|e| format!("phase {}: {e}", i + 1))?;
+        }
+        Ok(())
+    })
+}
+
+fn p(s: &str) -> &Path {
+    Path::new(s)
+}
+
+fn e<T: std::fmt::Debug>(what: &str) -> impl FnOnce(T) -> String + '_ {
+    move |err| format!("{what}: {err:?}")
+}
+
+fn read_dir_names(env: &Env, dir: &str) -> Result<Vec<String>, String> {
+    let entries = env.fs.read_dir(p(dir)).map_err(e("read_dir"))?;
+    Ok(entries.into_iter().map(|d| d.name).collect())
+}
+
+fn read_all(env: &Env, path: &str) -> Result<Vec<u8>, String> {
+    let f = env.fs.open(p(path), OpenMode::Read).map_err(e("open"))?;
+    let len = f.len().map_err(e("len"))?;
+    let mut buf = vec![0; len as usize];
+    f.read_exact_at(&mut buf, 0).map_err(e("read"))?;
+    Ok(buf)
+}
+
+/// Creates `path` with `data`, durably: data synced and the directory entry synced.
+fn write_durable(env: &Env, path: &str, data: &[u8]) -> Result<(), String> {
+    let f = env
+        .fs
+        .open(p(path), OpenMode::CreateTruncate)
+        .map_err(e("open"))?;
+    f.write_all_at(data, 0).map_err(e("write"))?;
+    f.sync().map_err(e("sync"))?;
+    env.fs
+        .sync_dir(online_backup::io::parent_of(p(path)))
+        .map_err(e("sync_dir"))
+}
+
+fn make_dir(env: &Env, dir: &str) -> Result<(), String> {
+    env.fs.create_dir_all(p(dir)).map_err(e("create_dir_all"))?;
+    env.fs.sync_dir(p("/")).map_err(e("sync_dir /"))
+}
+
+fn expect<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{what}: got {got:?}, expected {want:?}"))
+    }
+}
+
+#[test]
+fn unsynced_write_is_lost_on_power_loss() {
+    // SIM-7: only what was synced survives; the overwrite after the sync is lost.
+    run_phases(
+        "unsynced_write",
+        &[
+            |env, _| {
+                make_dir(env, "/d")?;
+                write_durable(env, "/d/f", b"synced")?;
+                let f = env
+                    .fs
+                    .open(p("/d/f"), OpenMode::ReadWrite)
+                    .map_err(e("open"))?;
+                f.write_all_at(b"LOST!!-and-more", 0).map_err(e("write"))?;
+                expect(
+                    "before the crash",
+                    read_all(env, "/d/f")?,
+                    b"LOST!!-and-more".to_vec(),
+                )
+            },
+            |env, _| {
+                expect(
+                    "after the crash",
+                    read_all(env, "/d/f")?,
+                    b"synced".to_vec(),
+                )
+            },
+        ],
+    );
+}
+
+#[test]
+fn synced_file_without_dir_sync_is_lost() {
+    // SIM-7: a new file needs its directory entry synced too.
+    run_phases(
+        "no_dir_sync",
+        &[
+            |env, _| {
+                make_dir(env, "/d")?;
+                let f = env
+                    .fs
+                    .open(p("/d/f"), OpenMode::CreateNew)
+                    .map_err(e("open"))?;
+                f.write_all_at(b"data", 0).map_err(e("write"))?;
+                f.sync().map_err(e("sync"))
+            },
+            |env, _| {
+                let m = env.fs.metadata(p("/d/f")).map_err(e("metadata"))?;
+                expect("the file after the crash", m, None)
+            },
+        ],
+    );
+}
+
+#[test]
+fn rename_is_durable_only_after_sync_dir() {
+    // SIM-7: a rename is a directory change; IO-2: write_atomic is durable once it returns.
+    run_phases(
+        "rename_durability",
+        &[
+            |env, _| {
+                make_dir(env, "/d")?;
+                write_durable(env, "/d/a", b"old")?;
+                write_durable(env, "/d/a.tmp", b"new")?;
+                env.fs
+                    .rename(p("/d/a.tmp"), p("/d/a"))
+                    .map_err(e("rename"))?;
+                expect("before the crash", read_all(env, "/d/a")?, b"new".to_vec())
+            },
+            |env, _| {
+                expect("a after the crash", read_all(env, "/d/a")?, b"old".to_vec())?;
+                expect(
+                    "a.tmp after the crash",
+                    read_all(env, "/d/a.tmp")?,
+                    b"new".to_vec(),
+                )?;
+                env.fs
+                    .rename(p("/d/a.tmp"), p("/d/a"))
+                    .map_err(e("rename"))?;
+                env.fs.sync_dir(p("/d")).map_err(e("sync_dir"))
+            },
+            |env, _| {
+                expect("a", read_all(env, "/d/a")?, b"new".to_vec())?;
+                let tmp = env.fs.metadata(p("/d/a.tmp")).map_err(e("metadata"))?;
+                expect("a.tmp", tmp, None)?;
+                write_atomic(&*env.fs, p("/d/a"), b"newer").map_err(e("write_atomic"))
+            },
+            |env, _| {
+                expect("a", read_all(env, "/d/a")?, b"newer".to_vec())?;
+                let names: Vec<String> = env
+                    .fs
+                    .read_dir(p("/d"))
+                    .map_err(e("read_dir"))?
+                    .into_iter()
+                    .map(|d| d.name)
+                    .collect();
+                expect("entries", names, vec!["a".to_string()])
+            },
+        ],
+    );
+}
+
+#[test]
+fn held_lock_refuses_a_second_holder() {
+    // IO-3, SIM-8: the lock never waits; dropping the guard releases it.
+    run_phases(
+        "lock_busy",
+        &[|env, _| {
+            make_dir(env, "/d")?;
+            let guard = env.fs.lock_dir(p("/d")).map_err(e("lock"))?;
+            match env.fs.lock_dir(p("/d")) {
+                Err(err) if err.kind() == ErrorKind::WouldBlock => {}
+                r => return Err(format!("second lock: {r:?}")),
+            }
+            drop(guard);
+            let again = env.fs.lock_dir(p("/d")).map_err(e("lock after release"))?;
+            drop(again);
+            match env.fs.lock_dir(p("/nope")) {
+                Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+                r => Err(format!("lock of a missing directory: {r:?}")),
+            }
+        }],
+    );
+}
+
+#[test]
+fn separate_seams_of_one_host_share_the_lock_table() {
+    // SIM-8: the table is per host, not per `SimFs`.
+    simulate("lock_shared", |ctx| {
+        let done = Arc::new(Mutex::new(None::<Result<(), String>>));
+        let d = done.clone();
+        ctx.host(HOST, move |h| {
+            let d = d.clone();
+            async move {
+                let r = (|| {
+                    make_dir(&h.env, "/d")?;
+                    let _guard = h.env.fs.lock_dir(p("/d")).map_err(e("lock"))?;
+                    let other = h.world.env(&h.name);
+                    match other.fs.lock_dir(p("/d")) {
+                        Err(err) if err.kind() == ErrorKind::WouldBlock => {}
+                        r => return Err(format!("lock through other seams: {r:?}")),
+                    }
+                    Ok(())
+                })();
+                *d.lock().unwrap() = Some(r);
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+        let d = done.clone();
+        ctx.run_until(100, "the host", move || d.lock().unwrap().is_some())?;
+        let r = done.lock().unwrap().take().unwrap();
+        r.map_err(Into::into)
+    });
+}
+
+#[test]
+fn power_loss_releases_the_lock() {
+    // IO-3, SIM-8: a crash clears the host's lock table, even of a guard never dropped.
+    run_phases(
+        "lock_crash",
+        &[
+            |env, keep| {
+                make_dir(env, "/d")?;
+                keep.push(Box::new(env.fs.lock_dir(p("/d")).map_err(e("lock"))?));
+                let leaked = env.fs.lock_dir(p("/e"));
+                if leaked.is_ok() {
+                    return Err("locked a missing directory".into());
+                }
+                make_dir(env, "/e")?;
+                std::mem::forget(env.fs.lock_dir(p("/e")).map_err(e("lock /e"))?);
+                Ok(())
+            },
+            |env, _| {
+                env.fs
+                    .lock_dir(p("/d"))
+                    .map_err(e("lock /d after the crash"))?;
+                env.fs
+                    .lock_dir(p("/e"))
+                    .map_err(e("lock /e after the crash"))
+                    .map(drop)
+            },
+        ],
+    );
+}
+
+#[test]
+fn io_5_read_dir_is_sorted_by_name() {
+    run_phases(
+        "read_dir_sorted",
+        &[|env, _| {
+            make_dir(env, "/d")?;
+            for name in ["zeta", "alpha", "m", "b10", "b2", "B"] {
+                write_durable(env, &format!("/d/{name}"), name.as_bytes())?;
+            }
+            env.fs.create_dir_all(p("/d/sub")).map_err(e("mkdir"))?;
+            let entries = env.fs.read_dir(p("/d")).map_err(e("read_dir"))?;
+            let names: Vec<&str> = entries.iter().map(|d| d.name.as_str()).collect();
+            expect(
+                "names",
+                names,
+                vec!["B", "alpha", "b10", "b2", "m", "sub", "zeta"],
+            )?;
+            let sub = entries.iter().find(|d| d.name == "sub").unwrap();
+            let zeta = entries.iter().find(|d| d.name == "zeta").unwrap();
+            expect("sub", (sub.is_dir, sub.len), (true, 0))?;
+            expect("zeta", (zeta.is_dir, zeta.len), (false, 4))
+        }],
+    );
+}
+
+#[test]
+fn recreated_name_does_not_show_the_removed_file() {
+    // SIM-9: turmoil keys data by path; a name removed (not yet durably) and created again
+    // must start empty and keep what is synced into it.
+    run_phases(
+        "recreate_after_remove",
+        &[
+            |env, _| {
+                make_dir(env, "/d")?;
+                write_durable(env, "/d/f", b"the old, longer contents")?;
+                write_durable(env, "/d/g", b"other old contents")?;
+                env.fs.remove_file(p("/d/f")).map_err(e("remove"))?;
+                let f = env
+                    .fs
+                    .open(p("/d/f"), OpenMode::CreateNew)
+                    .map_err(e("create"))?;
+                expect("new file length", f.len().map_err(e("len"))?, 0)?;
+                f.write_all_at(b"new", 0).map_err(e("write"))?;
+                f.sync().map_err(e("sync"))?;
+                env.fs.rename(p("/d/g"), p("/d/h")).map_err(e("rename"))?;
+                let g = env
+                    .fs
+                    .open(p("/d/g"), OpenMode::CreateNew)
+                    .map_err(e("create g"))?;
+                expect("new g length", g.len().map_err(e("len"))?, 0)?;
+                g.write_all_at(b"g2", 0).map_err(e("write g"))?;
+                g.sync().map_err(e("sync g"))?;
+                env.fs.sync_dir(p("/d")).map_err(e("sync_dir"))?;
+                expect("f", read_all(env, "/d/f")?, b"new".to_vec())
+            },
+            |env, _| {
+                expect("f", read_all(env, "/d/f")?, b"new".to_vec())?;
+                expect("g", read_all(env, "/d/g")?, b"g2".to_vec())?;
+                expect("h", read_all(env, "/d/h")?, b"other old contents".to_vec())
+            },
+        ],
+    );
+}
+
+#[test]
+fn removed_directory_does_not_come_back() {
+    // SIM-9: after remove_dir_all and a crash, a directory made again under the same name is
+    // empty (turmoil alone would show the old files there).
+    run_phases(
+        "remove_dir_all",
+        &[
+            |env, _| {
+                make_dir(env, "/d/g/sub")?;
+                env.fs.sync_dir(p("/d")).map_err(e("sync_dir /d"))?;
+                env.fs.sync_dir(p("/d/g")).map_err(e("sync_dir /d/g"))?;
+                write_durable(env, "/d/g/x", b"x")?;
+                write_durable(env, "/d/g/sub/y", b"y")?;
+                env.fs
+                    .remove_dir_all(p("/d/g"))
+                    .map_err(e("remove_dir_all"))?;
+                expect(
+                    "gone",
+                    env.fs.metadata(p("/d/g")).map_err(e("metadata"))?,
+                    None,
+                )
+            },
+            |env, _| {
+                env.fs.create_dir_all(p("/d/g/sub")).map_err(e("mkdir"))?;
+                let top = env.fs.read_dir(p("/d/g")).map_err(e("read_dir"))?;
+                let names: Vec<String> = top.into_iter().map(|d| d.name).collect();
+                expect("/d/g", names, vec!["sub".to_string()])?;
+                let sub = env.fs.read_dir(p("/d/g/sub")).map_err(e("read_dir"))?;
+                expect("/d/g/sub", sub.len(), 0)
+            },
+        ],
+    );
+}
+
+#[test]
+fn open_handles_follow_the_inode() {
+    // SIM-9: a handle on a removed or replaced file keeps the old contents; a handle on a
+    // renamed file follows it, and what it syncs is durable under the new name.
+    run_phases(
+        "open_handles",
+        &[
+            |env, keep| {
+                make_dir(env, "/d")?;
+                write_durable(env, "/d/old", b"old contents")?;
+                let reader = env
+                    .fs
+                    .open(p("/d/old"), OpenMode::Read)
+                    .map_err(e("open"))?;
+                env.fs.remove_file(p("/d/old")).map_err(e("remove"))?;
+                env.fs.sync_dir(p("/d")).map_err(e("sync_dir"))?;
+                let mut buf = [0u8; 12];
+                reader
+                    .read_exact_at(&mut buf, 0)
+                    .map_err(e("read orphan"))?;
+                expect("orphan", &buf, b"old contents")?;
+
+                write_durable(env, "/d/target", b"replaced")?;
+                let on_target = env
+                    .fs
+                    .open(p("/d/target"), OpenMode::Read)
+                    .map_err(e("open"))?;
+                write_durable(env, "/d/src", b"")?;
+                let writer = env
+                    .fs
+                    .open(p("/d/src"), OpenMode::ReadWrite)
+                    .map_err(e("open"))?;
+                writer.write_all_at(b"before ", 0).map_err(e("write"))?;
+                env.fs
+                    .rename(p("/d/src"), p("/d/target"))
+                    .map_err(e("rename"))?;
+                writer.write_all_at(b"after", 7).map_err(e("write"))?;
+                writer.sync().map_err(e("sync"))?;
+                env.fs.sync_dir(p("/d")).map_err(e("sync_dir"))?;
+                let mut old = [0u8; 8];
+                on_target
+                    .read_exact_at(&mut old, 0)
+                    .map_err(e("read replaced"))?;
+                expect("replaced handle", &old, b"replaced")?;
+                keep.push(Box::new(writer));
+                Ok(())
+            },
+            |env, _| {
+                expect(
+                    "target",
+                    read_all(env, "/d/target")?,
+                    b"before after".to_vec(),
+                )?;
+                expect(
+                    "old",
+                    env.fs.metadata(p("/d/old")).map_err(e("metadata"))?,
+                    None,
+                )
+            },
+        ],
+    );
+}
+
+#[test]
+fn non_empty_directory_rename_is_refused() {
+    // SIM-9: refused loudly rather than losing the files turmoil cannot move.
+    run_phases(
+        "dir_rename",
+        &[|env, _| {
+            make_dir(env, "/d/full")?;
+            write_durable(env, "/d/full/f", b"f")?;
+            match env.fs.rename(p("/d/full"), p("/d/moved")) {
+                Err(err) if err.kind() == ErrorKind::Unsupported => {}
+                r => return Err(format!("rename of a non-empty directory: {r:?}")),
+            }
+            env.fs.create_dir_all(p("/d/empty")).map_err(e("mkdir"))?;
+            env.fs
+                .rename(p("/d/empty"), p("/d/renamed"))
+                .map_err(e("rename of an empty directory"))?;
+            let m = env.fs.metadata(p("/d/renamed")).map_err(e("metadata"))?;
+            expect("renamed", m.map(|m| m.is_dir), Some(true))
+        }],
+    );
+}
+
+#[test]
+fn planned_power_loss_stops_the_host_at_that_operation() {
+    // SIM-7: the n-th mutating operation and everything after it fail; nothing from it on is
+    // durable.
+    let trace = simulate("planned_power_loss", |ctx| {
+        let outcome: Arc<Mutex<Vec<String>>> = Arc::default();
+        let o = outcome.clone();
+        ctx.host(HOST, move |h| {
+            let o = o.clone();
+            async move {
+                {
+                    let env = &h.env;
+                    let mut log = o.lock().unwrap();
+                    if make_dir(env, "/d").is_err() {
+                        log.push("setup failed".into());
+                    }
+                    let f = env.fs.open(p("/d/f"), OpenMode::CreateNew).unwrap();
+                    f.write_all_at(b"one", 0).unwrap();
+                    h.world.power_loss_before_op(&h.name, 2);
+                    log.push(format!("sync: {:?}", f.sync().map_err(|e| e.kind())));
+                    log.push(format!(
+                        "write: {:?}",
+                        f.write_all_at(b"two", 3).map_err(|e| e.kind())
+                    ));
+                    log.push(format!(
+                        "down: {} ops: {}",
+                        h.is_down(),
+                        h.world.mutating_ops(&h.name)
+                    ));
+                    log.push(format!(
+                        "read: {:?}",
+                        env.fs.metadata(p("/d")).map_err(|e| e.kind())
+                    ));
+                }
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+        let o = outcome.clone();
+        let stopped = ctx.run_until(10, "the host", move || o.lock().unwrap().len() == 4)?;
+        let got = outcome.lock().unwrap().clone();
+        let want = vec![
+            "sync: Ok(())".to_string(),
+            "write: Err(Other)".to_string(),
+            "down: true ops: 6".to_string(),
+            "read: Err(Other)".to_string(),
+        ];
+        if got != want || stopped != crate::runner::Stopped::Done {
+            return Err(format!("got {got:?} ({stopped:?})").into());
+        }
+        let o = outcome.clone();
+        o.lock().unwrap().clear();
+        match ctx.run_until(10, "a down host", || false) {
+            Ok(crate::runner::Stopped::HostDown(h)) if h == HOST => {}
+            r => return Err(format!("run_until on a down host: {r:?}").into()),
+        }
+        ctx.crash(HOST);
+        if ctx.world.is_down(HOST) {
+            return Err("still down after the crash".into());
+        }
+        Ok(())
+    });
+    assert!(trace
+        .all()
+        .unwrap()
+        .iter()
+        .any(|l| l.ends_with("power lost")));
+}
+
+#[test]
+fn available_space_is_capacity_minus_usage() {
+    // SIM-9: turmoil does not expose usage; SimFs computes it, and writes past it fail.
+    run_phases(
+        "available_space",
+        &[|env, _| {
+            make_dir(env, "/d")?;
+            let before = env.fs.available_space(p("/d")).map_err(e("space"))?;
+            expect("empty disk", before, EXACT.capacity)?;
+            expect(
+                "nothing else on the disk",
+                read_dir_names(env, "/")?,
+                vec!["d".into()],
+            )?;
+            write_durable(env, "/d/f", &[7u8; 1000])?;
+            let after = env.fs.available_space(p("/d")).map_err(e("space"))?;
+            expect("after 1000 bytes", after, EXACT.capacity - 1000)?;
+            let f = env
+                .fs
+                .open(p("/d/big"), OpenMode::CreateNew)
+                .map_err(e("open"))?;
+            match f.write_all_at(&vec![0u8; EXACT.capacity as usize], 0) {
+                Err(err) if err.kind() == ErrorKind::StorageFull => {}
+                r => return Err(format!("a write past the capacity: {r:?}")),
+            }
+            // Errors carry the kind the operating system would give.
+            match env.fs.sync_dir(p("/missing")) {
+                Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+                r => Err(format!("sync_dir of a missing directory: {r:?}")),
+            }
+        }],
+    );
+}
+
+#[test]
+fn clock_is_epoch_plus_elapsed_plus_offset() {
+    // IO-4, SIM-10: turmoil's epoch, simulated time, and a jump of days in one step.
+    simulate("clock", |ctx| {
+        let seen: Arc<Mutex<Vec<Duration>>> = Arc::default();
+        let s = seen.clone();
+        ctx.host(HOST, move |h| {
+            let s = s.clone();
+            async move {
+                let since =
+                    |h: &crate::runner::HostCtx| h.env.clock.now().duration_since(epoch()).unwrap();
+                s.lock().unwrap().push(since(&h));
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                s.lock().unwrap().push(since(&h));
+                h.world.advance_clock(Duration::from_secs(3 * 24 * 3600));
+                s.lock().unwrap().push(since(&h));
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+        let s = seen.clone();
+        ctx.run_until(10_000, "the clock readings", move || {
+            s.lock().unwrap().len() == 3
+        })?;
+        let v = seen.lock().unwrap().clone();
+        let day3 = Duration::from_secs(3 * 24 * 3600);
+        let ok = v[0] < Duration::from_millis(10)
+            && v[1] >= Duration::from_secs(5)
+            && v[1] < Duration::from_secs(6)
+            && v[2] >= v[1] + day3
+            && v[2] < v[1] + day3 + Duration::from_millis(2);
+        if !ok {
+            return Err(format!("clock readings {v:?}").into());
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn network_messages_are_traced() {
+    // SIM-6: connects, accepts and every read and write are trace records; binding the host's
+    // own name works (turmoil binds only the unspecified address).
+    let scenario = Scenario::new("network", "a seam test", unscripted).configure(|b| {
+        b.min_message_latency(Duration::from_millis(1))
+            .max_message_latency(Duration::from_millis(5));
+    });
+    let trace = simulate_as(scenario, |ctx| {
+        let got: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+        ctx.host("server", |h| async move {
+            let mut listener = h.env.net.bind("server:7000").await?;
+            loop {
+                let (mut stream, _) = listener.accept().await?;
+                let mut buf = [0u8; 4];
+                stream.read_exact(&mut buf).await?;
+                stream.write_all(b"pong").await?;
+                stream.shutdown().await?;
+            }
+        });
+        let g = got.clone();
+        ctx.host("client", move |h| {
+            let g = g.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let mut stream = h.env.net.connect("server:7000").await?;
+                stream.write_all(b"ping").await?;
+                let mut buf = Vec::new();
+                stream.read_to_end(&mut buf).await?;
+                *g.lock().unwrap() = Some(buf);
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+        let g = got.clone();
+        ctx.run_until(10_000, "the reply", move || g.lock().unwrap().is_some())?;
+        let reply = got.lock().unwrap().clone().unwrap();
+        if reply != b"pong" {
+            return Err(format!("reply {reply:?}").into());
+        }
+        Ok(())
+    });
+    let all = trace.all().unwrap();
+    let has = |host: &str, prefix: &str| {
+        all.iter().any(|l| {
+            let mut words = l.split_whitespace().skip(1);
+            words.next() == Some(host) && words.collect::<Vec<_>>().join(" ").starts_with(prefix)
+        })
+    };
+    assert!(
+        has("server", "net bind server:7000 -> ok 0.0.0.0:7000"),
+        "{all:#?}"
+    );
+    assert!(has("client", "net connect server:7000 -> ok"), "{all:#?}");
+    assert!(has("server", "net accept -> ok"), "{all:#?}");
+    let ping = format!("len=4 h={:016x}", fnv64(b"ping"));
+    assert!(
+        all.iter()
+            .any(|l| l.contains("client") && l.contains("net write") && l.contains(&ping)),
+        "{all:#?}"
+    );
+    assert!(
+        all.iter()
+            .any(|l| l.contains("server") && l.contains("net read") && l.contains(&ping)),
+        "{all:#?}"
+    );
+}
+
+#[test]
+fn commits_and_file_operations_are_traced() {
+    // SIM-6: a commit event (target online_backup::commit) is recorded on the host that made
+    // it, as are the file operations around it.
+    let scenario = select(SCENARIOS, Some("log_crash"))[0];
+    let (report, trace) = crate::runner::run_seed(scenario, 3, true);
+    assert_eq!(report.failure, None);
+    let all = trace.all().unwrap();
+    assert!(
+        all.iter()
+            .any(|l| l.contains(" logger ") && l.contains("commit tx_id=1 digest=")),
+        "{:#?}",
+        &all[..all.len().min(80)]
+    );
+    assert!(all
+        .iter()
+        .any(|l| l.contains(" logger ") && l.contains("fs sync /data/records.log -> ok")));
+    assert!(all
+        .iter()
+        .any(|l| l.contains(" driver ") && l.contains("crash logger")));
+}
+
+#[test]
+fn sim_6_trace_hash_test_vector() {
+    // SIM-6: FNV-1a 64 over (time ns u64 LE, host len u32 LE, host, event len u32 LE, event).
+    let t = Trace::new();
+    assert_eq!(
+        t.hash(),
+        0xcbf2_9ce4_8422_2325,
+        "the empty trace is FNV's offset basis"
+    );
+    assert_eq!(fnv64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    t.record_at(Duration::from_millis(1), "h", "e");
+    let mut bytes = 1_000_000u64.to_le_bytes().to_vec();
+    bytes.extend(1u32.to_le_bytes());
+    bytes.extend(b"h");
+    bytes.extend(1u32.to_le_bytes());
+    bytes.extend(b"e");
+    assert_eq!(t.hash(), fnv64(&bytes));
+    assert_eq!(t.events(), 1);
+}
+
+#[test]
+fn sim_5_seed_choice_and_replay_command() {
+    let none = SeedChoice::default();
+    assert_eq!(none.seeds(3), vec![0, 1, 2]);
+    let count = SeedChoice {
+        count: Some(2),
+        start: Some(10),
+        ..SeedChoice::default()
+    };
+    assert_eq!(count.seeds(200), vec![10, 11]);
+    let only = SeedChoice {
+        only: Some(1234),
+        count: Some(5),
+        ..SeedChoice::default()
+    };
+    assert_eq!(only.seeds(200), vec![1234]);
+    assert_eq!(
+        replay_command("store_crash", 1234),
+        "SIM_SEED=1234 SIM_SCENARIO=store_crash cargo test --test sim every_scenario_over_seeds -- --nocapture"
+    );
+    let names = |f| {
+        select(SCENARIOS, f)
+            .iter()
+            .map(|s| s.name)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(Some("store_crash")), vec!["store_crash"]);
+    assert_eq!(names(Some("crash")), vec!["log_crash", "store_crash"]);
+    assert_eq!(names(None).len(), SCENARIOS.len());
+}
+
+#[test]
+fn sim_5_failure_prints_one_replay_command() {
+    fn failing(ctx: &mut ScenarioCtx) -> turmoil::Result {
+        ctx.record("about to fail");
+        Err("an invariant did not hold".into())
+    }
+    let scenario = Scenario::new("always_fails", "fails", failing);
+    let (report, trace): (RunReport, Trace) = crate::runner::run_seed(&scenario, 42, false);
+    assert_eq!(report.failure.as_deref(), Some("an invariant did not hold"));
+    let text = failure_report(&scenario, &report, &trace);
+    assert_eq!(text.matches("cargo test").count(), 1, "{text}");
+    assert!(
+        text.contains("SIM_SEED=42 SIM_SCENARIO=always_fails"),
+        "{text}"
+    );
+    assert!(text.contains("about to fail"), "{text}");
+}
+
+#[test]
+fn sim_4_fixed_epoch_and_seeded_randomness() {
+    use rand::Rng;
+    // Two runs of one seed draw the same numbers; the clock starts at the fixed epoch.
+    let draw = |seed| {
+        let scenario = Scenario::new("draw", "draws", unscripted);
+        let out = Arc::new(Mutex::new(0u64));
+        let o = out.clone();
+        let (report, _) = run_with(&scenario, seed, false, move |ctx| {
+            *o.lock().unwrap() = ctx.rng.random();
+            let clock = ctx.world.clock();
+            use online_backup::io::Clock;
+            if clock.now() != epoch() {
+                return Err(format!("clock outside a host: {:?}", clock.now()).into());
+            }
+            Ok(())
+        });
+        assert_eq!(report.failure, None);
+        let v = *out.lock().unwrap();
+        v
+    };
+    assert_eq!(draw(7), draw(7));
+    assert_ne!(draw(7), draw(8));
+}

@@ -1,0 +1,219 @@
+//! The production seams (`online_backup::io::os`) on a real temporary directory and real
+//! loopback TCP: the guarantees of spec/io.md that the simulated seams must mirror.
+
+use std::io::ErrorKind;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use online_backup::io::os::{OsClock, OsFs, OsNet};
+use online_backup::io::{read_small_file, write_atomic, Clock, Fs, Net, OpenMode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The names in `dir`, in the order `read_dir` gives them.
+fn names(dir: &Path) -> Vec<String> {
+    OsFs.read_dir(dir)
+        .expect("read_dir")
+        .into_iter()
+        .map(|e| e.name)
+        .collect()
+}
+
+fn create_file(path: &Path, contents: &[u8]) {
+    let file = OsFs.open(path, OpenMode::CreateNew).expect("create file");
+    file.write_all_at(contents, 0).expect("write file");
+}
+
+// IO-2: each write replaces the whole contents (a shorter one leaves nothing of the longer), and
+// the temporary sibling is gone afterwards.
+#[test]
+fn io_2_write_atomic_replaces_content_and_leaves_no_temp_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metadata");
+    for contents in [&b"first version"[..], b"a much longer second version", b"3"] {
+        write_atomic(&OsFs, &path, contents).unwrap();
+        assert_eq!(read_small_file(&OsFs, &path, 1024).unwrap(), contents);
+        assert_eq!(names(dir.path()), ["metadata"]);
+    }
+}
+
+// IO-2: a `.tmp` left by a crash between writing and renaming is overwritten, not appended to,
+// and the target never sees its garbage.
+#[test]
+fn io_2_write_atomic_reuses_a_temp_file_left_by_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("CURRENT");
+    write_atomic(&OsFs, &path, b"gen-1").unwrap();
+    create_file(
+        &dir.path().join("CURRENT.tmp"),
+        b"garbage from an interrupted write, longer than the new contents",
+    );
+    assert_eq!(read_small_file(&OsFs, &path, 1024).unwrap(), b"gen-1");
+
+    write_atomic(&OsFs, &path, b"gen-2").unwrap();
+    assert_eq!(read_small_file(&OsFs, &path, 1024).unwrap(), b"gen-2");
+    assert_eq!(names(dir.path()), ["CURRENT"]);
+}
+
+// IO-3: a second lock fails at once with WouldBlock, dropping the guard frees the directory, and
+// the lock adds no entry to the directory.
+#[test]
+fn io_3_lock_dir_is_exclusive_immediate_and_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    create_file(&dir.path().join("neostore"), b"x");
+    let before = names(dir.path());
+
+    let guard = OsFs.lock_dir(dir.path()).unwrap();
+    assert_eq!(names(dir.path()), before, "locking added an entry");
+
+    // The second attempt runs on another thread so that a lock that waited would fail the test
+    // instead of hanging it.
+    let (sender, receiver) = mpsc::channel();
+    let path = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let result = OsFs.lock_dir(&path).map(|_guard| ());
+        sender.send(result).unwrap();
+    });
+    let second = receiver
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a second lock_dir waited instead of failing at once");
+    assert_eq!(second.unwrap_err().kind(), ErrorKind::WouldBlock);
+
+    drop(guard);
+    let again = OsFs
+        .lock_dir(dir.path())
+        .expect("the lock is free once the guard is dropped");
+    assert_eq!(names(dir.path()), before);
+    drop(again);
+}
+
+// IO-3: locking a directory that does not exist fails (it is not created).
+#[test]
+fn io_3_lock_dir_of_a_missing_directory_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let err = OsFs.lock_dir(&missing).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(OsFs.metadata(&missing).unwrap(), None);
+}
+
+// IO-5: entries come back sorted by name in byte order, whatever order they were made in, with
+// their kind and length.
+#[test]
+fn io_5_read_dir_is_sorted_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut made = Vec::new();
+    for i in 0..64 {
+        // 37 is coprime with 64, so this visits every number once, out of order.
+        let name = format!("log.{}", (i * 37) % 64);
+        create_file(&dir.path().join(&name), name.as_bytes());
+        made.push(name);
+    }
+    for name in ["b", "B", "a", "Z", "10", "9"] {
+        OsFs.create_dir_all(&dir.path().join(name)).unwrap();
+        made.push(name.to_string());
+    }
+
+    let entries = OsFs.read_dir(dir.path()).unwrap();
+    let mut expected = made.clone();
+    expected.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let listed: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(listed, expected);
+    assert_eq!(&listed[..4], ["10", "9", "B", "Z"]);
+    for entry in &entries {
+        if entry.name.starts_with("log.") {
+            assert!(!entry.is_dir);
+            assert_eq!(entry.len, entry.name.len() as u64);
+        } else {
+            assert!(entry.is_dir);
+            assert_eq!(entry.len, 0);
+        }
+    }
+}
+
+// IO-6: the filesystem seam is synchronous: it works on a plain thread with no runtime, through
+// positioned reads and writes.
+#[test]
+fn io_6_fs_seam_works_without_a_runtime() {
+    assert!(tokio::runtime::Handle::try_current().is_err());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records");
+
+    assert_eq!(
+        OsFs.open(&path, OpenMode::Read).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    let file = OsFs.open(&path, OpenMode::CreateNew).unwrap();
+    assert_eq!(
+        OsFs.open(&path, OpenMode::CreateNew).unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
+    file.write_all_at(b"world", 6).unwrap();
+    file.write_all_at(b"hello ", 0).unwrap();
+    file.sync().unwrap();
+    assert_eq!(file.len().unwrap(), 11);
+
+    let mut buf = [0; 5];
+    file.read_exact_at(&mut buf, 6).unwrap();
+    assert_eq!(&buf, b"world");
+    let mut tail = [0; 8];
+    assert_eq!(file.read_fully_at(&mut tail, 6).unwrap(), 5);
+    assert_eq!(
+        file.read_exact_at(&mut tail, 6).unwrap_err().kind(),
+        ErrorKind::UnexpectedEof
+    );
+
+    file.set_len(5).unwrap();
+    drop(file);
+    let reopened = OsFs.open(&path, OpenMode::ReadWriteCreate).unwrap();
+    assert_eq!(reopened.len().unwrap(), 5);
+    drop(reopened);
+    let truncated = OsFs.open(&path, OpenMode::CreateTruncate).unwrap();
+    assert_eq!(truncated.len().unwrap(), 0);
+    drop(truncated);
+
+    let renamed = dir.path().join("records.old");
+    OsFs.rename(&path, &renamed).unwrap();
+    OsFs.sync_dir(dir.path()).unwrap();
+    assert_eq!(OsFs.metadata(&path).unwrap(), None);
+    OsFs.remove_file(&renamed).unwrap();
+    assert_eq!(names(dir.path()), Vec::<String>::new());
+    assert!(OsFs.available_space(dir.path()).unwrap() > 0);
+}
+
+// IO-6: the network seam is asynchronous: OsNet binds and connects over tokio's TCP, and bytes
+// flow both ways.
+#[tokio::test]
+async fn io_6_os_net_binds_and_connects_on_loopback() {
+    let mut listener = OsNet.bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    assert!(addr.ip().is_loopback());
+    assert_ne!(addr.port(), 0);
+
+    let client = tokio::spawn(async move {
+        let mut stream = OsNet.connect(&addr.to_string()).await.unwrap();
+        stream.write_all(b"ping").await.unwrap();
+        let mut reply = [0; 4];
+        stream.read_exact(&mut reply).await.unwrap();
+        reply
+    });
+    let (mut stream, peer) = listener.accept().await.unwrap();
+    assert!(peer.ip().is_loopback());
+    let mut request = [0; 4];
+    stream.read_exact(&mut request).await.unwrap();
+    assert_eq!(&request, b"ping");
+    stream.write_all(b"pong").await.unwrap();
+    assert_eq!(&client.await.unwrap(), b"pong");
+}
+
+// IO-4: the production clock is the system clock.
+#[test]
+fn io_4_os_clock_reads_the_system_clock() {
+    let millis = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let before = millis(SystemTime::now());
+    let now = OsClock.now();
+    let now_millis = OsClock.now_millis();
+    let after = millis(SystemTime::now());
+    assert!(before <= millis(now) && millis(now) <= after);
+    assert!(before <= now_millis && now_millis <= after);
+}

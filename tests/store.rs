@@ -1,0 +1,624 @@
+//! The store's behaviour through its library API on real files: commits, refusals, locking,
+//! rotation, recovery, upgrade and the consistency check.
+
+mod support;
+
+use std::path::Path;
+
+use online_backup::graph::{NodeRef, Op, Properties, Value};
+use online_backup::store::check::check;
+use online_backup::store::format::{FormatVersion, RecordKind};
+use online_backup::store::generate::{generate, GenerateSpec};
+use online_backup::store::log::{list_log_versions, log_path};
+use online_backup::store::upgrade::{upgrade, UpgradeOutcome};
+use online_backup::store::{Store, StoreError, StoreOptions, TxRejection};
+use support::*;
+
+fn props(pairs: &[(&str, Value)]) -> Properties {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+fn node(labels: &[&str]) -> Op {
+    Op::CreateNode {
+        labels: labels.iter().map(|s| s.to_string()).collect(),
+        props: props(&[("name", Value::String("x".into()))]),
+    }
+}
+
+fn rel(from: NodeRef, to: NodeRef) -> Op {
+    Op::CreateRelationship {
+        from,
+        to,
+        rel_type: "KNOWS".into(),
+        props: Properties::new(),
+    }
+}
+
+fn open(dir: &Path) -> Result<Store, StoreError> {
+    Store::open(fs(), clock(), dir, &StoreOptions::default())
+}
+
+fn create(dir: &Path) -> Store {
+    Store::create(
+        fs(),
+        clock(),
+        dir,
+        &StoreOptions::default(),
+        FormatVersion::CURRENT,
+        1,
+    )
+    .unwrap()
+}
+
+// ST-3: "$i" references, ids in op order, tx ids 1, 2, 3 ...
+#[test]
+fn st_3_commits_number_transactions_and_resolve_references() {
+    let dir = scratch();
+    let mut store = create(dir.path());
+    let out = store
+        .commit(&[
+            node(&["A"]),
+            node(&["B"]),
+            rel(NodeRef::CreatedBy(0), NodeRef::CreatedBy(1)),
+        ])
+        .unwrap();
+    assert_eq!(out.tx_id, 1);
+    assert_eq!(out.ids, vec![0, 1, 0]);
+    let out = store
+        .commit(&[Op::SetProperty {
+            node: NodeRef::Id(1),
+            key: "age".into(),
+            value: Value::Int(3),
+        }])
+        .unwrap();
+    assert_eq!(out.tx_id, 2);
+    let n = store.node(1).unwrap().unwrap();
+    assert_eq!(n.labels, vec!["B".to_string()]);
+    assert_eq!(n.props.get("age"), Some(&Value::Int(3)));
+    assert_eq!(store.node_relationships(0).unwrap(), Some(vec![0]));
+    assert_eq!(store.node(9).unwrap(), None);
+}
+
+// ST-3: deleting a node that still has relationships is refused and nothing of the
+// transaction is applied; a reference to a later op is refused.
+#[test]
+fn st_3_refusals_apply_nothing() {
+    let dir = scratch();
+    let mut store = create(dir.path());
+    store
+        .commit(&[node(&[]), node(&[]), rel(NodeRef::Id(0), NodeRef::Id(1))])
+        .unwrap();
+    let before = store.status();
+    let err = store
+        .commit(&[node(&["C"]), Op::DeleteNode(0)])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Rejected(TxRejection::NodeHasRelationships { op: 1, id: 0 })
+        ),
+        "{err}"
+    );
+    let err = store
+        .commit(&[rel(NodeRef::CreatedBy(1), NodeRef::Id(0)), node(&[])])
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Rejected(TxRejection::BadReference { .. })),
+        "{err}"
+    );
+    let err = store
+        .commit(&[Op::CreateNode {
+            labels: vec![],
+            props: props(&[("l", Value::List(vec![Value::List(vec![])]))]),
+        }])
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Rejected(TxRejection::Invalid { .. })),
+        "{err}"
+    );
+    assert_eq!(store.status(), before);
+    store
+        .commit(&[Op::DeleteRelationship(0), Op::DeleteNode(0)])
+        .unwrap();
+    assert_eq!(store.status().nodes, 1);
+    assert_eq!(store.status().relationships, 0);
+}
+
+// IO-3: whoever opens a store holds its exclusive lock.
+#[test]
+fn io_3_a_second_opener_is_refused_while_the_store_is_open() {
+    let dir = scratch();
+    let store = create(dir.path());
+    assert!(matches!(open(dir.path()), Err(StoreError::Locked(_))));
+    drop(store);
+    open(dir.path()).unwrap();
+}
+
+// ST-1: a directory without metadata is not a store.
+#[test]
+fn st_1_an_empty_directory_is_not_a_store() {
+    let dir = scratch();
+    assert!(matches!(open(dir.path()), Err(StoreError::NotAStore(_))));
+    assert!(matches!(
+        open(&dir.path().join("missing")),
+        Err(StoreError::NotAStore(_))
+    ));
+}
+
+// LOG-8, RC-1: rotation past the threshold starts a new file whose header carries the previous
+// tx and digest; reopening after a crash replays across files.
+#[test]
+fn log_8_rotation_and_recovery_across_files() {
+    let dir = scratch();
+    let opts = StoreOptions {
+        log_rotation_threshold: 1024,
+    };
+    let mut store = Store::create(fs(), clock(), dir.path(), &opts, FormatVersion::V1, 1).unwrap();
+    for i in 0..40 {
+        store
+            .commit(&[Op::CreateNode {
+                labels: vec!["L".into()],
+                props: props(&[("i", Value::Int(i))]),
+            }])
+            .unwrap();
+    }
+    let status = store.status();
+    let versions = list_log_versions(&*fs(), dir.path()).unwrap();
+    assert!(versions.len() > 2, "{versions:?}");
+    assert!(store.meta().checkpoint.log_version > 0);
+    drop(store); // crash: the tail after the last checkpoint must be replayed
+    let store = Store::open(fs(), clock(), dir.path(), &opts).unwrap();
+    assert_eq!(store.status(), status);
+    assert_eq!(store.scan_digest().unwrap(), status.digest);
+}
+
+// RC-4: damage inside a log file that has later files refuses to open instead of silently
+// dropping acknowledged transactions.
+#[test]
+fn rc_4_damage_before_the_last_log_file_refuses_to_open() {
+    let dir = scratch();
+    let opts = StoreOptions {
+        log_rotation_threshold: 600,
+    };
+    let mut store = Store::create(fs(), clock(), dir.path(), &opts, FormatVersion::V2, 1).unwrap();
+    store.commit(&[node(&[])]).unwrap();
+    let meta_before = std::fs::read(dir.path().join("neostore.meta")).unwrap();
+    for _ in 0..20 {
+        store.commit(&[node(&["A"])]).unwrap();
+    }
+    drop(store);
+    // Put back the first checkpoint so recovery must read log 0 fully, then damage log 0.
+    std::fs::write(dir.path().join("neostore.meta"), meta_before).unwrap();
+    let log0 = log_path(dir.path(), 0);
+    let mut bytes = std::fs::read(&log0).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0xFF;
+    std::fs::write(&log0, bytes).unwrap();
+    assert!(matches!(open(dir.path()), Err(StoreError::Corrupt(_))));
+}
+
+// RC-5: a crashed rotation leaves a last log file with a damaged header; it is recreated.
+#[test]
+fn rc_5_a_torn_new_log_header_is_recreated() {
+    let dir = scratch();
+    let mut store = create(dir.path());
+    store.commit(&[node(&[])]).unwrap();
+    let status = store.status();
+    drop(store);
+    std::fs::write(log_path(dir.path(), 1), [0u8; 10]).unwrap();
+    let mut store = open(dir.path()).unwrap();
+    assert_eq!(store.status(), status);
+    store.commit(&[node(&[])]).unwrap();
+    drop(store);
+    assert_eq!(open(dir.path()).unwrap().status().last_committed_tx, 2);
+}
+
+// ADM-2, ADM-3, DG-10, ST-4: a generated store, in each supported format, checks consistent and its recorded digest is the scan's.
+#[test]
+fn adm_2_generated_store_is_consistent_in_both_formats() {
+    for format in FormatVersion::SUPPORTED {
+        let dir = scratch();
+        let store_dir = dir.path().join("g");
+        let spec = GenerateSpec {
+            nodes: 500,
+            relationships_per_node: 3,
+            property_bytes: 200,
+            seed: 9,
+            format,
+        };
+        let g = generate(fs(), clock(), &store_dir, &spec, 5).unwrap();
+        let report = check(fs(), clock(), &store_dir).unwrap();
+        assert!(report.consistent, "{:?}", report.findings);
+        assert_eq!(report.digest, g.digest.to_hex());
+        assert_eq!(report.relationships, 1500);
+        // The generated graph takes writes like any other.
+        let mut store = open(&store_dir).unwrap();
+        store
+            .commit(&[Op::DeleteRelationship(7), Op::DeleteRelationship(100)])
+            .unwrap();
+        store
+            .commit(&[rel(NodeRef::Id(3), NodeRef::Id(3))])
+            .unwrap();
+        drop(store);
+        let report = check(fs(), clock(), &store_dir).unwrap();
+        assert!(report.consistent, "{:?}", report.findings);
+    }
+}
+
+// ADM-5: upgrading a previous-format store keeps store id, digest and ids, and the result takes
+// writes; upgrading again is a no-op.
+#[test]
+fn adm_5_upgrade_keeps_store_id_and_digest() {
+    let dir = scratch();
+    let mut store = Store::create(
+        fs(),
+        clock(),
+        dir.path(),
+        &StoreOptions::default(),
+        FormatVersion::V1,
+        3,
+    )
+    .unwrap();
+    store
+        .commit(&[
+            node(&["A"]),
+            node(&["B"]),
+            rel(NodeRef::Id(0), NodeRef::Id(1)),
+        ])
+        .unwrap();
+    let before = store.status();
+    drop(store); // not even a clean shutdown: upgrade recovers first
+    let outcome = upgrade(fs(), clock(), dir.path()).unwrap();
+    assert_eq!(
+        outcome,
+        UpgradeOutcome::Upgraded {
+            from: FormatVersion::V1,
+            to: FormatVersion::V2
+        }
+    );
+    let mut store = open(dir.path()).unwrap();
+    let after = store.status();
+    assert_eq!(after.format, FormatVersion::V2);
+    assert_eq!(
+        (after.store_id, after.digest, after.last_committed_tx),
+        (before.store_id, before.digest, before.last_committed_tx)
+    );
+    store.commit(&[Op::DeleteRelationship(0)]).unwrap();
+    drop(store);
+    assert!(check(fs(), clock(), dir.path()).unwrap().consistent);
+    assert_eq!(
+        upgrade(fs(), clock(), dir.path()).unwrap(),
+        UpgradeOutcome::AlreadyCurrent(FormatVersion::V2)
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".upgrade"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+// ADM-5: an upgrade interrupted after its staged metadata was written is rolled forward by the
+// next opener; one interrupted before it is rolled back.
+#[test]
+fn adm_5_interrupted_upgrade_rolls_forward_or_back() {
+    let dir = scratch();
+    let mut store = Store::create(
+        fs(),
+        clock(),
+        dir.path(),
+        &StoreOptions::default(),
+        FormatVersion::V1,
+        3,
+    )
+    .unwrap();
+    store.commit(&[node(&["A"])]).unwrap();
+    let before = store.status();
+    store.close().unwrap();
+    // Rolled back: a converted file without staged metadata is a leftover.
+    let nodes = dir.path().join(RecordKind::Node.file_name());
+    std::fs::write(dir.path().join("neostore.nodestore.db.upgrade"), b"partial").unwrap();
+    let store = open(dir.path()).unwrap();
+    assert_eq!(store.status(), before);
+    drop(store);
+    assert!(!dir.path().join("neostore.nodestore.db.upgrade").exists());
+    // Rolled forward: run a real upgrade on a copy, then stage its results by hand.
+    let copy = scratch();
+    copy_dir(dir.path(), copy.path());
+    upgrade(fs(), clock(), copy.path()).unwrap();
+    for kind in RecordKind::ALL {
+        std::fs::copy(
+            copy.path().join(kind.file_name()),
+            dir.path().join(format!("{}.upgrade", kind.file_name())),
+        )
+        .unwrap();
+    }
+    std::fs::copy(
+        copy.path().join("neostore.meta"),
+        dir.path().join("neostore.meta.upgrade"),
+    )
+    .unwrap();
+    let store = open(dir.path()).unwrap();
+    assert_eq!(store.status().format, FormatVersion::V2);
+    assert_eq!(store.status().digest, before.digest);
+    assert!(nodes.exists());
+}
+
+// ADM-3, ST-5: check finds a corrupted record in the current format.
+#[test]
+fn adm_3_check_finds_a_corrupted_record() {
+    let dir = scratch();
+    let spec = GenerateSpec {
+        nodes: 100,
+        relationships_per_node: 1,
+        property_bytes: 10,
+        seed: 1,
+        format: FormatVersion::V2,
+    };
+    let store_dir = dir.path().join("s");
+    generate(fs(), clock(), &store_dir, &spec, 1).unwrap();
+    let path = store_dir.join(RecordKind::Rel.file_name());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[73 * 10 + 12] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    let report = check(fs(), clock(), &store_dir).unwrap();
+    assert!(!report.consistent);
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.contains("relationship 10") && f.contains("checksum")),
+        "{:?}",
+        report.findings
+    );
+}
+
+// ST-2: every kind of value round-trips, null included (it is stored, not a removal).
+#[test]
+fn st_2_values_round_trip() {
+    let dir = scratch();
+    let mut store = create(dir.path());
+    let all = props(&[
+        ("n", Value::Null),
+        ("b", Value::Bool(true)),
+        ("i", Value::Int(i64::MIN)),
+        ("f", Value::Float(-2.5)),
+        ("s", Value::String("ü".repeat(300))),
+        (
+            "l",
+            Value::List(vec![
+                Value::Int(1),
+                Value::String("x".into()),
+                Value::Null,
+                Value::Bool(false),
+                Value::Float(0.5),
+            ]),
+        ),
+    ]);
+    store
+        .commit(&[Op::CreateNode {
+            labels: vec!["A".into()],
+            props: all.clone(),
+        }])
+        .unwrap();
+    drop(store);
+    assert_eq!(
+        open(dir.path()).unwrap().node(0).unwrap().unwrap().props,
+        all
+    );
+}
+
+// ST-9: ids come from high-water marks and are never reused, also across a crash.
+#[test]
+fn st_9_ids_are_never_reused() {
+    let dir = scratch();
+    let mut store = create(dir.path());
+    store.commit(&[node(&[]), node(&[])]).unwrap();
+    store.commit(&[Op::DeleteNode(1)]).unwrap();
+    drop(store);
+    let mut store = open(dir.path()).unwrap();
+    assert_eq!(store.commit(&[node(&[])]).unwrap().ids, vec![2]);
+    assert_eq!(store.node(1).unwrap(), None);
+}
+
+// LOG-4: a transaction whose entry would exceed 64 MiB is refused before anything is written.
+#[test]
+fn log_4_oversized_transaction_is_refused() {
+    let dir = scratch();
+    let mut store = create(dir.path());
+    let big = "x".repeat((1 << 20) - 8);
+    let ops: Vec<Op> = (0..65)
+        .map(|i| Op::CreateNode {
+            labels: vec![],
+            props: props(&[("k", Value::String(format!("{i}{big}")))]),
+        })
+        .collect();
+    let log_before = std::fs::metadata(log_path(dir.path(), 0)).unwrap().len();
+    let err = store.commit(&ops).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Rejected(TxRejection::TooLarge(_))),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::metadata(log_path(dir.path(), 0)).unwrap().len(),
+        log_before
+    );
+    assert_eq!(store.status().last_committed_tx, 0);
+    store.commit(&[node(&[])]).unwrap();
+}
+
+// LOG-6: log entries do not depend on the store format: the entries a format-1 store wrote,
+// applied to a format-2 store, give the same state (how a backup ships them).
+#[test]
+fn log_6_entries_apply_to_a_store_of_either_format() {
+    use online_backup::store::log::{read_entry, ReadOutcome, HEADER_SIZE};
+    let dir = scratch();
+    let (v1, v2) = (dir.path().join("v1"), dir.path().join("v2"));
+    let mut source = Store::create(
+        fs(),
+        clock(),
+        &v1,
+        &StoreOptions::default(),
+        FormatVersion::V1,
+        1,
+    )
+    .unwrap();
+    source
+        .commit(&[
+            node(&["A"]),
+            node(&["B"]),
+            rel(NodeRef::CreatedBy(0), NodeRef::CreatedBy(1)),
+        ])
+        .unwrap();
+    source
+        .commit(&[Op::SetProperty {
+            node: NodeRef::Id(0),
+            key: "k".into(),
+            value: Value::String("y".repeat(500)),
+        }])
+        .unwrap();
+    let want = source.status();
+    drop(source);
+    let mut target = Store::create(
+        fs(),
+        clock(),
+        &v2,
+        &StoreOptions::default(),
+        FormatVersion::V2,
+        1,
+    )
+    .unwrap();
+    let f = fs()
+        .open(&log_path(&v1, 0), online_backup::io::OpenMode::Read)
+        .unwrap();
+    let len = f.len().unwrap();
+    let mut at = HEADER_SIZE;
+    while let ReadOutcome::Entry(entry, next) = read_entry(&*f, at, len).unwrap() {
+        target.apply_committed(&entry).unwrap();
+        at = next;
+    }
+    let got = target.status();
+    assert_eq!(
+        (
+            got.last_committed_tx,
+            got.digest,
+            got.nodes,
+            got.relationships
+        ),
+        (
+            want.last_committed_tx,
+            want.digest,
+            want.nodes,
+            want.relationships
+        )
+    );
+    assert_eq!(target.scan_digest().unwrap(), want.digest);
+}
+
+// ST-1: a new store refuses a directory that holds anything.
+#[test]
+fn st_1_a_new_store_refuses_a_non_empty_directory() {
+    let dir = scratch();
+    std::fs::write(dir.path().join("stray"), b"x").unwrap();
+    let err = Store::create(
+        fs(),
+        clock(),
+        dir.path(),
+        &StoreOptions::default(),
+        FormatVersion::CURRENT,
+        1,
+    )
+    .unwrap_err();
+    assert!(matches!(err, StoreError::NotEmpty(_)), "{err}");
+    let store = create(&dir.path().join("fresh"));
+    drop(store);
+    let err = Store::create(
+        fs(),
+        clock(),
+        &dir.path().join("fresh"),
+        &StoreOptions::default(),
+        FormatVersion::CURRENT,
+        1,
+    )
+    .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
+}
+
+// RC-5: a damaged header on a last log file that holds more than a header, or a header that does
+// not continue the log before it, refuses to open instead of dropping transactions.
+#[test]
+fn rc_5_a_damaged_header_after_commits_refuses_to_open() {
+    let dir = scratch();
+    let opts = StoreOptions {
+        log_rotation_threshold: 300,
+    };
+    let mut store = Store::create(fs(), clock(), dir.path(), &opts, FormatVersion::V2, 1).unwrap();
+    let meta0 = std::fs::read(dir.path().join("neostore.meta")).unwrap();
+    for _ in 0..6 {
+        store.commit(&[node(&["A"])]).unwrap();
+    }
+    drop(store);
+    std::fs::write(dir.path().join("neostore.meta"), meta0).unwrap();
+    let last = *list_log_versions(&*fs(), dir.path())
+        .unwrap()
+        .last()
+        .unwrap();
+    assert!(last >= 2);
+    let path = log_path(dir.path(), last - 1);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[30] ^= 1; // inside prev_digest: the header checksum fails
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(open(dir.path()), Err(StoreError::Corrupt(_))));
+    bytes[30] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    // A missing middle file is a gap, not a crashed rotation.
+    std::fs::remove_file(log_path(dir.path(), 1)).unwrap();
+    assert!(matches!(open(dir.path()), Err(StoreError::Corrupt(_))));
+}
+
+// RC-4: a missing record file refuses to open; it is never recreated empty.
+#[test]
+fn rc_4_a_missing_record_file_refuses_to_open() {
+    let dir = scratch();
+    let mut store = create(dir.path());
+    store.commit(&[node(&[])]).unwrap();
+    store.close().unwrap();
+    std::fs::remove_file(dir.path().join(RecordKind::Rel.file_name())).unwrap();
+    assert!(matches!(open(dir.path()), Err(StoreError::Corrupt(_))));
+}
+
+// LOG-1: log files are `neostore.transaction.db.<N>` with N in canonical decimal, listed in
+// numeric (not name) order.
+#[test]
+fn log_1_log_files_are_listed_by_number() {
+    let dir = scratch();
+    for name in [
+        "neostore.transaction.db.10",
+        "neostore.transaction.db.9",
+        "neostore.transaction.db.011",
+        "neostore.transaction.db.+3",
+        "neostore.transaction.db.x",
+        "other",
+    ] {
+        std::fs::write(dir.path().join(name), b"").unwrap();
+    }
+    assert_eq!(list_log_versions(&*fs(), dir.path()).unwrap(), vec![9, 10]);
+    assert_eq!(
+        log_path(dir.path(), 12),
+        dir.path().join("neostore.transaction.db.12")
+    );
+}
+
+// ST-1: an interrupted creation (store files without metadata) is cleaned up and redone.
+#[test]
+fn st_1_an_interrupted_creation_is_started_over() {
+    let dir = scratch();
+    drop(create(dir.path()));
+    std::fs::remove_file(dir.path().join("neostore.meta")).unwrap();
+    std::fs::write(dir.path().join("neostore.meta.tmp"), b"half").unwrap();
+    let store = create(dir.path());
+    assert_eq!(store.status().last_committed_tx, 0);
+}
