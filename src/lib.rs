@@ -6,12 +6,18 @@
 //!   their production implementations (`io::os`); the simulated ones live in `sim/`.
 //! - [`graph`]: the user-visible data model: values, nodes, relationships, transaction ops.
 //! - [`digest`]: the content digest, a multiset hash of the graph specified in `spec/digest.md`.
+//! - [`config`]: the server configuration `neo4j.properties`: syntax, keys, defaults, validation.
+//! - [`retention`]: the `keep_logical_logs` policy, the pruning decision and backup pins.
 //! - [`store`]: the crash-safe store: record files, logical logs, commit, checkpoint, recovery,
 //!   the offline tools (`generate`, `check`, `upgrade`).
 //!
 //! See ARCHITECTURE.md for the map and the invariants.
 
+pub mod config;
 pub mod digest;
 pub mod graph;
+pub mod http;
 pub mod io;
+pub mod retention;
+pub mod server;
 pub mod store;

@@ -56,6 +56,8 @@ pub enum StoreError {
     Rejected(#[from] TxRejection),
     #[error("the store stopped accepting writes after an I/O failure ({0}); restart to recover")]
     Failed(String),
+    #[error("the store is closed (the server is shutting down)")]
+    Closed,
 }
 
 impl StoreError {
@@ -102,6 +104,16 @@ pub struct StoreStatus {
     pub nodes: u64,
     pub relationships: u64,
     pub digest: Digest,
+}
+
+/// What the logical logs hold (HTTP status fields).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogSummary {
+    /// The oldest transaction whose entry is still in the logs; the last committed tx + 1 when
+    /// the logs hold none.
+    pub oldest_logged_tx: u64,
+    /// Total size of the log files, headers included.
+    pub log_bytes: u64,
 }
 
 /// The log file commits are appended to.
@@ -453,6 +465,52 @@ impl Store {
             at = self.files.read_rel(at)?.links_for(id).1;
         }
         Ok(Some(out))
+    }
+
+    /// What the logical logs hold: the oldest transaction still in them and their total size
+    /// (`GET /db/data/`'s `oldest_logged_tx` and `log_bytes`).
+    pub fn log_summary(&self) -> Result<LogSummary, StoreError> {
+        let io_err = |e| StoreError::io(format!("listing {}", self.dir.display()), e);
+        let entries = self.fs.read_dir(&self.dir).map_err(io_err)?;
+        let versions = log::list_log_versions(&*self.fs, &self.dir).map_err(io_err)?;
+        let log_bytes = entries
+            .iter()
+            .filter(|e| !e.is_dir && e.name.starts_with(log::LOG_PREFIX))
+            .filter(|e| {
+                e.name[log::LOG_PREFIX.len()..]
+                    .parse::<u64>()
+                    .is_ok_and(|v| versions.contains(&v))
+            })
+            .map(|e| e.len)
+            .sum();
+        let oldest = versions.first().copied().unwrap_or(self.log.version);
+        let oldest_logged_tx = if oldest == self.log.version {
+            self.active_prev_last_tx()? + 1
+        } else {
+            let path = log::log_path(&self.dir, oldest);
+            let file = self
+                .fs
+                .open(&path, OpenMode::Read)
+                .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
+            LogHeader::read(&*file)
+                .map_err(|e| StoreError::io("reading a log header", e))?
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("log file {oldest} has a damaged header"))
+                })?
+                .prev_last_tx
+                + 1
+        };
+        Ok(LogSummary {
+            oldest_logged_tx,
+            log_bytes,
+        })
+    }
+
+    fn active_prev_last_tx(&self) -> Result<u64, StoreError> {
+        Ok(LogHeader::read(&*self.log.file)
+            .map_err(|e| StoreError::io("reading the active log header", e))?
+            .map(|h| h.prev_last_tx)
+            .unwrap_or(self.last_tx))
     }
 
     /// The digest recomputed by reading every record; equals `status().digest` in a healthy

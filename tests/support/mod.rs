@@ -13,6 +13,8 @@ use online_backup::io::os::{OsClock, OsFs};
 use online_backup::io::{Clock, Fs};
 use proptest::prelude::*;
 
+pub mod server;
+
 pub fn fs() -> Arc<dyn Fs> {
     Arc::new(OsFs)
 }

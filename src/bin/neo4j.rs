@@ -1,0 +1,118 @@
+//! `neo4j console --store DIR [--config FILE]`: runs the database server in the foreground.
+//! Parses arguments, reads the configuration, installs logging and signal handling, and maps
+//! errors to exit codes: 0 clean shutdown, 1 failed to start or failed, 2 usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use online_backup::config::Config;
+use online_backup::io::{read_small_file, Env};
+use online_backup::server::{run, Bound, ServerOptions};
+
+#[derive(Parser)]
+#[command(name = "neo4j", version, about = "The graph database server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server in the foreground until SIGINT or SIGTERM.
+    Console {
+        /// The store directory (created if missing or empty).
+        #[arg(long)]
+        store: PathBuf,
+        /// A neo4j.properties file; defaults apply to every key it does not set.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let Command::Console { store, config } = cli.command;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let env = Env::os();
+    let config = match config {
+        None => Config::default(),
+        Some(path) => {
+            let text = match read_small_file(&*env.fs, &path, 1 << 20) {
+                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                Err(e) => {
+                    eprintln!("neo4j: cannot read the configuration file {}: {e}", path.display());
+                    return ExitCode::from(1);
+                }
+            };
+            match Config::parse(&text) {
+                Ok((config, warnings)) => {
+                    for w in warnings {
+                        tracing::warn!("{}: {w}", path.display());
+                    }
+                    config
+                }
+                Err(e) => {
+                    eprintln!("neo4j: {}: {e}", path.display());
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("neo4j: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let options = ServerOptions {
+        store_dir: store.clone(),
+        config,
+        create_random: rand::random(),
+    };
+    let result = runtime.block_on(run(env, options, shutdown_signal(), |bound: &Bound| {
+        println!("neo4j: store {} open", store.display());
+        println!("neo4j: HTTP API on http://{}/db/data/", bound.http);
+    }));
+    match result {
+        Ok(()) => {
+            println!("neo4j: stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("neo4j: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

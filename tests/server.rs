@@ -1,0 +1,157 @@
+//! The `neo4j` server as operators and applications use it: the real binary, real TCP, real
+//! files.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::json;
+use support::scratch;
+use support::server::ServerProcess;
+
+/// A config on ephemeral ports, so tests can run in parallel.
+const EPHEMERAL: &str = "http_server=127.0.0.1:0\nonline_backup_server=127.0.0.1:0\n";
+
+fn check_json(store: &std::path::Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_neo4j-admin"))
+        .args(["check", "--json"])
+        .arg(store)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+// HTTP-1, HTTP-2, HTTP-3, HTTP-5, SRV-1: a new store; nodes, relationships with "$i"
+// references, property updates, deletes; reads; refusals apply nothing.
+#[test]
+fn http_2_writes_and_reads_over_http() {
+    let dir = scratch();
+    let store = dir.path().join("db");
+    let server = ServerProcess::start(&store, Some(EPHEMERAL));
+    let (code, status) = server.get("/db/data/");
+    assert_eq!(code, 200);
+    assert_eq!(status["last_committed_tx"], 0);
+    assert_eq!(status["format_version"], "2");
+
+    let (code, out) = server.post(
+        "/db/data/transaction",
+        r#"{"ops": [
+            {"create_node": {"labels": ["Person"], "props": {"name": "Ada", "born": 1815}}},
+            {"create_node": {"labels": ["Person"], "props": {"name": "Charles"}}},
+            {"create_relationship": {"from": "$0", "to": "$1", "type": "KNOWS", "props": {"since": 1833}}}
+        ]}"#,
+    );
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out, json!({"tx_id": 1, "ids": [0, 1, 0]}));
+    let (code, out) = server.post(
+        "/db/data/transaction",
+        r#"{"ops": [{"set_property": {"node": 0, "key": "tags", "value": ["math", 1.5, null]}}]}"#,
+    );
+    assert_eq!((code, &out["tx_id"]), (200, &json!(2)), "{out}");
+    let (code, node) = server.get("/db/data/node/0");
+    assert_eq!(code, 200);
+    assert_eq!(node["labels"], json!(["Person"]));
+    assert_eq!(node["properties"]["tags"], json!(["math", 1.5, null]));
+    assert_eq!(node["relationships"], json!([0]));
+
+    // Refusals: 400 with an error, nothing applied.
+    let before = server.get("/db/data/").1;
+    for bad in [
+        r#"{"ops": [{"create_node": {}}, {"delete_node": 0}]}"#,
+        r#"{"ops": [{"create_relationship": {"from": "$3", "to": 0, "type": "X"}}]}"#,
+        r#"{"ops": [{"delete_relationship": 99}]}"#,
+        r#"{"ops": "nope"}"#,
+        r#"not json"#,
+    ] {
+        let (code, out) = server.post("/db/data/transaction", bad);
+        assert_eq!(code, 400, "{bad}: {out}");
+        assert!(out["error"].as_str().is_some_and(|e| !e.is_empty()), "{out}");
+    }
+    assert_eq!(server.get("/db/data/").1, before);
+
+    // HTTP-5: unknown node.
+    assert_eq!(server.get("/db/data/node/42").0, 404);
+    assert_eq!(server.get("/db/data/node/abc").0, 404);
+
+    // Deletes in order: the relationship, then the node.
+    let (code, out) = server.post(
+        "/db/data/transaction",
+        r#"{"ops": [{"delete_relationship": 0}, {"delete_node": 1}]}"#,
+    );
+    assert_eq!(code, 200, "{out}");
+    let (_, status) = server.get("/db/data/");
+    assert_eq!((status["nodes"].clone(), status["relationships"].clone()), (json!(1), json!(0)));
+    assert_eq!(server.terminate(), Some(0));
+}
+
+// HTTP-4: a body over 16 MiB is refused with 413 and nothing is applied.
+#[test]
+fn http_4_oversize_body_is_413() {
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let big = format!(r#"{{"ops": [{{"create_node": {{"props": {{"s": "{}"}}}}}}]}}"#, "x".repeat(17 << 20));
+    let (code, out) = server.post("/db/data/transaction", &big);
+    assert_eq!(code, 413, "{out}");
+    assert_eq!(server.get("/db/data/").1["last_committed_tx"], 0);
+}
+
+// SRV-3, LOG-9: SIGKILL after acknowledged commits loses none of them; `neo4j-admin check`
+// agrees with the digest the server reported.
+#[test]
+fn srv_3_sigkill_loses_no_acknowledged_commit() {
+    let dir = scratch();
+    let store = dir.path().join("db");
+    let server = ServerProcess::start(&store, Some(EPHEMERAL));
+    for i in 0..50 {
+        let body = format!(r#"{{"ops": [{{"create_node": {{"labels": ["N"], "props": {{"i": {i}}}}}}}]}}"#);
+        assert_eq!(server.post("/db/data/transaction", &body).0, 200);
+    }
+    let (_, status) = server.get("/db/data/");
+    server.kill();
+    let report = check_json(&store);
+    assert_eq!(report["last_committed_tx"], status["last_committed_tx"]);
+    assert_eq!(report["digest"], status["digest"]);
+    assert_eq!(report["consistent"], true);
+    let server = ServerProcess::start(&store, Some(EPHEMERAL));
+    assert_eq!(server.get("/db/data/").1["digest"], status["digest"]);
+}
+
+// SRV-2: SIGTERM checkpoints and exits 0; the store needs no recovery afterwards.
+#[test]
+fn srv_2_sigterm_shuts_down_cleanly() {
+    let dir = scratch();
+    let store = dir.path().join("db");
+    let server = ServerProcess::start(&store, Some(EPHEMERAL));
+    assert_eq!(server.post("/db/data/transaction", r#"{"ops": [{"create_node": {}}]}"#).0, 200);
+    assert_eq!(server.terminate(), Some(0));
+    let meta = std::fs::read(store.join("neostore.meta")).unwrap();
+    // The checkpoint's last tx (offset 32, ST-10) is the last committed one.
+    assert_eq!(u64::from_le_bytes(meta[32..40].try_into().unwrap()), 1);
+}
+
+// CFG-*, SRV-4: an invalid value stops the server at start with one line naming key and value.
+#[test]
+fn srv_4_invalid_config_is_refused_with_one_line() {
+    let dir = scratch();
+    for (text, key, value) in [
+        ("keep_logical_logs=7 parsecs\n", "keep_logical_logs", "7 parsecs"),
+        ("online_backup_server=host:99999\n", "online_backup_server", "host:99999"),
+        ("logical_log_rotation_threshold=lots\n", "logical_log_rotation_threshold", "lots"),
+    ] {
+        let config = dir.path().join("neo4j.properties");
+        std::fs::write(&config, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_neo4j"))
+            .args(["console", "--store"])
+            .arg(dir.path().join("db"))
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(key) && stderr.contains(value), "{stderr}");
+    }
+    assert!(!dir.path().join("db").exists(), "a refused start must not create the store");
+}
