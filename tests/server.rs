@@ -155,3 +155,41 @@ fn srv_4_invalid_config_is_refused_with_one_line() {
     }
     assert!(!dir.path().join("db").exists(), "a refused start must not create the store");
 }
+
+// SRV-5: concurrent writers are serialized: every tx id is handed out once, and the result is
+// the consistent store whose digest the server reports.
+#[test]
+fn srv_5_concurrent_writers_are_serialized() {
+    let dir = scratch();
+    let store = dir.path().join("db");
+    let server = ServerProcess::start(&store, Some(EPHEMERAL));
+    assert_eq!(server.post("/db/data/transaction", r#"{"ops": [{"create_node": {}}]}"#).0, 200);
+    let addr = server.http.clone();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|i| {
+                        let body = format!(
+                            r#"{{"ops": [{{"create_node": {{"props": {{"w": {w}, "i": {i}}}}}}}, {{"create_relationship": {{"from": "$0", "to": 0, "type": "T"}}}}]}}"#
+                        );
+                        let (code, out) = support::server::request(&addr, "POST", "/db/data/transaction", body.as_bytes());
+                        assert_eq!(code, 200, "{out}");
+                        out["tx_id"].as_u64().unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ids: Vec<u64> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, (2..=101).collect::<Vec<_>>());
+    let (_, status) = server.get("/db/data/");
+    assert_eq!(status["relationships"], 100);
+    assert_eq!(server.get("/db/data/node/0").1["relationships"].as_array().unwrap().len(), 100);
+    assert_eq!(server.terminate(), Some(0));
+    let report = check_json(&store);
+    assert_eq!(report["digest"], status["digest"]);
+    assert_eq!(report["consistent"], true);
+}
