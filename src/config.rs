@@ -233,7 +233,7 @@ impl Config {
 
     /// The configuration as properties text, one `key=value` line per key in [`KEYS`] order.
     /// [`Config::parse`] reads it back to an equal `Config` (CFG-16) for every value `parse`
-    /// can produce; an `Age` that is not a whole number of hours is rounded up to one.
+    /// can produce; an `Age` that is not a whole number of hours is rounded up to whole hours.
     pub fn to_properties(&self) -> String {
         let lines = [
             (
@@ -453,6 +453,8 @@ fn lone_surrogate(line: usize, unit: u32) -> ConfigError {
 /// `s` written so that [`parse_properties`] reads it back unchanged, as a key or as a value.
 fn escape(s: &str, is_key: bool) -> String {
     let mut out = String::with_capacity(s.len());
+    // Characters from this index on are trailing whitespace.
+    let trailing = s.chars().count() - s.chars().rev().take_while(|&c| is_ws(c)).count();
     for (i, c) in s.chars().enumerate() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -462,7 +464,7 @@ fn escape(s: &str, is_key: bool) -> String {
             '\x0c' => out.push_str("\\f"),
             // Leading whitespace is skipped, trailing whitespace trimmed (CFG-5); in a key,
             // whitespace ends the key.
-            ' ' if is_key || i == 0 || s.chars().skip(i + 1).all(is_ws) => out.push_str("\\ "),
+            ' ' if is_key || i == 0 || i >= trailing => out.push_str("\\ "),
             '=' | ':' if is_key => {
                 out.push('\\');
                 out.push(c);
@@ -662,6 +664,9 @@ fn parse_host_ports(value: &str) -> Result<(String, RangeInclusive<u16>), Option
     };
     let (first, last) = match ports.split_once('-') {
         Some((first, last)) => (parse_port(first)?, parse_port(last)?),
+        // A single port 0 asks the system for a free port (tests, several servers on one
+        // machine); the bound address is printed at start (CFG-17).
+        None if ports == "0" => (0, 0),
         None => {
             let port = parse_port(ports)?;
             (port, port)
@@ -1117,11 +1122,20 @@ mod tests {
         );
     }
 
+    // CFG-17: a single port 0 is accepted for both addresses: the system chooses the port.
+    #[test]
+    fn cfg_17_port_zero_means_any_free_port() {
+        let (config, _) =
+            Config::parse("http_server=127.0.0.1:0\nonline_backup_server=127.0.0.1:0\n").unwrap();
+        assert_eq!(config.http_server, "127.0.0.1:0");
+        assert_eq!(config.online_backup_server.ports, 0..=0);
+    }
+
     #[test]
     fn cfg_11_online_backup_server_rejections() {
         let cases = [
             ("h:99999", "port 99999 is out of range 1-65535"),
-            ("h:0", "port 0 is out of range 1-65535"),
+            ("h:0-5", "port 0 is out of range 1-65535"),
             (
                 "h:6362-99999999999999999999",
                 "port 99999999999999999999 is out of range 1-65535",

@@ -93,7 +93,6 @@ pub async fn run(
     let config = &options.config;
     let store_options = StoreOptions {
         log_rotation_threshold: config.logical_log_rotation_threshold,
-        ..StoreOptions::default()
     };
     let store = open_or_create(
         &env,
