@@ -2,8 +2,9 @@
 //!
 //! Owns: the `keep_logical_logs` policy as a value, the pruning decision (a pure function over
 //! a description of the log files), and the pin table.
-//! Must not touch: files. The store describes its log files, asks this module which to delete,
-//! and deletes them.
+//! Must not touch: files or the clock. The store describes its log files, asks this module which
+//! to delete, and deletes them; every time comes in as milliseconds from the injected clock.
+//! Specified in `spec/retention.md` (RET-1 .. RET-12 here, RET-13 .. RET-15 the store's part).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -23,24 +23,44 @@ const HEADER: u64 = 64;
 #[derive(Clone, Debug)]
 enum Step {
     /// A transaction of `bytes` bytes committed `after` ms after the previous step.
-    Commit { after: u64, bytes: u64 },
+    Commit {
+        after: u64,
+        bytes: u64,
+    },
     /// A new active file; with `checkpoint`, the checkpoint moves into it (as LOG-8 does).
-    Rotate { checkpoint: bool },
+    Rotate {
+        checkpoint: bool,
+    },
     /// The checkpoint moves to the active file.
     Checkpoint,
     /// The clock jumps forward (or back).
-    Clock { forward: bool, by: u64 },
+    Clock {
+        forward: bool,
+        by: u64,
+    },
     /// Under an age policy of n, the clock moves forward to `delta` ms from the moment the first
     /// tx of the `which`-th file (modulo how many) turns n old: the boundary of RET-9.
-    AgeBoundary { which: usize, delta: i64 },
+    AgeBoundary {
+        which: usize,
+        delta: i64,
+    },
     /// A backup pins the logs from `back` txs before the next tx (never before the oldest
     /// logged tx: a backup cannot pin what is gone).
-    Pin { back: u64 },
+    Pin {
+        back: u64,
+    },
     /// The backup of the `which`-th held pin (modulo how many) closes its connection.
-    Release { which: usize },
-    Touch { which: usize },
+    Release {
+        which: usize,
+    },
+    Touch {
+        which: usize,
+    },
     /// The pin moves by `by` txs (back when negative: ignored, RET-12), never past the next tx.
-    Advance { which: usize, by: i64 },
+    Advance {
+        which: usize,
+        by: i64,
+    },
 }
 
 /// Times are whole minutes, so that a commit lands exactly on an age cutoff or exactly ten
@@ -217,7 +237,11 @@ impl Model {
     fn prune(&mut self) {
         self.release_idle();
         let pinned_from_tx = self.pins.oldest_pinned_tx(self.now);
-        assert_eq!(pinned_from_tx, self.oldest_live_pin(), "RET-10: the oldest live pin");
+        assert_eq!(
+            pinned_from_tx,
+            self.oldest_live_pin(),
+            "RET-10: the oldest live pin"
+        );
         let described: Vec<LogFile> = self
             .files
             .iter()
@@ -262,8 +286,10 @@ impl Model {
             return false; // RET-2
         }
         if let Some(pin) = pinned_from_tx {
-            if file.txs.iter().any(|&(tx, _)| tx >= pin) {
-                return false; // RET-3
+            // RET-3: a file whose last tx (its prev_last_tx if it holds none) is ≥ the pin.
+            let last_tx = file.txs.last().map_or(file.prev_last_tx, |&(tx, _)| tx);
+            if last_tx >= pin {
+                return false;
             }
         }
         match self.policy {
@@ -389,7 +415,11 @@ fn ret_3_model_sanity_a_pin_holds_files_that_would_go() {
         model.apply(step);
         model.check();
     }
-    assert_eq!(model.files.len(), 3, "the pin on tx 1 keeps file 0 and so the rest");
+    assert_eq!(
+        model.files.len(),
+        3,
+        "the pin on tx 1 keeps file 0 and so the rest"
+    );
     model.apply(&Step::Clock {
         forward: true,
         by: 11 * MINUTE,
