@@ -61,6 +61,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let options = StoreOptions {
         log_rotation_threshold: 64 << 10,
+        ..StoreOptions::default()
     };
     let mut store = Store::open(env.fs.clone(), env.clock.clone(), &dir, &options)?;
     for i in 0..500 {

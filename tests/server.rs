@@ -18,7 +18,12 @@ fn check_json(store: &std::path::Path) -> serde_json::Value {
         .arg(store)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -66,7 +71,10 @@ fn http_2_writes_and_reads_over_http() {
     ] {
         let (code, out) = server.post("/db/data/transaction", bad);
         assert_eq!(code, 400, "{bad}: {out}");
-        assert!(out["error"].as_str().is_some_and(|e| !e.is_empty()), "{out}");
+        assert!(
+            out["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{out}"
+        );
     }
     assert_eq!(server.get("/db/data/").1, before);
 
@@ -81,7 +89,10 @@ fn http_2_writes_and_reads_over_http() {
     );
     assert_eq!(code, 200, "{out}");
     let (_, status) = server.get("/db/data/");
-    assert_eq!((status["nodes"].clone(), status["relationships"].clone()), (json!(1), json!(0)));
+    assert_eq!(
+        (status["nodes"].clone(), status["relationships"].clone()),
+        (json!(1), json!(0))
+    );
     assert_eq!(server.terminate(), Some(0));
 }
 
@@ -90,7 +101,10 @@ fn http_2_writes_and_reads_over_http() {
 fn http_4_oversize_body_is_413() {
     let dir = scratch();
     let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
-    let big = format!(r#"{{"ops": [{{"create_node": {{"props": {{"s": "{}"}}}}}}]}}"#, "x".repeat(17 << 20));
+    let big = format!(
+        r#"{{"ops": [{{"create_node": {{"props": {{"s": "{}"}}}}}}]}}"#,
+        "x".repeat(17 << 20)
+    );
     let (code, out) = server.post("/db/data/transaction", &big);
     assert_eq!(code, 413, "{out}");
     assert_eq!(server.get("/db/data/").1["last_committed_tx"], 0);
@@ -104,7 +118,9 @@ fn srv_3_sigkill_loses_no_acknowledged_commit() {
     let store = dir.path().join("db");
     let server = ServerProcess::start(&store, Some(EPHEMERAL));
     for i in 0..50 {
-        let body = format!(r#"{{"ops": [{{"create_node": {{"labels": ["N"], "props": {{"i": {i}}}}}}}]}}"#);
+        let body = format!(
+            r#"{{"ops": [{{"create_node": {{"labels": ["N"], "props": {{"i": {i}}}}}}}]}}"#
+        );
         assert_eq!(server.post("/db/data/transaction", &body).0, 200);
     }
     let (_, status) = server.get("/db/data/");
@@ -123,7 +139,12 @@ fn srv_2_sigterm_shuts_down_cleanly() {
     let dir = scratch();
     let store = dir.path().join("db");
     let server = ServerProcess::start(&store, Some(EPHEMERAL));
-    assert_eq!(server.post("/db/data/transaction", r#"{"ops": [{"create_node": {}}]}"#).0, 200);
+    assert_eq!(
+        server
+            .post("/db/data/transaction", r#"{"ops": [{"create_node": {}}]}"#)
+            .0,
+        200
+    );
     assert_eq!(server.terminate(), Some(0));
     let meta = std::fs::read(store.join("neostore.meta")).unwrap();
     // The checkpoint's last tx (offset 32, ST-10) is the last committed one.
@@ -135,9 +156,21 @@ fn srv_2_sigterm_shuts_down_cleanly() {
 fn srv_4_invalid_config_is_refused_with_one_line() {
     let dir = scratch();
     for (text, key, value) in [
-        ("keep_logical_logs=7 parsecs\n", "keep_logical_logs", "7 parsecs"),
-        ("online_backup_server=host:99999\n", "online_backup_server", "host:99999"),
-        ("logical_log_rotation_threshold=lots\n", "logical_log_rotation_threshold", "lots"),
+        (
+            "keep_logical_logs=7 parsecs\n",
+            "keep_logical_logs",
+            "7 parsecs",
+        ),
+        (
+            "online_backup_server=host:99999\n",
+            "online_backup_server",
+            "host:99999",
+        ),
+        (
+            "logical_log_rotation_threshold=lots\n",
+            "logical_log_rotation_threshold",
+            "lots",
+        ),
     ] {
         let config = dir.path().join("neo4j.properties");
         std::fs::write(&config, text).unwrap();
@@ -153,7 +186,10 @@ fn srv_4_invalid_config_is_refused_with_one_line() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains(key) && stderr.contains(value), "{stderr}");
     }
-    assert!(!dir.path().join("db").exists(), "a refused start must not create the store");
+    assert!(
+        !dir.path().join("db").exists(),
+        "a refused start must not create the store"
+    );
 }
 
 // SRV-5: concurrent writers are serialized: every tx id is handed out once, and the result is
@@ -163,7 +199,12 @@ fn srv_5_concurrent_writers_are_serialized() {
     let dir = scratch();
     let store = dir.path().join("db");
     let server = ServerProcess::start(&store, Some(EPHEMERAL));
-    assert_eq!(server.post("/db/data/transaction", r#"{"ops": [{"create_node": {}}]}"#).0, 200);
+    assert_eq!(
+        server
+            .post("/db/data/transaction", r#"{"ops": [{"create_node": {}}]}"#)
+            .0,
+        200
+    );
     let addr = server.http.clone();
     let writers: Vec<_> = (0..4)
         .map(|w| {
@@ -182,14 +223,67 @@ fn srv_5_concurrent_writers_are_serialized() {
             })
         })
         .collect();
-    let mut ids: Vec<u64> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let mut ids: Vec<u64> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
     ids.sort();
     assert_eq!(ids, (2..=101).collect::<Vec<_>>());
     let (_, status) = server.get("/db/data/");
     assert_eq!(status["relationships"], 100);
-    assert_eq!(server.get("/db/data/node/0").1["relationships"].as_array().unwrap().len(), 100);
+    assert_eq!(
+        server.get("/db/data/node/0").1["relationships"]
+            .as_array()
+            .unwrap()
+            .len(),
+        100
+    );
     assert_eq!(server.terminate(), Some(0));
     let report = check_json(&store);
     assert_eq!(report["digest"], status["digest"]);
     assert_eq!(report["consistent"], true);
+}
+
+// RET-13, RET-15, CFG-13: with a small rotation threshold and `keep_logical_logs=2 files`,
+// exactly the two newest log files stay on disk, and the status reports what they hold.
+#[test]
+fn ret_13_two_files_policy_keeps_exactly_two_files() {
+    let dir = scratch();
+    let store = dir.path().join("db");
+    let config =
+        format!("{EPHEMERAL}logical_log_rotation_threshold=2k\nkeep_logical_logs=2 files\n");
+    let server = ServerProcess::start(&store, Some(&config));
+    for i in 0..60 {
+        let body = format!(
+            r#"{{"ops": [{{"create_node": {{"props": {{"i": {i}, "pad": "{}"}}}}}}]}}"#,
+            "p".repeat(100)
+        );
+        assert_eq!(server.post("/db/data/transaction", &body).0, 200);
+    }
+    let (_, status) = server.get("/db/data/");
+    let mut logs: Vec<(u64, u64)> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().unwrap();
+            let v = name
+                .strip_prefix("neostore.transaction.db.")?
+                .parse()
+                .ok()?;
+            Some((v, e.metadata().unwrap().len()))
+        })
+        .collect();
+    logs.sort();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    assert_eq!(logs[1].0, logs[0].0 + 1);
+    assert!(logs[0].0 >= 2, "rotation happened several times: {logs:?}");
+    assert_eq!(status["log_bytes"], logs.iter().map(|l| l.1).sum::<u64>());
+    // The oldest kept file starts right after its header's prev_last_tx (LOG-2, offset 20).
+    let oldest =
+        std::fs::read(store.join(format!("neostore.transaction.db.{}", logs[0].0))).unwrap();
+    let prev_last_tx = u64::from_le_bytes(oldest[20..28].try_into().unwrap());
+    assert_eq!(status["oldest_logged_tx"], prev_last_tx + 1);
+    assert!(status["oldest_logged_tx"].as_u64().unwrap() > 1);
+    assert_eq!(server.terminate(), Some(0));
+    assert_eq!(check_json(&store)["consistent"], true);
 }

@@ -155,6 +155,7 @@ fn log_8_rotation_and_recovery_across_files() {
     let dir = scratch();
     let opts = StoreOptions {
         log_rotation_threshold: 1024,
+        ..StoreOptions::default()
     };
     let mut store = Store::create(fs(), clock(), dir.path(), &opts, FormatVersion::V1, 1).unwrap();
     for i in 0..40 {
@@ -182,6 +183,7 @@ fn rc_4_damage_before_the_last_log_file_refuses_to_open() {
     let dir = scratch();
     let opts = StoreOptions {
         log_rotation_threshold: 600,
+        ..StoreOptions::default()
     };
     let mut store = Store::create(fs(), clock(), dir.path(), &opts, FormatVersion::V2, 1).unwrap();
     store.commit(&[node(&[])]).unwrap();
@@ -554,6 +556,7 @@ fn rc_5_a_damaged_header_after_commits_refuses_to_open() {
     let dir = scratch();
     let opts = StoreOptions {
         log_rotation_threshold: 300,
+        ..StoreOptions::default()
     };
     let mut store = Store::create(fs(), clock(), dir.path(), &opts, FormatVersion::V2, 1).unwrap();
     let meta0 = std::fs::read(dir.path().join("neostore.meta")).unwrap();
@@ -621,4 +624,42 @@ fn st_1_an_interrupted_creation_is_started_over() {
     std::fs::write(dir.path().join("neostore.meta.tmp"), b"half").unwrap();
     let store = create(dir.path());
     assert_eq!(store.status().last_committed_tx, 0);
+}
+
+// RET-13, RET-14, RET-3: pruning runs at each checkpoint, deletes the oldest files first
+// leaving a gap-free suffix, and never deletes what a backup has pinned.
+#[test]
+fn ret_13_pruning_at_checkpoints_respects_pins() {
+    use online_backup::retention::{Pins, RetentionPolicy};
+    let dir = scratch();
+    let pins = Pins::new();
+    let opts = StoreOptions {
+        log_rotation_threshold: 400,
+        retention: RetentionPolicy::Files(1),
+        pins: pins.clone(),
+    };
+    let mut store = Store::create(fs(), clock(), dir.path(), &opts, FormatVersion::V2, 1).unwrap();
+    let now = clock().now_millis();
+    let pin = pins.pin(1, now);
+    for _ in 0..30 {
+        store.commit(&[node(&["A"])]).unwrap();
+    }
+    let versions = list_log_versions(&*fs(), dir.path()).unwrap();
+    assert_eq!(versions[0], 0, "the pinned tx 1 keeps log 0: {versions:?}");
+    assert!(
+        versions.windows(2).all(|w| w[1] == w[0] + 1),
+        "{versions:?}"
+    );
+    drop(pin);
+    store.checkpoint().unwrap();
+    let versions = list_log_versions(&*fs(), dir.path()).unwrap();
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    let summary = store.log_summary().unwrap();
+    assert_eq!(
+        summary.oldest_logged_tx,
+        store.describe_logs().unwrap()[0].prev_last_tx + 1
+    );
+    drop(store);
+    let store = open(dir.path()).unwrap();
+    assert_eq!(store.status().last_committed_tx, 30);
 }

@@ -15,6 +15,7 @@ use support::*;
 fn options() -> StoreOptions {
     StoreOptions {
         log_rotation_threshold: 0,
+        ..StoreOptions::default()
     }
 }
 

@@ -367,6 +367,7 @@ async fn software(
     let dir = Path::new(STORE_DIR);
     let options = StoreOptions {
         log_rotation_threshold: ROTATION_THRESHOLD,
+        ..StoreOptions::default()
     };
     let (created, random, format) = {
         let m = model.lock().unwrap();

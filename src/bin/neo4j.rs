@@ -55,7 +55,10 @@ fn main() -> ExitCode {
             let text = match read_small_file(&*env.fs, &path, 1 << 20) {
                 Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
                 Err(e) => {
-                    eprintln!("neo4j: cannot read the configuration file {}: {e}", path.display());
+                    eprintln!(
+                        "neo4j: cannot read the configuration file {}: {e}",
+                        path.display()
+                    );
                     return ExitCode::from(1);
                 }
             };
@@ -73,7 +76,10 @@ fn main() -> ExitCode {
             }
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("neo4j: cannot start the runtime: {e}");

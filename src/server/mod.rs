@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::io::{Env, Listener, Stream};
+use crate::retention::Pins;
 use crate::store::format::FormatVersion;
 use crate::store::meta::META_FILE;
 use crate::store::{Store, StoreError, StoreOptions};
@@ -93,6 +94,8 @@ pub async fn run(
     let config = &options.config;
     let store_options = StoreOptions {
         log_rotation_threshold: config.logical_log_rotation_threshold,
+        retention: config.keep_logical_logs,
+        pins: Pins::new(),
     };
     let store = open_or_create(
         &env,

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use crate::digest::Digest;
 use crate::graph::{CommitOutcome, Id, Node, Op, Relationship};
 use crate::io::{Clock, FileHandle, Fs, LockGuard, OpenMode};
+use crate::retention::{files_to_prune, LogFile, Pins, PruneInput, RetentionPolicy};
 use format::{FormatVersion, NONE};
 use log::{LogHeader, ReadOutcome, TxEntry, TxState, HEADER_SIZE, MAX_ENTRY};
 use meta::{Checkpoint, Meta, MetaError, StoreId};
@@ -85,12 +86,19 @@ impl StoreError {
 pub struct StoreOptions {
     /// Rotate the active log once it passes this many bytes; 0 never rotates on size (LOG-8).
     pub log_rotation_threshold: u64,
+    /// Which log files to delete after each checkpoint (RET-13). The default keeps all: offline
+    /// tools and backup targets never prune; the server passes `keep_logical_logs`.
+    pub retention: RetentionPolicy,
+    /// Pins of running backups; pruning never deletes a pinned transaction (RET-3).
+    pub pins: Pins,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             log_rotation_threshold: 25 << 20,
+            retention: RetentionPolicy::KeepAll,
+            pins: Pins::new(),
         }
     }
 }
@@ -405,6 +413,10 @@ impl Store {
         meta.write(&*self.fs, &self.dir)
             .map_err(|e| StoreError::io("writing neostore.meta", e))?;
         self.meta = meta;
+        // Only now, with the new checkpoint durable, may files the old one needed go (RET-13).
+        if let Err(e) = self.prune_logs() {
+            tracing::warn!(error = %e, "pruning logical logs failed; retrying at the next checkpoint");
+        }
         tracing::debug!(
             last_tx = self.last_tx,
             log_version = self.log.version,
@@ -465,6 +477,74 @@ impl Store {
             at = self.files.read_rel(at)?.links_for(id).1;
         }
         Ok(Some(out))
+    }
+
+    /// Describes the log files, oldest first, the active file last (for retention).
+    pub fn describe_logs(&self) -> Result<Vec<LogFile>, StoreError> {
+        let versions = log::list_log_versions(&*self.fs, &self.dir)
+            .map_err(|e| StoreError::io(format!("listing {}", self.dir.display()), e))?;
+        let mut files: Vec<LogFile> = Vec::with_capacity(versions.len());
+        for &version in versions.iter().filter(|&&v| v <= self.log.version) {
+            let path = log::log_path(&self.dir, version);
+            let io_err = |e| StoreError::io(format!("reading {}", path.display()), e);
+            let file = self.fs.open(&path, OpenMode::Read).map_err(io_err)?;
+            let header = LogHeader::read(&*file).map_err(io_err)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("log file {version} has a damaged header"))
+            })?;
+            let bytes = file.len().map_err(io_err)?;
+            let first_tx_millis =
+                match log::read_entry(&*file, HEADER_SIZE, bytes).map_err(io_err)? {
+                    ReadOutcome::Entry(entry, _) => Some(entry.timestamp_millis),
+                    _ => None,
+                };
+            if let Some(prev) = files.last_mut() {
+                prev.last_tx = header.prev_last_tx;
+            }
+            files.push(LogFile {
+                version,
+                prev_last_tx: header.prev_last_tx,
+                last_tx: self.last_tx,
+                bytes,
+                first_tx_millis,
+            });
+        }
+        Ok(files)
+    }
+
+    /// Deletes the log files retention allows, oldest first, then syncs the directory once
+    /// (RET-14). A failed deletion ends the run; nothing newer is deleted, so no gap.
+    fn prune_logs(&mut self) -> Result<(), StoreError> {
+        if self.options.retention == RetentionPolicy::KeepAll {
+            return Ok(());
+        }
+        let files = self.describe_logs()?;
+        let now = self.clock.now_millis();
+        let doomed = files_to_prune(&PruneInput {
+            files: &files,
+            policy: self.options.retention,
+            now_millis: now,
+            recovery_version: self.meta.checkpoint.log_version,
+            pinned_from_tx: self.options.pins.oldest_pinned_tx(now),
+        });
+        let mut deleted = 0;
+        for version in &doomed {
+            if let Err(e) = self.fs.remove_file(&log::log_path(&self.dir, *version)) {
+                tracing::warn!(log_version = version, error = %e, "could not delete a log file");
+                break;
+            }
+            deleted += 1;
+        }
+        if deleted > 0 {
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| StoreError::io("syncing the store directory", e))?;
+            tracing::info!(
+                deleted,
+                oldest_kept = doomed[deleted - 1] + 1,
+                "pruned logical logs"
+            );
+        }
+        Ok(())
     }
 
     /// What the logical logs hold: the oldest transaction still in them and their total size
