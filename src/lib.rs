@@ -13,6 +13,7 @@
 //!
 //! See ARCHITECTURE.md for the map and the invariants.
 
+pub mod backup;
 pub mod config;
 pub mod digest;
 pub mod graph;

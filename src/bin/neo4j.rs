@@ -94,6 +94,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(run(env, options, shutdown_signal(), |bound: &Bound| {
         println!("neo4j: store {} open", store.display());
         println!("neo4j: HTTP API on http://{}/db/data/", bound.http);
+        match bound.backup {
+            Some(addr) => println!("neo4j: backup service on {addr}"),
+            None => println!("neo4j: backup service off (online_backup_enabled=false)"),
+        }
     }));
     match result {
         Ok(()) => {

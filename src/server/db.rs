@@ -56,6 +56,15 @@ impl Database {
         })
     }
 
+    /// Runs `f` on the store under the read lock: commits wait, readers do not (the backup
+    /// service's status reads and pins).
+    pub fn inspect<T>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.read(f)
+    }
+
     /// Runs `f` on the store under the write lock (checkpoints, backup service requests).
     pub fn with_store<T>(
         &self,

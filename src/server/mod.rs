@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backup::service::{self, ServiceContext};
 use crate::config::Config;
 use crate::io::{Env, Listener, Stream};
 use crate::retention::Pins;
@@ -54,6 +55,8 @@ pub struct ServerOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bound {
     pub http: SocketAddr,
+    /// The backup service's address; `None` when `online_backup_enabled=false` (BK-3).
+    pub backup: Option<SocketAddr>,
 }
 
 /// Opens the store in `dir`, or creates it when `dir` is missing or empty (SRV-1).
@@ -92,10 +95,11 @@ pub async fn run(
     on_ready: impl FnOnce(&Bound),
 ) -> Result<(), ServerError> {
     let config = &options.config;
+    let pins = Pins::new();
     let store_options = StoreOptions {
         log_rotation_threshold: config.logical_log_rotation_threshold,
         retention: config.keep_logical_logs,
-        pins: Pins::new(),
+        pins: pins.clone(),
     };
     let store = open_or_create(
         &env,
@@ -115,14 +119,47 @@ pub async fn run(
             addr: http_addr.clone(),
             source,
         })?;
+    let backup_listener = if config.online_backup_enabled {
+        let address = &config.online_backup_server;
+        let (l, _) = service::bind(&env, address)
+            .await
+            .map_err(|source| ServerError::Bind {
+                what: "the backup service (online_backup_server)",
+                addr: address.to_string(),
+                source,
+            })?;
+        Some(l)
+    } else {
+        tracing::info!("online_backup_enabled=false: the backup service is off");
+        None
+    };
     let bound = Bound {
         http: listener.local_addr().map_err(ServerError::Http)?,
+        backup: match &backup_listener {
+            Some(l) => Some(l.local_addr().map_err(ServerError::Http)?),
+            None => None,
+        },
     };
+    let backup_task = backup_listener.map(|l| {
+        tokio::spawn(service::serve(
+            l,
+            ServiceContext {
+                db: db.clone(),
+                pins: pins.clone(),
+                env: env.clone(),
+            },
+        ))
+    });
     on_ready(&bound);
 
     let served = axum::serve(NetListener(listener), crate::http::router(db.clone()))
         .with_graceful_shutdown(shutdown)
         .await;
+    if let Some(task) = backup_task {
+        // Closes every backup connection; their clients see the close and fail cleanly.
+        task.abort();
+        let _ = task.await;
+    }
     tracing::info!("shutting down: checkpointing the store");
     let closed = db.close();
     served.map_err(ServerError::Http)?;

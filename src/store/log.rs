@@ -366,6 +366,168 @@ pub fn read_entry(
     }
 }
 
+/// Reads committed transactions in order from a store's log files, from a given tx on, while
+/// the store's owner keeps committing and rotating (the backup service, PR-20). It holds no
+/// lock: entries up to the last committed tx the caller observed are whole and durable, files
+/// are only appended to, and the caller's pin keeps them from being pruned (RET-3).
+#[derive(Debug)]
+pub struct LogReader {
+    fs: std::sync::Arc<dyn Fs>,
+    dir: PathBuf,
+    version: u64,
+    file: Box<dyn FileHandle>,
+    offset: u64,
+    len: u64,
+    next_tx: u64,
+}
+
+/// Where a reader found the tx before its first one.
+#[derive(Debug)]
+pub struct ReaderStart {
+    pub reader: LogReader,
+    /// The digest after tx `from - 1` (LOG-2: a header's `prev_digest`, or that tx's entry).
+    pub digest_before: Digest,
+}
+
+impl LogReader {
+    /// Positions a reader so that its first entry is tx `from`, and finds the digest at
+    /// `from - 1`. `None` when the logs no longer hold what that needs (pruned). `from - 1`
+    /// must be at most the store's last committed tx.
+    pub fn open(
+        fs: std::sync::Arc<dyn Fs>,
+        dir: &Path,
+        from: u64,
+    ) -> Result<Option<ReaderStart>, crate::store::StoreError> {
+        use crate::store::StoreError;
+        let io_err = |what: String| move |e| StoreError::io(what, e);
+        let versions =
+            list_log_versions(&*fs, dir).map_err(io_err(format!("listing {}", dir.display())))?;
+        // The newest file starting at or before `from`: its header's prev_last_tx < from.
+        let mut chosen = None;
+        for &version in versions.iter().rev() {
+            let path = log_path(dir, version);
+            let file = match fs.open(&path, crate::io::OpenMode::Read) {
+                Ok(f) => f,
+                // Pruned between the listing and now: older files are gone too.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) => return Err(StoreError::io(format!("opening {}", path.display()), e)),
+            };
+            let header = LogHeader::read(&*file)
+                .map_err(io_err(format!("reading {}", path.display())))?
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("log file {version} has a damaged header"))
+                })?;
+            if header.prev_last_tx < from {
+                chosen = Some((version, file, header));
+                break;
+            }
+        }
+        let Some((version, file, header)) = chosen else {
+            return Ok(None);
+        };
+        let len = file
+            .len()
+            .map_err(io_err("reading a log file's length".into()))?;
+        let mut reader = LogReader {
+            fs,
+            dir: dir.to_path_buf(),
+            version,
+            file,
+            offset: HEADER_SIZE,
+            len,
+            next_tx: header.prev_last_tx + 1,
+        };
+        let mut digest_before = header.prev_digest;
+        while reader.next_tx < from {
+            match reader.next(from - 1)? {
+                Some(entry) => digest_before = entry.after.digest,
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "the logs end before tx {}",
+                        from - 1
+                    )))
+                }
+            }
+        }
+        Ok(Some(ReaderStart {
+            reader,
+            digest_before,
+        }))
+    }
+
+    /// The tx id the next entry will carry.
+    pub fn next_tx(&self) -> u64 {
+        self.next_tx
+    }
+
+    /// The next entry, or `None` once past `upto` (a tx the caller knows is committed).
+    pub fn next(&mut self, upto: u64) -> Result<Option<TxEntry>, crate::store::StoreError> {
+        use crate::store::StoreError;
+        if self.next_tx > upto {
+            return Ok(None);
+        }
+        loop {
+            let outcome = read_entry(&*self.file, self.offset, self.len)
+                .map_err(|e| StoreError::io(format!("reading log file {}", self.version), e))?;
+            match outcome {
+                ReadOutcome::Entry(entry, next) => {
+                    if entry.tx_id != self.next_tx {
+                        return Err(StoreError::Corrupt(format!(
+                            "log file {} holds tx {} where tx {} was expected",
+                            self.version, entry.tx_id, self.next_tx
+                        )));
+                    }
+                    self.offset = next;
+                    self.next_tx += 1;
+                    return Ok(Some(*entry));
+                }
+                ReadOutcome::End | ReadOutcome::Torn(_) => {
+                    // Either the file grew since its length was read, or the tx is in the next
+                    // file (a rotation). A committed tx is never torn.
+                    let len = self.file.len().map_err(|e| {
+                        StoreError::io(format!("reading log file {}", self.version), e)
+                    })?;
+                    if len > self.len {
+                        self.len = len;
+                        continue;
+                    }
+                    self.advance_file()?;
+                }
+            }
+        }
+    }
+
+    fn advance_file(&mut self) -> Result<(), crate::store::StoreError> {
+        use crate::store::StoreError;
+        let version = self.version + 1;
+        let path = log_path(&self.dir, version);
+        let missing = || {
+            StoreError::Corrupt(format!(
+                "tx {} is in no log file (log file {} ends before it)",
+                self.next_tx, self.version
+            ))
+        };
+        let file = match self.fs.open(&path, crate::io::OpenMode::Read) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+            Err(e) => return Err(StoreError::io(format!("opening {}", path.display()), e)),
+        };
+        let header = LogHeader::read(&*file)
+            .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
+        match header {
+            Some(h) if h.log_version == version && h.prev_last_tx + 1 == self.next_tx => {}
+            _ => return Err(missing()),
+        }
+        self.len = file
+            .len()
+            .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
+        self.file = file;
+        self.version = version;
+        self.offset = HEADER_SIZE;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,6 +44,8 @@ pub fn upgrade(
     // Opening recovers and checkpoints; closing checkpoints again, so the record files hold
     // every committed tx and nothing after the checkpoint needs the old record layout.
     let store = Store::open(fs.clone(), clock, dir, &StoreOptions::default())?;
+    // A backup directory's files are in its live generation (BK-31).
+    let dir = &store.dir().to_path_buf();
     let from = store.meta().format;
     if from == FormatVersion::CURRENT {
         store.close()?;

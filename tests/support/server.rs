@@ -10,6 +10,8 @@ use std::time::Duration;
 pub struct ServerProcess {
     pub child: Child,
     pub http: String,
+    /// The backup service's `host:port`, `None` when it is off.
+    pub backup: Option<String>,
 }
 
 impl ServerProcess {
@@ -30,18 +32,28 @@ impl ServerProcess {
             .expect("start neo4j");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let http = loop {
+        let mut http = None;
+        let backup = loop {
             let line = lines
                 .next()
                 .expect("neo4j exited before it was ready")
                 .unwrap();
             if let Some(rest) = line.strip_prefix("neo4j: HTTP API on http://") {
-                break rest.trim_end_matches("/db/data/").to_string();
+                http = Some(rest.trim_end_matches("/db/data/").to_string());
+            } else if let Some(rest) = line.strip_prefix("neo4j: backup service on ") {
+                break Some(rest.to_string());
+            } else if line.starts_with("neo4j: backup service off") {
+                break None;
             }
         };
+        let http = http.expect("the HTTP address is printed before the backup service's");
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        ServerProcess { child, http }
+        ServerProcess {
+            child,
+            http,
+            backup,
+        }
     }
 
     pub fn get(&self, path: &str) -> (u16, serde_json::Value) {

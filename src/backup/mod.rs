@@ -1,0 +1,14 @@
+//! Online backup (spec/protocol.md, spec/backup.md): the wire protocol, the service inside the
+//! server, the client that `neo4j-backup` runs, and the client's view of a backup directory.
+//!
+//! Owns: everything between a running server's store and a backup directory.
+//! Must not touch: the HTTP API, or any I/O except through the `Env` seams, so the simulations
+//! run the same code over turmoil's network and disks.
+//!
+//! Layout: `protocol` (frames and messages), `service` (server side), `client` (what the tool
+//! does), `target` (the backup directory: lock, generations, pointer switch, leftovers).
+
+pub mod client;
+pub mod protocol;
+pub mod service;
+pub mod target;

@@ -1,0 +1,667 @@
+//! The backup wire protocol (spec/protocol.md, PR-1 ..): length-framed, checksummed frames,
+//! and the typed messages they carry.
+//!
+//! Owns: the bytes on the wire, both directions, and reading/writing one frame over any async
+//! stream with bounded memory (a frame is never larger than [`MAX_FRAME`]).
+//! Must not touch: files, the store, decisions about what to send. The service and the client
+//! decide; this module only encodes and decodes.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::digest::Digest;
+use crate::store::format::FormatVersion;
+use crate::store::log::{EntryError, TxEntry, TxState, MAX_ENTRY};
+use crate::store::meta::StoreId;
+
+/// The first bytes a client sends (PR-3).
+pub const MAGIC: &[u8; 8] = b"NEOBAKUP";
+/// The protocol version this build speaks (PR-3).
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The default port of the backup service (BK-1).
+pub const DEFAULT_PORT: u16 = 6362;
+/// Bytes of a file carried by one chunk frame (PR-11).
+pub const CHUNK_SIZE: usize = 1 << 20;
+/// The largest frame body: a transaction entry plus its kind byte (PR-1).
+pub const MAX_FRAME: u32 = MAX_ENTRY + 1;
+/// The longest file name a file-start frame may carry.
+const MAX_NAME: usize = 255;
+
+/// Errors reading or writing frames.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("the connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the connection closed")]
+    Closed,
+    #[error("received a damaged frame: {0}")]
+    Malformed(String),
+}
+
+/// Why a server refuses a request (PR-7): typed, so the client can decide (fall back, exit 4,
+/// exit 5) without parsing prose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The client speaks another protocol version; the server's is given.
+    ProtocolVersion { server: u32 },
+    /// The backup belongs to another store; the server's store id is given.
+    StoreMismatch { server: StoreId },
+    /// The backup has another format version; the server's is given.
+    VersionMismatch { server: FormatVersion },
+    /// The logs no longer hold tx `needed`; the oldest they hold is `oldest`.
+    LogsPruned { needed: u64, oldest: u64 },
+    /// The backup's digest at `tx` differs from the server's, or the server never had `tx`
+    /// (`server_digest` is then `None` and `server_last_tx` is below `tx`).
+    Diverged {
+        tx: u64,
+        server_digest: Option<Digest>,
+        server_last_tx: u64,
+    },
+    /// Anything else the server could not do (I/O failure, shutting down): one sentence.
+    Failed { message: String },
+}
+
+/// The request a client makes after the handshake (PR-5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Everything: a checkpoint, the files, then the transactions after it.
+    Full,
+    /// The transactions after `last_tx`, of a backup of `store_id` in `format` whose digest at
+    /// `last_tx` is `digest`.
+    Incremental {
+        store_id: StoreId,
+        format: FormatVersion,
+        last_tx: u64,
+        digest: Digest,
+    },
+}
+
+/// Every message, in both directions (PR-2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Client → server, first: magic and protocol version.
+    Hello {
+        version: u32,
+    },
+    /// Server → client, the answer to `Hello`: what the server is.
+    Welcome {
+        version: u32,
+        store_id: StoreId,
+        format: FormatVersion,
+        last_committed_tx: u64,
+        oldest_logged_tx: u64,
+        /// Total bytes of the record files: what a full backup copies (before logs).
+        store_bytes: u64,
+    },
+    /// Client → server.
+    Request(Request),
+    /// Server → client, starting a full backup: the checkpoint C and the state at it.
+    FullStart {
+        checkpoint_tx: u64,
+        state: TxState,
+        files: u32,
+    },
+    /// Server → client: a file of the store follows, `len` bytes in chunks.
+    FileStart {
+        name: String,
+        len: u64,
+    },
+    FileChunk(Vec<u8>),
+    /// Server → client: the file is complete; CRC32C of all its bytes as sent.
+    FileEnd {
+        crc: u32,
+    },
+    /// Server → client: one committed transaction.
+    Tx(Box<TxEntry>),
+    /// Server → client: the stream is complete at `last_tx`, whose digest is `digest`.
+    End {
+        last_tx: u64,
+        digest: Digest,
+    },
+    /// Server → client: the request is refused.
+    Refused(Refusal),
+}
+
+mod kind {
+    pub const HELLO: u8 = 1;
+    pub const WELCOME: u8 = 2;
+    pub const REQUEST_FULL: u8 = 3;
+    pub const REQUEST_INCREMENTAL: u8 = 4;
+    pub const FULL_START: u8 = 5;
+    pub const FILE_START: u8 = 6;
+    pub const FILE_CHUNK: u8 = 7;
+    pub const FILE_END: u8 = 8;
+    pub const TX: u8 = 9;
+    pub const END: u8 = 10;
+    pub const REFUSED: u8 = 11;
+}
+
+mod refusal {
+    pub const PROTOCOL_VERSION: u8 = 1;
+    pub const STORE_MISMATCH: u8 = 2;
+    pub const VERSION_MISMATCH: u8 = 3;
+    pub const LOGS_PRUNED: u8 = 4;
+    pub const DIVERGED: u8 = 5;
+    pub const FAILED: u8 = 6;
+}
+
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+fn put_store_id(out: &mut Vec<u8>, id: StoreId) {
+    put_u64(out, id.created_millis);
+    put_u64(out, id.random);
+}
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(b.len() as u16).to_le_bytes());
+    out.extend_from_slice(b);
+}
+fn put_state(out: &mut Vec<u8>, s: &TxState) {
+    out.extend_from_slice(&s.digest.0);
+    for v in [
+        s.nodes,
+        s.relationships,
+        s.next_node,
+        s.next_rel,
+        s.next_block,
+    ] {
+        put_u64(out, v);
+    }
+}
+
+impl Message {
+    /// The frame body: kind byte, then the payload (PR-2).
+    pub fn encode_body(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Message::Hello { version } => {
+                out.push(kind::HELLO);
+                out.extend_from_slice(MAGIC);
+                put_u32(&mut out, *version);
+            }
+            Message::Welcome {
+                version,
+                store_id,
+                format,
+                last_committed_tx,
+                oldest_logged_tx,
+                store_bytes,
+            } => {
+                out.push(kind::WELCOME);
+                put_u32(&mut out, *version);
+                put_store_id(&mut out, *store_id);
+                put_u32(&mut out, format.0);
+                put_u64(&mut out, *last_committed_tx);
+                put_u64(&mut out, *oldest_logged_tx);
+                put_u64(&mut out, *store_bytes);
+            }
+            Message::Request(Request::Full) => out.push(kind::REQUEST_FULL),
+            Message::Request(Request::Incremental {
+                store_id,
+                format,
+                last_tx,
+                digest,
+            }) => {
+                out.push(kind::REQUEST_INCREMENTAL);
+                put_store_id(&mut out, *store_id);
+                put_u32(&mut out, format.0);
+                put_u64(&mut out, *last_tx);
+                out.extend_from_slice(&digest.0);
+            }
+            Message::FullStart {
+                checkpoint_tx,
+                state,
+                files,
+            } => {
+                out.push(kind::FULL_START);
+                put_u64(&mut out, *checkpoint_tx);
+                put_state(&mut out, state);
+                put_u32(&mut out, *files);
+            }
+            Message::FileStart { name, len } => {
+                out.push(kind::FILE_START);
+                put_str(&mut out, name);
+                put_u64(&mut out, *len);
+            }
+            Message::FileChunk(bytes) => {
+                out.reserve(bytes.len() + 1);
+                out.push(kind::FILE_CHUNK);
+                out.extend_from_slice(bytes);
+            }
+            Message::FileEnd { crc } => {
+                out.push(kind::FILE_END);
+                put_u32(&mut out, *crc);
+            }
+            Message::Tx(entry) => {
+                // The log's own entry body (LOG-5), which is format independent (LOG-6).
+                let framed = entry.encode_framed();
+                out.reserve(framed.len() - 7);
+                out.push(kind::TX);
+                out.extend_from_slice(&framed[8..]);
+            }
+            Message::End { last_tx, digest } => {
+                out.push(kind::END);
+                put_u64(&mut out, *last_tx);
+                out.extend_from_slice(&digest.0);
+            }
+            Message::Refused(r) => {
+                out.push(kind::REFUSED);
+                match r {
+                    Refusal::ProtocolVersion { server } => {
+                        out.push(refusal::PROTOCOL_VERSION);
+                        put_u32(&mut out, *server);
+                    }
+                    Refusal::StoreMismatch { server } => {
+                        out.push(refusal::STORE_MISMATCH);
+                        put_store_id(&mut out, *server);
+                    }
+                    Refusal::VersionMismatch { server } => {
+                        out.push(refusal::VERSION_MISMATCH);
+                        put_u32(&mut out, server.0);
+                    }
+                    Refusal::LogsPruned { needed, oldest } => {
+                        out.push(refusal::LOGS_PRUNED);
+                        put_u64(&mut out, *needed);
+                        put_u64(&mut out, *oldest);
+                    }
+                    Refusal::Diverged {
+                        tx,
+                        server_digest,
+                        server_last_tx,
+                    } => {
+                        out.push(refusal::DIVERGED);
+                        put_u64(&mut out, *tx);
+                        put_u64(&mut out, *server_last_tx);
+                        match server_digest {
+                            Some(d) => {
+                                out.push(1);
+                                out.extend_from_slice(&d.0);
+                            }
+                            None => out.push(0),
+                        }
+                    }
+                    Refusal::Failed { message } => {
+                        out.push(refusal::FAILED);
+                        put_str(&mut out, message);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Decodes a frame body whose checksum was verified (PR-2). Trailing bytes are an error.
+    pub fn decode_body(b: &[u8]) -> Result<Message, ProtocolError> {
+        let mut r = Reader { b, at: 0 };
+        let msg = match r.u8()? {
+            kind::HELLO => {
+                if r.take(8)? != MAGIC {
+                    return Err(malformed("not a backup client (bad magic)"));
+                }
+                Message::Hello { version: r.u32()? }
+            }
+            kind::WELCOME => Message::Welcome {
+                version: r.u32()?,
+                store_id: r.store_id()?,
+                format: FormatVersion(r.u32()?),
+                last_committed_tx: r.u64()?,
+                oldest_logged_tx: r.u64()?,
+                store_bytes: r.u64()?,
+            },
+            kind::REQUEST_FULL => Message::Request(Request::Full),
+            kind::REQUEST_INCREMENTAL => Message::Request(Request::Incremental {
+                store_id: r.store_id()?,
+                format: FormatVersion(r.u32()?),
+                last_tx: r.u64()?,
+                digest: r.digest()?,
+            }),
+            kind::FULL_START => Message::FullStart {
+                checkpoint_tx: r.u64()?,
+                state: TxState {
+                    digest: r.digest()?,
+                    nodes: r.u64()?,
+                    relationships: r.u64()?,
+                    next_node: r.u64()?,
+                    next_rel: r.u64()?,
+                    next_block: r.u64()?,
+                },
+                files: r.u32()?,
+            },
+            kind::FILE_START => {
+                let name = r.string()?;
+                if name.is_empty() || name.len() > MAX_NAME || name.contains(['/', '\\', '\0']) {
+                    return Err(malformed("a file name that is not a plain name"));
+                }
+                Message::FileStart {
+                    name,
+                    len: r.u64()?,
+                }
+            }
+            kind::FILE_CHUNK => {
+                let rest = r.rest();
+                if rest.len() > CHUNK_SIZE {
+                    return Err(malformed("a file chunk larger than the chunk size"));
+                }
+                Message::FileChunk(rest.to_vec())
+            }
+            kind::FILE_END => Message::FileEnd { crc: r.u32()? },
+            kind::TX => {
+                let body = r.rest();
+                let entry = TxEntry::decode_body(body)
+                    .map_err(|EntryError(why)| malformed(&format!("transaction: {why}")))?;
+                Message::Tx(Box::new(entry))
+            }
+            kind::END => Message::End {
+                last_tx: r.u64()?,
+                digest: r.digest()?,
+            },
+            kind::REFUSED => Message::Refused(match r.u8()? {
+                refusal::PROTOCOL_VERSION => Refusal::ProtocolVersion { server: r.u32()? },
+                refusal::STORE_MISMATCH => Refusal::StoreMismatch {
+                    server: r.store_id()?,
+                },
+                refusal::VERSION_MISMATCH => Refusal::VersionMismatch {
+                    server: FormatVersion(r.u32()?),
+                },
+                refusal::LOGS_PRUNED => Refusal::LogsPruned {
+                    needed: r.u64()?,
+                    oldest: r.u64()?,
+                },
+                refusal::DIVERGED => {
+                    let tx = r.u64()?;
+                    let server_last_tx = r.u64()?;
+                    let server_digest = match r.u8()? {
+                        0 => None,
+                        1 => Some(r.digest()?),
+                        _ => return Err(malformed("a bad optional digest")),
+                    };
+                    Refusal::Diverged {
+                        tx,
+                        server_digest,
+                        server_last_tx,
+                    }
+                }
+                refusal::FAILED => Refusal::Failed {
+                    message: r.string()?,
+                },
+                other => return Err(malformed(&format!("unknown refusal {other}"))),
+            }),
+            other => return Err(malformed(&format!("unknown message kind {other}"))),
+        };
+        if r.at != b.len() {
+            return Err(malformed("trailing bytes after the message"));
+        }
+        Ok(msg)
+    }
+
+    /// A short name for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "hello",
+            Message::Welcome { .. } => "welcome",
+            Message::Request(Request::Full) => "full backup request",
+            Message::Request(Request::Incremental { .. }) => "incremental backup request",
+            Message::FullStart { .. } => "full backup start",
+            Message::FileStart { .. } => "file start",
+            Message::FileChunk(_) => "file chunk",
+            Message::FileEnd { .. } => "file end",
+            Message::Tx(_) => "transaction",
+            Message::End { .. } => "end",
+            Message::Refused(_) => "refusal",
+        }
+    }
+}
+
+fn malformed(why: &str) -> ProtocolError {
+    ProtocolError::Malformed(why.to_string())
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtocolError> {
+        if self.b.len() - self.at < n {
+            return Err(malformed("the message ends early"));
+        }
+        let s = &self.b[self.at..self.at + n];
+        self.at += n;
+        Ok(s)
+    }
+    fn rest(&mut self) -> &'a [u8] {
+        let s = &self.b[self.at..];
+        self.at = self.b.len();
+        s
+    }
+    fn u8(&mut self) -> Result<u8, ProtocolError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, ProtocolError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    fn u64(&mut self) -> Result<u64, ProtocolError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn digest(&mut self) -> Result<Digest, ProtocolError> {
+        Ok(Digest(self.take(32)?.try_into().expect("32")))
+    }
+    fn store_id(&mut self) -> Result<StoreId, ProtocolError> {
+        Ok(StoreId {
+            created_millis: self.u64()?,
+            random: self.u64()?,
+        })
+    }
+    fn string(&mut self) -> Result<String, ProtocolError> {
+        let len = u16::from_le_bytes(self.take(2)?.try_into().expect("2")) as usize;
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| malformed("a string not in UTF-8"))
+    }
+}
+
+/// Writes one frame: body length (u32 LE), CRC32C of the body (u32 LE), body (PR-1).
+pub async fn write_message<W: AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    msg: &Message,
+) -> Result<(), ProtocolError> {
+    let body = msg.encode_body();
+    let mut head = [0u8; 8];
+    head[..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    head[4..].copy_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    w.write_all(&head).await?;
+    w.write_all(&body).await?;
+    Ok(())
+}
+
+/// Flushes what `write_message` buffered.
+pub async fn flush<W: AsyncWrite + Unpin + ?Sized>(w: &mut W) -> Result<(), ProtocolError> {
+    w.flush().await?;
+    Ok(())
+}
+
+/// Reads one frame and decodes it. A clean end of stream before a frame starts is
+/// [`ProtocolError::Closed`]; a length over [`MAX_FRAME`] or a checksum mismatch is malformed
+/// (PR-1), so a peer can never make the reader allocate more than one frame's bound.
+pub async fn read_message<R: AsyncRead + Unpin + ?Sized>(
+    r: &mut R,
+) -> Result<Message, ProtocolError> {
+    let mut head = [0u8; 8];
+    let mut got = 0;
+    while got < head.len() {
+        let n = r.read(&mut head[got..]).await?;
+        if n == 0 {
+            return Err(if got == 0 {
+                ProtocolError::Closed
+            } else {
+                malformed("the connection closed inside a frame")
+            });
+        }
+        got += n;
+    }
+    let len = u32::from_le_bytes(head[..4].try_into().expect("4"));
+    let crc = u32::from_le_bytes(head[4..].try_into().expect("4"));
+    if len == 0 || len > MAX_FRAME {
+        return Err(malformed(&format!("a frame length of {len} bytes")));
+    }
+    let mut body = vec![0u8; len as usize];
+    r.read_exact(&mut body).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            malformed("the connection closed inside a frame")
+        } else {
+            ProtocolError::Io(e)
+        }
+    })?;
+    if crc32c::crc32c(&body) != crc {
+        return Err(malformed("frame checksum mismatch"));
+    }
+    Message::decode_body(&body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::format::NodeRecord;
+    use crate::store::log::RecordImage;
+
+    fn samples() -> Vec<Message> {
+        let id = StoreId {
+            created_millis: 1,
+            random: 2,
+        };
+        let state = TxState {
+            digest: Digest([9; 32]),
+            nodes: 1,
+            relationships: 2,
+            next_node: 3,
+            next_rel: 4,
+            next_block: 5,
+        };
+        vec![
+            Message::Hello { version: 1 },
+            Message::Welcome {
+                version: 1,
+                store_id: id,
+                format: FormatVersion::V2,
+                last_committed_tx: 10,
+                oldest_logged_tx: 3,
+                store_bytes: 4096,
+            },
+            Message::Request(Request::Full),
+            Message::Request(Request::Incremental {
+                store_id: id,
+                format: FormatVersion::V1,
+                last_tx: 7,
+                digest: Digest([1; 32]),
+            }),
+            Message::FullStart {
+                checkpoint_tx: 5,
+                state,
+                files: 3,
+            },
+            Message::FileStart {
+                name: "neostore.nodestore.db".into(),
+                len: 99,
+            },
+            Message::FileChunk(vec![1, 2, 3]),
+            Message::FileEnd { crc: 77 },
+            Message::Tx(Box::new(TxEntry {
+                tx_id: 6,
+                timestamp_millis: 8,
+                after: state,
+                records: vec![RecordImage::Node(0, NodeRecord::unused())],
+            })),
+            Message::End {
+                last_tx: 6,
+                digest: Digest([2; 32]),
+            },
+            Message::Refused(Refusal::ProtocolVersion { server: 1 }),
+            Message::Refused(Refusal::StoreMismatch { server: id }),
+            Message::Refused(Refusal::VersionMismatch {
+                server: FormatVersion::V2,
+            }),
+            Message::Refused(Refusal::LogsPruned {
+                needed: 4,
+                oldest: 9,
+            }),
+            Message::Refused(Refusal::Diverged {
+                tx: 4,
+                server_digest: Some(Digest([3; 32])),
+                server_last_tx: 9,
+            }),
+            Message::Refused(Refusal::Diverged {
+                tx: 40,
+                server_digest: None,
+                server_last_tx: 9,
+            }),
+            Message::Refused(Refusal::Failed {
+                message: "disk on fire".into(),
+            }),
+        ]
+    }
+
+    // PR-1, PR-2: every message round-trips through a frame.
+    #[tokio::test]
+    async fn pr_2_every_message_round_trips() {
+        for msg in samples() {
+            let mut wire = Vec::new();
+            write_message(&mut wire, &msg).await.unwrap();
+            let back = read_message(&mut wire.as_slice()).await.unwrap();
+            assert_eq!(back, msg);
+        }
+    }
+
+    // PR-1: a flipped bit anywhere in a frame is detected; a huge length is refused before
+    // allocating; a truncated frame is not a clean close.
+    #[tokio::test]
+    async fn pr_1_damaged_frames_are_refused() {
+        let mut wire = Vec::new();
+        write_message(&mut wire, &Message::FileChunk(vec![5; 100]))
+            .await
+            .unwrap();
+        for i in 8..wire.len() {
+            let mut bad = wire.clone();
+            bad[i] ^= 0x10;
+            assert!(read_message(&mut bad.as_slice()).await.is_err(), "byte {i}");
+        }
+        let mut huge = wire.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            read_message(&mut huge.as_slice()).await,
+            Err(ProtocolError::Malformed(_))
+        ));
+        let cut = &wire[..wire.len() - 1];
+        assert!(matches!(
+            read_message(&mut &cut[..]).await,
+            Err(ProtocolError::Malformed(_))
+        ));
+        assert!(matches!(
+            read_message(&mut &[][..]).await,
+            Err(ProtocolError::Closed)
+        ));
+    }
+
+    // PR-3: a peer that is not a backup client is refused at the first frame.
+    #[test]
+    fn pr_3_bad_magic_is_refused() {
+        let mut body = Message::Hello { version: 1 }.encode_body();
+        body[1] ^= 1;
+        assert!(Message::decode_body(&body).is_err());
+    }
+
+    // PR-11: a file name with a path separator is refused (a server cannot write outside the
+    // generation).
+    #[test]
+    fn pr_11_file_names_are_plain() {
+        for name in ["../x", "a/b", ""] {
+            let body = Message::FileStart {
+                name: name.into(),
+                len: 1,
+            }
+            .encode_body();
+            assert!(Message::decode_body(&body).is_err(), "{name}");
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! The backup service: the server side of the backup protocol, running inside `neo4j` on
+//! `online_backup_server` (spec/protocol.md).
+//!
+//! Owns: accepting backup connections, the handshake, and streaming a full backup (checkpoint,
+//! pin, files, transactions after the checkpoint) or an incremental one (the transactions after
+//! the backup's last) while the server keeps committing.
+//! Must not touch: the backup directory (the client's), HTTP, or the store's files other than by
+//! reading them. It never holds the store lock across an `.await`: the lock is taken for the
+//! checkpoint-and-pin step and for reading the status, and the files and logs are read without
+//! it (PR-20).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite, BufWriter};
+use tokio::task::JoinSet;
+
+use crate::backup::protocol::{
+    self, read_message, write_message, Message, ProtocolError, Refusal, Request, CHUNK_SIZE,
+    PROTOCOL_VERSION,
+};
+use crate::io::{Env, Listener, OpenMode, Stream};
+use crate::retention::{PinGuard, Pins, PIN_IDLE_TIMEOUT};
+use crate::server::db::Database;
+use crate::store::format::RecordKind;
+use crate::store::log::{LogReader, TxState};
+use crate::store::StoreError;
+
+/// How many transactions are shipped between two advances of the connection's pin.
+const PIN_ADVANCE_EVERY: u64 = 1024;
+
+/// Why serving one backup connection ended early. Logged, never fatal to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("the client sent {0} where the protocol expects something else")]
+    Unexpected(&'static str),
+    #[error("the client was silent for longer than {0:?}")]
+    Idle(std::time::Duration),
+}
+
+/// What every connection of the service shares.
+#[derive(Clone, Debug)]
+pub struct ServiceContext {
+    /// The server's store; the service takes its lock only for short, synchronous steps.
+    pub db: Arc<Database>,
+    /// The store's pin table (the same `Pins` the store's retention consults, RET-3).
+    pub pins: Pins,
+    /// Filesystem for reading the store's files and logs, clock for pins.
+    pub env: Env,
+}
+
+/// Accepts backup connections forever, serving each in its own task. The server stops the
+/// service by aborting this future's task: the connection set is dropped with it, so every
+/// running backup connection closes (its client sees that) and its pin is released.
+pub async fn serve(mut listener: Box<dyn Listener>, ctx: ServiceContext) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let ctx = ctx.clone();
+                    connections.spawn(async move {
+                        match handle(stream, &ctx).await {
+                            Ok(()) => tracing::debug!(%peer, "backup connection closed"),
+                            Err(e) => tracing::warn!(%peer, error = %e, "backup connection failed"),
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a backup connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Serves one connection: handshake, then requests until the client closes (PR-4, PR-5).
+pub async fn handle(stream: Box<dyn Stream>, ctx: &ServiceContext) -> Result<(), ServiceError> {
+    let (mut rd, wr) = tokio::io::split(stream);
+    let mut w = BufWriter::with_capacity(CHUNK_SIZE + 64, wr);
+    match read_idle(&mut rd).await? {
+        Message::Hello { version } if version == PROTOCOL_VERSION => {}
+        Message::Hello { .. } => {
+            // PR-3: another protocol version is refused with ours, so the client can say so.
+            send(
+                &mut w,
+                &Message::Refused(Refusal::ProtocolVersion {
+                    server: PROTOCOL_VERSION,
+                }),
+            )
+            .await?;
+            protocol::flush(&mut w).await?;
+            return Ok(());
+        }
+        other => return Err(ServiceError::Unexpected(other.name())),
+    }
+    let welcome = ctx.db.inspect(|s| {
+        let status = s.status();
+        let summary = s.log_summary()?;
+        let mut store_bytes = 0;
+        for kind in RecordKind::ALL {
+            let path = s.dir().join(kind.file_name());
+            store_bytes += ctx
+                .env
+                .fs
+                .metadata(&path)
+                .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?
+                .map_or(0, |m| m.len);
+        }
+        Ok(Message::Welcome {
+            version: PROTOCOL_VERSION,
+            store_id: status.store_id,
+            format: status.format,
+            last_committed_tx: status.last_committed_tx,
+            oldest_logged_tx: summary.oldest_logged_tx,
+            store_bytes,
+        })
+    });
+    let welcome = match welcome {
+        Ok(w) => w,
+        Err(e) => return refuse_failed(&mut w, e).await,
+    };
+    send(&mut w, &welcome).await?;
+    protocol::flush(&mut w).await?;
+    loop {
+        let request = match read_idle(&mut rd).await {
+            Ok(Message::Request(r)) => r,
+            Ok(other) => return Err(ServiceError::Unexpected(other.name())),
+            Err(ServiceError::Protocol(ProtocolError::Closed)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let result = match request {
+            Request::Full => full(&mut w, ctx).await,
+            Request::Incremental {
+                store_id,
+                format,
+                last_tx,
+                digest,
+            } => incremental(&mut w, ctx, store_id, format, last_tx, digest).await,
+        };
+        match result {
+            Ok(()) => protocol::flush(&mut w).await?,
+            Err(ServiceError::Store(e)) => return refuse_failed(&mut w, e).await,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads the next client message, giving up after the pin idle timeout (a silent client would
+/// otherwise hold its connection forever).
+async fn read_idle<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Message, ServiceError> {
+    match tokio::time::timeout(PIN_IDLE_TIMEOUT, read_message(rd)).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(ServiceError::Idle(PIN_IDLE_TIMEOUT)),
+    }
+}
+
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, msg: &Message) -> Result<(), ServiceError> {
+    Ok(write_message(w, msg).await?)
+}
+
+/// Tells the client the server failed (PR-7), then ends the connection.
+async fn refuse_failed<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    e: StoreError,
+) -> Result<(), ServiceError> {
+    tracing::warn!(error = %e, "a backup request failed on the server");
+    send(
+        w,
+        &Message::Refused(Refusal::Failed {
+            message: e.to_string(),
+        }),
+    )
+    .await?;
+    protocol::flush(w).await?;
+    Err(ServiceError::Store(e))
+}
+
+/// A full backup (PR-10 .. PR-13, BK-20): checkpoint C and pin the logs from C + 1 in one step
+/// under the store lock, stream the record files while commits go on, then the transactions
+/// after C up to the last one committed when the files were done, then the end frame.
+async fn full<W: AsyncWrite + Unpin>(w: &mut W, ctx: &ServiceContext) -> Result<(), ServiceError> {
+    let clock = ctx.env.clock.clone();
+    let (checkpoint_tx, state, dir, pin) = ctx.db.with_store(|s| {
+        s.checkpoint()?;
+        let cp = s.meta().checkpoint.clone();
+        let pin = ctx.pins.pin(cp.last_tx + 1, clock.now_millis());
+        let state = TxState {
+            digest: cp.digest,
+            nodes: cp.nodes,
+            relationships: cp.relationships,
+            next_node: cp.next_node,
+            next_rel: cp.next_rel,
+            next_block: cp.next_block,
+        };
+        Ok((cp.last_tx, state, s.dir().to_path_buf(), pin))
+    })?;
+    tracing::info!(checkpoint_tx, "full backup: streaming the store files");
+    send(
+        w,
+        &Message::FullStart {
+            checkpoint_tx,
+            state,
+            files: RecordKind::ALL.len() as u32,
+        },
+    )
+    .await?;
+    for kind in RecordKind::ALL {
+        send_file(w, ctx, &dir, kind.file_name(), &pin).await?;
+    }
+    let upto = ctx.db.inspect(|s| Ok(s.status().last_committed_tx))?;
+    let last_digest = send_txs(w, ctx, &dir, checkpoint_tx + 1, upto, state, &pin).await?;
+    send(
+        w,
+        &Message::End {
+            last_tx: upto,
+            digest: last_digest,
+        },
+    )
+    .await?;
+    tracing::info!(checkpoint_tx, last_tx = upto, "full backup sent");
+    Ok(())
+}
+
+/// Streams one file in chunks (PR-11): its length as of now, read with positioned reads, never
+/// more than one chunk in memory. Bytes written after this read are the transactions' business.
+async fn send_file<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    ctx: &ServiceContext,
+    dir: &Path,
+    name: &str,
+    pin: &PinGuard,
+) -> Result<(), ServiceError> {
+    let path = dir.join(name);
+    let io_err = |e| StoreError::io(format!("reading {}", path.display()), e);
+    let file = ctx.env.fs.open(&path, OpenMode::Read).map_err(io_err)?;
+    let len = file.len().map_err(io_err)?;
+    send(
+        w,
+        &Message::FileStart {
+            name: name.to_string(),
+            len,
+        },
+    )
+    .await?;
+    let mut crc = 0u32;
+    let mut at = 0u64;
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    while at < len {
+        let want = ((len - at) as usize).min(CHUNK_SIZE);
+        let got = file.read_fully_at(&mut buf[..want], at).map_err(io_err)?;
+        if got < want {
+            return Err(StoreError::Corrupt(format!(
+                "{} shrank while it was copied",
+                path.display()
+            ))
+            .into());
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..want]);
+        send(w, &Message::FileChunk(buf[..want].to_vec())).await?;
+        at += want as u64;
+        pin.touch(ctx.env.clock.now_millis());
+    }
+    send(w, &Message::FileEnd { crc }).await?;
+    Ok(())
+}
+
+/// Streams the transactions `from ..= upto` from the logs; returns the digest after the last
+/// one sent (`before` when none is).
+async fn send_txs<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    ctx: &ServiceContext,
+    dir: &Path,
+    from: u64,
+    upto: u64,
+    before: TxState,
+    pin: &PinGuard,
+) -> Result<crate::digest::Digest, ServiceError> {
+    if from > upto {
+        return Ok(before.digest);
+    }
+    let Some(start) = LogReader::open(ctx.env.fs.clone(), dir, from)? else {
+        return Err(StoreError::Corrupt(format!(
+            "tx {from} left the logs while a backup had it pinned"
+        ))
+        .into());
+    };
+    send_entries(w, ctx, start.reader, upto, before.digest, pin).await
+}
+
+/// Sends every entry the reader has up to `upto`, advancing the pin as it goes (RET-12);
+/// returns the digest after the last one sent (`digest` when none is).
+async fn send_entries<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    ctx: &ServiceContext,
+    mut reader: LogReader,
+    upto: u64,
+    mut digest: crate::digest::Digest,
+    pin: &PinGuard,
+) -> Result<crate::digest::Digest, ServiceError> {
+    while let Some(entry) = reader.next(upto)? {
+        digest = entry.after.digest;
+        let tx = entry.tx_id;
+        send(w, &Message::Tx(Box::new(entry))).await?;
+        if tx % PIN_ADVANCE_EVERY == 0 {
+            pin.advance(tx + 1, ctx.env.clock.now_millis());
+        }
+    }
+    Ok(digest)
+}
+
+/// An incremental backup (PR-14 .. PR-17): pin from the backup's next tx first, then check the
+/// store, the format, that the logs still hold it and that the histories agree at its last tx;
+/// refuse with the typed reason, or stream the transactions up to the last committed one.
+async fn incremental<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    ctx: &ServiceContext,
+    store_id: crate::store::meta::StoreId,
+    format: crate::store::format::FormatVersion,
+    last_tx: u64,
+    digest: crate::digest::Digest,
+) -> Result<(), ServiceError> {
+    let clock = ctx.env.clock.clone();
+    // Pin before looking at the logs (RET-3), under the store lock so no checkpoint prunes in
+    // between.
+    let (status, summary, dir, pin) = ctx.db.inspect(|s| {
+        let pin = ctx.pins.pin(last_tx.saturating_add(1), clock.now_millis());
+        Ok((s.status(), s.log_summary()?, s.dir().to_path_buf(), pin))
+    })?;
+    let refusal = if status.store_id != store_id {
+        Some(Refusal::StoreMismatch {
+            server: status.store_id,
+        })
+    } else if status.format != format {
+        Some(Refusal::VersionMismatch {
+            server: status.format,
+        })
+    } else if last_tx > status.last_committed_tx {
+        Some(Refusal::Diverged {
+            tx: last_tx,
+            server_digest: None,
+            server_last_tx: status.last_committed_tx,
+        })
+    } else if last_tx + 1 < summary.oldest_logged_tx {
+        Some(Refusal::LogsPruned {
+            needed: last_tx + 1,
+            oldest: summary.oldest_logged_tx,
+        })
+    } else {
+        None
+    };
+    if let Some(r) = refusal {
+        return refuse(w, r).await;
+    }
+    let upto = status.last_committed_tx;
+    let (server_digest, reader) = if last_tx == upto {
+        (status.digest, None)
+    } else {
+        match LogReader::open(ctx.env.fs.clone(), &dir, last_tx + 1)? {
+            Some(start) => (start.digest_before, Some(start.reader)),
+            None => {
+                return refuse(
+                    w,
+                    Refusal::LogsPruned {
+                        needed: last_tx + 1,
+                        oldest: summary.oldest_logged_tx,
+                    },
+                )
+                .await
+            }
+        }
+    };
+    if server_digest != digest {
+        return refuse(
+            w,
+            Refusal::Diverged {
+                tx: last_tx,
+                server_digest: Some(server_digest),
+                server_last_tx: status.last_committed_tx,
+            },
+        )
+        .await;
+    }
+    let end_digest = match reader {
+        Some(reader) => send_entries(w, ctx, reader, upto, server_digest, &pin).await?,
+        None => server_digest,
+    };
+    send(
+        w,
+        &Message::End {
+            last_tx: upto,
+            digest: end_digest,
+        },
+    )
+    .await?;
+    drop(pin);
+    Ok(())
+}
+
+async fn refuse<W: AsyncWrite + Unpin>(w: &mut W, r: Refusal) -> Result<(), ServiceError> {
+    tracing::info!(refusal = ?r, "backup request refused");
+    send(w, &Message::Refused(r)).await
+}
+
+/// Binds the first free address of `online_backup_server`'s range (BK-2): each candidate in
+/// order; the error of the last one if none binds.
+pub async fn bind(
+    env: &Env,
+    address: &crate::config::BackupServerAddress,
+) -> Result<(Box<dyn Listener>, String), std::io::Error> {
+    let mut last_err = None;
+    for candidate in address.candidates() {
+        match env.net.bind(&candidate).await {
+            Ok(l) => return Ok((l, candidate)),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| std::io::Error::other("an empty port range")))
+}

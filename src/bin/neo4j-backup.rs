@@ -1,0 +1,291 @@
+//! `neo4j-backup`: backs up a running server into a directory, full or incremental as the
+//! directory allows (spec/backup.md). Parses arguments (both dash styles), runs the library's
+//! client, prints what it chose and a summary, and maps typed errors to the exit codes of
+//! BK-40: 0 done, 1 failed, 2 usage, 3 not a backup directory, 4 another store, 5 another
+//! format version, 6 verification failed, 7 incremental impossible under `--type incremental`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use online_backup::backup::client::{
+    self, BackupOptions, Mode, Observer, Summary, Verified, Verify,
+};
+use online_backup::backup::protocol::DEFAULT_PORT;
+use online_backup::io::Env;
+
+#[derive(Parser)]
+#[command(
+    name = "neo4j-backup",
+    version,
+    about = "Back up a running graph database over the network",
+    long_about = "Back up a running graph database over the network into a directory. \
+                  A missing or empty directory gets a full backup; a directory holding a backup \
+                  of the same store gets the transactions committed since (incremental). \
+                  Every flag takes one dash or two: -host and --host are the same."
+)]
+struct Cli {
+    /// The server's host name or address.
+    #[arg(long, conflicts_with = "from")]
+    host: Option<String>,
+    /// The server's backup port (online_backup_server).
+    #[arg(long, conflicts_with = "from")]
+    port: Option<u16>,
+    /// The server as host[:port] (the older form of -host and -port).
+    #[arg(long)]
+    from: Option<String>,
+    /// The backup directory.
+    #[arg(long)]
+    to: PathBuf,
+    /// auto: incremental when possible, else full; full: always full; incremental: fail with
+    /// exit 7 instead of falling back.
+    #[arg(long = "type", value_enum, default_value = "auto")]
+    kind: TypeArg,
+    /// true: check what was written (a full scan after a full backup, the records touched after
+    /// an incremental); false: skip; full: always a full scan.
+    #[arg(long, value_enum, default_value = "true")]
+    verify: VerifyArg,
+    /// The longest to wait for the server to send anything: 30s, 5m, 1h, 500ms (a bare number
+    /// is seconds).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Throttle the copy to this many bytes per second (50M-style sizes).
+    #[arg(long)]
+    max_rate: Option<String>,
+    /// Print a machine-readable summary on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Say what would be done and why, changing nothing.
+    #[arg(long)]
+    plan: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TypeArg {
+    Auto,
+    Full,
+    Incremental,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VerifyArg {
+    True,
+    False,
+    Full,
+}
+
+/// The long flags, so that `-host` can mean `--host` (the seed's single-dash style).
+const LONG_FLAGS: &[&str] = &[
+    "host", "port", "from", "to", "type", "verify", "timeout", "max-rate", "json", "plan", "help",
+    "version",
+];
+
+/// Rewrites `-name` and `-name=value` to their two-dash form for every long flag (BK-5).
+fn normalize_dashes(args: impl Iterator<Item = String>) -> Vec<String> {
+    args.map(|a| {
+        if let Some(rest) = a.strip_prefix('-') {
+            if !rest.starts_with('-') {
+                let name = rest.split('=').next().unwrap_or("");
+                if LONG_FLAGS.contains(&name) {
+                    return format!("-{a}");
+                }
+            }
+        }
+        a
+    })
+    .collect()
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 30s, 5m, 1h, 500ms)"))?;
+    let d = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("`{s}` has an unknown unit (use ms, s, m or h)")),
+    };
+    if d.is_zero() {
+        return Err("the timeout must be more than zero".into());
+    }
+    Ok(d)
+}
+
+/// Splits `-from host[:port]` (`[::1]:6362` for IPv6).
+fn parse_from(s: &str) -> Result<(String, u16), String> {
+    let bad = || format!("-from `{s}` is not host or host:port");
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None if after.is_empty() => DEFAULT_PORT,
+            None => return Err(bad()),
+        };
+        return Ok((host.to_string(), port));
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => {
+            if host.is_empty() {
+                return Err(bad());
+            }
+            Ok((host.to_string(), port.parse().map_err(|_| bad())?))
+        }
+        _ if !s.is_empty() => Ok((s.to_string(), DEFAULT_PORT)),
+        _ => Err(bad()),
+    }
+}
+
+/// Prints a line on stdout, ignoring a closed pipe.
+fn say(text: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "{text}");
+}
+
+/// The human account: one line each, on stdout.
+struct Human;
+
+impl Observer for Human {
+    fn line(&mut self, text: &str) {
+        say(&format!("neo4j-backup: {text}"));
+    }
+}
+
+fn usage(message: &str) -> ExitCode {
+    eprintln!("neo4j-backup: {message} (see neo4j-backup --help)");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args = normalize_dashes(std::env::args());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // One sentence: clap's first line, without its "error: " and advice lines.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            return usage(first.trim_start_matches("error: "));
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    let (host, port) = match (&cli.host, &cli.from) {
+        (Some(h), None) if !h.is_empty() => (h.clone(), cli.port.unwrap_or(DEFAULT_PORT)),
+        (None, Some(f)) => match parse_from(f) {
+            Ok(hp) => hp,
+            Err(e) => return usage(&e),
+        },
+        _ => return usage("say which server to back up with -host <host> or -from <host[:port]>"),
+    };
+    for (flag, on) in [
+        ("--max-rate", cli.max_rate.is_some()),
+        ("--json", cli.json),
+        ("--plan", cli.plan),
+    ] {
+        if on {
+            eprintln!("neo4j-backup: {flag} is not built yet");
+            return ExitCode::from(1);
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let opts = BackupOptions {
+        host,
+        port,
+        target: cli.to,
+        mode: match cli.kind {
+            TypeArg::Auto => Mode::Auto,
+            TypeArg::Full => Mode::Full,
+            TypeArg::Incremental => Mode::Incremental,
+        },
+        verify: match cli.verify {
+            VerifyArg::True => Verify::Default,
+            VerifyArg::False => Verify::Off,
+            VerifyArg::Full => Verify::Full,
+        },
+        timeout: cli.timeout,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("neo4j-backup: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let env = Env::os();
+    match runtime.block_on(client::run(&env, &opts, &mut Human)) {
+        Ok(summary) => {
+            say(&format!("neo4j-backup: {}", describe(&summary)));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("neo4j-backup: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// The final summary line (BK-9): mode, tx range, bytes, duration, throughput, verification.
+fn describe(s: &Summary) -> String {
+    let secs = s.duration.as_secs_f64();
+    let rate = if secs > 0.0 {
+        s.bytes as f64 / secs
+    } else {
+        0.0
+    };
+    let range = match s.from_tx {
+        Some(from) if s.kind == client::Kind::Incremental && from == s.to_tx => {
+            format!("nothing new since tx {from}")
+        }
+        Some(from) if s.kind == client::Kind::Incremental => {
+            format!("tx {} to {}", from + 1, s.to_tx)
+        }
+        _ => format!("up to tx {}", s.to_tx),
+    };
+    let verified = match s.verified {
+        Verified::Skipped => "not verified (-verify false)",
+        Verified::Touched => "verified (records written and digest)",
+        Verified::FullScan => "verified (full scan and digest)",
+    };
+    format!(
+        "done: {} backup of store {}, {range} ({} transactions), {} in {:.2} s ({}/s), {verified}, digest {}",
+        s.kind.name(),
+        s.store_id,
+        s.transactions,
+        bytes(s.bytes as f64),
+        secs,
+        bytes(rate),
+        s.digest
+    )
+}
+
+fn bytes(n: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{v:.0} {}", UNITS[unit])
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
