@@ -13,7 +13,8 @@ use std::time::Duration;
 use tokio::io::AsyncRead;
 
 use crate::backup::protocol::{
-    self, read_message, write_message, Message, ProtocolError, Refusal, Request, PROTOCOL_VERSION,
+    self, read_message_sized, write_message, Message, ProtocolError, Refusal, Request,
+    PROTOCOL_VERSION,
 };
 use crate::backup::target::{Holds, Target, TargetError};
 use crate::digest::Digest;
@@ -106,7 +107,7 @@ pub struct Summary {
     pub to_tx: u64,
     /// The digest at `to_tx` (equal to the server's, BK-20).
     pub digest: Digest,
-    /// File bytes copied (full) plus transaction bytes received.
+    /// Bytes received from the server in this run: files, transactions and framing.
     pub bytes: u64,
     pub transactions: u64,
     pub duration: Duration,
@@ -211,12 +212,19 @@ struct Conn {
     wr: tokio::io::WriteHalf<Box<dyn Stream>>,
     addr: String,
     timeout: Duration,
+    /// Bytes received so far (the summary's bytes).
+    received: u64,
+    /// The size of the last frame received.
+    last_len: u64,
 }
 
 impl Conn {
     async fn recv(&mut self, waiting_for: &str) -> Result<Message, BackupError> {
         let addr = self.addr.clone();
-        recv_from(&mut self.rd, &addr, self.timeout, waiting_for).await
+        let (msg, len) = recv_from(&mut self.rd, &addr, self.timeout, waiting_for).await?;
+        self.received += len;
+        self.last_len = len;
+        Ok(msg)
     }
 
     async fn send(&mut self, msg: &Message) -> Result<(), BackupError> {
@@ -250,8 +258,8 @@ async fn recv_from<R: AsyncRead + Unpin>(
     addr: &str,
     timeout: Duration,
     waiting_for: &str,
-) -> Result<Message, BackupError> {
-    match tokio::time::timeout(timeout, read_message(rd)).await {
+) -> Result<(Message, u64), BackupError> {
+    match tokio::time::timeout(timeout, read_message_sized(rd)).await {
         Ok(Ok(m)) => Ok(m),
         Ok(Err(source)) => Err(BackupError::Network {
             addr: addr.to_string(),
@@ -409,6 +417,8 @@ async fn connect(env: &Env, addr: &str, timeout: Duration) -> Result<Conn, Backu
         wr,
         addr: addr.to_string(),
         timeout,
+        received: 0,
+        last_len: 0,
     })
 }
 
@@ -539,12 +549,10 @@ impl Run<'_> {
             .await?;
         let mut batch = Batch::default();
         let mut received = 0u64;
-        let mut bytes = 0u64;
         loop {
             match self.conn.recv("the next transaction").await? {
                 Message::Tx(entry) => {
                     received += 1;
-                    bytes += entry_size(&entry);
                     self.add_to_batch(store, &mut batch, *entry, true)?;
                 }
                 Message::End { last_tx, digest } => {
@@ -559,7 +567,7 @@ impl Run<'_> {
                         from_tx: Some(from),
                         to_tx: last_tx,
                         digest,
-                        bytes,
+                        bytes: self.conn.received,
                         transactions: received,
                         duration: self.elapsed(),
                         verified,
@@ -611,7 +619,7 @@ impl Run<'_> {
         entry: TxEntry,
         verify_touched: bool,
     ) -> Result<(), BackupError> {
-        batch.bytes += entry_size(&entry) as usize;
+        batch.bytes += self.conn.last_len as usize;
         batch.entries.push(entry);
         if batch.entries.len() >= BATCH_TXS || batch.bytes >= BATCH_BYTES {
             self.apply_batch(store, batch, verify_touched)?;
@@ -796,7 +804,6 @@ impl Run<'_> {
             match self.conn.recv("the next transaction").await? {
                 Message::Tx(entry) => {
                     received += 1;
-                    bytes += entry_size(&entry);
                     self.add_to_batch(&mut store, &mut batch, *entry, false)?;
                 }
                 Message::End { last_tx, digest } => {
@@ -813,7 +820,7 @@ impl Run<'_> {
                         from_tx: previous_tx,
                         to_tx: last_tx,
                         digest,
-                        bytes,
+                        bytes: self.conn.received,
                         transactions: received,
                         duration: self.elapsed(),
                         verified,
@@ -884,10 +891,4 @@ impl Run<'_> {
             }
         }
     }
-}
-
-/// The bytes a transaction takes on the wire (for the summary and batching).
-fn entry_size(entry: &TxEntry) -> u64 {
-    // Header fields plus the records; exactness does not matter, boundedness does.
-    64 + entry.records.len() as u64 * 160
 }

@@ -488,6 +488,13 @@ pub async fn flush<W: AsyncWrite + Unpin + ?Sized>(w: &mut W) -> Result<(), Prot
 pub async fn read_message<R: AsyncRead + Unpin + ?Sized>(
     r: &mut R,
 ) -> Result<Message, ProtocolError> {
+    Ok(read_message_sized(r).await?.0)
+}
+
+/// [`read_message`], also returning the frame's size on the wire (header included).
+pub async fn read_message_sized<R: AsyncRead + Unpin + ?Sized>(
+    r: &mut R,
+) -> Result<(Message, u64), ProtocolError> {
     let mut head = [0u8; 8];
     let mut got = 0;
     while got < head.len() {
@@ -517,7 +524,7 @@ pub async fn read_message<R: AsyncRead + Unpin + ?Sized>(
     if crc32c::crc32c(&body) != crc {
         return Err(malformed("frame checksum mismatch"));
     }
-    Message::decode_body(&body)
+    Ok((Message::decode_body(&body)?, 8 + len as u64))
 }
 
 #[cfg(test)]

@@ -78,6 +78,7 @@ pub fn check_open(store: &Store) -> Result<CheckReport, StoreError> {
         count: 0,
     };
     let mut owned = Bitmap::new(state.next_block);
+    let cache = Cache::new(files);
     let mut digest = Digest::ZERO;
     let mut nodes = 0u64;
     let mut rels = 0u64;
@@ -95,7 +96,7 @@ pub fn check_open(store: &Store) -> Result<CheckReport, StoreError> {
                 return;
             }
             nodes += 1;
-            match read_chain(files, rec.payload_block, rec.payload_len, &mut owned) {
+            match read_chain(&cache, rec.payload_block, rec.payload_len, &mut owned) {
                 Err(why) => f.add(format!("node {id}: {why}")),
                 Ok(payload) => match decode_node_payload(&payload) {
                     Err(e) => f.add(format!("node {id}: {e}")),
@@ -105,7 +106,7 @@ pub fn check_open(store: &Store) -> Result<CheckReport, StoreError> {
                 },
             }
             if rec.first_rel != NONE {
-                match rel_in_chain(files, rec.first_rel, id, state.next_rel) {
+                match rel_in_chain(&cache, rec.first_rel, id, state.next_rel) {
                     Err(why) => f.add(format!(
                         "node {id}: first relationship {}: {why}",
                         rec.first_rel
@@ -134,15 +135,14 @@ pub fn check_open(store: &Store) -> Result<CheckReport, StoreError> {
             }
             rels += 1;
             for n in [rec.start, rec.end] {
-                let ok =
-                    n < state.next_node && files.read_node(n).map(|r| r.in_use).unwrap_or(false);
+                let ok = n < state.next_node && cache.node(n).map(|r| r.in_use).unwrap_or(false);
                 if !ok {
                     f.add(format!(
                         "relationship {id}: endpoint node {n} is not in use"
                     ));
                 }
             }
-            match read_chain(files, rec.payload_block, rec.payload_len, &mut owned) {
+            match read_chain(&cache, rec.payload_block, rec.payload_len, &mut owned) {
                 Err(why) => f.add(format!("relationship {id}: {why}")),
                 Ok(payload) => match decode_rel_payload(&payload) {
                     Err(e) => f.add(format!("relationship {id}: {e}")),
@@ -164,7 +164,7 @@ pub fn check_open(store: &Store) -> Result<CheckReport, StoreError> {
                 let (prev, next) = rec.links_for(n);
                 if prev == NONE {
                     // The head of a chain must be what its node points at, or it is orphaned.
-                    let head = files.read_node(n).map(|r| r.first_rel).unwrap_or(NONE);
+                    let head = cache.node(n).map(|r| r.first_rel).unwrap_or(NONE);
                     if head != id {
                         f.add(format!(
                             "relationship {id}: has no predecessor in node {n}'s chain but is not its first relationship"
@@ -172,14 +172,14 @@ pub fn check_open(store: &Store) -> Result<CheckReport, StoreError> {
                     }
                 }
                 if prev != NONE {
-                    match rel_in_chain(files, prev, n, state.next_rel) {
+                    match rel_in_chain(&cache, prev, n, state.next_rel) {
                     Ok(p) if p.links_for(n).1 == id => {}
                     Ok(_) => f.add(format!("relationship {id}: predecessor {prev} in node {n}'s chain does not point back")),
                     Err(why) => f.add(format!("relationship {id}: predecessor {prev}: {why}")),
                 }
                 }
                 if next != NONE {
-                    match rel_in_chain(files, next, n, state.next_rel) {
+                    match rel_in_chain(&cache, next, n, state.next_rel) {
                     Ok(x) if x.links_for(n).0 == id => {}
                     Ok(_) => f.add(format!("relationship {id}: successor {next} in node {n}'s chain does not point back")),
                     Err(why) => f.add(format!("relationship {id}: successor {next}: {why}")),
@@ -260,12 +260,7 @@ fn scan(
 
 /// Reads a payload chain, marking its blocks as owned; fails on a damaged chain or a block
 /// owned twice.
-fn read_chain(
-    files: &RecordFiles,
-    first: u64,
-    len: u32,
-    owned: &mut Bitmap,
-) -> Result<Vec<u8>, String> {
+fn read_chain(files: &Cache, first: u64, len: u32, owned: &mut Bitmap) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(len as usize);
     let mut at = first;
     while out.len() < len as usize {
@@ -278,7 +273,7 @@ fn read_chain(
             ));
         }
         owned.set(at);
-        let b = files.read_block(at).map_err(|e| e.to_string())?;
+        let b = files.block(at)?;
         if !b.in_use {
             return Err(format!("payload block {at} is not in use"));
         }
@@ -294,16 +289,11 @@ fn read_chain(
 }
 
 /// Reads relationship `id`, which must be in use and have `node` as an endpoint.
-fn rel_in_chain(
-    files: &RecordFiles,
-    id: u64,
-    node: u64,
-    next_rel: u64,
-) -> Result<RelRecord, String> {
+fn rel_in_chain(files: &Cache, id: u64, node: u64, next_rel: u64) -> Result<RelRecord, String> {
     if id >= next_rel {
         return Err("beyond the last relationship id".into());
     }
-    let r = files.read_rel(id).map_err(|e| e.to_string())?;
+    let r = files.rel(id)?;
     if !r.in_use {
         return Err("not in use".into());
     }
@@ -311,6 +301,99 @@ fn rel_in_chain(
         return Err(format!("does not touch node {node}"));
     }
     Ok(r)
+}
+
+/// Windows of recently read records, one set per file, so that the chains and links a scan
+/// follows (mostly near each other) cost one read per window instead of one per record. The
+/// windows are a fixed number of fixed-size buffers: memory does not grow with the store.
+struct Cache<'a> {
+    files: &'a RecordFiles,
+    windows: [std::cell::RefCell<Windows>; 3],
+}
+
+/// Bytes per window; a window holds whole records.
+const WINDOW_BYTES: usize = 64 << 10;
+/// Windows kept per file, replaced round-robin.
+const WINDOWS_PER_FILE: usize = 8;
+
+#[derive(Default)]
+struct Windows {
+    /// (first record id, record count, bytes) of each loaded window.
+    loaded: Vec<(u64, u64, Vec<u8>)>,
+    next_victim: usize,
+}
+
+impl<'a> Cache<'a> {
+    fn new(files: &'a RecordFiles) -> Cache<'a> {
+        Cache {
+            files,
+            windows: Default::default(),
+        }
+    }
+
+    /// Calls `decode` with the raw bytes of record `id` of `kind`.
+    fn with_raw<T>(
+        &self,
+        kind: RecordKind,
+        id: u64,
+        decode: impl FnOnce(&[u8]) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let size = kind.size(self.files.format);
+        let per = (WINDOW_BYTES / size).max(1) as u64;
+        let slot = match kind {
+            RecordKind::Node => 0,
+            RecordKind::Rel => 1,
+            RecordKind::Block => 2,
+        };
+        let mut w = self.windows[slot].borrow_mut();
+        let first = id - id % per;
+        let at = match w.loaded.iter().position(|(f, _, _)| *f == first) {
+            Some(i) => i,
+            None => {
+                let mut buf = vec![0u8; per as usize * size];
+                let got = self
+                    .files
+                    .file(kind)
+                    .read_fully_at(&mut buf, first * size as u64)
+                    .map_err(|e| format!("reading {}: {e}", kind.file_name()))?;
+                // Past the end of the file reads as zeros: "not in use" in every format (ST-7).
+                buf[got..].fill(0);
+                if w.loaded.len() < WINDOWS_PER_FILE {
+                    w.loaded.push((first, per, buf));
+                    w.loaded.len() - 1
+                } else {
+                    let victim = w.next_victim;
+                    w.next_victim = (victim + 1) % WINDOWS_PER_FILE;
+                    w.loaded[victim] = (first, per, buf);
+                    victim
+                }
+            }
+        };
+        let (_, _, buf) = &w.loaded[at];
+        let off = (id - first) as usize * size;
+        decode(&buf[off..off + size])
+    }
+
+    fn node(&self, id: u64) -> Result<NodeRecord, String> {
+        let format = self.files.format;
+        self.with_raw(RecordKind::Node, id, |raw| {
+            NodeRecord::decode(format, raw).map_err(|e| format!("node record {id}: {e}"))
+        })
+    }
+
+    fn rel(&self, id: u64) -> Result<RelRecord, String> {
+        let format = self.files.format;
+        self.with_raw(RecordKind::Rel, id, |raw| {
+            RelRecord::decode(format, raw).map_err(|e| format!("relationship record {id}: {e}"))
+        })
+    }
+
+    fn block(&self, id: u64) -> Result<BlockRecord, String> {
+        let format = self.files.format;
+        self.with_raw(RecordKind::Block, id, |raw| {
+            BlockRecord::decode(format, raw).map_err(|e| format!("block record {id}: {e}"))
+        })
+    }
 }
 
 struct Bitmap {
