@@ -663,3 +663,60 @@ fn ret_13_pruning_at_checkpoints_respects_pins() {
     let store = open(dir.path()).unwrap();
     assert_eq!(store.status().last_committed_tx, 30);
 }
+
+// PR-14, PR-15, LOG-2: a log reader positioned at any tx N + 1 of a rotated, partly pruned log
+// reports the digest at N and then every later tx in order; one before the oldest kept file
+// reports that the logs no longer hold it.
+#[test]
+fn pr_14_log_reader_finds_the_digest_at_n_and_the_txs_after() {
+    use online_backup::retention::{Pins, RetentionPolicy};
+    use online_backup::store::log::LogReader;
+    let dir = scratch();
+    let options = StoreOptions {
+        log_rotation_threshold: 2048,
+        retention: RetentionPolicy::Files(3),
+        pins: Pins::new(),
+    };
+    let mut store = Store::create(
+        fs(),
+        clock(),
+        dir.path(),
+        &options,
+        FormatVersion::CURRENT,
+        7,
+    )
+    .unwrap();
+    let mut digests = vec![store.status().digest];
+    for _ in 0..120 {
+        store.commit(&[node(&["L"])]).unwrap();
+        digests.push(store.status().digest);
+    }
+    let last = store.status().last_committed_tx;
+    let oldest = store.log_summary().unwrap().oldest_logged_tx;
+    assert!(
+        oldest > 1,
+        "retention pruned nothing; the test needs pruned logs"
+    );
+    for from in oldest..=last + 1 {
+        let start = LogReader::open(fs(), store.dir(), from)
+            .unwrap()
+            .unwrap_or_else(|| panic!("the logs hold tx {from}"));
+        assert_eq!(
+            start.digest_before,
+            digests[(from - 1) as usize],
+            "digest at {}",
+            from - 1
+        );
+        let mut reader = start.reader;
+        let mut expected = from;
+        while let Some(entry) = reader.next(last).unwrap() {
+            assert_eq!(entry.tx_id, expected);
+            assert_eq!(entry.after.digest, digests[expected as usize]);
+            expected += 1;
+        }
+        assert_eq!(expected, last + 1, "from {from}");
+    }
+    assert!(LogReader::open(fs(), store.dir(), oldest - 1)
+        .unwrap()
+        .is_none());
+}

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::io::{Env, Listener, Stream};
 use crate::retention::Pins;
 use crate::store::format::FormatVersion;
+use crate::store::layout::POINTER_FILE;
 use crate::store::meta::META_FILE;
 use crate::store::{Store, StoreError, StoreOptions};
 use db::Database;
@@ -66,12 +67,16 @@ pub fn open_or_create(
     options: &StoreOptions,
     create_random: u64,
 ) -> Result<Store, StoreError> {
-    let has_meta = env
-        .fs
-        .metadata(&dir.join(META_FILE))
-        .map_err(|e| StoreError::io(format!("reading {}", dir.display()), e))?
-        .is_some();
-    if has_meta {
+    // A backup directory has its store in the generation its pointer names (BK-31).
+    let mut has_store = false;
+    for name in [META_FILE, POINTER_FILE] {
+        has_store |= env
+            .fs
+            .metadata(&dir.join(name))
+            .map_err(|e| StoreError::io(format!("reading {}", dir.display()), e))?
+            .is_some();
+    }
+    if has_store {
         Store::open(env.fs.clone(), env.clock.clone(), dir, options)
     } else {
         tracing::info!(store = %dir.display(), "creating a new store");

@@ -312,9 +312,9 @@ struct Cache<'a> {
 }
 
 /// Bytes per window; a window holds whole records.
-const WINDOW_BYTES: usize = 64 << 10;
+const WINDOW_BYTES: usize = 4 << 10;
 /// Windows kept per file, replaced round-robin.
-const WINDOWS_PER_FILE: usize = 8;
+const WINDOWS_PER_FILE: usize = 64;
 
 #[derive(Default)]
 struct Windows {
