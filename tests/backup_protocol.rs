@@ -509,3 +509,157 @@ async fn pr_18_disabled_service_binds_nothing() {
     assert_eq!(server.bound.backup, None);
     server.stop().await;
 }
+
+/// A proxy in front of a backup service that forwards every frame but replaces the digest of
+/// each end frame: a server whose claimed state the backup cannot match.
+async fn tampering_proxy(real: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let server = TcpStream::connect(&real).await.unwrap();
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            tokio::spawn(async move {
+                while let Ok(m) = read_message(&mut cr).await {
+                    if write_message(&mut sw, &m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                while let Ok(m) = read_message(&mut sr).await {
+                    let m = match m {
+                        Message::End { last_tx, .. } => Message::End {
+                            last_tx,
+                            digest: Digest([0xab; 32]),
+                        },
+                        other => other,
+                    };
+                    if write_message(&mut cw, &m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn backup_options(addr: &str, target: &Path, mode: client::Mode) -> client::BackupOptions {
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    client::BackupOptions {
+        host: host.to_string(),
+        port: port.parse().unwrap(),
+        target: target.to_path_buf(),
+        mode,
+        verify: client::Verify::Default,
+        timeout: Duration::from_secs(30),
+    }
+}
+
+fn live_meta(target: &Path) -> online_backup::store::meta::Meta {
+    let live = online_backup::store::layout::resolve(&*support::fs(), target).unwrap();
+    online_backup::store::meta::Meta::read(&*support::fs(), &live).unwrap()
+}
+
+use online_backup::backup::client;
+
+// BK-28, BK-20, BK-12, BK-25: an end frame whose digest the backup cannot match fails
+// verification with exit 6. After an in-place incremental the backup is marked unverified but
+// stays valid; the next run then refuses incremental (exit 7) or takes a full backup (auto),
+// which clears the mark. After a full backup into a new generation, the new generation is
+// discarded and the previous backup stays live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bk_28_verification_failure_marks_the_backup_unverified() {
+    let dir = support::scratch();
+    let store = dir.path().join("db");
+    let target = dir.path().join("backup");
+    let server = TestServer::start(&store, "").await;
+    server.commit_nodes(5).await;
+    let env = Env::os();
+    let real = server.backup_addr();
+    let proxy = tampering_proxy(real.clone()).await;
+    let mut lines = client::Lines::default();
+    let first = client::run(
+        &env,
+        &backup_options(&real, &target, client::Mode::Auto),
+        &mut lines,
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.kind, client::Kind::Full);
+
+    server.commit_nodes(5).await;
+    let err = client::run(
+        &env,
+        &backup_options(&proxy, &target, client::Mode::Auto),
+        &mut lines,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 6, "{err}");
+    let meta = live_meta(&target);
+    assert!(meta.unverified, "the backup is marked unverified");
+    let report =
+        online_backup::store::check::check(support::fs(), support::clock(), &target).unwrap();
+    assert!(
+        report.consistent,
+        "a backup marked unverified is still a valid store"
+    );
+
+    let err = client::run(
+        &env,
+        &backup_options(&real, &target, client::Mode::Incremental),
+        &mut lines,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 7, "{err}");
+    assert!(err.to_string().contains("unverified"), "{err}");
+
+    let again = client::run(
+        &env,
+        &backup_options(&real, &target, client::Mode::Auto),
+        &mut lines,
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.kind, client::Kind::Full);
+    assert!(again.reason.contains("unverified"), "{}", again.reason);
+    assert!(!live_meta(&target).unverified);
+    let pointer_before = std::fs::read(target.join("CURRENT")).unwrap();
+    let names_before: Vec<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+
+    let err = client::run(
+        &env,
+        &backup_options(&proxy, &target, client::Mode::Full),
+        &mut lines,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 6, "{err}");
+    assert_eq!(
+        std::fs::read(target.join("CURRENT")).unwrap(),
+        pointer_before
+    );
+    let mut names_after: Vec<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names_after.sort();
+    let mut names_before = names_before;
+    names_before.sort();
+    assert_eq!(
+        names_after, names_before,
+        "the failed generation was discarded"
+    );
+    assert!(!live_meta(&target).unverified);
+    server.stop().await;
+}
