@@ -264,7 +264,7 @@ async fn send_file<W: AsyncWrite + Unpin>(
             .into());
         }
         crc = crc32c::crc32c_append(crc, &buf[..want]);
-        send(w, &Message::FileChunk(buf[..want].to_vec())).await?;
+        protocol::write_chunk(w, &buf[..want]).await?;
         at += want as u64;
         pin.touch(ctx.env.clock.now_millis());
     }
