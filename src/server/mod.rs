@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::io::{Env, Listener, Stream};
 use crate::retention::Pins;
 use crate::store::format::FormatVersion;
+use crate::store::layout;
 use crate::store::meta::META_FILE;
 use crate::store::{Store, StoreError, StoreOptions};
 use db::Database;
@@ -66,12 +67,14 @@ pub fn open_or_create(
     options: &StoreOptions,
     create_random: u64,
 ) -> Result<Store, StoreError> {
-    let has_meta = env
-        .fs
-        .metadata(&dir.join(META_FILE))
-        .map_err(|e| StoreError::io(format!("reading {}", dir.display()), e))?
-        .is_some();
-    if has_meta {
+    // A backup directory (a pointer file naming its live generation) is a store too (BK-31).
+    let exists = |name: &str| {
+        env.fs
+            .metadata(&dir.join(name))
+            .map_err(|e| StoreError::io(format!("reading {}", dir.display()), e))
+            .map(|m| m.is_some())
+    };
+    if exists(META_FILE)? || exists(layout::POINTER_FILE)? {
         Store::open(env.fs.clone(), env.clock.clone(), dir, options)
     } else {
         tracing::info!(store = %dir.display(), "creating a new store");
