@@ -7,6 +7,7 @@
 //! Must not touch: the server's store, or any file outside the target directory. Sockets,
 //! files and time only through the `Env` it is given, so simulations run it unchanged.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,11 +19,11 @@ use crate::backup::protocol::{
 };
 use crate::backup::target::{Holds, Target, TargetError};
 use crate::digest::Digest;
-use crate::io::{Env, OpenMode, Stream};
+use crate::io::{parent_of, Env, OpenMode, Stream};
 use crate::retention::RetentionPolicy;
 use crate::store::check::check_open;
 use crate::store::format::{FormatVersion, RecordKind};
-use crate::store::log::TxEntry;
+use crate::store::log::{RecordImage, TxEntry};
 use crate::store::meta::StoreId;
 use crate::store::{initialize, Store, StoreError, StoreOptions};
 
@@ -293,8 +294,33 @@ fn backup_store_options() -> StoreOptions {
 }
 
 /// Runs one backup (BK-10 .. BK-40). Refusals are decided before anything in the target is
-/// written; an existing backup stays valid whatever fails.
+/// written; an existing backup stays valid whatever fails. A run that fails on a target that
+/// did not exist removes the directory it created (if it is still empty), so that a refusal
+/// or a failure leaves no trace (BK-17).
 pub async fn run(
+    env: &Env,
+    opts: &BackupOptions,
+    out: &mut dyn Observer,
+) -> Result<Summary, BackupError> {
+    let existed = !matches!(env.fs.metadata(&opts.target), Ok(None));
+    let result = run_in(env, opts, out).await;
+    if result.is_err() && !existed {
+        if let Ok(entries) = env.fs.read_dir(&opts.target) {
+            if entries.is_empty() {
+                let removed = env
+                    .fs
+                    .remove_dir_all(&opts.target)
+                    .and_then(|()| env.fs.sync_dir(parent_of(&opts.target)));
+                if let Err(e) = removed {
+                    tracing::warn!(error = %e, "could not remove the directory this run created");
+                }
+            }
+        }
+    }
+    result
+}
+
+async fn run_in(
     env: &Env,
     opts: &BackupOptions,
     out: &mut dyn Observer,
@@ -649,14 +675,24 @@ impl Run<'_> {
         }
         store.apply_committed_batch(&batch.entries)?;
         if verify_touched && self.opts.verify == Verify::Default {
+            // A record may be written by several transactions of the run: only the last
+            // image of each is what the file must now hold.
+            let mut last: BTreeMap<(u8, u64), (u64, &RecordImage)> = BTreeMap::new();
             for entry in &batch.entries {
                 for image in &entry.records {
-                    if !store.record_matches(image)? {
-                        return Err(BackupError::VerificationFailed(format!(
-                            "a record written by tx {} reads back differently",
-                            entry.tx_id
-                        )));
-                    }
+                    let key = match image {
+                        RecordImage::Node(id, _) => (0, *id),
+                        RecordImage::Rel(id, _) => (1, *id),
+                        RecordImage::Block(id, _) => (2, *id),
+                    };
+                    last.insert(key, (entry.tx_id, image));
+                }
+            }
+            for (tx_id, image) in last.into_values() {
+                if !store.record_matches(image)? {
+                    return Err(BackupError::VerificationFailed(format!(
+                        "a record written by tx {tx_id} reads back differently"
+                    )));
                 }
             }
         }

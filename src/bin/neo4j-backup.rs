@@ -166,10 +166,23 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
-            // One sentence: clap's first line, without its "error: " and advice lines.
+            // One sentence: clap's message up to its first blank line, joined into one line
+            // (clap puts what is missing, or the accepted values, on the lines after the
+            // first), without its "error: " prefix, tips, usage and advice.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("bad arguments");
-            return usage(first.trim_start_matches("error: "));
+            let message: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(|l| l.trim())
+                .filter(|l| !l.starts_with("tip:"))
+                .collect();
+            let message = message.join(" ");
+            let message = message.trim_start_matches("error: ");
+            return usage(if message.is_empty() {
+                "bad arguments"
+            } else {
+                message
+            });
         }
         Err(e) => {
             let _ = e.print();

@@ -13,6 +13,7 @@ use online_backup::io::os::{OsClock, OsFs};
 use online_backup::io::{Clock, Fs};
 use proptest::prelude::*;
 
+pub mod backup;
 pub mod server;
 
 pub fn fs() -> Arc<dyn Fs> {
