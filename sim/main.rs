@@ -52,7 +52,8 @@ use scenarios::SCENARIOS;
 const DETERMINISM_SEEDS: u64 = 20;
 
 /// Every registered scenario over its seeds (SIM-13): `store_crash` checks SIM-14, `log_crash`
-/// SIM-15, `server_crash` SIM-16. A failure prints its replay command (SIM-5).
+/// SIM-15, `server_crash` SIM-16, `retention_time` SIM-17. A failure prints its replay command
+/// (SIM-5).
 #[test]
 fn every_scenario_over_seeds() {
     run_all(SCENARIOS);

@@ -4,6 +4,7 @@
 use crate::runner::Scenario;
 
 pub mod log_crash;
+pub mod retention_time;
 pub mod server_crash;
 pub mod store_crash;
 
@@ -12,4 +13,5 @@ pub const SCENARIOS: &[Scenario] = &[
     log_crash::SCENARIO,
     store_crash::SCENARIO,
     server_crash::SCENARIO,
+    retention_time::SCENARIO,
 ];
