@@ -11,6 +11,9 @@
 //!   command on failure.
 //! - [`scenarios`]: the registered scenarios; add one by writing a module with a `Scenario`
 //!   constant and listing it in `scenarios::SCENARIOS`.
+//! - [`model`]: the graph model scenarios check the product against, and random transactions.
+//! - [`http_client`]: a small HTTP/1.1 client over a host's `Net` seam, for the server scenarios.
+//! - [`server_sim`]: what the server scenarios share (addresses, configuration, the status).
 //! - [`seam_tests`]: the simulated seams' own tests (durability, locks, clock, network).
 //! - [`rules`]: source scans for the determinism rules (`select!` biased, no threads, no hash
 //!   maps).
@@ -30,11 +33,14 @@ mod sim_3_needs_tokio_unstable {
     );
 }
 
+mod http_client;
+mod model;
 mod rules;
 mod runner;
 mod scenarios;
 mod seam_tests;
 mod seams;
+mod server_sim;
 mod trace;
 
 use std::collections::BTreeSet;
@@ -46,7 +52,8 @@ use scenarios::SCENARIOS;
 const DETERMINISM_SEEDS: u64 = 20;
 
 /// Every registered scenario over its seeds (SIM-13): `store_crash` checks SIM-14, `log_crash`
-/// SIM-15. A failure prints its replay command (SIM-5).
+/// SIM-15, `server_crash` SIM-16, `retention_time` SIM-17. A failure prints its replay command
+/// (SIM-5).
 #[test]
 fn every_scenario_over_seeds() {
     run_all(SCENARIOS);

@@ -209,6 +209,14 @@ impl ScenarioCtx {
         self.world.power_loss_before_op(host, n);
     }
 
+    /// Cancels a planned power loss of `host` that has not struck yet.
+    pub fn cancel_power_loss(&mut self, host: &str) {
+        if self.world.power_loss_planned(host) {
+            self.record(&format!("cancel planned power loss of {host}"));
+        }
+        self.world.cancel_power_loss(host);
+    }
+
     /// Power loss (SIM-7): the host's software stops and whatever its disk did not make durable
     /// is gone (turmoil discards it, tearing unsynced writes per the disk configuration). Its
     /// locks are released. Start it again with [`ScenarioCtx::restart`].

@@ -577,6 +577,39 @@ fn planned_power_loss_stops_the_host_at_that_operation() {
 }
 
 #[test]
+fn cancelled_power_loss_does_not_strike() {
+    // SIM-7: a planned loss that has not struck can be cancelled; the host goes on.
+    simulate("cancelled_power_loss", |ctx| {
+        ctx.power_loss_before_op(HOST, 1);
+        if !ctx.world.power_loss_planned(HOST) {
+            return Err("the loss is not planned".into());
+        }
+        ctx.cancel_power_loss(HOST);
+        if ctx.world.power_loss_planned(HOST) {
+            return Err("the loss is still planned after the cancel".into());
+        }
+        let done = Arc::new(Mutex::new(None));
+        let d = done.clone();
+        ctx.host(HOST, move |h| {
+            let d = d.clone();
+            async move {
+                let r = make_dir(&h.env, "/d").and_then(|()| write_durable(&h.env, "/d/f", b"x"));
+                *d.lock().unwrap() = Some(r.map(|()| h.is_down()));
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+        let d = done.clone();
+        let stopped = ctx.run_until(10, "the host", move || d.lock().unwrap().is_some())?;
+        let got = done.lock().unwrap().clone();
+        if stopped != crate::runner::Stopped::Done || got != Some(Ok(false)) {
+            return Err(format!("{stopped:?}: {got:?}").into());
+        }
+        Ok(())
+    });
+}
+
+#[test]
 fn available_space_is_capacity_minus_usage() {
     // SIM-9: turmoil does not expose usage; SimFs computes it, and writes past it fail.
     run_phases(
@@ -785,7 +818,10 @@ fn sim_5_seed_choice_and_replay_command() {
             .collect::<Vec<_>>()
     };
     assert_eq!(names(Some("store_crash")), vec!["store_crash"]);
-    assert_eq!(names(Some("crash")), vec!["log_crash", "store_crash"]);
+    assert_eq!(
+        names(Some("crash")),
+        vec!["log_crash", "store_crash", "server_crash"]
+    );
     assert_eq!(names(None).len(), SCENARIOS.len());
 }
 

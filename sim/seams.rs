@@ -184,6 +184,22 @@ impl SimWorld {
         s.power_loss_at = Some(s.mutating_ops + n.max(1));
     }
 
+    /// Cancels a power loss of host `name` planned with [`SimWorld::power_loss_before_op`] that
+    /// has not struck yet (a host that already lost power stays down).
+    pub fn cancel_power_loss(&self, name: &str) {
+        self.host(name).state.lock().unwrap().power_loss_at = None;
+    }
+
+    /// Whether a power loss of host `name` is planned and has not struck yet.
+    pub fn power_loss_planned(&self, name: &str) -> bool {
+        self.host(name)
+            .state
+            .lock()
+            .unwrap()
+            .power_loss_at
+            .is_some()
+    }
+
     /// Whether host `name` has lost power and awaits the driver's crash.
     pub fn is_down(&self, name: &str) -> bool {
         self.host(name).state.lock().unwrap().down

@@ -4,7 +4,14 @@
 use crate::runner::Scenario;
 
 pub mod log_crash;
+pub mod retention_time;
+pub mod server_crash;
 pub mod store_crash;
 
 /// Every scenario, in the order the tests run them.
-pub const SCENARIOS: &[Scenario] = &[log_crash::SCENARIO, store_crash::SCENARIO];
+pub const SCENARIOS: &[Scenario] = &[
+    log_crash::SCENARIO,
+    store_crash::SCENARIO,
+    server_crash::SCENARIO,
+    retention_time::SCENARIO,
+];

@@ -8,19 +8,18 @@
 //! (LOG-9), a torn log tail is cut (RC-4), ids come from high-water marks that survive (ST-9),
 //! the store id is kept (ST-11), and the recorded digest equals a full scan (DG-10).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use online_backup::digest::Digest;
-use online_backup::graph::{Id, Node, NodeRef, Op, Properties, Relationship, Value};
+use online_backup::graph::Op;
 use online_backup::store::format::FormatVersion;
 use online_backup::store::meta::{StoreId, META_FILE};
 use online_backup::store::{Store, StoreOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::model::Graph;
 use crate::runner::{HostCtx, Scenario, ScenarioCtx, Stopped};
 
 pub const SCENARIO: Scenario = Scenario::new(
@@ -37,227 +36,6 @@ const ROUNDS: u64 = 5;
 const TXS_PER_ROUND: u64 = 16;
 /// Small, so that rounds rotate logs and checkpoint often.
 const ROTATION_THRESHOLD: u64 = 4096;
-
-/// The graph as the model sees it: what the acknowledged transactions made.
-#[derive(Clone, Default)]
-struct Graph {
-    nodes: BTreeMap<Id, Node>,
-    rels: BTreeMap<Id, Relationship>,
-    next_node: Id,
-    next_rel: Id,
-}
-
-impl Graph {
-    fn resolve(&self, r: NodeRef, created: &[Option<Id>]) -> Result<Id, String> {
-        let id = match r {
-            NodeRef::Id(id) => id,
-            NodeRef::CreatedBy(i) => created
-                .get(i)
-                .copied()
-                .flatten()
-                .ok_or(format!("model: bad reference ${i}"))?,
-        };
-        if self.nodes.contains_key(&id) {
-            Ok(id)
-        } else {
-            Err(format!("model: node {id} does not exist"))
-        }
-    }
-
-    /// Applies `ops` as the store does; returns the ids created, in op order.
-    fn apply(&mut self, ops: &[Op]) -> Result<Vec<Id>, String> {
-        let mut created: Vec<Option<Id>> = Vec::new();
-        let mut ids = Vec::new();
-        for op in ops {
-            let mut made = None;
-            match op {
-                Op::CreateNode { labels, props } => {
-                    let mut labels = labels.clone();
-                    labels.sort();
-                    labels.dedup();
-                    let id = self.next_node;
-                    self.next_node += 1;
-                    self.nodes.insert(
-                        id,
-                        Node {
-                            id,
-                            labels,
-                            props: props.clone(),
-                        },
-                    );
-                    ids.push(id);
-                    made = Some(id);
-                }
-                Op::CreateRelationship {
-                    from,
-                    to,
-                    rel_type,
-                    props,
-                } => {
-                    let start = self.resolve(*from, &created)?;
-                    let end = self.resolve(*to, &created)?;
-                    let id = self.next_rel;
-                    self.next_rel += 1;
-                    self.rels.insert(
-                        id,
-                        Relationship {
-                            id,
-                            start,
-                            end,
-                            rel_type: rel_type.clone(),
-                            props: props.clone(),
-                        },
-                    );
-                    ids.push(id);
-                }
-                Op::SetProperty { node, key, value } => {
-                    let id = self.resolve(*node, &created)?;
-                    let n = self.nodes.get_mut(&id).expect("resolved");
-                    n.props.insert(key.clone(), value.clone());
-                }
-                Op::DeleteNode(id) => {
-                    if self.rels.values().any(|r| r.start == *id || r.end == *id) {
-                        return Err(format!("model: node {id} still has relationships"));
-                    }
-                    self.nodes
-                        .remove(id)
-                        .ok_or(format!("model: node {id} does not exist"))?;
-                }
-                Op::DeleteRelationship(id) => {
-                    self.rels
-                        .remove(id)
-                        .ok_or(format!("model: relationship {id} does not exist"))?;
-                }
-            }
-            created.push(made);
-        }
-        Ok(ids)
-    }
-
-    fn digest(&self) -> Digest {
-        let mut d = Digest::ZERO;
-        for n in self.nodes.values() {
-            d.add_node(n);
-        }
-        for r in self.rels.values() {
-            d.add_relationship(r);
-        }
-        d
-    }
-
-    fn has_rels(&self, id: Id) -> bool {
-        self.rels.values().any(|r| r.start == id || r.end == id)
-    }
-
-    /// A random valid transaction over this graph (applied to a scratch copy as it is built,
-    /// so later ops see earlier ones).
-    fn random_tx(&self, rng: &mut StdRng) -> Vec<Op> {
-        let mut scratch = self.clone();
-        let mut ops = Vec::new();
-        let mut created_nodes: Vec<usize> = Vec::new();
-        let count = rng.random_range(1..=4);
-        while ops.len() < count {
-            let op = match rng.random_range(0..10) {
-                0..=3 => Some(Op::CreateNode {
-                    labels: random_labels(rng),
-                    props: random_props(rng),
-                }),
-                4..=5 if !scratch.nodes.is_empty() => {
-                    let pick = |rng: &mut StdRng| {
-                        if !created_nodes.is_empty() && rng.random_bool(0.3) {
-                            NodeRef::CreatedBy(
-                                created_nodes[rng.random_range(0..created_nodes.len())],
-                            )
-                        } else {
-                            NodeRef::Id(pick_key(&scratch.nodes, rng))
-                        }
-                    };
-                    let (from, to) = (pick(rng), pick(rng));
-                    Some(Op::CreateRelationship {
-                        from,
-                        to,
-                        rel_type: ["KNOWS", "IN", "LIKES"][rng.random_range(0..3)].to_string(),
-                        props: random_props(rng),
-                    })
-                }
-                6..=7 if !scratch.nodes.is_empty() => Some(Op::SetProperty {
-                    node: NodeRef::Id(pick_key(&scratch.nodes, rng)),
-                    key: random_key(rng),
-                    value: random_value(rng),
-                }),
-                8 if !scratch.rels.is_empty() => {
-                    Some(Op::DeleteRelationship(pick_key(&scratch.rels, rng)))
-                }
-                9 => {
-                    let free: Vec<Id> = scratch
-                        .nodes
-                        .keys()
-                        .copied()
-                        .filter(|&id| !scratch.has_rels(id))
-                        .collect();
-                    (!free.is_empty())
-                        .then(|| Op::DeleteNode(free[rng.random_range(0..free.len())]))
-                }
-                _ => None,
-            };
-            let Some(op) = op else { continue };
-            // Keep the scratch graph in step; `CreatedBy` indices are this transaction's.
-            let mut whole = ops.clone();
-            whole.push(op.clone());
-            let mut probe = self.clone();
-            if probe.apply(&whole).is_err() {
-                continue;
-            }
-            if matches!(op, Op::CreateNode { .. }) {
-                created_nodes.push(ops.len());
-            }
-            ops.push(op);
-            scratch = probe;
-        }
-        ops
-    }
-}
-
-fn pick_key<V>(map: &BTreeMap<Id, V>, rng: &mut StdRng) -> Id {
-    *map.keys()
-        .nth(rng.random_range(0..map.len()))
-        .expect("not empty")
-}
-
-fn random_labels(rng: &mut StdRng) -> Vec<String> {
-    ["Person", "City", "Thing"]
-        .iter()
-        .filter(|_| rng.random_bool(0.4))
-        .map(|s| s.to_string())
-        .collect()
-}
-
-fn random_key(rng: &mut StdRng) -> String {
-    ["name", "age", "score", "tags", "bio"][rng.random_range(0..5)].to_string()
-}
-
-fn random_value(rng: &mut StdRng) -> Value {
-    match rng.random_range(0..7) {
-        0 => Value::Null,
-        1 => Value::Bool(rng.random()),
-        2 => Value::Int(rng.random_range(-1000..1000)),
-        3 => Value::Float(rng.random_range(-1.0e6..1.0e6)),
-        // Long enough sometimes to span several property blocks and fill the log.
-        4 => Value::String("x".repeat(rng.random_range(0..600))),
-        5 => Value::List(vec![
-            Value::Int(1),
-            Value::String("two".into()),
-            Value::Bool(false),
-        ]),
-        _ => Value::String(format!("v{}", rng.random_range(0..100))),
-    }
-}
-
-fn random_props(rng: &mut StdRng) -> Properties {
-    (0..rng.random_range(0..3))
-        .map(|_| (random_key(rng), random_value(rng)))
-        .collect()
-}
 
 struct Model {
     graph: Graph,

@@ -16,9 +16,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+
 use crate::backup::service::{self, ServiceContext};
 use crate::config::Config;
-use crate::io::{Env, Listener, Stream};
+use crate::io::{Clock, Env, Listener};
 use crate::retention::Pins;
 use crate::store::format::FormatVersion;
 use crate::store::layout::POINTER_FILE;
@@ -157,43 +165,74 @@ pub async fn run(
     });
     on_ready(&bound);
 
-    let served = axum::serve(NetListener(listener), crate::http::router(db.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let app = crate::http::router(db.clone()).layer(axum::middleware::map_response_with_state(
+        env.clock.clone(),
+        stamp_date,
+    ));
+    serve(listener, app, shutdown).await;
     if let Some(task) = backup_task {
         // Closes every backup connection; their clients see the close and fail cleanly.
         task.abort();
         let _ = task.await;
     }
     tracing::info!("shutting down: checkpointing the store");
-    let closed = db.close();
-    served.map_err(ServerError::Http)?;
-    closed?;
+    db.close()?;
     Ok(())
 }
 
-/// Serves axum through the `Net` seam's listener.
-struct NetListener(Box<dyn Listener>);
+/// Serves `app` over HTTP/1.1 on `listener` until `shutdown` completes, then stops accepting
+/// and lets the connections finish their requests (SRV-2).
+///
+/// This is hyper driven directly rather than `axum::serve`, for one reason: hyper stamps every
+/// answer with a `Date` header read from the system clock, which no seam controls, so two
+/// simulated runs of one seed would send different bytes (SIM-1). Its automatic header is off and
+/// [`stamp_date`] writes the header from the injected clock instead (IO-4).
+async fn serve(
+    mut listener: Box<dyn Listener>,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let connections = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            stream = accept(&mut *listener) => stream,
+        };
+        let connection = hyper::server::conn::http1::Builder::new()
+            .auto_date_header(false)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "an HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
+}
 
-impl axum::serve::Listener for NetListener {
-    type Io = Box<dyn Stream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.0.accept().await {
-                Ok(conn) => return conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, as axum's own listener does,
-                    // rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+/// The next connection. A failed accept (out of file descriptors and the like) is logged and
+/// retried a second later, as axum's own listener does, rather than spinning.
+async fn accept(listener: &mut dyn Listener) -> Box<dyn crate::io::Stream> {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _peer)) => return stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
+}
 
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
+/// Sets the `Date` header of an answer from the injected clock (RFC 9110 asks a server with a
+/// clock to send one).
+async fn stamp_date(State(clock): State<Arc<dyn Clock>>, mut response: Response) -> Response {
+    if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(clock.now())) {
+        response.headers_mut().insert(header::DATE, date);
     }
+    response
 }
