@@ -663,3 +663,119 @@ async fn bk_28_verification_failure_marks_the_backup_unverified() {
     assert!(!live_meta(&target).unverified);
     server.stop().await;
 }
+
+/// The real filesystem, except that it reports `free` bytes available: a full disk without
+/// mounting one.
+#[derive(Debug)]
+struct SmallDisk {
+    inner: online_backup::io::os::OsFs,
+    free: u64,
+}
+
+impl online_backup::io::Fs for SmallDisk {
+    fn open(
+        &self,
+        path: &Path,
+        mode: online_backup::io::OpenMode,
+    ) -> std::io::Result<Box<dyn online_backup::io::FileHandle>> {
+        self.inner.open(path, mode)
+    }
+    fn metadata(&self, path: &Path) -> std::io::Result<Option<online_backup::io::Metadata>> {
+        self.inner.metadata(path)
+    }
+    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<online_backup::io::DirEntry>> {
+        self.inner.read_dir(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_dir_all(path)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(path)
+    }
+    fn lock_dir(&self, dir: &Path) -> std::io::Result<Box<dyn online_backup::io::LockGuard>> {
+        self.inner.lock_dir(dir)
+    }
+    fn available_space(&self, _path: &Path) -> std::io::Result<u64> {
+        Ok(self.free)
+    }
+}
+
+// BK-16, BK-17: a full backup that would not fit is refused before anything is written, both
+// into an empty directory and as the fallback over an existing backup, which stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bk_16_no_room_is_refused_before_writing() {
+    let dir = support::scratch();
+    let store = dir.path().join("db");
+    generate_big(&store);
+    let server = TestServer::start(&store, "").await;
+    let real = server.backup_addr();
+    let small = Env {
+        fs: std::sync::Arc::new(SmallDisk {
+            inner: online_backup::io::os::OsFs,
+            free: 1 << 20,
+        }),
+        ..Env::os()
+    };
+    let target = dir.path().join("backup");
+    std::fs::create_dir(&target).unwrap();
+    let mut lines = client::Lines::default();
+    let err = client::run(
+        &small,
+        &backup_options(&real, &target, client::Mode::Auto),
+        &mut lines,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 1, "{err}");
+    assert!(err.to_string().contains("not enough room"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&target).unwrap().count(),
+        0,
+        "nothing was written"
+    );
+
+    // A backup made with room, then a full backup asked for without it: untouched.
+    client::run(
+        &Env::os(),
+        &backup_options(&real, &target, client::Mode::Auto),
+        &mut lines,
+    )
+    .await
+    .unwrap();
+    let snapshot = |p: &Path| {
+        let mut all = Vec::new();
+        for gen in std::fs::read_dir(p).unwrap() {
+            let gen = gen.unwrap().path();
+            if gen.is_dir() {
+                for f in std::fs::read_dir(&gen).unwrap() {
+                    let f = f.unwrap().path();
+                    all.push((f.clone(), std::fs::read(&f).unwrap()));
+                }
+            } else {
+                all.push((gen.clone(), std::fs::read(&gen).unwrap()));
+            }
+        }
+        all.sort();
+        all
+    };
+    let before = snapshot(&target);
+    let err = client::run(
+        &small,
+        &backup_options(&real, &target, client::Mode::Full),
+        &mut lines,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("not enough room"), "{err}");
+    assert!(before == snapshot(&target), "the existing backup changed");
+    server.stop().await;
+}
