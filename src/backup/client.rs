@@ -293,6 +293,24 @@ pub async fn run(
 ) -> Result<Summary, BackupError> {
     let started = env.clock.now();
     let addr = join_host_port(&opts.host, opts.port);
+    // BK-12, BK-17: `--type incremental` into a missing directory has nothing to build on;
+    // it is refused before `Target::open` would create the directory.
+    if opts.mode == Mode::Incremental {
+        let missing = env
+            .fs
+            .metadata(&opts.target)
+            .map_err(|source| TargetError::Io {
+                dir: opts.target.display().to_string(),
+                source,
+            })?
+            .is_none();
+        if missing {
+            return Err(BackupError::IncrementalImpossible(format!(
+                "{} holds no backup yet",
+                opts.target.display()
+            )));
+        }
+    }
     let mut target = Target::open(env.fs.clone(), &opts.target)?;
     let mut conn = connect(env, &addr, opts.timeout).await?;
     let server = handshake(&mut conn).await?;
