@@ -6,17 +6,19 @@
 //! decides where it is served (through the `Net` seam).
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value as Json_};
 
 use crate::graph::{NodeRef, Op, Properties, Value};
+use crate::io::Clock;
 use crate::server::db::Database;
 use crate::store::StoreError;
 
@@ -32,6 +34,50 @@ pub fn router(db: Arc<Database>) -> Router {
         .route("/db/data/node/{id}", get(node))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(db)
+}
+
+/// `router` with a `Date` header on every answer, read from `clock` (HTTP-6). hyper would
+/// otherwise write its own from the operating system's clock, which a simulation does not
+/// control: the answer's bytes, and so the run, would depend on the real time.
+pub fn with_date_header(router: Router, clock: Arc<dyn Clock>) -> Router {
+    router.layer(axum::middleware::map_response(move |mut res: Response| {
+        let date = http_date(clock.now());
+        async move {
+            if let Ok(v) = HeaderValue::from_str(&date) {
+                res.headers_mut().insert(header::DATE, v);
+            }
+            res
+        }
+    }))
+}
+
+/// `time` as an HTTP date (RFC 9110's IMF-fixdate): `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn http_date(time: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm, for dates after 1970).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// An error answer: a status code and `{"error": "..."}`.
@@ -269,6 +315,18 @@ fn parse_value(v: &Json_, allow_list: bool) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // HTTP-6: the Date header comes from the injected clock, in IMF-fixdate form.
+    #[test]
+    fn http_6_date_from_the_clock() {
+        let at = |secs: u64| http_date(UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        assert_eq!(at(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(at(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(at(1_704_067_200), "Mon, 01 Jan 2024 00:00:00 GMT");
+        assert_eq!(at(1_709_210_096), "Thu, 29 Feb 2024 12:34:56 GMT");
+        assert_eq!(at(4_133_980_799), "Fri, 31 Dec 2100 23:59:59 GMT");
+        assert_eq!(at(951_868_800), "Wed, 01 Mar 2000 00:00:00 GMT");
+    }
 
     // HTTP-2, HTTP-3: every op form parses; "$i" must name an earlier op.
     #[test]

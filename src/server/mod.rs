@@ -152,7 +152,8 @@ pub async fn run(
     });
     on_ready(&bound);
 
-    let served = axum::serve(NetListener(listener), crate::http::router(db.clone()))
+    let app = crate::http::with_date_header(crate::http::router(db.clone()), env.clock.clone());
+    let served = axum::serve(NetListener(listener), app)
         .with_graceful_shutdown(shutdown)
         .await;
     if let Some(task) = backup_task {
