@@ -12,6 +12,7 @@
 //! - [`scenarios`]: the registered scenarios; add one by writing a module with a `Scenario`
 //!   constant and listing it in `scenarios::SCENARIOS`.
 //! - [`seam_tests`]: the simulated seams' own tests (durability, locks, clock, network).
+//! - [`http`]: a tiny HTTP/1.1 client over the `Net` seam, for hosts that use the server's API.
 //! - [`rules`]: source scans for the determinism rules (`select!` biased, no threads, no hash
 //!   maps).
 //!
@@ -30,6 +31,7 @@ mod sim_3_needs_tokio_unstable {
     );
 }
 
+mod http;
 mod rules;
 mod runner;
 mod scenarios;
@@ -46,7 +48,8 @@ use scenarios::SCENARIOS;
 const DETERMINISM_SEEDS: u64 = 20;
 
 /// Every registered scenario over its seeds (SIM-13): `store_crash` checks SIM-14, `log_crash`
-/// SIM-15. A failure prints its replay command (SIM-5).
+/// SIM-15, `backup_chain` SIM-16, `backup_faults` SIM-17. A failure prints its replay command
+/// (SIM-5).
 #[test]
 fn every_scenario_over_seeds() {
     run_all(SCENARIOS);

@@ -184,6 +184,12 @@ impl SimWorld {
         s.power_loss_at = Some(s.mutating_ops + n.max(1));
     }
 
+    /// Withdraws a planned power loss of host `name` that has not fired (the work it was aimed
+    /// at finished in fewer operations).
+    pub fn cancel_power_loss(&self, name: &str) {
+        self.host(name).state.lock().unwrap().power_loss_at = None;
+    }
+
     /// Whether host `name` has lost power and awaits the driver's crash.
     pub fn is_down(&self, name: &str) -> bool {
         self.host(name).state.lock().unwrap().down

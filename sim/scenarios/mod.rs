@@ -1,10 +1,21 @@
 //! The registered scenarios. A scenario is a [`Scenario`] constant in its own module, listed in
 //! [`SCENARIOS`]; the runner and both simulation tests pick it up from there.
+//!
+//! `backup_world` is no scenario: the hosts, driver handle and invariant checker the backup
+//! scenarios (`backup_chain`, `backup_faults`) share.
 
 use crate::runner::Scenario;
 
+pub mod backup_chain;
+pub mod backup_faults;
+pub mod backup_world;
 pub mod log_crash;
 pub mod store_crash;
 
 /// Every scenario, in the order the tests run them.
-pub const SCENARIOS: &[Scenario] = &[log_crash::SCENARIO, store_crash::SCENARIO];
+pub const SCENARIOS: &[Scenario] = &[
+    log_crash::SCENARIO,
+    store_crash::SCENARIO,
+    backup_chain::SCENARIO,
+    backup_faults::SCENARIO,
+];

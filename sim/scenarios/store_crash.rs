@@ -38,9 +38,10 @@ const TXS_PER_ROUND: u64 = 16;
 /// Small, so that rounds rotate logs and checkpoint often.
 const ROTATION_THRESHOLD: u64 = 4096;
 
-/// The graph as the model sees it: what the acknowledged transactions made.
+/// The graph as the model sees it: what the acknowledged transactions made. The backup
+/// scenarios drive their writers with it too.
 #[derive(Clone, Default)]
-struct Graph {
+pub(crate) struct Graph {
     nodes: BTreeMap<Id, Node>,
     rels: BTreeMap<Id, Relationship>,
     next_node: Id,
@@ -65,7 +66,7 @@ impl Graph {
     }
 
     /// Applies `ops` as the store does; returns the ids created, in op order.
-    fn apply(&mut self, ops: &[Op]) -> Result<Vec<Id>, String> {
+    pub(crate) fn apply(&mut self, ops: &[Op]) -> Result<Vec<Id>, String> {
         let mut created: Vec<Option<Id>> = Vec::new();
         let mut ids = Vec::new();
         for op in ops {
@@ -134,7 +135,7 @@ impl Graph {
         Ok(ids)
     }
 
-    fn digest(&self) -> Digest {
+    pub(crate) fn digest(&self) -> Digest {
         let mut d = Digest::ZERO;
         for n in self.nodes.values() {
             d.add_node(n);
@@ -151,7 +152,7 @@ impl Graph {
 
     /// A random valid transaction over this graph (applied to a scratch copy as it is built,
     /// so later ops see earlier ones).
-    fn random_tx(&self, rng: &mut StdRng) -> Vec<Op> {
+    pub(crate) fn random_tx(&self, rng: &mut StdRng) -> Vec<Op> {
         let mut scratch = self.clone();
         let mut ops = Vec::new();
         let mut created_nodes: Vec<usize> = Vec::new();
