@@ -293,7 +293,7 @@ pub struct BackupRun {
     pub before: Tree,
     pub after: Tree,
     pub outcome: Result<Summary, Failure>,
-    /// What the tool said (BK-9).
+    /// What the tool said, line by line.
     pub lines: Vec<String>,
     /// Mutating filesystem operations the run made on the client.
     pub fs_ops: u64,
