@@ -15,6 +15,7 @@
 //! - [`http_client`]: a small HTTP/1.1 client over a host's `Net` seam, for the server scenarios.
 //! - [`server_sim`]: what the server scenarios share (addresses, configuration, the status).
 //! - [`seam_tests`]: the simulated seams' own tests (durability, locks, clock, network).
+//! - [`http`]: a tiny HTTP/1.1 client over the `Net` seam, for hosts that use the server's API.
 //! - [`rules`]: source scans for the determinism rules (`select!` biased, no threads, no hash
 //!   maps).
 //!
@@ -33,6 +34,7 @@ mod sim_3_needs_tokio_unstable {
     );
 }
 
+mod http;
 mod http_client;
 mod model;
 mod rules;
@@ -52,7 +54,9 @@ use scenarios::SCENARIOS;
 const DETERMINISM_SEEDS: u64 = 20;
 
 /// Every registered scenario over its seeds (SIM-13): `store_crash` checks SIM-14, `log_crash`
-/// SIM-15, `server_crash` SIM-16, `retention_time` SIM-17. A failure prints its replay command
+/// SIM-15, `server_crash` SIM-16, `retention_time` SIM-17, `backup_chain` SIM-18 and
+/// `backup_faults` SIM-19, with SIM-20 and SIM-21 checked after every backup. A failure prints
+/// its replay command
 /// (SIM-5).
 #[test]
 fn every_scenario_over_seeds() {

@@ -1,8 +1,14 @@
 //! The registered scenarios. A scenario is a [`Scenario`] constant in its own module, listed in
 //! [`SCENARIOS`]; the runner and both simulation tests pick it up from there.
+//!
+//! `backup_world` is no scenario: the hosts, driver handle and invariant checker the backup
+//! scenarios (`backup_chain`, `backup_faults`) share.
 
 use crate::runner::Scenario;
 
+pub mod backup_chain;
+pub mod backup_faults;
+pub mod backup_world;
 pub mod log_crash;
 pub mod retention_time;
 pub mod server_crash;
@@ -14,4 +20,6 @@ pub const SCENARIOS: &[Scenario] = &[
     store_crash::SCENARIO,
     server_crash::SCENARIO,
     retention_time::SCENARIO,
+    backup_chain::SCENARIO,
+    backup_faults::SCENARIO,
 ];

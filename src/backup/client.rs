@@ -25,7 +25,7 @@ use crate::store::check::check_open;
 use crate::store::format::{FormatVersion, RecordKind};
 use crate::store::log::{RecordImage, TxEntry};
 use crate::store::meta::StoreId;
-use crate::store::{initialize, Store, StoreError, StoreOptions};
+use crate::store::{initialize, peek_last_tx, Store, StoreError, StoreOptions};
 
 /// Transactions are applied in runs of at most this many (one log fsync per run, BK-24).
 const BATCH_TXS: usize = 4096;
@@ -327,6 +327,24 @@ async fn run_in(
 ) -> Result<Summary, BackupError> {
     let started = env.clock.now();
     let addr = join_host_port(&opts.host, opts.port);
+    // BK-12, BK-17: `--type incremental` into a missing directory has nothing to build on;
+    // it is refused before `Target::open` would create the directory.
+    if opts.mode == Mode::Incremental {
+        let missing = env
+            .fs
+            .metadata(&opts.target)
+            .map_err(|source| TargetError::Io {
+                dir: opts.target.display().to_string(),
+                source,
+            })?
+            .is_none();
+        if missing {
+            return Err(BackupError::IncrementalImpossible(format!(
+                "{} holds no backup yet",
+                opts.target.display()
+            )));
+        }
+    }
     let mut target = Target::open(env.fs.clone(), &opts.target)?;
     let mut conn = connect(env, &addr, opts.timeout).await?;
     let server = handshake(&mut conn).await?;
@@ -380,20 +398,17 @@ async fn run_in(
             }
             why
         }
-        (Some(_), mode) => {
-            target.clean()?;
-            match ctx.incremental(&mut target).await? {
-                Ok(summary) => return Ok(summary),
-                Err(why) if mode == Mode::Incremental => {
-                    return Err(BackupError::IncrementalImpossible(why))
-                }
-                Err(why) => {
-                    ctx.out
-                        .line(&format!("falling back to a full backup: {why}"));
-                    why
-                }
+        (Some(_), mode) => match ctx.incremental(&mut target).await? {
+            Ok(summary) => return Ok(summary),
+            Err(why) if mode == Mode::Incremental => {
+                return Err(BackupError::IncrementalImpossible(why))
             }
-        }
+            Err(why) => {
+                ctx.out
+                    .line(&format!("falling back to a full backup: {why}"));
+                why
+            }
+        },
     };
     ctx.full(
         &mut target,
@@ -520,6 +535,81 @@ impl Run<'_> {
         &mut self,
         target: &mut Target,
     ) -> Result<Result<Summary, String>, BackupError> {
+        // Nothing is written until the server accepts (BK-17): the backup's last tx and digest
+        // are read, not recovered, and leftovers stay until then.
+        let shown = target.dir().display().to_string();
+        let not_backup = |e: StoreError| -> BackupError {
+            TargetError::NotABackup {
+                dir: shown.clone(),
+                why: e.to_string(),
+            }
+            .into()
+        };
+        let (from, digest) = match peek_last_tx(&*self.env.fs, target.dir()) {
+            Ok(at) => at,
+            Err(e @ (StoreError::Corrupt(_) | StoreError::NotAStore(_))) => {
+                return Err(not_backup(e))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(meta) = target.meta().cloned() else {
+            return Err(BackupError::Protocol("no backup to build on".into()));
+        };
+        self.out.line(&format!(
+            "incremental backup from {} into {}: the backup is at tx {from}, the server at tx {}",
+            self.addr,
+            self.opts.target.display(),
+            self.server.last_committed_tx
+        ));
+        self.conn
+            .send(&Message::Request(Request::Incremental {
+                store_id: meta.store_id,
+                format: meta.format,
+                last_tx: from,
+                digest,
+            }))
+            .await?;
+        let first = self.conn.recv("the first transaction").await?;
+        let refusal = match first {
+            Message::Refused(Refusal::LogsPruned { needed, oldest }) => Some(format!(
+                "the server's logs no longer hold tx {needed}, which the backup needs next (the oldest it has is tx {oldest})"
+            )),
+            Message::Refused(Refusal::Diverged {
+                tx,
+                server_digest: Some(d),
+                ..
+            }) => Some(format!(
+                "the backup's history diverged from the server's: at tx {tx} the backup's digest is {digest} but the server's is {d}"
+            )),
+            Message::Refused(Refusal::Diverged {
+                tx,
+                server_digest: None,
+                server_last_tx,
+            }) => Some(format!(
+                "the backup's history diverged from the server's: the backup is at tx {tx} but the server's last tx is {server_last_tx}"
+            )),
+            Message::Refused(Refusal::StoreMismatch { server }) => {
+                return Err(BackupError::StoreMismatch {
+                    dir: self.opts.target.display().to_string(),
+                    backup: meta.store_id,
+                    server,
+                })
+            }
+            Message::Refused(Refusal::VersionMismatch { server }) => {
+                return Err(BackupError::VersionMismatch {
+                    dir: self.opts.target.display().to_string(),
+                    backup: meta.format,
+                    server,
+                })
+            }
+            Message::Tx(_) | Message::End { .. } => None,
+            other => return Err(self.conn.unexpected(&other, "a transaction or the end")),
+        };
+        if let Some(why) = refusal {
+            return Ok(Err(why));
+        }
+        // Accepted: now the directory may change.
+        target.clean()?;
         let lock = target.take_lock();
         let mut store = match Store::open_with_lock(
             self.env.fs.clone(),
@@ -530,19 +620,22 @@ impl Run<'_> {
         ) {
             Ok(s) => s,
             Err(e @ (StoreError::Corrupt(_) | StoreError::NotAStore(_))) => {
-                return Err(TargetError::NotABackup {
-                    dir: target.dir().display().to_string(),
-                    why: e.to_string(),
-                }
-                .into())
+                return Err(not_backup(e))
             }
             Err(e) => return Err(e.into()),
         };
-        let result = self.incremental_into(&mut store).await;
+        let status = store.status();
+        if (status.last_committed_tx, status.digest) != (from, digest) {
+            return Err(BackupError::Store(StoreError::Corrupt(format!(
+                "the backup recovered to tx {} but reading it found tx {from}",
+                status.last_committed_tx
+            ))));
+        }
+        let result = self.incremental_into(&mut store, from, first).await;
         match result {
-            Ok(outcome) => {
+            Ok(summary) => {
                 target.return_lock(store.close_keeping_lock()?);
-                Ok(outcome)
+                Ok(Ok(summary))
             }
             Err(BackupError::VerificationFailed(why)) => {
                 // BK-28: the next run must take a full backup.
@@ -553,30 +646,23 @@ impl Run<'_> {
         }
     }
 
+    /// Applies the stream the server accepted to send, starting with `first`.
     async fn incremental_into(
         &mut self,
         store: &mut Store,
-    ) -> Result<Result<Summary, String>, BackupError> {
+        from: u64,
+        first: Message,
+    ) -> Result<Summary, BackupError> {
         let status = store.status();
-        let from = status.last_committed_tx;
-        self.out.line(&format!(
-            "incremental backup from {} into {}: the backup is at tx {from}, the server at tx {}",
-            self.addr,
-            self.opts.target.display(),
-            self.server.last_committed_tx
-        ));
-        self.conn
-            .send(&Message::Request(Request::Incremental {
-                store_id: status.store_id,
-                format: status.format,
-                last_tx: from,
-                digest: status.digest,
-            }))
-            .await?;
         let mut batch = Batch::default();
         let mut received = 0u64;
+        let mut next = Some(first);
         loop {
-            match self.conn.recv("the next transaction").await? {
+            let msg = match next.take() {
+                Some(m) => m,
+                None => self.conn.recv("the next transaction").await?,
+            };
+            match msg {
                 Message::Tx(entry) => {
                     received += 1;
                     self.add_to_batch(store, &mut batch, *entry, true)?;
@@ -585,9 +671,12 @@ impl Run<'_> {
                     self.apply_batch(store, &mut batch, true)?;
                     self.out.tx_progress(received);
                     let verified = self.check_end(store, last_tx, digest, Kind::Incremental)?;
-                    return Ok(Ok(Summary {
+                    return Ok(Summary {
                         kind: Kind::Incremental,
-                        reason: format!("{} holds a backup at tx {from}", self.opts.target.display()),
+                        reason: format!(
+                            "{} holds a backup at tx {from}",
+                            self.opts.target.display()
+                        ),
                         store_id: status.store_id,
                         format: status.format,
                         from_tx: Some(from),
@@ -597,41 +686,7 @@ impl Run<'_> {
                         transactions: received,
                         duration: self.elapsed(),
                         verified,
-                    }));
-                }
-                Message::Refused(Refusal::LogsPruned { needed, oldest }) => {
-                    return Ok(Err(format!(
-                        "the server's logs no longer hold tx {needed}, which the backup needs next (the oldest it has is tx {oldest})"
-                    )))
-                }
-                Message::Refused(Refusal::Diverged {
-                    tx,
-                    server_digest,
-                    server_last_tx,
-                }) => {
-                    return Ok(Err(match server_digest {
-                        Some(d) => format!(
-                            "the backup's history diverged from the server's: at tx {tx} the backup's digest is {} but the server's is {d}",
-                            status.digest
-                        ),
-                        None => format!(
-                            "the backup's history diverged from the server's: the backup is at tx {tx} but the server's last tx is {server_last_tx}"
-                        ),
-                    }))
-                }
-                Message::Refused(Refusal::StoreMismatch { server }) => {
-                    return Err(BackupError::StoreMismatch {
-                        dir: self.opts.target.display().to_string(),
-                        backup: status.store_id,
-                        server,
-                    })
-                }
-                Message::Refused(Refusal::VersionMismatch { server }) => {
-                    return Err(BackupError::VersionMismatch {
-                        dir: self.opts.target.display().to_string(),
-                        backup: status.format,
-                        server,
-                    })
+                    });
                 }
                 other => return Err(self.conn.unexpected(&other, "a transaction or the end")),
             }

@@ -201,6 +201,14 @@ impl Target {
         &self.holds
     }
 
+    /// The live backup's metadata as read, if there is a backup.
+    pub fn meta(&self) -> Option<&Meta> {
+        match &self.holds {
+            Holds::Nothing => None,
+            Holds::Backup { meta, .. } => Some(meta),
+        }
+    }
+
     /// The directory of the live backup's store files, if there is a backup.
     pub fn live_dir(&self) -> Option<PathBuf> {
         match &self.holds {

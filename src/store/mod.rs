@@ -763,6 +763,62 @@ pub fn initialize(
         .map_err(|e| StoreError::io("writing neostore.meta", e))
 }
 
+/// The last whole transaction of the store `dir` means (following a backup's pointer) and the
+/// digest after it: the tx recovery would reach, found by reading only (BK-17: a backup run
+/// that may still be refused must not write, and opening recovers).
+pub fn peek_last_tx(fs: &dyn Fs, dir: &Path) -> Result<(u64, Digest), StoreError> {
+    let data = layout::resolve(fs, dir)?;
+    let meta = Meta::read(fs, &data).map_err(|e| StoreError::from_meta(&data, e))?;
+    let cp = &meta.checkpoint;
+    let (mut last, mut digest) = (cp.last_tx, cp.digest);
+    let io_err = |e| StoreError::io(format!("reading the logs of {}", data.display()), e);
+    let versions: Vec<u64> = log::list_log_versions(fs, &data)
+        .map_err(io_err)?
+        .into_iter()
+        .filter(|&v| v >= cp.log_version)
+        .collect();
+    for (i, &version) in versions.iter().enumerate() {
+        if version != cp.log_version + i as u64 {
+            return Err(StoreError::Corrupt(format!(
+                "log file {version} follows a gap"
+            )));
+        }
+        let file = fs
+            .open(&log::log_path(&data, version), OpenMode::Read)
+            .map_err(io_err)?;
+        let len = file.len().map_err(io_err)?;
+        let mut offset = if version == cp.log_version {
+            cp.log_offset
+        } else {
+            match LogHeader::read(&*file).map_err(io_err)? {
+                Some(h) if h.log_version == version && h.prev_last_tx == last => HEADER_SIZE,
+                // A rotation that never became durable: recovery recreates it empty (RC-5).
+                _ if i + 1 == versions.len() && len <= HEADER_SIZE => break,
+                _ => {
+                    return Err(StoreError::Corrupt(format!(
+                        "log file {version} has a damaged header"
+                    )))
+                }
+            }
+        };
+        while let ReadOutcome::Entry(entry, next) =
+            log::read_entry(&*file, offset, len).map_err(io_err)?
+        {
+            if entry.tx_id != last + 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "log file {version} holds tx {} where tx {} was expected",
+                    entry.tx_id,
+                    last + 1
+                )));
+            }
+            last = entry.tx_id;
+            digest = entry.after.digest;
+            offset = next;
+        }
+    }
+    Ok((last, digest))
+}
+
 /// What recovery found.
 struct Recovered {
     log: ActiveLog,
