@@ -479,6 +479,10 @@ fn bk_11_pruned_logs_fall_back_to_a_full_backup() {
     }
     let oldest = status(&server)["oldest_logged_tx"].as_u64().unwrap();
     let reason = format!("no longer hold tx {}", n + 1);
+    // BK-17: leftovers of an interrupted run stay too when the server refuses (exit 7 changes
+    // nothing); the accepted run after removes them (BK-36).
+    std::fs::create_dir(b.join("generation-9")).unwrap();
+    std::fs::write(b.join("CURRENT.tmp"), b"generation-9\n").unwrap();
     let line = refused(&addr, &b, &["--type", "incremental"], 7);
     assert!(line.contains(&reason), "{line}");
     assert!(
@@ -496,6 +500,7 @@ fn bk_11_pruned_logs_fall_back_to_a_full_backup() {
         "{fell}"
     );
     assert!(out.summary().contains("full backup"), "{out:#?}");
+    assert!(!b.join("generation-9").exists() && !b.join("CURRENT.tmp").exists());
     assert_same_as_server(&b, &server);
 }
 
