@@ -103,8 +103,18 @@ impl Target {
             }
             Some(_) => {}
             None => {
+                // Every directory created, not only the last, must have a durable entry in its
+                // parent: sync each parent from the deepest up to the one that existed.
+                let mut created = vec![dir.to_path_buf()];
+                let mut at = parent_of(dir).to_path_buf();
+                while fs.metadata(&at).map_err(io_err)?.is_none() {
+                    created.push(at.clone());
+                    at = parent_of(&at).to_path_buf();
+                }
                 fs.create_dir_all(dir).map_err(io_err)?;
-                fs.sync_dir(parent_of(dir)).map_err(io_err)?;
+                for d in &created {
+                    fs.sync_dir(parent_of(d)).map_err(io_err)?;
+                }
             }
         }
         let lock = fs.lock_dir(dir).map_err(|e| {
