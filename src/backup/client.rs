@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncRead;
@@ -19,7 +20,7 @@ use crate::backup::protocol::{
 };
 use crate::backup::target::{Holds, Target, TargetError};
 use crate::digest::Digest;
-use crate::io::{parent_of, Env, OpenMode, Stream};
+use crate::io::{parent_of, Env, FileHandle, OpenMode, Stream};
 use crate::retention::RetentionPolicy;
 use crate::store::check::check_open;
 use crate::store::format::{FormatVersion, RecordKind};
@@ -942,11 +943,22 @@ impl Run<'_> {
         }
         let path = dir.join(&name);
         let io_err = |e| StoreError::io(format!("writing {}", path.display()), e);
-        let file = self
-            .env
-            .fs
-            .open(&path, OpenMode::CreateNew)
-            .map_err(io_err)?;
+        let file: Arc<dyn FileHandle> = Arc::from(
+            self.env
+                .fs
+                .open(&path, OpenMode::CreateNew)
+                .map_err(io_err)?,
+        );
+        // Chunks are written by a task of their own, so that receiving the next chunk overlaps
+        // writing this one (on a multi-threaded runtime); at most WRITE_AHEAD chunks wait.
+        let (chunks, mut queue) = tokio::sync::mpsc::channel::<(u64, Vec<u8>)>(WRITE_AHEAD);
+        let writer_file = file.clone();
+        let writer = AbortOnDrop(tokio::spawn(async move {
+            while let Some((at, chunk)) = queue.recv().await {
+                writer_file.write_all_at(&chunk, at)?;
+            }
+            Ok::<(), std::io::Error>(())
+        }));
         let mut at = 0u64;
         let mut crc = 0u32;
         let total = self.server.store_bytes;
@@ -958,10 +970,14 @@ impl Run<'_> {
                             "{name} is longer than the {len} bytes announced"
                         )));
                     }
-                    file.write_all_at(&chunk, at).map_err(io_err)?;
                     crc = crc32c::crc32c_append(crc, &chunk);
-                    at += chunk.len() as u64;
-                    *bytes += chunk.len() as u64;
+                    let n = chunk.len() as u64;
+                    if chunks.send((at, chunk)).await.is_err() {
+                        // The writer stopped on an error: report it.
+                        break;
+                    }
+                    at += n;
+                    *bytes += n;
                     self.out.copy_progress(*bytes, total);
                 }
                 Message::FileEnd { crc: sent } => {
@@ -975,11 +991,39 @@ impl Run<'_> {
                             "{name} arrived damaged (checksum mismatch)"
                         )));
                     }
-                    file.sync().map_err(io_err)?;
-                    return Ok(name);
+                    break;
                 }
                 other => return Err(self.conn.unexpected(&other, "a file chunk")),
             }
         }
+        drop(chunks);
+        writer.join().await.map_err(io_err)?;
+        file.sync().map_err(io_err)?;
+        Ok(name)
+    }
+}
+
+/// How many received chunks may wait for the writer task (bounded memory: 1 MiB each).
+const WRITE_AHEAD: usize = 4;
+
+/// A spawned task that is aborted if its handle is dropped before it is joined (an error path
+/// must not leave a writer running into a generation being discarded).
+struct AbortOnDrop(tokio::task::JoinHandle<std::io::Result<()>>);
+
+impl AbortOnDrop {
+    async fn join(mut self) -> std::io::Result<()> {
+        let handle = std::mem::replace(&mut self.0, tokio::spawn(async { Ok(()) }));
+        match handle.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(format!(
+                "the file writer stopped: {e}"
+            ))),
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -231,7 +231,9 @@ fn main() -> ExitCode {
         },
         timeout: cli.timeout,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    // Two workers: receiving the next chunk overlaps writing the last one.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {
