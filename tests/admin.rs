@@ -154,20 +154,3 @@ fn adm_1_exit_codes_for_bad_input() {
     let out = admin(&["generate", "--help"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Supported: 1"));
 }
-
-// ADM-6: restore is not built yet and says so in one sentence, exit 1.
-#[test]
-fn adm_6_restore_says_it_is_not_built_yet() {
-    let dir = scratch();
-    let out = admin(&[
-        "restore",
-        "--from",
-        path(dir.path()),
-        "--store",
-        path(&dir.path().join("t")),
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1);
-    assert!(stderr.contains("not built yet"), "{stderr}");
-}

@@ -6,9 +6,11 @@
 //! run the same code over turmoil's network and disks.
 //!
 //! Layout: `protocol` (frames and messages), `service` (server side), `client` (what the tool
-//! does), `target` (the backup directory: lock, generations, pointer switch, leftovers).
+//! does), `target` (the backup directory: lock, generations, pointer switch, leftovers),
+//! `restore` (`neo4j-admin restore`: a verified copy of a backup into a store directory).
 
 pub mod client;
 pub mod protocol;
+pub mod restore;
 pub mod service;
 pub mod target;

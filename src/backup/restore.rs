@@ -1,0 +1,166 @@
+//! `neo4j-admin restore`: a verified copy of a backup into a store directory (spec/admin.md,
+//! ADM-6 .. ADM-8).
+//!
+//! Owns: checking the backup, copying its live store durably into a new generation of the
+//! target, checking the copy, and switching the target's pointer to it.
+//! Must not touch: the network, or the backup's files beyond opening it as a store (which
+//! recovers and checkpoints it, as every opener does). The target is never left broken: the
+//! copy becomes live only through the pointer switch (BK-32), so a crash leaves the previous
+//! target, and the next restore removes the unfinished generation (BK-36).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::backup::target::{Holds, Target, TargetError};
+use crate::io::{Clock, Fs, OpenMode};
+use crate::store::check::{check, check_open, CheckReport};
+use crate::store::meta::Meta;
+use crate::store::{Store, StoreError, StoreOptions};
+
+/// Bytes copied per read and write.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// Why a restore did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("the backup in {dir} is not consistent ({count} problem(s), the first: {first}); nothing was restored")]
+    Inconsistent {
+        dir: String,
+        count: u64,
+        first: String,
+    },
+    #[error("{0} already holds a store; add --force to replace it")]
+    NotEmpty(String),
+    #[error("{dir} holds files that are not a store ({why}); restore into an empty directory")]
+    Foreign { dir: String, why: String },
+    #[error("{0}")]
+    Target(TargetError),
+    #[error("the restored copy in {dir} does not check: {why}; the target was left as it was")]
+    CopyFailed { dir: String, why: String },
+}
+
+impl RestoreError {
+    /// The exit code of `neo4j-admin restore` (ADM-8).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RestoreError::Inconsistent { .. } => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// What was restored.
+#[derive(Clone, Debug)]
+pub struct Restored {
+    /// The backup's check report (the restored copy's digest and counts equal it).
+    pub report: CheckReport,
+    /// Where the restored store's files are (the target's live generation).
+    pub live: PathBuf,
+    pub bytes: u64,
+}
+
+/// Restores the backup in `from` into `to` (ADM-6, ADM-7).
+pub fn restore(
+    fs: Arc<dyn Fs>,
+    clock: Arc<dyn Clock>,
+    from: &Path,
+    to: &Path,
+    force: bool,
+) -> Result<Restored, RestoreError> {
+    // The target first: a refusal costs nothing and changes nothing.
+    let mut target = Target::open(fs.clone(), to).map_err(|e| match e {
+        TargetError::NotABackup { dir, why } => RestoreError::Foreign { dir, why },
+        other => RestoreError::Target(other),
+    })?;
+    if matches!(target.holds(), Holds::Backup { .. }) && !force {
+        return Err(RestoreError::NotEmpty(to.display().to_string()));
+    }
+    // The backup, locked while it is copied, checked before a byte is.
+    let store = Store::open(fs.clone(), clock.clone(), from, &StoreOptions::default())?;
+    let report = check_open(&store)?;
+    if !report.consistent {
+        return Err(RestoreError::Inconsistent {
+            dir: from.display().to_string(),
+            count: report.finding_count,
+            first: report.findings.first().cloned().unwrap_or_default(),
+        });
+    }
+    let source_dir = store.dir().to_path_buf();
+    // A checkpoint, so the files hold every tx and recovery of the copy replays nothing.
+    let _source_lock = store.close_keeping_lock()?;
+
+    target.clean().map_err(RestoreError::Target)?;
+    let (n, generation) = target.new_generation().map_err(RestoreError::Target)?;
+    let copied = copy_store_files(&*fs, &source_dir, &generation).and_then(|bytes| {
+        let copy = check(fs.clone(), clock.clone(), &generation)?;
+        if !copy.consistent || copy.digest != report.digest {
+            return Err(RestoreError::CopyFailed {
+                dir: to.display().to_string(),
+                why: format!(
+                    "digest {} where the backup's is {}",
+                    copy.digest, report.digest
+                ),
+            });
+        }
+        let meta = Meta::read(&*fs, &generation)
+            .map_err(|e| StoreError::Corrupt(format!("the copy's metadata: {e}")))?;
+        Ok((bytes, meta))
+    });
+    let (bytes, meta) = match copied {
+        Ok(v) => v,
+        Err(e) => {
+            target.discard(n);
+            return Err(e);
+        }
+    };
+    target.switch_to(n, meta).map_err(RestoreError::Target)?;
+    Ok(Restored {
+        report,
+        live: generation,
+        bytes,
+    })
+}
+
+/// Copies every file of the store in `from` into `to`, streaming, each synced, then the
+/// directory synced. Returns the bytes copied.
+fn copy_store_files(fs: &dyn Fs, from: &Path, to: &Path) -> Result<u64, RestoreError> {
+    let io = |what: String| move |e| StoreError::io(what, e);
+    let mut total = 0;
+    let mut buf = vec![0u8; COPY_CHUNK];
+    for entry in fs
+        .read_dir(from)
+        .map_err(io(format!("reading {}", from.display())))?
+    {
+        if entry.is_dir || !entry.name.starts_with("neostore.") || entry.name.ends_with(".tmp") {
+            continue;
+        }
+        let src_path = from.join(&entry.name);
+        let dst_path = to.join(&entry.name);
+        let src = fs
+            .open(&src_path, OpenMode::Read)
+            .map_err(io(format!("opening {}", src_path.display())))?;
+        let dst = fs
+            .open(&dst_path, OpenMode::CreateNew)
+            .map_err(io(format!("creating {}", dst_path.display())))?;
+        let len = src
+            .len()
+            .map_err(io(format!("reading {}", src_path.display())))?;
+        let mut at = 0;
+        while at < len {
+            let want = ((len - at) as usize).min(COPY_CHUNK);
+            src.read_exact_at(&mut buf[..want], at)
+                .map_err(io(format!("reading {}", src_path.display())))?;
+            dst.write_all_at(&buf[..want], at)
+                .map_err(io(format!("writing {}", dst_path.display())))?;
+            at += want as u64;
+        }
+        dst.sync()
+            .map_err(io(format!("syncing {}", dst_path.display())))?;
+        total += len;
+    }
+    fs.sync_dir(to)
+        .map_err(io(format!("syncing {}", to.display())))?;
+    Ok(total)
+}
