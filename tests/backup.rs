@@ -1152,8 +1152,8 @@ exit $rc"#;
     assert_eq!(out.stdout.trim(), "left:", "{out:#?}");
 }
 
-// BK-6: --max-rate, --json and --plan fail at once with exit 1 saying they are not built yet,
-// touching nothing.
+// BK-6: --json and --plan fail at once with exit 1 saying they are not built yet, touching
+// nothing.
 #[test]
 fn bk_6_unbuilt_flags_fail_with_exit_1() {
     let dir = scratch();
@@ -1165,8 +1165,6 @@ fn bk_6_unbuilt_flags_fail_with_exit_1() {
     write_nodes(&server, 1);
     let missing = dir.path().join("missing");
     for more in [
-        &["--max-rate", "10M"][..],
-        &["-max-rate", "1000"][..],
         &["--json"][..],
         &["-json"][..],
         &["--plan"][..],
@@ -1177,6 +1175,44 @@ fn bk_6_unbuilt_flags_fail_with_exit_1() {
         backup_from(&addr, &missing, more).expect(1);
         assert!(!missing.exists(), "{more:?}");
     }
+}
+
+// BK-41, BK-8: with --max-rate the average rate of a full backup never exceeds the limit by
+// more than 10% (an upper bound only: a slow machine cannot fail it); bad values are usage
+// errors.
+#[test]
+fn bk_41_max_rate_bounds_the_average_rate() {
+    let dir = scratch();
+    let store = dir.path().join("db");
+    generate(&store, 40_000, &[]);
+    let server = ServerProcess::start(&store, Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    let limit: u64 = 8 << 20;
+    let b = dir.path().join("backup");
+    let started = Instant::now();
+    let out = backup_from(&addr, &b, &["--max-rate", "8M", "-verify", "false"]).expect(0);
+    let took = started.elapsed().as_secs_f64();
+    let bytes = dir_bytes(&b.join(current(&b)));
+    assert!(
+        bytes > 3 * limit / 2,
+        "the store is too small to measure: {bytes}"
+    );
+    let rate = bytes as f64 / took;
+    assert!(
+        rate <= limit as f64 * 1.1,
+        "{rate:.0} B/s over {took:.2} s exceeds --max-rate 8M by more than 10%: {out:#?}"
+    );
+    for bad in ["0", "fast", "-5", "10X"] {
+        let out = backup_from(&addr, &dir.path().join("x"), &["--max-rate", bad]).expect(2);
+        out.one_error_line();
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
 }
 
 // BK-38, BK-31, BK-30: a plain store directory (made by `neo4j-admin generate`, here a copy of

@@ -558,6 +558,7 @@ fn backup_options(addr: &str, target: &Path, mode: client::Mode) -> client::Back
         mode,
         verify: client::Verify::Default,
         timeout: Duration::from_secs(30),
+        max_rate: None,
     }
 }
 

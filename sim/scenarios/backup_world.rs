@@ -908,6 +908,7 @@ async fn perform(h: &HostCtx, shared: &Arc<Mutex<Shared>>, job: Job) -> turmoil:
                 mode: job.mode,
                 verify: job.verify,
                 timeout: job.timeout,
+                max_rate: None,
             };
             let mut lines = Lines::default();
             let outcome = client::run(env, &options, &mut lines).await;

@@ -66,6 +66,8 @@ pub struct BackupOptions {
     pub verify: Verify,
     /// The longest to wait for the server to send anything (BK-7).
     pub timeout: Duration,
+    /// The most bytes per second to receive (`--max-rate`, BK-41); `None` for no limit.
+    pub max_rate: Option<u64>,
 }
 
 /// Which kind of backup was taken.
@@ -218,6 +220,16 @@ struct Conn {
     received: u64,
     /// The size of the last frame received.
     last_len: u64,
+    /// `--max-rate`: the pace, and the clock and start it is measured from (BK-41).
+    pace: Option<Pace>,
+}
+
+/// Receiving at most `rate` bytes per second on average since `since`: after each frame the
+/// client sleeps until the bytes received so far are no more than the rate allows.
+struct Pace {
+    rate: u64,
+    clock: Arc<dyn crate::io::Clock>,
+    since: std::time::SystemTime,
 }
 
 impl Conn {
@@ -226,6 +238,17 @@ impl Conn {
         let (msg, len) = recv_from(&mut self.rd, &addr, self.timeout, waiting_for).await?;
         self.received += len;
         self.last_len = len;
+        if let Some(pace) = &self.pace {
+            let due = Duration::from_secs_f64(self.received as f64 / pace.rate as f64);
+            let elapsed = pace
+                .clock
+                .now()
+                .duration_since(pace.since)
+                .unwrap_or_default();
+            if due > elapsed {
+                tokio::time::sleep(due - elapsed).await;
+            }
+        }
         Ok(msg)
     }
 
@@ -347,7 +370,7 @@ async fn run_in(
         }
     }
     let mut target = Target::open(env.fs.clone(), &opts.target)?;
-    let mut conn = connect(env, &addr, opts.timeout).await?;
+    let mut conn = connect(env, &addr, opts.timeout, opts.max_rate).await?;
     let server = handshake(&mut conn).await?;
     let shown = opts.target.display().to_string();
     // Refusals first (BK-13 .. BK-15): nothing has been written yet.
@@ -427,7 +450,12 @@ fn join_host_port(host: &str, port: u16) -> String {
     }
 }
 
-async fn connect(env: &Env, addr: &str, timeout: Duration) -> Result<Conn, BackupError> {
+async fn connect(
+    env: &Env,
+    addr: &str,
+    timeout: Duration,
+    max_rate: Option<u64>,
+) -> Result<Conn, BackupError> {
     let stream = match tokio::time::timeout(timeout, env.net.connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -461,6 +489,11 @@ async fn connect(env: &Env, addr: &str, timeout: Duration) -> Result<Conn, Backu
         timeout,
         received: 0,
         last_len: 0,
+        pace: max_rate.filter(|&r| r > 0).map(|rate| Pace {
+            rate,
+            clock: env.clock.clone(),
+            since: env.clock.now(),
+        }),
     })
 }
 

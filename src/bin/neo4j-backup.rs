@@ -50,7 +50,8 @@ struct Cli {
     /// is seconds).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     timeout: Duration,
-    /// Throttle the copy to this many bytes per second (50M-style sizes).
+    /// Receive at most this many bytes per second on average: 50M, 512k (k/M/G are binary), or
+    /// plain bytes.
     #[arg(long)]
     max_rate: Option<String>,
     /// Print a machine-readable summary on stdout.
@@ -197,11 +198,22 @@ fn main() -> ExitCode {
         },
         _ => return usage("say which server to back up with -host <host> or -from <host[:port]>"),
     };
-    for (flag, on) in [
-        ("--max-rate", cli.max_rate.is_some()),
-        ("--json", cli.json),
-        ("--plan", cli.plan),
-    ] {
+    let max_rate = match cli
+        .max_rate
+        .as_deref()
+        .map(online_backup::config::parse_size)
+    {
+        None => None,
+        Some(Ok(0)) => return usage("--max-rate must be more than 0 bytes per second"),
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            return usage(&format!(
+                "--max-rate `{}` is not a rate in bytes per second (e.g. 50M, 512k, 1000000)",
+                cli.max_rate.unwrap_or_default()
+            ))
+        }
+    };
+    for (flag, on) in [("--json", cli.json), ("--plan", cli.plan)] {
         if on {
             eprintln!("neo4j-backup: {flag} is not built yet");
             return ExitCode::from(1);
@@ -230,6 +242,7 @@ fn main() -> ExitCode {
             VerifyArg::Full => Verify::Full,
         },
         timeout: cli.timeout,
+        max_rate,
     };
     // Two workers: receiving the next chunk overlaps writing the last one.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
