@@ -1152,8 +1152,7 @@ exit $rc"#;
     assert_eq!(out.stdout.trim(), "left:", "{out:#?}");
 }
 
-// BK-6: --json and --plan fail at once with exit 1 saying they are not built yet, touching
-// nothing.
+// BK-6: --json fails at once with exit 1 saying it is not built yet, touching nothing.
 #[test]
 fn bk_6_unbuilt_flags_fail_with_exit_1() {
     let dir = scratch();
@@ -1164,12 +1163,7 @@ fn bk_6_unbuilt_flags_fail_with_exit_1() {
     backup_from(&addr, &b, &[]).expect(0);
     write_nodes(&server, 1);
     let missing = dir.path().join("missing");
-    for more in [
-        &["--json"][..],
-        &["-json"][..],
-        &["--plan"][..],
-        &["-plan"][..],
-    ] {
+    for more in [&["--json"][..], &["-json"][..]] {
         let line = refused(&addr, &b, more, 1);
         assert!(line.contains("not built yet"), "{line}");
         backup_from(&addr, &missing, more).expect(1);
@@ -1876,4 +1870,56 @@ fn adm_6_restore_round_trip() {
         "{:?}",
         names(&fresh)
     );
+}
+
+// BK-42, BK-17, BK-40: --plan says what a run would do and why and changes nothing: full into a
+// missing directory (not created), incremental with its tx range onto a backup, full with the
+// reason once the logs were pruned; under --type incremental the exit code the run would give
+// (7), and the refusals' codes (3) too.
+#[test]
+fn bk_42_plan_says_what_would_happen_and_changes_nothing() {
+    let dir = scratch();
+    let config =
+        format!("{EPHEMERAL}logical_log_rotation_threshold=16k\nkeep_logical_logs=1 files\n");
+    let server = ServerProcess::start(&dir.path().join("db"), Some(&config));
+    let addr = server.backup.clone().unwrap();
+    write_nodes(&server, 4);
+    let b = dir.path().join("backup");
+    let out = backup_from(&addr, &b, &["--plan"]).expect(0);
+    assert!(out.stdout.contains("plan: full backup"), "{out:#?}");
+    assert!(out.stdout.contains("holds no backup yet"), "{out:#?}");
+    assert!(out.stdout.contains("nothing was changed"), "{out:#?}");
+    assert!(!b.exists(), "--plan created the directory");
+
+    backup_from(&addr, &b, &[]).expect(0);
+    write_nodes(&server, 3);
+    let before = snapshot(&b);
+    let out = backup_from(&addr, &b, &["-plan"]).expect(0);
+    assert!(
+        out.stdout.contains("plan: incremental backup")
+            && out.stdout.contains("tx 5 to at least 7"),
+        "{out:#?}"
+    );
+    assert_eq!(snapshot(&b), before);
+
+    let mut i = 0;
+    while status(&server)["oldest_logged_tx"].as_u64().unwrap() <= 5 {
+        write_node(&server.http, i, 1000);
+        i += 1;
+        assert!(i < 1000, "the logs were never pruned");
+    }
+    let before = snapshot(&b);
+    let out = backup_from(&addr, &b, &["--plan"]).expect(0);
+    assert!(
+        out.stdout.contains("plan: full backup") && out.stdout.contains("no longer hold tx 5"),
+        "{out:#?}"
+    );
+    let line = refused(&addr, &b, &["--plan", "--type", "incremental"], 7);
+    assert!(line.contains("no longer hold tx 5"), "{line}");
+    assert_eq!(snapshot(&b), before);
+
+    let junk = dir.path().join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("x"), b"x").unwrap();
+    refused(&addr, &junk, &["--plan"], 3);
 }

@@ -442,6 +442,145 @@ async fn run_in(
     .await
 }
 
+/// What a run would do (`--plan`, BK-42).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub kind: Kind,
+    /// Why this kind, in one line.
+    pub reason: String,
+    pub store_id: StoreId,
+    /// The backup's last tx, when the directory holds one.
+    pub from_tx: Option<u64>,
+    /// The server's last committed tx now: what the backup would reach at least.
+    pub to_tx: u64,
+    /// For a full backup, the store file bytes to copy; for an incremental, 0 (the transactions'
+    /// size is not known before they are read).
+    pub bytes: u64,
+    /// Free bytes on the target's file system (of its nearest existing ancestor).
+    pub free: u64,
+}
+
+/// Says what [`run`] would do and why, changing nothing (BK-42): the same refusals with the
+/// same errors (so the same exit codes), the same choice, asked of the server the same way (an
+/// incremental request whose first answer is read, then the connection dropped).
+pub async fn plan(env: &Env, opts: &BackupOptions) -> Result<Plan, BackupError> {
+    let addr = join_host_port(&opts.host, opts.port);
+    let target = Target::inspect(env.fs.clone(), &opts.target)?;
+    let mut conn = connect(env, &addr, opts.timeout, None).await?;
+    let server = handshake(&mut conn).await?;
+    let shown = opts.target.display().to_string();
+    let mut free_at = opts.target.clone();
+    while env.fs.metadata(&free_at).ok().flatten().is_none() {
+        free_at = crate::io::parent_of(&free_at).to_path_buf();
+    }
+    let free = env
+        .fs
+        .available_space(&free_at)
+        .map_err(|source| TargetError::Io {
+            dir: shown.clone(),
+            source,
+        })?;
+    let full = |reason: String, from_tx: Option<u64>| -> Result<Plan, BackupError> {
+        let needed = server.store_bytes + server.store_bytes / 16 + (1 << 20);
+        if free < needed {
+            return Err(BackupError::NoRoom {
+                dir: shown.clone(),
+                needed,
+                available: free,
+            });
+        }
+        Ok(Plan {
+            kind: Kind::Full,
+            reason,
+            store_id: server.store_id,
+            from_tx,
+            to_tx: server.last_committed_tx,
+            bytes: server.store_bytes,
+            free,
+        })
+    };
+    let meta = match target.meta() {
+        None if opts.mode == Mode::Incremental => {
+            return Err(BackupError::IncrementalImpossible(format!(
+                "{shown} holds no backup yet"
+            )))
+        }
+        None => return full(format!("{shown} holds no backup yet"), None),
+        Some(meta) => meta.clone(),
+    };
+    if meta.store_id != server.store_id {
+        return Err(BackupError::StoreMismatch {
+            dir: shown,
+            backup: meta.store_id,
+            server: server.store_id,
+        });
+    }
+    if meta.format != server.format {
+        return Err(BackupError::VersionMismatch {
+            dir: shown,
+            backup: meta.format,
+            server: server.format,
+        });
+    }
+    let last = meta.checkpoint.last_tx;
+    if opts.mode == Mode::Full {
+        return full("--type full was asked for".into(), Some(last));
+    }
+    let impossible = |why: String| -> Result<Plan, BackupError> {
+        if opts.mode == Mode::Incremental {
+            Err(BackupError::IncrementalImpossible(why))
+        } else {
+            full(why, Some(last))
+        }
+    };
+    if meta.unverified {
+        return impossible(format!(
+            "the backup in {shown} is marked unverified (its last verification failed)"
+        ));
+    }
+    let (from, digest) =
+        peek_last_tx(&*env.fs, target.dir()).map_err(|e| TargetError::NotABackup {
+            dir: shown.clone(),
+            why: e.to_string(),
+        })?;
+    conn.send(&Message::Request(Request::Incremental {
+        store_id: meta.store_id,
+        format: meta.format,
+        last_tx: from,
+        digest,
+    }))
+    .await?;
+    match conn.recv("the server's answer to an incremental request").await? {
+        Message::Refused(Refusal::LogsPruned { needed, oldest }) => impossible(format!(
+            "the server's logs no longer hold tx {needed}, which the backup needs next (the oldest it has is tx {oldest})"
+        )),
+        Message::Refused(Refusal::Diverged {
+            tx,
+            server_digest: Some(d),
+            ..
+        }) => impossible(format!(
+            "the backup's history diverged from the server's: at tx {tx} the backup's digest is {digest} but the server's is {d}"
+        )),
+        Message::Refused(Refusal::Diverged {
+            tx,
+            server_digest: None,
+            server_last_tx,
+        }) => impossible(format!(
+            "the backup's history diverged from the server's: the backup is at tx {tx} but the server's last tx is {server_last_tx}"
+        )),
+        Message::Tx(_) | Message::End { .. } => Ok(Plan {
+            kind: Kind::Incremental,
+            reason: format!("{shown} holds a backup at tx {from}"),
+            store_id: server.store_id,
+            from_tx: Some(from),
+            to_tx: server.last_committed_tx,
+            bytes: 0,
+            free,
+        }),
+        other => Err(conn.unexpected(&other, "a transaction or the end")),
+    }
+}
+
 fn join_host_port(host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{port}")

@@ -89,6 +89,16 @@ const LOST_FOUND: &str = "lost+found";
 impl Target {
     /// Locks `dir` (creating it if missing) and classifies what it holds, writing nothing else.
     pub fn open(fs: Arc<dyn Fs>, dir: &Path) -> Result<Target, TargetError> {
+        Target::open_inner(fs, dir, true)
+    }
+
+    /// Like [`Target::open`], but a missing directory is not created: it holds nothing and
+    /// nothing is locked (`--plan`, which changes nothing).
+    pub fn inspect(fs: Arc<dyn Fs>, dir: &Path) -> Result<Target, TargetError> {
+        Target::open_inner(fs, dir, false)
+    }
+
+    fn open_inner(fs: Arc<dyn Fs>, dir: &Path, create: bool) -> Result<Target, TargetError> {
         let shown = dir.display().to_string();
         let io_err = |source| TargetError::Io {
             dir: shown.clone(),
@@ -102,6 +112,16 @@ impl Target {
                 })
             }
             Some(_) => {}
+            None if !create => {
+                return Ok(Target {
+                    fs,
+                    dir: dir.to_path_buf(),
+                    lock: None,
+                    holds: Holds::Nothing,
+                    leftovers: Vec::new(),
+                    max_generation: 0,
+                })
+            }
             None => {
                 // Every directory created, not only the last, must have a durable entry in its
                 // parent: sync each parent from the deepest up to the one that existed.

@@ -213,7 +213,7 @@ fn main() -> ExitCode {
             ))
         }
     };
-    for (flag, on) in [("--json", cli.json), ("--plan", cli.plan)] {
+    for (flag, on) in [("--json", cli.json)] {
         if on {
             eprintln!("neo4j-backup: {flag} is not built yet");
             return ExitCode::from(1);
@@ -257,6 +257,23 @@ fn main() -> ExitCode {
         }
     };
     let env = Env::os();
+    if cli.plan {
+        return match runtime.block_on(client::plan(&env, &opts)) {
+            Ok(p) => {
+                say(&format!("neo4j-backup: plan: {}", describe_plan(&p, &opts)));
+                say(&format!(
+                    "neo4j-backup: plan: {} free at {}; nothing was changed",
+                    bytes(p.free as f64),
+                    opts.target.display()
+                ));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("neo4j-backup: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
     match runtime.block_on(client::run(&env, &opts, &mut Human)) {
         Ok(summary) => {
             say(&format!("neo4j-backup: {}", describe(&summary)));
@@ -266,6 +283,35 @@ fn main() -> ExitCode {
             eprintln!("neo4j-backup: {e}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// The plan's line (BK-42): kind, tx range, bytes, why.
+fn describe_plan(p: &client::Plan, opts: &BackupOptions) -> String {
+    match (p.kind, p.from_tx) {
+        (client::Kind::Incremental, Some(from)) if from == p.to_tx => format!(
+            "incremental backup of store {} into {}: nothing new since tx {from} ({})",
+            p.store_id,
+            opts.target.display(),
+            p.reason
+        ),
+        (client::Kind::Incremental, Some(from)) => format!(
+            "incremental backup of store {} into {}: tx {} to at least {} ({} transactions), because {}",
+            p.store_id,
+            opts.target.display(),
+            from + 1,
+            p.to_tx,
+            p.to_tx.saturating_sub(from),
+            p.reason
+        ),
+        _ => format!(
+            "full backup of store {} into {}: up to at least tx {}, {} of store files to copy, because {}",
+            p.store_id,
+            opts.target.display(),
+            p.to_tx,
+            bytes(p.bytes as f64),
+            p.reason
+        ),
     }
 }
 
