@@ -1152,25 +1152,6 @@ exit $rc"#;
     assert_eq!(out.stdout.trim(), "left:", "{out:#?}");
 }
 
-// BK-6: --json fails at once with exit 1 saying it is not built yet, touching nothing.
-#[test]
-fn bk_6_unbuilt_flags_fail_with_exit_1() {
-    let dir = scratch();
-    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
-    let addr = server.backup.clone().unwrap();
-    write_nodes(&server, 1);
-    let b = dir.path().join("backup");
-    backup_from(&addr, &b, &[]).expect(0);
-    write_nodes(&server, 1);
-    let missing = dir.path().join("missing");
-    for more in [&["--json"][..], &["-json"][..]] {
-        let line = refused(&addr, &b, more, 1);
-        assert!(line.contains("not built yet"), "{line}");
-        backup_from(&addr, &missing, more).expect(1);
-        assert!(!missing.exists(), "{more:?}");
-    }
-}
-
 // BK-41, BK-8: with --max-rate the average rate of a full backup never exceeds the limit by
 // more than 10% (an upper bound only: a slow machine cannot fail it); bad values are usage
 // errors.
@@ -1922,4 +1903,95 @@ fn bk_42_plan_says_what_would_happen_and_changes_nothing() {
     std::fs::create_dir(&junk).unwrap();
     std::fs::write(junk.join("x"), b"x").unwrap();
     refused(&addr, &junk, &["--plan"], 3);
+}
+
+/// Runs a backup with `--json` and parses stdout, which must be exactly one JSON document.
+fn json_run(addr: &str, target: &Path, more: &[&str], code: i32) -> Value {
+    let mut args = vec!["--json"];
+    args.extend_from_slice(more);
+    let out = backup_from(addr, target, &args).expect(code);
+    let doc: Value = serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {out:#?}"));
+    assert_eq!(doc["exit_code"], code, "{doc}");
+    if code != 0 {
+        out.one_error_line();
+    }
+    doc
+}
+
+// BK-43: --json prints one document on stdout for every outcome: a full backup, an incremental
+// one, a fallback, a refusal (exit 3, 4, 7), an unreachable server, and a plan; the fields of
+// spec/backup.md, with the same numbers as the backup itself.
+#[test]
+fn bk_43_json_for_every_outcome() {
+    let dir = scratch();
+    let config =
+        format!("{EPHEMERAL}logical_log_rotation_threshold=16k\nkeep_logical_logs=1 files\n");
+    let server = ServerProcess::start(&dir.path().join("db"), Some(&config));
+    let addr = server.backup.clone().unwrap();
+    write_nodes(&server, 4);
+    let b = dir.path().join("backup");
+    let plan = json_run(&addr, &b, &["--plan"], 0);
+    assert_eq!(plan["outcome"], "plan");
+    assert_eq!(plan["mode"], "full");
+    assert!(plan["free_bytes"].as_u64().unwrap() > 0, "{plan}");
+
+    let full = json_run(&addr, &b, &[], 0);
+    let report = check_json(&b);
+    assert_eq!(full["outcome"], "done");
+    assert_eq!(full["mode"], "full");
+    assert_eq!(full["fell_back"], false);
+    assert_eq!(full["verified"], "full_scan");
+    assert_eq!(full["store_id"], report["store_id"]);
+    assert_eq!(full["to_tx"], report["last_committed_tx"]);
+    assert_eq!(full["digest"], report["digest"]);
+    assert!(full["bytes"].as_u64().unwrap() > 0 && full["duration_secs"].is_number());
+    assert!(full["throughput_bytes_per_sec"].is_number());
+
+    write_nodes(&server, 2);
+    let incr = json_run(&addr, &b, &[], 0);
+    assert_eq!(incr["mode"], "incremental");
+    assert_eq!(incr["from_tx"], 4);
+    assert_eq!(incr["to_tx"], 6);
+    assert_eq!(incr["transactions"], 2);
+    assert_eq!(incr["verified"], "records_written");
+
+    let mut i = 0;
+    while status(&server)["oldest_logged_tx"].as_u64().unwrap() <= 7 {
+        write_node(&server.http, i, 1000);
+        i += 1;
+        assert!(i < 1000, "the logs were never pruned");
+    }
+    let refused7 = json_run(&addr, &b, &["--type", "incremental"], 7);
+    assert_eq!(refused7["outcome"], "failed");
+    assert!(refused7["error"]
+        .as_str()
+        .unwrap()
+        .contains("no longer hold tx 7"));
+    let fell = json_run(&addr, &b, &[], 0);
+    assert_eq!(fell["mode"], "full");
+    assert_eq!(fell["fell_back"], true);
+    assert!(
+        fell["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no longer hold tx 7"),
+        "{fell}"
+    );
+
+    let junk = dir.path().join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("x"), b"x").unwrap();
+    assert_eq!(json_run(&addr, &junk, &[], 3)["outcome"], "failed");
+    let other = ServerProcess::start(&dir.path().join("other"), Some(EPHEMERAL));
+    let mismatch = json_run(other.backup.as_ref().unwrap(), &b, &[], 4);
+    assert!(
+        mismatch["error"].as_str().unwrap().contains("store"),
+        "{mismatch}"
+    );
+    let closed = format!("127.0.0.1:{}", free_port());
+    assert_eq!(
+        json_run(&closed, &dir.path().join("n"), &[], 1)["outcome"],
+        "failed"
+    );
 }

@@ -97,6 +97,17 @@ pub enum Verified {
     FullScan,
 }
 
+impl Verified {
+    /// The name `--json` reports (BK-43).
+    pub fn name(self) -> &'static str {
+        match self {
+            Verified::Skipped => "skipped",
+            Verified::Touched => "records_written",
+            Verified::FullScan => "full_scan",
+        }
+    }
+}
+
 /// What a finished backup reports (the final summary, BK-9).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary {
@@ -116,6 +127,8 @@ pub struct Summary {
     pub transactions: u64,
     pub duration: Duration,
     pub verified: Verified,
+    /// Whether this full backup was taken because an incremental one was impossible (BK-11).
+    pub fell_back: bool,
 }
 
 /// Why a backup failed; each maps to one exit code (BK-40).
@@ -403,6 +416,7 @@ async fn run_in(
         started,
         addr,
     };
+    let mut fell_back = false;
     let full_reason = match (&existing, opts.mode) {
         (None, Mode::Incremental) => {
             return Err(BackupError::IncrementalImpossible(format!(
@@ -430,16 +444,20 @@ async fn run_in(
             Err(why) => {
                 ctx.out
                     .line(&format!("falling back to a full backup: {why}"));
+                fell_back = true;
                 why
             }
         },
     };
-    ctx.full(
-        &mut target,
-        full_reason,
-        existing.map(|m| m.checkpoint.last_tx),
-    )
-    .await
+    let mut summary = ctx
+        .full(
+            &mut target,
+            full_reason,
+            existing.map(|m| m.checkpoint.last_tx),
+        )
+        .await?;
+    summary.fell_back = fell_back;
+    Ok(summary)
 }
 
 /// What a run would do (`--plan`, BK-42).
@@ -859,6 +877,7 @@ impl Run<'_> {
                         transactions: received,
                         duration: self.elapsed(),
                         verified,
+                        fell_back: false,
                     });
                 }
                 other => return Err(self.conn.unexpected(&other, "a transaction or the end")),
@@ -1088,6 +1107,7 @@ impl Run<'_> {
                         transactions: received,
                         duration: self.elapsed(),
                         verified,
+                        fell_back: false,
                     };
                     return Ok((summary, meta));
                 }

@@ -213,12 +213,6 @@ fn main() -> ExitCode {
             ))
         }
     };
-    for (flag, on) in [("--json", cli.json)] {
-        if on {
-            eprintln!("neo4j-backup: {flag} is not built yet");
-            return ExitCode::from(1);
-        }
-    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -259,6 +253,10 @@ fn main() -> ExitCode {
     let env = Env::os();
     if cli.plan {
         return match runtime.block_on(client::plan(&env, &opts)) {
+            Ok(p) if cli.json => {
+                say(&plan_json(&p).to_string());
+                ExitCode::SUCCESS
+            }
             Ok(p) => {
                 say(&format!("neo4j-backup: plan: {}", describe_plan(&p, &opts)));
                 say(&format!(
@@ -268,22 +266,90 @@ fn main() -> ExitCode {
                 ));
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("neo4j-backup: {e}");
-                ExitCode::from(e.exit_code())
-            }
+            Err(e) => fail(&e, cli.json),
         };
     }
-    match runtime.block_on(client::run(&env, &opts, &mut Human)) {
+    let result = if cli.json {
+        // Stdout holds the one JSON document, stderr at most the error sentence (BK-43).
+        runtime.block_on(client::run(&env, &opts, &mut client::Lines::default()))
+    } else {
+        runtime.block_on(client::run(&env, &opts, &mut Human))
+    };
+    match result {
+        Ok(summary) if cli.json => {
+            say(&summary_json(&summary).to_string());
+            ExitCode::SUCCESS
+        }
         Ok(summary) => {
             say(&format!("neo4j-backup: {}", describe(&summary)));
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("neo4j-backup: {e}");
-            ExitCode::from(e.exit_code())
-        }
+        Err(e) => fail(&e, cli.json),
     }
+}
+
+/// Reports a failure: one sentence on stderr, and with `--json` the document on stdout.
+fn fail(e: &client::BackupError, json: bool) -> ExitCode {
+    eprintln!("neo4j-backup: {e}");
+    if json {
+        let doc = serde_json::json!({
+            "outcome": "failed",
+            "exit_code": e.exit_code(),
+            "error": e.to_string(),
+            "mode": null,
+            "reason": null,
+            "store_id": null,
+            "from_tx": null,
+            "to_tx": null,
+            "transactions": null,
+            "bytes": null,
+            "duration_secs": null,
+            "throughput_bytes_per_sec": null,
+            "verified": null,
+            "fell_back": null,
+            "digest": null,
+        });
+        say(&doc.to_string());
+    }
+    ExitCode::from(e.exit_code())
+}
+
+/// The `--json` document of a finished backup (BK-43).
+fn summary_json(s: &Summary) -> serde_json::Value {
+    let secs = s.duration.as_secs_f64();
+    serde_json::json!({
+        "outcome": "done",
+        "exit_code": 0,
+        "error": null,
+        "mode": s.kind.name(),
+        "reason": s.reason,
+        "store_id": s.store_id.to_string(),
+        "from_tx": s.from_tx,
+        "to_tx": s.to_tx,
+        "transactions": s.transactions,
+        "bytes": s.bytes,
+        "duration_secs": secs,
+        "throughput_bytes_per_sec": if secs > 0.0 { s.bytes as f64 / secs } else { 0.0 },
+        "verified": s.verified.name(),
+        "fell_back": s.fell_back,
+        "digest": s.digest.to_hex(),
+    })
+}
+
+/// The `--json` document of `--plan` (BK-42, BK-43).
+fn plan_json(p: &client::Plan) -> serde_json::Value {
+    serde_json::json!({
+        "outcome": "plan",
+        "exit_code": 0,
+        "error": null,
+        "mode": p.kind.name(),
+        "reason": p.reason,
+        "store_id": p.store_id.to_string(),
+        "from_tx": p.from_tx,
+        "to_tx": p.to_tx,
+        "bytes": p.bytes,
+        "free_bytes": p.free,
+    })
 }
 
 /// The plan's line (BK-42): kind, tx range, bytes, why.
