@@ -1995,3 +1995,23 @@ fn bk_43_json_for_every_outcome() {
         "failed"
     );
 }
+
+// BK-44: when stdout is not a terminal there is no progress bar: only whole lines, each the
+// tool's, without carriage returns or escape sequences.
+#[test]
+fn bk_44_no_progress_bar_off_a_terminal() {
+    let dir = scratch();
+    let store = dir.path().join("db");
+    generate(&store, 20_000, &[]);
+    let server = ServerProcess::start(&store, Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    let out = backup_from(&addr, &dir.path().join("backup"), &[]).expect(0);
+    assert!(
+        !out.stdout.contains('\r') && !out.stdout.contains('\x1b'),
+        "{out:#?}"
+    );
+    for line in out.stdout.lines() {
+        assert!(line.starts_with("neo4j-backup: "), "{line:?}");
+    }
+    assert!(!out.stdout.contains("copying"), "{out:#?}");
+}

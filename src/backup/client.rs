@@ -209,8 +209,8 @@ pub trait Observer {
     fn line(&mut self, text: &str);
     /// File bytes received so far of `total` (full backups).
     fn copy_progress(&mut self, _done: u64, _total: u64) {}
-    /// Transactions applied so far.
-    fn tx_progress(&mut self, _applied: u64) {}
+    /// The backup's last applied tx so far, after each run of transactions.
+    fn tx_progress(&mut self, _at_tx: u64) {}
 }
 
 /// An observer that keeps the lines (tests, simulations).
@@ -860,7 +860,6 @@ impl Run<'_> {
                 }
                 Message::End { last_tx, digest } => {
                     self.apply_batch(store, &mut batch, true)?;
-                    self.out.tx_progress(received);
                     let verified = self.check_end(store, last_tx, digest, Kind::Incremental)?;
                     return Ok(Summary {
                         kind: Kind::Incremental,
@@ -945,6 +944,8 @@ impl Run<'_> {
         }
         batch.entries.clear();
         batch.bytes = 0;
+        let applied = store.status().last_committed_tx;
+        self.out.tx_progress(applied);
         Ok(())
     }
 
@@ -1091,7 +1092,6 @@ impl Run<'_> {
                 }
                 Message::End { last_tx, digest } => {
                     self.apply_batch(&mut store, &mut batch, false)?;
-                    self.out.tx_progress(received);
                     let verified = self.check_end(&store, last_tx, digest, Kind::Full)?;
                     let meta = store.meta().clone();
                     store.close()?;

@@ -149,11 +149,65 @@ fn say(text: &str) {
 }
 
 /// The human account: one line each, on stdout.
-struct Human;
+/// The human account: one line each on stdout, and on a terminal a progress bar (bytes, rate
+/// and ETA of the file copy; transactions applied) that plain output never carries (BK-44).
+struct Human {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Human {
+    fn new() -> Human {
+        Human { bar: None }
+    }
+
+    fn bar(&mut self) -> Option<&indicatif::ProgressBar> {
+        if self.bar.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stdout());
+            self.bar = Some(bar);
+        }
+        self.bar.as_ref()
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
 
 impl Observer for Human {
     fn line(&mut self, text: &str) {
-        say(&format!("neo4j-backup: {text}"));
+        let line = format!("neo4j-backup: {text}");
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => say(&line),
+        }
+    }
+
+    fn copy_progress(&mut self, done: u64, total: u64) {
+        if let Some(bar) = self.bar() {
+            if bar.length() != Some(total) {
+                bar.set_length(total.max(done));
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "copying {bytes}/{total_bytes} at {bytes_per_sec}, ETA {eta} {wide_bar}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+            }
+            bar.set_position(done);
+        }
+    }
+
+    fn tx_progress(&mut self, at_tx: u64) {
+        if let Some(bar) = self.bar() {
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message(format!("transactions applied up to tx {at_tx}"));
+        }
     }
 }
 
@@ -273,7 +327,10 @@ fn main() -> ExitCode {
         // Stdout holds the one JSON document, stderr at most the error sentence (BK-43).
         runtime.block_on(client::run(&env, &opts, &mut client::Lines::default()))
     } else {
-        runtime.block_on(client::run(&env, &opts, &mut Human))
+        let mut human = Human::new();
+        let result = runtime.block_on(client::run(&env, &opts, &mut human));
+        human.finish();
+        result
     };
     match result {
         Ok(summary) if cli.json => {
