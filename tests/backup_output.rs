@@ -157,3 +157,65 @@ fn bk_9_output_of_every_outcome() {
         ]))
     );
 }
+
+// BK-9, BK-43: the remaining outcomes: a diverged history (fallback and exit 7), another format
+// version (exit 5), and a verification failure (exit 6).
+#[test]
+fn bk_9_output_of_diverged_version_and_verification_failures() {
+    let dir = scratch();
+    let settings = settings(dir.path());
+    let _guard = settings.bind_to_scope();
+
+    // Diverged: a server on a copy of the backup takes writes of its own.
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    write_nodes(&server, 3);
+    let b = dir.path().join("backup");
+    backup_from(&addr, &b, &[]).expect(0);
+    let copy = dir.path().join("copy");
+    copy_tree(&b, &copy);
+    {
+        // Content the source never has, so the digests at tx 4 differ.
+        let on_copy = ServerProcess::start(&copy, Some(EPHEMERAL));
+        write_node(&on_copy.http, 999, 7);
+        assert_eq!(on_copy.terminate(), Some(0));
+    }
+    write_nodes(&server, 2);
+    insta::assert_snapshot!(
+        "diverged_incremental_refused",
+        human(&backup_from(&addr, &copy, &["--type", "incremental"]))
+    );
+    insta::assert_snapshot!("diverged_fallback", human(&backup_from(&addr, &copy, &[])));
+
+    // Verification failure: a proxy changes the end frame's digest.
+    let liar = Proxy::start(&addr, |body| {
+        if body[0] == kind::END {
+            body[9] ^= 0x80;
+        }
+        Action::Pass
+    });
+    write_nodes(&server, 1);
+    insta::assert_snapshot!(
+        "verification_failed",
+        human(&backup_from(&liar.addr, &b, &[]))
+    );
+    insta::assert_json_snapshot!(
+        "verification_failed_json",
+        json(&backup_from(&liar.addr, &b, &["--json"]))
+    );
+    drop(server);
+
+    // Another format version: a format-1 store backed up, then upgraded.
+    let store = dir.path().join("v1");
+    generate(&store, 200, &["--format-version", "1"]);
+    let v1 = ServerProcess::start(&store, Some(EPHEMERAL));
+    let v1_backup = dir.path().join("v1-backup");
+    backup_from(v1.backup.as_ref().unwrap(), &v1_backup, &[]).expect(0);
+    assert_eq!(v1.terminate(), Some(0));
+    admin(&["upgrade".as_ref(), store.as_os_str()]).expect(0);
+    let v2 = ServerProcess::start(&store, Some(EPHEMERAL));
+    insta::assert_snapshot!(
+        "other_format_version",
+        human(&backup_from(v2.backup.as_ref().unwrap(), &v1_backup, &[]))
+    );
+}

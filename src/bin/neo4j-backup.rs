@@ -419,12 +419,12 @@ fn describe_plan(p: &client::Plan, opts: &BackupOptions) -> String {
             p.reason
         ),
         (client::Kind::Incremental, Some(from)) => format!(
-            "incremental backup of store {} into {}: tx {} to at least {} ({} transactions), because {}",
+            "incremental backup of store {} into {}: tx {} to at least {} ({}), because {}",
             p.store_id,
             opts.target.display(),
             from + 1,
             p.to_tx,
-            p.to_tx.saturating_sub(from),
+            transactions(p.to_tx.saturating_sub(from)),
             p.reason
         ),
         _ => format!(
@@ -461,10 +461,10 @@ fn describe(s: &Summary) -> String {
         Verified::FullScan => "verified (full scan and digest)",
     };
     format!(
-        "done: {} backup of store {}, {range} ({} transactions), {} in {:.2} s ({}/s), {verified}, digest {}",
+        "done: {} backup of store {}, {range} ({}), {} in {:.2} s ({}/s), {verified}, digest {}",
         s.kind.name(),
         s.store_id,
-        s.transactions,
+        transactions(s.transactions),
         bytes(s.bytes as f64),
         secs,
         bytes(rate),
@@ -484,5 +484,14 @@ fn bytes(n: f64) -> String {
         format!("{v:.0} {}", UNITS[unit])
     } else {
         format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// `n transactions`, singular for one.
+fn transactions(n: u64) -> String {
+    if n == 1 {
+        "1 transaction".to_string()
+    } else {
+        format!("{n} transactions")
     }
 }
