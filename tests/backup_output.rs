@@ -82,6 +82,14 @@ fn bk_9_output_of_every_outcome() {
         json(&backup_from(&addr, &j, &["--json"]))
     );
     insta::assert_snapshot!("nothing_new", human(&backup_from(&addr, &b, &[])));
+    insta::assert_json_snapshot!(
+        "nothing_new_json",
+        json(&backup_from(&addr, &j, &["--json"]))
+    );
+    insta::assert_json_snapshot!(
+        "plan_incremental_json",
+        json(&backup_from(&addr, &j, &["--plan", "--json"]))
+    );
 
     // Pruned logs: --type incremental refuses (7), auto falls back.
     let mut i = 0;
@@ -127,6 +135,10 @@ fn bk_9_output_of_every_outcome() {
     let other = ServerProcess::start(&dir.path().join("other"), Some(EPHEMERAL));
     let other_addr = other.backup.clone().unwrap();
     insta::assert_snapshot!("other_store", human(&backup_from(&other_addr, &b, &[])));
+    insta::assert_json_snapshot!(
+        "other_store_json",
+        json(&backup_from(&other_addr, &b, &["--json"]))
+    );
     let closed = format!("127.0.0.1:{}", free_port());
     insta::assert_snapshot!(
         "unreachable",
@@ -143,6 +155,14 @@ fn bk_9_output_of_every_outcome() {
             &silent.addr,
             &dir.path().join("t"),
             &["-timeout", "1s"]
+        ))
+    );
+    insta::assert_json_snapshot!(
+        "timeout_json",
+        json(&backup_from(
+            &silent.addr,
+            &dir.path().join("t"),
+            &["-timeout", "1s", "--json"]
         ))
     );
     insta::assert_snapshot!(
@@ -185,7 +205,21 @@ fn bk_9_output_of_diverged_version_and_verification_failures() {
         "diverged_incremental_refused",
         human(&backup_from(&addr, &copy, &["--type", "incremental"]))
     );
+    let copy2 = dir.path().join("copy2");
+    copy_tree(&copy, &copy2);
+    insta::assert_json_snapshot!(
+        "diverged_incremental_refused_json",
+        json(&backup_from(
+            &addr,
+            &copy,
+            &["--type", "incremental", "--json"]
+        ))
+    );
     insta::assert_snapshot!("diverged_fallback", human(&backup_from(&addr, &copy, &[])));
+    insta::assert_json_snapshot!(
+        "diverged_fallback_json",
+        json(&backup_from(&addr, &copy2, &["--json"]))
+    );
 
     // Verification failure: a proxy changes the end frame's digest.
     let liar = Proxy::start(&addr, |body| {
@@ -217,5 +251,13 @@ fn bk_9_output_of_diverged_version_and_verification_failures() {
     insta::assert_snapshot!(
         "other_format_version",
         human(&backup_from(v2.backup.as_ref().unwrap(), &v1_backup, &[]))
+    );
+    insta::assert_json_snapshot!(
+        "other_format_version_json",
+        json(&backup_from(
+            v2.backup.as_ref().unwrap(),
+            &v1_backup,
+            &["--json"]
+        ))
     );
 }
