@@ -743,6 +743,15 @@ async fn bk_16_no_room_is_refused_before_writing() {
         0,
         "nothing was written"
     );
+    // BK-9: the sentence the tool prints for it (the binary adds "neo4j-backup: ").
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(&regex_escape(&dir.path().display().to_string()), "<tmp>");
+    settings.add_filter(
+        r"about \d+ bytes and \d+ are free",
+        "about <n> bytes and <n> are free",
+    );
+    settings.set_prepend_module_to_snapshot(false);
+    settings.bind(|| insta::assert_snapshot!("no_room", err.to_string()));
 
     // A backup made with room, then a full backup asked for without it: untouched.
     client::run(
@@ -779,4 +788,15 @@ async fn bk_16_no_room_is_refused_before_writing() {
     assert!(err.to_string().contains("not enough room"), "{err}");
     assert!(before == snapshot(&target), "the existing backup changed");
     server.stop().await;
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
