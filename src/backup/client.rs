@@ -18,14 +18,14 @@ use crate::backup::protocol::{
     self, read_message_sized, write_message, Message, ProtocolError, Refusal, Request,
     PROTOCOL_VERSION,
 };
-use crate::backup::target::{Holds, Target, TargetError};
+use crate::backup::target::{Target, TargetError};
 use crate::digest::Digest;
 use crate::io::{parent_of, Env, FileHandle, OpenMode, Stream};
 use crate::retention::RetentionPolicy;
 use crate::store::check::check_open;
 use crate::store::format::{FormatVersion, RecordKind};
 use crate::store::log::{RecordImage, TxEntry};
-use crate::store::meta::StoreId;
+use crate::store::meta::{Meta, StoreId};
 use crate::store::{initialize, peek_last_tx, Store, StoreError, StoreOptions};
 
 /// Transactions are applied in runs of at most this many (one log fsync per run, BK-24).
@@ -387,26 +387,10 @@ async fn run_in(
     let server = handshake(&mut conn).await?;
     let shown = opts.target.display().to_string();
     // Refusals first (BK-13 .. BK-15): nothing has been written yet.
-    let existing = match target.holds() {
-        Holds::Nothing => None,
-        Holds::Backup { meta, .. } => {
-            if meta.store_id != server.store_id {
-                return Err(BackupError::StoreMismatch {
-                    dir: shown,
-                    backup: meta.store_id,
-                    server: server.store_id,
-                });
-            }
-            if meta.format != server.format {
-                return Err(BackupError::VersionMismatch {
-                    dir: shown,
-                    backup: meta.format,
-                    server: server.format,
-                });
-            }
-            Some(meta.clone())
-        }
-    };
+    let existing = target.meta().cloned();
+    if let Some(meta) = &existing {
+        same_store(meta, &server, &shown)?;
+    }
     let mut ctx = Run {
         env,
         opts,
@@ -499,7 +483,7 @@ pub async fn plan(env: &Env, opts: &BackupOptions) -> Result<Plan, BackupError> 
             source,
         })?;
     let full = |reason: String, from_tx: Option<u64>| -> Result<Plan, BackupError> {
-        let needed = server.store_bytes + server.store_bytes / 16 + (1 << 20);
+        let needed = room_needed(server.store_bytes);
         if free < needed {
             return Err(BackupError::NoRoom {
                 dir: shown.clone(),
@@ -526,20 +510,7 @@ pub async fn plan(env: &Env, opts: &BackupOptions) -> Result<Plan, BackupError> 
         None => return full(format!("{shown} holds no backup yet"), None),
         Some(meta) => meta.clone(),
     };
-    if meta.store_id != server.store_id {
-        return Err(BackupError::StoreMismatch {
-            dir: shown,
-            backup: meta.store_id,
-            server: server.store_id,
-        });
-    }
-    if meta.format != server.format {
-        return Err(BackupError::VersionMismatch {
-            dir: shown,
-            backup: meta.format,
-            server: server.format,
-        });
-    }
+    same_store(&meta, &server, &shown)?;
     let last = meta.checkpoint.last_tx;
     if opts.mode == Mode::Full {
         return full("--type full was asked for".into(), Some(last));
@@ -556,37 +527,10 @@ pub async fn plan(env: &Env, opts: &BackupOptions) -> Result<Plan, BackupError> 
             "the backup in {shown} is marked unverified (its last verification failed)"
         ));
     }
-    let (from, digest) =
-        peek_last_tx(&*env.fs, target.dir()).map_err(|e| TargetError::NotABackup {
-            dir: shown.clone(),
-            why: e.to_string(),
-        })?;
-    conn.send(&Message::Request(Request::Incremental {
-        store_id: meta.store_id,
-        format: meta.format,
-        last_tx: from,
-        digest,
-    }))
-    .await?;
-    match conn.recv("the server's answer to an incremental request").await? {
-        Message::Refused(Refusal::LogsPruned { needed, oldest }) => impossible(format!(
-            "the server's logs no longer hold tx {needed}, which the backup needs next (the oldest it has is tx {oldest})"
-        )),
-        Message::Refused(Refusal::Diverged {
-            tx,
-            server_digest: Some(d),
-            ..
-        }) => impossible(format!(
-            "the backup's history diverged from the server's: at tx {tx} the backup's digest is {digest} but the server's is {d}"
-        )),
-        Message::Refused(Refusal::Diverged {
-            tx,
-            server_digest: None,
-            server_last_tx,
-        }) => impossible(format!(
-            "the backup's history diverged from the server's: the backup is at tx {tx} but the server's last tx is {server_last_tx}"
-        )),
-        Message::Tx(_) | Message::End { .. } => Ok(Plan {
+    let (from, digest) = peek_backup(&*env.fs, target.dir())?;
+    match ask_incremental(&mut conn, &meta, from, digest, &shown).await? {
+        Answer::Impossible(why) => impossible(why),
+        Answer::Accepted(_) => Ok(Plan {
             kind: Kind::Incremental,
             reason: format!("{shown} holds a backup at tx {from}"),
             store_id: server.store_id,
@@ -595,8 +539,108 @@ pub async fn plan(env: &Env, opts: &BackupOptions) -> Result<Plan, BackupError> 
             bytes: 0,
             free,
         }),
-        other => Err(conn.unexpected(&other, "a transaction or the end")),
     }
+}
+
+/// The free space a full backup of `store_bytes` of record files needs (BK-16): the files, a
+/// sixteenth more for the logs of the catch-up, and 1 MiB.
+fn room_needed(store_bytes: u64) -> u64 {
+    store_bytes + store_bytes / 16 + (1 << 20)
+}
+
+/// BK-14, BK-15: a backup of another store, or in another format version, is refused.
+fn same_store(meta: &Meta, server: &ServerInfo, dir: &str) -> Result<(), BackupError> {
+    if meta.store_id != server.store_id {
+        return Err(BackupError::StoreMismatch {
+            dir: dir.to_string(),
+            backup: meta.store_id,
+            server: server.store_id,
+        });
+    }
+    if meta.format != server.format {
+        return Err(BackupError::VersionMismatch {
+            dir: dir.to_string(),
+            backup: meta.format,
+            server: server.format,
+        });
+    }
+    Ok(())
+}
+
+/// The backup's last tx and its digest, read without recovering (BK-17).
+fn peek_backup(
+    fs: &dyn crate::io::Fs,
+    dir: &std::path::Path,
+) -> Result<(u64, Digest), BackupError> {
+    peek_last_tx(fs, dir).map_err(|e| match e {
+        StoreError::Corrupt(_) | StoreError::NotAStore(_) => TargetError::NotABackup {
+            dir: dir.display().to_string(),
+            why: e.to_string(),
+        }
+        .into(),
+        e => e.into(),
+    })
+}
+
+/// The server's answer to an incremental request.
+enum Answer {
+    /// It streams: this is the first frame (a transaction or the end).
+    Accepted(Message),
+    /// It cannot (pruned logs, diverged history), with the one-line reason (BK-11).
+    Impossible(String),
+}
+
+/// Asks for the transactions after `from` (PR-14) and reads the first answer.
+async fn ask_incremental(
+    conn: &mut Conn,
+    meta: &Meta,
+    from: u64,
+    digest: Digest,
+    dir: &str,
+) -> Result<Answer, BackupError> {
+    conn.send(&Message::Request(Request::Incremental {
+        store_id: meta.store_id,
+        format: meta.format,
+        last_tx: from,
+        digest,
+    }))
+    .await?;
+    let why = match conn.recv("the first transaction").await? {
+        first @ (Message::Tx(_) | Message::End { .. }) => return Ok(Answer::Accepted(first)),
+        Message::Refused(Refusal::LogsPruned { needed, oldest }) => format!(
+            "the server's logs no longer hold tx {needed}, which the backup needs next (the oldest it has is tx {oldest})"
+        ),
+        Message::Refused(Refusal::Diverged {
+            tx,
+            server_digest: Some(d),
+            ..
+        }) => format!(
+            "the backup's history diverged from the server's: at tx {tx} the backup's digest is {digest} but the server's is {d}"
+        ),
+        Message::Refused(Refusal::Diverged {
+            tx,
+            server_digest: None,
+            server_last_tx,
+        }) => format!(
+            "the backup's history diverged from the server's: the backup is at tx {tx} but the server's last tx is {server_last_tx}"
+        ),
+        Message::Refused(Refusal::StoreMismatch { server }) => {
+            return Err(BackupError::StoreMismatch {
+                dir: dir.to_string(),
+                backup: meta.store_id,
+                server,
+            })
+        }
+        Message::Refused(Refusal::VersionMismatch { server }) => {
+            return Err(BackupError::VersionMismatch {
+                dir: dir.to_string(),
+                backup: meta.format,
+                server,
+            })
+        }
+        other => return Err(conn.unexpected(&other, "a transaction or the end")),
+    };
+    Ok(Answer::Impossible(why))
 }
 
 fn join_host_port(host: &str, port: u16) -> String {
@@ -728,77 +772,19 @@ impl Run<'_> {
     ) -> Result<Result<Summary, String>, BackupError> {
         // Nothing is written until the server accepts (BK-17): the backup's last tx and digest
         // are read, not recovered, and leftovers stay until then.
-        let shown = target.dir().display().to_string();
-        let not_backup = |e: StoreError| -> BackupError {
-            TargetError::NotABackup {
-                dir: shown.clone(),
-                why: e.to_string(),
-            }
-            .into()
-        };
-        let (from, digest) = match peek_last_tx(&*self.env.fs, target.dir()) {
-            Ok(at) => at,
-            Err(e @ (StoreError::Corrupt(_) | StoreError::NotAStore(_))) => {
-                return Err(not_backup(e))
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let shown = self.opts.target.display().to_string();
+        let (from, digest) = peek_backup(&*self.env.fs, target.dir())?;
         let Some(meta) = target.meta().cloned() else {
             return Err(BackupError::Protocol("no backup to build on".into()));
         };
         self.out.line(&format!(
-            "incremental backup from {} into {}: the backup is at tx {from}, the server at tx {}",
-            self.addr,
-            self.opts.target.display(),
-            self.server.last_committed_tx
+            "incremental backup from {} into {shown}: the backup is at tx {from}, the server at tx {}",
+            self.addr, self.server.last_committed_tx
         ));
-        self.conn
-            .send(&Message::Request(Request::Incremental {
-                store_id: meta.store_id,
-                format: meta.format,
-                last_tx: from,
-                digest,
-            }))
-            .await?;
-        let first = self.conn.recv("the first transaction").await?;
-        let refusal = match first {
-            Message::Refused(Refusal::LogsPruned { needed, oldest }) => Some(format!(
-                "the server's logs no longer hold tx {needed}, which the backup needs next (the oldest it has is tx {oldest})"
-            )),
-            Message::Refused(Refusal::Diverged {
-                tx,
-                server_digest: Some(d),
-                ..
-            }) => Some(format!(
-                "the backup's history diverged from the server's: at tx {tx} the backup's digest is {digest} but the server's is {d}"
-            )),
-            Message::Refused(Refusal::Diverged {
-                tx,
-                server_digest: None,
-                server_last_tx,
-            }) => Some(format!(
-                "the backup's history diverged from the server's: the backup is at tx {tx} but the server's last tx is {server_last_tx}"
-            )),
-            Message::Refused(Refusal::StoreMismatch { server }) => {
-                return Err(BackupError::StoreMismatch {
-                    dir: self.opts.target.display().to_string(),
-                    backup: meta.store_id,
-                    server,
-                })
-            }
-            Message::Refused(Refusal::VersionMismatch { server }) => {
-                return Err(BackupError::VersionMismatch {
-                    dir: self.opts.target.display().to_string(),
-                    backup: meta.format,
-                    server,
-                })
-            }
-            Message::Tx(_) | Message::End { .. } => None,
-            other => return Err(self.conn.unexpected(&other, "a transaction or the end")),
+        let first = match ask_incremental(self.conn, &meta, from, digest, &shown).await? {
+            Answer::Accepted(first) => first,
+            Answer::Impossible(why) => return Ok(Err(why)),
         };
-        if let Some(why) = refusal {
-            return Ok(Err(why));
-        }
         // Accepted: now the directory may change.
         target.clean()?;
         let lock = target.take_lock();
@@ -811,7 +797,11 @@ impl Run<'_> {
         ) {
             Ok(s) => s,
             Err(e @ (StoreError::Corrupt(_) | StoreError::NotAStore(_))) => {
-                return Err(not_backup(e))
+                return Err(TargetError::NotABackup {
+                    dir: shown,
+                    why: e.to_string(),
+                }
+                .into())
             }
             Err(e) => return Err(e.into()),
         };
@@ -970,12 +960,11 @@ impl Run<'_> {
                 status.digest
             )));
         }
-        let scan = match (self.opts.verify, kind) {
+        match (self.opts.verify, kind) {
             (Verify::Off, _) => return Ok(Verified::Skipped),
             (Verify::Default, Kind::Incremental) => return Ok(Verified::Touched),
-            (Verify::Default, Kind::Full) | (Verify::Full, _) => true,
-        };
-        debug_assert!(scan);
+            (Verify::Default, Kind::Full) | (Verify::Full, _) => {}
+        }
         self.out
             .line("verifying: scanning every record and recomputing the digest");
         let report = check_open(store)?;
@@ -1004,7 +993,7 @@ impl Run<'_> {
         reason: String,
         previous_tx: Option<u64>,
     ) -> Result<Summary, BackupError> {
-        let needed = self.server.store_bytes + self.server.store_bytes / 16 + (1 << 20);
+        let needed = room_needed(self.server.store_bytes);
         let available = self
             .env
             .fs

@@ -192,15 +192,7 @@ async fn full<W: AsyncWrite + Unpin>(w: &mut W, ctx: &ServiceContext) -> Result<
         s.checkpoint()?;
         let cp = s.meta().checkpoint.clone();
         let pin = ctx.pins.pin(cp.last_tx + 1, clock.now_millis());
-        let state = TxState {
-            digest: cp.digest,
-            nodes: cp.nodes,
-            relationships: cp.relationships,
-            next_node: cp.next_node,
-            next_rel: cp.next_rel,
-            next_block: cp.next_block,
-        };
-        Ok((cp.last_tx, state, s.dir().to_path_buf(), pin))
+        Ok((cp.last_tx, cp.state(), s.dir().to_path_buf(), pin))
     })?;
     tracing::info!(checkpoint_tx, "full backup: streaming the store files");
     send(

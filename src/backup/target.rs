@@ -239,25 +239,6 @@ impl Target {
         }
     }
 
-    /// The directory of the live backup's store files, if there is a backup.
-    pub fn live_dir(&self) -> Option<PathBuf> {
-        match &self.holds {
-            Holds::Nothing => None,
-            Holds::Backup {
-                live: Live::Generation(n),
-                ..
-            } => Some(self.dir.join(generation_name(*n))),
-            Holds::Backup {
-                live: Live::Plain, ..
-            } => Some(self.dir.clone()),
-        }
-    }
-
-    /// Whether anything is to be cleaned.
-    pub fn has_leftovers(&self) -> bool {
-        !self.leftovers.is_empty()
-    }
-
     /// Removes what interrupted runs left (BK-36): generations the pointer does not name, the
     /// pointer's temporary file, and store files beside a pointer.
     pub fn clean(&mut self) -> Result<(), TargetError> {

@@ -455,11 +455,6 @@ impl LogReader {
         }))
     }
 
-    /// The tx id the next entry will carry.
-    pub fn next_tx(&self) -> u64 {
-        self.next_tx
-    }
-
     /// The next entry, or `None` once past `upto` (a tx the caller knows is committed).
     pub fn next(&mut self, upto: u64) -> Result<Option<TxEntry>, crate::store::StoreError> {
         use crate::store::StoreError;

@@ -10,6 +10,7 @@ use std::path::Path;
 use crate::digest::Digest;
 use crate::io::{self, Fs};
 use crate::store::format::FormatVersion;
+use crate::store::log::TxState;
 
 /// The metadata file's name inside a store directory (ST-1).
 pub const META_FILE: &str = "neostore.meta";
@@ -60,6 +61,35 @@ pub struct Checkpoint {
     pub next_node: u64,
     pub next_rel: u64,
     pub next_block: u64,
+}
+
+impl Checkpoint {
+    /// The checkpoint of `state` at tx `last_tx`, replay starting at `log_version`/`log_offset`.
+    pub fn at(last_tx: u64, log_version: u64, log_offset: u64, state: &TxState) -> Checkpoint {
+        Checkpoint {
+            last_tx,
+            log_version,
+            log_offset,
+            digest: state.digest,
+            nodes: state.nodes,
+            relationships: state.relationships,
+            next_node: state.next_node,
+            next_rel: state.next_rel,
+            next_block: state.next_block,
+        }
+    }
+
+    /// The state after `last_tx` that this checkpoint records.
+    pub fn state(&self) -> TxState {
+        TxState {
+            digest: self.digest,
+            nodes: self.nodes,
+            relationships: self.relationships,
+            next_node: self.next_node,
+            next_rel: self.next_rel,
+            next_block: self.next_block,
+        }
+    }
 }
 
 /// The whole metadata file.

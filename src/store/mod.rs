@@ -329,23 +329,14 @@ impl Store {
         if framed.len() as u64 - log::FRAME_SIZE > MAX_ENTRY as u64 {
             return Err(TxRejection::TooLarge(framed.len() - log::FRAME_SIZE as usize).into());
         }
-        self.append_and_apply(&entry, &framed)?;
+        self.append_and_apply(std::slice::from_ref(&entry), &framed)?;
         Ok(CommitOutcome { tx_id, ids })
     }
 
     /// Appends an already-built entry (from this store's own commit, or shipped by a backup
     /// server) durably to the log, then applies it. The entry must be the next tx.
     pub fn apply_committed(&mut self, entry: &TxEntry) -> Result<(), StoreError> {
-        if let Some(why) = &self.failed {
-            return Err(StoreError::Failed(why.clone()));
-        }
-        if entry.tx_id != self.last_tx + 1 {
-            return Err(StoreError::Corrupt(format!(
-                "transaction {} cannot follow {}",
-                entry.tx_id, self.last_tx
-            )));
-        }
-        self.append_and_apply(entry, &entry.encode_framed())
+        self.apply_committed_batch(std::slice::from_ref(entry))
     }
 
     /// Appends a run of already-built entries (shipped by a backup server) to the log with one
@@ -365,42 +356,14 @@ impl Store {
                 )));
             }
         }
-        let Some(last) = entries.last() else {
+        if entries.is_empty() {
             return Ok(());
-        };
+        }
         let mut framed = Vec::new();
         for entry in entries {
             framed.extend_from_slice(&entry.encode_framed());
         }
-        let result = self
-            .log
-            .file
-            .write_all_at(&framed, self.log.end)
-            .and_then(|()| self.log.file.sync())
-            .map_err(|e| StoreError::io(format!("appending to log file {}", self.log.version), e));
-        if let Err(e) = result {
-            self.failed = Some(e.to_string());
-            return Err(e);
-        }
-        self.log.end += framed.len() as u64;
-        for entry in entries {
-            for image in &entry.records {
-                if let Err(e) = self.files.apply(image) {
-                    self.failed = Some(e.to_string());
-                    return Err(e);
-                }
-            }
-        }
-        self.last_tx = last.tx_id;
-        self.state = last.after;
-        let threshold = self.options.log_rotation_threshold;
-        if threshold > 0 && self.log.end > threshold {
-            if let Err(e) = self.rotate() {
-                self.failed = Some(format!("log rotation failed: {e}"));
-                return Err(e);
-            }
-        }
-        Ok(())
+        self.append_and_apply(entries, &framed)
     }
 
     /// Reads back the record an after-image wrote and says whether it holds exactly that image
@@ -426,7 +389,9 @@ impl Store {
         Ok(())
     }
 
-    fn append_and_apply(&mut self, entry: &TxEntry, framed: &[u8]) -> Result<(), StoreError> {
+    /// Appends `framed` (the entries, framed, in order) to the log with one fsync, then applies
+    /// each entry's records: the one path by which transactions reach a store's files.
+    fn append_and_apply(&mut self, entries: &[TxEntry], framed: &[u8]) -> Result<(), StoreError> {
         let result = self
             .log
             .file
@@ -439,20 +404,23 @@ impl Store {
             return Err(e);
         }
         self.log.end += framed.len() as u64;
-        for image in &entry.records {
-            if let Err(e) = self.files.apply(image) {
-                self.failed = Some(e.to_string());
-                return Err(e);
+        for entry in entries {
+            for image in &entry.records {
+                if let Err(e) = self.files.apply(image) {
+                    self.failed = Some(e.to_string());
+                    return Err(e);
+                }
             }
+            self.last_tx = entry.tx_id;
+            self.state = entry.after;
+            tracing::debug!(
+                target: "online_backup::commit",
+                tx_id = entry.tx_id,
+                digest = %entry.after.digest,
+                "committed"
+            );
         }
-        self.last_tx = entry.tx_id;
-        self.state = entry.after;
-        tracing::debug!(
-            target: "online_backup::commit",
-            tx_id = entry.tx_id,
-            digest = %entry.after.digest,
-            "committed"
-        );
+
         let threshold = self.options.log_rotation_threshold;
         if threshold > 0 && self.log.end > threshold {
             // The transaction is durable and applied whatever happens here: it stands. A failed
@@ -492,17 +460,7 @@ impl Store {
     pub fn checkpoint(&mut self) -> Result<(), StoreError> {
         self.files.sync_all()?;
         let mut meta = self.meta.clone();
-        meta.checkpoint = Checkpoint {
-            last_tx: self.last_tx,
-            log_version: self.log.version,
-            log_offset: self.log.end,
-            digest: self.state.digest,
-            nodes: self.state.nodes,
-            relationships: self.state.relationships,
-            next_node: self.state.next_node,
-            next_rel: self.state.next_rel,
-            next_block: self.state.next_block,
-        };
+        meta.checkpoint = Checkpoint::at(self.last_tx, self.log.version, self.log.end, &self.state);
         meta.write(&*self.fs, &self.dir)
             .map_err(|e| StoreError::io("writing neostore.meta", e))?;
         self.meta = meta;
@@ -746,17 +704,7 @@ pub fn initialize(
     let meta = Meta {
         store_id,
         format,
-        checkpoint: Checkpoint {
-            last_tx,
-            log_version: 0,
-            log_offset: HEADER_SIZE,
-            digest: state.digest,
-            nodes: state.nodes,
-            relationships: state.relationships,
-            next_node: state.next_node,
-            next_rel: state.next_rel,
-            next_block: state.next_block,
-        },
+        checkpoint: Checkpoint::at(last_tx, 0, HEADER_SIZE, &state),
         unverified: false,
     };
     meta.write(fs, dir)
@@ -837,14 +785,7 @@ fn recover(
 ) -> Result<Recovered, StoreError> {
     let cp = &meta.checkpoint;
     let mut last_tx = cp.last_tx;
-    let mut state = TxState {
-        digest: cp.digest,
-        nodes: cp.nodes,
-        relationships: cp.relationships,
-        next_node: cp.next_node,
-        next_rel: cp.next_rel,
-        next_block: cp.next_block,
-    };
+    let mut state = cp.state();
     let versions: Vec<u64> = log::list_log_versions(fs, dir)
         .map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?
         .into_iter()
