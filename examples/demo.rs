@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use online_backup::backup::client::{self, BackupOptions, Kind, Lines, Mode, Summary, Verify};
+use online_backup::backup::client::{self, BackupOptions, Kind, Lines, Mode, Verify};
 use online_backup::backup::restore::restore;
 use online_backup::config::Config;
 use online_backup::io::Env;
@@ -77,19 +77,6 @@ fn options(addr: std::net::SocketAddr, target: &Path) -> BackupOptions {
         timeout: Duration::from_secs(60),
         max_rate: None,
     }
-}
-
-fn describe(s: &Summary) -> String {
-    format!(
-        "{} backup up to tx {} ({} transactions, {:.1} MiB in {:.2} s, verified: {:?}), digest {}",
-        s.kind.name(),
-        s.to_tx,
-        s.transactions,
-        s.bytes as f64 / (1 << 20) as f64,
-        s.duration.as_secs_f64(),
-        s.verified,
-        s.digest
-    )
 }
 
 async fn demo() -> Result<(), Error> {
@@ -182,9 +169,13 @@ async fn demo() -> Result<(), Error> {
     let mut lines = Lines::default();
     let full = client::run(&env, &options(backup_addr, &backup), &mut lines).await?;
     if full.kind != Kind::Full || full.to_tx < before_full {
-        return Err(format!("unexpected full backup: {full:?}").into());
+        return Err(format!(
+            "the first backup should be full and reach at least tx {before_full}: {}",
+            full.describe()
+        )
+        .into());
     }
-    println!("full:        {}", describe(&full));
+    println!("full:        {}", full.describe());
 
     // 4. More writes, then stop the writer and take an incremental backup.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -192,9 +183,13 @@ async fn demo() -> Result<(), Error> {
     let txs = writer.await??;
     let incremental = client::run(&env, &options(backup_addr, &backup), &mut lines).await?;
     if incremental.kind != Kind::Incremental {
-        return Err(format!("expected an incremental backup: {incremental:?}").into());
+        return Err(format!(
+            "the second backup should be incremental: {}",
+            incremental.describe()
+        )
+        .into());
     }
-    println!("incremental: {}", describe(&incremental));
+    println!("incremental: {}", incremental.describe());
     let status = {
         let mut s = TcpStream::connect(bound.http).await?;
         s.write_all(b"GET /db/data/ HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")
@@ -218,16 +213,27 @@ async fn demo() -> Result<(), Error> {
     server.await??;
 
     // 5. Restore, and check the restored store against the backup.
-    let restored_report = restore(env.fs.clone(), env.clock.clone(), &backup, &restored, false)?;
+    let restored_report = restore(
+        env.fs.clone(),
+        env.clock.clone(),
+        &backup,
+        &restored,
+        false,
+        &mut |_, _, _| {},
+    )?;
     let check_report = check(env.fs.clone(), env.clock.clone(), &restored)?;
     if !check_report.consistent || check_report.digest != incremental.digest.to_hex() {
-        return Err(format!("the restored store differs: {check_report:?}").into());
+        return Err(format!(
+            "the restored store differs from the backup: digest {}, {} findings",
+            check_report.digest, check_report.finding_count
+        )
+        .into());
     }
     println!(
-        "restored:    {} at tx {}, {} bytes copied, check consistent, same digest",
+        "restored:    {} at tx {}, {} copied, check consistent, same digest",
         restored.display(),
         restored_report.report.last_committed_tx,
-        restored_report.bytes
+        online_backup::units::bytes(restored_report.bytes)
     );
     println!(
         "demo done in {:.1} s: {txs} transactions written during the backups, a full and an incremental backup verified, restored, digests equal",

@@ -14,11 +14,14 @@
 //! See ARCHITECTURE.md for the map and the invariants.
 
 pub mod backup;
+pub mod cli;
 pub mod config;
 pub mod digest;
 pub mod graph;
 pub mod http;
 pub mod io;
+pub mod progress;
 pub mod retention;
 pub mod server;
 pub mod store;
+pub mod units;

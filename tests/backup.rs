@@ -177,7 +177,7 @@ fn bk_20_full_backup_under_concurrent_writes_matches_the_server_at_its_tx() {
     let commits_during = writer.commits() - commits_before;
     assert!(out.stdout.contains("full backup from"), "{out:#?}");
     assert!(out.stdout.contains("holds no backup yet"), "{out:#?}");
-    let c = number_after(&out.stdout, "files copied at checkpoint tx");
+    let c = number_after(&out.stdout, "of store files at checkpoint tx");
     let report = check_json(&b);
     let t = tx(&report);
     eprintln!("backup began at tx {t0}, checkpoint {c}, consistent at tx {t}; {commits_during} commits during the backup");
@@ -187,7 +187,10 @@ fn bk_20_full_backup_under_concurrent_writes_matches_the_server_at_its_tx() {
     let summary = out.summary();
     assert!(summary.contains("full backup of store"), "{summary}");
     assert!(summary.contains(&s(&first["store_id"])), "{summary}");
-    assert!(summary.contains(&format!("up to tx {t} ")), "{summary}");
+    assert!(
+        summary.contains(&format!("at tx {t} (store files at checkpoint tx {c}, ")),
+        "{summary}"
+    );
     assert!(summary.contains(&s(&report["digest"])), "{summary}");
     // BK-22
     assert_eq!(report["store_id"], first["store_id"]);
@@ -223,8 +226,9 @@ fn bk_10_incremental_backup_catches_up_with_the_server() {
     write_nodes(&server, 10);
     let out = backup_from(&addr, &b, &[]).expect(0);
     assert!(
-        out.summary().contains("up to tx 10 (0 transactions)"),
-        "{out:#?}"
+        out.summary()
+            .contains("at tx 10 (store files at checkpoint tx 10, no transactions after it)"),
+        "CLI-5: a full backup with nothing to replay says so: {out:#?}"
     );
     // Creates, relationships, property changes and deletes (of ids the server handed out).
     let (mut rels, mut lonely) = (Vec::new(), Vec::new());
@@ -420,18 +424,51 @@ fn bk_15_backup_in_another_format_version_is_refused() {
         (&before["store_id"], &before["digest"])
     );
     let addr = server.backup.clone().unwrap();
-    for more in ALL_TYPES {
+    for more in [&[][..], &["--type", "incremental"]] {
         let line = refused(&addr, &target, more, 5);
         assert!(
             line.contains("format version 1") && line.contains("format version 2"),
             "{line}"
         );
+        assert!(
+            line.contains(&format!("neo4j-admin upgrade {}", target.display()))
+                && line.contains("--type full"),
+            "BK-15: exit 5 says how to go on: {line}"
+        );
     }
+    // The way forward the message names: upgrade the backup, then back up again.
+    let copy = dir.path().join("backup-copy");
+    copy_tree(&target, &copy);
     admin(&["upgrade", path(&target)]).expect(0);
     assert_eq!(check_json(&target)["format_version"], "2");
     write_nodes(&server, 2);
-    backup_from(&addr, &target, &[]).expect(0);
+    let out = backup_from(&addr, &target, &[]).expect(0);
+    assert!(
+        out.summary().contains("incremental backup"),
+        "BK-15: {out:#?}"
+    );
     assert_same_as_server(&target, &server);
+    // Or `--type full`, which replaces the format-1 backup once the new one is complete.
+    let out = backup_from(&addr, &copy, &["--type", "full"]).expect(0);
+    assert!(
+        out.stdout.contains("is in format version 1; it stays live until this backup in format version 2 is complete"),
+        "BK-47: {out:#?}"
+    );
+    assert_eq!(
+        assert_same_as_server(&copy, &server)["format_version"],
+        "2",
+        "BK-47"
+    );
+    let generations: Vec<_> = std::fs::read_dir(&copy)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("generation-"))
+        .collect();
+    assert_eq!(
+        generations.len(),
+        1,
+        "BK-47: the old generation is gone: {generations:?}"
+    );
 }
 
 // BK-12, BK-17, BK-40: `--type incremental` into a directory with no backup yet exits 7 and
@@ -506,8 +543,9 @@ fn bk_11_pruned_logs_fall_back_to_a_full_backup() {
 
 // BK-11, BK-12, BK-17, BK-23, BK-31, PR-7, PR-14: a server started on a copy of a backup
 // takes other writes; the copy's history then diverges from the source's. While the copy is
-// ahead of the source, and once the source has passed it with other transactions, `--type
-// incremental` exits 7 saying so (both last txs, then both digests) and `auto` falls back.
+// ahead of the source every mode but `--type full` refuses (BK-46); once the source has passed
+// it with other transactions, `--type incremental` exits 7 naming both digests and `auto` falls
+// back to a full backup.
 #[test]
 fn bk_11_diverged_history_falls_back_to_a_full_backup() {
     let dir = scratch();
@@ -526,12 +564,14 @@ fn bk_11_diverged_history_falls_back_to_a_full_backup() {
     assert_eq!(other.terminate(), Some(0));
     let r_report = check_json(&r);
     assert_eq!(tx(&r_report), 8);
-    // The copy is ahead of the source.
-    let line = refused(&addr, &r, &["--type", "incremental"], 7);
-    assert!(
-        line.contains("diverged") && line.contains("tx 8") && line.contains("last tx is 5"),
-        "{line}"
-    );
+    // The copy is ahead of the source: refused, whatever the mode but full.
+    for more in [&[][..], &["--type", "incremental"]] {
+        let line = refused(&addr, &r, more, 7);
+        assert!(
+            line.contains("is at tx 8, ahead of the server") && line.contains("at tx 5"),
+            "BK-46: {line}"
+        );
+    }
     // The source passes it with other transactions.
     write_recorded(&source, 5, 16, &mut history);
     let line = refused(&addr, &r, &["--type", "incremental"], 7);
@@ -1143,11 +1183,17 @@ exit $rc"#;
     .expect(1);
     let line = out.one_error_line();
     assert!(line.contains("not enough room"), "{line}");
-    assert!(
-        line.contains(&format!("needs about {needed} bytes")),
-        "{line}"
+    assert!(line.contains(&format!("({needed} bytes)")), "{line}");
+    let exact: Vec<u64> = line
+        .split('(')
+        .filter_map(|part| part.split(" bytes)").next()?.parse().ok())
+        .collect();
+    assert_eq!(
+        exact.len(),
+        2,
+        "CLI-5: both sizes in human units and exact: {line}"
     );
-    let free = number_after(line, "bytes and");
+    let free = exact[1];
     assert!(free < needed && free <= 2 << 20, "{line}");
     assert_eq!(out.stdout.trim(), "left:", "{out:#?}");
 }
@@ -1989,6 +2035,45 @@ fn bk_43_json_for_every_outcome() {
         mismatch["error"].as_str().unwrap().contains("store"),
         "{mismatch}"
     );
+    // The fields the sentence knows: both store ids, both formats, both txs.
+    let other_status = status(&other);
+    assert_eq!(
+        mismatch["store_id"], other_status["store_id"],
+        "BK-43: {mismatch}"
+    );
+    assert_eq!(
+        mismatch["server"]["store_id"], other_status["store_id"],
+        "BK-43: {mismatch}"
+    );
+    assert_eq!(
+        mismatch["server"]["last_committed_tx"], other_status["last_committed_tx"],
+        "BK-43: {mismatch}"
+    );
+    let ours = check_json(&b);
+    assert_eq!(
+        mismatch["backup"]["store_id"], ours["store_id"],
+        "BK-43: {mismatch}"
+    );
+    assert_eq!(
+        mismatch["backup"]["format_version"], ours["format_version"],
+        "BK-43: {mismatch}"
+    );
+    assert_eq!(
+        mismatch["backup"]["last_tx"], ours["last_committed_tx"],
+        "BK-43: {mismatch}"
+    );
+    assert_eq!(
+        mismatch["from_tx"], ours["last_committed_tx"],
+        "BK-43: {mismatch}"
+    );
+    for (name, v) in mismatch.as_object().unwrap() {
+        if let Some(text) = v.as_str() {
+            assert!(
+                !text.contains("{ "),
+                "CLI-5: {name} shows a Rust debug form: {text}"
+            );
+        }
+    }
     let closed = format!("127.0.0.1:{}", free_port());
     assert_eq!(
         json_run(&closed, &dir.path().join("n"), &[], 1)["outcome"],
@@ -2014,4 +2099,174 @@ fn bk_44_no_progress_bar_off_a_terminal() {
         assert!(line.starts_with("neo4j-backup: "), "{line:?}");
     }
     assert!(!out.stdout.contains("copying"), "{out:#?}");
+}
+
+// BK-46, BK-17, BK-43, BK-42: a backup ahead of the server (here the server was restored from an
+// older backup of the same store, so it is at tx 5 while the backup is at tx 8) is never
+// replaced by an older one: auto, incremental, --plan and --json all refuse with exit 7, change
+// nothing, and name the server and both txs; `--type full` replaces it on purpose.
+#[test]
+fn bk_46_a_backup_ahead_of_the_server_is_replaced_only_by_type_full() {
+    let dir = scratch();
+    let b = dir.path().join("backup");
+    let older = dir.path().join("older-backup");
+    let source = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let addr = source.backup.clone().unwrap();
+    write_nodes(&source, 5);
+    backup_from(&addr, &b, &[]).expect(0);
+    copy_tree(&b, &older);
+    write_nodes(&source, 3);
+    backup_from(&addr, &b, &[]).expect(0);
+    assert_eq!(tx(&check_json(&b)), 8);
+    assert_eq!(source.terminate(), Some(0));
+    // The operator restores the server from the older backup.
+    let restored = ServerProcess::start(&older, Some(EPHEMERAL));
+    let addr = restored.backup.clone().unwrap();
+    assert_eq!(tx(&status(&restored)), 5);
+    for more in [&[][..], &["--type", "incremental"], &["--plan"]] {
+        let line = refused(&addr, &b, more, 7);
+        assert!(
+            line.contains("is at tx 8, ahead of the server at")
+                && line.contains(&addr)
+                && line.contains("which is at tx 5")
+                && line.contains("--type full"),
+            "BK-46: {more:?}: {line}"
+        );
+    }
+    let before = snapshot(&b);
+    let doc = json_run(&addr, &b, &[], 7);
+    assert_eq!(snapshot(&b), before, "BK-46: --json changed the backup");
+    assert_eq!(doc["backup"]["last_tx"], 8, "BK-43: {doc}");
+    assert_eq!(doc["server"]["last_committed_tx"], 5, "BK-43: {doc}");
+    assert_eq!(
+        doc["backup"]["store_id"], doc["server"]["store_id"],
+        "BK-43: {doc}"
+    );
+    // On purpose: --type full takes the server's state at tx 5.
+    let out = backup_from(&addr, &b, &["--type", "full"]).expect(0);
+    assert!(
+        out.summary().contains("full backup of store"),
+        "BK-46: {out:#?}"
+    );
+    assert_eq!(tx(&assert_same_as_server(&b, &restored)), 5, "BK-46");
+}
+
+// BK-48, PR-21: pointed at a port that does not speak the backup protocol (the server's HTTP
+// port, or anything else), the tool says so in one sentence instead of reporting a damaged frame.
+#[test]
+fn bk_48_a_port_that_is_not_the_backup_service_is_named_as_such() {
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let to = dir.path().join("backup");
+    let out = backup_from(&server.http, &to, &[]).expect(1);
+    let line = out.one_error_line();
+    assert!(
+        line.contains(&format!(
+            "{} does not speak the backup protocol",
+            server.http
+        )) && line.contains("probably the server's HTTP port"),
+        "BK-48: {line}"
+    );
+    assert!(
+        !line.contains("frame length"),
+        "PR-21: the first answer is read with a welcome's bound: {line}"
+    );
+    assert!(!to.exists(), "BK-48: the target was created");
+    // Something that is not HTTP either: a banner of another protocol.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { break };
+            let _ = std::io::Write::write_all(&mut s, b"SSH-2.0-OpenSSH_9.2\r\n");
+            held.push(s);
+        }
+    });
+    let out = backup_from(&other, &to, &[]).expect(1);
+    let line = out.one_error_line();
+    assert!(
+        line.contains("does not speak the backup protocol") && !line.contains("HTTP"),
+        "BK-48: {line}"
+    );
+}
+
+/// Runs `neo4j-backup` with stdout on a pseudo-terminal, and returns what it drew there.
+fn backup_on_a_terminal(addr: &str, target: &Path, more: &[&str]) -> (Option<i32>, String) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two new descriptors into the two integers it is given.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just created and are owned by nothing else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = backup_cmd(&["-from", addr, "-to"])
+        .arg(target)
+        .args(more)
+        .stdout(std::process::Stdio::from(slave))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::fs::File::from(master);
+    let drawn = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Reading the master fails with EIO once the child, the last holder of the slave, exits.
+        while let Ok(n @ 1..) = std::io::Read::read(&mut reader, &mut buf) {
+            all.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let code = child.wait().unwrap().code();
+    (code, drawn.join().unwrap())
+}
+
+// BK-44, CLI-6: on a terminal the bar covers every long phase: the copy (bytes, rate, ETA from
+// the first frame, never a bare count), applying transactions and verification.
+#[test]
+fn bk_44_progress_bar_on_a_terminal_for_every_long_phase() {
+    let dir = scratch();
+    let store = dir.path().join("db");
+    generate(&store, 20_000, &[]);
+    let server = ServerProcess::start(&store, Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    let b = dir.path().join("backup");
+    let (code, drawn) = backup_on_a_terminal(&addr, &b, &[]);
+    assert_eq!(code, Some(0), "{drawn}");
+    for phase in ["copying store files: ", "verifying: "] {
+        assert!(
+            drawn.contains(phase),
+            "BK-44: no `{phase}` bar in {drawn:?}"
+        );
+    }
+    assert!(
+        drawn.contains(" of ") && drawn.contains("ETA"),
+        "BK-44: {drawn:?}"
+    );
+    let first_bar = drawn
+        .split(['\r', '\n'])
+        .find(|l| l.contains("copying store files"))
+        .unwrap();
+    assert!(
+        first_bar.contains("B of "),
+        "BK-44: the first frame has units: {first_bar:?}"
+    );
+    write_nodes(&server, 30);
+    let (code, drawn) = backup_on_a_terminal(&addr, &b, &["-verify", "full"]);
+    assert_eq!(code, Some(0), "{drawn}");
+    for phase in ["applying transactions: ", "verifying: "] {
+        assert!(
+            drawn.contains(phase),
+            "BK-44: no `{phase}` bar in {drawn:?}"
+        );
+    }
+    assert!(drawn.contains("done: incremental backup"), "{drawn:?}");
 }

@@ -24,10 +24,7 @@ fn settings(dir: &Path) -> insta::Settings {
         r#""(bytes|free_bytes|duration_secs|throughput_bytes_per_sec)": ?[0-9.e+-]+"#,
         r#""$1": "<n>""#,
     );
-    s.add_filter(
-        r"about \d+ bytes and \d+ are free",
-        "about <n> bytes and <n> are free",
-    );
+    s.add_filter(r"\(\d+ bytes\)", "(<n> bytes)");
     s.set_prepend_module_to_snapshot(false);
     s
 }
@@ -45,10 +42,54 @@ fn regex_escape(s: &str) -> String {
 
 /// The human form of a run: its exit code, stdout and stderr.
 fn human(out: &Out) -> String {
+    let code = out
+        .code
+        .map_or("by a signal".to_string(), |c| c.to_string());
     format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.code, out.stdout, out.stderr
+        "exit {code}\n--- stdout\n{}--- stderr\n{}",
+        out.stdout, out.stderr
     )
+}
+
+/// Words of Rust's debug rendering: `Some(..)`, `None`, and CamelCase type or variant names
+/// (`FullScan`, `Diverged {`).
+fn debug_names(text: &str) -> Vec<String> {
+    let words = text.split(|c: char| !c.is_ascii_alphanumeric());
+    let camel = |w: &str| {
+        let mut chars = w.chars();
+        chars.next().is_some_and(|c| c.is_ascii_uppercase())
+            && w.chars().any(|c| c.is_ascii_lowercase())
+            && chars.any(|c| c.is_ascii_uppercase())
+    };
+    words
+        .filter(|w| matches!(*w, "Some" | "None" | "Ok" | "Err") || camel(w))
+        .map(str::to_string)
+        .collect()
+}
+
+// CLI-5, BK-9: no line a person reads shows Rust's debug formatting: every snapshot is checked.
+#[test]
+fn cli_5_no_snapshot_shows_a_rust_debug_name() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The header names the test expression, which is Rust code, not output.
+        let body = text.splitn(3, "---\n").nth(2).unwrap_or(&text);
+        let found = debug_names(body);
+        assert!(
+            found.is_empty(),
+            "CLI-5: {} shows {found:?}",
+            path.display()
+        );
+        seen += 1;
+    }
+    assert!(seen >= 30, "CLI-5: only {seen} snapshots");
+    assert_eq!(
+        debug_names("verified: FullScan, Some(3)"),
+        ["FullScan", "Some"]
+    );
 }
 
 /// The `--json` form: stdout must be one JSON document.
@@ -176,6 +217,19 @@ fn bk_9_output_of_every_outcome() {
             "sideways"
         ]))
     );
+    insta::assert_json_snapshot!(
+        "usage_json",
+        json(&backup(&["-hots", "127.0.0.1", "-to", "x", "--json"]))
+    );
+    insta::assert_snapshot!(
+        "misspelled_flag",
+        human(&backup(&["-hots", "127.0.0.1", "-to", "x"]))
+    );
+    // The server's HTTP port given as the backup port (BK-48).
+    insta::assert_snapshot!(
+        "http_port",
+        human(&backup_from(&server.http, &dir.path().join("h"), &[]))
+    );
 }
 
 // BK-9, BK-43: the remaining outcomes: a diverged history (fallback and exit 7), another format
@@ -220,6 +274,24 @@ fn bk_9_output_of_diverged_version_and_verification_failures() {
         "diverged_fallback_json",
         json(&backup_from(&addr, &copy2, &["--json"]))
     );
+
+    // A backup ahead of the server (BK-46): a server started on an older copy of the backup.
+    let older = dir.path().join("older");
+    copy_tree(&b, &older);
+    let b_ahead = dir.path().join("ahead");
+    copy_tree(&b, &b_ahead);
+    write_nodes(&server, 1);
+    backup_from(&addr, &b_ahead, &[]).expect(0);
+    {
+        let restored = ServerProcess::start(&older, Some(EPHEMERAL));
+        let restored_addr = restored.backup.clone().unwrap();
+        insta::assert_snapshot!("ahead", human(&backup_from(&restored_addr, &b_ahead, &[])));
+        insta::assert_json_snapshot!(
+            "ahead_json",
+            json(&backup_from(&restored_addr, &b_ahead, &["--json"]))
+        );
+        assert_eq!(restored.terminate(), Some(0));
+    }
 
     // Verification failure: a proxy changes the end frame's digest.
     let liar = Proxy::start(&addr, |body| {

@@ -190,7 +190,8 @@ fn pruned_fallback(ctx: &mut ScenarioCtx, chain: &mut Chain) -> turmoil::Result 
 
 /// The backup takes writes of its own (a restored copy put to use), so its history is no
 /// longer the server's: `--type incremental` exits 7 changing nothing, `auto` takes a full
-/// backup saying why (BK-11, BK-12, BK-25, PR-14).
+/// backup saying why (BK-11, BK-12, BK-25, PR-14); while the backup is ahead of the server,
+/// `auto` refuses with exit 7 too and only `--type full` replaces it (BK-46).
 fn diverged(ctx: &mut ScenarioCtx, chain: &mut Chain) -> turmoil::Result {
     if !matches!(chain.holding, Holding::Backup { .. }) {
         return incremental(ctx, chain);
@@ -216,16 +217,25 @@ fn diverged(ctx: &mut ScenarioCtx, chain: &mut Chain) -> turmoil::Result {
         plain: false,
     };
     // Sometimes the server gets past the backup's tx (the digests there differ), sometimes the
-    // backup is ahead of the server.
+    // backup stays ahead of the server. The writer pauses, so the server's tx at each run's
+    // handshake is the one its status showed just before (the expectation depends on it).
     if ctx.rng.random_bool(0.5) {
         chain.sim.commits(ctx, txs + 3)?;
     }
+    chain.sim.pause_writer(ctx)?;
     if ctx.rng.random_bool(0.5) {
         let job = BackupJob::new(TARGET, Mode::Incremental, &mut ctx.rng);
         chain.holding = chain.sim.backup_checked(ctx, &chain.holding, job)?.1;
     }
     let job = BackupJob::new(TARGET, Mode::Auto, &mut ctx.rng);
-    chain.holding = chain.sim.backup_checked(ctx, &chain.holding, job)?.1;
+    let (run, holding) = chain.sim.backup_checked(ctx, &chain.holding, job)?;
+    chain.holding = holding;
+    if run.outcome.is_err() {
+        // BK-46: a backup ahead was refused, unchanged; only --type full replaces it.
+        let job = BackupJob::new(TARGET, Mode::Full, &mut ctx.rng);
+        chain.holding = chain.sim.backup_checked(ctx, &chain.holding, job)?.1;
+    }
+    chain.sim.resume_writer();
     Ok(())
 }
 
@@ -317,6 +327,8 @@ fn refusal(ctx: &mut ScenarioCtx, chain: &mut Chain) -> turmoil::Result {
     let (run, _) = chain.sim.backup_checked(ctx, &holding, job)?;
     let message = match &run.outcome {
         Err(f) => f.message.clone(),
+        // BK-47: `--type full` replaced the other format's backup (checked as a full backup).
+        Ok(_) if code == 5 && mode == Mode::Full => return Ok(()),
         Ok(_) => return Err("checked: it was refused".into()),
     };
     // The messages show both sides (BK-14, BK-15).

@@ -197,7 +197,7 @@ fn interrupted(
     let mut holding = holding.clone();
     let mut job = BackupJob::new(TARGET, mode, &mut ctx.rng);
     job.timeout = TIMEOUT;
-    let kind = match expectation(&holding, mode, false) {
+    let kind = match expectation(&holding, mode, false, None) {
         Expect::Finish { kind, .. } => kind,
         other => return Err(format!("no fault case: {other:?}").into()),
     };

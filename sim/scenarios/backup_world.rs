@@ -345,9 +345,11 @@ pub enum Expect {
     Interrupted { kind: Kind },
 }
 
-/// What a run must do on a directory holding `holding` (BK-10 .. BK-15, BK-25). `pruned`: the
-/// server's logs no longer hold the tx after the backup's.
-pub fn expectation(holding: &Holding, mode: Mode, pruned: bool) -> Expect {
+/// What a run must do on a directory holding `holding` (BK-10 .. BK-15, BK-25, BK-46). `pruned`:
+/// the server's logs no longer hold the tx after the backup's; `server_tx`: the server's last
+/// committed tx when the run shook hands, where the driver knows it exactly (the writer paused).
+/// This is the simulations' own model of the decision, written apart from `backup::decision`.
+pub fn expectation(holding: &Holding, mode: Mode, pruned: bool, server_tx: Option<u64>) -> Expect {
     let refuse = |exit: u8, because: &str| Expect::Refuse {
         exit,
         because: because.to_string(),
@@ -355,6 +357,11 @@ pub fn expectation(holding: &Holding, mode: Mode, pruned: bool) -> Expect {
     match holding {
         Holding::Refusable(3) => refuse(3, "is not a valid backup directory"),
         Holding::Refusable(4) => refuse(4, "holds a backup of store"),
+        // `--type full` replaces a backup of the same store in another format (BK-47).
+        Holding::Refusable(5) if mode == Mode::Full => Expect::Finish {
+            kind: Kind::Full,
+            because: None,
+        },
         Holding::Refusable(5) => refuse(5, "format version"),
         Holding::Refusable(code) => refuse(*code, ""),
         Holding::Nothing if mode == Mode::Incremental => refuse(7, "holds no backup yet"),
@@ -362,6 +369,10 @@ pub fn expectation(holding: &Holding, mode: Mode, pruned: bool) -> Expect {
             kind: Kind::Full,
             because: None,
         },
+        // A backup ahead of the server is replaced only on purpose (BK-46).
+        Holding::Backup { tx, .. } if mode != Mode::Full && server_tx.is_some_and(|s| *tx > s) => {
+            refuse(7, "ahead of the server")
+        }
         Holding::Backup { diverged, .. } => {
             let impossible = if *diverged {
                 Some("diverged")
@@ -1314,7 +1325,8 @@ impl BackupSim {
     ) -> turmoil::Result<(BackupRun, Holding)> {
         let target = job.target.display().to_string();
         let run = self.backup(ctx, job)?;
-        let expect = expectation(holding, run.job.mode, pruned(holding, &run));
+        let server_tx = run.status_before.as_ref().map(|s| s.last_committed_tx);
+        let expect = expectation(holding, run.job.mode, pruned(holding, &run), server_tx);
         let inspection = match expect {
             Expect::Refuse { .. } => None,
             _ => Some(self.inspect(ctx, &target)?),

@@ -1,9 +1,9 @@
 //! The backup client: what `neo4j-backup` does (spec/backup.md).
 //!
-//! Owns: choosing full or incremental from what the target holds and what the server answers,
-//! the refusals (checked before anything is written), receiving a full backup into a new
-//! generation and switching to it, applying an incremental one in place through the backup's
-//! log, verification, and the human account of what happened.
+//! Owns: running the decision of `decision` against a target and a server, the refusals
+//! (decided before anything is written), receiving a full backup into a new generation and
+//! switching to it, applying an incremental one in place through the backup's log,
+//! verification, and the account of what happened (an [`Observer`]).
 //! Must not touch: the server's store, or any file outside the target directory. Sockets,
 //! files and time only through the `Env` it is given, so simulations run it unchanged.
 
@@ -12,37 +12,28 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncRead;
-
+use crate::backup::decision::{self, Existing, Refusal as Refused, ServerRefusal, Step};
+pub use crate::backup::decision::{FullReason, Mode, ServerInfo};
 use crate::backup::protocol::{
-    self, read_message_sized, write_message, Message, ProtocolError, Refusal, Request,
-    PROTOCOL_VERSION,
+    self, read_first_answer, read_message_sized, write_message, Message, ProtocolError, Refusal,
+    Request, PROTOCOL_VERSION,
 };
 use crate::backup::target::{Target, TargetError};
 use crate::digest::Digest;
 use crate::io::{parent_of, Env, FileHandle, OpenMode, Stream};
+pub use crate::progress::Phase;
 use crate::retention::RetentionPolicy;
-use crate::store::check::check_open;
+use crate::store::check::check_open_with_progress;
 use crate::store::format::{FormatVersion, RecordKind};
 use crate::store::log::{RecordImage, TxEntry};
 use crate::store::meta::{Meta, StoreId};
 use crate::store::{initialize, peek_last_tx, Store, StoreError, StoreOptions};
+use crate::units;
 
 /// Transactions are applied in runs of at most this many (one log fsync per run, BK-24).
 const BATCH_TXS: usize = 4096;
 /// ... or of at most this many encoded bytes, so memory stays bounded.
 const BATCH_BYTES: usize = 4 << 20;
-
-/// Which backup the operator asked for (`--type`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Incremental when possible, else full (BK-10).
-    Auto,
-    /// Always full (into a new generation).
-    Full,
-    /// Incremental or exit 7 (BK-12).
-    Incremental,
-}
 
 /// How much to verify (`-verify`, BK-26 .. BK-28).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +97,15 @@ impl Verified {
             Verified::FullScan => "full_scan",
         }
     }
+
+    /// What the summary line says (BK-9).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Verified::Skipped => "not verified (-verify false)",
+            Verified::Touched => "verified (records written and digest)",
+            Verified::FullScan => "verified (full scan and digest)",
+        }
+    }
 }
 
 /// What a finished backup reports (the final summary, BK-9).
@@ -114,10 +114,14 @@ pub struct Summary {
     pub kind: Kind,
     /// Why this kind, in one line.
     pub reason: String,
+    /// Why this kind, typed (`None` for an incremental backup).
+    pub full_reason: Option<FullReason>,
     pub store_id: StoreId,
     pub format: FormatVersion,
     /// The backup's last tx before this run (`None` when it had none).
     pub from_tx: Option<u64>,
+    /// For a full backup, the checkpoint the store files were copied at (BK-21).
+    pub checkpoint_tx: Option<u64>,
     /// The backup's last tx now.
     pub to_tx: u64,
     /// The digest at `to_tx` (equal to the server's, BK-20).
@@ -131,12 +135,66 @@ pub struct Summary {
     pub fell_back: bool,
 }
 
+impl Summary {
+    /// The summary line (BK-9): kind, store, tx range, transactions, bytes, duration, rate,
+    /// verification and digest, in human units.
+    pub fn describe(&self) -> String {
+        let secs = self.duration.as_secs_f64();
+        let rate = if secs > 0.0 {
+            self.bytes as f64 / secs
+        } else {
+            0.0
+        };
+        let range = match (self.kind, self.from_tx, self.checkpoint_tx) {
+            (Kind::Incremental, Some(from), _) if from == self.to_tx => format!(
+                "nothing new since tx {from} ({})",
+                transactions(self.transactions)
+            ),
+            (Kind::Incremental, from, _) => format!(
+                "tx {} to {} ({})",
+                from.unwrap_or(0) + 1,
+                self.to_tx,
+                transactions(self.transactions)
+            ),
+            (Kind::Full, _, Some(checkpoint)) if self.transactions == 0 => format!(
+                "at tx {} (store files at checkpoint tx {checkpoint}, no transactions after it)",
+                self.to_tx
+            ),
+            (Kind::Full, _, checkpoint) => format!(
+                "at tx {} (store files at checkpoint tx {}, then {})",
+                self.to_tx,
+                checkpoint.unwrap_or(0),
+                transactions(self.transactions)
+            ),
+        };
+        format!(
+            "done: {} backup of store {}, {range}, {} in {:.2} s ({}), {}, digest {}",
+            self.kind.name(),
+            self.store_id,
+            units::bytes(self.bytes),
+            secs,
+            units::rate(rate),
+            self.verified.describe(),
+            self.digest
+        )
+    }
+}
+
+/// `n transactions`, singular for one.
+pub fn transactions(n: u64) -> String {
+    if n == 1 {
+        "1 transaction".to_string()
+    } else {
+        format!("{n} transactions")
+    }
+}
+
 /// Why a backup failed; each maps to one exit code (BK-40).
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error("cannot reach the backup service at {addr}: {why}")]
     Unreachable { addr: String, why: String },
-    #[error("the backup service at {addr} did not send anything for {timeout:?} while the backup waited for {waiting_for}")]
+    #[error("the backup service at {addr} did not send anything for {} while the backup waited for {waiting_for}", units::duration(*.timeout))]
     Timeout {
         addr: String,
         timeout: Duration,
@@ -149,7 +207,13 @@ pub enum BackupError {
         #[source]
         source: ProtocolError,
     },
-    #[error("the backup service at {addr} answered {got} where {expected} was expected")]
+    #[error("{addr} does not speak the backup protocol{}", if *.looks_like_http {
+        " (it answered in HTTP: it is probably the server's HTTP port; the backup service listens on online_backup_server, port 6362 by default)"
+    } else {
+        "; check that -port names the server's online_backup_server port"
+    })]
+    NotBackupService { addr: String, looks_like_http: bool },
+    #[error("the backup service at {addr} answered with a {got} where {expected} was expected")]
     UnexpectedMessage {
         addr: String,
         got: &'static str,
@@ -161,19 +225,26 @@ pub enum BackupError {
     ServerFailed(String),
     #[error("{0}")]
     Target(#[from] TargetError),
-    #[error("{dir} holds a backup of store {backup}, but the server's store is {server}")]
+    #[error("{dir} holds a backup of store {backup}, but the server's store is {server}; back up into another directory")]
     StoreMismatch {
         dir: String,
         backup: StoreId,
         server: StoreId,
     },
-    #[error("{dir} holds a backup in format version {backup}, but the server's store is in format version {server}")]
+    #[error("{dir} holds a backup in format version {backup}, but the server's store is in format version {server}; {}", format_advice(dir, *.backup, *.server))]
     VersionMismatch {
         dir: String,
         backup: FormatVersion,
         server: FormatVersion,
     },
-    #[error("not enough room in {dir} for a full backup: it needs about {needed} bytes and {available} are free")]
+    #[error("the backup in {dir} is at tx {backup_tx}, ahead of the server at {addr}, which is at tx {server_tx}: the backup holds transactions this server does not have (is it the right server, or one restored from an older backup?); nothing was changed; to replace the backup with the server's older state on purpose, run again with --type full")]
+    BackupAhead {
+        dir: String,
+        addr: String,
+        backup_tx: u64,
+        server_tx: u64,
+    },
+    #[error("not enough room in {dir} for a full backup: it needs about {} ({needed} bytes) and only {} ({available} bytes) is free", units::bytes(*.needed), units::bytes(*.available))]
     NoRoom {
         dir: String,
         needed: u64,
@@ -181,12 +252,26 @@ pub enum BackupError {
     },
     #[error("verification failed: {0}")]
     VerificationFailed(String),
-    #[error("an incremental backup is impossible: {0}")]
-    IncrementalImpossible(String),
+    #[error("an incremental backup is impossible: {}", .why.describe(dir))]
+    IncrementalImpossible { dir: String, why: FullReason },
     #[error("the backup store failed: {0}")]
     Store(#[from] StoreError),
     #[error("the server sent something wrong: {0}")]
     Protocol(String),
+}
+
+/// What to do about a backup in another format version (BK-15): upgrade the backup when the
+/// server's format is newer, or replace it with `--type full` (BK-47), or use a new directory.
+fn format_advice(dir: &str, backup: FormatVersion, server: FormatVersion) -> String {
+    if server > backup {
+        format!(
+            "to keep this backup, run `neo4j-admin upgrade {dir}` and back up again; or replace it with a full backup in format version {server} with --type full, or back up into a new directory"
+        )
+    } else {
+        format!(
+            "replace it with a full backup in format version {server} with --type full, or back up into a new directory"
+        )
+    }
 }
 
 impl BackupError {
@@ -197,20 +282,58 @@ impl BackupError {
             BackupError::StoreMismatch { .. } => 4,
             BackupError::VersionMismatch { .. } => 5,
             BackupError::VerificationFailed(_) => 6,
-            BackupError::IncrementalImpossible(_) => 7,
+            BackupError::IncrementalImpossible { .. } | BackupError::BackupAhead { .. } => 7,
             _ => 1,
+        }
+    }
+
+    fn refused(refusal: Refused, dir: &str, addr: &str) -> BackupError {
+        let dir = dir.to_string();
+        match refusal {
+            Refused::OtherStore { backup, server } => BackupError::StoreMismatch {
+                dir,
+                backup,
+                server,
+            },
+            Refused::OtherFormat { backup, server } => BackupError::VersionMismatch {
+                dir,
+                backup,
+                server,
+            },
+            Refused::Ahead {
+                backup_tx,
+                server_tx,
+            } => BackupError::BackupAhead {
+                dir,
+                addr: addr.to_string(),
+                backup_tx,
+                server_tx,
+            },
+            Refused::IncrementalImpossible(why) => BackupError::IncrementalImpossible { dir, why },
         }
     }
 }
 
-/// Receives the human account of a run as it happens.
+/// The backup the target held before a run, as `--json` reports it (BK-43).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackupFacts {
+    pub store_id: StoreId,
+    pub format: FormatVersion,
+    /// The last tx recovery would reach (the checkpoint's when the logs could not be read).
+    pub last_tx: u64,
+}
+
+/// Receives the account of a run as it happens.
 pub trait Observer {
     /// One line of what the tool is doing or decided (which mode and why, fallbacks).
     fn line(&mut self, text: &str);
-    /// File bytes received so far of `total` (full backups).
-    fn copy_progress(&mut self, _done: u64, _total: u64) {}
-    /// The backup's last applied tx so far, after each run of transactions.
-    fn tx_progress(&mut self, _at_tx: u64) {}
+    /// Progress of a long phase: `done` of `total` units (bytes or transactions, as the
+    /// phase says). `total` may grow as the phase learns more.
+    fn progress(&mut self, _phase: Phase, _done: u64, _total: u64) {}
+    /// What the server said about itself in the handshake.
+    fn server(&mut self, _addr: &str, _server: &ServerInfo) {}
+    /// What the target held before the run.
+    fn existing(&mut self, _backup: &BackupFacts) {}
 }
 
 /// An observer that keeps the lines (tests, simulations).
@@ -247,8 +370,46 @@ struct Pace {
 
 impl Conn {
     async fn recv(&mut self, waiting_for: &str) -> Result<Message, BackupError> {
-        let addr = self.addr.clone();
-        let (msg, len) = recv_from(&mut self.rd, &addr, self.timeout, waiting_for).await?;
+        self.recv_frame(waiting_for, false).await
+    }
+
+    /// The server's first answer, read with the bound of a welcome (PR-21): a port that
+    /// speaks another protocol is named as such (BK-48).
+    async fn recv_first(&mut self, waiting_for: &str) -> Result<Message, BackupError> {
+        self.recv_frame(waiting_for, true).await
+    }
+
+    async fn recv_frame(&mut self, waiting_for: &str, first: bool) -> Result<Message, BackupError> {
+        let read = async {
+            if first {
+                read_first_answer(&mut self.rd).await
+            } else {
+                read_message_sized(&mut self.rd).await
+            }
+        };
+        let (msg, len) = match tokio::time::timeout(self.timeout, read).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(ProtocolError::NotBackupProtocol { looks_like_http })) => {
+                return Err(BackupError::NotBackupService {
+                    addr: self.addr.clone(),
+                    looks_like_http,
+                })
+            }
+            Ok(Err(source)) => {
+                return Err(BackupError::Network {
+                    addr: self.addr.clone(),
+                    waiting_for: waiting_for.to_string(),
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(BackupError::Timeout {
+                    addr: self.addr.clone(),
+                    timeout: self.timeout,
+                    waiting_for: waiting_for.to_string(),
+                })
+            }
+        };
         self.received += len;
         self.last_len = len;
         if let Some(pace) = &self.pace {
@@ -291,36 +452,6 @@ impl Conn {
     }
 }
 
-async fn recv_from<R: AsyncRead + Unpin>(
-    rd: &mut R,
-    addr: &str,
-    timeout: Duration,
-    waiting_for: &str,
-) -> Result<(Message, u64), BackupError> {
-    match tokio::time::timeout(timeout, read_message_sized(rd)).await {
-        Ok(Ok(m)) => Ok(m),
-        Ok(Err(source)) => Err(BackupError::Network {
-            addr: addr.to_string(),
-            waiting_for: waiting_for.to_string(),
-            source,
-        }),
-        Err(_) => Err(BackupError::Timeout {
-            addr: addr.to_string(),
-            timeout,
-            waiting_for: waiting_for.to_string(),
-        }),
-    }
-}
-
-/// What the server said about itself in the handshake.
-#[derive(Clone, Copy, Debug)]
-struct ServerInfo {
-    store_id: StoreId,
-    format: FormatVersion,
-    last_committed_tx: u64,
-    store_bytes: u64,
-}
-
 /// The options a backup's own store is opened with: retention keeps only what recovery needs
 /// (a backup serves no one's incremental), and the default rotation threshold.
 fn backup_store_options() -> StoreOptions {
@@ -330,7 +461,7 @@ fn backup_store_options() -> StoreOptions {
     }
 }
 
-/// Runs one backup (BK-10 .. BK-40). Refusals are decided before anything in the target is
+/// Runs one backup (BK-10 .. BK-47). Refusals are decided before anything in the target is
 /// written; an existing backup stays valid whatever fails. A run that fails on a target that
 /// did not exist removes the directory it created (if it is still empty), so that a refusal
 /// or a failure leaves no trace (BK-17).
@@ -364,6 +495,7 @@ async fn run_in(
 ) -> Result<Summary, BackupError> {
     let started = env.clock.now();
     let addr = join_host_port(&opts.host, opts.port);
+    let shown = opts.target.display().to_string();
     // BK-12, BK-17: `--type incremental` into a missing directory has nothing to build on;
     // it is refused before `Target::open` would create the directory.
     if opts.mode == Mode::Incremental {
@@ -371,26 +503,25 @@ async fn run_in(
             .fs
             .metadata(&opts.target)
             .map_err(|source| TargetError::Io {
-                dir: opts.target.display().to_string(),
+                dir: shown.clone(),
                 source,
             })?
             .is_none();
         if missing {
-            return Err(BackupError::IncrementalImpossible(format!(
-                "{} holds no backup yet",
-                opts.target.display()
-            )));
+            return Err(BackupError::IncrementalImpossible {
+                dir: shown,
+                why: FullReason::NoBackup,
+            });
         }
     }
     let mut target = Target::open(env.fs.clone(), &opts.target)?;
     let mut conn = connect(env, &addr, opts.timeout, opts.max_rate).await?;
     let server = handshake(&mut conn).await?;
-    let shown = opts.target.display().to_string();
-    // Refusals first (BK-13 .. BK-15): nothing has been written yet.
-    let existing = target.meta().cloned();
-    if let Some(meta) = &existing {
-        same_store(meta, &server, &shown)?;
-    }
+    out.server(&addr, &server);
+    // Refusals first (BK-13 .. BK-15, BK-46): nothing has been written yet.
+    let existing = existing_backup(env, &target, opts.mode, out)?;
+    let step = decision::decide(existing.as_ref(), opts.mode, &server)
+        .map_err(|r| BackupError::refused(r, &shown, &addr))?;
     let mut ctx = Run {
         env,
         opts,
@@ -400,48 +531,48 @@ async fn run_in(
         started,
         addr,
     };
-    let mut fell_back = false;
-    let full_reason = match (&existing, opts.mode) {
-        (None, Mode::Incremental) => {
-            return Err(BackupError::IncrementalImpossible(format!(
-                "{} holds no backup yet",
-                opts.target.display()
-            )))
-        }
-        (None, _) => format!("{} holds no backup yet", opts.target.display()),
-        (Some(_), Mode::Full) => "--type full was asked for".to_string(),
-        (Some(meta), mode) if meta.unverified => {
-            let why = format!(
-                "the backup in {} is marked unverified (its last verification failed)",
-                opts.target.display()
-            );
-            if mode == Mode::Incremental {
-                return Err(BackupError::IncrementalImpossible(why));
-            }
-            why
-        }
-        (Some(_), mode) => match ctx.incremental(&mut target).await? {
+    let reason = match step {
+        Step::Full(reason) => reason,
+        Step::AskIncremental(backup) => match ctx.incremental(&mut target, &backup).await? {
             Ok(summary) => return Ok(summary),
-            Err(why) if mode == Mode::Incremental => {
-                return Err(BackupError::IncrementalImpossible(why))
-            }
-            Err(why) => {
-                ctx.out
-                    .line(&format!("falling back to a full backup: {why}"));
-                fell_back = true;
-                why
-            }
+            Err(answer) => decision::after_server_refusal(opts.mode, &backup, answer)
+                .map_err(|r| BackupError::refused(r, &shown, &ctx.addr))?,
         },
     };
-    let mut summary = ctx
-        .full(
-            &mut target,
-            full_reason,
-            existing.map(|m| m.checkpoint.last_tx),
-        )
-        .await?;
-    summary.fell_back = fell_back;
-    Ok(summary)
+    ctx.full(&mut target, reason, existing.as_ref()).await
+}
+
+/// The backup the target holds, read without writing (BK-17), or `None`. Its last tx is what
+/// recovery would reach; when its logs cannot be read and the run will replace it anyway
+/// (`--type full`, or a backup marked unverified), the checkpoint stands in.
+fn existing_backup(
+    env: &Env,
+    target: &Target,
+    mode: Mode,
+    out: &mut dyn Observer,
+) -> Result<Option<Existing>, BackupError> {
+    let Some(meta) = target.meta() else {
+        return Ok(None);
+    };
+    let (last_tx, digest) = match peek_backup(&*env.fs, target.dir()) {
+        Ok(found) => found,
+        Err(_) if mode == Mode::Full || meta.unverified => {
+            (meta.checkpoint.last_tx, meta.checkpoint.digest)
+        }
+        Err(e) => return Err(e),
+    };
+    out.existing(&BackupFacts {
+        store_id: meta.store_id,
+        format: meta.format,
+        last_tx,
+    });
+    Ok(Some(Existing {
+        store_id: meta.store_id,
+        format: meta.format,
+        last_tx,
+        digest,
+        unverified: meta.unverified,
+    }))
 }
 
 /// What a run would do (`--plan`, BK-42).
@@ -450,6 +581,8 @@ pub struct Plan {
     pub kind: Kind,
     /// Why this kind, in one line.
     pub reason: String,
+    /// Why a full backup, typed (`None` for an incremental one).
+    pub full_reason: Option<FullReason>,
     pub store_id: StoreId,
     /// The backup's last tx, when the directory holds one.
     pub from_tx: Option<u64>,
@@ -462,14 +595,20 @@ pub struct Plan {
     pub free: u64,
 }
 
-/// Says what [`run`] would do and why, changing nothing (BK-42): the same refusals with the
-/// same errors (so the same exit codes), the same choice, asked of the server the same way (an
-/// incremental request whose first answer is read, then the connection dropped).
-pub async fn plan(env: &Env, opts: &BackupOptions) -> Result<Plan, BackupError> {
+/// Says what [`run`] would do and why, changing nothing (BK-42): the same decision
+/// (`decision::decide`, then the server's answer to the same incremental request, whose first
+/// answer is read before the connection is dropped), so the same refusals with the same exit
+/// codes.
+pub async fn plan(
+    env: &Env,
+    opts: &BackupOptions,
+    out: &mut dyn Observer,
+) -> Result<Plan, BackupError> {
     let addr = join_host_port(&opts.host, opts.port);
     let target = Target::inspect(env.fs.clone(), &opts.target)?;
     let mut conn = connect(env, &addr, opts.timeout, None).await?;
     let server = handshake(&mut conn).await?;
+    out.server(&addr, &server);
     let shown = opts.target.display().to_string();
     let mut free_at = opts.target.clone();
     while env.fs.metadata(&free_at).ok().flatten().is_none() {
@@ -482,89 +621,58 @@ pub async fn plan(env: &Env, opts: &BackupOptions) -> Result<Plan, BackupError> 
             dir: shown.clone(),
             source,
         })?;
-    let full = |reason: String, from_tx: Option<u64>| -> Result<Plan, BackupError> {
-        let needed = room_needed(server.store_bytes);
-        if free < needed {
-            return Err(BackupError::NoRoom {
-                dir: shown.clone(),
-                needed,
-                available: free,
-            });
-        }
-        Ok(Plan {
-            kind: Kind::Full,
-            reason,
-            store_id: server.store_id,
-            from_tx,
-            to_tx: server.last_committed_tx,
-            bytes: server.store_bytes,
-            free,
-        })
+    let existing = existing_backup(env, &target, opts.mode, out)?;
+    let from_tx = existing.map(|e| e.last_tx);
+    let step = decision::decide(existing.as_ref(), opts.mode, &server)
+        .map_err(|r| BackupError::refused(r, &shown, &addr))?;
+    let reason = match step {
+        Step::Full(reason) => reason,
+        Step::AskIncremental(backup) => match ask_incremental(&mut conn, &backup).await? {
+            Answer::Accepted(_) => {
+                return Ok(Plan {
+                    kind: Kind::Incremental,
+                    reason: incremental_reason(&shown, backup.last_tx),
+                    full_reason: None,
+                    store_id: server.store_id,
+                    from_tx,
+                    to_tx: server.last_committed_tx,
+                    bytes: 0,
+                    free,
+                })
+            }
+            Answer::Refused(answer) => decision::after_server_refusal(opts.mode, &backup, answer)
+                .map_err(|r| BackupError::refused(r, &shown, &addr))?,
+        },
     };
-    let meta = match target.meta() {
-        None if opts.mode == Mode::Incremental => {
-            return Err(BackupError::IncrementalImpossible(format!(
-                "{shown} holds no backup yet"
-            )))
-        }
-        None => return full(format!("{shown} holds no backup yet"), None),
-        Some(meta) => meta.clone(),
-    };
-    same_store(&meta, &server, &shown)?;
-    let last = meta.checkpoint.last_tx;
-    if opts.mode == Mode::Full {
-        return full("--type full was asked for".into(), Some(last));
+    let needed = room_needed(server.store_bytes);
+    if free < needed {
+        return Err(BackupError::NoRoom {
+            dir: shown,
+            needed,
+            available: free,
+        });
     }
-    let impossible = |why: String| -> Result<Plan, BackupError> {
-        if opts.mode == Mode::Incremental {
-            Err(BackupError::IncrementalImpossible(why))
-        } else {
-            full(why, Some(last))
-        }
-    };
-    if meta.unverified {
-        return impossible(format!(
-            "the backup in {shown} is marked unverified (its last verification failed)"
-        ));
-    }
-    let (from, digest) = peek_backup(&*env.fs, target.dir())?;
-    match ask_incremental(&mut conn, &meta, from, digest, &shown).await? {
-        Answer::Impossible(why) => impossible(why),
-        Answer::Accepted(_) => Ok(Plan {
-            kind: Kind::Incremental,
-            reason: format!("{shown} holds a backup at tx {from}"),
-            store_id: server.store_id,
-            from_tx: Some(from),
-            to_tx: server.last_committed_tx,
-            bytes: 0,
-            free,
-        }),
-    }
+    Ok(Plan {
+        kind: Kind::Full,
+        reason: reason.describe(&shown),
+        full_reason: Some(reason),
+        store_id: server.store_id,
+        from_tx,
+        to_tx: server.last_committed_tx,
+        bytes: server.store_bytes,
+        free,
+    })
+}
+
+/// Why an incremental backup: the one line of BK-9.
+fn incremental_reason(dir: &str, from: u64) -> String {
+    format!("{dir} holds a backup at tx {from}")
 }
 
 /// The free space a full backup of `store_bytes` of record files needs (BK-16): the files, a
 /// sixteenth more for the logs of the catch-up, and 1 MiB.
 fn room_needed(store_bytes: u64) -> u64 {
     store_bytes + store_bytes / 16 + (1 << 20)
-}
-
-/// BK-14, BK-15: a backup of another store, or in another format version, is refused.
-fn same_store(meta: &Meta, server: &ServerInfo, dir: &str) -> Result<(), BackupError> {
-    if meta.store_id != server.store_id {
-        return Err(BackupError::StoreMismatch {
-            dir: dir.to_string(),
-            backup: meta.store_id,
-            server: server.store_id,
-        });
-    }
-    if meta.format != server.format {
-        return Err(BackupError::VersionMismatch {
-            dir: dir.to_string(),
-            backup: meta.format,
-            server: server.format,
-        });
-    }
-    Ok(())
 }
 
 /// The backup's last tx and its digest, read without recovering (BK-17).
@@ -586,61 +694,41 @@ fn peek_backup(
 enum Answer {
     /// It streams: this is the first frame (a transaction or the end).
     Accepted(Message),
-    /// It cannot (pruned logs, diverged history), with the one-line reason (BK-11).
-    Impossible(String),
+    /// It refused, with the typed reason (PR-7).
+    Refused(ServerRefusal),
 }
 
-/// Asks for the transactions after `from` (PR-14) and reads the first answer.
-async fn ask_incremental(
-    conn: &mut Conn,
-    meta: &Meta,
-    from: u64,
-    digest: Digest,
-    dir: &str,
-) -> Result<Answer, BackupError> {
+/// Asks for the transactions after the backup's last tx (PR-14) and reads the first answer.
+async fn ask_incremental(conn: &mut Conn, backup: &Existing) -> Result<Answer, BackupError> {
     conn.send(&Message::Request(Request::Incremental {
-        store_id: meta.store_id,
-        format: meta.format,
-        last_tx: from,
-        digest,
+        store_id: backup.store_id,
+        format: backup.format,
+        last_tx: backup.last_tx,
+        digest: backup.digest,
     }))
     .await?;
-    let why = match conn.recv("the first transaction").await? {
+    let answer = match conn.recv("the first transaction").await? {
         first @ (Message::Tx(_) | Message::End { .. }) => return Ok(Answer::Accepted(first)),
-        Message::Refused(Refusal::LogsPruned { needed, oldest }) => format!(
-            "the server's logs no longer hold tx {needed}, which the backup needs next (the oldest it has is tx {oldest})"
-        ),
+        Message::Refused(Refusal::LogsPruned { needed, oldest }) => {
+            ServerRefusal::LogsPruned { needed, oldest }
+        }
         Message::Refused(Refusal::Diverged {
             tx,
-            server_digest: Some(d),
+            server_digest: Some(server),
             ..
-        }) => format!(
-            "the backup's history diverged from the server's: at tx {tx} the backup's digest is {digest} but the server's is {d}"
-        ),
+        }) => ServerRefusal::Diverged { tx, server },
         Message::Refused(Refusal::Diverged {
             tx,
             server_digest: None,
             server_last_tx,
-        }) => format!(
-            "the backup's history diverged from the server's: the backup is at tx {tx} but the server's last tx is {server_last_tx}"
-        ),
-        Message::Refused(Refusal::StoreMismatch { server }) => {
-            return Err(BackupError::StoreMismatch {
-                dir: dir.to_string(),
-                backup: meta.store_id,
-                server,
-            })
-        }
+        }) => ServerRefusal::NeverHad { tx, server_last_tx },
+        Message::Refused(Refusal::StoreMismatch { server }) => ServerRefusal::OtherStore { server },
         Message::Refused(Refusal::VersionMismatch { server }) => {
-            return Err(BackupError::VersionMismatch {
-                dir: dir.to_string(),
-                backup: meta.format,
-                server,
-            })
+            ServerRefusal::OtherFormat { server }
         }
         other => return Err(conn.unexpected(&other, "a transaction or the end")),
     };
-    Ok(Answer::Impossible(why))
+    Ok(Answer::Refused(answer))
 }
 
 fn join_host_port(host: &str, port: u16) -> String {
@@ -677,7 +765,8 @@ async fn connect(
             return Err(BackupError::Unreachable {
                 addr: addr.to_string(),
                 why: format!(
-                    "no connection within {timeout:?}; check the host, the port and any firewall"
+                    "no connection within {}; check the host, the port and any firewall",
+                    units::duration(timeout)
                 ),
             })
         }
@@ -698,20 +787,22 @@ async fn connect(
     })
 }
 
-/// PR-3, PR-4: hello, then the server's welcome.
+/// PR-3, PR-4: hello, then the server's welcome. The first answer is read with the bound of a
+/// welcome (PR-21), so a port that speaks something else is named as such (BK-48) instead of
+/// being read as a huge frame.
 async fn handshake(conn: &mut Conn) -> Result<ServerInfo, BackupError> {
     conn.send(&Message::Hello {
         version: PROTOCOL_VERSION,
     })
     .await?;
-    match conn.recv("the server's welcome").await? {
+    match conn.recv_first("the server's welcome").await? {
         Message::Welcome {
             version,
             store_id,
             format,
             last_committed_tx,
+            oldest_logged_tx,
             store_bytes,
-            ..
         } => {
             if version != PROTOCOL_VERSION {
                 return Err(BackupError::ProtocolVersion {
@@ -723,6 +814,7 @@ async fn handshake(conn: &mut Conn) -> Result<ServerInfo, BackupError> {
                 store_id,
                 format,
                 last_committed_tx,
+                oldest_logged_tx,
                 store_bytes,
             })
         }
@@ -747,6 +839,15 @@ struct Run<'a> {
     addr: String,
 }
 
+/// How a stream of transactions ended: the end frame, checked, and what was verified.
+struct StreamEnd {
+    last_tx: u64,
+    digest: Digest,
+    /// Transactions received and applied.
+    transactions: u64,
+    verified: Verified,
+}
+
 /// Transactions received but not yet applied.
 #[derive(Default)]
 struct Batch {
@@ -763,27 +864,25 @@ impl Run<'_> {
             .unwrap_or_default()
     }
 
-    /// An incremental backup in place (BK-11, BK-24). `Ok(Err(why))` when the server says it
-    /// is impossible (pruned logs, diverged history): the backup is untouched and the caller
-    /// decides between falling back and exit 7.
+    /// An incremental backup in place (BK-11, BK-24). `Ok(Err(answer))` when the server
+    /// refuses (pruned logs, diverged history, ...): the backup is untouched and the caller
+    /// decides (`decision::after_server_refusal`).
     async fn incremental(
         &mut self,
         target: &mut Target,
-    ) -> Result<Result<Summary, String>, BackupError> {
+        backup: &Existing,
+    ) -> Result<Result<Summary, ServerRefusal>, BackupError> {
         // Nothing is written until the server accepts (BK-17): the backup's last tx and digest
-        // are read, not recovered, and leftovers stay until then.
+        // were read, not recovered, and leftovers stay until then.
         let shown = self.opts.target.display().to_string();
-        let (from, digest) = peek_backup(&*self.env.fs, target.dir())?;
-        let Some(meta) = target.meta().cloned() else {
-            return Err(BackupError::Protocol("no backup to build on".into()));
-        };
+        let (from, digest) = (backup.last_tx, backup.digest);
         self.out.line(&format!(
             "incremental backup from {} into {shown}: the backup is at tx {from}, the server at tx {}",
             self.addr, self.server.last_committed_tx
         ));
-        let first = match ask_incremental(self.conn, &meta, from, digest, &shown).await? {
+        let first = match ask_incremental(self.conn, backup).await? {
             Answer::Accepted(first) => first,
-            Answer::Impossible(why) => return Ok(Err(why)),
+            Answer::Refused(answer) => return Ok(Err(answer)),
         };
         // Accepted: now the directory may change.
         target.clean()?;
@@ -835,58 +934,67 @@ impl Run<'_> {
         first: Message,
     ) -> Result<Summary, BackupError> {
         let status = store.status();
+        let end = self
+            .apply_stream(store, Some(first), Kind::Incremental)
+            .await?;
+        Ok(Summary {
+            kind: Kind::Incremental,
+            reason: incremental_reason(&self.opts.target.display().to_string(), from),
+            full_reason: None,
+            store_id: status.store_id,
+            format: status.format,
+            from_tx: Some(from),
+            checkpoint_tx: None,
+            to_tx: end.last_tx,
+            digest: end.digest,
+            bytes: self.conn.received,
+            transactions: end.transactions,
+            duration: self.elapsed(),
+            verified: end.verified,
+            fell_back: false,
+        })
+    }
+
+    /// Receives transactions up to the end frame and applies them in runs (BK-24), then checks
+    /// the end frame and verifies (BK-20, BK-26 .. BK-28). The one loop of both kinds: an
+    /// incremental starts with the `first` frame its request was answered with.
+    async fn apply_stream(
+        &mut self,
+        store: &mut Store,
+        mut first: Option<Message>,
+        kind: Kind,
+    ) -> Result<StreamEnd, BackupError> {
+        let start_tx = store.status().last_committed_tx;
+        let verify_touched = kind == Kind::Incremental && self.opts.verify == Verify::Default;
         let mut batch = Batch::default();
-        let mut received = 0u64;
-        let mut next = Some(first);
+        let mut transactions = 0u64;
         loop {
-            let msg = match next.take() {
+            let msg = match first.take() {
                 Some(m) => m,
                 None => self.conn.recv("the next transaction").await?,
             };
             match msg {
                 Message::Tx(entry) => {
-                    received += 1;
-                    self.add_to_batch(store, &mut batch, *entry, true)?;
+                    transactions += 1;
+                    batch.bytes += self.conn.last_len as usize;
+                    batch.entries.push(*entry);
+                    if batch.entries.len() >= BATCH_TXS || batch.bytes >= BATCH_BYTES {
+                        self.apply_batch(store, &mut batch, start_tx, verify_touched)?;
+                    }
                 }
                 Message::End { last_tx, digest } => {
-                    self.apply_batch(store, &mut batch, true)?;
-                    let verified = self.check_end(store, last_tx, digest, Kind::Incremental)?;
-                    return Ok(Summary {
-                        kind: Kind::Incremental,
-                        reason: format!(
-                            "{} holds a backup at tx {from}",
-                            self.opts.target.display()
-                        ),
-                        store_id: status.store_id,
-                        format: status.format,
-                        from_tx: Some(from),
-                        to_tx: last_tx,
+                    self.apply_batch(store, &mut batch, start_tx, verify_touched)?;
+                    let verified = self.check_end(store, last_tx, digest, kind)?;
+                    return Ok(StreamEnd {
+                        last_tx,
                         digest,
-                        bytes: self.conn.received,
-                        transactions: received,
-                        duration: self.elapsed(),
+                        transactions,
                         verified,
-                        fell_back: false,
                     });
                 }
                 other => return Err(self.conn.unexpected(&other, "a transaction or the end")),
             }
         }
-    }
-
-    fn add_to_batch(
-        &mut self,
-        store: &mut Store,
-        batch: &mut Batch,
-        entry: TxEntry,
-        verify_touched: bool,
-    ) -> Result<(), BackupError> {
-        batch.bytes += self.conn.last_len as usize;
-        batch.entries.push(entry);
-        if batch.entries.len() >= BATCH_TXS || batch.bytes >= BATCH_BYTES {
-            self.apply_batch(store, batch, verify_touched)?;
-        }
-        Ok(())
     }
 
     /// Applies a run of transactions durably (BK-24), then, when verifying an incremental,
@@ -895,6 +1003,7 @@ impl Run<'_> {
         &mut self,
         store: &mut Store,
         batch: &mut Batch,
+        start_tx: u64,
         verify_touched: bool,
     ) -> Result<(), BackupError> {
         if batch.entries.is_empty() {
@@ -910,7 +1019,7 @@ impl Run<'_> {
             }
         }
         store.apply_committed_batch(&batch.entries)?;
-        if verify_touched && self.opts.verify == Verify::Default {
+        if verify_touched {
             // A record may be written by several transactions of the run: only the last
             // image of each is what the file must now hold.
             let mut last: BTreeMap<(u8, u64), (u64, &RecordImage)> = BTreeMap::new();
@@ -934,8 +1043,10 @@ impl Run<'_> {
         }
         batch.entries.clear();
         batch.bytes = 0;
-        let applied = store.status().last_committed_tx;
-        self.out.tx_progress(applied);
+        let applied = store.status().last_committed_tx - start_tx;
+        let expected = self.server.last_committed_tx.saturating_sub(start_tx);
+        self.out
+            .progress(Phase::Apply, applied, expected.max(applied));
         Ok(())
     }
 
@@ -967,12 +1078,16 @@ impl Run<'_> {
         }
         self.out
             .line("verifying: scanning every record and recomputing the digest");
-        let report = check_open(store)?;
+        let out = &mut *self.out;
+        let report = check_open_with_progress(store, &mut |done, total| {
+            out.progress(Phase::Verify, done, total)
+        })?;
         if !report.consistent {
             let first = report.findings.first().cloned().unwrap_or_default();
+            let n = report.finding_count.max(1);
             return Err(BackupError::VerificationFailed(format!(
-                "the check found {} problem(s), the first: {first}",
-                report.findings.len().max(1)
+                "the check found {n} {}, the first: {first}",
+                if n == 1 { "problem" } else { "problems" }
             )));
         }
         if report.digest != digest.to_string() {
@@ -990,8 +1105,8 @@ impl Run<'_> {
     async fn full(
         &mut self,
         target: &mut Target,
-        reason: String,
-        previous_tx: Option<u64>,
+        reason: FullReason,
+        existing: Option<&Existing>,
     ) -> Result<Summary, BackupError> {
         let needed = room_needed(self.server.store_bytes);
         let available = self
@@ -1010,16 +1125,45 @@ impl Run<'_> {
             });
         }
         target.clean()?;
+        let shown = self.opts.target.display().to_string();
+        // One line says which kind and why; a fallback says so in the same line (BK-9).
+        let kind = if reason.is_fallback() {
+            "falling back to a full backup"
+        } else {
+            "full backup"
+        };
         self.out.line(&format!(
-            "full backup from {} into {}: {reason}",
+            "{kind} from {} into {shown}: {}",
             self.addr,
-            self.opts.target.display()
+            reason.describe(&shown)
         ));
+        if let Some(old) = existing.filter(|e| e.format != self.server.format) {
+            // BK-47: a backup in another format is replaced only once the new one is complete.
+            self.out.line(&format!(
+                "the backup in {shown} is in format version {}; it stays live until this backup in format version {} is complete",
+                old.format, self.server.format
+            ));
+        }
         let (n, gen_dir) = target.new_generation()?;
-        match self.full_into(&gen_dir, reason, previous_tx).await {
-            Ok((summary, meta)) => {
+        match self.full_into(&gen_dir).await {
+            Ok((end, checkpoint_tx, meta)) => {
                 target.switch_to(n, meta)?;
-                Ok(summary)
+                Ok(Summary {
+                    kind: Kind::Full,
+                    reason: reason.describe(&shown),
+                    full_reason: Some(reason),
+                    store_id: self.server.store_id,
+                    format: self.server.format,
+                    from_tx: existing.map(|e| e.last_tx),
+                    checkpoint_tx: Some(checkpoint_tx),
+                    to_tx: end.last_tx,
+                    digest: end.digest,
+                    bytes: self.conn.received,
+                    transactions: end.transactions,
+                    duration: self.elapsed(),
+                    verified: end.verified,
+                    fell_back: reason.is_fallback(),
+                })
             }
             Err(e) => {
                 target.discard(n);
@@ -1028,12 +1172,13 @@ impl Run<'_> {
         }
     }
 
+    /// Receives the files into `gen_dir`, writes the metadata at the checkpoint and applies the
+    /// transactions after it; returns the end of the stream, the checkpoint and the metadata
+    /// the pointer switch records.
     async fn full_into(
         &mut self,
         gen_dir: &std::path::Path,
-        reason: String,
-        previous_tx: Option<u64>,
-    ) -> Result<(Summary, crate::store::meta::Meta), BackupError> {
+    ) -> Result<(StreamEnd, u64, Meta), BackupError> {
         self.conn.send(&Message::Request(Request::Full)).await?;
         let (checkpoint_tx, state, files) = match self.conn.recv("the full backup to start").await?
         {
@@ -1069,40 +1214,13 @@ impl Run<'_> {
             &backup_store_options(),
         )?;
         self.out.line(&format!(
-            "files copied at checkpoint tx {checkpoint_tx}; replaying the transactions committed since"
+            "copied {} of store files at checkpoint tx {checkpoint_tx}; now applying the transactions committed after it",
+            units::bytes(bytes)
         ));
-        let mut batch = Batch::default();
-        let mut received = 0u64;
-        loop {
-            match self.conn.recv("the next transaction").await? {
-                Message::Tx(entry) => {
-                    received += 1;
-                    self.add_to_batch(&mut store, &mut batch, *entry, false)?;
-                }
-                Message::End { last_tx, digest } => {
-                    self.apply_batch(&mut store, &mut batch, false)?;
-                    let verified = self.check_end(&store, last_tx, digest, Kind::Full)?;
-                    let meta = store.meta().clone();
-                    store.close()?;
-                    let summary = Summary {
-                        kind: Kind::Full,
-                        reason,
-                        store_id: self.server.store_id,
-                        format: self.server.format,
-                        from_tx: previous_tx,
-                        to_tx: last_tx,
-                        digest,
-                        bytes: self.conn.received,
-                        transactions: received,
-                        duration: self.elapsed(),
-                        verified,
-                        fell_back: false,
-                    };
-                    return Ok((summary, meta));
-                }
-                other => return Err(self.conn.unexpected(&other, "a transaction or the end")),
-            }
-        }
+        let end = self.apply_stream(&mut store, None, Kind::Full).await?;
+        let meta = store.meta().clone();
+        store.close()?;
+        Ok((end, checkpoint_tx, meta))
     }
 
     /// Receives one file into `dir` (PR-11): only a record file's name is accepted, chunks are
@@ -1159,7 +1277,7 @@ impl Run<'_> {
                     }
                     at += n;
                     *bytes += n;
-                    self.out.copy_progress(*bytes, total);
+                    self.out.progress(Phase::Copy, *bytes, total);
                 }
                 Message::FileEnd { crc: sent } => {
                     if at != len {

@@ -10,6 +10,7 @@
 //! `restore` (`neo4j-admin restore`: a verified copy of a backup into a store directory).
 
 pub mod client;
+pub mod decision;
 pub mod protocol;
 pub mod restore;
 pub mod service;

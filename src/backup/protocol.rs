@@ -25,6 +25,9 @@ pub const CHUNK_SIZE: usize = 1 << 20;
 pub const MAX_FRAME: u32 = MAX_ENTRY + 1;
 /// The longest file name a file-start frame may carry.
 const MAX_NAME: usize = 255;
+/// The largest first answer a server sends (a welcome, or a refusal with one sentence): the
+/// bound a client reads the first frame with (PR-21).
+pub const MAX_FIRST_ANSWER: u32 = 4096;
 
 /// Errors reading or writing frames.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,12 @@ pub enum ProtocolError {
     Closed,
     #[error("received a damaged frame: {0}")]
     Malformed(String),
+    /// The peer's first frame is not one of this protocol (PR-21): it speaks something else.
+    #[error("the peer does not speak the backup protocol")]
+    NotBackupProtocol {
+        /// Its first bytes read `HTTP/`: it is an HTTP server.
+        looks_like_http: bool,
+    },
 }
 
 /// Why a server refuses a request (PR-7): typed, so the client can decide (fall back, exit 4,
@@ -58,6 +67,51 @@ pub enum Refusal {
     },
     /// Anything else the server could not do (I/O failure, shutting down): one sentence.
     Failed { message: String },
+}
+
+impl std::fmt::Display for Refusal {
+    /// One sentence, for the server's log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::ProtocolVersion { server } => {
+                write!(
+                    f,
+                    "the client speaks another protocol version (this server speaks {server})"
+                )
+            }
+            Refusal::StoreMismatch { server } => {
+                write!(
+                    f,
+                    "the backup belongs to another store (this server's is {server})"
+                )
+            }
+            Refusal::VersionMismatch { server } => write!(
+                f,
+                "the backup is in another format version (this server's is {server})"
+            ),
+            Refusal::LogsPruned { needed, oldest } => write!(
+                f,
+                "the logs no longer hold tx {needed} (the oldest they hold is tx {oldest})"
+            ),
+            Refusal::Diverged {
+                tx,
+                server_digest: Some(d),
+                ..
+            } => write!(
+                f,
+                "the backup's history diverged: this server's digest at tx {tx} is {d}"
+            ),
+            Refusal::Diverged {
+                tx,
+                server_digest: None,
+                server_last_tx,
+            } => write!(
+                f,
+                "the backup is at tx {tx}, ahead of this server's last tx {server_last_tx}"
+            ),
+            Refusal::Failed { message } => write!(f, "{message}"),
+        }
+    }
 }
 
 /// The request a client makes after the handshake (PR-5).
@@ -513,24 +567,79 @@ pub async fn read_message<R: AsyncRead + Unpin + ?Sized>(
 pub async fn read_message_sized<R: AsyncRead + Unpin + ?Sized>(
     r: &mut R,
 ) -> Result<(Message, u64), ProtocolError> {
+    let Some(head) = read_head(r).await? else {
+        return Err(ProtocolError::Closed);
+    };
+    let len = frame_len(&head, MAX_FRAME)
+        .ok_or_else(|| malformed(&format!("a frame length of {} bytes", head_len(&head))))?;
+    read_body(r, &head, len).await
+}
+
+/// Reads a server's first answer (a welcome or a refusal), bounded by [`MAX_FIRST_ANSWER`]
+/// (PR-21). A first frame that is out of bounds, damaged or of no known kind is
+/// [`ProtocolError::NotBackupProtocol`]: the peer speaks something else (an HTTP server answers
+/// the hello with `HTTP/1.1 400`, which reads as a length of about 1.3 GB).
+pub async fn read_first_answer<R: AsyncRead + Unpin + ?Sized>(
+    r: &mut R,
+) -> Result<(Message, u64), ProtocolError> {
+    let head = match read_head(r).await {
+        Ok(Some(head)) => head,
+        Ok(None) => return Err(ProtocolError::Closed),
+        Err(ProtocolError::Malformed(_)) => {
+            return Err(ProtocolError::NotBackupProtocol {
+                looks_like_http: false,
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    let foreign = ProtocolError::NotBackupProtocol {
+        looks_like_http: head.starts_with(b"HTTP/"),
+    };
+    let Some(len) = frame_len(&head, MAX_FIRST_ANSWER) else {
+        return Err(foreign);
+    };
+    match read_body(r, &head, len).await {
+        Err(ProtocolError::Malformed(_)) => Err(foreign),
+        other => other,
+    }
+}
+
+/// The 8-byte frame header, or `None` on a clean end of stream before it.
+async fn read_head<R: AsyncRead + Unpin + ?Sized>(
+    r: &mut R,
+) -> Result<Option<[u8; 8]>, ProtocolError> {
     let mut head = [0u8; 8];
     let mut got = 0;
     while got < head.len() {
         let n = r.read(&mut head[got..]).await?;
         if n == 0 {
-            return Err(if got == 0 {
-                ProtocolError::Closed
-            } else {
-                malformed("the connection closed inside a frame")
-            });
+            if got == 0 {
+                return Ok(None);
+            }
+            return Err(malformed("the connection closed inside a frame"));
         }
         got += n;
     }
-    let len = u32::from_le_bytes(head[..4].try_into().expect("4"));
+    Ok(Some(head))
+}
+
+fn head_len(head: &[u8; 8]) -> u32 {
+    u32::from_le_bytes(head[..4].try_into().expect("4"))
+}
+
+/// The body length the header announces, if it is within 1 ..= `max` (PR-1): checked before
+/// anything is allocated.
+fn frame_len(head: &[u8; 8], max: u32) -> Option<u32> {
+    Some(head_len(head)).filter(|&len| len != 0 && len <= max)
+}
+
+/// Reads a body of `len` bytes, checks it against the header's CRC and decodes it.
+async fn read_body<R: AsyncRead + Unpin + ?Sized>(
+    r: &mut R,
+    head: &[u8; 8],
+    len: u32,
+) -> Result<(Message, u64), ProtocolError> {
     let crc = u32::from_le_bytes(head[4..].try_into().expect("4"));
-    if len == 0 || len > MAX_FRAME {
-        return Err(malformed(&format!("a frame length of {len} bytes")));
-    }
     let mut body = vec![0u8; len as usize];
     r.read_exact(&mut body).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use crate::backup::target::{Holds, Target, TargetError};
 use crate::io::{Clock, Fs, OpenMode};
-use crate::store::check::{check, check_open, CheckReport};
+use crate::progress::Phase;
+use crate::store::check::{check_open_with_progress, check_with_progress, CheckReport};
 use crate::store::meta::Meta;
 use crate::store::{Store, StoreError, StoreOptions};
 
@@ -68,6 +69,7 @@ pub fn restore(
     from: &Path,
     to: &Path,
     force: bool,
+    progress: &mut dyn FnMut(Phase, u64, u64),
 ) -> Result<Restored, RestoreError> {
     // The target first: a refusal costs nothing and changes nothing.
     let mut target = Target::open(fs.clone(), to).map_err(|e| match e {
@@ -79,7 +81,9 @@ pub fn restore(
     }
     // The backup, locked while it is copied, checked before a byte is.
     let store = Store::open(fs.clone(), clock.clone(), from, &StoreOptions::default())?;
-    let report = check_open(&store)?;
+    let report = check_open_with_progress(&store, &mut |done, total| {
+        progress(Phase::CheckBackup, done, total)
+    })?;
     if !report.consistent {
         return Err(RestoreError::Inconsistent {
             dir: from.display().to_string(),
@@ -93,8 +97,13 @@ pub fn restore(
 
     target.clean().map_err(RestoreError::Target)?;
     let (n, generation) = target.new_generation().map_err(RestoreError::Target)?;
-    let copied = copy_store_files(&*fs, &source_dir, &generation).and_then(|bytes| {
-        let copy = check(fs.clone(), clock.clone(), &generation)?;
+    let copied = copy_store_files(&*fs, &source_dir, &generation, &mut |done, total| {
+        progress(Phase::CopyFiles, done, total)
+    })
+    .and_then(|bytes| {
+        let copy = check_with_progress(fs.clone(), clock.clone(), &generation, &mut |d, t| {
+            progress(Phase::CheckCopy, d, t)
+        })?;
         if !copy.consistent || copy.digest != report.digest {
             return Err(RestoreError::CopyFailed {
                 dir: to.display().to_string(),
@@ -125,10 +134,14 @@ pub fn restore(
 
 /// Copies every file of the store in `from` into `to`, streaming, each synced, then the
 /// directory synced. Returns the bytes copied.
-fn copy_store_files(fs: &dyn Fs, from: &Path, to: &Path) -> Result<u64, RestoreError> {
+fn copy_store_files(
+    fs: &dyn Fs,
+    from: &Path,
+    to: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64, RestoreError> {
     let io = |what: String| move |e| StoreError::io(what, e);
-    let mut total = 0;
-    let mut buf = vec![0u8; COPY_CHUNK];
+    let mut files = Vec::new();
     for entry in fs
         .read_dir(from)
         .map_err(io(format!("reading {}", from.display())))?
@@ -137,16 +150,23 @@ fn copy_store_files(fs: &dyn Fs, from: &Path, to: &Path) -> Result<u64, RestoreE
             continue;
         }
         let src_path = from.join(&entry.name);
-        let dst_path = to.join(&entry.name);
         let src = fs
             .open(&src_path, OpenMode::Read)
             .map_err(io(format!("opening {}", src_path.display())))?;
-        let dst = fs
-            .open(&dst_path, OpenMode::CreateNew)
-            .map_err(io(format!("creating {}", dst_path.display())))?;
         let len = src
             .len()
             .map_err(io(format!("reading {}", src_path.display())))?;
+        files.push((entry.name, src, len));
+    }
+    let total: u64 = files.iter().map(|(_, _, len)| len).sum();
+    let mut done = 0;
+    let mut buf = vec![0u8; COPY_CHUNK];
+    for (name, src, len) in files {
+        let src_path = from.join(&name);
+        let dst_path = to.join(&name);
+        let dst = fs
+            .open(&dst_path, OpenMode::CreateNew)
+            .map_err(io(format!("creating {}", dst_path.display())))?;
         let mut at = 0;
         while at < len {
             let want = ((len - at) as usize).min(COPY_CHUNK);
@@ -155,10 +175,11 @@ fn copy_store_files(fs: &dyn Fs, from: &Path, to: &Path) -> Result<u64, RestoreE
             dst.write_all_at(&buf[..want], at)
                 .map_err(io(format!("writing {}", dst_path.display())))?;
             at += want as u64;
+            done += want as u64;
+            progress(done, total);
         }
         dst.sync()
             .map_err(io(format!("syncing {}", dst_path.display())))?;
-        total += len;
     }
     fs.sync_dir(to)
         .map_err(io(format!("syncing {}", to.display())))?;

@@ -38,7 +38,7 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error("the client sent {0} where the protocol expects something else")]
     Unexpected(&'static str),
-    #[error("the client was silent for longer than {0:?}")]
+    #[error("the client was silent for longer than {}", crate::units::duration(*.0))]
     Idle(std::time::Duration),
 }
 
@@ -397,7 +397,7 @@ async fn incremental<W: AsyncWrite + Unpin>(
 }
 
 async fn refuse<W: AsyncWrite + Unpin>(w: &mut W, r: Refusal) -> Result<(), ServiceError> {
-    tracing::info!(refusal = ?r, "backup request refused");
+    tracing::info!("backup request refused: {r}");
     send(w, &Message::Refused(r)).await
 }
 

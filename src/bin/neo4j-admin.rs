@@ -7,12 +7,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use online_backup::backup::restore::restore;
+use online_backup::cli::{self, Parsed};
 use online_backup::io::Env;
+use online_backup::progress::Bar;
 use online_backup::store::check::{check, CheckReport};
 use online_backup::store::format::FormatVersion;
 use online_backup::store::generate::{generate, GenerateSpec};
 use online_backup::store::upgrade::{upgrade, UpgradeOutcome};
 use online_backup::store::StoreError;
+use online_backup::units;
 
 #[derive(Parser)]
 #[command(
@@ -93,12 +96,15 @@ fn parse_format(s: &str) -> Result<FormatVersion, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
+    let cli = match cli::parse::<Cli>(std::env::args_os()) {
+        Parsed::Run(cli) => cli,
+        Parsed::Info(text) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Parsed::Usage(message) => {
+            eprintln!("neo4j-admin: {message} (see neo4j-admin --help)");
+            return ExitCode::from(2);
         }
     };
     let env = Env::os();
@@ -172,10 +178,20 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::Restore { from, store, force } => {
-            match restore(env.fs.clone(), env.clock.clone(), &from, &store, force) {
+            let mut bar = Bar::stdout();
+            let restored = restore(
+                env.fs.clone(),
+                env.clock.clone(),
+                &from,
+                &store,
+                force,
+                &mut |phase, done, total| bar.update(phase, done, total),
+            );
+            bar.finish();
+            match restored {
                 Ok(r) => {
                     out!(
-                        "restored {} into {} (store {}, tx {}, {} nodes, {} relationships, digest {}): checked, {} bytes copied",
+                        "restored {} into {} (store {}, tx {}, {} nodes, {} relationships, digest {}): checked, {} copied",
                         from.display(),
                         store.display(),
                         r.report.store_id,
@@ -183,7 +199,7 @@ fn main() -> ExitCode {
                         r.report.nodes,
                         r.report.relationships,
                         r.report.digest,
-                        r.bytes
+                        units::bytes(r.bytes)
                     );
                     ExitCode::SUCCESS
                 }

@@ -1,19 +1,24 @@
 //! `neo4j-backup`: backs up a running server into a directory, full or incremental as the
-//! directory allows (spec/backup.md). Parses arguments (both dash styles), runs the library's
-//! client, prints what it chose and a summary, and maps typed errors to the exit codes of
-//! BK-40: 0 done, 1 failed, 2 usage, 3 not a backup directory, 4 another store, 5 another
-//! format version, 6 verification failed, 7 incremental impossible under `--type incremental`.
+//! directory allows (spec/backup.md). Parses arguments (`online_backup::cli`: both dash styles),
+//! runs the library's client, prints what it chose and a summary, and maps typed errors to the
+//! exit codes of BK-40: 0 done, 1 failed, 2 usage, 3 not a backup directory, 4 another store,
+//! 5 another format version, 6 verification failed, 7 incremental impossible or refused.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use online_backup::backup::client::{
-    self, BackupOptions, Mode, Observer, Summary, Verified, Verify,
+    self, BackupError, BackupFacts, BackupOptions, Mode, Observer, Phase, ServerInfo, Summary,
+    Verify,
 };
 use online_backup::backup::protocol::DEFAULT_PORT;
+use online_backup::cli::{self, Parsed};
 use online_backup::io::Env;
+use online_backup::progress::Bar;
+use online_backup::units;
 
 #[derive(Parser)]
 #[command(
@@ -26,7 +31,7 @@ use online_backup::io::Env;
                   Every flag takes one dash or two: -host and --host are the same."
 )]
 struct Cli {
-    /// The server's host name or address.
+    /// The server's host name or address, or host:port when -port is not given.
     #[arg(long, conflicts_with = "from")]
     host: Option<String>,
     /// The server's backup port (online_backup_server).
@@ -40,7 +45,7 @@ struct Cli {
     to: PathBuf,
     /// auto: incremental when possible, else full; full: always full; incremental: fail with
     /// exit 7 instead of falling back.
-    #[arg(long = "type", value_enum, default_value = "auto")]
+    #[arg(long = "type", value_name = "TYPE", value_enum, default_value = "auto")]
     kind: TypeArg,
     /// true: check what was written (a full scan after a full backup, the records touched after
     /// an incremental); false: skip; full: always a full scan.
@@ -76,28 +81,6 @@ enum VerifyArg {
     Full,
 }
 
-/// The long flags, so that `-host` can mean `--host` (the seed's single-dash style).
-const LONG_FLAGS: &[&str] = &[
-    "host", "port", "from", "to", "type", "verify", "timeout", "max-rate", "json", "plan", "help",
-    "version",
-];
-
-/// Rewrites `-name` and `-name=value` to their two-dash form for every long flag (BK-5).
-fn normalize_dashes(args: impl Iterator<Item = String>) -> Vec<String> {
-    args.map(|a| {
-        if let Some(rest) = a.strip_prefix('-') {
-            if !rest.starts_with('-') {
-                let name = rest.split('=').next().unwrap_or("");
-                if LONG_FLAGS.contains(&name) {
-                    return format!("-{a}");
-                }
-            }
-        }
-        a
-    })
-    .collect()
-}
-
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -118,27 +101,47 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Splits `-from host[:port]` (`[::1]:6362` for IPv6).
-fn parse_from(s: &str) -> Result<(String, u16), String> {
-    let bad = || format!("-from `{s}` is not host or host:port");
+/// Splits `host[:port]` (`[::1]:6362` or a bare `::1` for IPv6) into the host and the port it
+/// names, if any (BK-1, BK-49).
+fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
     if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        let (host, after) = rest.split_once(']')?;
         let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| bad())?,
-            None if after.is_empty() => DEFAULT_PORT,
-            None => return Err(bad()),
+            Some(p) => Some(p.parse().ok()?),
+            None if after.is_empty() => None,
+            None => return None,
         };
-        return Ok((host.to_string(), port));
+        return (!host.is_empty()).then(|| (host.to_string(), port));
     }
     match s.rsplit_once(':') {
+        // One colon: host:port. More: a bare IPv6 address.
         Some((host, port)) if !host.contains(':') => {
-            if host.is_empty() {
-                return Err(bad());
-            }
-            Ok((host.to_string(), port.parse().map_err(|_| bad())?))
+            (!host.is_empty()).then_some(())?;
+            Some((host.to_string(), Some(port.parse().ok()?)))
         }
-        _ if !s.is_empty() => Ok((s.to_string(), DEFAULT_PORT)),
-        _ => Err(bad()),
+        _ if !s.is_empty() => Some((s.to_string(), None)),
+        _ => None,
+    }
+}
+
+/// The server's host and port from `-host`/`-port` or `-from` (BK-1, BK-49).
+fn server_address(cli: &Cli) -> Result<(String, u16), String> {
+    match (&cli.host, &cli.from) {
+        (Some(h), None) => match (split_host_port(h), cli.port) {
+            (Some((host, None)), port) => Ok((host, port.unwrap_or(DEFAULT_PORT))),
+            (Some((host, Some(port))), None) => Ok((host, port)),
+            (Some((_, Some(_))), Some(_)) => Err(format!(
+                "-host `{h}` names a port and -port names another; give the port once"
+            )),
+            (None, _) => Err(format!(
+                "-host `{h}` is not a host or host:port (an IPv6 address with a port goes in brackets: [::1]:6362)"
+            )),
+        },
+        (None, Some(f)) => match split_host_port(f) {
+            Some((host, port)) => Ok((host, port.unwrap_or(DEFAULT_PORT))),
+            None => Err(format!("-from `{f}` is not host or host:port")),
+        },
+        _ => Err("say which server to back up with -host <host> or -from <host[:port]>".into()),
     }
 }
 
@@ -148,109 +151,94 @@ fn say(text: &str) {
     let _ = writeln!(std::io::stdout(), "{text}");
 }
 
-/// The human account: one line each, on stdout.
-/// The human account: one line each on stdout, and on a terminal a progress bar (bytes, rate
-/// and ETA of the file copy; transactions applied) that plain output never carries (BK-44).
-struct Human {
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl Human {
-    fn new() -> Human {
-        Human { bar: None }
-    }
-
-    fn bar(&mut self) -> Option<&indicatif::ProgressBar> {
-        if self.bar.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_draw_target(indicatif::ProgressDrawTarget::stdout());
-            self.bar = Some(bar);
-        }
-        self.bar.as_ref()
-    }
-
-    fn finish(&mut self) {
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
-    }
-}
+/// The human account: one line each on stdout, and on a terminal a progress bar for every long
+/// phase (copy, apply, verify) that plain output never carries (BK-44).
+struct Human(Bar);
 
 impl Observer for Human {
     fn line(&mut self, text: &str) {
-        let line = format!("neo4j-backup: {text}");
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => say(&line),
+        self.0.println(&format!("neo4j-backup: {text}"));
+    }
+
+    fn progress(&mut self, phase: Phase, done: u64, total: u64) {
+        self.0.update(phase, done, total);
+    }
+}
+
+/// What a run learned before it ended, for the `--json` document of a failure (BK-43): the
+/// server's welcome and the backup the target held, so a refusal reports both store ids, both
+/// format versions and both txs.
+#[derive(Default)]
+struct Facts {
+    server: Option<(String, ServerInfo)>,
+    backup: Option<BackupFacts>,
+}
+
+impl Observer for Facts {
+    fn line(&mut self, _text: &str) {}
+
+    fn server(&mut self, addr: &str, server: &ServerInfo) {
+        self.server = Some((addr.to_string(), *server));
+    }
+
+    fn existing(&mut self, backup: &BackupFacts) {
+        self.backup = Some(*backup);
+    }
+}
+
+impl Facts {
+    fn server_json(&self) -> serde_json::Value {
+        match &self.server {
+            Some((addr, s)) => serde_json::json!({
+                "address": addr,
+                "store_id": s.store_id.to_string(),
+                "format_version": s.format.to_string(),
+                "last_committed_tx": s.last_committed_tx,
+                "oldest_logged_tx": s.oldest_logged_tx,
+                "store_bytes": s.store_bytes,
+            }),
+            None => serde_json::Value::Null,
         }
     }
 
-    fn copy_progress(&mut self, done: u64, total: u64) {
-        if let Some(bar) = self.bar() {
-            if bar.length() != Some(total) {
-                bar.set_length(total.max(done));
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "copying {bytes}/{total_bytes} at {bytes_per_sec}, ETA {eta} {wide_bar}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
-            }
-            bar.set_position(done);
-        }
-    }
-
-    fn tx_progress(&mut self, at_tx: u64) {
-        if let Some(bar) = self.bar() {
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{msg}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar.set_message(format!("transactions applied up to tx {at_tx}"));
+    fn backup_json(&self) -> serde_json::Value {
+        match &self.backup {
+            Some(b) => serde_json::json!({
+                "store_id": b.store_id.to_string(),
+                "format_version": b.format.to_string(),
+                "last_tx": b.last_tx,
+            }),
+            None => serde_json::Value::Null,
         }
     }
 }
 
-fn usage(message: &str) -> ExitCode {
-    eprintln!("neo4j-backup: {message} (see neo4j-backup --help)");
+/// Reports a usage error: one sentence on stderr and, when `--json` was among the arguments,
+/// the failure document on stdout (BK-43, CLI-4); exit 2.
+fn usage(message: &str, json: bool) -> ExitCode {
+    let sentence = format!("{message} (see neo4j-backup --help)");
+    eprintln!("neo4j-backup: {sentence}");
+    if json {
+        say(&failure_json(2, &sentence, &Facts::default()).to_string());
+    }
     ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
-    let args = normalize_dashes(std::env::args());
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
-        Err(e) if e.use_stderr() => {
-            // One sentence: clap's message up to its first blank line, joined into one line
-            // (clap puts what is missing, or the accepted values, on the lines after the
-            // first), without its "error: " prefix, tips, usage and advice.
-            let text = e.to_string();
-            let message: Vec<&str> = text
-                .lines()
-                .take_while(|l| !l.trim().is_empty())
-                .map(|l| l.trim())
-                .filter(|l| !l.starts_with("tip:"))
-                .collect();
-            let message = message.join(" ");
-            let message = message.trim_start_matches("error: ");
-            return usage(if message.is_empty() {
-                "bad arguments"
-            } else {
-                message
-            });
-        }
-        Err(e) => {
-            let _ = e.print();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // `--json` asks for a document even when the rest of the line is wrong (BK-43).
+    let json = args.iter().skip(1).any(|a| a == "--json" || a == "-json");
+    let cli = match cli::parse::<Cli>(args) {
+        Parsed::Run(cli) => cli,
+        Parsed::Info(text) => {
+            print!("{text}");
             return ExitCode::SUCCESS;
         }
+        Parsed::Usage(message) => return usage(&message, json),
     };
-    let (host, port) = match (&cli.host, &cli.from) {
-        (Some(h), None) if !h.is_empty() => (h.clone(), cli.port.unwrap_or(DEFAULT_PORT)),
-        (None, Some(f)) => match parse_from(f) {
-            Ok(hp) => hp,
-            Err(e) => return usage(&e),
-        },
-        _ => return usage("say which server to back up with -host <host> or -from <host[:port]>"),
+    let (host, port) = match server_address(&cli) {
+        Ok(hp) => hp,
+        Err(e) => return usage(&e, cli.json),
     };
     let max_rate = match cli
         .max_rate
@@ -258,13 +246,16 @@ fn main() -> ExitCode {
         .map(online_backup::config::parse_size)
     {
         None => None,
-        Some(Ok(0)) => return usage("--max-rate must be more than 0 bytes per second"),
+        Some(Ok(0)) => return usage("--max-rate must be more than 0 bytes per second", cli.json),
         Some(Ok(n)) => Some(n),
         Some(Err(_)) => {
-            return usage(&format!(
-                "--max-rate `{}` is not a rate in bytes per second (e.g. 50M, 512k, 1000000)",
-                cli.max_rate.unwrap_or_default()
-            ))
+            return usage(
+                &format!(
+                    "--max-rate `{}` is not a rate in bytes per second (e.g. 50M, 512k, 1000000)",
+                    cli.max_rate.unwrap_or_default()
+                ),
+                cli.json,
+            )
         }
     };
     tracing_subscriber::fmt()
@@ -305,8 +296,9 @@ fn main() -> ExitCode {
         }
     };
     let env = Env::os();
+    let mut facts = Facts::default();
     if cli.plan {
-        return match runtime.block_on(client::plan(&env, &opts)) {
+        return match runtime.block_on(client::plan(&env, &opts, &mut facts)) {
             Ok(p) if cli.json => {
                 say(&plan_json(&p).to_string());
                 ExitCode::SUCCESS
@@ -315,21 +307,21 @@ fn main() -> ExitCode {
                 say(&format!("neo4j-backup: plan: {}", describe_plan(&p, &opts)));
                 say(&format!(
                     "neo4j-backup: plan: {} free at {}; nothing was changed",
-                    bytes(p.free as f64),
+                    units::bytes(p.free),
                     opts.target.display()
                 ));
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(&e, cli.json),
+            Err(e) => fail(&e, cli.json, &facts),
         };
     }
     let result = if cli.json {
         // Stdout holds the one JSON document, stderr at most the error sentence (BK-43).
-        runtime.block_on(client::run(&env, &opts, &mut client::Lines::default()))
+        runtime.block_on(client::run(&env, &opts, &mut facts))
     } else {
-        let mut human = Human::new();
-        let result = runtime.block_on(client::run(&env, &opts, &mut human));
-        human.finish();
+        let mut human = Human(Bar::stdout());
+        let result = runtime.block_on(client::run(&env, &opts, &mut Both(&mut human, &mut facts)));
+        human.0.finish();
         result
     };
     match result {
@@ -338,37 +330,72 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(summary) => {
-            say(&format!("neo4j-backup: {}", describe(&summary)));
+            say(&format!("neo4j-backup: {}", summary.describe()));
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&e, cli.json),
+        Err(e) => fail(&e, cli.json, &facts),
+    }
+}
+
+/// Two observers at once.
+struct Both<'a>(&'a mut dyn Observer, &'a mut dyn Observer);
+
+impl Observer for Both<'_> {
+    fn line(&mut self, text: &str) {
+        self.0.line(text);
+        self.1.line(text);
+    }
+    fn progress(&mut self, phase: Phase, done: u64, total: u64) {
+        self.0.progress(phase, done, total);
+        self.1.progress(phase, done, total);
+    }
+    fn server(&mut self, addr: &str, server: &ServerInfo) {
+        self.0.server(addr, server);
+        self.1.server(addr, server);
+    }
+    fn existing(&mut self, backup: &BackupFacts) {
+        self.0.existing(backup);
+        self.1.existing(backup);
     }
 }
 
 /// Reports a failure: one sentence on stderr, and with `--json` the document on stdout.
-fn fail(e: &client::BackupError, json: bool) -> ExitCode {
+fn fail(e: &BackupError, json: bool, facts: &Facts) -> ExitCode {
     eprintln!("neo4j-backup: {e}");
     if json {
-        let doc = serde_json::json!({
-            "outcome": "failed",
-            "exit_code": e.exit_code(),
-            "error": e.to_string(),
-            "mode": null,
-            "reason": null,
-            "store_id": null,
-            "from_tx": null,
-            "to_tx": null,
-            "transactions": null,
-            "bytes": null,
-            "duration_secs": null,
-            "throughput_bytes_per_sec": null,
-            "verified": null,
-            "fell_back": null,
-            "digest": null,
-        });
-        say(&doc.to_string());
+        say(&failure_json(e.exit_code(), &e.to_string(), facts).to_string());
     }
     ExitCode::from(e.exit_code())
+}
+
+/// The `--json` document of a failure (BK-43): what the run learned before it ended.
+fn failure_json(code: u8, error: &str, facts: &Facts) -> serde_json::Value {
+    let store_id = facts
+        .server
+        .as_ref()
+        .map(|(_, s)| s.store_id.to_string())
+        .or_else(|| facts.backup.map(|b| b.store_id.to_string()));
+    serde_json::json!({
+        "outcome": "failed",
+        "exit_code": code,
+        "error": error,
+        "mode": null,
+        "reason": null,
+        "reason_code": null,
+        "store_id": store_id,
+        "from_tx": facts.backup.map(|b| b.last_tx),
+        "to_tx": null,
+        "checkpoint_tx": null,
+        "transactions": null,
+        "bytes": null,
+        "duration_secs": null,
+        "throughput_bytes_per_sec": null,
+        "verified": null,
+        "fell_back": null,
+        "digest": null,
+        "server": facts.server_json(),
+        "backup": facts.backup_json(),
+    })
 }
 
 /// The `--json` document of a finished backup (BK-43).
@@ -380,9 +407,11 @@ fn summary_json(s: &Summary) -> serde_json::Value {
         "error": null,
         "mode": s.kind.name(),
         "reason": s.reason,
+        "reason_code": s.full_reason.map(|r| r.code()),
         "store_id": s.store_id.to_string(),
         "from_tx": s.from_tx,
         "to_tx": s.to_tx,
+        "checkpoint_tx": s.checkpoint_tx,
         "transactions": s.transactions,
         "bytes": s.bytes,
         "duration_secs": secs,
@@ -401,6 +430,7 @@ fn plan_json(p: &client::Plan) -> serde_json::Value {
         "error": null,
         "mode": p.kind.name(),
         "reason": p.reason,
+        "reason_code": p.full_reason.map(|r| r.code()),
         "store_id": p.store_id.to_string(),
         "from_tx": p.from_tx,
         "to_tx": p.to_tx,
@@ -424,7 +454,7 @@ fn describe_plan(p: &client::Plan, opts: &BackupOptions) -> String {
             opts.target.display(),
             from + 1,
             p.to_tx,
-            transactions(p.to_tx.saturating_sub(from)),
+            client::transactions(p.to_tx.saturating_sub(from)),
             p.reason
         ),
         _ => format!(
@@ -432,66 +462,8 @@ fn describe_plan(p: &client::Plan, opts: &BackupOptions) -> String {
             p.store_id,
             opts.target.display(),
             p.to_tx,
-            bytes(p.bytes as f64),
+            units::bytes(p.bytes),
             p.reason
         ),
-    }
-}
-
-/// The final summary line (BK-9): mode, tx range, bytes, duration, throughput, verification.
-fn describe(s: &Summary) -> String {
-    let secs = s.duration.as_secs_f64();
-    let rate = if secs > 0.0 {
-        s.bytes as f64 / secs
-    } else {
-        0.0
-    };
-    let range = match s.from_tx {
-        Some(from) if s.kind == client::Kind::Incremental && from == s.to_tx => {
-            format!("nothing new since tx {from}")
-        }
-        Some(from) if s.kind == client::Kind::Incremental => {
-            format!("tx {} to {}", from + 1, s.to_tx)
-        }
-        _ => format!("up to tx {}", s.to_tx),
-    };
-    let verified = match s.verified {
-        Verified::Skipped => "not verified (-verify false)",
-        Verified::Touched => "verified (records written and digest)",
-        Verified::FullScan => "verified (full scan and digest)",
-    };
-    format!(
-        "done: {} backup of store {}, {range} ({}), {} in {:.2} s ({}/s), {verified}, digest {}",
-        s.kind.name(),
-        s.store_id,
-        transactions(s.transactions),
-        bytes(s.bytes as f64),
-        secs,
-        bytes(rate),
-        s.digest
-    )
-}
-
-fn bytes(n: f64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{v:.0} {}", UNITS[unit])
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
-/// `n transactions`, singular for one.
-fn transactions(n: u64) -> String {
-    if n == 1 {
-        "1 transaction".to_string()
-    } else {
-        format!("{n} transactions")
     }
 }

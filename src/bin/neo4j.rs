@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use online_backup::cli::{self, Parsed};
 use online_backup::config::Config;
 use online_backup::io::{read_small_file, Env};
 use online_backup::server::{run, Bound, ServerOptions};
@@ -31,12 +32,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
+    let cli = match cli::parse::<Cli>(std::env::args_os()) {
+        Parsed::Run(cli) => cli,
+        Parsed::Info(text) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Parsed::Usage(message) => {
+            eprintln!("neo4j: {message} (see neo4j --help)");
+            return ExitCode::from(2);
         }
     };
     let Command::Console { store, config } = cli.command;

@@ -62,14 +62,33 @@ pub fn check(
     clock: Arc<dyn Clock>,
     dir: &Path,
 ) -> Result<CheckReport, StoreError> {
+    check_with_progress(fs, clock, dir, &mut |_, _| {})
+}
+
+/// [`check`], calling `progress(done, total)` as [`check_open_with_progress`] does.
+pub fn check_with_progress(
+    fs: Arc<dyn Fs>,
+    clock: Arc<dyn Clock>,
+    dir: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<CheckReport, StoreError> {
     let store = Store::open(fs, clock, dir, &StoreOptions::default())?;
-    let report = check_open(&store)?;
+    let report = check_open_with_progress(&store, progress)?;
     store.close()?;
     Ok(report)
 }
 
 /// Checks an open store.
 pub fn check_open(store: &Store) -> Result<CheckReport, StoreError> {
+    check_open_with_progress(store, &mut |_, _| {})
+}
+
+/// Checks an open store, calling `progress(done, total)` with the records scanned so far of
+/// all of them after every batch (a progress bar for long checks).
+pub fn check_open_with_progress(
+    store: &Store,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<CheckReport, StoreError> {
     let status = store.status();
     let files = &store.files;
     let state = &store.state;
@@ -82,11 +101,18 @@ pub fn check_open(store: &Store) -> Result<CheckReport, StoreError> {
     let mut digest = Digest::ZERO;
     let mut nodes = 0u64;
     let mut rels = 0u64;
+    let total = state.next_node + state.next_rel + state.next_block;
+    let mut done = 0u64;
+    let mut scanned = |n: u64| {
+        done += n;
+        progress(done, total);
+    };
 
     scan(
         files.file(RecordKind::Node),
         RecordKind::Node.size(files.format),
         state.next_node,
+        &mut scanned,
         |id, raw| {
             let rec = match NodeRecord::decode(files.format, raw) {
                 Ok(r) => r,
@@ -125,6 +151,7 @@ pub fn check_open(store: &Store) -> Result<CheckReport, StoreError> {
         files.file(RecordKind::Rel),
         RecordKind::Rel.size(files.format),
         state.next_rel,
+        &mut scanned,
         |id, raw| {
             let rec = match RelRecord::decode(files.format, raw) {
                 Ok(r) => r,
@@ -193,6 +220,7 @@ pub fn check_open(store: &Store) -> Result<CheckReport, StoreError> {
         files.file(RecordKind::Block),
         RecordKind::Block.size(files.format),
         state.next_block,
+        &mut scanned,
         |id, raw| match BlockRecord::decode(files.format, raw) {
             Err(e) => f.add(format!("block {id}: {e}")),
             Ok(b) if b.in_use && !owned.get(id) => {
@@ -239,6 +267,7 @@ fn scan(
     file: &dyn FileHandle,
     size: usize,
     count: u64,
+    scanned: &mut dyn FnMut(u64),
     mut visit: impl FnMut(u64, &[u8]),
 ) -> Result<(), StoreError> {
     let per_batch = ((1 << 20) / size).max(1) as u64;
@@ -254,6 +283,7 @@ fn scan(
             visit(id + i as u64, raw);
         }
         id += n;
+        scanned(n);
     }
     Ok(())
 }
