@@ -154,3 +154,57 @@ fn adm_1_exit_codes_for_bad_input() {
     let out = admin(&["generate", "--help"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Supported: 1"));
 }
+
+// ADM-9, ST-14: a path that does not exist, or is a regular file, is named as such in one
+// sentence on stderr by every tool that opens a store, with exit 1; a directory without metadata
+// is still "not a store directory".
+#[test]
+fn adm_9_missing_path_or_file_says_what_it_is() {
+    let dir = scratch();
+    let missing = dir.path().join("no").join("such").join("store");
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, b"not a store").unwrap();
+    let fresh = dir.path().join("fresh");
+    let runs: [(&Path, Vec<&str>); 6] = [
+        (&missing, vec!["check", path(&missing)]),
+        (&missing, vec!["upgrade", path(&missing)]),
+        (
+            &missing,
+            vec!["restore", "--from", path(&missing), "--store", path(&fresh)],
+        ),
+        (&file, vec!["check", path(&file)]),
+        (&file, vec!["upgrade", path(&file)]),
+        (
+            &file,
+            vec!["restore", "--from", path(&file), "--store", path(&fresh)],
+        ),
+    ];
+    for (target, args) in runs {
+        let out = admin(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "ADM-9: {args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "ADM-9: {args:?}: {stderr}");
+        let want = if target == missing {
+            format!("neo4j-admin: {} does not exist", target.display())
+        } else {
+            format!(
+                "neo4j-admin: {} is a file, not a store directory",
+                target.display()
+            )
+        };
+        assert_eq!(stderr.trim_end(), want, "ST-14: {args:?}");
+    }
+    assert!(!missing.exists(), "ST-14: nothing creates the missing path");
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a store");
+    // ADM-9: generate into a file refuses it in the same words.
+    let out = admin(&["generate", "--store", path(&file), "--nodes", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        format!(
+            "neo4j-admin: {} is a file, not a store directory",
+            file.display()
+        ),
+        "ADM-9"
+    );
+}

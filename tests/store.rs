@@ -142,10 +142,43 @@ fn io_3_a_second_opener_is_refused_while_the_store_is_open() {
 fn st_1_an_empty_directory_is_not_a_store() {
     let dir = scratch();
     assert!(matches!(open(dir.path()), Err(StoreError::NotAStore(_))));
-    assert!(matches!(
-        open(&dir.path().join("missing")),
-        Err(StoreError::NotAStore(_))
-    ));
+}
+
+// ST-14: opening a path that does not exist, or goes through a file, says it does not exist;
+// opening a file says it is a file; neither is created. Creating a store on a file is refused in
+// the same words.
+#[test]
+fn st_14_a_missing_path_or_a_file_is_named_as_such() {
+    let dir = scratch();
+    let missing = dir.path().join("missing");
+    let err = open(&missing).unwrap_err();
+    assert!(matches!(err, StoreError::Missing(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!("{} does not exist", missing.display())
+    );
+    assert!(!missing.exists());
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = open(&file).unwrap_err();
+    assert!(matches!(err, StoreError::NotADirectory(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!("{} is a file, not a store directory", file.display())
+    );
+    let err = open(&file.join("below")).unwrap_err();
+    assert!(matches!(err, StoreError::Missing(_)), "{err}");
+    let err = Store::create(
+        fs(),
+        clock(),
+        &file,
+        &StoreOptions::default(),
+        FormatVersion::CURRENT,
+        1,
+    )
+    .unwrap_err();
+    assert!(matches!(err, StoreError::NotADirectory(_)), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }
 
 // LOG-8, RC-1: rotation past the threshold starts a new file whose header carries the previous
