@@ -154,3 +154,142 @@ fn adm_1_exit_codes_for_bad_input() {
     let out = admin(&["generate", "--help"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Supported: 1"));
 }
+
+// ADM-9, ST-14: a path that does not exist, or is a regular file, is named as such in one
+// sentence on stderr by every tool that opens a store, with exit 1; a directory without metadata
+// is still "not a store directory".
+#[test]
+fn adm_9_missing_path_or_file_says_what_it_is() {
+    let dir = scratch();
+    let missing = dir.path().join("no").join("such").join("store");
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, b"not a store").unwrap();
+    let fresh = dir.path().join("fresh");
+    let runs: [(&Path, Vec<&str>); 6] = [
+        (&missing, vec!["check", path(&missing)]),
+        (&missing, vec!["upgrade", path(&missing)]),
+        (
+            &missing,
+            vec!["restore", "--from", path(&missing), "--store", path(&fresh)],
+        ),
+        (&file, vec!["check", path(&file)]),
+        (&file, vec!["upgrade", path(&file)]),
+        (
+            &file,
+            vec!["restore", "--from", path(&file), "--store", path(&fresh)],
+        ),
+    ];
+    for (target, args) in runs {
+        let out = admin(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "ADM-9: {args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "ADM-9: {args:?}: {stderr}");
+        let want = if target == missing {
+            format!("neo4j-admin: {} does not exist", target.display())
+        } else {
+            format!(
+                "neo4j-admin: {} is a file, not a store directory",
+                target.display()
+            )
+        };
+        assert_eq!(stderr.trim_end(), want, "ST-14: {args:?}");
+    }
+    assert!(!missing.exists(), "ST-14: nothing creates the missing path");
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a store");
+    // ADM-9: generate into a file refuses it in the same words.
+    let out = admin(&["generate", "--store", path(&file), "--nodes", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        format!(
+            "neo4j-admin: {} is a file, not a store directory",
+            file.display()
+        ),
+        "ADM-9"
+    );
+}
+
+/// Generates a small store for the record-file length tests.
+fn small_store(dir: &Path) -> std::path::PathBuf {
+    let store = dir.join("s");
+    let out = admin(&["generate", "--store", path(&store), "--nodes", "50"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    store
+}
+
+/// Runs `check --json`, which must exit 3 with a finding naming `file` and both lengths.
+fn expect_length_finding(store: &Path, file: &str, have: u64, want: u64) {
+    let out = admin(&["check", path(store), "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "ADM-10: {file} of {have} bytes: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report = json(&out);
+    assert_eq!(report["consistent"], false, "ADM-10: {report}");
+    let findings: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    let wanted = format!("{file} is {have} bytes long but should be {want} ");
+    assert!(
+        findings.iter().any(|f| f.starts_with(&wanted)),
+        "ADM-10, ST-15: no finding starting {wanted:?} in {findings:#?}"
+    );
+}
+
+// ADM-10, ST-15: a record file longer than its high-water mark's records (bytes appended past
+// the last record) or shorter (truncated) is a finding naming the file and both lengths: exit 3.
+#[test]
+fn adm_10_record_file_of_the_wrong_length_is_a_finding() {
+    // 50 nodes, 100 relationships and 150 blocks of 25, 73 and 135 bytes (format 2).
+    let cases: [(&str, u64, i64); 4] = [
+        ("neostore.nodestore.db", 50 * 25, 3),
+        ("neostore.propertystore.db", 150 * 135, 135),
+        ("neostore.relationshipstore.db", 100 * 73, -5),
+        ("neostore.nodestore.db", 50 * 25, -25),
+    ];
+    for (file, want, delta) in cases {
+        let dir = scratch();
+        let store = small_store(dir.path());
+        let out = admin(&["check", path(&store)]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "ST-15: a generated store checks clean"
+        );
+        let target = store.join(file);
+        assert_eq!(std::fs::metadata(&target).unwrap().len(), want, "ST-15");
+        let have = want.checked_add_signed(delta).unwrap();
+        if delta > 0 {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&target)
+                .unwrap();
+            f.write_all(&vec![0xA5; delta as usize]).unwrap();
+        } else {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&target)
+                .unwrap();
+            f.set_len(have).unwrap();
+        }
+        expect_length_finding(&store, file, have, want);
+        // The human report lists it too.
+        let out = admin(&["check", path(&store)]);
+        assert_eq!(out.status.code(), Some(3), "ADM-10");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(&format!("{file} is {have} bytes long but should be {want}")),
+            "ADM-10: {stdout}"
+        );
+    }
+}

@@ -10,6 +10,7 @@ use online_backup::store::check::check;
 use online_backup::store::format::{FormatVersion, RecordKind};
 use online_backup::store::generate::{generate, GenerateSpec};
 use online_backup::store::log::{list_log_versions, log_path};
+use online_backup::store::meta::Meta;
 use online_backup::store::upgrade::{upgrade, UpgradeOutcome};
 use online_backup::store::{Store, StoreError, StoreOptions, TxRejection};
 use support::*;
@@ -142,10 +143,152 @@ fn io_3_a_second_opener_is_refused_while_the_store_is_open() {
 fn st_1_an_empty_directory_is_not_a_store() {
     let dir = scratch();
     assert!(matches!(open(dir.path()), Err(StoreError::NotAStore(_))));
-    assert!(matches!(
-        open(&dir.path().join("missing")),
-        Err(StoreError::NotAStore(_))
-    ));
+}
+
+// ST-14: opening a path that does not exist, or goes through a file, says it does not exist;
+// opening a file says it is a file; neither is created. Creating a store on a file is refused in
+// the same words.
+#[test]
+fn st_14_a_missing_path_or_a_file_is_named_as_such() {
+    let dir = scratch();
+    let missing = dir.path().join("missing");
+    let err = open(&missing).unwrap_err();
+    assert!(matches!(err, StoreError::Missing(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!("{} does not exist", missing.display())
+    );
+    assert!(!missing.exists());
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = open(&file).unwrap_err();
+    assert!(matches!(err, StoreError::NotADirectory(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!("{} is a file, not a store directory", file.display())
+    );
+    let err = open(&file.join("below")).unwrap_err();
+    assert!(matches!(err, StoreError::Missing(_)), "{err}");
+    let err = Store::create(
+        fs(),
+        clock(),
+        &file,
+        &StoreOptions::default(),
+        FormatVersion::CURRENT,
+        1,
+    )
+    .unwrap_err();
+    assert!(matches!(err, StoreError::NotADirectory(_)), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}
+
+/// The length of each record file of the store in `dir` and the length its checkpoint's
+/// high-water marks give (ST-15), in the order node, relationship, block.
+fn record_lengths(dir: &Path) -> Vec<(u64, u64)> {
+    let meta = Meta::read(&*fs(), dir).unwrap();
+    let cp = &meta.checkpoint;
+    [
+        (RecordKind::Node, cp.next_node),
+        (RecordKind::Rel, cp.next_rel),
+        (RecordKind::Block, cp.next_block),
+    ]
+    .into_iter()
+    .map(|(kind, mark)| {
+        let len = std::fs::metadata(dir.join(kind.file_name())).unwrap().len();
+        (len, mark * kind.size(meta.format) as u64)
+    })
+    .collect()
+}
+
+fn assert_exact_lengths(dir: &Path, when: &str) {
+    for (len, want) in record_lengths(dir) {
+        assert_eq!(
+            len, want,
+            "ST-15: {when}: a record file is {len} bytes, not {want}"
+        );
+    }
+}
+
+// ST-15: record files grow by whole records to exactly their high-water marks, in both formats:
+// after creating, after commits that take ids and free them again in the same transaction (the
+// highest id is then a record not in use, still written), that grow and shrink payload chains,
+// after a crash that lost the unsynced tail of every record file and the recovery that
+// follows, and after an upgrade. `check` agrees (no finding).
+#[test]
+fn st_15_record_files_are_exactly_the_high_water_marks() {
+    for format in [FormatVersion::V1, FormatVersion::V2] {
+        let dir = scratch();
+        let d = dir.path();
+        let mut store =
+            Store::create(fs(), clock(), d, &StoreOptions::default(), format, 5).unwrap();
+        assert_exact_lengths(d, "a new store");
+        assert_eq!(
+            record_lengths(d)[0],
+            (0, 0),
+            "ST-15: a new store's files are empty"
+        );
+        store
+            .commit(&[
+                node(&["A"]),
+                node(&["B"]),
+                rel(NodeRef::CreatedBy(0), NodeRef::CreatedBy(1)),
+            ])
+            .unwrap();
+        let long = Value::String("x".repeat(1000));
+        store
+            .commit(&[Op::SetProperty {
+                node: NodeRef::Id(0),
+                key: "bio".into(),
+                value: long,
+            }])
+            .unwrap();
+        // The node, relationship and blocks created here are deleted by the same transaction:
+        // their ids are the highest below the marks.
+        store
+            .commit(&[
+                node(&["C"]),
+                rel(NodeRef::Id(0), NodeRef::CreatedBy(0)),
+                Op::DeleteRelationship(1),
+                Op::DeleteNode(2),
+            ])
+            .unwrap();
+        store
+            .commit(&[Op::SetProperty {
+                node: NodeRef::Id(0),
+                key: "bio".into(),
+                value: Value::Null,
+            }])
+            .unwrap();
+        store.checkpoint().unwrap();
+        assert_exact_lengths(d, "after commits");
+        let synced: Vec<u64> = record_lengths(d).iter().map(|(len, _)| *len).collect();
+        // More commits, then a crash that loses every record write since the checkpoint.
+        store.commit(&[node(&[]), node(&["D"])]).unwrap();
+        store
+            .commit(&[rel(NodeRef::Id(3), NodeRef::Id(4))])
+            .unwrap();
+        let committed = store.status();
+        drop(store);
+        for (kind, len) in RecordKind::ALL.into_iter().zip(&synced) {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(d.join(kind.file_name()))
+                .unwrap();
+            f.set_len(*len).unwrap();
+        }
+        let store = open(d).unwrap();
+        assert_eq!(store.status(), committed);
+        store.close().unwrap();
+        assert_exact_lengths(d, "after recovery");
+        let report = check(fs(), clock(), d).unwrap();
+        assert!(report.consistent, "ST-15: {:?}", report.findings);
+        if format == FormatVersion::V1 {
+            upgrade(fs(), clock(), d).unwrap();
+            assert_exact_lengths(d, "after an upgrade");
+            let report = check(fs(), clock(), d).unwrap();
+            assert!(report.consistent, "ST-15: {:?}", report.findings);
+        }
+    }
 }
 
 // LOG-8, RC-1: rotation past the threshold starts a new file whose header carries the previous

@@ -96,6 +96,19 @@ pub fn check_open_with_progress(
         list: Vec::new(),
         count: 0,
     };
+    // ST-15: each record file is exactly its high-water mark's records long.
+    for (kind, mark, name) in [
+        (RecordKind::Node, state.next_node, "next_node"),
+        (RecordKind::Rel, state.next_rel, "next_rel"),
+        (RecordKind::Block, state.next_block, "next_block"),
+    ] {
+        let len = files.file(kind).len().map_err(|e| {
+            StoreError::io(format!("reading the length of {}", kind.file_name()), e)
+        })?;
+        if let Some(why) = length_finding(kind, kind.size(files.format) as u64, len, mark, name) {
+            f.add(why);
+        }
+    }
     let mut owned = Bitmap::new(state.next_block);
     let cache = Cache::new(files);
     let mut digest = Digest::ZERO;
@@ -260,6 +273,25 @@ pub fn check_open_with_progress(
         finding_count: f.count,
         findings: f.list,
     })
+}
+
+/// The finding for a record file whose length `len` is not `mark` records of `size` bytes
+/// (ST-15), naming the file, both lengths and the mark they come from; `None` when it is.
+fn length_finding(kind: RecordKind, size: u64, len: u64, mark: u64, name: &str) -> Option<String> {
+    let want = u128::from(mark) * u128::from(size);
+    let have = u128::from(len);
+    if have == want {
+        return None;
+    }
+    let (diff, side) = if have > want {
+        (have - want, "past the end of the last record")
+    } else {
+        (want - have, "missing from the records")
+    };
+    Some(format!(
+        "{} is {len} bytes long but should be {want} ({name} = {mark} records of {size} bytes): {diff} byte(s) {side}",
+        kind.file_name()
+    ))
 }
 
 /// Calls `visit` with each of the first `count` records of `file`, reading 1 MiB at a time.

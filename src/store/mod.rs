@@ -36,6 +36,12 @@ pub use tx::TxRejection;
 /// Errors of the store. The binaries map them to exit codes.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The path a store was to be opened from does not exist (ST-14).
+    #[error("{0} does not exist")]
+    Missing(String),
+    /// The path names something other than a directory, such as a regular file (ST-14).
+    #[error("{0} is a file, not a store directory")]
+    NotADirectory(String),
     #[error("{0} is not a store directory (it has no neostore.meta)")]
     NotAStore(String),
     #[error("{0} is locked by another process (a server, backup or admin tool has it open)")]
@@ -162,7 +168,7 @@ pub fn lock_new_store_dir(fs: &dyn Fs, dir: &Path) -> Result<Box<dyn LockGuard>,
     let io_err = |what: &str, e| StoreError::io(format!("{what} {}", dir.display()), e);
     if let Some(m) = fs.metadata(dir).map_err(|e| io_err("reading", e))? {
         if !m.is_dir {
-            return Err(StoreError::NotEmpty(dir.display().to_string()));
+            return Err(StoreError::NotADirectory(dir.display().to_string()));
         }
     }
     fs.create_dir_all(dir).map_err(|e| io_err("creating", e))?;
@@ -197,12 +203,28 @@ pub fn lock_new_store_dir(fs: &dyn Fs, dir: &Path) -> Result<Box<dyn LockGuard>,
     Ok(guard)
 }
 
+/// Says why `dir` cannot hold a store when it is not a directory at all (ST-14): it does not
+/// exist (nor does a path that goes through a file), or it is a file. A directory passes; whether
+/// it holds a store is the metadata's to say.
+fn classify_dir(fs: &dyn Fs, dir: &Path) -> Result<(), StoreError> {
+    match fs.metadata(dir) {
+        Ok(Some(m)) if m.is_dir => Ok(()),
+        Ok(Some(_)) => Err(StoreError::NotADirectory(dir.display().to_string())),
+        Ok(None) => Err(StoreError::Missing(dir.display().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            Err(StoreError::Missing(dir.display().to_string()))
+        }
+        Err(e) => Err(StoreError::io(format!("reading {}", dir.display()), e)),
+    }
+}
+
 fn lock(fs: &dyn Fs, dir: &Path) -> Result<Box<dyn LockGuard>, StoreError> {
     fs.lock_dir(dir).map_err(|e| {
         if e.kind() == std::io::ErrorKind::WouldBlock {
             StoreError::Locked(dir.display().to_string())
         } else if e.kind() == std::io::ErrorKind::NotFound {
-            StoreError::NotAStore(dir.display().to_string())
+            // Removed between the look at the path and the lock (ST-14).
+            StoreError::Missing(dir.display().to_string())
         } else {
             StoreError::io(format!("locking {}", dir.display()), e)
         }
@@ -236,11 +258,7 @@ impl Store {
         dir: &Path,
         options: &StoreOptions,
     ) -> Result<Store, StoreError> {
-        match fs.metadata(dir) {
-            Ok(Some(m)) if m.is_dir => {}
-            Ok(_) => return Err(StoreError::NotAStore(dir.display().to_string())),
-            Err(e) => return Err(StoreError::io(format!("reading {}", dir.display()), e)),
-        }
+        classify_dir(&*fs, dir)?;
         let guard = lock(&*fs, dir)?;
         Store::open_with_lock(fs, clock, dir, options, guard)
     }
