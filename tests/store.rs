@@ -863,3 +863,129 @@ fn pr_14_log_reader_finds_the_digest_at_n_and_the_txs_after() {
         .unwrap()
         .is_none());
 }
+
+/// A filesystem that fails every write to files whose name contains `poisoned` once armed: a
+/// record write failing after the log was synced (ENOSPC, EIO).
+#[derive(Debug)]
+struct FailingWrites {
+    poisoned: &'static str,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[derive(Debug)]
+struct FailingFile {
+    inner: Box<dyn online_backup::io::FileHandle>,
+    fails: bool,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl online_backup::io::FileHandle for FailingFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        if self.fails && self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("no space left on device (injected)"));
+        }
+        self.inner.write_all_at(buf, offset)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
+}
+
+impl online_backup::io::Fs for FailingWrites {
+    fn open(
+        &self,
+        path: &Path,
+        mode: online_backup::io::OpenMode,
+    ) -> std::io::Result<Box<dyn online_backup::io::FileHandle>> {
+        let fails = path.to_string_lossy().contains(self.poisoned);
+        Ok(Box::new(FailingFile {
+            inner: fs().open(path, mode)?,
+            fails,
+            armed: self.armed.clone(),
+        }))
+    }
+    fn metadata(&self, path: &Path) -> std::io::Result<Option<online_backup::io::Metadata>> {
+        fs().metadata(path)
+    }
+    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<online_backup::io::DirEntry>> {
+        fs().read_dir(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        fs().create_dir_all(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        fs().rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        fs().remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        fs().remove_dir_all(path)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        fs().sync_dir(path)
+    }
+    fn lock_dir(&self, dir: &Path) -> std::io::Result<Box<dyn online_backup::io::LockGuard>> {
+        fs().lock_dir(dir)
+    }
+    fn available_space(&self, path: &Path) -> std::io::Result<u64> {
+        fs().available_space(path)
+    }
+}
+
+// LOG-9: once a record write failed after the log was synced, the store is failed and writes
+// no checkpoint, not even the one a full backup asks for; a reopen recovers the logged
+// transaction from the log. Before, `checkpoint()` recorded a log offset past that transaction,
+// and recovery never replayed it.
+#[test]
+fn log_9_a_failed_store_writes_no_checkpoint() {
+    let dir = scratch();
+    let path = dir.path().join("db");
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failing: std::sync::Arc<dyn online_backup::io::Fs> = std::sync::Arc::new(FailingWrites {
+        poisoned: "nodestore",
+        armed: armed.clone(),
+    });
+    let mut store = Store::create(
+        failing,
+        clock(),
+        &path,
+        &StoreOptions::default(),
+        FormatVersion::CURRENT,
+        1,
+    )
+    .unwrap();
+    store.commit(&[node(&["A"])]).unwrap();
+    armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = store.commit(&[node(&["B"])]).unwrap_err();
+    assert!(!matches!(err, StoreError::Failed(_)), "{err}");
+    let before = Meta::read(&*fs(), &path).unwrap();
+    let refused = store.checkpoint();
+    assert!(
+        matches!(refused, Err(StoreError::Failed(_))),
+        "LOG-9: a failed store must refuse a checkpoint, got {refused:?}"
+    );
+    assert_eq!(
+        Meta::read(&*fs(), &path).unwrap().checkpoint.last_tx,
+        before.checkpoint.last_tx,
+        "LOG-9: the checkpoint moved"
+    );
+    drop(store);
+    armed.store(false, std::sync::atomic::Ordering::SeqCst);
+    // The logged transaction is recovered from the log, whole.
+    let reopened = open(&path).unwrap();
+    assert_eq!(reopened.status().last_committed_tx, 2, "LOG-9");
+    assert_eq!(reopened.status().nodes, 2, "LOG-9");
+    drop(reopened);
+    let report = check(fs(), clock(), &path).unwrap();
+    assert!(report.consistent, "LOG-9: {:?}", report.findings);
+}

@@ -476,6 +476,12 @@ impl Store {
     /// Flushes the record files and records in the metadata that every tx up to the last
     /// committed one is in them (ST-10).
     pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        // A failed store's record files may lack the images of a logged transaction: a
+        // checkpoint now would record a log offset past it, and recovery would never replay it
+        // (LOG-9). Only a reopen, which recovers from the log, gets past a failure.
+        if let Some(why) = &self.failed {
+            return Err(StoreError::Failed(why.clone()));
+        }
         self.files.sync_all()?;
         let mut meta = self.meta.clone();
         meta.checkpoint = Checkpoint::at(self.last_tx, self.log.version, self.log.end, &self.state);
