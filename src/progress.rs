@@ -18,8 +18,10 @@ pub enum Phase {
     CheckBackup,
     /// `restore` copying the backup's files (bytes).
     CopyFiles,
-    /// `restore` checking its copy (records); `check` scanning a store (records).
+    /// `restore` checking its copy (records).
     CheckCopy,
+    /// `check` scanning a store (records).
+    Check,
 }
 
 impl Phase {
@@ -32,6 +34,7 @@ impl Phase {
             Phase::CheckBackup => "checking the backup",
             Phase::CopyFiles => "copying the backup",
             Phase::CheckCopy => "checking the copy",
+            Phase::Check => "checking the store",
         }
     }
 
@@ -41,7 +44,7 @@ impl Phase {
                 "{msg}: {bytes} of {total_bytes} at {bytes_per_sec}, ETA {eta} {wide_bar}"
             }
             Phase::Apply => "{msg}: {human_pos} of {human_len} transactions, ETA {eta} {wide_bar}",
-            Phase::Verify | Phase::CheckBackup | Phase::CheckCopy => {
+            Phase::Verify | Phase::CheckBackup | Phase::CheckCopy | Phase::Check => {
                 "{msg}: {human_pos} of {human_len} records, ETA {eta} {wide_bar}"
             }
         }

@@ -195,6 +195,10 @@ fn adm_9_missing_path_or_file_says_what_it_is() {
         assert_eq!(stderr.trim_end(), want, "ST-14: {args:?}");
     }
     assert!(!missing.exists(), "ST-14: nothing creates the missing path");
+    assert!(
+        !fresh.exists(),
+        "ADM-7: a restore from a missing backup leaves its missing target missing"
+    );
     assert_eq!(std::fs::read(&file).unwrap(), b"not a store");
     // ADM-9: generate into a file refuses it in the same words.
     let out = admin(&["generate", "--store", path(&file), "--nodes", "1"]);

@@ -2191,42 +2191,11 @@ fn bk_48_a_port_that_is_not_the_backup_service_is_named_as_such() {
     );
 }
 
-/// Runs `neo4j-backup` with stdout on a pseudo-terminal, and returns what it drew there.
+/// Runs `neo4j-backup -from <addr> -to <target> <more>` with stdout on a pseudo-terminal.
 fn backup_on_a_terminal(addr: &str, target: &Path, more: &[&str]) -> (Option<i32>, String) {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let (mut master, mut slave) = (0, 0);
-    // SAFETY: openpty writes two new descriptors into the two integers it is given.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors were just created and are owned by nothing else.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    let mut child = backup_cmd(&["-from", addr, "-to"])
-        .arg(target)
-        .args(more)
-        .stdout(std::process::Stdio::from(slave))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut reader = std::fs::File::from(master);
-    let drawn = std::thread::spawn(move || {
-        let mut all = Vec::new();
-        let mut buf = [0u8; 4096];
-        // Reading the master fails with EIO once the child, the last holder of the slave, exits.
-        while let Ok(n @ 1..) = std::io::Read::read(&mut reader, &mut buf) {
-            all.extend_from_slice(&buf[..n]);
-        }
-        String::from_utf8_lossy(&all).into_owned()
-    });
-    let code = child.wait().unwrap().code();
-    (code, drawn.join().unwrap())
+    let mut cmd = backup_cmd(&["-from", addr, "-to"]);
+    cmd.arg(target).args(more);
+    on_a_terminal(cmd)
 }
 
 // BK-44, CLI-6: on a terminal the bar covers every long phase: the copy (bytes, rate, ETA from

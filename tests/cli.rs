@@ -157,6 +157,47 @@ fn cli_1_every_binary_takes_one_dash_or_two() {
     assert_eq!(report["nodes"], 10, "CLI-1");
 }
 
+// CLI-6: `neo4j-admin restore` and `check` draw a bar for each long phase on a terminal, with
+// units from the first frame; off a terminal they print whole lines only.
+#[test]
+fn cli_6_admin_progress_bars_on_a_terminal() {
+    let dir = scratch();
+    let store = dir.path().join("db");
+    generate(&store, 20_000, &[]);
+    let restored = dir.path().join("restored");
+    let mut cmd = Command::new(ADMIN);
+    cmd.args(["restore", "--from"])
+        .arg(&store)
+        .arg("--store")
+        .arg(&restored);
+    let (code, drawn) = on_a_terminal(cmd);
+    assert_eq!(code, Some(0), "{drawn}");
+    for phase in [
+        "checking the backup: ",
+        "copying the backup: ",
+        "checking the copy: ",
+    ] {
+        assert!(
+            drawn.contains(phase),
+            "CLI-6: no `{phase}` bar in {drawn:?}"
+        );
+    }
+    assert!(
+        drawn.contains(" records, ETA") && drawn.contains("B of "),
+        "CLI-6: {drawn:?}"
+    );
+    let mut cmd = Command::new(ADMIN);
+    cmd.arg("check").arg(&restored);
+    let (code, drawn) = on_a_terminal(cmd);
+    assert_eq!(code, Some(0), "{drawn}");
+    assert!(drawn.contains("checking the store: "), "CLI-6: {drawn:?}");
+    let plain = run(ADMIN, &["check", restored.to_str().unwrap()]).expect(0);
+    assert!(
+        !plain.stdout.contains('\r') && !plain.stdout.contains("checking the store"),
+        "CLI-6: a bar off a terminal: {plain:#?}"
+    );
+}
+
 // BK-43, CLI-4: with --json, a usage error prints the failure document too (exit_code 2).
 #[test]
 fn bk_43_json_document_for_usage_errors() {

@@ -71,16 +71,23 @@ pub fn restore(
     force: bool,
     progress: &mut dyn FnMut(Phase, u64, u64),
 ) -> Result<Restored, RestoreError> {
-    // The target first: a refusal costs nothing and changes nothing.
-    let mut target = Target::open(fs.clone(), to).map_err(|e| match e {
-        TargetError::NotABackup { dir, why } => RestoreError::Foreign { dir, why },
-        other => RestoreError::Target(other),
-    })?;
-    if matches!(target.holds(), Holds::Backup { .. }) && !force {
-        return Err(RestoreError::NotEmpty(to.display().to_string()));
-    }
+    // The target first: a refusal costs nothing and changes nothing. It is judged without
+    // creating it, and created (and locked) only once the backup has opened, so a restore from
+    // a missing backup leaves a missing target missing (ADM-7).
+    let classify = |target: Result<Target, TargetError>| {
+        let target = target.map_err(|e| match e {
+            TargetError::NotABackup { dir, why } => RestoreError::Foreign { dir, why },
+            other => RestoreError::Target(other),
+        })?;
+        if matches!(target.holds(), Holds::Backup { .. }) && !force {
+            return Err(RestoreError::NotEmpty(to.display().to_string()));
+        }
+        Ok(target)
+    };
+    classify(Target::inspect(fs.clone(), to))?;
     // The backup, locked while it is copied, checked before a byte is.
     let store = Store::open(fs.clone(), clock.clone(), from, &StoreOptions::default())?;
+    let mut target = classify(Target::open(fs.clone(), to))?;
     let report = check_open_with_progress(&store, &mut |done, total| {
         progress(Phase::CheckBackup, done, total)
     })?;

@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 use online_backup::backup::restore::restore;
 use online_backup::cli::{self, Parsed};
 use online_backup::io::Env;
-use online_backup::progress::Bar;
-use online_backup::store::check::{check, CheckReport};
+use online_backup::progress::{Bar, Phase};
+use online_backup::store::check::{check_with_progress, CheckReport};
 use online_backup::store::format::FormatVersion;
 use online_backup::store::generate::{generate, GenerateSpec};
 use online_backup::store::upgrade::{upgrade, UpgradeOutcome};
@@ -141,7 +141,17 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::Check { store, json } => match check(env.fs, env.clock, &store) {
+        Command::Check { store, json } => match {
+            // A bar on a terminal, but never among the JSON document's lines.
+            let mut bar = Bar::stdout();
+            let report = check_with_progress(env.fs, env.clock, &store, &mut |done, total| {
+                if !json {
+                    bar.update(Phase::Check, done, total)
+                }
+            });
+            bar.finish();
+            report
+        } {
             // A store too damaged to open is inconsistent, not a failure to check (ADM-1).
             Err(e @ StoreError::Corrupt(_)) => {
                 eprintln!("neo4j-admin: {} is inconsistent: {e}", store.display());

@@ -603,3 +603,43 @@ pub fn run_measured(mut cmd: Command) -> (Out, u64) {
     };
     (out, peak)
 }
+
+/// Runs `cmd` with stdout on a pseudo-terminal (stderr piped away), and returns its exit code
+/// and everything it drew on the terminal.
+pub fn on_a_terminal(mut cmd: Command) -> (Option<i32>, String) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two new descriptors into the two integers it is given.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just created and are owned by nothing else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = cmd
+        .stdout(Stdio::from(slave))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn on a terminal");
+    // The command holds our copy of the slave until it is dropped; the master reads EOF (EIO)
+    // only once the child holds the last one.
+    drop(cmd);
+    let mut reader = std::fs::File::from(master);
+    let drawn = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Reading the master fails with EIO once the child, the last holder of the slave, exits.
+        while let Ok(n @ 1..) = reader.read(&mut buf) {
+            all.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let code = child.wait().unwrap().code();
+    (code, drawn.join().unwrap())
+}
