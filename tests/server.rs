@@ -110,6 +110,104 @@ fn http_4_oversize_body_is_413() {
     assert_eq!(server.get("/db/data/").1["last_committed_tx"], 0);
 }
 
+// HTTP-7: every error answer, whatever refused the request (an unknown path, a method the
+// route does not take, a path that is not a node id, a bad body, an oversize body), is
+// `{"error": "<one sentence>"}` with `Content-Type: application/json`.
+#[test]
+fn http_7_every_error_answer_is_json() {
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let big = format!(
+        r#"{{"ops": [{{"create_node": {{"props": {{"s": "{}"}}}}}}]}}"#,
+        "x".repeat(17 << 20)
+    );
+    // Method, path, body, status, what the error must name.
+    type Case<'a> = (&'a str, &'a str, &'a [u8], u16, &'a [&'a str]);
+    let cases: Vec<Case> = vec![
+        ("GET", "/", b"", 404, &["/"]),
+        ("GET", "/nope", b"", 404, &["/nope", "/db/data/"]),
+        ("GET", "/db/data/nodes/1", b"", 404, &["/db/data/nodes/1"]),
+        (
+            "POST",
+            "/db/data/node/0/labels",
+            b"{}",
+            404,
+            &["/db/data/node/0/labels"],
+        ),
+        (
+            "POST",
+            "/db/data/",
+            b"{}",
+            405,
+            &["POST", "/db/data/", "GET"],
+        ),
+        (
+            "GET",
+            "/db/data/transaction",
+            b"",
+            405,
+            &["GET", "/db/data/transaction", "POST"],
+        ),
+        (
+            "DELETE",
+            "/db/data/node/0",
+            b"",
+            405,
+            &["DELETE", "/db/data/node/0", "GET"],
+        ),
+        ("PUT", "/db/data/transaction", b"{}", 405, &["PUT", "POST"]),
+        ("GET", "/db/data/node/%FF", b"", 404, &["node"]),
+        ("GET", "/db/data/node/12", b"", 404, &["node 12"]),
+        ("POST", "/db/data/transaction", b"not json", 400, &["JSON"]),
+        (
+            "POST",
+            "/db/data/transaction",
+            br#"{"ops": [{"delete_node": 5}]}"#,
+            400,
+            &["5"],
+        ),
+        (
+            "POST",
+            "/db/data/transaction",
+            big.as_bytes(),
+            413,
+            &["bytes"],
+        ),
+    ];
+    for (method, path, body, code, mentions) in cases {
+        let answer = support::server::request_raw(&server.http, method, path, body);
+        let what = format!("{method} {path}: {answer:?}");
+        assert_eq!(answer.status, code, "HTTP-7: {what}");
+        assert_eq!(
+            answer.header("content-type"),
+            Some("application/json"),
+            "HTTP-7: {what}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("HTTP-7: {e}: {what}"));
+        let object = json.as_object().unwrap_or_else(|| panic!("HTTP-7: {what}"));
+        assert_eq!(object.len(), 1, "HTTP-7: only \"error\": {what}");
+        let error = object["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("HTTP-7: {what}"));
+        assert!(
+            !error.is_empty() && !error.contains('\n'),
+            "HTTP-7: one sentence: {what}"
+        );
+        for m in mentions {
+            assert!(error.contains(m), "HTTP-7: the error names {m:?}: {what}");
+        }
+        if code == 405 {
+            let allow = answer
+                .header("allow")
+                .unwrap_or_else(|| panic!("HTTP-7: Allow: {what}"));
+            assert!(mentions.iter().any(|m| allow.contains(m)), "HTTP-7: {what}");
+        }
+    }
+    assert_eq!(server.get("/db/data/").1["last_committed_tx"], 0);
+    assert_eq!(server.terminate(), Some(0));
+}
+
 // SRV-3, LOG-9: SIGKILL after acknowledged commits loses none of them; `neo4j-admin check`
 // agrees with the digest the server reported.
 #[test]

@@ -86,8 +86,34 @@ impl Drop for ServerProcess {
     }
 }
 
-/// One HTTP/1.1 request with `Connection: close`; returns the status and the JSON body.
+/// One HTTP/1.1 request with `Connection: close`; returns the status and the JSON body (a JSON
+/// string holding the raw body when it is not JSON).
 pub fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let answer = request_raw(addr, method, path, body);
+    let json = serde_json::from_str(&answer.body).unwrap_or(serde_json::Value::String(answer.body));
+    (answer.status, json)
+}
+
+/// An HTTP answer as it came: status, headers (names in lower case) and body text.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    /// The value of header `name` (lower case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns the whole answer.
+pub fn request_raw(addr: &str, method: &str, path: &str, body: &[u8]) -> Answer {
     let mut s = TcpStream::connect(addr).expect("connect to the HTTP API");
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let head = format!(
@@ -105,17 +131,26 @@ pub fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, serde
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
-    let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if headers
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
         dechunk(body)
     } else {
         body.to_string()
     };
-    let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
-    (status, json)
+    Answer {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut s: &str) -> String {
