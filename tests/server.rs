@@ -290,6 +290,64 @@ fn srv_4_invalid_config_is_refused_with_one_line() {
     );
 }
 
+// SRV-6: a directory that holds other files, or a path that is a file, is refused with one
+// sentence on stderr naming it and exit 1; nothing is created in it and nothing on stderr says a
+// store is being created. A missing directory gets a new store, logged once it exists.
+#[test]
+fn srv_6_refuses_a_directory_that_is_not_a_store() {
+    let dir = scratch();
+    let config = dir.path().join("neo4j.properties");
+    std::fs::write(&config, EPHEMERAL).unwrap();
+    let start = |store: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_neo4j"))
+            .args(["console", "--store"])
+            .arg(store)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let junk = dir.path().join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("notes.txt"), "mine").unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "mine").unwrap();
+    for (path, says) in [
+        (&junk, "holds files but no store"),
+        (&file, "is a file, not a directory"),
+    ] {
+        let out = start(path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "SRV-6: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "SRV-6: one line on stderr: {stderr}");
+        let line = lines[0];
+        assert!(
+            line.starts_with("neo4j: ") && line.contains(&path.display().to_string()),
+            "SRV-6: {line}"
+        );
+        assert!(line.contains(says), "SRV-6: {line}");
+        assert!(
+            !stderr.contains("creating") && !stderr.contains("created"),
+            "SRV-6: {stderr}"
+        );
+    }
+    let names: Vec<_> = std::fs::read_dir(&junk)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        ["notes.txt"],
+        "SRV-6: nothing created in the directory"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+
+    // A missing directory: the store is created, and the log says so once it is.
+    let server = ServerProcess::start(&dir.path().join("new"), Some(EPHEMERAL));
+    assert_eq!(server.terminate(), Some(0));
+}
+
 // SRV-5: concurrent writers are serialized: every tx id is handed out once, and the result is
 // the consistent store whose digest the server reports.
 #[test]
