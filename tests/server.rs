@@ -249,6 +249,33 @@ fn srv_2_sigterm_shuts_down_cleanly() {
     assert_eq!(u64::from_le_bytes(meta[32..40].try_into().unwrap()), 1);
 }
 
+// SRV-2: a SIGTERM that comes as soon as the server said it is ready (before any request) is
+// still a clean shutdown: the handlers are installed before the server says so. Four starts at a
+// time, so that a late installation would show.
+#[test]
+fn srv_2_sigterm_right_after_start_is_clean() {
+    let dir = scratch();
+    let starts: Vec<_> = (0..4)
+        .map(|t| {
+            let base = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                for i in 0..8 {
+                    let server =
+                        ServerProcess::start(&base.join(format!("db{t}-{i}")), Some(EPHEMERAL));
+                    assert_eq!(
+                        server.terminate(),
+                        Some(0),
+                        "SRV-2: start {i} of thread {t}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for s in starts {
+        s.join().unwrap();
+    }
+}
+
 // CFG-*, SRV-4: an invalid value stops the server at start with one line naming key and value.
 #[test]
 fn srv_4_invalid_config_is_refused_with_one_line() {
