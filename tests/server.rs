@@ -371,7 +371,10 @@ fn srv_6_refuses_a_directory_that_is_not_a_store() {
     assert_eq!(std::fs::read(&file).unwrap(), b"mine");
 
     // A missing directory: the store is created, and the log says so once it is.
-    let server = ServerProcess::start(&dir.path().join("new"), Some(EPHEMERAL));
+    let new = dir.path().join("new");
+    let server = ServerProcess::start(&new, Some(EPHEMERAL));
+    let created = format!("created a new store in {}", new.display());
+    server.wait_for_stderr(&created);
     assert_eq!(server.terminate(), Some(0));
 }
 
@@ -469,4 +472,68 @@ fn ret_13_two_files_policy_keeps_exactly_two_files() {
     assert!(status["oldest_logged_tx"].as_u64().unwrap() > 1);
     assert_eq!(server.terminate(), Some(0));
     assert_eq!(check_json(&store)["consistent"], true);
+}
+
+/// What [`tests_print_server_logs_only_when_failing`] runs in a test process of its own: a server
+/// that creates a store, commits and stops; with `NEO4J_TEST_FIXTURE_FAIL` set, the test then
+/// fails. Run on its own it passes.
+#[test]
+fn server_logs_fixture() {
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    assert_eq!(
+        server
+            .post("/db/data/transaction", r#"{"ops": [{"create_node": {}}]}"#)
+            .0,
+        200
+    );
+    server.wait_for_stderr("created a new store");
+    assert!(
+        std::env::var_os("NEO4J_TEST_FIXTURE_FAIL").is_none(),
+        "failing on purpose (NEO4J_TEST_FIXTURE_FAIL)"
+    );
+}
+
+/// A passing test prints none of the server's log lines; a failing one prints them all (the
+/// test support captures the server's stdout and stderr).
+#[test]
+fn tests_print_server_logs_only_when_failing() {
+    let run = |fail: bool| {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["server_logs_fixture", "--exact", "--test-threads=1"])
+            .env_remove("NEO4J_TEST_LOGS")
+            .env_remove("NEO4J_TEST_FIXTURE_FAIL");
+        if fail {
+            cmd.env("NEO4J_TEST_FIXTURE_FAIL", "1");
+        }
+        let out = cmd.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (passed, text) = run(false);
+    assert!(passed, "{text}");
+    let logs: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" INFO ") || l.contains(" WARN ") || l.starts_with("neo4j: "))
+        .collect();
+    assert!(
+        logs.is_empty(),
+        "a passing test printed the server's output: {logs:#?}"
+    );
+    let (passed, text) = run(true);
+    assert!(!passed, "{text}");
+    for wanted in [
+        "failing on purpose",
+        "created a new store",
+        "neo4j: HTTP API on",
+    ] {
+        assert!(
+            text.contains(wanted),
+            "a failing test shows {wanted:?}: {text}"
+        );
+    }
 }
