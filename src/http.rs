@@ -132,7 +132,7 @@ impl From<StoreError> for ApiError {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if code != StatusCode::BAD_REQUEST {
-            tracing::error!(error = %e, "request failed");
+            tracing::error!("an HTTP request failed: {e}");
         }
         ApiError(code, e.to_string())
     }

@@ -378,6 +378,58 @@ fn srv_6_refuses_a_directory_that_is_not_a_store() {
     assert_eq!(server.terminate(), Some(0));
 }
 
+// SRV-7: the server's log lines are the time, the level and a sentence: no Rust module path,
+// no `key=value` fields, no `Debug` forms.
+#[test]
+fn srv_7_server_log_lines_are_sentences() {
+    let dir = scratch();
+    let store = dir.path().join("db");
+    let config = format!("{EPHEMERAL}online_backup_enabled=false\ncolour=blue\n");
+    let mut lines = Vec::new();
+    for _ in 0..2 {
+        let server = ServerProcess::start(&store, Some(&config));
+        let (code, out) = server.post("/db/data/transaction", r#"{"ops": [{"create_node": {}}]}"#);
+        assert_eq!(code, 200, "{out}");
+        let stderr = server.stderr_when_stopped();
+        lines.extend(stderr.lines().map(str::to_string));
+    }
+    for wanted in [
+        "created a new store in",
+        "unknown key 'colour'",
+        "the backup service is off",
+        "shutting down",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(wanted)),
+            "SRV-7: a line says {wanted:?}: {lines:#?}"
+        );
+    }
+    for line in &lines {
+        let mut words = line.split_whitespace();
+        let (time, level) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        assert!(time.ends_with('Z'), "SRV-7: time first: {line}");
+        assert!(
+            ["INFO", "WARN", "ERROR"].contains(&level),
+            "SRV-7: level: {line}"
+        );
+        let message = words.collect::<Vec<_>>().join(" ");
+        assert!(!message.contains("::"), "SRV-7: no module path: {line}");
+        assert!(
+            !message
+                .split_whitespace()
+                .any(|w| w
+                    .split_once('=')
+                    .is_some_and(|(k, _)| !k.is_empty()
+                        && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))),
+            "SRV-7: no key=value fields: {line}"
+        );
+        assert!(
+            !message.contains(" { ") && !message.contains("Some("),
+            "SRV-7: no Debug forms: {line}"
+        );
+    }
+}
+
 // SRV-5: concurrent writers are serialized: every tx id is handed out once, and the result is
 // the consistent store whose digest the server reports.
 #[test]

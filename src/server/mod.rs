@@ -165,7 +165,7 @@ pub async fn run(
             })?;
         Some(l)
     } else {
-        tracing::info!("online_backup_enabled=false: the backup service is off");
+        tracing::info!("the backup service is off: online_backup_enabled is false");
         None
     };
     let bound = Bound {
@@ -197,7 +197,7 @@ pub async fn run(
         task.abort();
         let _ = task.await;
     }
-    tracing::info!("shutting down: checkpointing the store");
+    tracing::info!("shutting down: checkpointing and closing the store");
     db.close()?;
     Ok(())
 }
@@ -243,7 +243,7 @@ async fn accept(listener: &mut dyn Listener) -> Box<dyn crate::io::Stream> {
         match listener.accept().await {
             Ok((stream, _peer)) => return stream,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
+                tracing::warn!("accepting an HTTP connection failed ({e}); retrying in a second");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }

@@ -139,6 +139,18 @@ impl ServerProcess {
         status.code()
     }
 
+    /// SIGTERM; once the server exited 0, everything it wrote on stderr.
+    pub fn stderr_when_stopped(mut self) -> String {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        for d in self.drains.drain(..) {
+            d.join().unwrap();
+        }
+        assert_eq!(status.code(), Some(0), "{} did not stop cleanly", self.name);
+        self.stderr()
+    }
+
     /// SIGKILL: a crash of the process.
     pub fn kill(mut self) {
         self.child.kill().unwrap();
