@@ -1,16 +1,18 @@
 //! The HTTP API of the server (spec/http.md): status, transactions and node reads as JSON.
 //!
 //! Owns: the routes, the JSON shapes, translating request bodies into `Op`s with one-sentence
-//! errors, and status codes (400 bad request, 404 unknown node, 413 body over 16 MiB).
+//! errors, and status codes (400 bad request, 404 unknown node or path, 405 wrong method, 413 body
+//! over 16 MiB). Every error answer is `{"error": "..."}` (HTTP-7), whoever produced it.
 //! Must not touch: sockets or files. It is an axum `Router` over a [`Database`]; the server
 //! decides where it is served (through the `Net` seam).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::StatusCode;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -23,15 +25,24 @@ use crate::store::StoreError;
 /// The largest request body accepted (HTTP-4).
 pub const MAX_BODY: usize = 16 << 20;
 
+/// What the API serves, for the answer to a path it does not (HTTP-7).
+const ROUTES: &str = "GET /db/data/, POST /db/data/transaction and GET /db/data/node/<id>";
+
 /// The API's routes over `db`.
 pub fn router(db: Arc<Database>) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/db/data/", get(status))
         .route("/db/data", get(status))
         .route("/db/data/transaction", post(transaction))
         .route("/db/data/node/{id}", get(node))
+        .fallback(unknown_path)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(db)
+        .with_state(db);
+    // The error shape is enforced around the whole API rather than as one of its layers: axum
+    // completes some answers (the `Allow` header of a 405) after the layers of a route have run.
+    Router::new()
+        .fallback_service(api)
+        .layer(middleware::from_fn(json_errors))
 }
 
 /// An error answer: a status code and `{"error": "..."}`.
@@ -43,6 +54,76 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A path the API does not serve (HTTP-7).
+async fn unknown_path(uri: Uri) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!(
+            "the API has no resource at {} (it serves {ROUTES})",
+            uri.path()
+        ),
+    )
+}
+
+/// Turns any error answer that is not already `{"error": "..."}` into one (HTTP-7): a method a
+/// route does not take (405, whose `Allow` header axum sets), and whatever else axum or a layer
+/// answers on its own.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let text = match axum::body::to_bytes(response.into_body(), 64 << 10).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let message = error_sentence(&method, &path, status, allow.as_ref(), &text);
+    let mut answer = ApiError(status, message).into_response();
+    if let Some(allow) = allow {
+        answer.headers_mut().insert(header::ALLOW, allow);
+    }
+    answer
+}
+
+/// The one sentence of an error answer that came without one.
+fn error_sentence(
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    allow: Option<&HeaderValue>,
+    text: &str,
+) -> String {
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        let allowed = allow
+            .and_then(|a| a.to_str().ok())
+            .map(|a| a.split(',').map(str::trim).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default();
+        return format!("{method} is not allowed on {path} (it accepts {allowed})");
+    }
+    if status == StatusCode::NOT_FOUND {
+        return format!("the API has no resource at {path} (it serves {ROUTES})");
+    }
+    let first_line = text.lines().next().unwrap_or("").trim();
+    if first_line.is_empty() {
+        let reason = status.canonical_reason().unwrap_or("error");
+        format!(
+            "{method} {path} failed with {} {}",
+            status.as_u16(),
+            reason.to_lowercase()
+        )
+    } else {
+        format!("{method} {path} failed: {first_line}")
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         let code = match e {
@@ -51,7 +132,7 @@ impl From<StoreError> for ApiError {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if code != StatusCode::BAD_REQUEST {
-            tracing::error!(error = %e, "request failed");
+            tracing::error!("an HTTP request failed: {e}");
         }
         ApiError(code, e.to_string())
     }
@@ -91,8 +172,19 @@ async fn transaction(
 
 async fn node(
     State(db): State<Arc<Database>>,
-    Path(id): Path<String>,
+    uri: Uri,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Json_>, ApiError> {
+    // A segment that is not valid UTF-8 once decoded is no node id either (HTTP-5).
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(_) => uri
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    };
     let not_found = || ApiError(StatusCode::NOT_FOUND, format!("node {id} does not exist"));
     let id: u64 = id.parse().map_err(|_| not_found())?;
     let (node, rels) = db.node(id)?.ok_or_else(not_found)?;

@@ -110,6 +110,104 @@ fn http_4_oversize_body_is_413() {
     assert_eq!(server.get("/db/data/").1["last_committed_tx"], 0);
 }
 
+// HTTP-7: every error answer, whatever refused the request (an unknown path, a method the
+// route does not take, a path that is not a node id, a bad body, an oversize body), is
+// `{"error": "<one sentence>"}` with `Content-Type: application/json`.
+#[test]
+fn http_7_every_error_answer_is_json() {
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let big = format!(
+        r#"{{"ops": [{{"create_node": {{"props": {{"s": "{}"}}}}}}]}}"#,
+        "x".repeat(17 << 20)
+    );
+    // Method, path, body, status, what the error must name.
+    type Case<'a> = (&'a str, &'a str, &'a [u8], u16, &'a [&'a str]);
+    let cases: Vec<Case> = vec![
+        ("GET", "/", b"", 404, &["/"]),
+        ("GET", "/nope", b"", 404, &["/nope", "/db/data/"]),
+        ("GET", "/db/data/nodes/1", b"", 404, &["/db/data/nodes/1"]),
+        (
+            "POST",
+            "/db/data/node/0/labels",
+            b"{}",
+            404,
+            &["/db/data/node/0/labels"],
+        ),
+        (
+            "POST",
+            "/db/data/",
+            b"{}",
+            405,
+            &["POST", "/db/data/", "GET"],
+        ),
+        (
+            "GET",
+            "/db/data/transaction",
+            b"",
+            405,
+            &["GET", "/db/data/transaction", "POST"],
+        ),
+        (
+            "DELETE",
+            "/db/data/node/0",
+            b"",
+            405,
+            &["DELETE", "/db/data/node/0", "GET"],
+        ),
+        ("PUT", "/db/data/transaction", b"{}", 405, &["PUT", "POST"]),
+        ("GET", "/db/data/node/%FF", b"", 404, &["node"]),
+        ("GET", "/db/data/node/12", b"", 404, &["node 12"]),
+        ("POST", "/db/data/transaction", b"not json", 400, &["JSON"]),
+        (
+            "POST",
+            "/db/data/transaction",
+            br#"{"ops": [{"delete_node": 5}]}"#,
+            400,
+            &["5"],
+        ),
+        (
+            "POST",
+            "/db/data/transaction",
+            big.as_bytes(),
+            413,
+            &["bytes"],
+        ),
+    ];
+    for (method, path, body, code, mentions) in cases {
+        let answer = support::server::request_raw(&server.http, method, path, body);
+        let what = format!("{method} {path}: {answer:?}");
+        assert_eq!(answer.status, code, "HTTP-7: {what}");
+        assert_eq!(
+            answer.header("content-type"),
+            Some("application/json"),
+            "HTTP-7: {what}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("HTTP-7: {e}: {what}"));
+        let object = json.as_object().unwrap_or_else(|| panic!("HTTP-7: {what}"));
+        assert_eq!(object.len(), 1, "HTTP-7: only \"error\": {what}");
+        let error = object["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("HTTP-7: {what}"));
+        assert!(
+            !error.is_empty() && !error.contains('\n'),
+            "HTTP-7: one sentence: {what}"
+        );
+        for m in mentions {
+            assert!(error.contains(m), "HTTP-7: the error names {m:?}: {what}");
+        }
+        if code == 405 {
+            let allow = answer
+                .header("allow")
+                .unwrap_or_else(|| panic!("HTTP-7: Allow: {what}"));
+            assert!(mentions.iter().any(|m| allow.contains(m)), "HTTP-7: {what}");
+        }
+    }
+    assert_eq!(server.get("/db/data/").1["last_committed_tx"], 0);
+    assert_eq!(server.terminate(), Some(0));
+}
+
 // SRV-3, LOG-9: SIGKILL after acknowledged commits loses none of them; `neo4j-admin check`
 // agrees with the digest the server reported.
 #[test]
@@ -151,6 +249,33 @@ fn srv_2_sigterm_shuts_down_cleanly() {
     assert_eq!(u64::from_le_bytes(meta[32..40].try_into().unwrap()), 1);
 }
 
+// SRV-2: a SIGTERM that comes as soon as the server said it is ready (before any request) is
+// still a clean shutdown: the handlers are installed before the server says so. Four starts at a
+// time, so that a late installation would show.
+#[test]
+fn srv_2_sigterm_right_after_start_is_clean() {
+    let dir = scratch();
+    let starts: Vec<_> = (0..4)
+        .map(|t| {
+            let base = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                for i in 0..8 {
+                    let server =
+                        ServerProcess::start(&base.join(format!("db{t}-{i}")), Some(EPHEMERAL));
+                    assert_eq!(
+                        server.terminate(),
+                        Some(0),
+                        "SRV-2: start {i} of thread {t}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for s in starts {
+        s.join().unwrap();
+    }
+}
+
 // CFG-*, SRV-4: an invalid value stops the server at start with one line naming key and value.
 #[test]
 fn srv_4_invalid_config_is_refused_with_one_line() {
@@ -190,6 +315,119 @@ fn srv_4_invalid_config_is_refused_with_one_line() {
         !dir.path().join("db").exists(),
         "a refused start must not create the store"
     );
+}
+
+// SRV-6: a directory that holds other files, or a path that is a file, is refused with one
+// sentence on stderr naming it and exit 1; nothing is created in it and nothing on stderr says a
+// store is being created. A missing directory gets a new store, logged once it exists.
+#[test]
+fn srv_6_refuses_a_directory_that_is_not_a_store() {
+    let dir = scratch();
+    let config = dir.path().join("neo4j.properties");
+    std::fs::write(&config, EPHEMERAL).unwrap();
+    let start = |store: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_neo4j"))
+            .args(["console", "--store"])
+            .arg(store)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let junk = dir.path().join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("notes.txt"), "mine").unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "mine").unwrap();
+    for (path, says) in [
+        (&junk, "holds files but no store"),
+        (&file, "is a file, not a directory"),
+    ] {
+        let out = start(path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "SRV-6: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "SRV-6: one line on stderr: {stderr}");
+        let line = lines[0];
+        assert!(
+            line.starts_with("neo4j: ") && line.contains(&path.display().to_string()),
+            "SRV-6: {line}"
+        );
+        assert!(line.contains(says), "SRV-6: {line}");
+        assert!(
+            !stderr.contains("creating") && !stderr.contains("created"),
+            "SRV-6: {stderr}"
+        );
+    }
+    let names: Vec<_> = std::fs::read_dir(&junk)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        ["notes.txt"],
+        "SRV-6: nothing created in the directory"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+
+    // A missing directory: the store is created, and the log says so once it is.
+    let new = dir.path().join("new");
+    let server = ServerProcess::start(&new, Some(EPHEMERAL));
+    let created = format!("created a new store in {}", new.display());
+    server.wait_for_stderr(&created);
+    assert_eq!(server.terminate(), Some(0));
+}
+
+// SRV-7: the server's log lines are the time, the level and a sentence: no Rust module path,
+// no `key=value` fields, no `Debug` forms.
+#[test]
+fn srv_7_server_log_lines_are_sentences() {
+    let dir = scratch();
+    let store = dir.path().join("db");
+    let config = format!("{EPHEMERAL}online_backup_enabled=false\ncolour=blue\n");
+    let mut lines = Vec::new();
+    for _ in 0..2 {
+        let server = ServerProcess::start(&store, Some(&config));
+        let (code, out) = server.post("/db/data/transaction", r#"{"ops": [{"create_node": {}}]}"#);
+        assert_eq!(code, 200, "{out}");
+        let stderr = server.stderr_when_stopped();
+        lines.extend(stderr.lines().map(str::to_string));
+    }
+    for wanted in [
+        "created a new store in",
+        "unknown key 'colour'",
+        "the backup service is off",
+        "shutting down",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(wanted)),
+            "SRV-7: a line says {wanted:?}: {lines:#?}"
+        );
+    }
+    for line in &lines {
+        let mut words = line.split_whitespace();
+        let (time, level) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        assert!(time.ends_with('Z'), "SRV-7: time first: {line}");
+        assert!(
+            ["INFO", "WARN", "ERROR"].contains(&level),
+            "SRV-7: level: {line}"
+        );
+        let message = words.collect::<Vec<_>>().join(" ");
+        assert!(!message.contains("::"), "SRV-7: no module path: {line}");
+        assert!(
+            !message
+                .split_whitespace()
+                .any(|w| w
+                    .split_once('=')
+                    .is_some_and(|(k, _)| !k.is_empty()
+                        && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))),
+            "SRV-7: no key=value fields: {line}"
+        );
+        assert!(
+            !message.contains(" { ") && !message.contains("Some("),
+            "SRV-7: no Debug forms: {line}"
+        );
+    }
 }
 
 // SRV-5: concurrent writers are serialized: every tx id is handed out once, and the result is
@@ -286,4 +524,68 @@ fn ret_13_two_files_policy_keeps_exactly_two_files() {
     assert!(status["oldest_logged_tx"].as_u64().unwrap() > 1);
     assert_eq!(server.terminate(), Some(0));
     assert_eq!(check_json(&store)["consistent"], true);
+}
+
+/// What [`tests_print_server_logs_only_when_failing`] runs in a test process of its own: a server
+/// that creates a store, commits and stops; with `NEO4J_TEST_FIXTURE_FAIL` set, the test then
+/// fails. Run on its own it passes.
+#[test]
+fn server_logs_fixture() {
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    assert_eq!(
+        server
+            .post("/db/data/transaction", r#"{"ops": [{"create_node": {}}]}"#)
+            .0,
+        200
+    );
+    server.wait_for_stderr("created a new store");
+    assert!(
+        std::env::var_os("NEO4J_TEST_FIXTURE_FAIL").is_none(),
+        "failing on purpose (NEO4J_TEST_FIXTURE_FAIL)"
+    );
+}
+
+/// A passing test prints none of the server's log lines; a failing one prints them all (the
+/// test support captures the server's stdout and stderr).
+#[test]
+fn tests_print_server_logs_only_when_failing() {
+    let run = |fail: bool| {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["server_logs_fixture", "--exact", "--test-threads=1"])
+            .env_remove("NEO4J_TEST_LOGS")
+            .env_remove("NEO4J_TEST_FIXTURE_FAIL");
+        if fail {
+            cmd.env("NEO4J_TEST_FIXTURE_FAIL", "1");
+        }
+        let out = cmd.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (passed, text) = run(false);
+    assert!(passed, "{text}");
+    let logs: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" INFO ") || l.contains(" WARN ") || l.starts_with("neo4j: "))
+        .collect();
+    assert!(
+        logs.is_empty(),
+        "a passing test printed the server's output: {logs:#?}"
+    );
+    let (passed, text) = run(true);
+    assert!(!passed, "{text}");
+    for wanted in [
+        "failing on purpose",
+        "created a new store",
+        "neo4j: HTTP API on",
+    ] {
+        assert!(
+            text.contains(wanted),
+            "a failing test shows {wanted:?}: {text}"
+        );
+    }
 }

@@ -49,6 +49,9 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // A line is the time, the level and a sentence; the Rust module is no help to an
+        // operator (SRV-7).
+        .with_target(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -90,12 +93,21 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // The handlers are in place before the server says it is ready: a SIGTERM right after that
+    // line is a clean shutdown, not the default action (SRV-2).
+    let shutdown = match runtime.block_on(async { shutdown_signal() }) {
+        Ok(shutdown) => shutdown,
+        Err(e) => {
+            eprintln!("neo4j: cannot install the SIGINT and SIGTERM handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let options = ServerOptions {
         store_dir: store.clone(),
         config,
         create_random: rand::random(),
     };
-    let result = runtime.block_on(run(env, options, shutdown_signal(), |bound: &Bound| {
+    let result = runtime.block_on(run(env, options, shutdown, |bound: &Bound| {
         println!("neo4j: store {} open", store.display());
         println!("neo4j: HTTP API on http://{}/db/data/", bound.http);
         match bound.backup {
@@ -115,19 +127,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Installs the SIGINT and SIGTERM handlers (inside the runtime) and returns a future that
+/// completes on either signal.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            biased;
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        biased;
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    })
 }

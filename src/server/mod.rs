@@ -39,6 +39,10 @@ use db::Database;
 pub enum ServerError {
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("{0} holds files but no store (no neostore.meta), so the server will neither open nor create a store there")]
+    NotAStoreDirectory(String),
+    #[error("{0} is a file, not a directory, so the server cannot open or create a store there")]
+    NotADirectory(String),
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -68,35 +72,53 @@ pub struct Bound {
     pub backup: Option<SocketAddr>,
 }
 
-/// Opens the store in `dir`, or creates it when `dir` is missing or empty (SRV-1).
+/// Opens the store in `dir`, or creates it when `dir` is missing or empty (SRV-1); refuses a
+/// file, or a directory holding files but no store, without touching it (SRV-6).
 pub fn open_or_create(
     env: &Env,
     dir: &Path,
     options: &StoreOptions,
     create_random: u64,
-) -> Result<Store, StoreError> {
-    // A backup directory has its store in the generation its pointer names (BK-31).
-    let mut has_store = false;
-    for name in [META_FILE, POINTER_FILE] {
-        has_store |= env
-            .fs
-            .metadata(&dir.join(name))
-            .map_err(|e| StoreError::io(format!("reading {}", dir.display()), e))?
-            .is_some();
+) -> Result<Store, ServerError> {
+    let read_err = |e| StoreError::io(format!("reading {}", dir.display()), e);
+    match env.fs.metadata(dir).map_err(read_err)? {
+        Some(m) if !m.is_dir => {
+            return Err(ServerError::NotADirectory(dir.display().to_string()));
+        }
+        Some(_) => {
+            // A backup directory has its store in the generation its pointer names (BK-31).
+            for name in [META_FILE, POINTER_FILE] {
+                if env
+                    .fs
+                    .metadata(&dir.join(name))
+                    .map_err(read_err)?
+                    .is_some()
+                {
+                    return Ok(Store::open(
+                        env.fs.clone(),
+                        env.clock.clone(),
+                        dir,
+                        options,
+                    )?);
+                }
+            }
+        }
+        None => {}
     }
-    if has_store {
-        Store::open(env.fs.clone(), env.clock.clone(), dir, options)
-    } else {
-        tracing::info!(store = %dir.display(), "creating a new store");
-        Store::create(
-            env.fs.clone(),
-            env.clock.clone(),
-            dir,
-            options,
-            FormatVersion::CURRENT,
-            create_random,
-        )
-    }
+    let store = Store::create(
+        env.fs.clone(),
+        env.clock.clone(),
+        dir,
+        options,
+        FormatVersion::CURRENT,
+        create_random,
+    )
+    .map_err(|e| match e {
+        StoreError::NotEmpty(_) => ServerError::NotAStoreDirectory(dir.display().to_string()),
+        e => ServerError::Store(e),
+    })?;
+    tracing::info!("created a new store in {}", dir.display());
+    Ok(store)
 }
 
 /// Runs the server until `shutdown` completes, then closes the store with a checkpoint.
@@ -143,7 +165,7 @@ pub async fn run(
             })?;
         Some(l)
     } else {
-        tracing::info!("online_backup_enabled=false: the backup service is off");
+        tracing::info!("the backup service is off: online_backup_enabled is false");
         None
     };
     let bound = Bound {
@@ -175,7 +197,7 @@ pub async fn run(
         task.abort();
         let _ = task.await;
     }
-    tracing::info!("shutting down: checkpointing the store");
+    tracing::info!("shutting down: checkpointing and closing the store");
     db.close()?;
     Ok(())
 }
@@ -221,7 +243,7 @@ async fn accept(listener: &mut dyn Listener) -> Box<dyn crate::io::Stream> {
         match listener.accept().await {
             Ok((stream, _peer)) => return stream,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
+                tracing::warn!("accepting an HTTP connection failed ({e}); retrying in a second");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }

@@ -1,9 +1,16 @@
 //! Running the real `neo4j` binary in tests, and a minimal HTTP/1.1 client for its API.
+//!
+//! A server's stdout and stderr are captured, not inherited: a passing test prints none of the
+//! server's log lines. They are printed when the test fails (the `ServerProcess` is dropped while
+//! the thread panics, or the server exits before it is ready), when `NEO4J_TEST_LOGS=1` is set
+//! (with `-- --nocapture` to see them), and [`ServerProcess::stderr`] returns them on demand.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// A running server process; killed (SIGKILL) when dropped.
@@ -12,6 +19,28 @@ pub struct ServerProcess {
     pub http: String,
     /// The backup service's `host:port`, `None` when it is off.
     pub backup: Option<String>,
+    /// `neo4j console --store <dir>`, to say whose output is printed.
+    name: String,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    drains: Vec<JoinHandle<()>>,
+}
+
+/// Copies everything `from` yields into `into` until it closes, on a thread of its own.
+fn drain(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    })
+}
+
+fn text(buf: &Mutex<Vec<u8>>) -> String {
+    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
 }
 
 impl ServerProcess {
@@ -27,17 +56,28 @@ impl ServerProcess {
         }
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start neo4j");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
+        let name = format!("neo4j console --store {}", store.display());
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr_drain = drain(child.stderr.take().unwrap(), stderr.clone());
+        let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut http = None;
         let backup = loop {
-            let line = lines
-                .next()
-                .expect("neo4j exited before it was ready")
-                .unwrap();
+            let mut line = String::new();
+            if !matches!(out.read_line(&mut line), Ok(n) if n > 0) {
+                let status = child.wait().unwrap();
+                stderr_drain.join().unwrap();
+                panic!(
+                    "{name} exited ({status}) before it was ready; it printed:\n{}{}",
+                    text(&stdout),
+                    text(&stderr)
+                );
+            }
+            stdout.lock().unwrap().extend_from_slice(line.as_bytes());
+            let line = line.trim_end();
             if let Some(rest) = line.strip_prefix("neo4j: HTTP API on http://") {
                 http = Some(rest.trim_end_matches("/db/data/").to_string());
             } else if let Some(rest) = line.strip_prefix("neo4j: backup service on ") {
@@ -48,11 +88,38 @@ impl ServerProcess {
         };
         let http = http.expect("the HTTP address is printed before the backup service's");
         // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let stdout_drain = drain(out, stdout.clone());
         ServerProcess {
             child,
             http,
             backup,
+            name,
+            stdout,
+            stderr,
+            drains: vec![stdout_drain, stderr_drain],
+        }
+    }
+
+    /// What the server wrote on stderr so far (its log lines). A thread copies it, so a line
+    /// the server just wrote may not be here yet: [`ServerProcess::wait_for_stderr`] waits.
+    pub fn stderr(&self) -> String {
+        text(&self.stderr)
+    }
+
+    /// Waits (at most 30 s) until the server's stderr contains `wanted`; returns all of it.
+    pub fn wait_for_stderr(&self, wanted: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let stderr = self.stderr();
+            if stderr.contains(wanted) {
+                return stderr;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never wrote {wanted:?} on stderr; it wrote:\n{stderr}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -72,6 +139,18 @@ impl ServerProcess {
         status.code()
     }
 
+    /// SIGTERM; once the server exited 0, everything it wrote on stderr.
+    pub fn stderr_when_stopped(mut self) -> String {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        for d in self.drains.drain(..) {
+            d.join().unwrap();
+        }
+        assert_eq!(status.code(), Some(0), "{} did not stop cleanly", self.name);
+        self.stderr()
+    }
+
     /// SIGKILL: a crash of the process.
     pub fn kill(mut self) {
         self.child.kill().unwrap();
@@ -83,11 +162,52 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The process is gone, so its pipes are closed and the drains end.
+        for d in self.drains.drain(..) {
+            let _ = d.join();
+        }
+        if std::thread::panicking() || std::env::var_os("NEO4J_TEST_LOGS").is_some() {
+            // eprintln! goes to the test's captured output, shown with its failure.
+            eprintln!(
+                "---- {} (pid {}) stdout ----\n{}---- its stderr ----\n{}---- end of {} ----",
+                self.name,
+                self.child.id(),
+                text(&self.stdout),
+                text(&self.stderr),
+                self.name
+            );
+        }
     }
 }
 
-/// One HTTP/1.1 request with `Connection: close`; returns the status and the JSON body.
+/// One HTTP/1.1 request with `Connection: close`; returns the status and the JSON body (a JSON
+/// string holding the raw body when it is not JSON).
 pub fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let answer = request_raw(addr, method, path, body);
+    let json = serde_json::from_str(&answer.body).unwrap_or(serde_json::Value::String(answer.body));
+    (answer.status, json)
+}
+
+/// An HTTP answer as it came: status, headers (names in lower case) and body text.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    /// The value of header `name` (lower case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns the whole answer.
+pub fn request_raw(addr: &str, method: &str, path: &str, body: &[u8]) -> Answer {
     let mut s = TcpStream::connect(addr).expect("connect to the HTTP API");
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let head = format!(
@@ -105,17 +225,26 @@ pub fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, serde
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
-    let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if headers
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
         dechunk(body)
     } else {
         body.to_string()
     };
-    let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
-    (status, json)
+    Answer {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut s: &str) -> String {
