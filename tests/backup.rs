@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::backup::*;
 use support::scratch;
-use support::server::{request, ServerProcess};
+use support::server::{assert_log_lines_are_sentences, request, ServerProcess};
 
 /// Parses `<word> <number>` out of a line, e.g. `checkpoint tx 12`.
 fn number_after(text: &str, word: &str) -> u64 {
@@ -2238,4 +2238,43 @@ fn bk_44_progress_bar_on_a_terminal_for_every_long_phase() {
         );
     }
     assert!(drawn.contains("done: incremental backup"), "{drawn:?}");
+}
+
+// SRV-7, CLI-5: the backup service's log lines are sentences too: a full backup, an incremental
+// one, a refused request and a failed connection, as the server logs them.
+#[test]
+fn srv_7_backup_service_log_lines_are_sentences() {
+    let dir = scratch();
+    let b = dir.path().join("backup");
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    write_nodes(&server, 3);
+    backup_from(&addr, &b, &[]).expect(0);
+    write_nodes(&server, 2);
+    backup_from(&addr, &b, &[]).expect(0);
+    // A copy of the backup that took a write of its own: the request the server refuses.
+    let diverged = dir.path().join("diverged");
+    copy_tree(&b, &diverged);
+    {
+        let on_copy = ServerProcess::start(&diverged, Some(EPHEMERAL));
+        write_node(&on_copy.http, 999, 7);
+        assert_eq!(on_copy.terminate(), Some(0));
+    }
+    write_nodes(&server, 2);
+    backup_from(&addr, &diverged, &[]).expect(0);
+    let lines: Vec<String> = server
+        .stderr_when_stopped()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    for wanted in [
+        "full backup sent",
+        "backup request refused: the backup's history diverged",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(wanted)),
+            "SRV-7: a line says {wanted:?}: {lines:#?}"
+        );
+    }
+    assert_log_lines_are_sentences(&lines);
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::json;
 use support::scratch;
-use support::server::ServerProcess;
+use support::server::{assert_log_lines_are_sentences, ServerProcess};
 
 /// A config on ephemeral ports, so tests can run in parallel.
 const EPHEMERAL: &str = "http_server=127.0.0.1:0\nonline_backup_server=127.0.0.1:0\n";
@@ -404,30 +404,7 @@ fn srv_7_server_log_lines_are_sentences() {
             "SRV-7: a line says {wanted:?}: {lines:#?}"
         );
     }
-    for line in &lines {
-        let mut words = line.split_whitespace();
-        let (time, level) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-        assert!(time.ends_with('Z'), "SRV-7: time first: {line}");
-        assert!(
-            ["INFO", "WARN", "ERROR"].contains(&level),
-            "SRV-7: level: {line}"
-        );
-        let message = words.collect::<Vec<_>>().join(" ");
-        assert!(!message.contains("::"), "SRV-7: no module path: {line}");
-        assert!(
-            !message
-                .split_whitespace()
-                .any(|w| w
-                    .split_once('=')
-                    .is_some_and(|(k, _)| !k.is_empty()
-                        && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))),
-            "SRV-7: no key=value fields: {line}"
-        );
-        assert!(
-            !message.contains(" { ") && !message.contains("Some("),
-            "SRV-7: no Debug forms: {line}"
-        );
-    }
+    assert_log_lines_are_sentences(&lines);
 }
 
 // SRV-5: concurrent writers are serialized: every tx id is handed out once, and the result is

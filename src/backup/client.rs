@@ -480,7 +480,7 @@ pub async fn run(
                     .remove_dir_all(&opts.target)
                     .and_then(|()| env.fs.sync_dir(parent_of(&opts.target)));
                 if let Err(e) = removed {
-                    tracing::warn!(error = %e, "could not remove the directory this run created");
+                    tracing::warn!("could not remove the directory this run created: {e}");
                 }
             }
         }

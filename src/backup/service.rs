@@ -68,12 +68,12 @@ pub async fn serve(mut listener: Box<dyn Listener>, ctx: ServiceContext) {
                     connections.spawn(async move {
                         match handle(stream, &ctx).await {
                             Ok(()) => tracing::debug!(%peer, "backup connection closed"),
-                            Err(e) => tracing::warn!(%peer, error = %e, "backup connection failed"),
+                            Err(e) => tracing::warn!("the backup connection from {peer} failed: {e}"),
                         }
                     });
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accepting a backup connection failed");
+                    tracing::warn!("accepting a backup connection failed: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             },
@@ -171,7 +171,7 @@ async fn refuse_failed<W: AsyncWrite + Unpin>(
     w: &mut W,
     e: StoreError,
 ) -> Result<(), ServiceError> {
-    tracing::warn!(error = %e, "a backup request failed on the server");
+    tracing::warn!("a backup request failed on the server: {e}");
     send(
         w,
         &Message::Refused(Refusal::Failed {
@@ -194,7 +194,7 @@ async fn full<W: AsyncWrite + Unpin>(w: &mut W, ctx: &ServiceContext) -> Result<
         let pin = ctx.pins.pin(cp.last_tx + 1, clock.now_millis());
         Ok((cp.last_tx, cp.state(), s.dir().to_path_buf(), pin))
     })?;
-    tracing::info!(checkpoint_tx, "full backup: streaming the store files");
+    tracing::info!("full backup: streaming the store files, checkpointed at tx {checkpoint_tx}");
     send(
         w,
         &Message::FullStart {
@@ -217,7 +217,7 @@ async fn full<W: AsyncWrite + Unpin>(w: &mut W, ctx: &ServiceContext) -> Result<
         },
     )
     .await?;
-    tracing::info!(checkpoint_tx, last_tx = upto, "full backup sent");
+    tracing::info!("full backup sent: the store files at checkpoint tx {checkpoint_tx}, then the transactions up to tx {upto}");
     Ok(())
 }
 

@@ -253,7 +253,7 @@ impl Target {
                 self.fs.remove_file(&path)
             };
             removed.map_err(|e| self.io_err(e))?;
-            tracing::info!(leftover = %l.name, "removed what an interrupted backup left");
+            tracing::info!("removed {}, which an interrupted backup left", l.name);
         }
         self.fs.sync_dir(&self.dir).map_err(|e| self.io_err(e))
     }
@@ -300,7 +300,7 @@ impl Target {
         };
         let synced = removed.and_then(|()| self.fs.sync_dir(&self.dir));
         if let Err(e) = synced {
-            tracing::warn!(error = %e, "could not delete the previous backup; the next run will");
+            tracing::warn!("could not delete the previous backup ({e}); the next run will");
         }
         Ok(())
     }
@@ -322,7 +322,7 @@ impl Target {
             .remove_dir_all(&path)
             .and_then(|()| self.fs.sync_dir(&self.dir));
         if let Err(e) = removed {
-            tracing::warn!(error = %e, "could not delete an unfinished generation; the next run will");
+            tracing::warn!("could not delete an unfinished generation ({e}); the next run will");
         }
     }
 

@@ -141,35 +141,17 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::Check { store, json } => match {
+        Command::Check { store, json } => {
             // A bar on a terminal, but never among the JSON document's lines.
             let mut bar = Bar::stdout();
-            let report = check_with_progress(env.fs, env.clock, &store, &mut |done, total| {
+            let checked = check_with_progress(env.fs, env.clock, &store, &mut |done, total| {
                 if !json {
                     bar.update(Phase::Check, done, total)
                 }
             });
             bar.finish();
-            report
-        } {
-            // A store too damaged to open is inconsistent, not a failure to check (ADM-1).
-            Err(e @ StoreError::Corrupt(_)) => {
-                eprintln!("neo4j-admin: {} is inconsistent: {e}", store.display());
-                ExitCode::from(3)
-            }
-            Ok(report) => {
-                if json {
-                    out!(
-                        "{}",
-                        serde_json::to_string_pretty(&report).expect("report serializes")
-                    );
-                } else {
-                    print_report(&store, &report);
-                }
-                ExitCode::from(if report.consistent { 0 } else { 3 })
-            }
-            Err(e) => fail(&e),
-        },
+            report_check(&store, json, checked)
+        }
         Command::Upgrade { store } => match upgrade(env.fs, env.clock, &store) {
             Ok(UpgradeOutcome::Upgraded { from, to }) => {
                 out!(
@@ -219,6 +201,33 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Prints a check's outcome and gives its exit code (ADM-3, ADM-4).
+fn report_check(
+    store: &std::path::Path,
+    json: bool,
+    checked: Result<CheckReport, StoreError>,
+) -> ExitCode {
+    match checked {
+        // A store too damaged to open is inconsistent, not a failure to check (ADM-1).
+        Err(e @ StoreError::Corrupt(_)) => {
+            eprintln!("neo4j-admin: {} is inconsistent: {e}", store.display());
+            ExitCode::from(3)
+        }
+        Ok(report) => {
+            if json {
+                out!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("report serializes")
+                );
+            } else {
+                print_report(store, &report);
+            }
+            ExitCode::from(if report.consistent { 0 } else { 3 })
+        }
+        Err(e) => fail(&e),
     }
 }
 

@@ -303,9 +303,9 @@ impl Store {
         };
         if recovered.replayed > 0 {
             tracing::info!(
-                replayed = recovered.replayed,
-                last_tx = store.last_tx,
-                "recovered transactions from the logical log"
+                "recovered {} transaction(s) from the logical log, up to tx {}",
+                recovered.replayed,
+                store.last_tx
             );
             store.checkpoint()?;
         }
@@ -444,7 +444,7 @@ impl Store {
             // The transaction is durable and applied whatever happens here: it stands. A failed
             // rotation stops further commits until the store is reopened (LOG-9).
             if let Err(e) = self.rotate() {
-                tracing::error!(error = %e, "log rotation failed; refusing further commits");
+                tracing::error!("log rotation failed ({e}); refusing further commits");
                 self.failed = Some(format!("log rotation failed: {e}"));
             }
         }
@@ -490,7 +490,7 @@ impl Store {
         self.meta = meta;
         // Only now, with the new checkpoint durable, may files the old one needed go (RET-13).
         if let Err(e) = self.prune_logs() {
-            tracing::warn!(error = %e, "pruning logical logs failed; retrying at the next checkpoint");
+            tracing::warn!("pruning logical logs failed ({e}); retrying at the next checkpoint");
         }
         tracing::debug!(
             last_tx = self.last_tx,
@@ -604,7 +604,9 @@ impl Store {
         let mut deleted = 0;
         for version in &doomed {
             if let Err(e) = self.fs.remove_file(&log::log_path(&self.dir, *version)) {
-                tracing::warn!(log_version = version, error = %e, "could not delete a log file");
+                tracing::warn!(
+                    "could not delete log file {version} ({e}); retrying at the next checkpoint"
+                );
                 break;
             }
             deleted += 1;
@@ -614,9 +616,8 @@ impl Store {
                 .sync_dir(&self.dir)
                 .map_err(|e| StoreError::io("syncing the store directory", e))?;
             tracing::info!(
-                deleted,
-                oldest_kept = doomed[deleted - 1] + 1,
-                "pruned logical logs"
+                "pruned {deleted} logical log file(s); the oldest kept is log file {}",
+                doomed[deleted - 1] + 1
             );
         }
         Ok(())
@@ -918,10 +919,7 @@ fn recover(
                         )));
                     }
                     tracing::warn!(
-                        log_version = version,
-                        offset,
-                        why,
-                        "cutting the log's torn tail"
+                        "cutting the torn tail of log file {version} at offset {offset}: {why}"
                     );
                     file.set_len(offset)
                         .and_then(|()| file.sync())

@@ -259,3 +259,32 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// Asserts each of the server's log lines is the time, the level and a sentence: no Rust module
+/// path, no `key=value` fields, no `Debug` forms (SRV-7, CLI-5).
+pub fn assert_log_lines_are_sentences(lines: &[String]) {
+    for line in lines {
+        let mut words = line.split_whitespace();
+        let (time, level) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        assert!(time.ends_with('Z'), "SRV-7: time first: {line}");
+        assert!(
+            ["INFO", "WARN", "ERROR"].contains(&level),
+            "SRV-7: level: {line}"
+        );
+        let message = words.collect::<Vec<_>>().join(" ");
+        assert!(!message.contains("::"), "SRV-7: no module path: {line}");
+        assert!(
+            !message
+                .split_whitespace()
+                .any(|w| w
+                    .split_once('=')
+                    .is_some_and(|(k, _)| !k.is_empty()
+                        && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))),
+            "SRV-7: no key=value fields: {line}"
+        );
+        assert!(
+            !message.contains(" { ") && !message.contains("Some("),
+            "SRV-7: no Debug forms: {line}"
+        );
+    }
+}
