@@ -1,16 +1,20 @@
 //! The README as a reader of a fresh clone uses it.
 //!
-//! - Its examples run as written: the ```` ```sh ```` blocks of the `neo4j-admin` section and of
-//!   the HTTP API section are parsed into commands and run, with only the paths (`/tmp/...`, into
-//!   a scratch directory) and the HTTP address (`127.0.0.1:7474`, the test server's) substituted;
-//!   what each command prints must be what the `# →` comment under it says.
+//! - Its examples run as written: the ```` ```sh ```` blocks of the `neo4j-admin` section, the
+//!   HTTP API section and the `neo4j-backup` section (which continues the HTTP example's server)
+//!   are parsed into commands and run, with only the paths (`/tmp/...`, into a scratch
+//!   directory) and the addresses (`127.0.0.1:7474` and the backup service's default port 6362,
+//!   the test server's) substituted; what each command prints must be what the `# →` lines
+//!   under it say (several lines: the output's lines, in order).
 //! - The README, `ARCHITECTURE.md` and `spec/*.md` point only at files in the repository.
 //! - What the README says about simulation seeds is what `sim/` and `.ci/run` do.
 //!
 //! How a command runs: `cargo build --release` is skipped (the test uses the binaries cargo built
 //! for it); `.../neo4j-admin ARGS` runs the built `neo4j-admin` and must exit 0;
 //! `.../neo4j console --store DIR` starts the built server on DIR with ephemeral ports (the
-//! test's substitute for 127.0.0.1:7474); `curl` is not run (it may not be installed): its
+//! test's substitute for 127.0.0.1:7474); `.../neo4j-backup ARGS` runs the built tool against
+//! that server's backup service (`-port` added to a bare `-host 127.0.0.1`) and must exit 0;
+//! `curl` is not run (it may not be installed): its
 //! method (`-X`), body (`-d`) and URL are sent with the test's HTTP client. Anything else fails
 //! the test, so a new kind of example needs a line here.
 //!
@@ -31,6 +35,8 @@ use support::server::{request_raw, ServerProcess};
 const EPHEMERAL: &str = "http_server=127.0.0.1:0\nonline_backup_server=127.0.0.1:0\n";
 /// The address the README's examples talk to.
 const README_HTTP: &str = "127.0.0.1:7474";
+/// The backup service's address in the README's examples (the default port).
+const README_BACKUP: &str = "127.0.0.1:6362";
 /// The directory the README's examples put stores in.
 const README_TMP: &str = "/tmp/";
 
@@ -148,11 +154,12 @@ fn parse_sh(block: &str, first_line: usize) -> Vec<Step> {
                     let step = steps
                         .last_mut()
                         .unwrap_or_else(|| panic!("README.md:{line}: a `# →` under no command"));
-                    assert!(
-                        step.expect.is_none(),
-                        "README.md:{line}: two `# →` lines under one command"
-                    );
-                    step.expect = Some(result.trim().to_string());
+                    // Several `# →` lines are the lines of one output, in order.
+                    let text = match step.expect.take() {
+                        Some(before) => format!("{before}\n{}", result.trim()),
+                        None => result.trim().to_string(),
+                    };
+                    step.expect = Some(text);
                 }
                 if let Some(w) = word.take() {
                     words.push(w);
@@ -212,8 +219,16 @@ fn compact(text: &str) -> String {
     out
 }
 
-/// Whether `actual` is what the `# →` comment `expected` says (see the module comment).
+/// Whether `actual` is what the `# →` comment `expected` says (see the module comment); an
+/// output of several lines is compared line by line.
 fn matches(expected: &str, actual: &str) -> bool {
+    if expected.contains('\n') {
+        let (want, got): (Vec<&str>, Vec<&str>) = (
+            expected.lines().collect(),
+            actual.trim_end().lines().collect(),
+        );
+        return want.len() == got.len() && want.iter().zip(&got).all(|(w, g)| matches(w, g));
+    }
     fn glob(p: &[char], a: &[char]) -> bool {
         match p.split_first() {
             None => a.is_empty(),
@@ -245,6 +260,9 @@ impl Runner {
         let mut text = text.replace(README_TMP, &format!("{}/", self.tmp.display()));
         if let Some(server) = &self.server {
             text = text.replace(README_HTTP, &server.http);
+            if let Some(backup) = &server.backup {
+                text = text.replace(README_BACKUP, backup);
+            }
         }
         text
     }
@@ -266,6 +284,31 @@ impl Runner {
             "neo4j-admin" => {
                 let out = Command::new(env!("CARGO_BIN_EXE_neo4j-admin"))
                     .args(&words[1..])
+                    .output()
+                    .unwrap();
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "{at}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                Some(String::from_utf8_lossy(&out.stdout).into_owned())
+            }
+            "neo4j-backup" => {
+                let server = self
+                    .server
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{at}: no `neo4j console` step before"));
+                let backup = server.backup.as_ref().expect("the backup service is on");
+                let port = backup.rsplit_once(':').unwrap().1;
+                let mut args = words[1..].to_vec();
+                // `-host 127.0.0.1` means the default port, where the README's server listens;
+                // the test's server listens elsewhere.
+                if args.iter().any(|a| a == "-host") && !args.iter().any(|a| a == "-port") {
+                    args.extend(["-port".to_string(), port.to_string()]);
+                }
+                let out = Command::new(env!("CARGO_BIN_EXE_neo4j-backup"))
+                    .args(&args)
                     .output()
                     .unwrap();
                 assert_eq!(
@@ -381,6 +424,26 @@ fn readme_http_example_runs_as_written() {
     assert!(
         ran.iter().filter(|p| *p == "curl").count() >= 5,
         "the HTTP example lost its requests: {ran:?}"
+    );
+    assert_eq!(runner.server.take().unwrap().terminate(), Some(0));
+}
+
+/// The `neo4j-backup` example runs as written against the server of the HTTP example, after it:
+/// a full backup, an incremental one, a plan, and a check of the backup, each printing what its
+/// `# →` lines say.
+#[test]
+fn readme_backup_example_runs_as_written() {
+    let readme = read("README.md");
+    let dir = scratch();
+    let mut runner = Runner {
+        tmp: dir.path().to_path_buf(),
+        server: None,
+    };
+    runner.run_blocks(&sh_blocks(&readme, "### HTTP API"));
+    let ran = runner.run_blocks(&sh_blocks(&readme, "## `neo4j-backup`"));
+    assert!(
+        ran.iter().filter(|p| *p == "neo4j-backup").count() >= 3,
+        "the neo4j-backup example lost its runs: {ran:?}"
     );
     assert_eq!(runner.server.take().unwrap().terminate(), Some(0));
 }
