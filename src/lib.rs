@@ -10,6 +10,11 @@
 //! - [`retention`]: the `keep_logical_logs` policy, the pruning decision and backup pins.
 //! - [`store`]: the crash-safe store: record files, logical logs, commit, checkpoint, recovery,
 //!   the offline tools (`generate`, `check`, `upgrade`).
+//! - [`http`], [`server`]: the HTTP API and the `neo4j` server around the store.
+//! - [`backup`]: the backup protocol, the service inside the server, the full/incremental
+//!   decision, the client `neo4j-backup` runs, the backup directory and restore.
+//! - [`cli`], [`units`], [`progress`]: what the binaries share in reading arguments and in
+//!   speaking to a person (sizes, durations, the progress bar).
 //!
 //! See ARCHITECTURE.md for the map and the invariants.
 
