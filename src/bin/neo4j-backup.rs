@@ -37,7 +37,7 @@ struct Cli {
     /// The server's backup port (online_backup_server).
     #[arg(long, conflicts_with = "from")]
     port: Option<u16>,
-    /// The server as host[:port] (the older form of -host and -port).
+    /// The server as host or host:port (the older form of -host and -port).
     #[arg(long)]
     from: Option<String>,
     /// The backup directory.
