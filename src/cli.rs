@@ -54,6 +54,25 @@ pub fn parse<T: CommandFactory + FromArgMatches>(
     }
 }
 
+/// [`parse`] for a binary that prints as every binary does: help or version on stdout (exit 0),
+/// a usage error as one sentence on stderr naming `bin` (exit 2). `Err` carries the exit code.
+pub fn parse_or_exit<T: CommandFactory + FromArgMatches>(
+    bin: &str,
+    args: impl IntoIterator<Item = OsString>,
+) -> Result<T, std::process::ExitCode> {
+    match parse(args) {
+        Parsed::Run(value) => Ok(value),
+        Parsed::Info(text) => {
+            print!("{text}");
+            Err(std::process::ExitCode::SUCCESS)
+        }
+        Parsed::Usage(message) => {
+            eprintln!("{bin}: {message} (see {bin} --help)");
+            Err(std::process::ExitCode::from(2))
+        }
+    }
+}
+
 /// Rewrites every single-dash word of two or more characters in flag position to its two-dash
 /// form (`-host` to `--host`, `-to=x` to `--to=x`, `-hots` to `--hots`), leaving values (the word
 /// after a flag that takes one), lone letters and everything after `--` as they are. Returns the

@@ -255,6 +255,13 @@ struct Runner {
 }
 
 impl Runner {
+    fn new(tmp: &Path) -> Runner {
+        Runner {
+            tmp: tmp.to_path_buf(),
+            server: None,
+        }
+    }
+
     /// `text` with the README's paths and address replaced by the test's.
     fn substitute(&self, text: &str) -> String {
         let mut text = text.replace(README_TMP, &format!("{}/", self.tmp.display()));
@@ -393,10 +400,7 @@ fn readme_neo4j_admin_example_runs_as_written() {
     let readme = read("README.md");
     let blocks = sh_blocks(&readme, "## `neo4j-admin`");
     let dir = scratch();
-    let mut runner = Runner {
-        tmp: dir.path().to_path_buf(),
-        server: None,
-    };
+    let mut runner = Runner::new(dir.path());
     let ran = runner.run_blocks(&blocks);
     assert!(
         ran.iter().filter(|p| *p == "neo4j-admin").count() >= 3,
@@ -411,10 +415,7 @@ fn readme_http_example_runs_as_written() {
     let readme = read("README.md");
     let blocks = sh_blocks(&readme, "### HTTP API");
     let dir = scratch();
-    let mut runner = Runner {
-        tmp: dir.path().to_path_buf(),
-        server: None,
-    };
+    let mut runner = Runner::new(dir.path());
     let ran = runner.run_blocks(&blocks);
     assert_eq!(
         ran.first().map(String::as_str),
@@ -435,10 +436,7 @@ fn readme_http_example_runs_as_written() {
 fn readme_backup_example_runs_as_written() {
     let readme = read("README.md");
     let dir = scratch();
-    let mut runner = Runner {
-        tmp: dir.path().to_path_buf(),
-        server: None,
-    };
+    let mut runner = Runner::new(dir.path());
     runner.run_blocks(&sh_blocks(&readme, "### HTTP API"));
     let ran = runner.run_blocks(&sh_blocks(&readme, "## `neo4j-backup`"));
     assert!(

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use online_backup::backup::restore::restore;
-use online_backup::cli::{self, Parsed};
+use online_backup::cli;
 use online_backup::io::Env;
 use online_backup::progress::{Bar, Phase};
 use online_backup::store::check::{check_with_progress, CheckReport};
@@ -96,16 +96,9 @@ fn parse_format(s: &str) -> Result<FormatVersion, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = match cli::parse::<Cli>(std::env::args_os()) {
-        Parsed::Run(cli) => cli,
-        Parsed::Info(text) => {
-            print!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        Parsed::Usage(message) => {
-            eprintln!("neo4j-admin: {message} (see neo4j-admin --help)");
-            return ExitCode::from(2);
-        }
+    let cli = match cli::parse_or_exit::<Cli>("neo4j-admin", std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(code) => return code,
     };
     let env = Env::os();
     match cli.command {

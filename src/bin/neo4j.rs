@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use online_backup::cli::{self, Parsed};
+use online_backup::cli;
 use online_backup::config::Config;
 use online_backup::io::{read_small_file, Env};
 use online_backup::server::{run, Bound, ServerOptions};
@@ -32,16 +32,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match cli::parse::<Cli>(std::env::args_os()) {
-        Parsed::Run(cli) => cli,
-        Parsed::Info(text) => {
-            print!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        Parsed::Usage(message) => {
-            eprintln!("neo4j: {message} (see neo4j --help)");
-            return ExitCode::from(2);
-        }
+    let cli = match cli::parse_or_exit::<Cli>("neo4j", std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(code) => return code,
     };
     let Command::Console { store, config } = cli.command;
     tracing_subscriber::fmt()
