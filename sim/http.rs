@@ -369,7 +369,7 @@ mod tests {
             Op::DeleteNode(9),
         ];
         let text = transaction_json(&ops).to_string();
-        let parsed = online_backup::http::parse_transaction(text.as_bytes()).unwrap();
+        let parsed = online_backup::server::http::parse_transaction(text.as_bytes()).unwrap();
         assert_eq!(parsed, ops);
     }
 }

@@ -19,9 +19,9 @@ use crate::backup::protocol::{
     self, read_message, write_message, Message, ProtocolError, Refusal, Request, CHUNK_SIZE,
     PROTOCOL_VERSION,
 };
+use crate::db::Database;
 use crate::io::{Env, Listener, OpenMode, Stream};
 use crate::retention::{PinGuard, Pins, PIN_IDLE_TIMEOUT};
-use crate::server::db::Database;
 use crate::store::format::RecordKind;
 use crate::store::log::{LogReader, TxState};
 use crate::store::StoreError;

@@ -142,6 +142,7 @@ impl Fs for OsFs {
         }
     }
 
+    #[allow(unsafe_code)] // the crate's one exemption (lib.rs): statvfs has no safe std API
     fn available_space(&self, path: &Path) -> io::Result<u64> {
         use std::ffi::CString;
         use std::os::unix::ffi::OsStrExt;

@@ -5,9 +5,9 @@
 //! Must not touch: sockets, files or the clock except through the `Env` it is given, so the same
 //! code runs under turmoil. Signals are the binary's business: it hands in a shutdown future.
 //!
-//! Submodules: `db` (the store shared between requests).
+//! Submodules: `http` (the HTTP API: routes, JSON shapes, status codes; no sockets).
 
-pub mod db;
+pub mod http;
 
 use std::future::Future;
 use std::io;
@@ -26,13 +26,13 @@ use hyper_util::service::TowerToHyperService;
 
 use crate::backup::service::{self, ServiceContext};
 use crate::config::Config;
+use crate::db::Database;
 use crate::io::{Clock, Env, Listener};
 use crate::retention::Pins;
 use crate::store::format::FormatVersion;
 use crate::store::layout::POINTER_FILE;
 use crate::store::meta::META_FILE;
 use crate::store::{Store, StoreError, StoreOptions};
-use db::Database;
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -187,7 +187,7 @@ pub async fn run(
     });
     on_ready(&bound);
 
-    let app = crate::http::router(db.clone()).layer(axum::middleware::map_response_with_state(
+    let app = http::router(db.clone()).layer(axum::middleware::map_response_with_state(
         env.clock.clone(),
         stamp_date,
     ));

@@ -1,4 +1,5 @@
-//! The open store as the server shares it between concurrent requests.
+//! The open store as a running server shares it between concurrent HTTP requests and the backup
+//! service (which is why it sits below both, ARCHITECTURE.md "Layers").
 //!
 //! Owns: serializing writers and keeping readers off a half-applied transaction: a commit holds
 //! the write lock from validation to the last record written; reads take the read lock.

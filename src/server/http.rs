@@ -18,8 +18,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value as Json_};
 
+use crate::db::Database;
 use crate::graph::{NodeRef, Op, Properties, Value};
-use crate::server::db::Database;
 use crate::store::StoreError;
 
 /// The largest request body accepted (HTTP-4).
