@@ -24,6 +24,7 @@
 
 pub mod backup;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod db;
 pub mod digest;

@@ -188,9 +188,9 @@ fn record_lengths(dir: &Path) -> Vec<(u64, u64)> {
     let meta = Meta::read(&*fs(), dir).unwrap();
     let cp = &meta.checkpoint;
     [
-        (RecordKind::Node, cp.next_node),
-        (RecordKind::Rel, cp.next_rel),
-        (RecordKind::Block, cp.next_block),
+        (RecordKind::Node, cp.state.next_node),
+        (RecordKind::Rel, cp.state.next_rel),
+        (RecordKind::Block, cp.state.next_block),
     ]
     .into_iter()
     .map(|(kind, mark)| {

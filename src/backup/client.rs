@@ -557,7 +557,7 @@ fn existing_backup(
     let (last_tx, digest) = match peek_backup(&*env.fs, target.dir()) {
         Ok(found) => found,
         Err(_) if mode == Mode::Full || meta.unverified => {
-            (meta.checkpoint.last_tx, meta.checkpoint.digest)
+            (meta.checkpoint.last_tx, meta.checkpoint.state.digest)
         }
         Err(e) => return Err(e),
     };

@@ -6,7 +6,10 @@
 //! Must not touch: files, the store, decisions about what to send. The service and the client
 //! decide; this module only encodes and decodes.
 
+use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::codec::{put_str_u16, DecodeError, Reader};
 
 use crate::digest::Digest;
 use crate::store::format::FormatVersion;
@@ -38,6 +41,9 @@ pub enum ProtocolError {
     Closed,
     #[error("received a damaged frame: {0}")]
     Malformed(String),
+    /// A frame's body does not decode as the message its kind names (PR-2).
+    #[error("received a damaged frame: {0}")]
+    Decode(#[from] DecodeError),
     /// The peer's first frame is not one of this protocol (PR-21): it speaks something else.
     #[error("the peer does not speak the backup protocol")]
     NotBackupProtocol {
@@ -198,43 +204,15 @@ mod refusal {
     pub const FAILED: u8 = 6;
 }
 
-fn put_u32(out: &mut Vec<u8>, v: u32) {
-    out.extend_from_slice(&v.to_le_bytes());
-}
-fn put_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(&v.to_le_bytes());
-}
-fn put_store_id(out: &mut Vec<u8>, id: StoreId) {
-    put_u64(out, id.created_millis);
-    put_u64(out, id.random);
-}
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
-    out.extend_from_slice(&(b.len() as u16).to_le_bytes());
-    out.extend_from_slice(b);
-}
-fn put_state(out: &mut Vec<u8>, s: &TxState) {
-    out.extend_from_slice(&s.digest.0);
-    for v in [
-        s.nodes,
-        s.relationships,
-        s.next_node,
-        s.next_rel,
-        s.next_block,
-    ] {
-        put_u64(out, v);
-    }
-}
-
 impl Message {
     /// The frame body: kind byte, then the payload (PR-2).
     pub fn encode_body(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
             Message::Hello { version } => {
-                out.push(kind::HELLO);
-                out.extend_from_slice(MAGIC);
-                put_u32(&mut out, *version);
+                out.put_u8(kind::HELLO);
+                out.put_slice(MAGIC);
+                out.put_u32_le(*version);
             }
             Message::Welcome {
                 version,
@@ -244,102 +222,102 @@ impl Message {
                 oldest_logged_tx,
                 store_bytes,
             } => {
-                out.push(kind::WELCOME);
-                put_u32(&mut out, *version);
-                put_store_id(&mut out, *store_id);
-                put_u32(&mut out, format.0);
-                put_u64(&mut out, *last_committed_tx);
-                put_u64(&mut out, *oldest_logged_tx);
-                put_u64(&mut out, *store_bytes);
+                out.put_u8(kind::WELCOME);
+                out.put_u32_le(*version);
+                store_id.put(&mut out);
+                out.put_u32_le(format.0);
+                out.put_u64_le(*last_committed_tx);
+                out.put_u64_le(*oldest_logged_tx);
+                out.put_u64_le(*store_bytes);
             }
-            Message::Request(Request::Full) => out.push(kind::REQUEST_FULL),
+            Message::Request(Request::Full) => out.put_u8(kind::REQUEST_FULL),
             Message::Request(Request::Incremental {
                 store_id,
                 format,
                 last_tx,
                 digest,
             }) => {
-                out.push(kind::REQUEST_INCREMENTAL);
-                put_store_id(&mut out, *store_id);
-                put_u32(&mut out, format.0);
-                put_u64(&mut out, *last_tx);
-                out.extend_from_slice(&digest.0);
+                out.put_u8(kind::REQUEST_INCREMENTAL);
+                store_id.put(&mut out);
+                out.put_u32_le(format.0);
+                out.put_u64_le(*last_tx);
+                out.put_slice(&digest.0);
             }
             Message::FullStart {
                 checkpoint_tx,
                 state,
                 files,
             } => {
-                out.push(kind::FULL_START);
-                put_u64(&mut out, *checkpoint_tx);
-                put_state(&mut out, state);
-                put_u32(&mut out, *files);
+                out.put_u8(kind::FULL_START);
+                out.put_u64_le(*checkpoint_tx);
+                state.put(&mut out);
+                out.put_u32_le(*files);
             }
             Message::FileStart { name, len } => {
-                out.push(kind::FILE_START);
-                put_str(&mut out, name);
-                put_u64(&mut out, *len);
+                out.put_u8(kind::FILE_START);
+                put_str_u16(&mut out, name);
+                out.put_u64_le(*len);
             }
             Message::FileChunk(bytes) => {
                 out.reserve(bytes.len() + 1);
-                out.push(kind::FILE_CHUNK);
-                out.extend_from_slice(bytes);
+                out.put_u8(kind::FILE_CHUNK);
+                out.put_slice(bytes);
             }
             Message::FileEnd { crc } => {
-                out.push(kind::FILE_END);
-                put_u32(&mut out, *crc);
+                out.put_u8(kind::FILE_END);
+                out.put_u32_le(*crc);
             }
             Message::Tx(entry) => {
                 // The log's own entry body (LOG-5), which is format independent (LOG-6).
                 let framed = entry.encode_framed();
                 out.reserve(framed.len() - 7);
-                out.push(kind::TX);
-                out.extend_from_slice(&framed[8..]);
+                out.put_u8(kind::TX);
+                out.put_slice(&framed[8..]);
             }
             Message::End { last_tx, digest } => {
-                out.push(kind::END);
-                put_u64(&mut out, *last_tx);
-                out.extend_from_slice(&digest.0);
+                out.put_u8(kind::END);
+                out.put_u64_le(*last_tx);
+                out.put_slice(&digest.0);
             }
             Message::Refused(r) => {
-                out.push(kind::REFUSED);
+                out.put_u8(kind::REFUSED);
                 match r {
                     Refusal::ProtocolVersion { server } => {
-                        out.push(refusal::PROTOCOL_VERSION);
-                        put_u32(&mut out, *server);
+                        out.put_u8(refusal::PROTOCOL_VERSION);
+                        out.put_u32_le(*server);
                     }
                     Refusal::StoreMismatch { server } => {
-                        out.push(refusal::STORE_MISMATCH);
-                        put_store_id(&mut out, *server);
+                        out.put_u8(refusal::STORE_MISMATCH);
+                        server.put(&mut out);
                     }
                     Refusal::VersionMismatch { server } => {
-                        out.push(refusal::VERSION_MISMATCH);
-                        put_u32(&mut out, server.0);
+                        out.put_u8(refusal::VERSION_MISMATCH);
+                        out.put_u32_le(server.0);
                     }
                     Refusal::LogsPruned { needed, oldest } => {
-                        out.push(refusal::LOGS_PRUNED);
-                        put_u64(&mut out, *needed);
-                        put_u64(&mut out, *oldest);
+                        out.put_u8(refusal::LOGS_PRUNED);
+                        out.put_u64_le(*needed);
+                        out.put_u64_le(*oldest);
                     }
                     Refusal::Diverged {
                         tx,
                         server_digest,
                         server_last_tx,
                     } => {
-                        out.push(refusal::DIVERGED);
-                        put_u64(&mut out, *tx);
-                        put_u64(&mut out, *server_last_tx);
+                        out.put_u8(refusal::DIVERGED);
+                        out.put_u64_le(*tx);
+                        out.put_u64_le(*server_last_tx);
                         match server_digest {
                             Some(d) => {
-                                out.push(1);
-                                out.extend_from_slice(&d.0);
+                                out.put_u8(1);
+                                out.put_slice(&d.0);
                             }
-                            None => out.push(0),
+                            None => out.put_u8(0),
                         }
                     }
                     Refusal::Failed { message } => {
-                        out.push(refusal::FAILED);
-                        put_str(&mut out, message);
+                        out.put_u8(refusal::FAILED);
+                        put_str_u16(&mut out, message);
                     }
                 }
             }
@@ -349,17 +327,17 @@ impl Message {
 
     /// Decodes a frame body whose checksum was verified (PR-2). Trailing bytes are an error.
     pub fn decode_body(b: &[u8]) -> Result<Message, ProtocolError> {
-        let mut r = Reader { b, at: 0 };
+        let mut r = Reader::new(b);
         let msg = match r.u8()? {
             kind::HELLO => {
-                if r.take(8)? != MAGIC {
+                if r.bytes(8)? != MAGIC {
                     return Err(malformed("not a backup client (bad magic)"));
                 }
                 Message::Hello { version: r.u32()? }
             }
             kind::WELCOME => Message::Welcome {
                 version: r.u32()?,
-                store_id: r.store_id()?,
+                store_id: StoreId::read(&mut r)?,
                 format: FormatVersion(r.u32()?),
                 last_committed_tx: r.u64()?,
                 oldest_logged_tx: r.u64()?,
@@ -367,25 +345,18 @@ impl Message {
             },
             kind::REQUEST_FULL => Message::Request(Request::Full),
             kind::REQUEST_INCREMENTAL => Message::Request(Request::Incremental {
-                store_id: r.store_id()?,
+                store_id: StoreId::read(&mut r)?,
                 format: FormatVersion(r.u32()?),
                 last_tx: r.u64()?,
-                digest: r.digest()?,
+                digest: Digest(r.array()?),
             }),
             kind::FULL_START => Message::FullStart {
                 checkpoint_tx: r.u64()?,
-                state: TxState {
-                    digest: r.digest()?,
-                    nodes: r.u64()?,
-                    relationships: r.u64()?,
-                    next_node: r.u64()?,
-                    next_rel: r.u64()?,
-                    next_block: r.u64()?,
-                },
+                state: TxState::read(&mut r)?,
                 files: r.u32()?,
             },
             kind::FILE_START => {
-                let name = r.string()?;
+                let name = r.str_u16()?;
                 if name.is_empty() || name.len() > MAX_NAME || name.contains(['/', '\\', '\0']) {
                     return Err(malformed("a file name that is not a plain name"));
                 }
@@ -410,12 +381,12 @@ impl Message {
             }
             kind::END => Message::End {
                 last_tx: r.u64()?,
-                digest: r.digest()?,
+                digest: Digest(r.array()?),
             },
             kind::REFUSED => Message::Refused(match r.u8()? {
                 refusal::PROTOCOL_VERSION => Refusal::ProtocolVersion { server: r.u32()? },
                 refusal::STORE_MISMATCH => Refusal::StoreMismatch {
-                    server: r.store_id()?,
+                    server: StoreId::read(&mut r)?,
                 },
                 refusal::VERSION_MISMATCH => Refusal::VersionMismatch {
                     server: FormatVersion(r.u32()?),
@@ -429,7 +400,7 @@ impl Message {
                     let server_last_tx = r.u64()?;
                     let server_digest = match r.u8()? {
                         0 => None,
-                        1 => Some(r.digest()?),
+                        1 => Some(Digest(r.array()?)),
                         _ => return Err(malformed("a bad optional digest")),
                     };
                     Refusal::Diverged {
@@ -439,15 +410,13 @@ impl Message {
                     }
                 }
                 refusal::FAILED => Refusal::Failed {
-                    message: r.string()?,
+                    message: r.str_u16()?,
                 },
                 other => return Err(malformed(&format!("unknown refusal {other}"))),
             }),
             other => return Err(malformed(&format!("unknown message kind {other}"))),
         };
-        if r.at != b.len() {
-            return Err(malformed("trailing bytes after the message"));
-        }
+        r.finish()?;
         Ok(msg)
     }
 
@@ -471,49 +440,6 @@ impl Message {
 
 fn malformed(why: &str) -> ProtocolError {
     ProtocolError::Malformed(why.to_string())
-}
-
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtocolError> {
-        if self.b.len() - self.at < n {
-            return Err(malformed("the message ends early"));
-        }
-        let s = &self.b[self.at..self.at + n];
-        self.at += n;
-        Ok(s)
-    }
-    fn rest(&mut self) -> &'a [u8] {
-        let s = &self.b[self.at..];
-        self.at = self.b.len();
-        s
-    }
-    fn u8(&mut self) -> Result<u8, ProtocolError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Result<u32, ProtocolError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
-    }
-    fn u64(&mut self) -> Result<u64, ProtocolError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
-    }
-    fn digest(&mut self) -> Result<Digest, ProtocolError> {
-        Ok(Digest(self.take(32)?.try_into().expect("32")))
-    }
-    fn store_id(&mut self) -> Result<StoreId, ProtocolError> {
-        Ok(StoreId {
-            created_millis: self.u64()?,
-            random: self.u64()?,
-        })
-    }
-    fn string(&mut self) -> Result<String, ProtocolError> {
-        let len = u16::from_le_bytes(self.take(2)?.try_into().expect("2")) as usize;
-        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| malformed("a string not in UTF-8"))
-    }
 }
 
 /// Writes one frame: body length (u32 LE), CRC32C of the body (u32 LE), body (PR-1).
@@ -599,7 +525,7 @@ pub async fn read_first_answer<R: AsyncRead + Unpin + ?Sized>(
         return Err(foreign);
     };
     match read_body(r, &head, len).await {
-        Err(ProtocolError::Malformed(_)) => Err(foreign),
+        Err(ProtocolError::Malformed(_) | ProtocolError::Decode(_)) => Err(foreign),
         other => other,
     }
 }

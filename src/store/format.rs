@@ -10,6 +10,9 @@
 
 use std::fmt;
 
+use bytes::BufMut;
+
+use crate::codec::{put_str_u32, DecodeError, Reader};
 use crate::graph::{Properties, Value};
 
 /// Marks "no record" in a pointer field.
@@ -154,40 +157,41 @@ pub enum RecordError {
     Flags(u8),
     #[error("block data length {0} exceeds {BLOCK_DATA}")]
     BlockLength(usize),
-}
-
-fn put_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(&v.to_le_bytes());
-}
-fn get_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
-fn get_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
 }
 
 fn seal(format: FormatVersion, mut out: Vec<u8>) -> Vec<u8> {
     if format.has_record_crc() {
         let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
+        out.put_u32_le(crc);
     }
     out
 }
 
-/// Verifies the trailing CRC (format 2) and returns the body.
-fn open_sealed(format: FormatVersion, bytes: &[u8], body: usize) -> Result<&[u8], RecordError> {
+/// Verifies the trailing CRC (format 2) of a record of `body` bytes plus its CRC, and returns a
+/// reader over the body.
+fn open_sealed(
+    format: FormatVersion,
+    bytes: &[u8],
+    body: usize,
+) -> Result<Reader<'_>, RecordError> {
+    let mut r = Reader::new(bytes);
+    let body = r.bytes(body)?;
     if format.has_record_crc() {
-        let stored = get_u32(bytes, body);
-        let computed = crc32c::crc32c(&bytes[..body]);
+        let stored = r.u32()?;
+        let computed = crc32c::crc32c(body);
         if stored != computed {
             return Err(RecordError::Checksum { stored, computed });
         }
     }
-    Ok(&bytes[..body])
+    r.finish()?;
+    Ok(Reader::new(body))
 }
 
-fn flag(b: u8) -> Result<bool, RecordError> {
-    match b {
+/// The in-use byte: 0 or 1.
+fn in_use(r: &mut Reader<'_>) -> Result<bool, RecordError> {
+    match r.u8()? {
         0 => Ok(false),
         1 => Ok(true),
         other => Err(RecordError::Flags(other)),
@@ -203,10 +207,10 @@ fn all_zero(bytes: &[u8]) -> bool {
 impl NodeRecord {
     pub fn encode(&self, format: FormatVersion) -> Vec<u8> {
         let mut out = Vec::with_capacity(format.node_record_size());
-        out.push(self.in_use as u8);
-        put_u64(&mut out, self.first_rel);
-        put_u64(&mut out, self.payload_block);
-        out.extend_from_slice(&self.payload_len.to_le_bytes());
+        out.put_u8(self.in_use as u8);
+        out.put_u64_le(self.first_rel);
+        out.put_u64_le(self.payload_block);
+        out.put_u32_le(self.payload_len);
         seal(format, out)
     }
 
@@ -214,12 +218,12 @@ impl NodeRecord {
         if all_zero(bytes) {
             return Ok(NodeRecord::unused());
         }
-        let b = open_sealed(format, bytes, NODE_BODY)?;
+        let mut r = open_sealed(format, bytes, NODE_BODY)?;
         Ok(NodeRecord {
-            in_use: flag(b[0])?,
-            first_rel: get_u64(b, 1),
-            payload_block: get_u64(b, 9),
-            payload_len: get_u32(b, 17),
+            in_use: in_use(&mut r)?,
+            first_rel: r.u64()?,
+            payload_block: r.u64()?,
+            payload_len: r.u32()?,
         })
     }
 }
@@ -241,7 +245,7 @@ impl RelRecord {
 
     pub fn encode(&self, format: FormatVersion) -> Vec<u8> {
         let mut out = Vec::with_capacity(format.rel_record_size());
-        out.push(self.in_use as u8);
+        out.put_u8(self.in_use as u8);
         for v in [
             self.start,
             self.end,
@@ -251,10 +255,10 @@ impl RelRecord {
             self.end_next,
             self.payload_block,
         ] {
-            put_u64(&mut out, v);
+            out.put_u64_le(v);
         }
-        put_u64(&mut out, 0); // reserved for a future field (ST-6); always zero
-        out.extend_from_slice(&self.payload_len.to_le_bytes());
+        out.put_u64_le(0); // reserved for a future field (ST-6); always zero
+        out.put_u32_le(self.payload_len);
         seal(format, out)
     }
 
@@ -262,17 +266,20 @@ impl RelRecord {
         if all_zero(bytes) {
             return Ok(RelRecord::unused());
         }
-        let b = open_sealed(format, bytes, REL_BODY)?;
+        let mut r = open_sealed(format, bytes, REL_BODY)?;
+        let in_use = in_use(&mut r)?;
+        let [start, end, start_prev, start_next, end_prev, end_next, payload_block, _reserved] =
+            [(); 8].map(|()| r.u64());
         Ok(RelRecord {
-            in_use: flag(b[0])?,
-            start: get_u64(b, 1),
-            end: get_u64(b, 9),
-            start_prev: get_u64(b, 17),
-            start_next: get_u64(b, 25),
-            end_prev: get_u64(b, 33),
-            end_next: get_u64(b, 41),
-            payload_block: get_u64(b, 49),
-            payload_len: get_u32(b, 65),
+            in_use,
+            start: start?,
+            end: end?,
+            start_prev: start_prev?,
+            start_next: start_next?,
+            end_prev: end_prev?,
+            end_next: end_next?,
+            payload_block: payload_block?,
+            payload_len: r.u32()?,
         })
     }
 }
@@ -289,10 +296,10 @@ impl BlockRecord {
     pub fn encode(&self, format: FormatVersion) -> Vec<u8> {
         debug_assert!(self.data.len() <= BLOCK_DATA);
         let mut out = Vec::with_capacity(format.block_record_size());
-        out.push(self.in_use as u8);
-        put_u64(&mut out, self.next);
-        out.extend_from_slice(&(self.data.len() as u16).to_le_bytes());
-        out.extend_from_slice(&self.data);
+        out.put_u8(self.in_use as u8);
+        out.put_u64_le(self.next);
+        out.put_u16_le(self.data.len() as u16);
+        out.put_slice(&self.data);
         out.resize(BLOCK_BODY, 0);
         seal(format, out)
     }
@@ -301,15 +308,17 @@ impl BlockRecord {
         if all_zero(bytes) {
             return Ok(BlockRecord::unused());
         }
-        let b = open_sealed(format, bytes, BLOCK_BODY)?;
-        let len = u16::from_le_bytes([b[9], b[10]]) as usize;
+        let mut r = open_sealed(format, bytes, BLOCK_BODY)?;
+        let in_use = in_use(&mut r)?;
+        let next = r.u64()?;
+        let len = r.u16()? as usize;
         if len > BLOCK_DATA {
             return Err(RecordError::BlockLength(len));
         }
         Ok(BlockRecord {
-            in_use: flag(b[0])?,
-            next: get_u64(b, 1),
-            data: b[11..11 + len].to_vec(),
+            in_use,
+            next,
+            data: r.bytes(BLOCK_DATA)?[..len].to_vec(),
         })
     }
 }
@@ -366,14 +375,14 @@ impl RecordKind {
 /// Why a payload could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed payload: {0}")]
-pub struct PayloadError(pub &'static str);
+pub struct PayloadError(#[from] pub DecodeError);
 
 /// A node's payload: its labels then its properties.
 pub fn encode_node_payload(labels: &[String], props: &Properties) -> Vec<u8> {
     let mut out = Vec::new();
-    out.extend_from_slice(&(labels.len() as u32).to_le_bytes());
+    out.put_u32_le(labels.len() as u32);
     for l in labels {
-        put_str(&mut out, l);
+        put_str_u32(&mut out, l);
     }
     put_props(&mut out, props);
     out
@@ -382,66 +391,62 @@ pub fn encode_node_payload(labels: &[String], props: &Properties) -> Vec<u8> {
 /// A relationship's payload: its type then its properties.
 pub fn encode_rel_payload(rel_type: &str, props: &Properties) -> Vec<u8> {
     let mut out = Vec::new();
-    put_str(&mut out, rel_type);
+    put_str_u32(&mut out, rel_type);
     put_props(&mut out, props);
     out
 }
 
 pub fn decode_node_payload(b: &[u8]) -> Result<(Vec<String>, Properties), PayloadError> {
-    let mut r = Reader { b, at: 0 };
+    let mut r = Reader::new(b);
     let n = r.u32()? as usize;
-    let mut labels = Vec::with_capacity(n.min(1024));
+    // A label takes at least its 4-byte length: never reserve more than the bytes could hold.
+    let mut labels = Vec::with_capacity(n.min(r.remaining() / 4));
     for _ in 0..n {
-        labels.push(r.string()?);
+        labels.push(r.str_u32()?);
     }
-    let props = r.props()?;
+    let props = read_props(&mut r)?;
     r.finish()?;
     Ok((labels, props))
 }
 
 pub fn decode_rel_payload(b: &[u8]) -> Result<(String, Properties), PayloadError> {
-    let mut r = Reader { b, at: 0 };
-    let t = r.string()?;
-    let props = r.props()?;
+    let mut r = Reader::new(b);
+    let t = r.str_u32()?;
+    let props = read_props(&mut r)?;
     r.finish()?;
     Ok((t, props))
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
 fn put_props(out: &mut Vec<u8>, props: &Properties) {
-    out.extend_from_slice(&(props.len() as u32).to_le_bytes());
+    out.put_u32_le(props.len() as u32);
     for (k, v) in props {
-        put_str(out, k);
+        put_str_u32(out, k);
         put_value(out, v);
     }
 }
 
 fn put_value(out: &mut Vec<u8>, v: &Value) {
     match v {
-        Value::Null => out.push(0),
+        Value::Null => out.put_u8(0),
         Value::Bool(b) => {
-            out.push(1);
-            out.push(*b as u8);
+            out.put_u8(1);
+            out.put_u8(*b as u8);
         }
         Value::Int(i) => {
-            out.push(2);
-            out.extend_from_slice(&i.to_le_bytes());
+            out.put_u8(2);
+            out.put_i64_le(*i);
         }
         Value::Float(f) => {
-            out.push(3);
-            out.extend_from_slice(&f.to_bits().to_le_bytes());
+            out.put_u8(3);
+            out.put_u64_le(f.to_bits());
         }
         Value::String(s) => {
-            out.push(4);
-            put_str(out, s);
+            out.put_u8(4);
+            put_str_u32(out, s);
         }
         Value::List(items) => {
-            out.push(5);
-            out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+            out.put_u8(5);
+            out.put_u32_le(items.len() as u32);
             for item in items {
                 put_value(out, item);
             }
@@ -449,74 +454,36 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
+fn read_props(r: &mut Reader<'_>) -> Result<Properties, DecodeError> {
+    let n = r.u32()?;
+    let mut props = Properties::new();
+    for _ in 0..n {
+        let k = r.str_u32()?;
+        let v = read_value(r, 0)?;
+        props.insert(k, v);
+    }
+    Ok(props)
 }
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], PayloadError> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|&e| e <= self.b.len())
-            .ok_or(PayloadError("truncated"))?;
-        let s = &self.b[self.at..end];
-        self.at = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, PayloadError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Result<u32, PayloadError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
-    }
-    fn u64(&mut self) -> Result<u64, PayloadError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
-    }
-    fn string(&mut self) -> Result<String, PayloadError> {
-        let n = self.u32()? as usize;
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| PayloadError("string is not UTF-8"))
-    }
-    fn props(&mut self) -> Result<Properties, PayloadError> {
-        let n = self.u32()?;
-        let mut props = Properties::new();
-        for _ in 0..n {
-            let k = self.string()?;
-            let v = self.value(0)?;
-            props.insert(k, v);
-        }
-        Ok(props)
-    }
-    fn value(&mut self, depth: u8) -> Result<Value, PayloadError> {
-        Ok(match self.u8()? {
-            0 => Value::Null,
-            1 => Value::Bool(match self.u8()? {
-                0 => false,
-                1 => true,
-                _ => return Err(PayloadError("bad boolean")),
-            }),
-            2 => Value::Int(self.u64()? as i64),
-            3 => Value::Float(f64::from_bits(self.u64()?)),
-            4 => Value::String(self.string()?),
-            5 if depth == 0 => {
-                let n = self.u32()? as usize;
-                let mut items = Vec::with_capacity(n.min(1024));
-                for _ in 0..n {
-                    items.push(self.value(1)?);
-                }
-                Value::List(items)
+/// A value; lists nest one level only (ST-8).
+fn read_value(r: &mut Reader<'_>, depth: u8) -> Result<Value, DecodeError> {
+    Ok(match r.u8()? {
+        0 => Value::Null,
+        1 => Value::Bool(r.flag("bad boolean")?),
+        2 => Value::Int(r.u64()? as i64),
+        3 => Value::Float(f64::from_bits(r.u64()?)),
+        4 => Value::String(r.str_u32()?),
+        5 if depth == 0 => {
+            let n = r.u32()? as usize;
+            // An item takes at least its tag byte.
+            let mut items = Vec::with_capacity(n.min(r.remaining()));
+            for _ in 0..n {
+                items.push(read_value(r, 1)?);
             }
-            _ => return Err(PayloadError("bad value tag")),
-        })
-    }
-    fn finish(&self) -> Result<(), PayloadError> {
-        if self.at == self.b.len() {
-            Ok(())
-        } else {
-            Err(PayloadError("trailing bytes"))
+            Value::List(items)
         }
-    }
+        _ => return Err(DecodeError::Invalid("bad value tag")),
+    })
 }
 
 #[cfg(test)]

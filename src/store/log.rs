@@ -11,6 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
+use bytes::BufMut;
+
+use crate::codec::{DecodeError, Reader};
 use crate::digest::Digest;
 use crate::io::{FileHandle, Fs};
 use crate::store::format::{BlockRecord, NodeRecord, RelRecord, BLOCK_DATA};
@@ -39,34 +42,29 @@ pub struct LogHeader {
 
 impl LogHeader {
     pub fn encode(&self) -> [u8; HEADER_SIZE as usize] {
-        let mut out = [0u8; HEADER_SIZE as usize];
-        out[..8].copy_from_slice(MAGIC);
-        out[8..12].copy_from_slice(&LOG_LAYOUT_VERSION.to_le_bytes());
-        out[12..20].copy_from_slice(&self.log_version.to_le_bytes());
-        out[20..28].copy_from_slice(&self.prev_last_tx.to_le_bytes());
-        out[28..60].copy_from_slice(&self.prev_digest.0);
-        let crc = crc32c::crc32c(&out[..60]);
-        out[60..64].copy_from_slice(&crc.to_le_bytes());
-        out
+        let mut out = Vec::with_capacity(HEADER_SIZE as usize);
+        out.put_slice(MAGIC);
+        out.put_u32_le(LOG_LAYOUT_VERSION);
+        out.put_u64_le(self.log_version);
+        out.put_u64_le(self.prev_last_tx);
+        out.put_slice(&self.prev_digest.0);
+        out.put_u32_le(crc32c::crc32c(&out));
+        out.try_into().expect("a header is 64 bytes")
     }
 
+    /// The header at the start of `b`, or `None` if it is missing, damaged or of another layout.
     pub fn decode(b: &[u8]) -> Option<LogHeader> {
-        if b.len() < HEADER_SIZE as usize || &b[..8] != MAGIC {
+        let mut r = Reader::new(b.get(..HEADER_SIZE as usize)?);
+        let body = &b[..HEADER_SIZE as usize - 4];
+        if r.bytes(8).ok()? != MAGIC || r.u32().ok()? != LOG_LAYOUT_VERSION {
             return None;
         }
-        let crc = u32::from_le_bytes(b[60..64].try_into().ok()?);
-        if crc != crc32c::crc32c(&b[..60])
-            || u32::from_le_bytes(b[8..12].try_into().ok()?) != LOG_LAYOUT_VERSION
-        {
-            return None;
-        }
-        let mut digest = [0u8; 32];
-        digest.copy_from_slice(&b[28..60]);
-        Some(LogHeader {
-            log_version: u64::from_le_bytes(b[12..20].try_into().ok()?),
-            prev_last_tx: u64::from_le_bytes(b[20..28].try_into().ok()?),
-            prev_digest: Digest(digest),
-        })
+        let header = LogHeader {
+            log_version: r.u64().ok()?,
+            prev_last_tx: r.u64().ok()?,
+            prev_digest: Digest(r.array().ok()?),
+        };
+        (r.u32().ok()? == crc32c::crc32c(body)).then_some(header)
     }
 
     /// Reads the header of an open log file; `None` if missing or damaged.
@@ -101,6 +99,35 @@ pub struct TxState {
     pub next_block: u64,
 }
 
+impl TxState {
+    /// The one encoding of a state, in log entries (LOG-5), the metadata's checkpoint (ST-10)
+    /// and a full backup's start frame (PR-2): the digest (32 bytes), then nodes,
+    /// relationships, next node, next relationship and next block (u64 each).
+    pub fn put(&self, out: &mut impl BufMut) {
+        out.put_slice(&self.digest.0);
+        for v in [
+            self.nodes,
+            self.relationships,
+            self.next_node,
+            self.next_rel,
+            self.next_block,
+        ] {
+            out.put_u64_le(v);
+        }
+    }
+
+    pub fn read(r: &mut Reader<'_>) -> Result<TxState, DecodeError> {
+        Ok(TxState {
+            digest: Digest(r.array()?),
+            nodes: r.u64()?,
+            relationships: r.u64()?,
+            next_node: r.u64()?,
+            next_rel: r.u64()?,
+            next_block: r.u64()?,
+        })
+    }
+}
+
 /// A committed transaction as the log holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TxEntry {
@@ -114,28 +141,17 @@ pub struct TxEntry {
 /// Why an entry could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed log entry: {0}")]
-pub struct EntryError(pub &'static str);
+pub struct EntryError(#[from] pub DecodeError);
 
 impl TxEntry {
     /// The framed entry: length (u32 LE), CRC32C of the body (u32 LE), body (LOG-3).
     pub fn encode_framed(&self) -> Vec<u8> {
         let mut out = vec![0u8; FRAME_SIZE as usize];
-        out.push(1); // entry kind: transaction
-        for v in [self.tx_id, self.timestamp_millis] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.extend_from_slice(&self.after.digest.0);
-        let s = &self.after;
-        for v in [
-            s.nodes,
-            s.relationships,
-            s.next_node,
-            s.next_rel,
-            s.next_block,
-        ] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.extend_from_slice(&(self.records.len() as u32).to_le_bytes());
+        out.put_u8(1); // entry kind: transaction
+        out.put_u64_le(self.tx_id);
+        out.put_u64_le(self.timestamp_millis);
+        self.after.put(&mut out);
+        out.put_u32_le(self.records.len() as u32);
         for r in &self.records {
             encode_image(&mut out, r);
         }
@@ -148,29 +164,20 @@ impl TxEntry {
 
     /// Decodes a body whose CRC was already checked.
     pub fn decode_body(b: &[u8]) -> Result<TxEntry, EntryError> {
-        let mut r = Cursor { b, at: 0 };
+        let mut r = Reader::new(b);
         if r.u8()? != 1 {
-            return Err(EntryError("unknown entry kind"));
+            return Err(DecodeError::Invalid("unknown entry kind").into());
         }
         let tx_id = r.u64()?;
         let timestamp_millis = r.u64()?;
-        let digest = Digest(r.take(32)?.try_into().expect("32"));
-        let after = TxState {
-            digest,
-            nodes: r.u64()?,
-            relationships: r.u64()?,
-            next_node: r.u64()?,
-            next_rel: r.u64()?,
-            next_block: r.u64()?,
-        };
+        let after = TxState::read(&mut r)?;
         let n = r.u32()? as usize;
-        let mut records = Vec::with_capacity(n.min(4096));
+        // Each image takes at least 10 bytes: never reserve more than the bytes could hold.
+        let mut records = Vec::with_capacity(n.min(r.remaining() / 10));
         for _ in 0..n {
             records.push(decode_image(&mut r)?);
         }
-        if r.at != b.len() {
-            return Err(EntryError("trailing bytes"));
-        }
+        r.finish()?;
         Ok(TxEntry {
             tx_id,
             timestamp_millis,
@@ -183,18 +190,17 @@ impl TxEntry {
 fn encode_image(out: &mut Vec<u8>, image: &RecordImage) {
     match image {
         RecordImage::Node(id, n) => {
-            out.push(1);
-            out.extend_from_slice(&id.to_le_bytes());
-            out.push(n.in_use as u8);
-            for v in [n.first_rel, n.payload_block] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            out.extend_from_slice(&n.payload_len.to_le_bytes());
+            out.put_u8(1);
+            out.put_u64_le(*id);
+            out.put_u8(n.in_use as u8);
+            out.put_u64_le(n.first_rel);
+            out.put_u64_le(n.payload_block);
+            out.put_u32_le(n.payload_len);
         }
         RecordImage::Rel(id, r) => {
-            out.push(2);
-            out.extend_from_slice(&id.to_le_bytes());
-            out.push(r.in_use as u8);
+            out.put_u8(2);
+            out.put_u64_le(*id);
+            out.put_u8(r.in_use as u8);
             for v in [
                 r.start,
                 r.end,
@@ -204,29 +210,25 @@ fn encode_image(out: &mut Vec<u8>, image: &RecordImage) {
                 r.end_next,
                 r.payload_block,
             ] {
-                out.extend_from_slice(&v.to_le_bytes());
+                out.put_u64_le(v);
             }
-            out.extend_from_slice(&r.payload_len.to_le_bytes());
+            out.put_u32_le(r.payload_len);
         }
         RecordImage::Block(id, b) => {
-            out.push(3);
-            out.extend_from_slice(&id.to_le_bytes());
-            out.push(b.in_use as u8);
-            out.extend_from_slice(&b.next.to_le_bytes());
-            out.extend_from_slice(&(b.data.len() as u16).to_le_bytes());
-            out.extend_from_slice(&b.data);
+            out.put_u8(3);
+            out.put_u64_le(*id);
+            out.put_u8(b.in_use as u8);
+            out.put_u64_le(b.next);
+            out.put_u16_le(b.data.len() as u16);
+            out.put_slice(&b.data);
         }
     }
 }
 
-fn decode_image(r: &mut Cursor<'_>) -> Result<RecordImage, EntryError> {
+fn decode_image(r: &mut Reader<'_>) -> Result<RecordImage, DecodeError> {
     let tag = r.u8()?;
     let id = r.u64()?;
-    let in_use = match r.u8()? {
-        0 => false,
-        1 => true,
-        _ => return Err(EntryError("bad in-use byte")),
-    };
+    let in_use = r.flag("bad in-use byte")?;
     Ok(match tag {
         1 => RecordImage::Node(
             id,
@@ -253,46 +255,21 @@ fn decode_image(r: &mut Cursor<'_>) -> Result<RecordImage, EntryError> {
         ),
         3 => {
             let next = r.u64()?;
-            let len = u16::from_le_bytes(r.take(2)?.try_into().expect("2")) as usize;
+            let len = r.u16()? as usize;
             if len > BLOCK_DATA {
-                return Err(EntryError("block data too long"));
+                return Err(DecodeError::Invalid("block data too long"));
             }
             RecordImage::Block(
                 id,
                 BlockRecord {
                     in_use,
                     next,
-                    data: r.take(len)?.to_vec(),
+                    data: r.bytes(len)?.to_vec(),
                 },
             )
         }
-        _ => return Err(EntryError("unknown record tag")),
+        _ => return Err(DecodeError::Invalid("unknown record tag")),
     })
-}
-
-struct Cursor<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl Cursor<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], EntryError> {
-        if self.b.len() - self.at < n {
-            return Err(EntryError("truncated"));
-        }
-        let s = &self.b[self.at..self.at + n];
-        self.at += n;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, EntryError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Result<u32, EntryError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
-    }
-    fn u64(&mut self) -> Result<u64, EntryError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
-    }
 }
 
 /// The path of log file `version` in `dir`.

@@ -7,7 +7,9 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::digest::Digest;
+use bytes::BufMut;
+
+use crate::codec::{DecodeError, Reader};
 use crate::io::{self, Fs};
 use crate::store::format::FormatVersion;
 use crate::store::log::TxState;
@@ -35,6 +37,19 @@ impl fmt::Display for StoreId {
 }
 
 impl StoreId {
+    /// The wire and disk encoding (ST-10, PR-2): creation millis, then the random number.
+    pub fn put(&self, out: &mut impl BufMut) {
+        out.put_u64_le(self.created_millis);
+        out.put_u64_le(self.random);
+    }
+
+    pub fn read(r: &mut Reader<'_>) -> Result<StoreId, DecodeError> {
+        Ok(StoreId {
+            created_millis: r.u64()?,
+            random: r.u64()?,
+        })
+    }
+
     /// Parses what `Display` prints.
     pub fn parse(s: &str) -> Option<StoreId> {
         let (a, b) = s.split_once('-')?;
@@ -54,41 +69,24 @@ pub struct Checkpoint {
     /// The log file and byte offset where the first transaction after `last_tx` starts (or will).
     pub log_version: u64,
     pub log_offset: u64,
-    pub digest: Digest,
-    pub nodes: u64,
-    pub relationships: u64,
-    /// High-water marks: the next id each record file hands out (ST-9).
-    pub next_node: u64,
-    pub next_rel: u64,
-    pub next_block: u64,
+    /// The state after `last_tx`: digest, counts and the high-water marks, the next id each
+    /// record file hands out (ST-9).
+    pub state: TxState,
 }
 
 impl Checkpoint {
-    /// The checkpoint of `state` at tx `last_tx`, replay starting at `log_version`/`log_offset`.
     pub fn at(last_tx: u64, log_version: u64, log_offset: u64, state: &TxState) -> Checkpoint {
         Checkpoint {
             last_tx,
             log_version,
             log_offset,
-            digest: state.digest,
-            nodes: state.nodes,
-            relationships: state.relationships,
-            next_node: state.next_node,
-            next_rel: state.next_rel,
-            next_block: state.next_block,
+            state: *state,
         }
     }
 
     /// The state after `last_tx` that this checkpoint records.
     pub fn state(&self) -> TxState {
-        TxState {
-            digest: self.digest,
-            nodes: self.nodes,
-            relationships: self.relationships,
-            next_node: self.next_node,
-            next_rel: self.next_rel,
-            next_block: self.next_block,
-        }
+        self.state
     }
 }
 
@@ -117,34 +115,21 @@ pub enum MetaError {
 }
 
 impl Meta {
+    /// The layout of ST-10: magic, layout version, format, store id, the checkpoint's tx and
+    /// log position, its state, the unverified mark, then a CRC32C of everything before.
     pub fn encode(&self) -> Vec<u8> {
         let c = &self.checkpoint;
         let mut out = Vec::with_capacity(META_SIZE);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&META_LAYOUT_VERSION.to_le_bytes());
-        out.extend_from_slice(&self.format.0.to_le_bytes());
-        for v in [
-            self.store_id.created_millis,
-            self.store_id.random,
-            c.last_tx,
-            c.log_version,
-            c.log_offset,
-        ] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.extend_from_slice(&c.digest.0);
-        for v in [
-            c.nodes,
-            c.relationships,
-            c.next_node,
-            c.next_rel,
-            c.next_block,
-        ] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.extend_from_slice(&(self.unverified as u32).to_le_bytes());
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
+        out.put_slice(MAGIC);
+        out.put_u32_le(META_LAYOUT_VERSION);
+        out.put_u32_le(self.format.0);
+        self.store_id.put(&mut out);
+        out.put_u64_le(c.last_tx);
+        out.put_u64_le(c.log_version);
+        out.put_u64_le(c.log_offset);
+        c.state.put(&mut out);
+        out.put_u32_le(self.unverified as u32);
+        out.put_u32_le(crc32c::crc32c(&out));
         debug_assert_eq!(out.len(), META_SIZE);
         out
     }
@@ -153,43 +138,39 @@ impl Meta {
         if b.len() != META_SIZE {
             return Err(MetaError::Damaged("wrong length"));
         }
-        if &b[..8] != MAGIC {
+        let damaged = |_| MetaError::Damaged("truncated");
+        let (body, crc) = b.split_at(META_SIZE - 4);
+        let mut r = Reader::new(body);
+        if r.bytes(8).map_err(damaged)? != MAGIC {
             return Err(MetaError::Damaged("bad magic"));
         }
-        let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4"));
-        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8"));
-        let body = META_SIZE - 4;
-        if u32_at(body) != crc32c::crc32c(&b[..body]) {
+        if Reader::new(crc).u32().map_err(damaged)? != crc32c::crc32c(body) {
             return Err(MetaError::Damaged("checksum mismatch"));
         }
-        if u32_at(8) != META_LAYOUT_VERSION {
+        if r.u32().map_err(damaged)? != META_LAYOUT_VERSION {
             return Err(MetaError::Damaged("unknown metadata layout"));
         }
-        let format = FormatVersion(u32_at(12));
+        let format = FormatVersion(r.u32().map_err(damaged)?);
         if !format.is_supported() {
             return Err(MetaError::UnsupportedFormat(format.0));
         }
-        let mut digest = [0u8; 32];
-        digest.copy_from_slice(&b[56..88]);
-        Ok(Meta {
-            store_id: StoreId {
-                created_millis: u64_at(16),
-                random: u64_at(24),
-            },
-            format,
-            checkpoint: Checkpoint {
-                last_tx: u64_at(32),
-                log_version: u64_at(40),
-                log_offset: u64_at(48),
-                digest: Digest(digest),
-                nodes: u64_at(88),
-                relationships: u64_at(96),
-                next_node: u64_at(104),
-                next_rel: u64_at(112),
-                next_block: u64_at(120),
-            },
-            unverified: u32_at(128) != 0,
-        })
+        let mut read = || -> Result<Meta, DecodeError> {
+            let meta = Meta {
+                store_id: StoreId::read(&mut r)?,
+                format,
+                checkpoint: Checkpoint {
+                    last_tx: r.u64()?,
+                    log_version: r.u64()?,
+                    log_offset: r.u64()?,
+                    state: TxState::read(&mut r)?,
+                },
+                unverified: r.u32()? != 0,
+            };
+            Ok(meta)
+        };
+        let meta = read().map_err(damaged)?;
+        r.finish().map_err(damaged)?;
+        Ok(meta)
     }
 
     /// Reads `dir/neostore.meta`.
@@ -224,12 +205,14 @@ mod tests {
                 last_tx: 9,
                 log_version: 2,
                 log_offset: 64,
-                digest: Digest([3; 32]),
-                nodes: 5,
-                relationships: 6,
-                next_node: 7,
-                next_rel: 8,
-                next_block: 10,
+                state: TxState {
+                    digest: crate::digest::Digest([3; 32]),
+                    nodes: 5,
+                    relationships: 6,
+                    next_node: 7,
+                    next_rel: 8,
+                    next_block: 10,
+                },
             },
             unverified: true,
         };

@@ -743,7 +743,7 @@ pub fn peek_last_tx(fs: &dyn Fs, dir: &Path) -> Result<(u64, Digest), StoreError
     let data = layout::resolve(fs, dir)?;
     let meta = Meta::read(fs, &data).map_err(|e| StoreError::from_meta(&data, e))?;
     let cp = &meta.checkpoint;
-    let (mut last, mut digest) = (cp.last_tx, cp.digest);
+    let (mut last, mut digest) = (cp.last_tx, cp.state.digest);
     let io_err = |e| StoreError::io(format!("reading the logs of {}", data.display()), e);
     let versions: Vec<u64> = log::list_log_versions(fs, &data)
         .map_err(io_err)?
