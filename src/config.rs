@@ -15,6 +15,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::retention::RetentionPolicy;
+use crate::store::DEFAULT_ROTATION_THRESHOLD;
 
 /// `online_backup_enabled`: run the backup service.
 pub const ONLINE_BACKUP_ENABLED: &str = "online_backup_enabled";
@@ -45,10 +46,9 @@ const EXPECT_THRESHOLD: &str =
     "a size <n>[k|M|G] in bytes (k = 1024), or 0 to never rotate on size";
 const EXPECT_HTTP_SERVER: &str = "<host>:<port> (port 1-65535, an IPv6 host in brackets)";
 
-/// The default backup service port (the seed document's 6362).
+/// The default backup service port (the seed document's 6362): where the server's backup service
+/// listens and where `neo4j-backup` connects when no port is given. The one definition.
 pub const DEFAULT_BACKUP_PORT: u16 = 6362;
-/// The default `logical_log_rotation_threshold`: 25M.
-pub const DEFAULT_ROTATION_THRESHOLD: u64 = 25 << 20;
 
 /// The server configuration: the five keys of `neo4j.properties`, validated (spec/config.md).
 #[derive(Clone, Debug, PartialEq, Eq)]

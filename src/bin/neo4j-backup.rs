@@ -14,8 +14,8 @@ use online_backup::backup::client::{
     self, BackupError, BackupFacts, BackupOptions, Mode, Observer, Phase, ServerInfo, Summary,
     Verify,
 };
-use online_backup::backup::protocol::DEFAULT_PORT;
 use online_backup::cli::{self, Parsed};
+use online_backup::config::DEFAULT_BACKUP_PORT;
 use online_backup::io::Env;
 use online_backup::progress::Bar;
 use online_backup::units;
@@ -128,7 +128,7 @@ fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
 fn server_address(cli: &Cli) -> Result<(String, u16), String> {
     match (&cli.host, &cli.from) {
         (Some(h), None) => match (split_host_port(h), cli.port) {
-            (Some((host, None)), port) => Ok((host, port.unwrap_or(DEFAULT_PORT))),
+            (Some((host, None)), port) => Ok((host, port.unwrap_or(DEFAULT_BACKUP_PORT))),
             (Some((host, Some(port))), None) => Ok((host, port)),
             (Some((_, Some(_))), Some(_)) => Err(format!(
                 "-host `{h}` names a port and -port names another; give the port once"
@@ -138,7 +138,7 @@ fn server_address(cli: &Cli) -> Result<(String, u16), String> {
             )),
         },
         (None, Some(f)) => match split_host_port(f) {
-            Some((host, port)) => Ok((host, port.unwrap_or(DEFAULT_PORT))),
+            Some((host, port)) => Ok((host, port.unwrap_or(DEFAULT_BACKUP_PORT))),
             None => Err(format!("-from `{f}` is not host or host:port")),
         },
         _ => Err("say which server to back up with -host <host> or -from <host[:port]>".into()),
