@@ -3,8 +3,8 @@
 //! Owns: the Java properties syntax as far as this product reads it (comments, separators,
 //! continuation lines, escapes), the five configuration keys with their defaults, the validation
 //! of each value into a typed [`Config`], the one-line error an invalid value gives, the warnings
-//! for unknown keys, and the size syntax `<n>[k|M|G]` ([`parse_size`]) that flags such as
-//! `--max-rate` reuse.
+//! for unknown keys. Sizes (`<n>[k|M|G]`, CFG-14) are read by [`crate::units::parse_size`], as
+//! flags such as `--max-rate` are.
 //! Must not touch: files or the network. The server reads the file through the `Fs` seam and
 //! hands the text to [`Config::parse`]; binding the addresses is the server's job, pruning by the
 //! policy is retention's.
@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::retention::RetentionPolicy;
 use crate::store::DEFAULT_ROTATION_THRESHOLD;
+use crate::units::{format_size, parse_size, parse_size_prefix, SizeError};
 
 /// `online_backup_enabled`: run the backup service.
 pub const ONLINE_BACKUP_ENABLED: &str = "online_backup_enabled";
@@ -137,15 +138,6 @@ pub enum ConfigError {
         /// The accepted forms.
         expected: &'static str,
     },
-}
-
-/// Why [`parse_size`] refused a string.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SizeError {
-    #[error("not a size: expected <n>[k|M|G] (k = 1024)")]
-    Malformed,
-    #[error("{0} is too large (at most 18446744073709551615 bytes)")]
-    TooLarge(String),
 }
 
 /// One key/value pair of properties text, after escapes (CFG-1 .. CFG-5).
@@ -520,51 +512,6 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-/// A number with an optional binary multiplier, `<n>[k|M|G]`, at the start of `s`; returns the
-/// value and the rest of `s`.
-fn parse_scaled(s: &str) -> Result<(u64, &str), SizeError> {
-    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 {
-        return Err(SizeError::Malformed);
-    }
-    let (number, rest) = s.split_at(digits);
-    let (shift, rest) = match rest.as_bytes().first() {
-        Some(b'k' | b'K') => (10, &rest[1..]),
-        Some(b'm' | b'M') => (20, &rest[1..]),
-        Some(b'g' | b'G') => (30, &rest[1..]),
-        _ => (0, rest),
-    };
-    let written = &s[..s.len() - rest.len()];
-    let too_large = || SizeError::TooLarge(written.to_string());
-    let n: u64 = number.parse().map_err(|_| too_large())?;
-    let scaled = n.checked_mul(1 << shift).ok_or_else(too_large)?;
-    Ok((scaled, rest))
-}
-
-/// A size in bytes, `<n>[k|M|G]`: decimal digits and an optional binary multiplier (k = 1024,
-/// M = 1024², G = 1024³, either case), nothing else (CFG-14). `0` is a size.
-pub fn parse_size(s: &str) -> Result<u64, SizeError> {
-    match parse_scaled(s)? {
-        (n, "") => Ok(n),
-        _ => Err(SizeError::Malformed),
-    }
-}
-
-/// A size as [`parse_size`] reads it, with the largest multiplier that keeps it exact:
-/// `25M`, `1536k`, `1000`.
-pub fn format_size(bytes: u64) -> String {
-    const UNITS: [(u32, &str); 3] = [(30, "G"), (20, "M"), (10, "k")];
-    if bytes == 0 {
-        return "0".to_string();
-    }
-    for (shift, suffix) in UNITS {
-        if bytes.trailing_zeros() >= shift {
-            return format!("{}{suffix}", bytes >> shift);
-        }
-    }
-    bytes.to_string()
-}
-
 /// `keep_logical_logs` (CFG-13).
 fn parse_keep_logical_logs(value: &str) -> Result<RetentionPolicy, Option<String>> {
     if let Some(b) = parse_bool(value) {
@@ -574,7 +521,7 @@ fn parse_keep_logical_logs(value: &str) -> Result<RetentionPolicy, Option<String
             RetentionPolicy::KeepRecoveryOnly
         });
     }
-    let (n, rest) = parse_scaled(value).map_err(|e| match e {
+    let (n, rest) = parse_size_prefix(value).map_err(|e| match e {
         SizeError::Malformed => None,
         SizeError::TooLarge(written) => Some(format!("{written} is too large")),
     })?;
@@ -1320,52 +1267,6 @@ mod tests {
             keep(&format!("{max_days} days")),
             RetentionPolicy::Age(Duration::from_secs(max_days * DAY))
         );
-    }
-
-    #[test]
-    fn cfg_14_sizes() {
-        assert_eq!(parse_size("0"), Ok(0));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert_eq!(parse_size("1k"), Ok(1024));
-        assert_eq!(parse_size("1K"), Ok(1024));
-        assert_eq!(parse_size("50M"), Ok(50 << 20));
-        assert_eq!(parse_size("50m"), Ok(50 << 20));
-        assert_eq!(parse_size("3G"), Ok(3 << 30));
-        assert_eq!(parse_size("3g"), Ok(3 << 30));
-        assert_eq!(parse_size("0G"), Ok(0));
-        assert_eq!(parse_size("18446744073709551615"), Ok(u64::MAX));
-        assert_eq!(parse_size("17179869183G"), Ok(17179869183 << 30));
-        for bad in [
-            "", "M", "25 M", " 25M", "25M ", "25MB", "25MiB", "1.5G", "-1", "+1", "1T", "0x10",
-            "25MM",
-        ] {
-            assert_eq!(parse_size(bad), Err(SizeError::Malformed), "{bad:?}");
-        }
-        assert_eq!(
-            parse_size("17179869184G"),
-            Err(SizeError::TooLarge("17179869184G".into()))
-        );
-        assert_eq!(
-            parse_size("18446744073709551616").unwrap_err().to_string(),
-            "18446744073709551616 is too large (at most 18446744073709551615 bytes)"
-        );
-        assert_eq!(
-            SizeError::Malformed.to_string(),
-            "not a size: expected <n>[k|M|G] (k = 1024)"
-        );
-        for (n, text) in [
-            (0, "0"),
-            (1000, "1000"),
-            (1024, "1k"),
-            (1536, "1536"),
-            (3 << 19, "1536k"),
-            (25 << 20, "25M"),
-            (1 << 30, "1G"),
-            (u64::MAX, "18446744073709551615"),
-        ] {
-            assert_eq!(format_size(n), text);
-            assert_eq!(parse_size(text), Ok(n));
-        }
     }
 
     #[test]

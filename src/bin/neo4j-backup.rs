@@ -240,11 +240,7 @@ fn main() -> ExitCode {
         Ok(hp) => hp,
         Err(e) => return usage(&e, cli.json),
     };
-    let max_rate = match cli
-        .max_rate
-        .as_deref()
-        .map(online_backup::config::parse_size)
-    {
+    let max_rate = match cli.max_rate.as_deref().map(units::parse_size) {
         None => None,
         Some(Ok(0)) => return usage("--max-rate must be more than 0 bytes per second", cli.json),
         Some(Ok(n)) => Some(n),
