@@ -110,6 +110,35 @@ pub fn format_size(bytes: u64) -> String {
     bytes.to_string()
 }
 
+/// Why [`parse_duration`] refused a string.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("`{0}` is not a duration (e.g. 30s, 5m, 1h, 500ms)")]
+    Malformed(String),
+    #[error("`{0}` has an unknown unit (use ms, s, m or h)")]
+    UnknownUnit(String),
+}
+
+/// A duration as an operator writes it on a command line (`-timeout`, BK-7): decimal digits and
+/// a unit, `ms`, `s`, `m` or `h`, a bare number being seconds (`500ms`, `30s`, `5m`, `1h`).
+/// Whitespace around it is ignored; minutes and hours that overflow saturate. Zero is a duration:
+/// a flag that needs more says so itself.
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| DurationError::Malformed(s.to_string()))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
+        _ => Err(DurationError::UnknownUnit(s.to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +210,43 @@ mod tests {
         ] {
             assert_eq!(format_size(n), text);
             assert_eq!(parse_size(text), Ok(n));
+        }
+    }
+
+    #[test]
+    fn durations_as_an_operator_writes_them() {
+        for (text, d) in [
+            ("500ms", Duration::from_millis(500)),
+            ("30s", Duration::from_secs(30)),
+            ("30", Duration::from_secs(30)),
+            (" 5m ", Duration::from_secs(300)),
+            ("1h", Duration::from_secs(3600)),
+            ("0", Duration::ZERO),
+        ] {
+            assert_eq!(parse_duration(text), Ok(d), "BK-7: {text:?}");
+        }
+        assert_eq!(
+            parse_duration(&format!("{}h", u64::MAX)),
+            Ok(Duration::from_secs(u64::MAX)),
+            "BK-7: hours saturate"
+        );
+        for (text, message) in [
+            ("", "`` is not a duration (e.g. 30s, 5m, 1h, 500ms)"),
+            ("s", "`s` is not a duration (e.g. 30s, 5m, 1h, 500ms)"),
+            ("-1s", "`-1s` is not a duration (e.g. 30s, 5m, 1h, 500ms)"),
+            (
+                "99999999999999999999s",
+                "`99999999999999999999s` is not a duration (e.g. 30s, 5m, 1h, 500ms)",
+            ),
+            ("5x", "`5x` has an unknown unit (use ms, s, m or h)"),
+            ("1.5s", "`1.5s` has an unknown unit (use ms, s, m or h)"),
+            (" 5 m", "`5 m` has an unknown unit (use ms, s, m or h)"),
+        ] {
+            assert_eq!(
+                parse_duration(text).unwrap_err().to_string(),
+                message,
+                "BK-7: {text:?}"
+            );
         }
     }
 }
