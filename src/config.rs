@@ -664,34 +664,15 @@ fn unknown_key_warning(property: &Property) -> String {
     warning
 }
 
-/// The known key closest to `key`, ignoring ASCII case, if it is at most 3 edits away.
+/// The known key closest to `key`, ignoring ASCII case, if it is at most 3 single-character
+/// edits away (Levenshtein distance, in characters).
 fn suggestion(key: &str) -> Option<&'static str> {
     let key = key.to_ascii_lowercase();
     KEYS.iter()
-        .map(|known| (edit_distance(&key, known), *known))
+        .map(|known| (strsim::levenshtein(&key, known), *known))
         .filter(|(d, _)| *d <= 3)
         .min_by_key(|(d, _)| *d)
         .map(|(_, known)| known)
-}
-
-/// Levenshtein distance, in characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                diagonal
-            } else {
-                1 + diagonal.min(above).min(row[j])
-            };
-            diagonal = above;
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]
