@@ -4,7 +4,9 @@
 use std::fmt;
 use std::net::Ipv6Addr;
 use std::ops::RangeInclusive;
+use std::str::FromStr;
 
+use super::values::ValueError;
 use super::{one_line, DEFAULT_BACKUP_PORT};
 
 /// `online_backup_server`: a host and the ports to try, in order; the service binds the first
@@ -48,81 +50,95 @@ impl fmt::Display for BackupServerAddress {
     }
 }
 
-/// `online_backup_server` (CFG-11).
-pub(super) fn parse_backup_server(value: &str) -> Result<BackupServerAddress, Option<String>> {
-    let (host, ports) = parse_host_ports(value)?;
-    Ok(BackupServerAddress { host, ports })
-}
+impl FromStr for BackupServerAddress {
+    type Err = ValueError;
 
-/// `host:port` or `host:first-last`: the host without brackets and the ports (CFG-11, CFG-12).
-pub(super) fn parse_host_ports(
-    value: &str,
-) -> Result<(String, RangeInclusive<u16>), Option<String>> {
-    let (host, ports) = if let Some(bracketed) = value.strip_prefix('[') {
-        let Some((inside, after)) = bracketed.split_once(']') else {
-            return Err(Some("the '[' of an IPv6 host has no ']'".into()));
+    /// `host:port` or `host:first-last` (CFG-11), the host without brackets (CFG-12).
+    fn from_str(value: &str) -> Result<BackupServerAddress, ValueError> {
+        let (host, ports) = if let Some(bracketed) = value.strip_prefix('[') {
+            let Some((inside, after)) = bracketed.split_once(']') else {
+                return Err(ValueError::problem("the '[' of an IPv6 host has no ']'"));
+            };
+            if inside.parse::<Ipv6Addr>().is_err() {
+                return Err(ValueError::problem(format!(
+                    "'[{}]' is not an IPv6 address",
+                    one_line(inside)
+                )));
+            }
+            let Some(ports) = after.strip_prefix(':') else {
+                return Err(ValueError::problem("no ':<port>' after the host"));
+            };
+            (inside, ports)
+        } else {
+            let Some((host, ports)) = value.rsplit_once(':') else {
+                return Err(ValueError::problem("no ':<port>' after the host"));
+            };
+            if host.contains(':') {
+                return Err(ValueError::problem(
+                    "an IPv6 host must be in brackets, as in [::1]:6362",
+                ));
+            }
+            if host.is_empty() {
+                return Err(ValueError::problem("the host is empty"));
+            }
+            if let Some(bad) = host
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
+            {
+                return Err(ValueError::problem(format!(
+                    "the host has '{}'; a host name has only letters, digits, '-', '.' and '_'",
+                    one_line(&bad.to_string())
+                )));
+            }
+            (host, ports)
         };
-        if inside.parse::<Ipv6Addr>().is_err() {
-            return Err(Some(format!(
-                "'[{}]' is not an IPv6 address",
-                one_line(inside)
+        let (first, last) = match ports.split_once('-') {
+            Some((first, last)) => (parse_port(first)?, parse_port(last)?),
+            // A single port 0 asks the system for a free port (tests, several servers on one
+            // machine); the bound address is printed at start (CFG-17).
+            None if ports == "0" => (0, 0),
+            None => {
+                let port = parse_port(ports)?;
+                (port, port)
+            }
+        };
+        if first > last {
+            return Err(ValueError::problem(format!(
+                "the port range {first}-{last} is empty: its first port is greater than its last"
             )));
         }
-        let Some(ports) = after.strip_prefix(':') else {
-            return Err(Some("no ':<port>' after the host".into()));
-        };
-        (inside, ports)
-    } else {
-        let Some((host, ports)) = value.rsplit_once(':') else {
-            return Err(Some("no ':<port>' after the host".into()));
-        };
-        if host.contains(':') {
-            return Err(Some(
-                "an IPv6 host must be in brackets, as in [::1]:6362".into(),
-            ));
-        }
-        if host.is_empty() {
-            return Err(Some("the host is empty".into()));
-        }
-        if let Some(bad) = host
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
-        {
-            return Err(Some(format!(
-                "the host has '{}'; a host name has only letters, digits, '-', '.' and '_'",
-                one_line(&bad.to_string())
-            )));
-        }
-        (host, ports)
-    };
-    let (first, last) = match ports.split_once('-') {
-        Some((first, last)) => (parse_port(first)?, parse_port(last)?),
-        // A single port 0 asks the system for a free port (tests, several servers on one
-        // machine); the bound address is printed at start (CFG-17).
-        None if ports == "0" => (0, 0),
-        None => {
-            let port = parse_port(ports)?;
-            (port, port)
-        }
-    };
-    if first > last {
-        return Err(Some(format!(
-            "the port range {first}-{last} is empty: its first port is greater than its last"
-        )));
+        Ok(BackupServerAddress {
+            host: host.to_string(),
+            ports: first..=last,
+        })
     }
-    Ok((host.to_string(), first..=last))
 }
 
-fn parse_port(s: &str) -> Result<u16, Option<String>> {
+/// `http_server` (CFG-15): a `host:port` as `online_backup_server` reads it, with one port,
+/// normalized (no leading zeros, an IPv6 host in brackets).
+pub(super) fn parse_http_server(value: &str) -> Result<String, ValueError> {
+    let address: BackupServerAddress = value.parse()?;
+    if address.ports.start() != address.ports.end() {
+        return Err(ValueError::problem("a port range is not accepted here"));
+    }
+    Ok(address.to_string())
+}
+
+fn parse_port(s: &str) -> Result<u16, ValueError> {
     if s.is_empty() {
-        return Err(Some("a port is missing".into()));
+        return Err(ValueError::problem("a port is missing"));
     }
     if !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Some(format!("port '{}' is not a number", one_line(s))));
+        return Err(ValueError::problem(format!(
+            "port '{}' is not a number",
+            one_line(s)
+        )));
     }
     match s.parse::<u16>() {
         Ok(port) if port != 0 => Ok(port),
-        _ => Err(Some(format!("port {s} is out of range 1-65535"))),
+        _ => Err(ValueError::problem(format!(
+            "port {s} is out of range 1-65535"
+        ))),
     }
 }
 

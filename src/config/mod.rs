@@ -10,9 +10,10 @@
 //! policy is retention's.
 //!
 //! Files: `properties.rs` the properties syntax (lines, separators, continuations, escapes);
-//! `values.rs` `online_backup_enabled` and `keep_logical_logs`; `address.rs` the
-//! `host:port[-port]` addresses of `online_backup_server` and `http_server`. This file has the
-//! keys, [`Config`], its errors and warnings.
+//! `values.rs` `online_backup_enabled`, `keep_logical_logs` ([`RetentionPolicy`] with `FromStr`
+//! and `Display`) and [`ValueError`]; `address.rs` [`BackupServerAddress`], the
+//! `host:port[-port]` syntax of `online_backup_server` and `http_server`. This file: the table of
+//! keys (name, accepted forms, field), [`Config`], its errors and the unknown-key warnings.
 
 mod address;
 mod properties;
@@ -21,12 +22,13 @@ mod values;
 use crate::retention::RetentionPolicy;
 use crate::store::DEFAULT_ROTATION_THRESHOLD;
 use crate::units::{format_size, parse_size, SizeError};
-use address::{join_host_port, parse_backup_server, parse_host_ports};
+use address::parse_http_server;
 use properties::escape;
-use values::{format_retention, parse_bool, parse_keep_logical_logs};
+use values::parse_bool;
 
 pub use address::BackupServerAddress;
 pub use properties::{parse_properties, Property};
+pub use values::ValueError;
 
 /// `online_backup_enabled`: run the backup service.
 pub const ONLINE_BACKUP_ENABLED: &str = "online_backup_enabled";
@@ -40,13 +42,15 @@ pub const LOGICAL_LOG_ROTATION_THRESHOLD: &str = "logical_log_rotation_threshold
 pub const HTTP_SERVER: &str = "http_server";
 
 /// Every key this product reads, in the order [`Config::to_properties`] writes them.
-pub const KEYS: [&str; 5] = [
-    ONLINE_BACKUP_ENABLED,
-    ONLINE_BACKUP_SERVER,
-    KEEP_LOGICAL_LOGS,
-    LOGICAL_LOG_ROTATION_THRESHOLD,
-    HTTP_SERVER,
-];
+pub const KEYS: [&str; TABLE.len()] = {
+    let mut keys = [""; TABLE.len()];
+    let mut i = 0;
+    while i < TABLE.len() {
+        keys[i] = TABLE[i].name;
+        i += 1;
+    }
+    keys
+};
 
 /// What each key accepts, as the error message says it (CFG-9).
 const EXPECT_BOOL: &str = "true or false";
@@ -56,6 +60,70 @@ const EXPECT_KEEP_LOGS: &str = "true, false, or <n>[k|M|G] <files|size|txs|hours
 const EXPECT_THRESHOLD: &str =
     "a size <n>[k|M|G] in bytes (k = 1024), or 0 to never rotate on size";
 const EXPECT_HTTP_SERVER: &str = "<host>:<port> (port 1-65535, an IPv6 host in brackets)";
+
+/// One key of `neo4j.properties`: its name, what it accepts as the error message says it (CFG-9),
+/// how a valid value is stored in a [`Config`], and how [`Config::to_properties`] writes it back.
+struct Key {
+    name: &'static str,
+    expected: &'static str,
+    /// Stores a non-empty value, or says why it is not accepted.
+    set: fn(&mut Config, &str) -> Result<(), ValueError>,
+    /// The field's value in the form `set` reads back (CFG-16).
+    get: fn(&Config) -> String,
+}
+
+/// The keys in the order of spec/config.md's table (CFG-8), which is the order
+/// [`Config::to_properties`] writes them.
+const TABLE: [Key; 5] = [
+    Key {
+        name: ONLINE_BACKUP_ENABLED,
+        expected: EXPECT_BOOL,
+        set: |config, value| {
+            config.online_backup_enabled = parse_bool(value).ok_or_else(ValueError::plain)?;
+            Ok(())
+        },
+        get: |config| config.online_backup_enabled.to_string(),
+    },
+    Key {
+        name: ONLINE_BACKUP_SERVER,
+        expected: EXPECT_BACKUP_SERVER,
+        set: |config, value| {
+            config.online_backup_server = value.parse()?;
+            Ok(())
+        },
+        get: |config| config.online_backup_server.to_string(),
+    },
+    Key {
+        name: KEEP_LOGICAL_LOGS,
+        expected: EXPECT_KEEP_LOGS,
+        set: |config, value| {
+            config.keep_logical_logs = value.parse()?;
+            Ok(())
+        },
+        get: |config| config.keep_logical_logs.to_string(),
+    },
+    Key {
+        name: LOGICAL_LOG_ROTATION_THRESHOLD,
+        expected: EXPECT_THRESHOLD,
+        set: |config, value| {
+            config.logical_log_rotation_threshold = parse_size(value).map_err(|e| match e {
+                SizeError::Malformed => ValueError::plain(),
+                SizeError::TooLarge(_) => ValueError::problem(e.to_string()),
+            })?;
+            Ok(())
+        },
+        get: |config| format_size(config.logical_log_rotation_threshold),
+    },
+    Key {
+        name: HTTP_SERVER,
+        expected: EXPECT_HTTP_SERVER,
+        set: |config, value| {
+            config.http_server = parse_http_server(value)?;
+            Ok(())
+        },
+        get: |config| config.http_server.clone(),
+    },
+];
 
 /// The default backup service port (the seed document's 6362): where the server's backup service
 /// listens and where `neo4j-backup` connects when no port is given. The one definition.
@@ -114,11 +182,11 @@ impl Config {
     /// key (CFG-7), or the first invalid value in file order (CFG-9).
     pub fn parse(text: &str) -> Result<(Config, Vec<String>), ConfigError> {
         let properties = parse_properties(text)?;
-        let mut last: [Option<&Property>; KEYS.len()] = [None; KEYS.len()];
+        let mut last: [Option<&Property>; TABLE.len()] = [None; TABLE.len()];
         let mut warnings = Vec::new();
         let mut unknown: Vec<&str> = Vec::new();
         for property in &properties {
-            match KEYS.iter().position(|k| *k == property.key) {
+            match TABLE.iter().position(|k| k.name == property.key) {
                 Some(i) => last[i] = Some(property),
                 None if !unknown.contains(&property.key.as_str()) => {
                     unknown.push(&property.key);
@@ -128,81 +196,44 @@ impl Config {
             }
         }
         // Only the last value of each key counts (CFG-6); errors come in file order (CFG-9).
-        let mut effective: Vec<&Property> = last.into_iter().flatten().collect();
-        effective.sort_by_key(|p| p.line);
+        let mut effective: Vec<(&Key, &Property)> = TABLE
+            .iter()
+            .zip(last)
+            .filter_map(|(key, property)| Some((key, property?)))
+            .collect();
+        effective.sort_by_key(|(_, p)| p.line);
         let mut config = Config::default();
-        for property in effective {
-            config.apply(&property.key, &property.value)?;
+        for (key, property) in effective {
+            config.apply(key, &property.value)?;
         }
         Ok((config, warnings))
     }
 
-    /// Validates `value` for the known key `key` and stores it.
-    fn apply(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        let (key, expected) = match key {
-            ONLINE_BACKUP_ENABLED => (ONLINE_BACKUP_ENABLED, EXPECT_BOOL),
-            ONLINE_BACKUP_SERVER => (ONLINE_BACKUP_SERVER, EXPECT_BACKUP_SERVER),
-            KEEP_LOGICAL_LOGS => (KEEP_LOGICAL_LOGS, EXPECT_KEEP_LOGS),
-            LOGICAL_LOG_ROTATION_THRESHOLD => (LOGICAL_LOG_ROTATION_THRESHOLD, EXPECT_THRESHOLD),
-            HTTP_SERVER => (HTTP_SERVER, EXPECT_HTTP_SERVER),
-            _ => unreachable!("apply is called for known keys only"),
+    /// Validates `value` for `key` and stores it; an empty value is invalid for every key.
+    fn apply(&mut self, key: &Key, value: &str) -> Result<(), ConfigError> {
+        let stored = if value.is_empty() {
+            Err(ValueError::problem("the value is empty"))
+        } else {
+            (key.set)(self, value)
         };
-        let invalid = |problem: Option<String>| ConfigError::InvalidValue {
-            key,
+        stored.map_err(|e| ConfigError::InvalidValue {
+            key: key.name,
             value: value.to_string(),
-            problem,
-            expected,
-        };
-        if value.is_empty() {
-            return Err(invalid(Some("the value is empty".into())));
-        }
-        match key {
-            ONLINE_BACKUP_ENABLED => {
-                self.online_backup_enabled = parse_bool(value).ok_or_else(|| invalid(None))?;
-            }
-            ONLINE_BACKUP_SERVER => {
-                self.online_backup_server = parse_backup_server(value).map_err(invalid)?;
-            }
-            KEEP_LOGICAL_LOGS => {
-                self.keep_logical_logs = parse_keep_logical_logs(value).map_err(invalid)?;
-            }
-            LOGICAL_LOG_ROTATION_THRESHOLD => {
-                self.logical_log_rotation_threshold = parse_size(value).map_err(|e| match e {
-                    SizeError::Malformed => invalid(None),
-                    SizeError::TooLarge(_) => invalid(Some(e.to_string())),
-                })?;
-            }
-            _ => {
-                let (host, ports) = parse_host_ports(value).map_err(invalid)?;
-                if ports.start() != ports.end() {
-                    return Err(invalid(Some("a port range is not accepted here".into())));
-                }
-                self.http_server = join_host_port(&host, *ports.start());
-            }
-        }
-        Ok(())
+            problem: e.problem,
+            expected: key.expected,
+        })
     }
 
     /// The configuration as properties text, one `key=value` line per key in [`KEYS`] order.
     /// [`Config::parse`] reads it back to an equal `Config` (CFG-16) for every value `parse`
     /// can produce; an `Age` that is not a whole number of hours is rounded up to whole hours.
     pub fn to_properties(&self) -> String {
-        let lines = [
-            (
-                ONLINE_BACKUP_ENABLED,
-                self.online_backup_enabled.to_string(),
-            ),
-            (ONLINE_BACKUP_SERVER, self.online_backup_server.to_string()),
-            (KEEP_LOGICAL_LOGS, format_retention(&self.keep_logical_logs)),
-            (
-                LOGICAL_LOG_ROTATION_THRESHOLD,
-                format_size(self.logical_log_rotation_threshold),
-            ),
-            (HTTP_SERVER, self.http_server.clone()),
-        ];
-        lines
+        TABLE
             .iter()
-            .map(|(key, value)| format!("{}={}\n", escape(key, true), escape(value, false)))
+            .map(|key| {
+                let value = (key.get)(self);
+                format!("{}={}\n", escape(key.name, true), escape(&value, false))
+            })
             .collect()
     }
 }
@@ -259,6 +290,7 @@ fn suggestion(key: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    use super::address::join_host_port;
     use super::*;
     use proptest::prelude::*;
     use std::net::Ipv6Addr;

@@ -1,10 +1,48 @@
-//! The values of `online_backup_enabled` (CFG-10) and `keep_logical_logs` (CFG-13).
+//! The values of `online_backup_enabled` (CFG-10) and `keep_logical_logs` (CFG-13), and why a
+//! value is refused ([`ValueError`]). `keep_logical_logs` is [`RetentionPolicy`] read with
+//! `FromStr` and written with `Display`; sizes are `units`' (CFG-14).
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use super::properties::is_ws;
 use crate::retention::RetentionPolicy;
 use crate::units::{format_size, parse_size_prefix, SizeError};
+
+/// Why a value is not accepted (CFG-9): what is wrong, when more can be said than "not one of
+/// the accepted forms". [`super::ConfigError::InvalidValue`] adds the key, the value and the
+/// accepted forms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValueError {
+    pub problem: Option<String>,
+}
+
+impl ValueError {
+    /// Not one of the accepted forms, with nothing more to say.
+    pub(super) fn plain() -> ValueError {
+        ValueError { problem: None }
+    }
+
+    /// What is wrong: `port 99999 is out of range 1-65535`.
+    pub(super) fn problem(problem: impl Into<String>) -> ValueError {
+        ValueError {
+            problem: Some(problem.into()),
+        }
+    }
+}
+
+impl fmt::Display for ValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            self.problem
+                .as_deref()
+                .unwrap_or("not one of the accepted forms"),
+        )
+    }
+}
+
+impl std::error::Error for ValueError {}
 
 /// `true` or `false`, in any ASCII case (CFG-10).
 pub(super) fn parse_bool(value: &str) -> Option<bool> {
@@ -17,53 +55,60 @@ pub(super) fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-/// `keep_logical_logs` (CFG-13).
-pub(super) fn parse_keep_logical_logs(value: &str) -> Result<RetentionPolicy, Option<String>> {
-    if let Some(b) = parse_bool(value) {
-        return Ok(if b {
-            RetentionPolicy::KeepAll
-        } else {
-            RetentionPolicy::KeepRecoveryOnly
-        });
-    }
-    let (n, rest) = parse_size_prefix(value).map_err(|e| match e {
-        SizeError::Malformed => None,
-        SizeError::TooLarge(written) => Some(format!("{written} is too large")),
-    })?;
-    let unit = rest.trim_start_matches(is_ws).to_ascii_lowercase();
-    let written = &value[..value.len() - rest.len()];
-    let age = |seconds_per: u64| {
-        n.checked_mul(seconds_per)
-            .map(|s| RetentionPolicy::Age(Duration::from_secs(s)))
-            .ok_or_else(|| Some(format!("{written} {unit} is too long")))
-    };
-    match unit.as_str() {
-        "files" | "file" => Ok(RetentionPolicy::Files(n)),
-        "size" => Ok(RetentionPolicy::Size(n)),
-        "txs" | "tx" => Ok(RetentionPolicy::Txs(n)),
-        "hours" | "hour" => age(3600),
-        "days" | "day" => age(86_400),
-        "" => Err(Some(format!("'{written}' has no unit"))),
-        _ => Err(None),
+impl FromStr for RetentionPolicy {
+    type Err = ValueError;
+
+    /// A `keep_logical_logs` value (CFG-13): `true`, `false`, or `<n>[k|M|G] <unit>`.
+    fn from_str(value: &str) -> Result<RetentionPolicy, ValueError> {
+        if let Some(b) = parse_bool(value) {
+            return Ok(if b {
+                RetentionPolicy::KeepAll
+            } else {
+                RetentionPolicy::KeepRecoveryOnly
+            });
+        }
+        let (n, rest) = parse_size_prefix(value).map_err(|e| match e {
+            SizeError::Malformed => ValueError::plain(),
+            SizeError::TooLarge(written) => ValueError::problem(format!("{written} is too large")),
+        })?;
+        let unit = rest.trim_start_matches(is_ws).to_ascii_lowercase();
+        let written = &value[..value.len() - rest.len()];
+        let age = |seconds_per: u64| {
+            n.checked_mul(seconds_per)
+                .map(|s| RetentionPolicy::Age(Duration::from_secs(s)))
+                .ok_or_else(|| ValueError::problem(format!("{written} {unit} is too long")))
+        };
+        match unit.as_str() {
+            "files" | "file" => Ok(RetentionPolicy::Files(n)),
+            "size" => Ok(RetentionPolicy::Size(n)),
+            "txs" | "tx" => Ok(RetentionPolicy::Txs(n)),
+            "hours" | "hour" => age(3600),
+            "days" | "day" => age(86_400),
+            "" => Err(ValueError::problem(format!("'{written}' has no unit"))),
+            _ => Err(ValueError::plain()),
+        }
     }
 }
 
-/// A `keep_logical_logs` value that [`Config::parse`] reads back as `policy` (CFG-16).
-pub fn format_retention(policy: &RetentionPolicy) -> String {
-    match *policy {
-        RetentionPolicy::KeepAll => "true".to_string(),
-        RetentionPolicy::KeepRecoveryOnly => "false".to_string(),
-        RetentionPolicy::Files(n) => format!("{n} files"),
-        RetentionPolicy::Size(n) => format!("{} size", format_size(n)),
-        RetentionPolicy::Txs(n) => format!("{n} txs"),
-        RetentionPolicy::Age(d) => {
-            let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
-            if nanos == 0 && secs % 86_400 == 0 {
-                format!("{} days", secs / 86_400)
-            } else {
-                let whole = secs / 3600;
-                let partial = nanos > 0 || secs % 3600 > 0;
-                format!("{} hours", whole + u64::from(partial))
+impl fmt::Display for RetentionPolicy {
+    /// The `keep_logical_logs` value that reads back as this policy (CFG-16): `true`, `7 days`,
+    /// `100M size`; an `Age` that is not a whole number of hours is rounded up to whole hours.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            RetentionPolicy::KeepAll => f.write_str("true"),
+            RetentionPolicy::KeepRecoveryOnly => f.write_str("false"),
+            RetentionPolicy::Files(n) => write!(f, "{n} files"),
+            RetentionPolicy::Size(n) => write!(f, "{} size", format_size(n)),
+            RetentionPolicy::Txs(n) => write!(f, "{n} txs"),
+            RetentionPolicy::Age(d) => {
+                let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
+                if nanos == 0 && secs % 86_400 == 0 {
+                    write!(f, "{} days", secs / 86_400)
+                } else {
+                    let whole = secs / 3600;
+                    let partial = nanos > 0 || secs % 3600 > 0;
+                    write!(f, "{} hours", whole + u64::from(partial))
+                }
             }
         }
     }
@@ -207,20 +252,14 @@ mod tests {
     #[test]
     fn cfg_16_format_retention_reads_back() {
         use RetentionPolicy::*;
-        assert_eq!(format_retention(&RetentionPolicy::default()), "7 days");
-        assert_eq!(
-            format_retention(&Age(Duration::from_secs(36 * 3600))),
-            "36 hours"
-        );
-        assert_eq!(format_retention(&Age(Duration::from_secs(0))), "0 days");
+        assert_eq!(RetentionPolicy::default().to_string(), "7 days");
+        assert_eq!(Age(Duration::from_secs(36 * 3600)).to_string(), "36 hours");
+        assert_eq!(Age(Duration::from_secs(0)).to_string(), "0 days");
         // Not a whole number of hours: rounded up.
-        assert_eq!(
-            format_retention(&Age(Duration::from_secs(90 * 60))),
-            "2 hours"
-        );
-        assert_eq!(format_retention(&Age(Duration::from_millis(1))), "1 hours");
-        assert_eq!(format_retention(&Size(100 << 20)), "100M size");
-        assert_eq!(format_retention(&Files(3)), "3 files");
-        assert_eq!(format_retention(&Txs(1024)), "1024 txs");
+        assert_eq!(Age(Duration::from_secs(90 * 60)).to_string(), "2 hours");
+        assert_eq!(Age(Duration::from_millis(1)).to_string(), "1 hours");
+        assert_eq!(Size(100 << 20).to_string(), "100M size");
+        assert_eq!(Files(3).to_string(), "3 files");
+        assert_eq!(Txs(1024).to_string(), "1024 txs");
     }
 }
