@@ -23,7 +23,6 @@ use crate::retention::RetentionPolicy;
 use crate::store::DEFAULT_ROTATION_THRESHOLD;
 use crate::units::{format_size, parse_size, SizeError};
 use address::parse_http_server;
-use properties::escape;
 use values::parse_bool;
 
 pub use address::BackupServerAddress;
@@ -227,13 +226,12 @@ impl Config {
     /// The configuration as properties text, one `key=value` line per key in [`KEYS`] order.
     /// [`Config::parse`] reads it back to an equal `Config` (CFG-16) for every value `parse`
     /// can produce; an `Age` that is not a whole number of hours is rounded up to whole hours.
+    /// Nothing is escaped: the keys and every canonical form of a value are plain text (no
+    /// backslash, control character or leading or trailing whitespace).
     pub fn to_properties(&self) -> String {
         TABLE
             .iter()
-            .map(|key| {
-                let value = (key.get)(self);
-                format!("{}={}\n", escape(key.name, true), escape(&value, false))
-            })
+            .map(|key| format!("{}={}\n", key.name, (key.get)(self)))
             .collect()
     }
 }

@@ -206,38 +206,6 @@ fn lone_surrogate(line: usize, unit: u32) -> ConfigError {
     }
 }
 
-/// `s` written so that [`parse_properties`] reads it back unchanged, as a key or as a value.
-pub(super) fn escape(s: &str, is_key: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    // Characters from this index on are trailing whitespace.
-    let trailing = s.chars().count() - s.chars().rev().take_while(|&c| is_ws(c)).count();
-    for (i, c) in s.chars().enumerate() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\x0c' => out.push_str("\\f"),
-            // Leading whitespace is skipped, trailing whitespace trimmed (CFG-5); in a key,
-            // whitespace ends the key.
-            ' ' if is_key || i == 0 || i >= trailing => out.push_str("\\ "),
-            '=' | ':' if is_key => {
-                out.push('\\');
-                out.push(c);
-            }
-            '#' | '!' if is_key && i == 0 => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
-                out.push_str(&format!("\\u{:04X}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +213,40 @@ mod tests {
     use crate::retention::RetentionPolicy;
     use proptest::prelude::*;
     use std::time::Duration;
+
+    /// `s` written so that [`parse_properties`] reads it back unchanged, as a key or as a value:
+    /// what lets `escaped_pairs_read_back` try any text. The product never needs it: every value
+    /// `Config::to_properties` writes is in a canonical form that has nothing to escape.
+    fn escape(s: &str, is_key: bool) -> String {
+        let mut out = String::with_capacity(s.len());
+        // Characters from this index on are trailing whitespace.
+        let trailing = s.chars().count() - s.chars().rev().take_while(|&c| is_ws(c)).count();
+        for (i, c) in s.chars().enumerate() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\t' => out.push_str("\\t"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\x0c' => out.push_str("\\f"),
+                // Leading whitespace is skipped, trailing whitespace trimmed (CFG-5); in a key,
+                // whitespace ends the key.
+                ' ' if is_key || i == 0 || i >= trailing => out.push_str("\\ "),
+                '=' | ':' if is_key => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                '#' | '!' if is_key && i == 0 => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                    out.push_str(&format!("\\u{:04X}", c as u32));
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
 
     fn pairs(text: &str) -> Vec<(String, String)> {
         parse_properties(text)
