@@ -14,8 +14,8 @@ use online_backup::backup::client::{
     self, BackupError, BackupFacts, BackupOptions, Mode, Observer, Phase, ServerInfo, Summary,
     Verify,
 };
-use online_backup::backup::protocol::DEFAULT_PORT;
 use online_backup::cli::{self, Parsed};
+use online_backup::config::DEFAULT_BACKUP_PORT;
 use online_backup::io::Env;
 use online_backup::progress::Bar;
 use online_backup::units;
@@ -53,7 +53,7 @@ struct Cli {
     verify: VerifyArg,
     /// The longest to wait for the server to send anything: 30s, 5m, 1h, 500ms (a bare number
     /// is seconds).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_timeout)]
     timeout: Duration,
     /// Receive at most this many bytes per second on average: 50M, 512k (k/M/G are binary), or
     /// plain bytes.
@@ -81,24 +81,13 @@ enum VerifyArg {
     Full,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (e.g. 30s, 5m, 1h, 500ms)"))?;
-    let d = match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("`{s}` has an unknown unit (use ms, s, m or h)")),
-    };
-    if d.is_zero() {
-        return Err("the timeout must be more than zero".into());
+/// `-timeout`: a duration as `units::parse_duration` reads it, more than zero (BK-7).
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match units::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("the timeout must be more than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
     }
-    Ok(d)
 }
 
 /// Splits `host[:port]` (`[::1]:6362` or a bare `::1` for IPv6) into the host and the port it
@@ -128,7 +117,7 @@ fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
 fn server_address(cli: &Cli) -> Result<(String, u16), String> {
     match (&cli.host, &cli.from) {
         (Some(h), None) => match (split_host_port(h), cli.port) {
-            (Some((host, None)), port) => Ok((host, port.unwrap_or(DEFAULT_PORT))),
+            (Some((host, None)), port) => Ok((host, port.unwrap_or(DEFAULT_BACKUP_PORT))),
             (Some((host, Some(port))), None) => Ok((host, port)),
             (Some((_, Some(_))), Some(_)) => Err(format!(
                 "-host `{h}` names a port and -port names another; give the port once"
@@ -138,7 +127,7 @@ fn server_address(cli: &Cli) -> Result<(String, u16), String> {
             )),
         },
         (None, Some(f)) => match split_host_port(f) {
-            Some((host, port)) => Ok((host, port.unwrap_or(DEFAULT_PORT))),
+            Some((host, port)) => Ok((host, port.unwrap_or(DEFAULT_BACKUP_PORT))),
             None => Err(format!("-from `{f}` is not host or host:port")),
         },
         _ => Err("say which server to back up with -host <host> or -from <host[:port]>".into()),
@@ -240,11 +229,7 @@ fn main() -> ExitCode {
         Ok(hp) => hp,
         Err(e) => return usage(&e, cli.json),
     };
-    let max_rate = match cli
-        .max_rate
-        .as_deref()
-        .map(online_backup::config::parse_size)
-    {
+    let max_rate = match cli.max_rate.as_deref().map(units::parse_size) {
         None => None,
         Some(Ok(0)) => return usage("--max-rate must be more than 0 bytes per second", cli.json),
         Some(Ok(n)) => Some(n),

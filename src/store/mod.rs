@@ -88,6 +88,10 @@ impl StoreError {
     }
 }
 
+/// The default log rotation threshold, 25 MiB (LOG-8): the store's default and the default of
+/// the server's `logical_log_rotation_threshold` (CFG-8).
+pub const DEFAULT_ROTATION_THRESHOLD: u64 = 25 << 20;
+
 /// Tunables of an open store.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
@@ -103,7 +107,7 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            log_rotation_threshold: 25 << 20,
+            log_rotation_threshold: DEFAULT_ROTATION_THRESHOLD,
             retention: RetentionPolicy::KeepAll,
             pins: Pins::new(),
         }
