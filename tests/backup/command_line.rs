@@ -97,7 +97,7 @@ fn bk_1_both_dash_styles_and_from_work() {
         let kind = if i == 0 { "full" } else { "incremental" };
         assert!(
             out.summary().contains(&format!("{kind} backup of store")),
-            "{args:?}: {out:#?}"
+            "BK-5: {args:?}: {out:#?}"
         );
         assert_same_as_server(&b, &server);
     }

@@ -23,8 +23,15 @@ fn bk_18_type_full_makes_a_new_generation_and_removes_the_old() {
     write_nodes(&server, 4);
     let out = backup_from(&addr, &b, &["--type", "full"]).expect(0);
     assert!(out.stdout.contains("--type full was asked for"), "{out:#?}");
-    assert!(out.summary().contains("full backup of store"), "{out:#?}");
-    assert_eq!(names(&b), ["CURRENT", "generation-2"]);
+    assert!(
+        out.summary().contains("full backup of store"),
+        "BK-4: --type full takes a full backup over a backup an incremental could extend: {out:#?}"
+    );
+    assert_eq!(
+        names(&b),
+        ["CURRENT", "generation-2"],
+        "BK-4: into a new generation"
+    );
     assert_eq!(
         std::fs::read_to_string(b.join("CURRENT")).unwrap(),
         "generation-2\n"
@@ -86,11 +93,15 @@ fn bk_36_leftovers_are_removed_and_lost_found_is_tolerated() {
     std::fs::create_dir_all(b.join("lost+found")).unwrap();
     std::fs::write(b.join("lost+found").join("#1234"), "fsck found this").unwrap();
     let out = backup_from(&addr, &b, &[]).expect(0);
-    assert!(out.summary().contains("full backup"), "{out:#?}");
+    assert!(
+        out.summary().contains("full backup"),
+        "BK-37: generations, CURRENT.tmp and lost+found may be in a backup directory: {out:#?}"
+    );
     let live = current(&b);
     assert_eq!(
         names(&b),
-        ["CURRENT".to_string(), live.clone(), "lost+found".into()]
+        ["CURRENT".to_string(), live.clone(), "lost+found".into()],
+        "BK-36, BK-37: the leftovers removed, lost+found left alone"
     );
     assert_eq!(
         std::fs::read(b.join("lost+found").join("#1234")).unwrap(),
@@ -105,10 +116,14 @@ fn bk_36_leftovers_are_removed_and_lost_found_is_tolerated() {
     std::fs::write(b.join("neostore.nodestore.db"), [3u8; 10]).unwrap();
     write_nodes(&server, 2);
     let out = backup_from(&addr, &b, &[]).expect(0);
-    assert!(out.summary().contains("incremental backup"), "{out:#?}");
+    assert!(
+        out.summary().contains("incremental backup"),
+        "BK-37: store files beside a pointer may be in a backup directory: {out:#?}"
+    );
     assert_eq!(
         names(&b),
-        ["CURRENT".to_string(), live, "lost+found".into()]
+        ["CURRENT".to_string(), live, "lost+found".into()],
+        "BK-36: the leftovers removed"
     );
     assert_same_as_server(&b, &server);
 }

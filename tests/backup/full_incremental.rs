@@ -127,18 +127,32 @@ fn bk_20_full_backup_under_concurrent_writes_matches_the_server_at_its_tx() {
         "{summary}"
     );
     assert!(summary.contains(&s(&report["digest"])), "{summary}");
+    let replayed = if t == c {
+        "no transactions after it".to_string()
+    } else {
+        format!("then {} transaction", t - c)
+    };
+    assert!(
+        summary.contains(&replayed),
+        "BK-21: the files at checkpoint C, then the T - C transactions after it: {summary}"
+    );
     // BK-22
     assert_eq!(report["store_id"], first["store_id"]);
     assert_eq!(report["format_version"], first["format_version"]);
     // BK-20: the digest at T is the server's digest at T.
     let at_t = writer.history.lock().unwrap().get(&t).cloned();
-    assert_eq!(Some(s(&report["digest"])), at_t, "digest at tx {t}");
+    assert_eq!(
+        Some(s(&report["digest"])),
+        at_t,
+        "BK-20, PR-12: the digest at tx {t}, although records changed while they were copied"
+    );
     // BK-23, BK-31: `neo4j console` starts on the backup directory and serves that state.
     let on_backup = ServerProcess::start(&b, Some(EPHEMERAL));
     let served = status(&on_backup);
     assert_eq!(
         (&served["digest"], tx(&served), &served["store_id"]),
-        (&report["digest"], t, &report["store_id"])
+        (&report["digest"], t, &report["store_id"]),
+        "BK-23, BK-31: a server started on the backup directory serves the backup"
     );
     assert_eq!(on_backup.terminate(), Some(0));
     let history = writer.stop();

@@ -135,14 +135,18 @@ fn pr_4_the_protocol_spoken_by_hand() {
     let start = w.recv().unwrap();
     assert_eq!(start[0], kind::FULL_START);
     let mut f = Fields(&start[1..]);
-    assert_eq!(f.u64(), 3, "checkpoint tx");
-    assert_eq!(f.digest(), digests[&3]);
+    assert_eq!(f.u64(), 3, "PR-10: the checkpoint tx C is the last tx");
+    assert_eq!(f.digest(), digests[&3], "PR-10: the state at C");
     assert_eq!(f.u64(), 3, "nodes");
     assert_eq!(f.u64(), 0, "relationships");
     let (_next_node, _next_rel, _next_block) = (f.u64(), f.u64(), f.u64());
     let files = f.u32();
     assert_eq!(files, 3);
-    assert_eq!(checkpoint_tx(&store), 3);
+    assert_eq!(
+        checkpoint_tx(&store),
+        3,
+        "PR-10: the server checkpointed at C"
+    );
     // PR-11, PR-13: the record files, then no transaction after C, then the end at U = C.
     let (names, txs, last, digest) = read_full_backup(&mut w, files);
     let mut got: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
@@ -159,9 +163,17 @@ fn pr_4_the_protocol_spoken_by_hand() {
 
     // PR-5, PR-15: more requests on the same connection; at N = U the end comes at once.
     w.send(&incremental_request(&id, 2, 3, &digests[&3]));
-    assert_eq!(read_txs(&mut w), (0, 3, digests[&3].clone()));
+    assert_eq!(
+        read_txs(&mut w),
+        (0, 3, digests[&3].clone()),
+        "PR-5, PR-15: a second request on the connection, nothing new"
+    );
     w.send(&incremental_request(&id, 2, 1, &digests[&1]));
-    assert_eq!(read_txs(&mut w), (2, 3, digests[&3].clone()));
+    assert_eq!(
+        read_txs(&mut w),
+        (2, 3, digests[&3].clone()),
+        "PR-5: a third request on the connection"
+    );
 
     // PR-14: a digest at N that differs: code 5 with the server's digest at N; PR-7: the
     // connection stays open for the fallback.
@@ -305,7 +317,7 @@ fn pr_20_a_stalled_backup_does_not_stop_commits_and_its_pin_goes_with_it() {
     while status(&server)["oldest_logged_tx"].as_u64().unwrap() <= c + 1 {
         write_node(&server.http, i, 1000);
         i += 1;
-        assert!(i < 1000, "the pin outlived its connection");
+        assert!(i < 1000, "PR-5, PR-17: the pin outlived its connection");
     }
     // PR-19: shutdown with a backup connection in flight.
     let mut w = Wire::connect(&addr);

@@ -44,7 +44,12 @@ fn adm_6_restore_round_trip() {
 
     // ADM-7: refused without --force, unchanged.
     let before = snapshot(&r);
-    let out = admin(&["restore", "--from", path(&b), "--store", path(&r)]).expect(1);
+    let out = admin(&["restore", "--from", path(&b), "--store", path(&r)]);
+    assert_eq!(
+        out.code,
+        Some(1),
+        "ADM-8: a refused target exits 1: {out:#?}"
+    );
     let line = out.one_error_line();
     assert!(line.contains("--force"), "{line}");
     assert_eq!(snapshot(&r), before);
@@ -90,7 +95,12 @@ fn adm_6_restore_round_trip() {
     bytes[3] ^= 0x40;
     std::fs::write(&nodes, bytes).unwrap();
     let fresh = dir.path().join("fresh");
-    admin(&["restore", "--from", path(&b), "--store", path(&fresh)]).expect(3);
+    let out = admin(&["restore", "--from", path(&b), "--store", path(&fresh)]);
+    assert_eq!(
+        out.code,
+        Some(3),
+        "ADM-8: an inconsistent backup exits 3: {out:#?}"
+    );
     assert!(
         !fresh.exists() || names(&fresh).is_empty(),
         "{:?}",
