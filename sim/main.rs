@@ -89,7 +89,7 @@ fn same_seed_same_trace() {
                     None => format!("one run has more records ({} vs {})", la.len(), lb.len()),
                 };
                 panic!(
-                    "simulation {} is not deterministic at seed {seed}: {a:?} vs {b:?}\n{diff}\nreplay: {}",
+                    "SIM-1: simulation {} is not deterministic at seed {seed}: {a:?} vs {b:?}\n{diff}\nreplay: {}",
                     scenario.name,
                     replay_command(scenario.name, seed)
                 );
@@ -99,7 +99,7 @@ fn same_seed_same_trace() {
         if seeds.len() > 1 {
             assert!(
                 hashes.len() > 1,
-                "simulation {}: {} seeds gave one trace; the seed does not reach the run",
+                "SIM-4: simulation {}: {} seeds gave one trace; the seed does not reach the run",
                 scenario.name,
                 seeds.len()
             );

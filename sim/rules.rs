@@ -1,6 +1,7 @@
 //! Source scans for the determinism rules that a reviewer could miss: every `tokio::select!` is
 //! `biased;` (SIM-2), no thread or blocking pool on a simulated path (SIM-11), no hash map or
-//! hash set anywhere in the product or the simulation (SIM-12).
+//! hash set anywhere in the product or the simulation (SIM-12); and that everything is built with
+//! `--cfg tokio_unstable`, which the `sim` target also refuses to compile without (SIM-3).
 //!
 //! The scans are textual. Whole comment lines (`//`, `///`, `//!`) are ignored, code lines are
 //! not (a string counts too). This file is not scanned: it names what it looks for.
@@ -187,4 +188,36 @@ fn sim_12_scanner_matches_whole_words() {
     );
     assert_eq!(word_offsets(&code, "HashMap"), Vec::<usize>::new());
     assert_eq!(word_offsets(&code, "HashSet").len(), 1);
+}
+
+#[test]
+fn sim_3_everything_is_built_with_tokio_unstable() {
+    let config = fs::read_to_string(root().join(".cargo/config.toml")).unwrap();
+    let build: Vec<&str> = config
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| *l != "[build]")
+        .skip(1)
+        .take_while(|l| !l.starts_with('['))
+        .collect();
+    assert!(
+        build.contains(&r#"rustflags = ["--cfg", "tokio_unstable"]"#),
+        "SIM-3: .cargo/config.toml's [build] sets rustflags to --cfg tokio_unstable: {build:?}"
+    );
+    let ci = fs::read_to_string(root().join(".ci/run")).unwrap();
+    assert!(
+        ci.contains(r#"export RUSTFLAGS="${RUSTFLAGS} --cfg tokio_unstable""#),
+        "SIM-3: .ci/run keeps --cfg tokio_unstable when a RUSTFLAGS variable would replace it"
+    );
+    let main = fs::read_to_string(root().join("sim/main.rs")).unwrap();
+    let guard = main
+        .find("#[cfg(not(tokio_unstable))]")
+        .map(|at| &main[at..]);
+    assert!(
+        guard.is_some_and(|g| g
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("compile_error!"))),
+        "SIM-3: the sim target refuses to compile without tokio_unstable"
+    );
 }

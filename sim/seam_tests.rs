@@ -139,7 +139,7 @@ fn expect<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> Result
 }
 
 #[test]
-fn unsynced_write_is_lost_on_power_loss() {
+fn sim_7_unsynced_write_is_lost_on_power_loss() {
     // SIM-7: only what was synced survives; the overwrite after the sync is lost.
     run_phases(
         "unsynced_write",
@@ -170,7 +170,7 @@ fn unsynced_write_is_lost_on_power_loss() {
 }
 
 #[test]
-fn synced_file_without_dir_sync_is_lost() {
+fn sim_7_synced_file_without_dir_sync_is_lost() {
     // SIM-7: a new file needs its directory entry synced too.
     run_phases(
         "no_dir_sync",
@@ -193,7 +193,7 @@ fn synced_file_without_dir_sync_is_lost() {
 }
 
 #[test]
-fn rename_is_durable_only_after_sync_dir() {
+fn sim_7_rename_is_durable_only_after_sync_dir() {
     // SIM-7: a rename is a directory change; IO-2: write_atomic is durable once it returns.
     run_phases(
         "rename_durability",
@@ -241,7 +241,7 @@ fn rename_is_durable_only_after_sync_dir() {
 }
 
 #[test]
-fn held_lock_refuses_a_second_holder() {
+fn sim_8_held_lock_refuses_a_second_holder() {
     // IO-3, SIM-8: the lock never waits; dropping the guard releases it.
     run_phases(
         "lock_busy",
@@ -264,7 +264,7 @@ fn held_lock_refuses_a_second_holder() {
 }
 
 #[test]
-fn separate_seams_of_one_host_share_the_lock_table() {
+fn sim_8_separate_seams_of_one_host_share_the_lock_table() {
     // SIM-8: the table is per host, not per `SimFs`.
     simulate("lock_shared", |ctx| {
         let done = Arc::new(Mutex::new(None::<Result<(), String>>));
@@ -295,7 +295,7 @@ fn separate_seams_of_one_host_share_the_lock_table() {
 }
 
 #[test]
-fn power_loss_releases_the_lock() {
+fn sim_8_power_loss_releases_the_lock() {
     // IO-3, SIM-8: a crash clears the host's lock table, even of a guard never dropped.
     run_phases(
         "lock_crash",
@@ -350,7 +350,7 @@ fn io_5_read_dir_is_sorted_by_name() {
 }
 
 #[test]
-fn recreated_name_does_not_show_the_removed_file() {
+fn sim_9_recreated_name_does_not_show_the_removed_file() {
     // SIM-9: turmoil keys data by path; a name removed (not yet durably) and created again
     // must start empty and keep what is synced into it.
     run_phases(
@@ -389,7 +389,7 @@ fn recreated_name_does_not_show_the_removed_file() {
 }
 
 #[test]
-fn removed_directory_does_not_come_back() {
+fn sim_9_removed_directory_does_not_come_back() {
     // SIM-9: after remove_dir_all and a crash, a directory made again under the same name is
     // empty (turmoil alone would show the old files there).
     run_phases(
@@ -423,7 +423,7 @@ fn removed_directory_does_not_come_back() {
 }
 
 #[test]
-fn open_handles_follow_the_inode() {
+fn sim_9_open_handles_follow_the_inode() {
     // SIM-9: a handle on a removed or replaced file keeps the old contents; a handle on a
     // renamed file follows it, and what it syncs is durable under the new name.
     run_phases(
@@ -486,7 +486,7 @@ fn open_handles_follow_the_inode() {
 }
 
 #[test]
-fn non_empty_directory_rename_is_refused() {
+fn sim_9_non_empty_directory_rename_is_refused() {
     // SIM-9: refused loudly rather than losing the files turmoil cannot move.
     run_phases(
         "dir_rename",
@@ -508,7 +508,7 @@ fn non_empty_directory_rename_is_refused() {
 }
 
 #[test]
-fn planned_power_loss_stops_the_host_at_that_operation() {
+fn sim_7_planned_power_loss_stops_the_host_at_that_operation() {
     // SIM-7: the n-th mutating operation and everything after it fail; nothing from it on is
     // durable.
     let trace = simulate("planned_power_loss", |ctx| {
@@ -577,7 +577,7 @@ fn planned_power_loss_stops_the_host_at_that_operation() {
 }
 
 #[test]
-fn cancelled_power_loss_does_not_strike() {
+fn sim_7_cancelled_power_loss_does_not_strike() {
     // SIM-7: a planned loss that has not struck can be cancelled; the host goes on.
     simulate("cancelled_power_loss", |ctx| {
         ctx.power_loss_before_op(HOST, 1);
@@ -610,7 +610,7 @@ fn cancelled_power_loss_does_not_strike() {
 }
 
 #[test]
-fn available_space_is_capacity_minus_usage() {
+fn sim_9_available_space_is_capacity_minus_usage() {
     // SIM-9: turmoil does not expose usage; SimFs computes it, and writes past it fail.
     run_phases(
         "available_space",
@@ -644,7 +644,7 @@ fn available_space_is_capacity_minus_usage() {
 }
 
 #[test]
-fn clock_is_epoch_plus_elapsed_plus_offset() {
+fn sim_10_clock_is_epoch_plus_elapsed_plus_offset() {
     // IO-4, SIM-10: turmoil's epoch, simulated time, and a jump of days in one step.
     simulate("clock", |ctx| {
         let seen: Arc<Mutex<Vec<Duration>>> = Arc::default();

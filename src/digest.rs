@@ -241,7 +241,10 @@ mod tests {
                 .find(|l| l.starts_with(&format!("- `{name}`")))
                 .unwrap_or_else(|| panic!("spec/digest.md has no vector `{name}`"));
             let expected = line.split('`').nth(3).expect("vector value in backticks");
-            assert_eq!(expected, actual, "test vector {name}");
+            assert_eq!(
+                expected, actual,
+                "DG-9 (the encodings DG-2, DG-3, DG-4, DG-5, DG-6): test vector {name}"
+            );
         }
     }
 

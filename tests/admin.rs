@@ -5,6 +5,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use support::backup::{run_measured, Out};
 use support::scratch;
 
 fn admin(args: &[&str]) -> Output {
@@ -23,13 +24,21 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Runs `neo4j-admin ARGS` to the end; returns its output and its peak resident memory in KiB.
+fn admin_measured(args: &[&str]) -> (Out, u64) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_neo4j-admin"));
+    cmd.args(args);
+    run_measured(cmd)
+}
+
 // ADM-2, ADM-3, ADM-4, ST-12: a generated store of about 1 GiB checks consistent, and the JSON
-// report carries the brief's fields. Generation streams at disk speed with bounded memory.
+// report carries the brief's fields. Generation and check stream with bounded memory: their peak
+// is a small fraction of the store.
 #[test]
 fn adm_2_one_gibibyte_generate_then_check() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("big");
-    let out = admin(&[
+    let (out, generate_peak_kib) = admin_measured(&[
         "generate",
         "--store",
         path(&store),
@@ -38,24 +47,24 @@ fn adm_2_one_gibibyte_generate_then_check() {
         "--seed",
         "3",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
     let bytes: u64 = std::fs::read_dir(&store)
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
     assert!(bytes >= 1 << 30, "generated only {bytes} bytes");
-    let out = admin(&["check", path(&store), "--json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (out, check_peak_kib) = admin_measured(&["check", path(&store), "--json"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    eprintln!(
+        "peak memory for {bytes} bytes of store: generate {generate_peak_kib} KiB, check {check_peak_kib} KiB"
     );
-    let report = json(&out);
+    for (tool, peak_kib) in [("generate", generate_peak_kib), ("check", check_peak_kib)] {
+        assert!(
+            peak_kib * 1024 < bytes / 16,
+            "ST-12: {tool} peaked at {peak_kib} KiB for a store of {bytes} bytes"
+        );
+    }
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     for field in [
         "store_id",
         "format_version",
@@ -72,6 +81,99 @@ fn adm_2_one_gibibyte_generate_then_check() {
     assert_eq!(report["relationships"], 3_740_000);
     assert_eq!(report["consistent"], true);
     assert_eq!(report["digest"], report["recorded_digest"]);
+}
+
+/// The top-level keys of a pretty-printed JSON object, in the order they are written.
+fn top_level_keys(pretty: &str) -> Vec<String> {
+    pretty
+        .lines()
+        .filter_map(|l| l.strip_prefix("  \""))
+        .filter_map(|l| l.split_once("\": ").map(|(key, _)| key.to_string()))
+        .collect()
+}
+
+// ADM-4: `check --json` prints one pretty-printed object and nothing else, with the fields of
+// spec/admin.md in their order and of their types, on a consistent store and on a damaged one.
+#[test]
+fn adm_4_check_json_has_the_fields_in_order() {
+    const FIELDS: [&str; 10] = [
+        "store_id",
+        "format_version",
+        "last_committed_tx",
+        "nodes",
+        "relationships",
+        "digest",
+        "recorded_digest",
+        "consistent",
+        "finding_count",
+        "findings",
+    ];
+    let dir = scratch();
+    let store = dir.path().join("s");
+    let out = admin(&["generate", "--store", path(&store), "--nodes", "300"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let clean = admin(&["check", path(&store), "--json"]);
+    let nodes = store.join("neostore.nodestore.db");
+    let mut bytes = std::fs::read(&nodes).unwrap();
+    bytes[25 * 42 + 3] ^= 0x40;
+    std::fs::write(&nodes, bytes).unwrap();
+    let damaged = admin(&["check", path(&store), "--json"]);
+    for (out, code, consistent) in [(clean, 0, true), (damaged, 3, false)] {
+        assert_eq!(out.status.code(), Some(code), "ADM-4: {out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.starts_with("{\n  \"") && stdout.trim_end().ends_with("\n}"),
+            "ADM-4: one pretty-printed object: {stdout}"
+        );
+        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!("ADM-4: stdout is one JSON object and nothing else ({e}): {stdout}")
+        });
+        assert_eq!(
+            top_level_keys(&stdout),
+            FIELDS,
+            "ADM-4: the fields in their order: {stdout}"
+        );
+        for text in ["store_id", "format_version", "digest", "recorded_digest"] {
+            assert!(
+                report[text].is_string(),
+                "ADM-4: {text} is a string: {report}"
+            );
+        }
+        for number in [
+            "last_committed_tx",
+            "nodes",
+            "relationships",
+            "finding_count",
+        ] {
+            assert!(
+                report[number].is_u64(),
+                "ADM-4: {number} is a number: {report}"
+            );
+        }
+        assert_eq!(report["format_version"], "2", "ADM-4: {report}");
+        assert_eq!(
+            report["digest"].as_str().unwrap().len(),
+            64,
+            "ADM-4: {report}"
+        );
+        assert_eq!(report["consistent"], consistent, "ADM-4: {report}");
+        let findings = report["findings"].as_array().unwrap();
+        assert_eq!(
+            (report["finding_count"].as_u64().unwrap() == 0, findings.len() as u64),
+            (consistent, report["finding_count"].as_u64().unwrap().min(100)),
+            "ADM-4: consistent exactly when finding_count is 0, and the first 100 findings: {report}"
+        );
+        assert!(
+            findings.iter().all(|f| f.is_string()),
+            "ADM-4: findings are sentences: {report}"
+        );
+        if consistent {
+            assert_eq!(
+                report["digest"], report["recorded_digest"],
+                "ADM-4: {report}"
+            );
+        }
+    }
 }
 
 // ADM-5: a previous-format store upgraded, then checked: same store id and digest.

@@ -228,7 +228,7 @@ async fn pr_13_full_stream_under_commits() {
     };
     assert_eq!(
         checkpoint_tx, before,
-        "the checkpoint is at the last committed tx"
+        "PR-10: the checkpoint is at the last committed tx"
     );
     assert_eq!(files, 3);
     // PR-20: the client stalls; the server keeps committing.
@@ -275,8 +275,11 @@ async fn pr_13_full_stream_under_commits() {
         match c.recv().await {
             Message::Tx(entry) => {
                 assert_eq!(entry.tx_id, next);
-                // PR-16: the frame carries the log's own entry.
-                assert_eq!(*entry, reader.next(entry.tx_id).unwrap().unwrap());
+                assert_eq!(
+                    *entry,
+                    reader.next(entry.tx_id).unwrap().unwrap(),
+                    "PR-16: the frame carries the log's own entry"
+                );
                 digest_at_last = entry.after.digest;
                 next += 1;
             }
@@ -797,4 +800,162 @@ fn regex_escape(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// A file of a [`ForgetfulDisk`]: once armed, a write over bytes the file already has is
+/// acknowledged and dropped; writes that extend the file are kept.
+#[derive(Debug)]
+struct ForgetfulFile {
+    inner: Box<dyn online_backup::io::FileHandle>,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl online_backup::io::FileHandle for ForgetfulFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        let armed = self.armed.load(std::sync::atomic::Ordering::SeqCst);
+        if armed && offset + buf.len() as u64 <= self.inner.len()? {
+            return Ok(());
+        }
+        self.inner.write_all_at(buf, offset)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
+}
+
+/// The real filesystem, except that the node store files under `under` are [`ForgetfulFile`]s:
+/// a disk that loses overwrites of records without saying so.
+#[derive(Debug)]
+struct ForgetfulDisk {
+    inner: online_backup::io::os::OsFs,
+    under: std::path::PathBuf,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl online_backup::io::Fs for ForgetfulDisk {
+    fn open(
+        &self,
+        path: &Path,
+        mode: online_backup::io::OpenMode,
+    ) -> std::io::Result<Box<dyn online_backup::io::FileHandle>> {
+        let file = self.inner.open(path, mode)?;
+        let nodes = RecordKind::ALL[0].file_name();
+        if path.starts_with(&self.under) && path.file_name().is_some_and(|n| n == nodes) {
+            Ok(Box::new(ForgetfulFile {
+                inner: file,
+                armed: self.armed.clone(),
+            }))
+        } else {
+            Ok(file)
+        }
+    }
+    fn metadata(&self, path: &Path) -> std::io::Result<Option<online_backup::io::Metadata>> {
+        self.inner.metadata(path)
+    }
+    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<online_backup::io::DirEntry>> {
+        self.inner.read_dir(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_dir_all(path)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(path)
+    }
+    fn lock_dir(&self, dir: &Path) -> std::io::Result<Box<dyn online_backup::io::LockGuard>> {
+        self.inner.lock_dir(dir)
+    }
+    fn available_space(&self, path: &Path) -> std::io::Result<u64> {
+        self.inner.available_space(path)
+    }
+}
+
+// BK-27, BK-26: after an incremental, `-verify true` reads back every record the transactions
+// wrote and compares it with its after-image. A disk that drops overwrites of node records
+// (while the digest, carried in the entries, still matches the end frame) fails the run with
+// exit 6; with `-verify false` the same run succeeds, and only a check of the backup finds the
+// damage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bk_27_the_read_back_catches_a_record_the_disk_did_not_keep() {
+    let dir = support::scratch();
+    let store = dir.path().join("db");
+    let backups = dir.path().join("backups");
+    let (checked, unchecked) = (backups.join("checked"), backups.join("unchecked"));
+    let server = TestServer::start(&store, "").await;
+    server.commit_nodes(5).await;
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let env = Env {
+        fs: std::sync::Arc::new(ForgetfulDisk {
+            inner: online_backup::io::os::OsFs,
+            under: backups.clone(),
+            armed: armed.clone(),
+        }),
+        ..Env::os()
+    };
+    let real = server.backup_addr();
+    let mut lines = client::Lines::default();
+    for target in [&checked, &unchecked] {
+        let full = client::run(
+            &env,
+            &backup_options(&real, target, client::Mode::Auto),
+            &mut lines,
+        )
+        .await
+        .unwrap();
+        assert_eq!(full.kind, client::Kind::Full);
+    }
+    // Transactions that rewrite node records the backups already hold: node 0's properties,
+    // and both ends' relationship chains.
+    let body = r#"{"ops":[{"set_property":{"node":0,"key":"k","value":"changed"}},{"create_relationship":{"from":0,"to":1,"type":"R","props":{}}}]}"#;
+    server.http("POST", "/db/data/transaction", body).await;
+    armed.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let err = client::run(
+        &env,
+        &backup_options(&real, &checked, client::Mode::Incremental),
+        &mut lines,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.exit_code(),
+        6,
+        "BK-27: a record that does not read back as written fails verification: {err}"
+    );
+    assert!(
+        err.to_string().contains("reads back differently"),
+        "BK-27: {err}"
+    );
+
+    let options = client::BackupOptions {
+        verify: client::Verify::Off,
+        ..backup_options(&real, &unchecked, client::Mode::Incremental)
+    };
+    let summary = client::run(&env, &options, &mut lines).await.unwrap();
+    assert_eq!(summary.kind, client::Kind::Incremental);
+    let report =
+        online_backup::store::check::check(support::fs(), support::clock(), &unchecked).unwrap();
+    assert!(
+        !report.consistent,
+        "BK-27: without the read-back the lost write goes unnoticed until a check: {:?}",
+        report.findings
+    );
+    server.stop().await;
 }

@@ -1,10 +1,17 @@
-//! Spec conformance: every rule defined in `spec/*.md` is cited by at least one test, every rule id
-//! that test code cites is defined, and no id is defined twice. `spec/README.md` says how rules
-//! are written and cited; run with `-- --nocapture` to see the coverage table.
+//! Spec conformance: every rule defined in `spec/*.md` is cited by at least one test, every rule
+//! id that test code names is defined, and no id is defined twice. `spec/README.md` says how rules
+//! are written and cited; run with `-- --nocapture` to see the coverage table and the rules
+//! covered by comments only.
 //!
-//! The extraction is done by the pure functions below (`rules_in_markdown`,
-//! `citations_in_file`, `check`), each with unit tests; only `spec_conformance` reads files.
-//! This file is left out of the citation scan: its examples would otherwise count.
+//! A test cites a rule where it fails on it: a test function named after it, or a failure
+//! message naming it (an assertion's, a `panic!`'s, or in `sim/` an `Err(...)` a simulation
+//! checker returns). Any other place that names an id (a comment, another string, the name of a
+//! function that is not a test) is a mention: it must name a defined rule, and a rule with
+//! mentions only fails the test, because nothing checks it.
+//!
+//! The extraction is done by the pure functions below (`rules_in_markdown`, `lex`,
+//! `places_in_file`, `check`), each with unit tests; only `spec_conformance` reads files.
+//! This file is left out of the scan: its examples would otherwise count.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -16,8 +23,24 @@ const SPEC_README: &str = "README.md";
 const TEST_DIRS: &[&str] = &["tests", "sim"];
 /// Directory whose `.rs` files are test code from their first `#[cfg(test)]` line on.
 const SRC_DIR: &str = "src";
-/// This file, which is not scanned for citations.
+/// The directory of the simulations, where a checker reports a violation by returning
+/// `Err(...)`.
+const SIM_DIR: &str = "sim/";
+/// This file, which is not scanned: its examples would otherwise count.
 const SELF_PATH: &str = "tests/conformance.rs";
+
+/// The macros whose message reports a failure, with the number of arguments before the message
+/// (the condition, or the two values compared). `debug_assert!` and its kin are left out: they
+/// vanish from builds without debug assertions.
+const MESSAGE_MACROS: &[(&str, usize)] = &[
+    ("assert", 1),
+    ("assert_eq", 2),
+    ("assert_ne", 2),
+    ("prop_assert", 1),
+    ("prop_assert_eq", 2),
+    ("prop_assert_ne", 2),
+    ("panic", 0),
+];
 
 /// A rule defined in a spec file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,12 +52,28 @@ struct RuleDef {
     line: usize,
 }
 
-/// A place in test code that names a rule id.
+/// How a place in test code names a rule id: the two kinds of citation, and the mention; the
+/// stronger kinds compare greater.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum How {
+    /// A comment, a string that is not a failure message, or the name of a function that is not
+    /// a test: it must name a defined rule, but cites nothing.
+    Mention,
+    /// A citation in a failure message: of `assert!` and the other `MESSAGE_MACROS`, or, under
+    /// `sim/`, of an `Err(...)`.
+    Message,
+    /// A citation in the name of a test function (`#[test]`, `#[tokio::test]`, ...; not
+    /// `#[ignore]`d).
+    TestName,
+}
+
+/// A place in test code that names a rule id: a citation or a mention.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Citation {
+struct Place {
     id: String,
     file: String,
     line: usize,
+    how: How,
 }
 
 /// What `check` found.
@@ -44,6 +83,8 @@ struct Outcome {
     problems: Vec<String>,
     /// The coverage table, one row per defined rule.
     table: String,
+    /// One line per rule that test code names only in mentions, with where.
+    mentioned_only: Vec<String>,
 }
 
 fn is_ident_byte(b: u8) -> bool {
@@ -136,17 +177,18 @@ fn registered_prefixes(readme: &str) -> BTreeSet<String> {
     prefixes
 }
 
-/// Ids written in upper case in `line` (`ST-12`), standing as whole words.
-fn upper_case_ids(line: &str) -> Vec<String> {
-    let bytes = line.as_bytes();
+/// Ids written in upper case in `text` (`ST-12`), standing as whole words, with their byte
+/// offsets.
+fn upper_case_ids(text: &str) -> Vec<(usize, String)> {
+    let bytes = text.as_bytes();
     let mut ids = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
         let at_word_start = i == 0 || !is_ident_byte(bytes[i - 1]);
         if at_word_start && bytes[i].is_ascii_uppercase() {
-            if let Some((id, len)) = parse_id(&line[i..]) {
+            if let Some((id, len)) = parse_id(&text[i..]) {
                 if bytes.get(i + len).is_none_or(|&b| !is_ident_byte(b)) {
-                    ids.push(id);
+                    ids.push((i, id));
                 }
                 i += len;
                 continue;
@@ -157,69 +199,421 @@ fn upper_case_ids(line: &str) -> Vec<String> {
     ids
 }
 
-/// Ids named by functions defined in `line`: in `fn st_12_recovery_cuts_torn_tail`, each
-/// underscore-separated pair of a 2-4 letter word and a number (`st`, `12`) is the id `ST-12`.
-/// The caller keeps only registered prefixes, so `fn test_12` cites nothing.
-fn function_name_ids(line: &str) -> Vec<String> {
-    let bytes = line.as_bytes();
+/// Ids a function name stands for: in `st_12_recovery_cuts_torn_tail`, each underscore-separated
+/// pair of a 2-4 letter word and a number (`st`, `12`) is the id `ST-12`. The caller keeps only
+/// registered prefixes, so `test_12` names nothing.
+/// With the byte offset of each in the name.
+fn name_ids(name: &str) -> Vec<(usize, String)> {
+    let mut words = Vec::new();
+    let mut at = 0;
+    for word in name.split('_') {
+        words.push((at, word));
+        at += word.len() + 1;
+    }
     let mut ids = Vec::new();
-    for (at, _) in line.match_indices("fn") {
-        let before_ok = at == 0 || !is_ident_byte(bytes[at - 1]);
-        let after_ok = bytes.get(at + 2).is_some_and(|b| b.is_ascii_whitespace());
-        if !before_ok || !after_ok {
-            continue;
-        }
-        let rest = line[at + 2..].trim_start();
-        let name_len = rest.bytes().take_while(|&b| is_ident_byte(b)).count();
-        let words: Vec<&str> = rest[..name_len].split('_').collect();
-        for pair in words.windows(2) {
-            let (word, number) = (pair[0], pair[1]);
-            if (2..=4).contains(&word.len())
-                && word.bytes().all(|b| b.is_ascii_lowercase())
-                && !number.is_empty()
-                && number.bytes().all(|b| b.is_ascii_digit())
-            {
-                ids.push(format!("{}-{}", word.to_ascii_uppercase(), number));
-            }
+    for pair in words.windows(2) {
+        let ((at, word), (_, number)) = (pair[0], pair[1]);
+        if (2..=4).contains(&word.len())
+            && word.bytes().all(|b| b.is_ascii_lowercase())
+            && !number.is_empty()
+            && number.bytes().all(|b| b.is_ascii_digit())
+        {
+            ids.push((at, format!("{}-{}", word.to_ascii_uppercase(), number)));
         }
     }
     ids
 }
 
-/// The citations in one source file. `path` is relative to the crate root with `/` separators;
-/// under `src/` only the text from the first `#[cfg(test)]` line to the end is test code.
-/// `prefixes` are the prefixes that count (`ST-`); an id with any other prefix (`SHA-256`) is
-/// not a citation. A line naming the same id twice is one citation.
-fn citations_in_file(path: &str, text: &str, prefixes: &BTreeSet<String>) -> Vec<Citation> {
-    let lines: Vec<&str> = text.lines().collect();
-    let first_test_line = if path.starts_with("src/") {
-        lines
-            .iter()
-            .position(|l| l.trim_start().starts_with("#[cfg(test)]"))
-            .unwrap_or(lines.len())
-    } else {
-        0
+/// The kind of a token of Rust source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Ident,
+    /// `(`, `[` or `{`.
+    Open,
+    /// `)`, `]` or `}`.
+    Close,
+    /// Any other single character outside literals and comments.
+    Punct,
+    /// A string literal of any kind (`"..."`, `r#"..."#`, `b"..."`), quotes included.
+    Str,
+    /// A line or block comment, doc comments included.
+    Comment,
+    /// A number, a character literal or a lifetime.
+    Other,
+}
+
+/// A token of Rust source; whitespace makes none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Token<'a> {
+    kind: Kind,
+    text: &'a str,
+    /// Byte offset in the text lexed.
+    offset: usize,
+    /// 1-based line of its first character.
+    line: usize,
+}
+
+fn is_ident_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+/// The offset just past the closing `quote` of a literal whose body starts at `i`, skipping
+/// backslash escapes; the end of the text when it is not closed.
+fn end_of_quoted(b: &[u8], mut i: usize, quote: u8) -> usize {
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            q if q == quote => return i + 1,
+            _ => i += 1,
+        }
+    }
+    b.len()
+}
+
+/// The offset just past a raw string whose `#`s start at `i` (`r#"..."#`), or `None` when no
+/// quote follows them (a raw identifier, `r#type`).
+fn end_of_raw(b: &[u8], i: usize) -> Option<usize> {
+    let hashes = b[i..].iter().take_while(|&&c| c == b'#').count();
+    if b.get(i + hashes) != Some(&b'"') {
+        return None;
+    }
+    let mut j = i + hashes + 1;
+    while j < b.len() {
+        if b[j] == b'"'
+            && b[j + 1..]
+                .iter()
+                .take(hashes)
+                .filter(|&&c| c == b'#')
+                .count()
+                == hashes
+        {
+            return Some(j + 1 + hashes);
+        }
+        j += 1;
+    }
+    Some(b.len())
+}
+
+/// Splits Rust source into tokens: enough of the language to tell comments, string literals,
+/// identifiers and brackets apart (character literals and lifetimes, raw and byte strings, nested
+/// block comments). `first_line` is the line number of the text's first line.
+fn lex(text: &str, first_line: usize) -> Vec<Token<'_>> {
+    let b = text.as_bytes();
+    let mut tokens = Vec::new();
+    let (mut i, mut line) = (0, first_line);
+    while i < b.len() {
+        let start = i;
+        let c = b[i];
+        let kind = if c.is_ascii_whitespace() {
+            i += 1;
+            None
+        } else if b[i..].starts_with(b"//") {
+            i += b[i..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .unwrap_or(b.len() - i);
+            Some(Kind::Comment)
+        } else if b[i..].starts_with(b"/*") {
+            let mut depth = 0;
+            while i < b.len() {
+                if b[i..].starts_with(b"/*") {
+                    depth += 1;
+                    i += 2;
+                } else if b[i..].starts_with(b"*/") {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            Some(Kind::Comment)
+        } else if c == b'"' {
+            i = end_of_quoted(b, i + 1, b'"');
+            Some(Kind::Str)
+        } else if c == b'\'' {
+            let next = text[i + 1..].chars().next().map_or(0, char::len_utf8);
+            if b.get(i + 1) == Some(&b'\\') {
+                i = end_of_quoted(b, i + 1, b'\'');
+            } else if b.get(i + 1 + next) == Some(&b'\'') {
+                i += 2 + next;
+            } else {
+                i += 1;
+                while i < b.len() && is_ident_byte(b[i]) {
+                    i += 1;
+                }
+            }
+            Some(Kind::Other)
+        } else if is_ident_start(c) {
+            while i < b.len() && (is_ident_byte(b[i]) || b[i] >= 0x80) {
+                i += 1;
+            }
+            match (&text[start..i], b.get(i)) {
+                ("b" | "c", Some(b'"')) => {
+                    i = end_of_quoted(b, i + 1, b'"');
+                    Some(Kind::Str)
+                }
+                ("b", Some(b'\'')) => {
+                    i = end_of_quoted(b, i + 1, b'\'');
+                    Some(Kind::Other)
+                }
+                ("r" | "br" | "cr", Some(b'"' | b'#')) => match end_of_raw(b, i) {
+                    Some(end) => {
+                        i = end;
+                        Some(Kind::Str)
+                    }
+                    None => Some(Kind::Ident),
+                },
+                _ => Some(Kind::Ident),
+            }
+        } else if c.is_ascii_digit() {
+            while i < b.len() && is_ident_byte(b[i]) {
+                i += 1;
+            }
+            Some(Kind::Other)
+        } else if matches!(c, b'(' | b'[' | b'{') {
+            i += 1;
+            Some(Kind::Open)
+        } else if matches!(c, b')' | b']' | b'}') {
+            i += 1;
+            Some(Kind::Close)
+        } else {
+            i += text[i..].chars().next().map_or(1, char::len_utf8);
+            Some(Kind::Punct)
+        };
+        let i_end = i.min(b.len());
+        i = i_end;
+        if let Some(kind) = kind {
+            tokens.push(Token {
+                kind,
+                text: &text[start..i],
+                offset: start,
+                line,
+            });
+        }
+        line += b[start..i].iter().filter(|&&c| c == b'\n').count();
+    }
+    tokens
+}
+
+/// The index of the token closing the group opened at `open`, or the last index when the group
+/// is not closed.
+fn group_end(code: &[Token], open: usize) -> usize {
+    let mut depth = 0usize;
+    for (k, t) in code.iter().enumerate().skip(open) {
+        match t.kind {
+            Kind::Open => depth += 1,
+            Kind::Close => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return k;
+                }
+            }
+            _ => {}
+        }
+    }
+    code.len().saturating_sub(1)
+}
+
+/// The arguments of the group opened at `open` and closed at `close`: index ranges split at the
+/// commas outside nested brackets.
+fn arguments(code: &[Token], open: usize, close: usize) -> Vec<std::ops::Range<usize>> {
+    let mut args = Vec::new();
+    let (mut depth, mut from) = (0usize, open + 1);
+    for (k, t) in code.iter().enumerate().take(close).skip(open + 1) {
+        match t.kind {
+            Kind::Open => depth += 1,
+            Kind::Close => depth = depth.saturating_sub(1),
+            Kind::Punct if depth == 0 && t.text == "," => {
+                args.push(from..k);
+                from = k + 1;
+            }
+            _ => {}
+        }
+    }
+    if from < close {
+        args.push(from..close);
+    }
+    args
+}
+
+fn is(t: Option<&Token>, kind: Kind, text: &str) -> bool {
+    t.is_some_and(|t| t.kind == kind && t.text == text)
+}
+
+/// For each code token, whether it is a string literal in a failure message: a message argument
+/// of one of the `MESSAGE_MACROS`, or, when `err_reports` (under `sim/`), any argument of
+/// `Err(...)`. Strings nested deeper (`format!(...)` inside the message) are in it too.
+fn message_strings(code: &[Token], err_reports: bool) -> Vec<bool> {
+    let mut message = vec![false; code.len()];
+    for k in 0..code.len() {
+        if code[k].kind != Kind::Ident {
+            continue;
+        }
+        let (skip, open) = if is(code.get(k + 1), Kind::Punct, "!")
+            && code.get(k + 2).is_some_and(|t| t.kind == Kind::Open)
+        {
+            match MESSAGE_MACROS
+                .iter()
+                .find(|(name, _)| *name == code[k].text)
+            {
+                Some(&(_, skip)) => (skip, k + 2),
+                None => continue,
+            }
+        } else if err_reports && code[k].text == "Err" && is(code.get(k + 1), Kind::Open, "(") {
+            (0, k + 1)
+        } else {
+            continue;
+        };
+        let close = group_end(code, open);
+        for arg in arguments(code, open, close).into_iter().skip(skip) {
+            for j in arg {
+                message[j] |= code[j].kind == Kind::Str;
+            }
+        }
+    }
+    message
+}
+
+/// The functions defined in `code`: (index of the name's token, whether it is a test). A test
+/// is a `fn` under an attribute whose path ends in `test` (`#[test]`, `#[tokio::test]`) and not
+/// under `#[ignore]`, which `cargo test` does not run.
+fn functions(code: &[Token]) -> Vec<(usize, bool)> {
+    let mut found = Vec::new();
+    let (mut test, mut ignored) = (false, false);
+    let mut k = 0;
+    while k < code.len() {
+        let t = &code[k];
+        if is(Some(t), Kind::Punct, "#") {
+            let inner = is(code.get(k + 1), Kind::Punct, "!");
+            let open = k + 1 + usize::from(inner);
+            if is(code.get(open), Kind::Open, "[") {
+                let close = group_end(code, open);
+                if !inner {
+                    let path: Vec<&str> = code[open + 1..close]
+                        .iter()
+                        .take_while(|t| t.kind == Kind::Ident || t.text == ":")
+                        .filter(|t| t.kind == Kind::Ident)
+                        .map(|t| t.text)
+                        .collect();
+                    test |= path.last() == Some(&"test");
+                    ignored |= path == ["ignore"];
+                }
+                k = close + 1;
+                continue;
+            }
+        }
+        if t.kind == Kind::Ident && matches!(t.text, "pub" | "async" | "unsafe" | "const") {
+            k += 1;
+            if t.text == "pub" && is(code.get(k), Kind::Open, "(") {
+                k = group_end(code, k) + 1;
+            }
+            continue;
+        }
+        if t.kind == Kind::Ident && t.text == "extern" {
+            k += 1;
+            if code.get(k).is_some_and(|t| t.kind == Kind::Str) {
+                k += 1;
+            }
+            continue;
+        }
+        if t.kind == Kind::Ident
+            && t.text == "fn"
+            && code.get(k + 1).is_some_and(|t| t.kind == Kind::Ident)
+        {
+            found.push((k + 1, test && !ignored));
+        }
+        (test, ignored) = (false, false);
+        k += 1;
+    }
+    found
+}
+
+/// The places in one source file that name a rule id, in the order they appear. `path` is
+/// relative to the crate root with `/` separators; under `src/` only the text from the first
+/// `#[cfg(test)]` line to the end is test code, and under `sim/` an `Err(...)` is a failure
+/// message. `prefixes` are the prefixes that count (`ST-`); an id with any other prefix
+/// (`SHA-256`) names nothing. An id named twice on one line is one place, of the stronger
+/// kind.
+fn places_in_file(path: &str, text: &str, prefixes: &BTreeSet<String>) -> Vec<Place> {
+    let mut from = 0;
+    let mut first_line = 1;
+    if path.starts_with("src/") {
+        let mut offset = 0;
+        let mut found = false;
+        for (index, line) in text.split_inclusive('\n').enumerate() {
+            if line.trim_start().starts_with("#[cfg(test)]") {
+                (from, first_line, found) = (offset, index + 1, true);
+                break;
+            }
+            offset += line.len();
+        }
+        if !found {
+            return Vec::new();
+        }
+    }
+    let tokens = lex(&text[from..], first_line);
+    let code: Vec<Token> = tokens
+        .iter()
+        .copied()
+        .filter(|t| t.kind != Kind::Comment)
+        .collect();
+    let message = message_strings(&code, path.starts_with(SIM_DIR));
+
+    // (offset, line, id, how), gathered from texts and function names.
+    let mut found: Vec<(usize, usize, String, How)> = Vec::new();
+    let mut in_text = |t: &Token, how: How| {
+        for (at, id) in upper_case_ids(t.text) {
+            let line = t.line + t.text[..at].matches('\n').count();
+            found.push((t.offset + at, line, id, how));
+        }
     };
-    let mut citations = Vec::new();
-    for (index, line) in lines.iter().enumerate().skip(first_test_line) {
-        let mut ids = upper_case_ids(line);
-        ids.extend(function_name_ids(line));
-        let mut seen = BTreeSet::new();
-        for id in ids {
-            if prefixes.contains(prefix_of(&id)) && seen.insert(id.clone()) {
-                citations.push(Citation {
+    for t in tokens.iter().filter(|t| t.kind == Kind::Comment) {
+        in_text(t, How::Mention);
+    }
+    for (k, t) in code.iter().enumerate().filter(|(_, t)| t.kind == Kind::Str) {
+        in_text(
+            t,
+            if message[k] {
+                How::Message
+            } else {
+                How::Mention
+            },
+        );
+    }
+    for (k, test) in functions(&code) {
+        let how = if test { How::TestName } else { How::Mention };
+        for (at, id) in name_ids(code[k].text) {
+            found.push((code[k].offset + at, code[k].line, id, how));
+        }
+    }
+    found.retain(|(_, _, id, _)| prefixes.contains(prefix_of(id)));
+    found.sort();
+
+    let mut places: Vec<Place> = Vec::new();
+    let mut at: BTreeMap<(usize, String), usize> = BTreeMap::new();
+    for (_, line, id, how) in found {
+        match at.get(&(line, id.clone())) {
+            Some(&i) => places[i].how = places[i].how.max(how),
+            None => {
+                at.insert((line, id.clone()), places.len());
+                places.push(Place {
                     id,
                     file: path.to_string(),
-                    line: index + 1,
+                    line,
+                    how,
                 });
             }
         }
     }
-    citations
+    places
 }
 
-/// Compares the rules with the citations. `registered` are the prefixes of `spec/README.md`.
-fn check(rules: &[RuleDef], citations: &[Citation], registered: &BTreeSet<String>) -> Outcome {
+/// Compares the rules with the places in test code that name them. `registered` are the
+/// prefixes of `spec/README.md`.
+fn check(rules: &[RuleDef], places: &[Place], registered: &BTreeSet<String>) -> Outcome {
     let mut problems = Vec::new();
 
     let mut first_definition: BTreeMap<&str, &RuleDef> = BTreeMap::new();
@@ -243,40 +637,75 @@ fn check(rules: &[RuleDef], citations: &[Citation], registered: &BTreeSet<String
         }
     }
 
-    let mut cited_by: BTreeMap<&str, Vec<&Citation>> = BTreeMap::new();
-    for citation in citations {
-        if first_definition.contains_key(citation.id.as_str()) {
-            cited_by.entry(&citation.id).or_default().push(citation);
-        } else {
+    // Per rule: the places that cite it, and those that only mention it.
+    let mut cited_by: BTreeMap<&str, Vec<&Place>> = BTreeMap::new();
+    let mut mentioned_by: BTreeMap<&str, Vec<&Place>> = BTreeMap::new();
+    for place in places {
+        if !first_definition.contains_key(place.id.as_str()) {
             problems.push(format!(
-                "{}:{} cites {}, which no spec defines",
-                citation.file, citation.line, citation.id
+                "{}:{} names {}, which no spec defines",
+                place.file, place.line, place.id
             ));
+        } else if place.how == How::Mention {
+            mentioned_by.entry(&place.id).or_default().push(place);
+        } else {
+            cited_by.entry(&place.id).or_default().push(place);
         }
     }
 
-    let uncited: Vec<String> = rules
+    let unique: Vec<&RuleDef> = rules
         .iter()
         .filter(|r| std::ptr::eq(first_definition[r.id.as_str()], *r))
         .filter(|r| !cited_by.contains_key(r.id.as_str()))
-        .map(|r| format!("{} ({}:{})", r.id, r.file, r.line))
         .collect();
-    if !uncited.is_empty() {
+    let (mentioned, unnamed): (Vec<&RuleDef>, Vec<&RuleDef>) = unique
+        .into_iter()
+        .partition(|r| mentioned_by.contains_key(r.id.as_str()));
+    let place = |r: &RuleDef| format!("{} ({}:{})", r.id, r.file, r.line);
+    if !unnamed.is_empty() {
         problems.push(format!(
-            "{} rule(s) cited by no test: {}",
-            uncited.len(),
-            uncited.join(", ")
+            "{} rule(s) named by no test: {}",
+            unnamed.len(),
+            unnamed
+                .iter()
+                .map(|r| place(r))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let mentioned_only: Vec<String> = mentioned
+        .iter()
+        .map(|r| {
+            let places: Vec<String> = mentioned_by[r.id.as_str()]
+                .iter()
+                .map(|c| format!("{}:{}", c.file, c.line))
+                .collect();
+            format!("{}: named only at {}", place(r), places.join(", "))
+        })
+        .collect();
+    if !mentioned.is_empty() {
+        problems.push(format!(
+            "{} rule(s) covered by comments only (named in test code, but in no test's name and \
+             no failure message; `-- --nocapture` lists where): {}",
+            mentioned.len(),
+            mentioned
+                .iter()
+                .map(|r| r.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
 
     let mut rows = vec![[
         "rule".to_string(),
         "spec file".to_string(),
-        "citing places".to_string(),
+        "citations".to_string(),
+        "mentions".to_string(),
         "first citation".to_string(),
     ]];
     for rule in rules {
         let citing = cited_by.get(rule.id.as_str()).map_or(&[][..], |c| &c[..]);
+        let mentions = mentioned_by.get(rule.id.as_str()).map_or(0, Vec::len);
         let first = citing
             .first()
             .map_or("-".to_string(), |c| format!("{}:{}", c.file, c.line));
@@ -284,10 +713,11 @@ fn check(rules: &[RuleDef], citations: &[Citation], registered: &BTreeSet<String
             rule.id.clone(),
             rule.file.clone(),
             citing.len().to_string(),
+            mentions.to_string(),
             first,
         ]);
     }
-    let mut widths = [0; 4];
+    let mut widths = [0; 5];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
@@ -304,7 +734,11 @@ fn check(rules: &[RuleDef], citations: &[Citation], registered: &BTreeSet<String
         table.push('\n');
     }
 
-    Outcome { problems, table }
+    Outcome {
+        problems,
+        table,
+        mentioned_only,
+    }
 }
 
 /// Every `.rs` file under `dir` (recursively), sorted, as paths relative to `root`.
@@ -367,27 +801,32 @@ fn spec_conformance() {
     // once (by `check`) rather than silently ignored in the tests.
     let mut prefixes = registered.clone();
     prefixes.extend(rules.iter().map(|r| prefix_of(&r.id).to_string()));
-    let mut citations = Vec::new();
+    let mut places = Vec::new();
     for dir in TEST_DIRS.iter().chain([&SRC_DIR]) {
         for path in rust_files(root, dir) {
             if path != SELF_PATH {
-                citations.extend(citations_in_file(
-                    &path,
-                    &read(&root.join(&path)),
-                    &prefixes,
-                ));
+                places.extend(places_in_file(&path, &read(&root.join(&path)), &prefixes));
             }
         }
     }
 
-    let outcome = check(&rules, &citations, &registered);
+    let outcome = check(&rules, &places, &registered);
+    let citations = places.iter().filter(|c| c.how != How::Mention).count();
     println!(
-        "spec coverage: {} rules in {} files, {} citations\n\n{}",
+        "spec coverage: {} rules in {} files; {} citations, {} mentions\n\n{}",
         rules.len(),
         spec_files.len(),
-        citations.len(),
+        citations,
+        places.len() - citations,
         outcome.table
     );
+    println!(
+        "rules covered by comments only ({}):",
+        outcome.mentioned_only.len()
+    );
+    for line in &outcome.mentioned_only {
+        println!("  {line}");
+    }
     assert!(
         outcome.problems.is_empty(),
         "the spec and the tests disagree (see spec/README.md):\n  {}",
@@ -399,9 +838,14 @@ fn prefixes(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|p| p.to_string()).collect()
 }
 
-fn ids(citations: &[Citation]) -> Vec<(&str, usize)> {
-    citations.iter().map(|c| (c.id.as_str(), c.line)).collect()
+fn ids(places: &[Place]) -> Vec<(&str, usize, How)> {
+    places
+        .iter()
+        .map(|c| (c.id.as_str(), c.line, c.how))
+        .collect()
 }
+
+use How::{Mention, Message, TestName};
 
 #[test]
 fn rules_are_bold_ids_starting_list_items() {
@@ -444,43 +888,193 @@ A line with `ST-` outside a table registers nothing.
 }
 
 #[test]
-fn upper_case_ids_count_in_comments_and_strings() {
+fn the_lexer_tells_comments_strings_and_code_apart() {
+    let text = r####"let a = "x // y"; // a "comment"
+/* outer /* nested */ still */ f('"', '\'', b'"', 'a);
+let r = r#"raw "quoted" // text"#; let s = b"\"" ; let t = r#type;
+fn f<'a>(x: &'a str) { "multi
+line" }
+"####;
+    let tokens = lex(text, 10);
+    let of = |kind: Kind| -> Vec<(&str, usize)> {
+        tokens
+            .iter()
+            .filter(|t| t.kind == kind)
+            .map(|t| (t.text, t.line))
+            .collect()
+    };
+    assert_eq!(
+        of(Kind::Comment),
+        [
+            ("// a \"comment\"", 10),
+            ("/* outer /* nested */ still */", 11)
+        ]
+    );
+    assert_eq!(
+        of(Kind::Str),
+        [
+            ("\"x // y\"", 10),
+            ("r#\"raw \"quoted\" // text\"#", 12),
+            ("b\"\\\"\"", 12),
+            ("\"multi\nline\"", 13),
+        ]
+    );
+    assert_eq!(
+        of(Kind::Other),
+        [
+            ("'\"'", 11),
+            ("'\\''", 11),
+            ("b'\"'", 11),
+            ("'a", 11),
+            ("'a", 13),
+            ("'a", 13)
+        ]
+    );
+    let idents: Vec<&str> = of(Kind::Ident).into_iter().map(|(t, _)| t).collect();
+    assert!(
+        idents.contains(&"r") && idents.contains(&"type"),
+        "{idents:?}"
+    );
+    let last = tokens.last().unwrap();
+    assert_eq!((last.kind, last.text, last.line), (Kind::Close, "}", 14));
+    assert_eq!(&text[last.offset..last.offset + 1], "}");
+}
+
+#[test]
+fn comments_and_other_strings_only_mention() {
     let known = prefixes(&["ST-", "IO-"]);
     let text = "\
-// ST-1: a comment cites.
+// ST-1: a comment mentions.
 let x = \"see ST-12 and IO-3\";
 // SHA-256 and UTF-8 have other prefixes.
 // XST-1, ST-1a and ST_1 are not whole ids; ST-1. is.
-// ST-4 twice on one line, ST-4, is one citation.
+// ST-4 twice on one line, ST-4, is one mention.
+fn st_5_a_helper() {}
+/// ST-6 in a doc comment over a test.
+#[test]
+fn works() { let _ = \"ST-7\"; }
 ";
-    let found = citations_in_file("tests/store.rs", text, &known);
+    let found = places_in_file("tests/store.rs", text, &known);
     assert_eq!(
         ids(&found),
         [
-            ("ST-1", 1),
-            ("ST-12", 2),
-            ("IO-3", 2),
-            ("ST-1", 4),
-            ("ST-4", 5)
+            ("ST-1", 1, Mention),
+            ("ST-12", 2, Mention),
+            ("IO-3", 2, Mention),
+            ("ST-1", 4, Mention),
+            ("ST-4", 5, Mention),
+            ("ST-5", 6, Mention),
+            ("ST-6", 7, Mention),
+            ("ST-7", 9, Mention),
         ]
     );
     assert!(found.iter().all(|c| c.file == "tests/store.rs"));
 }
 
 #[test]
-fn function_names_cite_with_lower_case_and_underscores() {
+fn test_function_names_cite_with_lower_case_and_underscores() {
     let known = prefixes(&["ST-", "LOG-"]);
     let text = "\
+#[test]
 fn st_12_recovery_cuts_torn_tail() {}
+#[test]
 fn test_12() {}
+#[tokio::test(flavor = \"multi_thread\")]
 async fn torn_tail_log_3_and_st_4() {}
+#[test]
 fn st12_no_underscore() {}
-let st_5 = 1;
+#[test]
 fn st_6x() {}
+#[test]
 fn ST_7() {}
+#[test]
+#[should_panic]
+/// A doc comment between the attributes and the function.
+pub(crate) fn st_8_panics() {}
+#[test]
+#[ignore]
+fn st_9_is_not_run() {}
+fn st_10_is_a_helper() {}
+#[cfg(test)]
+mod st_11 {}
+#[test]
+const X: u8 = 0; fn st_13_after_another_item() {}
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+    #[test]
+    fn st_14_a_property(x in 0..8u8) {}
+}
 ";
-    let found = citations_in_file("sim/recovery.rs", text, &known);
-    assert_eq!(ids(&found), [("ST-12", 1), ("LOG-3", 3), ("ST-4", 3)]);
+    let found = places_in_file("sim/recovery.rs", text, &known);
+    assert_eq!(
+        ids(&found),
+        [
+            ("ST-12", 2, TestName),
+            ("LOG-3", 6, TestName),
+            ("ST-4", 6, TestName),
+            ("ST-8", 16, TestName),
+            ("ST-9", 19, Mention),
+            ("ST-10", 20, Mention),
+            ("ST-13", 24, Mention),
+            ("ST-14", 28, TestName),
+        ]
+    );
+}
+
+#[test]
+fn failure_messages_cite_and_conditions_only_mention() {
+    let known = prefixes(&["ST-"]);
+    let text = r##"
+assert!(ok, "ST-1: the message");
+assert!(out.contains("ST-2"));
+assert_eq!(a, "ST-3", "the compared values are not the message");
+assert_ne!(
+    f(a, "ST-4"),
+    b,
+    "{} and ST-5 on a later line",
+    "ST-6 among the arguments",
+);
+prop_assert!(x < 3, "ST-7");
+prop_assert_eq!(x, y, r#"ST-8 in a raw string"#);
+if bad { panic!("ST-9: {bad:?}") }
+assert!(x, "{}", format!("ST-10 nested"));
+assert!(x /* ST-11 */, "msg"); // ST-1 again on its line
+debug_assert!(x, "ST-12");
+assert!(x, "ST-13 and ST-13 once");
+let e = Err(format!("ST-14: a checker's report"));
+"##;
+    let found = places_in_file("tests/store.rs", text, &known);
+    assert_eq!(
+        ids(&found),
+        [
+            ("ST-1", 2, Message),
+            ("ST-2", 3, Mention),
+            ("ST-3", 4, Mention),
+            ("ST-4", 6, Mention),
+            ("ST-5", 8, Message),
+            ("ST-6", 9, Message),
+            ("ST-7", 11, Message),
+            ("ST-8", 12, Message),
+            ("ST-9", 13, Message),
+            ("ST-10", 14, Message),
+            ("ST-11", 15, Mention),
+            ("ST-1", 15, Mention),
+            ("ST-12", 16, Mention),
+            ("ST-13", 17, Message),
+            ("ST-14", 18, Mention),
+        ]
+    );
+    // Under sim/, an Err(...) is how a checker reports a violation.
+    let sim = places_in_file("sim/scenarios/x.rs", text, &known);
+    assert_eq!(
+        sim.last().map(|c| (c.id.as_str(), c.how)),
+        Some(("ST-14", Message))
+    );
+    let patterns = "match r { Err(e) => {} }\nreturn Err(\"ST-2: refused\".into());\n";
+    assert_eq!(
+        ids(&places_in_file("sim/model.rs", patterns, &known)),
+        [("ST-2", 2, Message)]
+    );
 }
 
 #[test]
@@ -489,25 +1083,27 @@ fn in_src_only_the_test_module_is_test_code() {
     let text = "\
 //! The store (rule ST-1).
 /// Writes the metadata (ST-2).
-pub fn write() {}
+pub fn write() { assert!(true, \"ST-3\"); }
 // #[cfg(test)] in a comment does not start the test part: ST-3
 #[cfg(test)]
 mod tests {
     // ST-4
-    fn st_5_works() {}
+    #[test]
+    fn st_5_works() { assert!(true, \"ST-6\"); }
 }
 ";
     assert_eq!(
-        ids(&citations_in_file("src/store/meta.rs", text, &known)),
-        [("ST-4", 7), ("ST-5", 8)]
+        ids(&places_in_file("src/store/meta.rs", text, &known)),
+        [
+            ("ST-4", 7, Mention),
+            ("ST-5", 9, TestName),
+            ("ST-6", 9, Message)
+        ]
     );
-    let no_tests = "//! ST-1 only in docs.\npub fn f() {}\n";
-    assert!(citations_in_file("src/lib.rs", no_tests, &known).is_empty());
+    let no_tests = "//! ST-1 only in docs.\npub fn f() { assert!(true, \"ST-1\"); }\n";
+    assert!(places_in_file("src/lib.rs", no_tests, &known).is_empty());
     // Outside src/ the whole file is test code.
-    assert_eq!(
-        ids(&citations_in_file("tests/meta.rs", text, &known)).len(),
-        5
-    );
+    assert_eq!(ids(&places_in_file("tests/meta.rs", text, &known)).len(), 7);
 }
 
 fn rule(id: &str, file: &str, line: usize) -> RuleDef {
@@ -518,11 +1114,12 @@ fn rule(id: &str, file: &str, line: usize) -> RuleDef {
     }
 }
 
-fn citation(id: &str, file: &str, line: usize) -> Citation {
-    Citation {
+fn place(id: &str, file: &str, line: usize, how: How) -> Place {
+    Place {
         id: id.to_string(),
         file: file.to_string(),
         line,
+        how,
     }
 }
 
@@ -532,49 +1129,60 @@ fn check_passes_when_every_rule_is_cited_and_defined() {
         rule("ST-1", "spec/store.md", 3),
         rule("ST-2", "spec/store.md", 5),
     ];
-    let citations = [
-        citation("ST-1", "tests/a.rs", 10),
-        citation("ST-2", "tests/a.rs", 12),
-        citation("ST-1", "tests/b.rs", 1),
+    let places = [
+        place("ST-1", "tests/a.rs", 10, Mention),
+        place("ST-1", "tests/a.rs", 11, TestName),
+        place("ST-2", "tests/a.rs", 12, Message),
+        place("ST-1", "tests/b.rs", 1, Message),
     ];
-    let outcome = check(&rules, &citations, &prefixes(&["ST-"]));
+    let outcome = check(&rules, &places, &prefixes(&["ST-"]));
     assert_eq!(outcome.problems, Vec::<String>::new());
+    assert_eq!(outcome.mentioned_only, Vec::<String>::new());
     let lines: Vec<&str> = outcome.table.lines().collect();
     assert_eq!(lines.len(), 3);
     assert!(lines[0].starts_with("rule"));
     assert_eq!(
         lines[1].split_whitespace().collect::<Vec<_>>(),
-        ["ST-1", "spec/store.md", "2", "tests/a.rs:10"]
+        ["ST-1", "spec/store.md", "2", "1", "tests/a.rs:11"]
     );
     assert_eq!(
         lines[2].split_whitespace().collect::<Vec<_>>(),
-        ["ST-2", "spec/store.md", "1", "tests/a.rs:12"]
+        ["ST-2", "spec/store.md", "1", "0", "tests/a.rs:12"]
     );
 }
 
 #[test]
-fn check_reports_uncited_undefined_duplicate_and_unregistered() {
+fn check_reports_uncited_mentioned_only_undefined_duplicate_and_unregistered() {
     let rules = [
         rule("ST-1", "spec/store.md", 3),
         rule("ST-2", "spec/store.md", 5),
         rule("ST-3", "spec/store.md", 7),
         rule("ST-1", "spec/log.md", 9),
         rule("XY-1", "spec/xy.md", 1),
+        rule("ST-4", "spec/store.md", 11),
     ];
-    let citations = [
-        citation("ST-1", "tests/a.rs", 10),
-        citation("ST-99", "sim/b.rs", 4),
-        citation("XY-1", "sim/b.rs", 5),
+    let places = [
+        place("ST-1", "tests/a.rs", 10, TestName),
+        place("ST-99", "sim/b.rs", 4, Mention),
+        place("XY-1", "sim/b.rs", 5, Message),
+        place("ST-4", "tests/a.rs", 20, Mention),
+        place("ST-4", "sim/c.rs", 2, Mention),
     ];
-    let outcome = check(&rules, &citations, &prefixes(&["ST-"]));
+    let outcome = check(&rules, &places, &prefixes(&["ST-"]));
     assert_eq!(
         outcome.problems,
         [
             "ST-1 is defined twice: spec/store.md:3 and spec/log.md:9",
             "XY-1 (spec/xy.md:1) uses the prefix XY-, which spec/README.md does not register",
-            "sim/b.rs:4 cites ST-99, which no spec defines",
-            "2 rule(s) cited by no test: ST-2 (spec/store.md:5), ST-3 (spec/store.md:7)",
+            "sim/b.rs:4 names ST-99, which no spec defines",
+            "2 rule(s) named by no test: ST-2 (spec/store.md:5), ST-3 (spec/store.md:7)",
+            "1 rule(s) covered by comments only (named in test code, but in no test's name and \
+             no failure message; `-- --nocapture` lists where): ST-4",
         ]
+    );
+    assert_eq!(
+        outcome.mentioned_only,
+        ["ST-4 (spec/store.md:11): named only at tests/a.rs:20, sim/c.rs:2"]
     );
     assert!(outcome.table.contains("ST-3"));
 }

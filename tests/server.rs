@@ -55,10 +55,22 @@ fn http_2_writes_and_reads_over_http() {
     );
     assert_eq!((code, &out["tx_id"]), (200, &json!(2)), "{out}");
     let (code, node) = server.get("/db/data/node/0");
-    assert_eq!(code, 200);
-    assert_eq!(node["labels"], json!(["Person"]));
-    assert_eq!(node["properties"]["tags"], json!(["math", 1.5, null]));
-    assert_eq!(node["relationships"], json!([0]));
+    assert_eq!(code, 200, "HTTP-5: {node}");
+    assert_eq!(
+        node,
+        json!({
+            "id": 0,
+            "labels": ["Person"],
+            "properties": {"name": "Ada", "born": 1815, "tags": ["math", 1.5, null]},
+            "relationships": [0],
+        }),
+        "HTTP-5: the node's id, labels, properties and relationships"
+    );
+    assert_eq!(
+        server.get("/db/data/node/1").1["relationships"],
+        json!([0]),
+        "HTTP-3: \"$0\" and \"$1\" named the nodes ops 0 and 1 created"
+    );
 
     // Refusals: 400 with an error, nothing applied.
     let before = server.get("/db/data/").1;
@@ -76,11 +88,36 @@ fn http_2_writes_and_reads_over_http() {
             "{out}"
         );
     }
+    // HTTP-3: "$i" must name an earlier op, and one that creates a node.
+    for (bad, says) in [
+        (
+            r#"{"ops": [{"create_relationship": {"from": "$1", "to": 0, "type": "X"}}, {"create_node": {}}]}"#,
+            "must name an earlier op",
+        ),
+        (
+            r#"{"ops": [{"create_relationship": {"from": 0, "to": 1, "type": "X"}}, {"set_property": {"node": "$0", "key": "k", "value": 1}}]}"#,
+            "must name an earlier create_node op",
+        ),
+    ] {
+        let (code, out) = server.post("/db/data/transaction", bad);
+        assert_eq!(
+            (
+                code,
+                out["error"].as_str().is_some_and(|e| e.contains(says))
+            ),
+            (400, true),
+            "HTTP-3: {bad}: {out}"
+        );
+    }
     assert_eq!(server.get("/db/data/").1, before);
 
     // HTTP-5: unknown node.
-    assert_eq!(server.get("/db/data/node/42").0, 404);
-    assert_eq!(server.get("/db/data/node/abc").0, 404);
+    assert_eq!(server.get("/db/data/node/42").0, 404, "HTTP-5: no node 42");
+    assert_eq!(
+        server.get("/db/data/node/abc").0,
+        404,
+        "HTTP-5: an id that is not a number"
+    );
 
     // Deletes in order: the relationship, then the node.
     let (code, out) = server.post(
@@ -94,6 +131,121 @@ fn http_2_writes_and_reads_over_http() {
         (json!(1), json!(0))
     );
     assert_eq!(server.terminate(), Some(0));
+}
+
+// HTTP-1: `GET /db/data/` answers 200 with exactly its eight fields: the store id, format, last
+// tx, counts and digest as `neo4j-admin check` prints them, the oldest tx the logs hold, and the
+// log files' total size.
+#[test]
+fn http_1_status_describes_the_store() {
+    let dir = scratch();
+    let store = dir.path().join("db");
+    let server = ServerProcess::start(&store, Some(EPHEMERAL));
+    for i in 0..3 {
+        let body = format!(
+            r#"{{"ops": [{{"create_node": {{"labels": ["L"], "props": {{"i": {i}}}}}}}, {{"create_relationship": {{"from": "$0", "to": "$0", "type": "SELF"}}}}]}}"#
+        );
+        let (code, out) = server.post("/db/data/transaction", &body);
+        assert_eq!(code, 200, "{out}");
+    }
+    let (code, status) = server.get("/db/data/");
+    assert_eq!(code, 200, "HTTP-1: {status}");
+    let mut keys: Vec<&str> = status
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "digest",
+            "format_version",
+            "last_committed_tx",
+            "log_bytes",
+            "nodes",
+            "oldest_logged_tx",
+            "relationships",
+            "store_id"
+        ],
+        "HTTP-1: exactly these fields"
+    );
+    let log_bytes: u64 = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("neostore.transaction.db.")
+        })
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert_eq!(
+        status["log_bytes"], log_bytes,
+        "HTTP-1: log_bytes is the log files' total size"
+    );
+    assert_eq!(
+        status["oldest_logged_tx"], 1,
+        "HTTP-1: a new store's logs hold every tx from 1"
+    );
+    assert_eq!(server.terminate(), Some(0));
+    let report = check_json(&store);
+    for key in [
+        "store_id",
+        "format_version",
+        "last_committed_tx",
+        "nodes",
+        "relationships",
+        "digest",
+    ] {
+        assert_eq!(
+            status[key], report[key],
+            "HTTP-1: {key} as neo4j-admin check prints it"
+        );
+    }
+}
+
+// SRV-1: in a missing or an empty directory the server creates a store in the current format;
+// it serves at the address it prints (`neo4j: HTTP API on http://<addr>/db/data/`, the port the
+// system chose for port 0); restarted after a crash, it opens the store, recovered.
+#[test]
+fn srv_1_creates_or_opens_the_store_and_serves_where_it_says() {
+    let dir = scratch();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for store in [dir.path().join("missing"), empty] {
+        // `start` waits for the address line and takes the address from it.
+        let server = ServerProcess::start(&store, Some(EPHEMERAL));
+        assert!(
+            !server.http.ends_with(":0"),
+            "SRV-1: the port the system chose: {}",
+            server.http
+        );
+        let (code, status) = server.get("/db/data/");
+        assert_eq!(
+            (
+                code,
+                &status["format_version"],
+                &status["last_committed_tx"]
+            ),
+            (200, &json!("2"), &json!(0)),
+            "SRV-1: a new store in the current format, served at the address printed"
+        );
+        let (code, out) = server.post("/db/data/transaction", r#"{"ops": [{"create_node": {}}]}"#);
+        assert_eq!(code, 200, "{out}");
+        let (_, acknowledged) = server.get("/db/data/");
+        server.kill();
+        let server = ServerProcess::start(&store, Some(EPHEMERAL));
+        let (_, reopened) = server.get("/db/data/");
+        for key in ["store_id", "last_committed_tx", "nodes", "digest"] {
+            assert_eq!(
+                reopened[key], acknowledged[key],
+                "SRV-1: the store opened again, recovered after the crash: {key}"
+            );
+        }
+        assert_eq!(server.terminate(), Some(0));
+    }
 }
 
 // HTTP-4: a body over 16 MiB is refused with 413 and nothing is applied.
@@ -492,12 +644,20 @@ fn ret_13_two_files_policy_keeps_exactly_two_files() {
     assert_eq!(logs.len(), 2, "{logs:?}");
     assert_eq!(logs[1].0, logs[0].0 + 1);
     assert!(logs[0].0 >= 2, "rotation happened several times: {logs:?}");
-    assert_eq!(status["log_bytes"], logs.iter().map(|l| l.1).sum::<u64>());
+    assert_eq!(
+        status["log_bytes"],
+        logs.iter().map(|l| l.1).sum::<u64>(),
+        "RET-15: log_bytes is the kept files' total size"
+    );
     // The oldest kept file starts right after its header's prev_last_tx (LOG-2, offset 20).
     let oldest =
         std::fs::read(store.join(format!("neostore.transaction.db.{}", logs[0].0))).unwrap();
     let prev_last_tx = u64::from_le_bytes(oldest[20..28].try_into().unwrap());
-    assert_eq!(status["oldest_logged_tx"], prev_last_tx + 1);
+    assert_eq!(
+        status["oldest_logged_tx"],
+        prev_last_tx + 1,
+        "RET-15: oldest_logged_tx follows the oldest kept file's prev_last_tx"
+    );
     assert!(status["oldest_logged_tx"].as_u64().unwrap() > 1);
     assert_eq!(server.terminate(), Some(0));
     assert_eq!(check_json(&store)["consistent"], true);

@@ -315,8 +315,17 @@ fn log_8_rotation_and_recovery_across_files() {
     assert!(store.meta().checkpoint.log_version > 0);
     drop(store); // crash: the tail after the last checkpoint must be replayed
     let store = Store::open(fs(), clock(), dir.path(), &opts).unwrap();
-    assert_eq!(store.status(), status);
+    assert_eq!(
+        store.status(),
+        status,
+        "RC-1: opening replays every log file from the checkpoint's on"
+    );
     assert_eq!(store.scan_digest().unwrap(), status.digest);
+    assert_eq!(
+        store.meta().checkpoint.last_tx,
+        status.last_committed_tx,
+        "RC-1: having replayed transactions, opening checkpoints"
+    );
 }
 
 // RC-4: damage inside a log file that has later files refuses to open instead of silently
@@ -377,7 +386,11 @@ fn adm_2_generated_store_is_consistent_in_both_formats() {
         let g = generate(fs(), clock(), &store_dir, &spec, 5).unwrap();
         let report = check(fs(), clock(), &store_dir).unwrap();
         assert!(report.consistent, "{:?}", report.findings);
-        assert_eq!(report.digest, g.digest.to_hex());
+        assert_eq!(
+            report.digest,
+            g.digest.to_hex(),
+            "DG-10: the digest generate recorded is the scan's"
+        );
         assert_eq!(report.relationships, 1500);
         // The generated graph takes writes like any other.
         let mut store = open(&store_dir).unwrap();
@@ -988,4 +1001,470 @@ fn log_9_a_failed_store_writes_no_checkpoint() {
     drop(reopened);
     let report = check(fs(), clock(), &path).unwrap();
     assert!(report.consistent, "LOG-9: {:?}", report.findings);
+}
+
+/// The real filesystem, except that removing a file whose path contains `refused` fails while
+/// `armed`; every removal that succeeds is recorded, in order.
+#[derive(Debug)]
+struct FailingRemovals {
+    refused: &'static str,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    removed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl online_backup::io::Fs for FailingRemovals {
+    fn open(
+        &self,
+        path: &Path,
+        mode: online_backup::io::OpenMode,
+    ) -> std::io::Result<Box<dyn online_backup::io::FileHandle>> {
+        fs().open(path, mode)
+    }
+    fn metadata(&self, path: &Path) -> std::io::Result<Option<online_backup::io::Metadata>> {
+        fs().metadata(path)
+    }
+    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<online_backup::io::DirEntry>> {
+        fs().read_dir(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        fs().create_dir_all(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        fs().rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(self.refused) && self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("permission denied (injected)"));
+        }
+        fs().remove_file(path)?;
+        self.removed.lock().unwrap().push(name);
+        Ok(())
+    }
+    fn remove_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        fs().remove_dir_all(path)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        fs().sync_dir(path)
+    }
+    fn lock_dir(&self, dir: &Path) -> std::io::Result<Box<dyn online_backup::io::LockGuard>> {
+        fs().lock_dir(dir)
+    }
+    fn available_space(&self, path: &Path) -> std::io::Result<u64> {
+        fs().available_space(path)
+    }
+}
+
+// RET-14: pruning deletes the oldest files first; a deletion that fails ends the pruning there,
+// so no newer file goes and the logs stay a gap-free suffix; the store goes on committing, and
+// the next pruning tries again.
+#[test]
+fn ret_14_a_failed_deletion_ends_the_pruning_without_a_gap() {
+    use online_backup::retention::{Pins, RetentionPolicy};
+    let dir = scratch();
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let removed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let failing: std::sync::Arc<dyn online_backup::io::Fs> = std::sync::Arc::new(FailingRemovals {
+        refused: ".db.2",
+        armed: armed.clone(),
+        removed: removed.clone(),
+    });
+    let opts = StoreOptions {
+        log_rotation_threshold: 400,
+        retention: RetentionPolicy::Files(1),
+        pins: Pins::new(),
+    };
+    let mut store =
+        Store::create(failing, clock(), dir.path(), &opts, FormatVersion::V2, 1).unwrap();
+    for i in 0..30 {
+        assert!(
+            store.commit(&[node(&["A"])]).is_ok(),
+            "RET-14: a failed deletion does not stop the store (commit {i})"
+        );
+    }
+    let versions = list_log_versions(&*fs(), dir.path()).unwrap();
+    assert_eq!(
+        versions[0], 2,
+        "RET-14: logs 0 and 1 went, log 2 could not: {versions:?}"
+    );
+    assert!(
+        versions.len() > 3 && versions.windows(2).all(|w| w[1] == w[0] + 1),
+        "RET-14: nothing newer than the file that could not go was deleted: {versions:?}"
+    );
+    armed.store(false, std::sync::atomic::Ordering::SeqCst);
+    store.checkpoint().unwrap();
+    let after = list_log_versions(&*fs(), dir.path()).unwrap();
+    assert_eq!(
+        after.len(),
+        1,
+        "RET-14: the next pruning tries again: {after:?}"
+    );
+    let removed = removed.lock().unwrap().clone();
+    let order: Vec<u64> = removed
+        .iter()
+        .filter_map(|n| n.strip_prefix("neostore.transaction.db.")?.parse().ok())
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]) && order.len() == versions.len() + 1,
+        "RET-14: oldest first: {removed:?}"
+    );
+    drop(store);
+    assert_eq!(open(dir.path()).unwrap().status().last_committed_tx, 30);
+}
+
+// ST-4: formats 1 and 2 are supported, 2 the current one; a store of either runs as it is, and
+// any other format version in the metadata makes opening fail, naming it and the supported ones.
+#[test]
+fn st_4_two_formats_are_supported_and_no_other() {
+    assert_eq!(
+        (FormatVersion::SUPPORTED, FormatVersion::CURRENT),
+        ([FormatVersion::V1, FormatVersion::V2], FormatVersion::V2),
+        "ST-4"
+    );
+    for format in FormatVersion::SUPPORTED {
+        let dir = scratch();
+        let mut store = Store::create(
+            fs(),
+            clock(),
+            dir.path(),
+            &StoreOptions::default(),
+            format,
+            1,
+        )
+        .unwrap();
+        store.commit(&[node(&["A"]), node(&["B"])]).unwrap();
+        drop(store);
+        let store = open(dir.path()).unwrap();
+        assert_eq!(
+            (store.meta().format, store.status().nodes),
+            (format, 2),
+            "ST-4: a store of format {format:?} opens as it is"
+        );
+        drop(store);
+        // The same store claiming format 3 (with its CRC made to match): unsupported.
+        let meta = dir.path().join("neostore.meta");
+        let mut bytes = std::fs::read(&meta).unwrap();
+        bytes[12..16].copy_from_slice(&3u32.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..132]);
+        bytes[132..136].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&meta, bytes).unwrap();
+        let err = open(dir.path()).map(|_| ()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("format version 3 is not supported (supported: 1, 2)"),
+            "ST-4: {err}"
+        );
+    }
+}
+
+// LOG-5: the body of a transaction entry, byte for byte: kind, tx id, timestamp, the absolute
+// state after the transaction, the image count, then one image of each kind in its layout; and
+// every malformed body the rule lists is refused.
+#[test]
+fn log_5_the_entry_body_byte_for_byte() {
+    use online_backup::digest::Digest;
+    use online_backup::store::format::{BlockRecord, NodeRecord, RelRecord};
+    use online_backup::store::log::{RecordImage, TxEntry, TxState};
+    let entry = TxEntry {
+        tx_id: 0x0102,
+        timestamp_millis: 0x0304,
+        after: TxState {
+            digest: Digest([0xAB; 32]),
+            nodes: 5,
+            relationships: 6,
+            next_node: 7,
+            next_rel: 8,
+            next_block: 9,
+        },
+        records: vec![
+            RecordImage::Node(
+                1,
+                NodeRecord {
+                    in_use: true,
+                    first_rel: 2,
+                    payload_block: 3,
+                    payload_len: 4,
+                },
+            ),
+            RecordImage::Rel(
+                10,
+                RelRecord {
+                    in_use: false,
+                    start: 11,
+                    end: 12,
+                    start_prev: 13,
+                    start_next: 14,
+                    end_prev: 15,
+                    end_next: 16,
+                    payload_block: 17,
+                    payload_len: 18,
+                },
+            ),
+            RecordImage::Block(
+                20,
+                BlockRecord {
+                    in_use: true,
+                    next: 21,
+                    data: b"abc".to_vec(),
+                },
+            ),
+        ],
+    };
+    let framed = entry.encode_framed();
+    let body = &framed[8..];
+    let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().unwrap());
+    let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().unwrap());
+    assert_eq!(
+        body.len(),
+        93 + 30 + 70 + (20 + 3),
+        "LOG-5: the body's length"
+    );
+    assert_eq!(body[0], 1, "LOG-5: kind 1, a transaction");
+    assert_eq!(
+        [1, 9, 49, 57, 65, 73, 81].map(u64_at),
+        [0x0102, 0x0304, 5, 6, 7, 8, 9],
+        "LOG-5: tx id, timestamp, nodes, relationships and the three marks at their offsets"
+    );
+    assert_eq!(&body[17..49], &[0xAB; 32], "LOG-5: the digest at 17");
+    assert_eq!(u32_at(89), 3, "LOG-5: the image count at 89");
+    let node = &body[93..123];
+    assert_eq!(
+        (
+            node[0],
+            u64::from_le_bytes(node[1..9].try_into().unwrap()),
+            node[9]
+        ),
+        (1, 1, 1),
+        "LOG-5: a node image: tag 1, id, in use"
+    );
+    assert_eq!(
+        [10, 18].map(|at| u64_at(93 + at)),
+        [2, 3],
+        "LOG-5: the node's first_rel and payload_block"
+    );
+    assert_eq!(u32_at(93 + 26), 4, "LOG-5: the node's payload_len");
+    let rel = 123;
+    assert_eq!(
+        (body[rel], u64_at(rel + 1), body[rel + 9]),
+        (2, 10, 0),
+        "LOG-5: a relationship image: tag 2, id, not in use"
+    );
+    assert_eq!(
+        (0..7).map(|i| u64_at(rel + 10 + 8 * i)).collect::<Vec<_>>(),
+        [11, 12, 13, 14, 15, 16, 17],
+        "LOG-5: start, end, the four chain links and payload_block, in order"
+    );
+    assert_eq!(
+        u32_at(rel + 66),
+        18,
+        "LOG-5: the relationship's payload_len"
+    );
+    let block = rel + 70;
+    assert_eq!(
+        (
+            body[block],
+            u64_at(block + 1),
+            body[block + 9],
+            u64_at(block + 10)
+        ),
+        (3, 20, 1, 21),
+        "LOG-5: a block image: tag 3, id, in use, next"
+    );
+    assert_eq!(
+        (
+            u16::from_le_bytes(body[block + 18..block + 20].try_into().unwrap()),
+            &body[block + 20..]
+        ),
+        (3, &b"abc"[..]),
+        "LOG-5: the block's data_len and data"
+    );
+    assert_eq!(
+        TxEntry::decode_body(body),
+        Ok(entry),
+        "LOG-5: it decodes back"
+    );
+
+    let edit = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = body.to_vec();
+        f(&mut b);
+        b
+    };
+    let malformed = [
+        ("kind 2", edit(&|b| b[0] = 2)),
+        ("image tag 4", edit(&|b| b[93] = 4)),
+        ("in-use byte 2", edit(&|b| b[93 + 9] = 2)),
+        (
+            "data_len 121",
+            edit(&|b| {
+                b.truncate(block + 18);
+                b.extend_from_slice(&121u16.to_le_bytes());
+                b.extend_from_slice(&[0; 121]);
+            }),
+        ),
+        ("a field past the end", edit(&|b| b.truncate(b.len() - 1))),
+        ("bytes after the last image", edit(&|b| b.push(0))),
+    ];
+    for (what, bytes) in malformed {
+        assert!(
+            TxEntry::decode_body(&bytes).is_err(),
+            "LOG-5: a body with {what} is refused"
+        );
+    }
+}
+
+// LOG-7: reading the entry at offset `o` of a file of length `L` has exactly the outcomes of the
+// table, tested in its order.
+#[test]
+fn log_7_every_outcome_of_reading_an_entry() {
+    use online_backup::io::OpenMode;
+    use online_backup::store::log::{read_entry, ReadOutcome, MAX_ENTRY};
+    let dir = scratch();
+    let mut store = create(dir.path());
+    store.commit(&[node(&["A"])]).unwrap();
+    drop(store);
+    // The whole entry of tx 1, as the log holds it after the 64-byte header.
+    let whole = std::fs::read(log_path(dir.path(), 0)).unwrap()[64..].to_vec();
+    let len = u32::from_le_bytes(whole[..4].try_into().unwrap()) as usize;
+    assert_eq!(whole.len(), 8 + len);
+    let frame = |len: u32, body: &[u8]| {
+        let mut b = len.to_le_bytes().to_vec();
+        b.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+        b.extend_from_slice(body);
+        b
+    };
+    let mut bad_crc = whole.clone();
+    bad_crc[8] ^= 1;
+    let mut malformed_body = whole[8..].to_vec();
+    malformed_body[0] = 9;
+    let mut huge = (MAX_ENTRY + 1).to_le_bytes().to_vec();
+    huge.extend_from_slice(&[1, 2, 3, 4]);
+    let cases: [(&str, Vec<u8>, Option<&str>); 8] = [
+        ("o = L", vec![], None),
+        (
+            "fewer than 8 bytes",
+            whole[..7].to_vec(),
+            Some("partial entry frame"),
+        ),
+        ("len = 0 and crc = 0", vec![0; 40], Some("zero-filled tail")),
+        ("len over 64 MiB", huge, Some("entry length out of range")),
+        (
+            "fewer than len bytes",
+            whole[..whole.len() - 1].to_vec(),
+            Some("partial entry body"),
+        ),
+        ("a wrong CRC", bad_crc, Some("entry checksum mismatch")),
+        (
+            "a body that does not decode",
+            frame(len as u32, &malformed_body),
+            Some("entry body malformed"),
+        ),
+        ("a whole entry", whole.clone(), Some("")),
+    ];
+    for (what, bytes, want) in cases {
+        let path = dir.path().join("read-test");
+        std::fs::write(&path, &bytes).unwrap();
+        let file = fs().open(&path, OpenMode::Read).unwrap();
+        let got = read_entry(&*file, 0, bytes.len() as u64).unwrap();
+        match (want, got) {
+            (None, ReadOutcome::End) => {}
+            (Some(""), ReadOutcome::Entry(entry, next)) => {
+                assert_eq!(
+                    (entry.tx_id, next),
+                    (1, 8 + len as u64),
+                    "LOG-7: {what}: the next entry starts at o + 8 + len"
+                );
+            }
+            (Some(reason), ReadOutcome::Torn(got)) => {
+                assert_eq!(got, reason, "LOG-7: {what}")
+            }
+            (want, got) => panic!("LOG-7: {what}: wanted {want:?}, got {got:?}"),
+        }
+    }
+    // The order of the table: seven zero bytes are a partial frame, not a zero-filled tail, and
+    // an absurd length is out of range before any body is looked for.
+    for (bytes, reason) in [
+        (vec![0u8; 7], "partial entry frame"),
+        (
+            (MAX_ENTRY + 1)
+                .to_le_bytes()
+                .iter()
+                .chain(&[0; 4])
+                .copied()
+                .collect(),
+            "entry length out of range",
+        ),
+    ] {
+        let path = dir.path().join("order-test");
+        std::fs::write(&path, &bytes).unwrap();
+        let file = fs().open(&path, OpenMode::Read).unwrap();
+        let got = read_entry(&*file, 0, bytes.len() as u64).unwrap();
+        assert!(
+            matches!(got, ReadOutcome::Torn(r) if r == reason),
+            "LOG-7: tested in the table's order: wanted {reason}, got {got:?}"
+        );
+    }
+}
+
+// ST-11: the store id is the creation millis from the clock and the random part the creator
+// passed; its display form is 12 (or more) and 16 lower-case hex digits around a hyphen, and
+// parses back; checkpoints, reopening and upgrade keep it.
+#[test]
+fn st_11_the_store_id_is_made_once_and_kept() {
+    use online_backup::store::meta::StoreId;
+    let example = StoreId {
+        created_millis: 0x01a2_14d1_f574,
+        random: 0xef2d_eb93_0330_68c7,
+    };
+    assert_eq!(
+        example.to_string(),
+        "01a214d1f574-ef2deb93033068c7",
+        "ST-11: the display form"
+    );
+    let early = StoreId {
+        created_millis: 5,
+        random: 1,
+    };
+    assert_eq!(
+        early.to_string(),
+        "000000000005-0000000000000001",
+        "ST-11: at least 12 and exactly 16 hex digits"
+    );
+    for id in [example, early] {
+        assert_eq!(
+            StoreId::parse(&id.to_string()),
+            Some(id),
+            "ST-11: the display form parses back"
+        );
+    }
+    let dir = scratch();
+    let before = clock().now_millis();
+    let mut store = Store::create(
+        fs(),
+        clock(),
+        dir.path(),
+        &StoreOptions::default(),
+        FormatVersion::V1,
+        0xfeed,
+    )
+    .unwrap();
+    let after = clock().now_millis();
+    let id = store.meta().store_id;
+    assert!(
+        id.random == 0xfeed && (before..=after).contains(&id.created_millis),
+        "ST-11: the creation millis from the clock and the creator's random part: {id}"
+    );
+    store.commit(&[node(&["A"])]).unwrap();
+    store.checkpoint().unwrap();
+    drop(store);
+    assert_eq!(
+        open(dir.path()).unwrap().meta().store_id,
+        id,
+        "ST-11: a checkpoint and a reopening keep it"
+    );
+    upgrade(fs(), clock(), dir.path()).unwrap();
+    assert_eq!(
+        open(dir.path()).unwrap().meta().store_id,
+        id,
+        "ST-11: an upgrade keeps it"
+    );
 }

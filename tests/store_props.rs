@@ -60,8 +60,16 @@ proptest! {
         let mut model = Model::default();
         run(&mut store, &mut model, &txs)?;
         let status = store.status();
-        prop_assert_eq!(status.digest, model.digest());
-        prop_assert_eq!(store.scan_digest().unwrap(), model.digest());
+        prop_assert_eq!(
+            status.digest,
+            model.digest(),
+            "ST-13: the digest each transaction updated is the model's"
+        );
+        prop_assert_eq!(
+            store.scan_digest().unwrap(),
+            model.digest(),
+            "DG-10: a full scan gives the recorded digest"
+        );
         prop_assert_eq!(status.nodes, model.nodes.len() as u64);
         prop_assert_eq!(status.relationships, model.rels.len() as u64);
         for (id, rel) in &model.rels {
@@ -175,9 +183,17 @@ proptest! {
         drop(store);
 
         let recovered = Store::open(fs(), clock(), &copy, &options()).unwrap();
-        prop_assert_eq!(recovered.status(), final_status);
+        prop_assert_eq!(
+            recovered.status(),
+            final_status,
+            "RC-3: replay sets the counts, marks and digest to the final state's"
+        );
         prop_assert_eq!(recovered.status().digest, model.digest());
         let report = check_open(&recovered).unwrap();
-        prop_assert!(report.consistent, "{:?}", report.findings);
+        prop_assert!(
+            report.consistent,
+            "RC-2: whole after-images replayed onto the fuzzy copy give consistent records: {:?}",
+            report.findings
+        );
     }
 }

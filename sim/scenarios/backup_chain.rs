@@ -116,7 +116,7 @@ fn nothing_new(ctx: &mut ScenarioCtx, chain: &mut Chain) -> turmoil::Result {
     if s.kind != Kind::Incremental || s.transactions != 0 || s.from_tx != Some(tx) || s.to_tx != tx
     {
         return Err(format!(
-            "PR-15: with nothing new the incremental backup should ship nothing; it went from \
+            "SIM-18, PR-15: with nothing new the incremental backup should ship nothing; it went from \
              {:?} to tx {} with {} transactions",
             s.from_tx, s.to_tx, s.transactions
         )
@@ -137,7 +137,7 @@ fn forced_full(ctx: &mut ScenarioCtx, chain: &mut Chain) -> turmoil::Result {
     let live_after = chain.sim.inspect(ctx, TARGET)?.live;
     if live_before.is_some() && live_after <= live_before {
         return Err(format!(
-            "BK-18: --type full should fill a new generation; live before {live_before:?}, after \
+            "SIM-18, BK-18: --type full should fill a new generation; live before {live_before:?}, after \
              {live_after:?}"
         )
         .into());
@@ -169,7 +169,7 @@ fn pruned_fallback(ctx: &mut ScenarioCtx, chain: &mut Chain) -> turmoil::Result 
         rounds += 1;
         if rounds == 8 {
             return Err(format!(
-                "RET-9: with the clock moved past keep_logical_logs={:?} {rounds} times the \
+                "SIM-18, RET-9: with the clock moved past keep_logical_logs={:?} {rounds} times the \
                  server still logs tx {} (oldest {})",
                 chain.setup.retention,
                 tx + 1,
@@ -341,7 +341,9 @@ fn refusal(ctx: &mut ScenarioCtx, chain: &mut Chain) -> turmoil::Result {
         _ => true,
     };
     if !names_both {
-        return Err(format!("BK-14, BK-15: the refusal should name both sides: {message}").into());
+        return Err(
+            format!("SIM-18, BK-14, BK-15: the refusal should name both sides: {message}").into(),
+        );
     }
     Ok(())
 }

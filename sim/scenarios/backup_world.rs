@@ -462,7 +462,7 @@ pub fn check_invariants(f: &Facts) -> Result<Holding, String> {
             (Err(failure), Expect::Interrupted { kind }) => {
                 if failure.exit != 1 {
                     Err(format!(
-                        "BK-34: a fault must fail the run with exit 1, it gave exit {}: {}",
+                        "SIM-19, BK-34: a fault must fail the run with exit 1, it gave exit {}: {}",
                         failure.exit, failure.message
                     ))
                 } else {
@@ -483,12 +483,12 @@ pub fn check_invariants(f: &Facts) -> Result<Holding, String> {
 fn valid_report(inspection: &Inspection) -> Result<Option<&CheckReport>, String> {
     match &inspection.held {
         Err(e) => Err(format!(
-            "invariant 2: the backup does not open and check: {e} (it holds {:?})",
+            "SIM-21, BK-23: invariant 2: the backup does not open and check: {e} (it holds {:?})",
             inspection.names
         )),
         Ok(None) => Ok(None),
         Ok(Some(r)) if !r.consistent => Err(format!(
-            "invariant 2: the backup at tx {} is not consistent: {:?}",
+            "SIM-21, BK-23: invariant 2: the backup at tx {} is not consistent: {:?}",
             r.last_committed_tx, r.findings
         )),
         Ok(Some(r)) if r.digest != r.recorded_digest => Err(format!(
@@ -507,7 +507,7 @@ fn report_digest(r: &CheckReport) -> Result<Digest, String> {
 fn check_finished(f: &Facts, run: &BackupRun, s: &Summary, kind: Kind) -> Result<Holding, String> {
     if s.kind != kind {
         return Err(format!(
-            "BK-25: it took a {} backup where a {} one was due (the directory held {:?}, the \
+            "SIM-21, BK-25: invariant 4: it took a {} backup where a {} one was due (the directory held {:?}, the \
              server's status before: {:?}); it said {:?}",
             s.kind.name(),
             kind.name(),
@@ -551,7 +551,7 @@ fn check_finished(f: &Facts, run: &BackupRun, s: &Summary, kind: Kind) -> Result
         }
         Some(d) if *d != s.digest => {
             return Err(format!(
-                "BK-20: the backup's digest at tx {} is {} but the source's there is {d}",
+                "SIM-21, BK-20: invariant 1: the backup's digest at tx {} is {} but the source's there is {d}",
                 s.to_tx, s.digest
             ))
         }
@@ -630,14 +630,14 @@ fn check_refused(
 ) -> Result<(), String> {
     if failure.exit != exit || !failure.message.contains(because) {
         return Err(format!(
-            "BK-40: it should refuse with exit {exit} saying {because:?}; it failed with exit {}: \
+            "SIM-21, BK-40: invariant 3: it should refuse with exit {exit} saying {because:?}; it failed with exit {}: \
              {}",
             failure.exit, failure.message
         ));
     }
     if run.after != run.before {
         return Err(format!(
-            "BK-17: the refused run changed the directory: {}",
+            "SIM-21, BK-17: invariant 3: the refused run changed the directory: {}",
             tree_difference(&run.before, &run.after)
         ));
     }
@@ -651,14 +651,14 @@ fn check_left_valid(f: &Facts, kind: Kind) -> Result<Holding, String> {
     let newer = |t: u64, d: Digest| -> Result<Holding, String> {
         if f.digests.get(&t) != Some(&d) {
             return Err(format!(
-                "invariant 2: the backup left is at tx {t} with digest {d}, but the source's \
+                "SIM-19, SIM-21: invariant 2: the backup left is at tx {t} with digest {d}, but the source's \
                  digest there is {:?}",
                 f.digests.get(&t)
             ));
         }
         if kind == Kind::Full && t < f.began_after {
             return Err(format!(
-                "BK-33: an interrupted full backup left tx {t}: neither the previous backup nor \
+                "SIM-19, BK-33: an interrupted full backup left tx {t}: neither the previous backup nor \
                  a complete new one (at least tx {})",
                 f.began_after
             ));
@@ -684,14 +684,14 @@ fn check_left_valid(f: &Facts, kind: Kind) -> Result<Holding, String> {
                 Ok(f.before.clone())
             } else if t < *tx {
                 Err(format!(
-                    "BK-24: the backup went back from tx {tx} to tx {t}"
+                    "SIM-19, BK-24: the backup went back from tx {tx} to tx {t}"
                 ))
             } else {
                 newer(t, d)
             }
         }
         (Holding::Backup { tx, .. }, None) => Err(format!(
-            "BK-33: the backup at tx {tx} is gone; the directory holds {:?}",
+            "SIM-19, BK-33: the backup at tx {tx} is gone; the directory holds {:?}",
             inspection.names
         )),
         (Holding::Nothing, None) => Ok(Holding::Nothing),
@@ -869,7 +869,7 @@ async fn resolve_in_flight(h: &HostCtx, shared: &Arc<Mutex<Shared>>) -> turmoil:
         w.acked += 1;
     } else if status.last_committed_tx != w.acked {
         return Err(format!(
-            "BK-34: the server is at tx {} but tx {} was acknowledged (and at most one more \
+            "SIM-20, BK-34: the server is at tx {} but tx {} was acknowledged (and at most one more \
              sent)",
             status.last_committed_tx, w.acked
         )
@@ -878,7 +878,7 @@ async fn resolve_in_flight(h: &HostCtx, shared: &Arc<Mutex<Shared>>) -> turmoil:
     let model = w.graph.digest();
     if status.digest != model {
         return Err(format!(
-            "at tx {} the server's digest is {} but the model's is {model}",
+            "SIM-20: at tx {} the server's digest is {} but the model's is {model}",
             status.last_committed_tx, status.digest
         )
         .into());
@@ -1358,7 +1358,7 @@ impl BackupSim {
         };
         if status.last_committed_tx != acked || Some(status.digest) != digest {
             return Err(format!(
-                "the server is at tx {} digest {}; acknowledged: tx {acked} digest {digest:?}",
+                "SIM-18, SIM-19: at the end the server is at tx {} digest {}; acknowledged: tx {acked} digest {digest:?}",
                 status.last_committed_tx, status.digest
             )
             .into());

@@ -87,7 +87,7 @@ fn verify(m: &Model, found: &[u64]) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "after power loss the log holds {found:?}, but {:?} were acknowledged (in flight: {:?})",
+            "SIM-15: after power loss the log holds {found:?}, but {:?} were acknowledged (in flight: {:?})",
             m.acked, m.in_flight
         ))
     }

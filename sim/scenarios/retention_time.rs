@@ -261,7 +261,7 @@ fn inspect(m: &mut Model, moment: Moment, disk: Vec<OnDisk>, meta: &Meta) -> Res
             .map(|v| format!("{v}: {:?}", m.known.get(&v)))
             .collect();
         return Err(format!(
-            "after {moment:?} the log files are {on_disk:?}; the rule (keep {} ms) leaves \
+            "SIM-17: after {moment:?} the log files are {on_disk:?}; the rule (keep {} ms) leaves \
              {expected:?} (kept before: {before:?}; files: {})",
             m.keep_ms,
             known.join(", ")
@@ -393,12 +393,16 @@ async fn check_status(h: &HostCtx, model: &Arc<Mutex<Model>>) -> turmoil::Result
     let received = h.env.clock.now();
     let date = answer.date.as_deref().map(httpdate::parse_http_date);
     let Some(Ok(date)) = date else {
-        return Err(format!("GET /db/data/ has no valid Date header: {:?}", answer.date).into());
+        return Err(format!(
+            "HTTP-6: GET /db/data/ has no valid Date header: {:?}",
+            answer.date
+        )
+        .into());
     };
     // Whole seconds, sent at most a few milliseconds before it arrived.
     if date > received || received.duration_since(date)? > Duration::from_secs(2) {
         return Err(format!(
-            "GET /db/data/ is dated {:?}, received at {}",
+            "HTTP-6: GET /db/data/ is dated {:?}, received at {}",
             answer.date,
             httpdate::fmt_http_date(received)
         )
@@ -413,7 +417,7 @@ async fn check_status(h: &HostCtx, model: &Arc<Mutex<Model>>) -> turmoil::Result
         || status.log_bytes != bytes
     {
         return Err(format!(
-            "GET /db/data/ says {status:?}; the logs on disk are {:?} ({bytes} bytes) and tx {} \
+            "SIM-17, RET-15: GET /db/data/ says {status:?}; the logs on disk are {:?} ({bytes} bytes) and tx {} \
              was the last acknowledged",
             m.kept, m.last_tx
         )

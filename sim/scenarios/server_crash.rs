@@ -197,7 +197,7 @@ impl Model {
         // SRV-3: nothing acknowledged is lost.
         if last < last_acked {
             return Err(format!(
-                "the server restarted at tx {last}, but tx {last_acked} was acknowledged"
+                "SIM-16, SRV-3: the server restarted at tx {last}, but tx {last_acked} was acknowledged"
             ));
         }
         let missing: Vec<u64> = (1..=last).filter(|t| !self.acked.contains_key(t)).collect();
@@ -246,7 +246,7 @@ impl Model {
         }
         let Some((graph, ids, adopted)) = found else {
             return Err(format!(
-                "no account of the in-flight transactions matches the server at tx {last} \
+                "SIM-16: no account of the in-flight transactions matches the server at tx {last} \
                  (digest {}, {} nodes, {} relationships): {}",
                 status.digest,
                 status.nodes,
@@ -480,7 +480,7 @@ async fn check_server(h: &HostCtx, model: &Arc<Mutex<Model>>) -> turmoil::Result
         };
         if !ok {
             return Err(format!(
-                "GET /db/data/node/{id} answered {} {}, the model has {want:?}",
+                "SIM-16, HTTP-5: GET /db/data/node/{id} answered {} {}, the model has {want:?}",
                 got.status, got.body
             )
             .into());

@@ -57,20 +57,20 @@ fn verify(m: &mut Model, store: &Store) -> Result<(), String> {
     let st = store.status();
     if st.store_id.random != m.random {
         return Err(format!(
-            "store id {:?} does not carry the random half {} it was created with",
+            "SIM-14, ST-11: store id {:?} does not carry the random half {} it was created with",
             st.store_id, m.random
         ));
     }
     if st.format != m.format {
         return Err(format!(
-            "the store reports format {:?}, it was created in {:?}",
+            "SIM-14: the store reports format {:?}, it was created in {:?}",
             st.format, m.format
         ));
     }
     match m.store_id {
         Some(id) if id != st.store_id => {
             return Err(format!(
-                "the store id changed across a crash: {id:?} -> {:?}",
+                "SIM-14, ST-11: the store id changed across a crash: {id:?} -> {:?}",
                 st.store_id
             ))
         }
@@ -79,7 +79,7 @@ fn verify(m: &mut Model, store: &Store) -> Result<(), String> {
     if st.last_committed_tx == m.acked_tx + 1 {
         let Some(ops) = m.in_flight.take() else {
             return Err(format!(
-                "the store recovered tx {} but only {} was ever committed",
+                "SIM-14: the store recovered tx {} but only {} was ever committed",
                 st.last_committed_tx, m.acked_tx
             ));
         };
@@ -87,7 +87,7 @@ fn verify(m: &mut Model, store: &Store) -> Result<(), String> {
         m.acked_tx += 1;
     } else if st.last_committed_tx != m.acked_tx {
         return Err(format!(
-            "the store recovered to tx {}, but tx {} was acknowledged",
+            "SIM-14, LOG-9: the store recovered to tx {}, but tx {} was acknowledged",
             st.last_committed_tx, m.acked_tx
         ));
     }
@@ -95,13 +95,13 @@ fn verify(m: &mut Model, store: &Store) -> Result<(), String> {
     let expected = m.graph.digest();
     if st.digest != expected {
         return Err(format!(
-            "at tx {} the store's digest is {} but the model's is {expected}",
+            "SIM-14: at tx {} the store's digest is {} but the model's is {expected}",
             st.last_committed_tx, st.digest
         ));
     }
     if (st.nodes, st.relationships) != (m.graph.nodes.len() as u64, m.graph.rels.len() as u64) {
         return Err(format!(
-            "at tx {} the store counts {} nodes and {} relationships, the model {} and {}",
+            "SIM-14: at tx {} the store counts {} nodes and {} relationships, the model {} and {}",
             st.last_committed_tx,
             st.nodes,
             st.relationships,
@@ -112,7 +112,7 @@ fn verify(m: &mut Model, store: &Store) -> Result<(), String> {
     let scanned = store.scan_digest().map_err(|e| e.to_string())?;
     if scanned != st.digest {
         return Err(format!(
-            "at tx {} a full scan gives digest {scanned}, the store recorded {}",
+            "SIM-14, DG-10: at tx {} a full scan gives digest {scanned}, the store recorded {}",
             st.last_committed_tx, st.digest
         ));
     }
@@ -126,7 +126,7 @@ fn verify(m: &mut Model, store: &Store) -> Result<(), String> {
         let got = store.node(*id).map_err(|e| e.to_string())?;
         if got.as_ref() != Some(node) {
             return Err(format!(
-                "node {id} reads back as {got:?}, the model has {node:?}"
+                "SIM-14: node {id} reads back as {got:?}, the model has {node:?}"
             ));
         }
     }
@@ -190,7 +190,7 @@ async fn software(
             let ids = m.graph.apply(&ops)?;
             if outcome.tx_id != m.acked_tx + 1 || outcome.ids != ids {
                 return Err(format!(
-                    "commit answered tx {} ids {:?}; the model expected tx {} ids {ids:?}",
+                    "SIM-14: commit answered tx {} ids {:?}; the model expected tx {} ids {ids:?}",
                     outcome.tx_id,
                     outcome.ids,
                     m.acked_tx + 1

@@ -535,7 +535,8 @@ mod tests {
             assert_eq!(BlockRecord::decode(f, &b.encode(f)), Ok(b.clone()));
             assert_eq!(
                 NodeRecord::decode(f, &vec![0; f.node_record_size()]),
-                Ok(NodeRecord::unused())
+                Ok(NodeRecord::unused()),
+                "ST-7: an all-zero slot reads as not in use"
             );
             let conv = convert_record(
                 RecordKind::Block,

@@ -1,0 +1,94 @@
+//! Helpers shared by the modules of this test target: parsing the tool's output, running a
+//! backup that must be refused, writing recorded transactions, `--json` runs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::support::backup::*;
+use crate::support::server::ServerProcess;
+
+/// Parses `<word> <number>` out of a line, e.g. `checkpoint tx 12`.
+pub fn number_after(text: &str, word: &str) -> u64 {
+    let at = text
+        .find(word)
+        .unwrap_or_else(|| panic!("no `{word}` in {text}"));
+    text[at + word.len()..]
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after `{word}` in {text}"))
+}
+
+/// A path as an argument (the scratch directories are UTF-8).
+pub fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+pub fn tx(v: &Value) -> u64 {
+    v["last_committed_tx"].as_u64().unwrap()
+}
+
+pub fn s(v: &Value) -> String {
+    v.as_str().unwrap().to_string()
+}
+
+/// Commits `n` transactions of one node with a `pad`-byte property, one writer, and records
+/// the server's digest after each (tx id -> digest).
+pub fn write_recorded(
+    server: &ServerProcess,
+    n: u64,
+    pad: usize,
+    history: &mut BTreeMap<u64, String>,
+) {
+    for i in 0..n {
+        let id = write_node(&server.http, i, pad);
+        let now = status(server);
+        assert_eq!(tx(&now), id);
+        history.insert(id, s(&now["digest"]));
+    }
+}
+
+/// Runs a backup that must be refused with `code`, leaving `target` byte for byte as it was
+/// (BK-17); returns the one error line.
+pub fn refused(addr: &str, target: &Path, more: &[&str], code: i32) -> String {
+    let before = snapshot(target);
+    let out = backup_from(addr, target, more).expect(code);
+    let line = out.one_error_line().to_string();
+    assert_eq!(
+        snapshot(target),
+        before,
+        "{more:?} changed {}",
+        target.display()
+    );
+    assert!(!out.stdout.contains("done:"), "{out:#?}");
+    line
+}
+
+pub fn record_file_bytes(store: &Path) -> u64 {
+    ["nodestore", "relationshipstore", "propertystore"]
+        .iter()
+        .map(|f| {
+            std::fs::metadata(store.join(format!("neostore.{f}.db")))
+                .unwrap()
+                .len()
+        })
+        .sum()
+}
+
+/// Runs a backup with `--json` and parses stdout, which must be exactly one JSON document.
+pub fn json_run(addr: &str, target: &Path, more: &[&str], code: i32) -> Value {
+    let mut args = vec!["--json"];
+    args.extend_from_slice(more);
+    let out = backup_from(addr, target, &args).expect(code);
+    let doc: Value = serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {out:#?}"));
+    assert_eq!(doc["exit_code"], code, "{doc}");
+    if code != 0 {
+        out.one_error_line();
+    }
+    doc
+}

@@ -1,0 +1,109 @@
+//! `neo4j-admin restore` of a backup.
+
+use crate::helpers::*;
+use crate::support::backup::*;
+use crate::support::scratch;
+use crate::support::server::ServerProcess;
+
+// ADM-6, ADM-7, ADM-8, BK-23: a backup restored into an empty directory checks, starts with
+// `neo4j console` and serves the backup's store id, tx and digest; a non-empty target is refused
+// without --force and left unchanged, and replaced with it; a directory of foreign files is
+// refused even with --force; an inconsistent backup is refused with exit 3, nothing restored.
+#[test]
+fn adm_6_restore_round_trip() {
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    write_nodes(&server, 12);
+    let b = dir.path().join("backup");
+    backup_from(&addr, &b, &[]).expect(0);
+    let backed = check_json(&b);
+    drop(server);
+
+    let r = dir.path().join("restored");
+    let out = admin(&["restore", "--from", path(&b), "--store", path(&r)]).expect(0);
+    assert!(out.stdout.contains("restored"), "{out:#?}");
+    let restored = check_json(&r);
+    for key in [
+        "store_id",
+        "last_committed_tx",
+        "digest",
+        "nodes",
+        "relationships",
+    ] {
+        assert_eq!(restored[key], backed[key], "{key}");
+    }
+    let started = ServerProcess::start(&r, Some(EPHEMERAL));
+    let s = status(&started);
+    assert_eq!(s["digest"], backed["digest"]);
+    assert_eq!(s["store_id"], backed["store_id"]);
+    assert_eq!(s["last_committed_tx"], backed["last_committed_tx"]);
+    // Write to the restored store, so that a forced restore visibly replaces it.
+    write_nodes(&started, 3);
+    drop(started);
+
+    // ADM-7: refused without --force, unchanged.
+    let before = snapshot(&r);
+    let out = admin(&["restore", "--from", path(&b), "--store", path(&r)]);
+    assert_eq!(
+        out.code,
+        Some(1),
+        "ADM-8: a refused target exits 1: {out:#?}"
+    );
+    let line = out.one_error_line();
+    assert!(line.contains("--force"), "{line}");
+    assert_eq!(snapshot(&r), before);
+    // With --force: replaced by the backup again.
+    admin(&[
+        "restore",
+        "--from",
+        path(&b),
+        "--store",
+        path(&r),
+        "--force",
+    ])
+    .expect(0);
+    assert_eq!(check_json(&r)["digest"], backed["digest"]);
+    assert_eq!(
+        names(&r)
+            .iter()
+            .filter(|n| n.starts_with("generation-"))
+            .count(),
+        1
+    );
+
+    // Foreign files are never deleted.
+    let junk = dir.path().join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("notes.txt"), b"mine").unwrap();
+    let out = admin(&[
+        "restore",
+        "--from",
+        path(&b),
+        "--store",
+        path(&junk),
+        "--force",
+    ])
+    .expect(1);
+    out.one_error_line();
+    assert_eq!(std::fs::read(junk.join("notes.txt")).unwrap(), b"mine");
+
+    // ADM-8: an inconsistent backup is refused with exit 3 and nothing is restored.
+    let live = b.join(current(&b));
+    let nodes = live.join("neostore.nodestore.db");
+    let mut bytes = std::fs::read(&nodes).unwrap();
+    bytes[3] ^= 0x40;
+    std::fs::write(&nodes, bytes).unwrap();
+    let fresh = dir.path().join("fresh");
+    let out = admin(&["restore", "--from", path(&b), "--store", path(&fresh)]);
+    assert_eq!(
+        out.code,
+        Some(3),
+        "ADM-8: an inconsistent backup exits 3: {out:#?}"
+    );
+    assert!(
+        !fresh.exists() || names(&fresh).is_empty(),
+        "{:?}",
+        names(&fresh)
+    );
+}
