@@ -19,6 +19,7 @@ use crate::backup::protocol::{
     Request, PROTOCOL_VERSION,
 };
 use crate::backup::target::{Target, TargetError};
+use crate::config::join_host_port;
 use crate::digest::Digest;
 use crate::io::{parent_of, Env, FileHandle, OpenMode, Stream};
 pub use crate::progress::Phase;
@@ -729,14 +730,6 @@ async fn ask_incremental(conn: &mut Conn, backup: &Existing) -> Result<Answer, B
         other => return Err(conn.unexpected(&other, "a transaction or the end")),
     };
     Ok(Answer::Refused(answer))
-}
-
-fn join_host_port(host: &str, port: u16) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
 }
 
 async fn connect(

@@ -20,8 +20,6 @@ use crate::store::meta::StoreId;
 pub const MAGIC: &[u8; 8] = b"NEOBAKUP";
 /// The protocol version this build speaks (PR-3).
 pub const PROTOCOL_VERSION: u32 = 1;
-/// The default port of the backup service (BK-1).
-pub const DEFAULT_PORT: u16 = 6362;
 /// Bytes of a file carried by one chunk frame (PR-11).
 pub const CHUNK_SIZE: usize = 1 << 20;
 /// The largest frame body: a transaction entry plus its kind byte (PR-1).

@@ -143,8 +143,8 @@ fn parse_port(s: &str) -> Result<u16, ValueError> {
 }
 
 /// `host:port`, the host in brackets when it is an IPv6 address.
-pub(super) fn join_host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
+pub fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")

@@ -25,7 +25,7 @@ use crate::units::{format_size, parse_size, SizeError};
 use address::parse_http_server;
 use values::parse_bool;
 
-pub use address::BackupServerAddress;
+pub use address::{join_host_port, BackupServerAddress};
 pub use properties::{parse_properties, Property};
 pub use values::ValueError;
 
