@@ -1,0 +1,179 @@
+//! Applying a stream of shipped transactions to a backup's store in durable runs (BK-24), then
+//! the end frame's checks and verification (BK-20, BK-26 .. BK-28): the one loop both kinds of
+//! backup use.
+
+use std::collections::BTreeMap;
+
+use super::{BackupError, Kind, Phase, Run, Verified, Verify};
+use crate::backup::protocol::Message;
+use crate::digest::Digest;
+use crate::store::check::check_open_with_progress;
+use crate::store::log::{RecordImage, TxEntry};
+use crate::store::Store;
+
+/// Transactions are applied in runs of at most this many (one log fsync per run, BK-24).
+const BATCH_TXS: usize = 4096;
+/// ... or of at most this many encoded bytes, so memory stays bounded.
+const BATCH_BYTES: usize = 4 << 20;
+
+/// How a stream of transactions ended: the end frame, checked, and what was verified.
+pub(super) struct StreamEnd {
+    pub(super) last_tx: u64,
+    pub(super) digest: Digest,
+    /// Transactions received and applied.
+    pub(super) transactions: u64,
+    pub(super) verified: Verified,
+}
+
+/// Transactions received but not yet applied.
+#[derive(Default)]
+struct Batch {
+    entries: Vec<TxEntry>,
+    bytes: usize,
+}
+
+impl Run<'_> {
+    /// Receives transactions up to the end frame and applies them in runs (BK-24), then checks
+    /// the end frame and verifies (BK-20, BK-26 .. BK-28). The one loop of both kinds: an
+    /// incremental starts with the `first` frame its request was answered with.
+    pub(super) async fn apply_stream(
+        &mut self,
+        store: &mut Store,
+        mut first: Option<Message>,
+        kind: Kind,
+    ) -> Result<StreamEnd, BackupError> {
+        let start_tx = store.status().last_committed_tx;
+        let verify_touched = kind == Kind::Incremental && self.opts.verify == Verify::Default;
+        let mut batch = Batch::default();
+        let mut transactions = 0u64;
+        loop {
+            let msg = match first.take() {
+                Some(m) => m,
+                None => self.conn.recv("the next transaction").await?,
+            };
+            match msg {
+                Message::Tx(entry) => {
+                    transactions += 1;
+                    batch.bytes += self.conn.last_len as usize;
+                    batch.entries.push(*entry);
+                    if batch.entries.len() >= BATCH_TXS || batch.bytes >= BATCH_BYTES {
+                        self.apply_batch(store, &mut batch, start_tx, verify_touched)?;
+                    }
+                }
+                Message::End { last_tx, digest } => {
+                    self.apply_batch(store, &mut batch, start_tx, verify_touched)?;
+                    let verified = self.check_end(store, last_tx, digest, kind)?;
+                    return Ok(StreamEnd {
+                        last_tx,
+                        digest,
+                        transactions,
+                        verified,
+                    });
+                }
+                other => return Err(self.conn.unexpected(&other, "a transaction or the end")),
+            }
+        }
+    }
+
+    /// Applies a run of transactions durably (BK-24), then, when verifying an incremental,
+    /// reads back every record they wrote (BK-27).
+    fn apply_batch(
+        &mut self,
+        store: &mut Store,
+        batch: &mut Batch,
+        start_tx: u64,
+        verify_touched: bool,
+    ) -> Result<(), BackupError> {
+        if batch.entries.is_empty() {
+            return Ok(());
+        }
+        if let Some(first) = batch.entries.first() {
+            let expected = store.status().last_committed_tx + 1;
+            if first.tx_id != expected {
+                return Err(BackupError::Protocol(format!(
+                    "tx {} arrived where tx {expected} was expected",
+                    first.tx_id
+                )));
+            }
+        }
+        store.apply_committed_batch(&batch.entries)?;
+        if verify_touched {
+            // A record may be written by several transactions of the run: only the last
+            // image of each is what the file must now hold.
+            let mut last: BTreeMap<(u8, u64), (u64, &RecordImage)> = BTreeMap::new();
+            for entry in &batch.entries {
+                for image in &entry.records {
+                    let key = match image {
+                        RecordImage::Node(id, _) => (0, *id),
+                        RecordImage::Rel(id, _) => (1, *id),
+                        RecordImage::Block(id, _) => (2, *id),
+                    };
+                    last.insert(key, (entry.tx_id, image));
+                }
+            }
+            for (tx_id, image) in last.into_values() {
+                if !store.record_matches(image)? {
+                    return Err(BackupError::VerificationFailed(format!(
+                        "a record written by tx {tx_id} reads back differently"
+                    )));
+                }
+            }
+        }
+        batch.entries.clear();
+        batch.bytes = 0;
+        let applied = store.status().last_committed_tx - start_tx;
+        let expected = self.server.last_committed_tx.saturating_sub(start_tx);
+        self.out
+            .progress(Phase::Apply, applied, expected.max(applied));
+        Ok(())
+    }
+
+    /// The end frame's checks, then verification (BK-20, BK-26 .. BK-28).
+    fn check_end(
+        &mut self,
+        store: &Store,
+        last_tx: u64,
+        digest: Digest,
+        kind: Kind,
+    ) -> Result<Verified, BackupError> {
+        let status = store.status();
+        if status.last_committed_tx != last_tx {
+            return Err(BackupError::Protocol(format!(
+                "the stream ended at tx {} but the server said it ends at tx {last_tx}",
+                status.last_committed_tx
+            )));
+        }
+        if status.digest != digest {
+            return Err(BackupError::VerificationFailed(format!(
+                "the backup's digest at tx {last_tx} is {} but the server's is {digest}",
+                status.digest
+            )));
+        }
+        match (self.opts.verify, kind) {
+            (Verify::Off, _) => return Ok(Verified::Skipped),
+            (Verify::Default, Kind::Incremental) => return Ok(Verified::Touched),
+            (Verify::Default, Kind::Full) | (Verify::Full, _) => {}
+        }
+        self.out
+            .line("verifying: scanning every record and recomputing the digest");
+        let out = &mut *self.out;
+        let report = check_open_with_progress(store, &mut |done, total| {
+            out.progress(Phase::Verify, done, total)
+        })?;
+        if !report.consistent {
+            let first = report.findings.first().cloned().unwrap_or_default();
+            let n = report.finding_count.max(1);
+            return Err(BackupError::VerificationFailed(format!(
+                "the check found {n} {}, the first: {first}",
+                if n == 1 { "problem" } else { "problems" }
+            )));
+        }
+        if report.digest != digest.to_string() {
+            return Err(BackupError::VerificationFailed(format!(
+                "the recomputed digest {} differs from the server's {digest} at tx {last_tx}",
+                report.digest
+            )));
+        }
+        Ok(Verified::FullScan)
+    }
+}

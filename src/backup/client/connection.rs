@@ -1,0 +1,254 @@
+//! The connection to the backup service: connecting with a timeout, reading and writing frames
+//! with the timeout and pace applied (BK-7, BK-41), the handshake (PR-3, PR-4) and the
+//! incremental request with its first answer (PR-14).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::BackupError;
+use crate::backup::decision::{Existing, ServerInfo, ServerRefusal};
+use crate::backup::protocol::{
+    self, read_first_answer, read_message_sized, write_message, Message, ProtocolError, Refusal,
+    Request, PROTOCOL_VERSION,
+};
+use crate::io::{Env, Stream};
+use crate::units;
+
+/// The connection to the backup service, with the timeout applied to every read (BK-7).
+pub(super) struct Conn {
+    rd: tokio::io::ReadHalf<Box<dyn Stream>>,
+    wr: tokio::io::WriteHalf<Box<dyn Stream>>,
+    addr: String,
+    timeout: Duration,
+    /// Bytes received so far (the summary's bytes).
+    pub(super) received: u64,
+    /// The size of the last frame received.
+    pub(super) last_len: u64,
+    /// `--max-rate`: the pace, and the clock and start it is measured from (BK-41).
+    pace: Option<Pace>,
+}
+
+/// Receiving at most `rate` bytes per second on average since `since`: after each frame the
+/// client sleeps until the bytes received so far are no more than the rate allows.
+struct Pace {
+    rate: u64,
+    clock: Arc<dyn crate::io::Clock>,
+    since: std::time::SystemTime,
+}
+
+impl Conn {
+    pub(super) async fn recv(&mut self, waiting_for: &str) -> Result<Message, BackupError> {
+        self.recv_frame(waiting_for, false).await
+    }
+
+    /// The server's first answer, read with the bound of a welcome (PR-21): a port that
+    /// speaks another protocol is named as such (BK-48).
+    async fn recv_first(&mut self, waiting_for: &str) -> Result<Message, BackupError> {
+        self.recv_frame(waiting_for, true).await
+    }
+
+    async fn recv_frame(&mut self, waiting_for: &str, first: bool) -> Result<Message, BackupError> {
+        let read = async {
+            if first {
+                read_first_answer(&mut self.rd).await
+            } else {
+                read_message_sized(&mut self.rd).await
+            }
+        };
+        let (msg, len) = match tokio::time::timeout(self.timeout, read).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(ProtocolError::NotBackupProtocol { looks_like_http })) => {
+                return Err(BackupError::NotBackupService {
+                    addr: self.addr.clone(),
+                    looks_like_http,
+                })
+            }
+            Ok(Err(source)) => {
+                return Err(BackupError::Network {
+                    addr: self.addr.clone(),
+                    waiting_for: waiting_for.to_string(),
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(BackupError::Timeout {
+                    addr: self.addr.clone(),
+                    timeout: self.timeout,
+                    waiting_for: waiting_for.to_string(),
+                })
+            }
+        };
+        self.received += len;
+        self.last_len = len;
+        if let Some(pace) = &self.pace {
+            let due = Duration::from_secs_f64(self.received as f64 / pace.rate as f64);
+            let elapsed = pace
+                .clock
+                .now()
+                .duration_since(pace.since)
+                .unwrap_or_default();
+            if due > elapsed {
+                tokio::time::sleep(due - elapsed).await;
+            }
+        }
+        Ok(msg)
+    }
+
+    pub(super) async fn send(&mut self, msg: &Message) -> Result<(), BackupError> {
+        let sent = async {
+            write_message(&mut self.wr, msg).await?;
+            protocol::flush(&mut self.wr).await
+        };
+        sent.await.map_err(|source| BackupError::Network {
+            addr: self.addr.clone(),
+            waiting_for: format!("the server to take the {}", msg.name()),
+            source,
+        })
+    }
+
+    pub(super) fn unexpected(&self, got: &Message, expected: &str) -> BackupError {
+        match got {
+            Message::Refused(Refusal::Failed { message }) => {
+                BackupError::ServerFailed(message.clone())
+            }
+            _ => BackupError::UnexpectedMessage {
+                addr: self.addr.clone(),
+                got: got.name(),
+                expected: expected.to_string(),
+            },
+        }
+    }
+}
+
+/// The server's answer to an incremental request.
+pub(super) enum Answer {
+    /// It streams: this is the first frame (a transaction or the end).
+    Accepted(Message),
+    /// It refused, with the typed reason (PR-7).
+    Refused(ServerRefusal),
+}
+
+/// Asks for the transactions after the backup's last tx (PR-14) and reads the first answer.
+pub(super) async fn ask_incremental(
+    conn: &mut Conn,
+    backup: &Existing,
+) -> Result<Answer, BackupError> {
+    conn.send(&Message::Request(Request::Incremental {
+        store_id: backup.store_id,
+        format: backup.format,
+        last_tx: backup.last_tx,
+        digest: backup.digest,
+    }))
+    .await?;
+    let answer = match conn.recv("the first transaction").await? {
+        first @ (Message::Tx(_) | Message::End { .. }) => return Ok(Answer::Accepted(first)),
+        Message::Refused(Refusal::LogsPruned { needed, oldest }) => {
+            ServerRefusal::LogsPruned { needed, oldest }
+        }
+        Message::Refused(Refusal::Diverged {
+            tx,
+            server_digest: Some(server),
+            ..
+        }) => ServerRefusal::Diverged { tx, server },
+        Message::Refused(Refusal::Diverged {
+            tx,
+            server_digest: None,
+            server_last_tx,
+        }) => ServerRefusal::NeverHad { tx, server_last_tx },
+        Message::Refused(Refusal::StoreMismatch { server }) => ServerRefusal::OtherStore { server },
+        Message::Refused(Refusal::VersionMismatch { server }) => {
+            ServerRefusal::OtherFormat { server }
+        }
+        other => return Err(conn.unexpected(&other, "a transaction or the end")),
+    };
+    Ok(Answer::Refused(answer))
+}
+
+pub(super) async fn connect(
+    env: &Env,
+    addr: &str,
+    timeout: Duration,
+    max_rate: Option<u64>,
+) -> Result<Conn, BackupError> {
+    let stream = match tokio::time::timeout(timeout, env.net.connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let why = match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => format!(
+                    "nothing listens there ({e}); check that the server is running with \
+                     online_backup_enabled=true and that online_backup_server is bound to this \
+                     address"
+                ),
+                _ => e.to_string(),
+            };
+            return Err(BackupError::Unreachable {
+                addr: addr.to_string(),
+                why,
+            });
+        }
+        Err(_) => {
+            return Err(BackupError::Unreachable {
+                addr: addr.to_string(),
+                why: format!(
+                    "no connection within {}; check the host, the port and any firewall",
+                    units::duration(timeout)
+                ),
+            })
+        }
+    };
+    let (rd, wr) = tokio::io::split(stream);
+    Ok(Conn {
+        rd,
+        wr,
+        addr: addr.to_string(),
+        timeout,
+        received: 0,
+        last_len: 0,
+        pace: max_rate.filter(|&r| r > 0).map(|rate| Pace {
+            rate,
+            clock: env.clock.clone(),
+            since: env.clock.now(),
+        }),
+    })
+}
+
+/// PR-3, PR-4: hello, then the server's welcome. The first answer is read with the bound of a
+/// welcome (PR-21), so a port that speaks something else is named as such (BK-48) instead of
+/// being read as a huge frame.
+pub(super) async fn handshake(conn: &mut Conn) -> Result<ServerInfo, BackupError> {
+    conn.send(&Message::Hello {
+        version: PROTOCOL_VERSION,
+    })
+    .await?;
+    match conn.recv_first("the server's welcome").await? {
+        Message::Welcome {
+            version,
+            store_id,
+            format,
+            last_committed_tx,
+            oldest_logged_tx,
+            store_bytes,
+        } => {
+            if version != PROTOCOL_VERSION {
+                return Err(BackupError::ProtocolVersion {
+                    server: version,
+                    client: PROTOCOL_VERSION,
+                });
+            }
+            Ok(ServerInfo {
+                store_id,
+                format,
+                last_committed_tx,
+                oldest_logged_tx,
+                store_bytes,
+            })
+        }
+        Message::Refused(Refusal::ProtocolVersion { server }) => {
+            Err(BackupError::ProtocolVersion {
+                server,
+                client: PROTOCOL_VERSION,
+            })
+        }
+        other => Err(conn.unexpected(&other, "the welcome")),
+    }
+}

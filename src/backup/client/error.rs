@@ -1,0 +1,136 @@
+//! Why a backup failed, one typed variant per cause, and the exit code of each (BK-40).
+
+use std::time::Duration;
+
+use crate::backup::decision::{FullReason, Refusal as Refused};
+use crate::backup::protocol::ProtocolError;
+use crate::backup::target::TargetError;
+use crate::store::format::FormatVersion;
+use crate::store::meta::StoreId;
+use crate::store::StoreError;
+use crate::units;
+
+/// Why a backup failed; each maps to one exit code (BK-40).
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("cannot reach the backup service at {addr}: {why}")]
+    Unreachable { addr: String, why: String },
+    #[error("the backup service at {addr} did not send anything for {} while the backup waited for {waiting_for}", units::duration(*.timeout))]
+    Timeout {
+        addr: String,
+        timeout: Duration,
+        waiting_for: String,
+    },
+    #[error("the connection to the backup service at {addr} failed while waiting for {waiting_for}: {source}")]
+    Network {
+        addr: String,
+        waiting_for: String,
+        #[source]
+        source: ProtocolError,
+    },
+    #[error("{addr} does not speak the backup protocol{}", if *.looks_like_http {
+        " (it answered in HTTP: it is probably the server's HTTP port; the backup service listens on online_backup_server, port 6362 by default)"
+    } else {
+        "; check that -port names the server's online_backup_server port"
+    })]
+    NotBackupService { addr: String, looks_like_http: bool },
+    #[error("the backup service at {addr} answered with a {got} where {expected} was expected")]
+    UnexpectedMessage {
+        addr: String,
+        got: &'static str,
+        expected: String,
+    },
+    #[error("the server speaks backup protocol version {server}, this tool speaks {client}")]
+    ProtocolVersion { server: u32, client: u32 },
+    #[error("the server failed: {0}")]
+    ServerFailed(String),
+    #[error("{0}")]
+    Target(#[from] TargetError),
+    #[error("{dir} holds a backup of store {backup}, but the server's store is {server}; back up into another directory")]
+    StoreMismatch {
+        dir: String,
+        backup: StoreId,
+        server: StoreId,
+    },
+    #[error("{dir} holds a backup in format version {backup}, but the server's store is in format version {server}; {}", format_advice(dir, *.backup, *.server))]
+    VersionMismatch {
+        dir: String,
+        backup: FormatVersion,
+        server: FormatVersion,
+    },
+    #[error("the backup in {dir} is at tx {backup_tx}, ahead of the server at {addr}, which is at tx {server_tx}: the backup holds transactions this server does not have (is it the right server, or one restored from an older backup?); nothing was changed; to replace the backup with the server's older state on purpose, run again with --type full")]
+    BackupAhead {
+        dir: String,
+        addr: String,
+        backup_tx: u64,
+        server_tx: u64,
+    },
+    #[error("not enough room in {dir} for a full backup: it needs about {} ({needed} bytes) and only {} ({available} bytes) is free", units::bytes(*.needed), units::bytes(*.available))]
+    NoRoom {
+        dir: String,
+        needed: u64,
+        available: u64,
+    },
+    #[error("verification failed: {0}")]
+    VerificationFailed(String),
+    #[error("an incremental backup is impossible: {}", .why.describe(dir))]
+    IncrementalImpossible { dir: String, why: FullReason },
+    #[error("the backup store failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("the server sent something wrong: {0}")]
+    Protocol(String),
+}
+
+/// What to do about a backup in another format version (BK-15): upgrade the backup when the
+/// server's format is newer, or replace it with `--type full` (BK-47), or use a new directory.
+fn format_advice(dir: &str, backup: FormatVersion, server: FormatVersion) -> String {
+    if server > backup {
+        format!(
+            "to keep this backup, run `neo4j-admin upgrade {dir}` and back up again; or replace it with a full backup in format version {server} with --type full, or back up into a new directory"
+        )
+    } else {
+        format!(
+            "replace it with a full backup in format version {server} with --type full, or back up into a new directory"
+        )
+    }
+}
+
+impl BackupError {
+    /// The exit code of the brief (BK-40).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BackupError::Target(TargetError::NotABackup { .. }) => 3,
+            BackupError::StoreMismatch { .. } => 4,
+            BackupError::VersionMismatch { .. } => 5,
+            BackupError::VerificationFailed(_) => 6,
+            BackupError::IncrementalImpossible { .. } | BackupError::BackupAhead { .. } => 7,
+            _ => 1,
+        }
+    }
+
+    pub(super) fn refused(refusal: Refused, dir: &str, addr: &str) -> BackupError {
+        let dir = dir.to_string();
+        match refusal {
+            Refused::OtherStore { backup, server } => BackupError::StoreMismatch {
+                dir,
+                backup,
+                server,
+            },
+            Refused::OtherFormat { backup, server } => BackupError::VersionMismatch {
+                dir,
+                backup,
+                server,
+            },
+            Refused::Ahead {
+                backup_tx,
+                server_tx,
+            } => BackupError::BackupAhead {
+                dir,
+                addr: addr.to_string(),
+                backup_tx,
+                server_tx,
+            },
+            Refused::IncrementalImpossible(why) => BackupError::IncrementalImpossible { dir, why },
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! A full backup: room checked, a new generation filled with the store files as they arrive, the
+//! metadata written at the server's checkpoint, the transactions after it applied, verified, and
+//! only then the pointer switched (BK-16, BK-20 .. BK-23, BK-32).
+
+use std::sync::Arc;
+
+use super::apply::StreamEnd;
+use super::{backup_store_options, room_needed, BackupError, Kind, Phase, Run, Summary};
+use crate::backup::decision::{Existing, FullReason};
+use crate::backup::protocol::{Message, Request};
+use crate::backup::target::{Target, TargetError};
+use crate::io::{FileHandle, OpenMode};
+use crate::store::format::RecordKind;
+use crate::store::meta::Meta;
+use crate::store::{initialize, Store, StoreError};
+use crate::units;
+
+impl Run<'_> {
+    /// A full backup into a new generation (BK-20 .. BK-23, BK-32): refuse if the room is
+    /// lacking, clean leftovers, receive files, write the metadata at the checkpoint, replay
+    /// the transactions after it, verify, and only then switch the pointer.
+    pub(super) async fn full(
+        &mut self,
+        target: &mut Target,
+        reason: FullReason,
+        existing: Option<&Existing>,
+    ) -> Result<Summary, BackupError> {
+        let needed = room_needed(self.server.store_bytes);
+        let available = self
+            .env
+            .fs
+            .available_space(target.dir())
+            .map_err(|source| TargetError::Io {
+                dir: target.dir().display().to_string(),
+                source,
+            })?;
+        if available < needed {
+            return Err(BackupError::NoRoom {
+                dir: target.dir().display().to_string(),
+                needed,
+                available,
+            });
+        }
+        target.clean()?;
+        let shown = self.opts.target.display().to_string();
+        // One line says which kind and why; a fallback says so in the same line (BK-9).
+        let kind = if reason.is_fallback() {
+            "falling back to a full backup"
+        } else {
+            "full backup"
+        };
+        self.out.line(&format!(
+            "{kind} from {} into {shown}: {}",
+            self.addr,
+            reason.describe(&shown)
+        ));
+        if let Some(old) = existing.filter(|e| e.format != self.server.format) {
+            // BK-47: a backup in another format is replaced only once the new one is complete.
+            self.out.line(&format!(
+                "the backup in {shown} is in format version {}; it stays live until this backup in format version {} is complete",
+                old.format, self.server.format
+            ));
+        }
+        let (n, gen_dir) = target.new_generation()?;
+        match self.full_into(&gen_dir).await {
+            Ok((end, checkpoint_tx, meta)) => {
+                target.switch_to(n, meta)?;
+                Ok(Summary {
+                    kind: Kind::Full,
+                    reason: reason.describe(&shown),
+                    full_reason: Some(reason),
+                    store_id: self.server.store_id,
+                    format: self.server.format,
+                    from_tx: existing.map(|e| e.last_tx),
+                    checkpoint_tx: Some(checkpoint_tx),
+                    to_tx: end.last_tx,
+                    digest: end.digest,
+                    bytes: self.conn.received,
+                    transactions: end.transactions,
+                    duration: self.elapsed(),
+                    verified: end.verified,
+                    fell_back: reason.is_fallback(),
+                })
+            }
+            Err(e) => {
+                target.discard(n);
+                Err(e)
+            }
+        }
+    }
+
+    /// Receives the files into `gen_dir`, writes the metadata at the checkpoint and applies the
+    /// transactions after it; returns the end of the stream, the checkpoint and the metadata
+    /// the pointer switch records.
+    async fn full_into(
+        &mut self,
+        gen_dir: &std::path::Path,
+    ) -> Result<(StreamEnd, u64, Meta), BackupError> {
+        self.conn.send(&Message::Request(Request::Full)).await?;
+        let (checkpoint_tx, state, files) = match self.conn.recv("the full backup to start").await?
+        {
+            Message::FullStart {
+                checkpoint_tx,
+                state,
+                files,
+            } => (checkpoint_tx, state, files),
+            other => return Err(self.conn.unexpected(&other, "the full backup's start")),
+        };
+        let mut bytes = 0u64;
+        let mut seen: Vec<String> = Vec::new();
+        for _ in 0..files {
+            let name = self.receive_file(gen_dir, &mut bytes).await?;
+            if seen.contains(&name) {
+                return Err(BackupError::Protocol(format!("{name} was sent twice")));
+            }
+            seen.push(name);
+        }
+        // The metadata at the checkpoint, written by the client itself (BK-21).
+        initialize(
+            &*self.env.fs,
+            gen_dir,
+            self.server.store_id,
+            self.server.format,
+            state,
+            checkpoint_tx,
+        )?;
+        let mut store = Store::open(
+            self.env.fs.clone(),
+            self.env.clock.clone(),
+            gen_dir,
+            &backup_store_options(),
+        )?;
+        self.out.line(&format!(
+            "copied {} of store files at checkpoint tx {checkpoint_tx}; now applying the transactions committed after it",
+            units::bytes(bytes)
+        ));
+        let end = self.apply_stream(&mut store, None, Kind::Full).await?;
+        let meta = store.meta().clone();
+        store.close()?;
+        Ok((end, checkpoint_tx, meta))
+    }
+
+    /// Receives one file into `dir` (PR-11): only a record file's name is accepted, chunks are
+    /// written at their offsets as they come, the length and CRC are checked, and the file is
+    /// synced before the next one starts.
+    async fn receive_file(
+        &mut self,
+        dir: &std::path::Path,
+        bytes: &mut u64,
+    ) -> Result<String, BackupError> {
+        let (name, len) = match self.conn.recv("a store file").await? {
+            Message::FileStart { name, len } => (name, len),
+            other => return Err(self.conn.unexpected(&other, "a file")),
+        };
+        if !RecordKind::ALL.iter().any(|k| k.file_name() == name) {
+            return Err(BackupError::Protocol(format!(
+                "the server sent a file named {name}, which is not a store file"
+            )));
+        }
+        let path = dir.join(&name);
+        let io_err = |e| StoreError::io(format!("writing {}", path.display()), e);
+        let file: Arc<dyn FileHandle> = Arc::from(
+            self.env
+                .fs
+                .open(&path, OpenMode::CreateNew)
+                .map_err(io_err)?,
+        );
+        // Chunks are written by a task of their own, so that receiving the next chunk overlaps
+        // writing this one (on a multi-threaded runtime); at most WRITE_AHEAD chunks wait.
+        let (chunks, mut queue) = tokio::sync::mpsc::channel::<(u64, Vec<u8>)>(WRITE_AHEAD);
+        let writer_file = file.clone();
+        let writer = AbortOnDrop(tokio::spawn(async move {
+            while let Some((at, chunk)) = queue.recv().await {
+                writer_file.write_all_at(&chunk, at)?;
+            }
+            Ok::<(), std::io::Error>(())
+        }));
+        let mut at = 0u64;
+        let mut crc = 0u32;
+        let total = self.server.store_bytes;
+        loop {
+            match self.conn.recv("the next file chunk").await? {
+                Message::FileChunk(chunk) => {
+                    if at + chunk.len() as u64 > len {
+                        return Err(BackupError::Protocol(format!(
+                            "{name} is longer than the {len} bytes announced"
+                        )));
+                    }
+                    crc = crc32c::crc32c_append(crc, &chunk);
+                    let n = chunk.len() as u64;
+                    if chunks.send((at, chunk)).await.is_err() {
+                        // The writer stopped on an error: report it.
+                        break;
+                    }
+                    at += n;
+                    *bytes += n;
+                    self.out.progress(Phase::Copy, *bytes, total);
+                }
+                Message::FileEnd { crc: sent } => {
+                    if at != len {
+                        return Err(BackupError::Protocol(format!(
+                            "{name} ended after {at} of the {len} bytes announced"
+                        )));
+                    }
+                    if sent != crc {
+                        return Err(BackupError::Protocol(format!(
+                            "{name} arrived damaged (checksum mismatch)"
+                        )));
+                    }
+                    break;
+                }
+                other => return Err(self.conn.unexpected(&other, "a file chunk")),
+            }
+        }
+        drop(chunks);
+        writer.join().await.map_err(io_err)?;
+        file.sync().map_err(io_err)?;
+        Ok(name)
+    }
+}
+
+/// How many received chunks may wait for the writer task (bounded memory: 1 MiB each).
+const WRITE_AHEAD: usize = 4;
+
+/// A spawned task that is aborted if its handle is dropped before it is joined (an error path
+/// must not leave a writer running into a generation being discarded).
+struct AbortOnDrop(tokio::task::JoinHandle<std::io::Result<()>>);
+
+impl AbortOnDrop {
+    async fn join(mut self) -> std::io::Result<()> {
+        let handle = std::mem::replace(&mut self.0, tokio::spawn(async { Ok(()) }));
+        match handle.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(format!(
+                "the file writer stopped: {e}"
+            ))),
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

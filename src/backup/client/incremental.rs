@@ -1,0 +1,104 @@
+//! An incremental backup: the request, and once the server accepts, the transactions applied in
+//! place through the backup's own log (BK-10, BK-11, BK-17, BK-24).
+
+use super::{backup_store_options, incremental_reason, BackupError, Kind, Run, Summary};
+use crate::backup::decision::{Existing, ServerRefusal};
+use crate::backup::protocol::Message;
+use crate::backup::target::{Target, TargetError};
+use crate::store::{Store, StoreError};
+use connection::{ask_incremental, Answer};
+
+use super::connection;
+
+impl Run<'_> {
+    /// An incremental backup in place (BK-11, BK-24). `Ok(Err(answer))` when the server
+    /// refuses (pruned logs, diverged history, ...): the backup is untouched and the caller
+    /// decides (`decision::after_server_refusal`).
+    pub(super) async fn incremental(
+        &mut self,
+        target: &mut Target,
+        backup: &Existing,
+    ) -> Result<Result<Summary, ServerRefusal>, BackupError> {
+        // Nothing is written until the server accepts (BK-17): the backup's last tx and digest
+        // were read, not recovered, and leftovers stay until then.
+        let shown = self.opts.target.display().to_string();
+        let (from, digest) = (backup.last_tx, backup.digest);
+        self.out.line(&format!(
+            "incremental backup from {} into {shown}: the backup is at tx {from}, the server at tx {}",
+            self.addr, self.server.last_committed_tx
+        ));
+        let first = match ask_incremental(self.conn, backup).await? {
+            Answer::Accepted(first) => first,
+            Answer::Refused(answer) => return Ok(Err(answer)),
+        };
+        // Accepted: now the directory may change.
+        target.clean()?;
+        let lock = target.take_lock();
+        let mut store = match Store::open_with_lock(
+            self.env.fs.clone(),
+            self.env.clock.clone(),
+            target.dir(),
+            &backup_store_options(),
+            lock,
+        ) {
+            Ok(s) => s,
+            Err(e @ (StoreError::Corrupt(_) | StoreError::NotAStore(_))) => {
+                return Err(TargetError::NotABackup {
+                    dir: shown,
+                    why: e.to_string(),
+                }
+                .into())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let status = store.status();
+        if (status.last_committed_tx, status.digest) != (from, digest) {
+            return Err(BackupError::Store(StoreError::Corrupt(format!(
+                "the backup recovered to tx {} but reading it found tx {from}",
+                status.last_committed_tx
+            ))));
+        }
+        let result = self.incremental_into(&mut store, from, first).await;
+        match result {
+            Ok(summary) => {
+                target.return_lock(store.close_keeping_lock()?);
+                Ok(Ok(summary))
+            }
+            Err(BackupError::VerificationFailed(why)) => {
+                // BK-28: the next run must take a full backup.
+                store.mark_unverified()?;
+                Err(BackupError::VerificationFailed(why))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Applies the stream the server accepted to send, starting with `first`.
+    async fn incremental_into(
+        &mut self,
+        store: &mut Store,
+        from: u64,
+        first: Message,
+    ) -> Result<Summary, BackupError> {
+        let status = store.status();
+        let end = self
+            .apply_stream(store, Some(first), Kind::Incremental)
+            .await?;
+        Ok(Summary {
+            kind: Kind::Incremental,
+            reason: incremental_reason(&self.opts.target.display().to_string(), from),
+            full_reason: None,
+            store_id: status.store_id,
+            format: status.format,
+            from_tx: Some(from),
+            checkpoint_tx: None,
+            to_tx: end.last_tx,
+            digest: end.digest,
+            bytes: self.conn.received,
+            transactions: end.transactions,
+            duration: self.elapsed(),
+            verified: end.verified,
+            fell_back: false,
+        })
+    }
+}

@@ -1,0 +1,324 @@
+//! The backup client: what `neo4j-backup` does (spec/backup.md).
+//!
+//! Owns: running the decision of `decision` against a target and a server, the refusals
+//! (decided before anything is written), receiving a full backup into a new generation and
+//! switching to it, applying an incremental one in place through the backup's log,
+//! verification, and the account of what happened (an [`Observer`]).
+//! Must not touch: the server's store, or any file outside the target directory. Sockets,
+//! files and time only through the `Env` it is given, so simulations run it unchanged.
+
+//!
+//! Layout, by phase: [`connection`] (connect, handshake, the incremental request), the decision
+//! (`backup::decision`, pure), [`full`] and [`incremental`] (the two kinds), [`apply`] (applying
+//! a stream of transactions and verifying, shared by both), [`report`] (what a run tells its
+//! [`Observer`] and the summary) and [`error`] (why a run failed, and its exit code). This file
+//! ties them together: [`run`] and [`plan`].
+
+mod apply;
+mod connection;
+mod error;
+mod full;
+mod incremental;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::backup::decision::{self, Existing, Step};
+pub use crate::backup::decision::{FullReason, Mode, ServerInfo};
+use crate::backup::target::{Target, TargetError};
+use crate::config::join_host_port;
+use crate::digest::Digest;
+use crate::io::{parent_of, Env};
+pub use crate::progress::Phase;
+use crate::retention::RetentionPolicy;
+use crate::store::meta::StoreId;
+use crate::store::{peek_last_tx, StoreError, StoreOptions};
+use connection::{ask_incremental, connect, handshake, Answer, Conn};
+pub use error::BackupError;
+pub use report::{transactions, BackupFacts, Kind, Lines, Observer, Summary, Verified};
+
+/// How much to verify (`-verify`, BK-26 .. BK-28).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verify {
+    /// `false`: nothing beyond the end frame's digest check.
+    Off,
+    /// `true`: a full scan after a full backup; the records touched plus the digest after an
+    /// incremental.
+    Default,
+    /// `full`: a full scan whatever the kind.
+    Full,
+}
+
+/// What to back up, from where, to where.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    pub host: String,
+    pub port: u16,
+    pub target: PathBuf,
+    pub mode: Mode,
+    pub verify: Verify,
+    /// The longest to wait for the server to send anything (BK-7).
+    pub timeout: Duration,
+    /// The most bytes per second to receive (`--max-rate`, BK-41); `None` for no limit.
+    pub max_rate: Option<u64>,
+}
+
+/// The options a backup's own store is opened with: retention keeps only what recovery needs
+/// (a backup serves no one's incremental), and the default rotation threshold.
+fn backup_store_options() -> StoreOptions {
+    StoreOptions {
+        retention: RetentionPolicy::KeepRecoveryOnly,
+        ..StoreOptions::default()
+    }
+}
+
+/// Runs one backup (BK-10 .. BK-47). Refusals are decided before anything in the target is
+/// written; an existing backup stays valid whatever fails. A run that fails on a target that
+/// did not exist removes the directory it created (if it is still empty), so that a refusal
+/// or a failure leaves no trace (BK-17).
+pub async fn run(
+    env: &Env,
+    opts: &BackupOptions,
+    out: &mut dyn Observer,
+) -> Result<Summary, BackupError> {
+    let existed = !matches!(env.fs.metadata(&opts.target), Ok(None));
+    let result = run_in(env, opts, out).await;
+    if result.is_err() && !existed {
+        if let Ok(entries) = env.fs.read_dir(&opts.target) {
+            if entries.is_empty() {
+                let removed = env
+                    .fs
+                    .remove_dir_all(&opts.target)
+                    .and_then(|()| env.fs.sync_dir(parent_of(&opts.target)));
+                if let Err(e) = removed {
+                    tracing::warn!("could not remove the directory this run created: {e}");
+                }
+            }
+        }
+    }
+    result
+}
+
+async fn run_in(
+    env: &Env,
+    opts: &BackupOptions,
+    out: &mut dyn Observer,
+) -> Result<Summary, BackupError> {
+    let started = env.clock.now();
+    let addr = join_host_port(&opts.host, opts.port);
+    let shown = opts.target.display().to_string();
+    // BK-12, BK-17: `--type incremental` into a missing directory has nothing to build on;
+    // it is refused before `Target::open` would create the directory.
+    if opts.mode == Mode::Incremental {
+        let missing = env
+            .fs
+            .metadata(&opts.target)
+            .map_err(|source| TargetError::Io {
+                dir: shown.clone(),
+                source,
+            })?
+            .is_none();
+        if missing {
+            return Err(BackupError::IncrementalImpossible {
+                dir: shown,
+                why: FullReason::NoBackup,
+            });
+        }
+    }
+    let mut target = Target::open(env.fs.clone(), &opts.target)?;
+    let mut conn = connect(env, &addr, opts.timeout, opts.max_rate).await?;
+    let server = handshake(&mut conn).await?;
+    out.server(&addr, &server);
+    // Refusals first (BK-13 .. BK-15, BK-46): nothing has been written yet.
+    let existing = existing_backup(env, &target, opts.mode, out)?;
+    let step = decision::decide(existing.as_ref(), opts.mode, &server)
+        .map_err(|r| BackupError::refused(r, &shown, &addr))?;
+    let mut ctx = Run {
+        env,
+        opts,
+        out,
+        conn: &mut conn,
+        server,
+        started,
+        addr,
+    };
+    let reason = match step {
+        Step::Full(reason) => reason,
+        Step::AskIncremental(backup) => match ctx.incremental(&mut target, &backup).await? {
+            Ok(summary) => return Ok(summary),
+            Err(answer) => decision::after_server_refusal(opts.mode, &backup, answer)
+                .map_err(|r| BackupError::refused(r, &shown, &ctx.addr))?,
+        },
+    };
+    ctx.full(&mut target, reason, existing.as_ref()).await
+}
+
+/// The backup the target holds, read without writing (BK-17), or `None`. Its last tx is what
+/// recovery would reach; when its logs cannot be read and the run will replace it anyway
+/// (`--type full`, or a backup marked unverified), the checkpoint stands in.
+fn existing_backup(
+    env: &Env,
+    target: &Target,
+    mode: Mode,
+    out: &mut dyn Observer,
+) -> Result<Option<Existing>, BackupError> {
+    let Some(meta) = target.meta() else {
+        return Ok(None);
+    };
+    let (last_tx, digest) = match peek_backup(&*env.fs, target.dir()) {
+        Ok(found) => found,
+        Err(_) if mode == Mode::Full || meta.unverified => {
+            (meta.checkpoint.last_tx, meta.checkpoint.state.digest)
+        }
+        Err(e) => return Err(e),
+    };
+    out.existing(&BackupFacts {
+        store_id: meta.store_id,
+        format: meta.format,
+        last_tx,
+    });
+    Ok(Some(Existing {
+        store_id: meta.store_id,
+        format: meta.format,
+        last_tx,
+        digest,
+        unverified: meta.unverified,
+    }))
+}
+
+/// What a run would do (`--plan`, BK-42).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub kind: Kind,
+    /// Why this kind, in one line.
+    pub reason: String,
+    /// Why a full backup, typed (`None` for an incremental one).
+    pub full_reason: Option<FullReason>,
+    pub store_id: StoreId,
+    /// The backup's last tx, when the directory holds one.
+    pub from_tx: Option<u64>,
+    /// The server's last committed tx now: what the backup would reach at least.
+    pub to_tx: u64,
+    /// For a full backup, the store file bytes to copy; for an incremental, 0 (the transactions'
+    /// size is not known before they are read).
+    pub bytes: u64,
+    /// Free bytes on the target's file system (of its nearest existing ancestor).
+    pub free: u64,
+}
+
+/// Says what [`run`] would do and why, changing nothing (BK-42): the same decision
+/// (`decision::decide`, then the server's answer to the same incremental request, whose first
+/// answer is read before the connection is dropped), so the same refusals with the same exit
+/// codes.
+pub async fn plan(
+    env: &Env,
+    opts: &BackupOptions,
+    out: &mut dyn Observer,
+) -> Result<Plan, BackupError> {
+    let addr = join_host_port(&opts.host, opts.port);
+    let target = Target::inspect(env.fs.clone(), &opts.target)?;
+    let mut conn = connect(env, &addr, opts.timeout, None).await?;
+    let server = handshake(&mut conn).await?;
+    out.server(&addr, &server);
+    let shown = opts.target.display().to_string();
+    let mut free_at = opts.target.clone();
+    while env.fs.metadata(&free_at).ok().flatten().is_none() {
+        free_at = crate::io::parent_of(&free_at).to_path_buf();
+    }
+    let free = env
+        .fs
+        .available_space(&free_at)
+        .map_err(|source| TargetError::Io {
+            dir: shown.clone(),
+            source,
+        })?;
+    let existing = existing_backup(env, &target, opts.mode, out)?;
+    let from_tx = existing.map(|e| e.last_tx);
+    let step = decision::decide(existing.as_ref(), opts.mode, &server)
+        .map_err(|r| BackupError::refused(r, &shown, &addr))?;
+    let reason = match step {
+        Step::Full(reason) => reason,
+        Step::AskIncremental(backup) => match ask_incremental(&mut conn, &backup).await? {
+            Answer::Accepted(_) => {
+                return Ok(Plan {
+                    kind: Kind::Incremental,
+                    reason: incremental_reason(&shown, backup.last_tx),
+                    full_reason: None,
+                    store_id: server.store_id,
+                    from_tx,
+                    to_tx: server.last_committed_tx,
+                    bytes: 0,
+                    free,
+                })
+            }
+            Answer::Refused(answer) => decision::after_server_refusal(opts.mode, &backup, answer)
+                .map_err(|r| BackupError::refused(r, &shown, &addr))?,
+        },
+    };
+    let needed = room_needed(server.store_bytes);
+    if free < needed {
+        return Err(BackupError::NoRoom {
+            dir: shown,
+            needed,
+            available: free,
+        });
+    }
+    Ok(Plan {
+        kind: Kind::Full,
+        reason: reason.describe(&shown),
+        full_reason: Some(reason),
+        store_id: server.store_id,
+        from_tx,
+        to_tx: server.last_committed_tx,
+        bytes: server.store_bytes,
+        free,
+    })
+}
+
+/// Why an incremental backup: the one line of BK-9.
+fn incremental_reason(dir: &str, from: u64) -> String {
+    format!("{dir} holds a backup at tx {from}")
+}
+
+/// The free space a full backup of `store_bytes` of record files needs (BK-16): the files, a
+/// sixteenth more for the logs of the catch-up, and 1 MiB.
+fn room_needed(store_bytes: u64) -> u64 {
+    store_bytes + store_bytes / 16 + (1 << 20)
+}
+
+/// The backup's last tx and its digest, read without recovering (BK-17).
+fn peek_backup(
+    fs: &dyn crate::io::Fs,
+    dir: &std::path::Path,
+) -> Result<(u64, Digest), BackupError> {
+    peek_last_tx(fs, dir).map_err(|e| match e {
+        StoreError::Corrupt(_) | StoreError::NotAStore(_) => TargetError::NotABackup {
+            dir: dir.display().to_string(),
+            why: e.to_string(),
+        }
+        .into(),
+        e => e.into(),
+    })
+}
+
+/// One run's shared state.
+struct Run<'a> {
+    env: &'a Env,
+    opts: &'a BackupOptions,
+    out: &'a mut dyn Observer,
+    conn: &'a mut Conn,
+    server: ServerInfo,
+    started: std::time::SystemTime,
+    addr: String,
+}
+
+impl Run<'_> {
+    fn elapsed(&self) -> Duration {
+        self.env
+            .clock
+            .now()
+            .duration_since(self.started)
+            .unwrap_or_default()
+    }
+}
