@@ -15,7 +15,7 @@ use rand::Rng;
 
 use crate::runner::{Scenario, ScenarioCtx};
 use crate::scenarios::backup_world::{
-    configure, BackupJob, BackupSim, Holding, Job, Plant, Setup, TARGET,
+    configure, BackupJob, BackupSim, Holding, Impossible, Job, Plant, Refused, Setup, TARGET,
 };
 
 pub const SCENARIO: Scenario = Scenario::new(
@@ -287,27 +287,27 @@ fn refusal(ctx: &mut ScenarioCtx, chain: &mut Chain) -> turmoil::Result {
         .iter()
         .find(|f| **f != chain.format)
         .expect("two supported formats");
-    let (plant, code) = match ctx.rng.random_range(0..8) {
+    let (plant, refused) = match ctx.rng.random_range(0..8) {
         0 => (
             Some(Plant::ForeignStore {
                 random: ctx.rng.random(),
             }),
-            4,
+            Refused::OtherStore,
         ),
         1 => (
             Some(Plant::OtherFormat {
                 store_id: chain.store_id,
                 format: other_format,
             }),
-            5,
+            Refused::OtherFormat,
         ),
-        2 => (Some(Plant::StrayFile), 3),
-        3 => (Some(Plant::File), 3),
-        4 => (Some(Plant::DanglingPointer), 3),
-        5 => (Some(Plant::DamagedPointer), 3),
-        6 => (Some(Plant::FilesWithoutMeta), 3),
+        2 => (Some(Plant::StrayFile), Refused::NotABackup),
+        3 => (Some(Plant::File), Refused::NotABackup),
+        4 => (Some(Plant::DanglingPointer), Refused::NotABackup),
+        5 => (Some(Plant::DamagedPointer), Refused::NotABackup),
+        6 => (Some(Plant::FilesWithoutMeta), Refused::NotABackup),
         // Nothing there, and `--type incremental`: exit 7 (BK-12).
-        _ => (None, 7),
+        _ => (None, Refused::Impossible(Impossible::NoBackup)),
     };
     let (holding, mode) = match plant {
         Some(what) => {
@@ -319,7 +319,7 @@ fn refusal(ctx: &mut ScenarioCtx, chain: &mut Chain) -> turmoil::Result {
                 },
             )?;
             let mode = [Mode::Auto, Mode::Full, Mode::Incremental][ctx.rng.random_range(0..3)];
-            (Holding::Refusable(code), mode)
+            (Holding::Refusable(refused), mode)
         }
         None => (Holding::Nothing, Mode::Incremental),
     };
@@ -328,13 +328,13 @@ fn refusal(ctx: &mut ScenarioCtx, chain: &mut Chain) -> turmoil::Result {
     let message = match &run.outcome {
         Err(f) => f.message.clone(),
         // BK-47: `--type full` replaced the other format's backup (checked as a full backup).
-        Ok(_) if code == 5 && mode == Mode::Full => return Ok(()),
+        Ok(_) if refused == Refused::OtherFormat && mode == Mode::Full => return Ok(()),
         Ok(_) => return Err("checked: it was refused".into()),
     };
     // The messages show both sides (BK-14, BK-15).
-    let names_both = match code {
-        4 => message.contains(&chain.store_id.to_string()),
-        5 => {
+    let names_both = match refused {
+        Refused::OtherStore => message.contains(&chain.store_id.to_string()),
+        Refused::OtherFormat => {
             message.contains(&chain.format.to_string())
                 && message.contains(&other_format.to_string())
         }

@@ -26,13 +26,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use online_backup::backup::client::{self, BackupOptions, Kind, Lines, Mode, Summary, Verify};
+use online_backup::backup::client::{self, BackupOptions, Lines, Mode, Verify};
 use online_backup::config::Config;
 use online_backup::digest::Digest;
 use online_backup::graph::{Op, Properties, Value};
 use online_backup::io::{Fs, OpenMode};
 use online_backup::server::{self, ServerOptions};
-use online_backup::store::check::{self, CheckReport};
+use online_backup::store::check;
 use online_backup::store::format::{FormatVersion, RecordKind};
 use online_backup::store::layout::{self, POINTER_FILE};
 use online_backup::store::log::TxState;
@@ -44,6 +44,7 @@ use rand::{Rng, SeedableRng};
 use crate::http::{self, Status};
 use crate::model::Graph;
 use crate::runner::{HostCtx, ScenarioCtx, Stopped};
+pub use crate::scenarios::backup_judge::*;
 
 pub const SERVER: &str = "server";
 pub const WRITER: &str = "writer";
@@ -206,6 +207,17 @@ impl BackupJob {
             timeout: Duration::from_secs(10),
         }
     }
+
+    /// A job with the default verification, for the judge's tests.
+    #[cfg(test)]
+    pub fn fixed(target: &str, mode: Mode) -> BackupJob {
+        BackupJob {
+            target: PathBuf::from(target),
+            mode,
+            verify: Verify::Default,
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Something planted in a directory to make a backup into it refuse.
@@ -263,464 +275,6 @@ pub enum Reply {
     Inspect(Inspection),
     Done,
     Status(Option<Status>),
-}
-
-/// A path's contents, name by name: `None` when nothing is there (invariant 3 compares two).
-pub type Tree = Option<BTreeMap<String, Entry>>;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Entry {
-    Dir,
-    File(Vec<u8>),
-}
-
-/// How a run failed: the exit code the binary would give (BK-40) and its sentence.
-#[derive(Clone, Debug)]
-pub struct Failure {
-    pub exit: u8,
-    pub message: String,
-}
-
-/// One finished `neo4j-backup` run as the client saw it.
-#[derive(Debug)]
-pub struct BackupRun {
-    pub job: BackupJob,
-    /// The server's last committed tx when the run began, at least: the highest tx the writer
-    /// had acknowledged or the server's status had reported just before (invariant 1).
-    pub began_after: u64,
-    /// `GET /db/data/` just before the run (`None` when the server did not answer).
-    pub status_before: Option<Status>,
-    pub before: Tree,
-    pub after: Tree,
-    pub outcome: Result<Summary, Failure>,
-    /// What the tool said, line by line.
-    pub lines: Vec<String>,
-    /// Mutating filesystem operations the run made on the client.
-    pub fs_ops: u64,
-}
-
-/// What a backup directory holds, read from a checked copy.
-#[derive(Clone, Debug)]
-pub struct Inspection {
-    /// The directory's own names, sorted.
-    pub names: Vec<String>,
-    /// The generation `CURRENT` names.
-    pub live: Option<u64>,
-    /// `Ok(None)`: no backup (nothing, or an interrupted first run's leftovers); `Err`: the
-    /// backup does not open or check (never acceptable).
-    pub held: Result<Option<CheckReport>, String>,
-}
-
-/// What the driver knows a backup directory holds before a run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Holding {
-    /// Nothing: missing, empty, or only leftovers of an interrupted first backup.
-    Nothing,
-    /// A backup of the server's store at `tx`, with `digest` there; `diverged` when it took
-    /// writes of its own, so its history is not the server's; `plain` when its store files are
-    /// in the directory itself (a restored copy, BK-38) rather than in a generation.
-    Backup {
-        tx: u64,
-        digest: Digest,
-        diverged: bool,
-        plain: bool,
-    },
-    /// Something a run must refuse with this exit code (3, 4 or 5).
-    Refusable(u8),
-}
-
-/// What a run must do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Expect {
-    /// Finish as `kind` (invariant 4); a fallback's line names `because` (BK-11).
-    Finish {
-        kind: Kind,
-        because: Option<&'static str>,
-    },
-    /// Refuse with exit code `exit`, the message naming `because`, and leave the directory
-    /// byte for byte as it was (invariant 3).
-    Refuse { exit: u8, because: String },
-    /// A fault is injected: finish as `kind`, or fail with exit 1 leaving a valid backup
-    /// (invariant 2).
-    Interrupted { kind: Kind },
-}
-
-/// What a run must do on a directory holding `holding` (BK-10 .. BK-15, BK-25, BK-46). `pruned`:
-/// the server's logs no longer hold the tx after the backup's; `server_tx`: the server's last
-/// committed tx when the run shook hands, where the driver knows it exactly (the writer paused).
-/// This is the simulations' own model of the decision, written apart from `backup::decision`.
-pub fn expectation(holding: &Holding, mode: Mode, pruned: bool, server_tx: Option<u64>) -> Expect {
-    let refuse = |exit: u8, because: &str| Expect::Refuse {
-        exit,
-        because: because.to_string(),
-    };
-    match holding {
-        Holding::Refusable(3) => refuse(3, "is not a valid backup directory"),
-        Holding::Refusable(4) => refuse(4, "holds a backup of store"),
-        // `--type full` replaces a backup of the same store in another format (BK-47).
-        Holding::Refusable(5) if mode == Mode::Full => Expect::Finish {
-            kind: Kind::Full,
-            because: None,
-        },
-        Holding::Refusable(5) => refuse(5, "format version"),
-        Holding::Refusable(code) => refuse(*code, ""),
-        Holding::Nothing if mode == Mode::Incremental => refuse(7, "holds no backup yet"),
-        Holding::Nothing => Expect::Finish {
-            kind: Kind::Full,
-            because: None,
-        },
-        // A backup ahead of the server is replaced only on purpose (BK-46).
-        Holding::Backup { tx, .. } if mode != Mode::Full && server_tx.is_some_and(|s| *tx > s) => {
-            refuse(7, "ahead of the server")
-        }
-        Holding::Backup { diverged, .. } => {
-            let impossible = if *diverged {
-                Some("diverged")
-            } else if pruned {
-                Some("no longer hold")
-            } else {
-                None
-            };
-            match (mode, impossible) {
-                (Mode::Full, _) => Expect::Finish {
-                    kind: Kind::Full,
-                    because: None,
-                },
-                (_, None) => Expect::Finish {
-                    kind: Kind::Incremental,
-                    because: None,
-                },
-                (Mode::Incremental, Some(why)) => refuse(7, why),
-                (Mode::Auto, Some(why)) => Expect::Finish {
-                    kind: Kind::Full,
-                    because: Some(why),
-                },
-            }
-        }
-    }
-}
-
-/// Everything [`check_invariants`] judges a run by.
-pub struct Facts<'a> {
-    /// The run as the client reported it; `None` when the client lost power first.
-    pub run: Option<&'a BackupRun>,
-    pub expect: &'a Expect,
-    /// What the directory held before.
-    pub before: &'a Holding,
-    /// The directory inspected after the run (`None` for a refusal: the snapshots judge it).
-    pub after: Option<&'a Inspection>,
-    /// The source's digest at each tx (the writer's record).
-    pub digests: &'a BTreeMap<u64, Digest>,
-    /// The server's last committed tx when the run began, at least.
-    pub began_after: u64,
-}
-
-/// Checks the brief's invariants 1 to 4 for one run and says what the directory holds now
-/// (SIM-21).
-///
-/// 1. A finished backup's digest is the source's digest at its tx T, and T is at least the
-///    server's last committed tx when it began (BK-20); the directory then holds exactly that
-///    backup, valid, live through the pointer, with no leftovers (BK-23, BK-30 .. BK-32, BK-36).
-/// 2. After an interrupted run (client power loss, server crash, network failure: exit 1,
-///    BK-34) the directory holds a valid backup: the previous one or, for a full one, the new
-///    one complete (BK-33); for an incremental one, one at a tx between the old and the newest
-///    the server had (BK-24); always at a tx whose digest is the source's there.
-/// 3. A refused run leaves the directory byte for byte as it was (BK-17), with the exit code of
-///    BK-40 and a message saying why (BK-12 .. BK-15).
-/// 4. The kind is the one `expectation` gives: incremental whenever the logs exist and the
-///    histories agree, full only otherwise (BK-25), saying why when it falls back (BK-11).
-pub fn check_invariants(f: &Facts) -> Result<Holding, String> {
-    let what = match f.run {
-        Some(run) => format!(
-            "the {:?} backup (verify {:?}) into {}",
-            run.job.mode,
-            run.job.verify,
-            run.job.target.display()
-        ),
-        None => "the backup interrupted by the client's power loss".to_string(),
-    };
-    let checked = match f.run {
-        Some(run) => match (&run.outcome, f.expect) {
-            (Ok(summary), Expect::Finish { kind, .. } | Expect::Interrupted { kind }) => {
-                check_finished(f, run, summary, *kind)
-            }
-            (Ok(summary), Expect::Refuse { exit, because }) => Err(format!(
-                "it took a {} backup to tx {} where exit {exit} ({because}) was due; it said {:?}",
-                summary.kind.name(),
-                summary.to_tx,
-                run.lines
-            )),
-            (Err(failure), Expect::Refuse { exit, because }) => {
-                check_refused(run, failure, *exit, because).map(|()| f.before.clone())
-            }
-            (Err(failure), Expect::Finish { kind, .. }) => Err(format!(
-                "a {} backup was due, but it failed with exit {}: {}",
-                kind.name(),
-                failure.exit,
-                failure.message
-            )),
-            (Err(failure), Expect::Interrupted { kind }) => {
-                if failure.exit != 1 {
-                    Err(format!(
-                        "SIM-19, BK-34: a fault must fail the run with exit 1, it gave exit {}: {}",
-                        failure.exit, failure.message
-                    ))
-                } else {
-                    check_left_valid(f, *kind)
-                }
-            }
-        },
-        None => match f.expect {
-            Expect::Interrupted { kind } => check_left_valid(f, *kind),
-            other => Err(format!("no report where {other:?} was due")),
-        },
-    };
-    checked.map_err(|why| format!("{what}: {why}"))
-}
-
-/// The directory's backup, which must open and check (invariant 2, BK-23): `None` when it
-/// holds none.
-fn valid_report(inspection: &Inspection) -> Result<Option<&CheckReport>, String> {
-    match &inspection.held {
-        Err(e) => Err(format!(
-            "SIM-21, BK-23: invariant 2: the backup does not open and check: {e} (it holds {:?})",
-            inspection.names
-        )),
-        Ok(None) => Ok(None),
-        Ok(Some(r)) if !r.consistent => Err(format!(
-            "SIM-21, BK-23: invariant 2: the backup at tx {} is not consistent: {:?}",
-            r.last_committed_tx, r.findings
-        )),
-        Ok(Some(r)) if r.digest != r.recorded_digest => Err(format!(
-            "invariant 2: the backup at tx {} records digest {} but a scan gives {}",
-            r.last_committed_tx, r.recorded_digest, r.digest
-        )),
-        Ok(Some(r)) => Ok(Some(r)),
-    }
-}
-
-fn report_digest(r: &CheckReport) -> Result<Digest, String> {
-    Digest::from_hex(&r.digest).ok_or(format!("check printed a bad digest {:?}", r.digest))
-}
-
-/// Invariant 1 and the kind of invariant 4, for a run that finished.
-fn check_finished(f: &Facts, run: &BackupRun, s: &Summary, kind: Kind) -> Result<Holding, String> {
-    if s.kind != kind {
-        return Err(format!(
-            "SIM-21, BK-25: invariant 4: it took a {} backup where a {} one was due (the directory held {:?}, the \
-             server's status before: {:?}); it said {:?}",
-            s.kind.name(),
-            kind.name(),
-            f.before,
-            run.status_before,
-            run.lines
-        ));
-    }
-    if let Expect::Finish {
-        because: Some(why), ..
-    } = f.expect
-    {
-        let said = run
-            .lines
-            .iter()
-            .any(|l| l.starts_with("falling back to a full backup") && l.contains(why));
-        if !said {
-            return Err(format!(
-                "BK-11: it fell back to a full backup without a line saying why ({why}): {:?}",
-                run.lines
-            ));
-        }
-    }
-    if let (Kind::Incremental, Holding::Backup { tx, .. }) = (s.kind, f.before) {
-        if s.from_tx != Some(*tx) {
-            return Err(format!(
-                "BK-10: the incremental backup started from {:?}, the backup was at tx {tx}",
-                s.from_tx
-            ));
-        }
-    }
-    // Invariant 1 (BK-20).
-    match f.digests.get(&s.to_tx) {
-        None => {
-            return Err(format!(
-                "BK-20: the backup is at tx {}, which the server never committed (the writer \
-                 sent up to tx {:?})",
-                s.to_tx,
-                f.digests.keys().next_back()
-            ))
-        }
-        Some(d) if *d != s.digest => {
-            return Err(format!(
-                "SIM-21, BK-20: invariant 1: the backup's digest at tx {} is {} but the source's there is {d}",
-                s.to_tx, s.digest
-            ))
-        }
-        Some(_) => {}
-    }
-    if s.to_tx < f.began_after {
-        return Err(format!(
-            "BK-20: the backup is at tx {}, but the server had committed tx {} when it began",
-            s.to_tx, f.began_after
-        ));
-    }
-    // The directory holds exactly this backup, live through its pointer, and nothing else.
-    let inspection = f.after.ok_or("the directory was not inspected")?;
-    let report = valid_report(inspection)?.ok_or(format!(
-        "BK-23: the run finished but the directory holds no backup: {:?}",
-        inspection.names
-    ))?;
-    if report.last_committed_tx != s.to_tx || report_digest(report)? != s.digest {
-        return Err(format!(
-            "BK-31: the run reported tx {} digest {}, the directory opens at tx {} digest {}",
-            s.to_tx, s.digest, report.last_committed_tx, report.digest
-        ));
-    }
-    // BK-22: the backup keeps the source's store id and format version.
-    if let Some(status) = &run.status_before {
-        if report.store_id != status.store_id || report.format_version != status.format_version {
-            return Err(format!(
-                "BK-22: the backup is of store {} in format {}, the server's is {} in format {}",
-                report.store_id, report.format_version, status.store_id, status.format_version
-            ));
-        }
-    }
-    // An incremental backup into a plain store directory applies in place; every other run
-    // leaves the pointer and the live generation only (BK-38).
-    let plain =
-        s.kind == Kind::Incremental && matches!(f.before, Holding::Backup { plain: true, .. });
-    let clean = if plain {
-        inspection.live.is_none()
-            && inspection.names.iter().any(|n| n == META_FILE)
-            && !inspection
-                .names
-                .iter()
-                .any(|n| n == POINTER_FILE || layout::parse_generation(n).is_some())
-    } else {
-        inspection.live.is_some_and(|n| {
-            inspection.names == [POINTER_FILE.to_string(), layout::generation_name(n)]
-        })
-    };
-    if !clean {
-        return Err(format!(
-            "BK-30, BK-32, BK-36, BK-38: after the run the directory should hold {}; it holds \
-             {:?} (live: {:?})",
-            if plain {
-                "the plain store's files"
-            } else {
-                "the pointer and the live generation only"
-            },
-            inspection.names,
-            inspection.live
-        ));
-    }
-    Ok(Holding::Backup {
-        tx: s.to_tx,
-        digest: s.digest,
-        diverged: false,
-        plain,
-    })
-}
-
-/// Invariant 3 for a refused run (BK-17, BK-40).
-fn check_refused(
-    run: &BackupRun,
-    failure: &Failure,
-    exit: u8,
-    because: &str,
-) -> Result<(), String> {
-    if failure.exit != exit || !failure.message.contains(because) {
-        return Err(format!(
-            "SIM-21, BK-40: invariant 3: it should refuse with exit {exit} saying {because:?}; it failed with exit {}: \
-             {}",
-            failure.exit, failure.message
-        ));
-    }
-    if run.after != run.before {
-        return Err(format!(
-            "SIM-21, BK-17: invariant 3: the refused run changed the directory: {}",
-            tree_difference(&run.before, &run.after)
-        ));
-    }
-    Ok(())
-}
-
-/// Invariant 2 after a run a fault interrupted (BK-24, BK-33, BK-34).
-fn check_left_valid(f: &Facts, kind: Kind) -> Result<Holding, String> {
-    let inspection = f.after.ok_or("the directory was not inspected")?;
-    let report = valid_report(inspection)?;
-    let newer = |t: u64, d: Digest| -> Result<Holding, String> {
-        if f.digests.get(&t) != Some(&d) {
-            return Err(format!(
-                "SIM-19, SIM-21: invariant 2: the backup left is at tx {t} with digest {d}, but the source's \
-                 digest there is {:?}",
-                f.digests.get(&t)
-            ));
-        }
-        if kind == Kind::Full && t < f.began_after {
-            return Err(format!(
-                "SIM-19, BK-33: an interrupted full backup left tx {t}: neither the previous backup nor \
-                 a complete new one (at least tx {})",
-                f.began_after
-            ));
-        }
-        Ok(Holding::Backup {
-            tx: t,
-            digest: d,
-            diverged: false,
-            plain: kind == Kind::Incremental
-                && matches!(f.before, Holding::Backup { plain: true, .. }),
-        })
-    };
-    match (f.before, report) {
-        (Holding::Backup { tx, digest, .. }, Some(r)) => {
-            let (t, d) = (r.last_committed_tx, report_digest(r)?);
-            if t == *tx {
-                if d != *digest {
-                    return Err(format!(
-                        "invariant 2: the backup is still at tx {t} but its digest changed from \
-                         {digest} to {d}"
-                    ));
-                }
-                Ok(f.before.clone())
-            } else if t < *tx {
-                Err(format!(
-                    "SIM-19, BK-24: the backup went back from tx {tx} to tx {t}"
-                ))
-            } else {
-                newer(t, d)
-            }
-        }
-        (Holding::Backup { tx, .. }, None) => Err(format!(
-            "SIM-19, BK-33: the backup at tx {tx} is gone; the directory holds {:?}",
-            inspection.names
-        )),
-        (Holding::Nothing, None) => Ok(Holding::Nothing),
-        (Holding::Nothing, Some(r)) => newer(r.last_committed_tx, report_digest(r)?),
-        (Holding::Refusable(code), _) => Err(format!(
-            "a directory to be refused (exit {code}) is no fault case"
-        )),
-    }
-}
-
-/// The first difference between two snapshots, in words.
-pub fn tree_difference(before: &Tree, after: &Tree) -> String {
-    let (b, a) = match (before, after) {
-        (None, None) => return "no difference".into(),
-        (None, Some(_)) => return "it did not exist and now does".into(),
-        (Some(_), None) => return "it existed and is gone".into(),
-        (Some(b), Some(a)) => (b, a),
-    };
-    for (name, entry) in b {
-        match a.get(name) {
-            None => return format!("{name} is gone"),
-            Some(e) if e != entry => return format!("{name} changed"),
-            Some(_) => {}
-        }
-    }
-    match a.keys().find(|k| !b.contains_key(*k)) {
-        Some(name) => format!("{name} appeared"),
-        None => "no difference".into(),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -939,10 +493,7 @@ async fn perform(h: &HostCtx, shared: &Arc<Mutex<Shared>>, job: Job) -> turmoil:
                 status_before: status,
                 before,
                 after,
-                outcome: outcome.map_err(|e| Failure {
-                    exit: e.exit_code(),
-                    message: e.to_string(),
-                }),
+                outcome: outcome.map_err(|e| Failure::of(&e)),
                 lines: lines.0,
                 fs_ops,
             })))
@@ -1375,14 +926,5 @@ impl BackupSim {
             sh.lock().unwrap().server.stopped
         })?;
         Self::expect_up(stopped, "the server to shut down")
-    }
-}
-
-/// Whether the server's logs no longer held the tx after the directory's backup when `run`
-/// began, by the status it read just before.
-fn pruned(holding: &Holding, run: &BackupRun) -> bool {
-    match (holding, &run.status_before) {
-        (Holding::Backup { tx, .. }, Some(status)) => status.oldest_logged_tx > tx + 1,
-        _ => false,
     }
 }

@@ -8,6 +8,7 @@ use crate::runner::Scenario;
 
 pub mod backup_chain;
 pub mod backup_faults;
+pub mod backup_judge;
 pub mod backup_world;
 pub mod log_crash;
 pub mod retention_time;

@@ -15,7 +15,7 @@ use crate::backup::target::{Holds, Target, TargetError};
 use crate::io::{Clock, Fs, OpenMode};
 use crate::progress::Phase;
 use crate::store::check::{check_open_with_progress, check_with_progress, CheckReport};
-use crate::store::meta::Meta;
+use crate::store::meta::{Meta, MetaError};
 use crate::store::{Store, StoreError, StoreOptions};
 
 /// Bytes copied per read and write.
@@ -38,8 +38,18 @@ pub enum RestoreError {
     Foreign { dir: String, why: String },
     #[error("{0}")]
     Target(TargetError),
-    #[error("the restored copy in {dir} does not check: {why}; the target was left as it was")]
-    CopyFailed { dir: String, why: String },
+    #[error("the restored copy in {dir} does not check: digest {copy} where the backup's is {backup}; the target was left as it was")]
+    CopyDiffers {
+        dir: String,
+        copy: String,
+        backup: String,
+    },
+    #[error("the restored copy in {dir} does not check: its metadata: {source}; the target was left as it was")]
+    CopyMeta {
+        dir: String,
+        #[source]
+        source: MetaError,
+    },
 }
 
 impl RestoreError {
@@ -112,16 +122,16 @@ pub fn restore(
             progress(Phase::CheckCopy, d, t)
         })?;
         if !copy.consistent || copy.digest != report.digest {
-            return Err(RestoreError::CopyFailed {
+            return Err(RestoreError::CopyDiffers {
                 dir: to.display().to_string(),
-                why: format!(
-                    "digest {} where the backup's is {}",
-                    copy.digest, report.digest
-                ),
+                copy: copy.digest,
+                backup: report.digest.clone(),
             });
         }
-        let meta = Meta::read(&*fs, &generation)
-            .map_err(|e| StoreError::Corrupt(format!("the copy's metadata: {e}")))?;
+        let meta = Meta::read(&*fs, &generation).map_err(|source| RestoreError::CopyMeta {
+            dir: to.display().to_string(),
+            source,
+        })?;
         Ok((bytes, meta))
     });
     let (bytes, meta) = match copied {

@@ -40,6 +40,12 @@ pub enum ServiceError {
     Unexpected(&'static str),
     #[error("the client was silent for longer than {}", crate::units::duration(*.0))]
     Idle(std::time::Duration),
+    /// A record file got shorter while it was being sent (files only grow, ST-15).
+    #[error("{0} shrank while it was copied")]
+    FileShrank(String),
+    /// A pinned tx was not in the logs (the pin should have kept it, RET-3).
+    #[error("tx {0} left the logs while a backup had it pinned")]
+    PinnedTxGone(u64),
 }
 
 /// What every connection of the service shares.
@@ -249,11 +255,7 @@ async fn send_file<W: AsyncWrite + Unpin>(
         let want = ((len - at) as usize).min(CHUNK_SIZE);
         let got = file.read_fully_at(&mut buf[..want], at).map_err(io_err)?;
         if got < want {
-            return Err(StoreError::Corrupt(format!(
-                "{} shrank while it was copied",
-                path.display()
-            ))
-            .into());
+            return Err(ServiceError::FileShrank(path.display().to_string()));
         }
         crc = crc32c::crc32c_append(crc, &buf[..want]);
         protocol::write_chunk(w, &buf[..want]).await?;
@@ -279,10 +281,7 @@ async fn send_txs<W: AsyncWrite + Unpin>(
         return Ok(before.digest);
     }
     let Some(start) = LogReader::open(ctx.env.fs.clone(), dir, from)? else {
-        return Err(StoreError::Corrupt(format!(
-            "tx {from} left the logs while a backup had it pinned"
-        ))
-        .into());
+        return Err(ServiceError::PinnedTxGone(from));
     };
     send_entries(w, ctx, start.reader, upto, before.digest, pin).await
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::error::{VerifyFailure, Violation};
 use super::{BackupError, Kind, Phase, Run, Verified, Verify};
 use crate::backup::protocol::Message;
 use crate::digest::Digest;
@@ -90,10 +91,10 @@ impl Run<'_> {
         if let Some(first) = batch.entries.first() {
             let expected = store.status().last_committed_tx + 1;
             if first.tx_id != expected {
-                return Err(BackupError::Protocol(format!(
-                    "tx {} arrived where tx {expected} was expected",
-                    first.tx_id
-                )));
+                return Err(BackupError::Protocol(Violation::OutOfOrder {
+                    got: first.tx_id,
+                    expected,
+                }));
             }
         }
         store.apply_committed_batch(&batch.entries)?;
@@ -113,9 +114,9 @@ impl Run<'_> {
             }
             for (tx_id, image) in last.into_values() {
                 if !store.record_matches(image)? {
-                    return Err(BackupError::VerificationFailed(format!(
-                        "a record written by tx {tx_id} reads back differently"
-                    )));
+                    return Err(BackupError::VerificationFailed(
+                        VerifyFailure::RecordDiffers { tx: tx_id },
+                    ));
                 }
             }
         }
@@ -138,16 +139,19 @@ impl Run<'_> {
     ) -> Result<Verified, BackupError> {
         let status = store.status();
         if status.last_committed_tx != last_tx {
-            return Err(BackupError::Protocol(format!(
-                "the stream ended at tx {} but the server said it ends at tx {last_tx}",
-                status.last_committed_tx
-            )));
+            return Err(BackupError::Protocol(Violation::EndMismatch {
+                ended: status.last_committed_tx,
+                said: last_tx,
+            }));
         }
         if status.digest != digest {
-            return Err(BackupError::VerificationFailed(format!(
-                "the backup's digest at tx {last_tx} is {} but the server's is {digest}",
-                status.digest
-            )));
+            return Err(BackupError::VerificationFailed(
+                VerifyFailure::DigestDiffers {
+                    tx: last_tx,
+                    backup: status.digest,
+                    server: digest,
+                },
+            ));
         }
         match (self.opts.verify, kind) {
             (Verify::Off, _) => return Ok(Verified::Skipped),
@@ -161,18 +165,21 @@ impl Run<'_> {
             out.progress(Phase::Verify, done, total)
         })?;
         if !report.consistent {
-            let first = report.findings.first().cloned().unwrap_or_default();
-            let n = report.finding_count.max(1);
-            return Err(BackupError::VerificationFailed(format!(
-                "the check found {n} {}, the first: {first}",
-                if n == 1 { "problem" } else { "problems" }
-            )));
+            return Err(BackupError::VerificationFailed(
+                VerifyFailure::Inconsistent {
+                    count: report.finding_count.max(1),
+                    first: report.findings.first().cloned().unwrap_or_default(),
+                },
+            ));
         }
         if report.digest != digest.to_string() {
-            return Err(BackupError::VerificationFailed(format!(
-                "the recomputed digest {} differs from the server's {digest} at tx {last_tx}",
-                report.digest
-            )));
+            return Err(BackupError::VerificationFailed(
+                VerifyFailure::RecomputedDiffers {
+                    tx: last_tx,
+                    recomputed: report.digest,
+                    server: digest,
+                },
+            ));
         }
         Ok(Verified::FullScan)
     }

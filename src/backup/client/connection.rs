@@ -108,9 +108,9 @@ impl Conn {
 
     pub(super) fn unexpected(&self, got: &Message, expected: &str) -> BackupError {
         match got {
-            Message::Refused(Refusal::Failed { message }) => {
-                BackupError::ServerFailed(message.clone())
-            }
+            Message::Refused(Refusal::Failed { message }) => BackupError::ServerFailed {
+                message: message.clone(),
+            },
             _ => BackupError::UnexpectedMessage {
                 addr: self.addr.clone(),
                 got: got.name(),

@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::backup::decision::{FullReason, Refusal as Refused};
 use crate::backup::protocol::ProtocolError;
 use crate::backup::target::TargetError;
+use crate::digest::Digest;
 use crate::store::format::FormatVersion;
 use crate::store::meta::StoreId;
 use crate::store::StoreError;
@@ -42,8 +43,9 @@ pub enum BackupError {
     },
     #[error("the server speaks backup protocol version {server}, this tool speaks {client}")]
     ProtocolVersion { server: u32, client: u32 },
-    #[error("the server failed: {0}")]
-    ServerFailed(String),
+    /// The server refused with a failure of its own (PR-7 code 6); its sentence, as it sent it.
+    #[error("the server failed: {message}")]
+    ServerFailed { message: String },
     #[error("{0}")]
     Target(#[from] TargetError),
     #[error("{dir} holds a backup of store {backup}, but the server's store is {server}; back up into another directory")]
@@ -72,13 +74,62 @@ pub enum BackupError {
         available: u64,
     },
     #[error("verification failed: {0}")]
-    VerificationFailed(String),
+    VerificationFailed(VerifyFailure),
     #[error("an incremental backup is impossible: {}", .why.describe(dir))]
     IncrementalImpossible { dir: String, why: FullReason },
     #[error("the backup store failed: {0}")]
     Store(#[from] StoreError),
+    /// The backup recovered to another tx than reading it had found (BK-17): it changed under
+    /// the run, although the run holds its lock.
+    #[error("the backup recovered to tx {recovered} but reading it found tx {peeked}")]
+    RecoveredElsewhere { recovered: u64, peeked: u64 },
     #[error("the server sent something wrong: {0}")]
-    Protocol(String),
+    Protocol(Violation),
+}
+
+/// What the server sent that the protocol does not allow (PR-11, PR-13, PR-15): the client
+/// trusts nothing it receives.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("it sent a file named {0}, which is not a store file")]
+    NotAStoreFile(String),
+    #[error("it sent {0} twice")]
+    FileTwice(String),
+    #[error("{name} is longer than the {len} bytes announced")]
+    FileTooLong { name: String, len: u64 },
+    #[error("{name} ended after {at} of the {len} bytes announced")]
+    FileTooShort { name: String, at: u64, len: u64 },
+    #[error("{0} arrived damaged (checksum mismatch)")]
+    FileDamaged(String),
+    #[error("tx {got} arrived where tx {expected} was expected")]
+    OutOfOrder { got: u64, expected: u64 },
+    #[error("the stream ended at tx {ended} but the server said it ends at tx {said}")]
+    EndMismatch { ended: u64, said: u64 },
+}
+
+/// Why verification failed (BK-26 .. BK-28).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyFailure {
+    /// A record an incremental wrote does not read back as its after-image (BK-27).
+    #[error("a record written by tx {tx} reads back differently")]
+    RecordDiffers { tx: u64 },
+    /// The backup's digest at the end differs from the server's (BK-20).
+    #[error("the backup's digest at tx {tx} is {backup} but the server's is {server}")]
+    DigestDiffers {
+        tx: u64,
+        backup: Digest,
+        server: Digest,
+    },
+    /// The full scan found the backup inconsistent (BK-26).
+    #[error("the check found {count} {}, the first: {first}", if *.count == 1 { "problem" } else { "problems" })]
+    Inconsistent { count: u64, first: String },
+    /// The full scan's recomputed digest differs from the server's (BK-26).
+    #[error("the recomputed digest {recomputed} differs from the server's {server} at tx {tx}")]
+    RecomputedDiffers {
+        tx: u64,
+        recomputed: String,
+        server: Digest,
+    },
 }
 
 /// What to do about a backup in another format version (BK-15): upgrade the backup when the

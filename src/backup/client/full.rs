@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::apply::StreamEnd;
+use super::error::Violation;
 use super::{backup_store_options, room_needed, BackupError, Kind, Phase, Run, Summary};
 use crate::backup::decision::{Existing, FullReason};
 use crate::backup::protocol::{Message, Request};
@@ -111,7 +112,7 @@ impl Run<'_> {
         for _ in 0..files {
             let name = self.receive_file(gen_dir, &mut bytes).await?;
             if seen.contains(&name) {
-                return Err(BackupError::Protocol(format!("{name} was sent twice")));
+                return Err(BackupError::Protocol(Violation::FileTwice(name)));
             }
             seen.push(name);
         }
@@ -153,9 +154,7 @@ impl Run<'_> {
             other => return Err(self.conn.unexpected(&other, "a file")),
         };
         if !RecordKind::ALL.iter().any(|k| k.file_name() == name) {
-            return Err(BackupError::Protocol(format!(
-                "the server sent a file named {name}, which is not a store file"
-            )));
+            return Err(BackupError::Protocol(Violation::NotAStoreFile(name)));
         }
         let path = dir.join(&name);
         let io_err = |e| StoreError::io(format!("writing {}", path.display()), e);
@@ -182,9 +181,7 @@ impl Run<'_> {
             match self.conn.recv("the next file chunk").await? {
                 Message::FileChunk(chunk) => {
                     if at + chunk.len() as u64 > len {
-                        return Err(BackupError::Protocol(format!(
-                            "{name} is longer than the {len} bytes announced"
-                        )));
+                        return Err(BackupError::Protocol(Violation::FileTooLong { name, len }));
                     }
                     crc = crc32c::crc32c_append(crc, &chunk);
                     let n = chunk.len() as u64;
@@ -198,14 +195,14 @@ impl Run<'_> {
                 }
                 Message::FileEnd { crc: sent } => {
                     if at != len {
-                        return Err(BackupError::Protocol(format!(
-                            "{name} ended after {at} of the {len} bytes announced"
-                        )));
+                        return Err(BackupError::Protocol(Violation::FileTooShort {
+                            name,
+                            at,
+                            len,
+                        }));
                     }
                     if sent != crc {
-                        return Err(BackupError::Protocol(format!(
-                            "{name} arrived damaged (checksum mismatch)"
-                        )));
+                        return Err(BackupError::Protocol(Violation::FileDamaged(name)));
                     }
                     break;
                 }

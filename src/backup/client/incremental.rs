@@ -53,10 +53,10 @@ impl Run<'_> {
         };
         let status = store.status();
         if (status.last_committed_tx, status.digest) != (from, digest) {
-            return Err(BackupError::Store(StoreError::Corrupt(format!(
-                "the backup recovered to tx {} but reading it found tx {from}",
-                status.last_committed_tx
-            ))));
+            return Err(BackupError::RecoveredElsewhere {
+                recovered: status.last_committed_tx,
+                peeked: from,
+            });
         }
         let result = self.incremental_into(&mut store, from, first).await;
         match result {

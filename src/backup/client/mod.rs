@@ -35,7 +35,7 @@ use crate::retention::RetentionPolicy;
 use crate::store::meta::StoreId;
 use crate::store::{peek_last_tx, StoreError, StoreOptions};
 use connection::{ask_incremental, connect, handshake, Answer, Conn};
-pub use error::BackupError;
+pub use error::{BackupError, VerifyFailure, Violation};
 pub use report::{transactions, BackupFacts, Kind, Lines, Observer, Summary, Verified};
 
 /// How much to verify (`-verify`, BK-26 .. BK-28).
