@@ -157,12 +157,13 @@ impl SimWorld {
         }
     }
 
-    /// The three seams of host `name`.
+    /// The seams of host `name`.
     pub fn env(&self, name: &str) -> Env {
         Env {
             fs: Arc::new(self.fs(name)),
             net: Arc::new(self.net(name)),
             clock: Arc::new(self.clock()),
+            blocking: Arc::new(Inline),
         }
     }
 
@@ -220,6 +221,18 @@ impl SimWorld {
         s.locks.clear();
         s.open.clear();
         s.unsynced_removals.clear();
+    }
+}
+
+/// Blocking work in simulation (IO-10): run at once, on the host's one thread, so that nothing
+/// escapes the seed (SIM-11).
+#[derive(Debug)]
+pub struct Inline;
+
+impl online_backup::io::Blocking for Inline {
+    fn run(&self, job: Box<dyn FnOnce() + Send>) -> online_backup::io::BoxFuture<'static, ()> {
+        job();
+        Box::pin(std::future::ready(()))
     }
 }
 

@@ -3,24 +3,50 @@
 //!
 //! Owns: serializing writers and keeping readers off a half-applied transaction: a commit holds
 //! the write lock from validation to the last record written; reads take the read lock.
-//! Must not touch: HTTP or sockets. A lock is never held across an `.await`.
+//! Must not touch: HTTP or sockets. A lock is never held across an `.await`: every step that
+//! takes it runs as one job on the `Blocking` seam (IO-10), so a commit's fsync never stalls the
+//! async workers that serve other requests.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use crate::graph::{CommitOutcome, Id, Node, Op};
+use crate::io::{run_blocking, Blocking};
 use crate::store::{LogSummary, Store, StoreError, StoreStatus};
 
 /// The server's store. `None` once closed at shutdown, after which requests are refused.
 #[derive(Debug)]
 pub struct Database {
     store: RwLock<Option<Store>>,
+    /// Where the steps that take the lock run: off the async workers in production, inline in
+    /// simulation.
+    blocking: Arc<dyn Blocking>,
 }
 
 impl Database {
-    pub fn new(store: Store) -> Database {
-        Database {
+    pub fn new(store: Store, blocking: Arc<dyn Blocking>) -> Arc<Database> {
+        Arc::new(Database {
             store: RwLock::new(Some(store)),
-        }
+            blocking,
+        })
+    }
+
+    /// Runs `f` under the read lock, as one blocking job: commits wait, readers do not (the
+    /// backup service's status reads and pins, HTTP reads).
+    pub async fn read_with<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.clone();
+        run_blocking(&*self.blocking, move || db.read(f)).await
+    }
+
+    /// Runs `f` under the write lock, as one blocking job (commits, checkpoints).
+    pub async fn write_with<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.clone();
+        run_blocking(&*self.blocking, move || db.write(f)).await
     }
 
     fn read<T>(&self, f: impl FnOnce(&Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
@@ -38,40 +64,24 @@ impl Database {
         f(guard.as_mut().ok_or(StoreError::Closed)?)
     }
 
-    pub fn status(&self) -> Result<(StoreStatus, LogSummary), StoreError> {
-        self.read(|s| Ok((s.status(), s.log_summary()?)))
+    pub async fn status(self: &Arc<Self>) -> Result<(StoreStatus, LogSummary), StoreError> {
+        self.read_with(|s| Ok((s.status(), s.log_summary()?))).await
     }
 
-    pub fn commit(&self, ops: &[Op]) -> Result<CommitOutcome, StoreError> {
-        self.write(|s| s.commit(ops))
+    pub async fn commit(self: &Arc<Self>, ops: Vec<Op>) -> Result<CommitOutcome, StoreError> {
+        self.write_with(move |s| s.commit(&ops)).await
     }
 
     /// The node and its relationship ids, or `None` if it does not exist.
-    pub fn node(&self, id: Id) -> Result<Option<(Node, Vec<Id>)>, StoreError> {
-        self.read(|s| {
+    pub async fn node(self: &Arc<Self>, id: Id) -> Result<Option<(Node, Vec<Id>)>, StoreError> {
+        self.read_with(move |s| {
             let Some(node) = s.node(id)? else {
                 return Ok(None);
             };
             let rels = s.node_relationships(id)?.unwrap_or_default();
             Ok(Some((node, rels)))
         })
-    }
-
-    /// Runs `f` on the store under the read lock: commits wait, readers do not (the backup
-    /// service's status reads and pins).
-    pub fn inspect<T>(
-        &self,
-        f: impl FnOnce(&Store) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.read(f)
-    }
-
-    /// Runs `f` on the store under the write lock (checkpoints, backup service requests).
-    pub fn with_store<T>(
-        &self,
-        f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.write(f)
+        .await
     }
 
     /// Checkpoints and closes the store; later requests get [`StoreError::Closed`].

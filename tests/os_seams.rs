@@ -217,3 +217,50 @@ fn io_4_os_clock_reads_the_system_clock() {
     assert!(before <= millis(now) && millis(now) <= after);
     assert!(before <= now_millis && now_millis <= after);
 }
+
+// IO-10: in production, blocking work runs off the async workers: on a one-thread runtime, a
+// job that blocks for 300 ms leaves the runtime free to run other tasks meanwhile, gives back
+// what it returned, and a panic in it reaches the caller.
+#[test]
+fn io_10_blocking_work_runs_off_the_async_workers() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let env = online_backup::io::Env::os();
+        let ticks = Arc::new(AtomicU64::new(0));
+        let counter = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let answer = env
+            .blocking(|| {
+                std::thread::sleep(Duration::from_millis(300));
+                42
+            })
+            .await;
+        ticker.abort();
+        assert_eq!(answer, 42, "IO-10: the job's result comes back");
+        assert!(
+            ticks.load(Ordering::SeqCst) >= 10,
+            "IO-10: the runtime was stalled while the job blocked ({} ticks)",
+            ticks.load(Ordering::SeqCst)
+        );
+        let panicked = tokio::spawn(async move {
+            online_backup::io::Env::os()
+                .blocking(|| panic!("injected"))
+                .await
+        })
+        .await;
+        assert!(
+            panicked.is_err_and(|e| e.is_panic()),
+            "IO-10: a panic in the job reaches the caller"
+        );
+    });
+}

@@ -20,14 +20,18 @@ use crate::backup::protocol::{
     PROTOCOL_VERSION,
 };
 use crate::db::Database;
-use crate::io::{Env, Listener, OpenMode, Stream};
+use crate::io::{Env, FileHandle, Listener, OpenMode, Stream};
 use crate::retention::{PinGuard, Pins, PIN_IDLE_TIMEOUT};
 use crate::store::format::RecordKind;
-use crate::store::log::{LogReader, TxState};
+use crate::store::log::{LogReader, TxEntry, TxState};
 use crate::store::StoreError;
 
 /// How many transactions are shipped between two advances of the connection's pin.
 const PIN_ADVANCE_EVERY: u64 = 1024;
+/// A run of log entries read in one blocking job: at most this many ...
+const RUN_ENTRIES: usize = 256;
+/// ... or about this many bytes of them (a rough size, from their record count).
+const RUN_BYTES: usize = 1 << 20;
 
 /// Why serving one backup connection ended early. Logged, never fatal to the server.
 #[derive(Debug, thiserror::Error)]
@@ -107,28 +111,30 @@ pub async fn handle(stream: Box<dyn Stream>, ctx: &ServiceContext) -> Result<(),
         }
         other => return Err(ServiceError::Unexpected(other.name())),
     }
-    let welcome = ctx.db.inspect(|s| {
-        let status = s.status();
-        let summary = s.log_summary()?;
-        let mut store_bytes = 0;
-        for kind in RecordKind::ALL {
-            let path = s.dir().join(kind.file_name());
-            store_bytes += ctx
-                .env
-                .fs
-                .metadata(&path)
-                .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?
-                .map_or(0, |m| m.len);
-        }
-        Ok(Message::Welcome {
-            version: PROTOCOL_VERSION,
-            store_id: status.store_id,
-            format: status.format,
-            last_committed_tx: status.last_committed_tx,
-            oldest_logged_tx: summary.oldest_logged_tx,
-            store_bytes,
+    let fs = ctx.env.fs.clone();
+    let welcome = ctx
+        .db
+        .read_with(move |s| {
+            let status = s.status();
+            let summary = s.log_summary()?;
+            let mut store_bytes = 0;
+            for kind in RecordKind::ALL {
+                let path = s.dir().join(kind.file_name());
+                store_bytes += fs
+                    .metadata(&path)
+                    .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?
+                    .map_or(0, |m| m.len);
+            }
+            Ok(Message::Welcome {
+                version: PROTOCOL_VERSION,
+                store_id: status.store_id,
+                format: status.format,
+                last_committed_tx: status.last_committed_tx,
+                oldest_logged_tx: summary.oldest_logged_tx,
+                store_bytes,
+            })
         })
-    });
+        .await;
     let welcome = match welcome {
         Ok(w) => w,
         Err(e) => return refuse_failed(&mut w, e).await,
@@ -193,13 +199,16 @@ async fn refuse_failed<W: AsyncWrite + Unpin>(
 /// under the store lock, stream the record files while commits go on, then the transactions
 /// after C up to the last one committed when the files were done, then the end frame.
 async fn full<W: AsyncWrite + Unpin>(w: &mut W, ctx: &ServiceContext) -> Result<(), ServiceError> {
-    let clock = ctx.env.clock.clone();
-    let (checkpoint_tx, state, dir, pin) = ctx.db.with_store(|s| {
-        s.checkpoint()?;
-        let cp = s.meta().checkpoint.clone();
-        let pin = ctx.pins.pin(cp.last_tx + 1, clock.now_millis());
-        Ok((cp.last_tx, cp.state(), s.dir().to_path_buf(), pin))
-    })?;
+    let (clock, pins) = (ctx.env.clock.clone(), ctx.pins.clone());
+    let (checkpoint_tx, state, dir, pin) = ctx
+        .db
+        .write_with(move |s| {
+            s.checkpoint()?;
+            let cp = s.meta().checkpoint.clone();
+            let pin = pins.pin(cp.last_tx + 1, clock.now_millis());
+            Ok((cp.last_tx, cp.state(), s.dir().to_path_buf(), pin))
+        })
+        .await?;
     tracing::info!("full backup: streaming the store files, checkpointed at tx {checkpoint_tx}");
     send(
         w,
@@ -213,7 +222,10 @@ async fn full<W: AsyncWrite + Unpin>(w: &mut W, ctx: &ServiceContext) -> Result<
     for kind in RecordKind::ALL {
         send_file(w, ctx, &dir, kind.file_name(), &pin).await?;
     }
-    let upto = ctx.db.inspect(|s| Ok(s.status().last_committed_tx))?;
+    let upto = ctx
+        .db
+        .read_with(|s| Ok(s.status().last_committed_tx))
+        .await?;
     let last_digest = send_txs(w, ctx, &dir, checkpoint_tx + 1, upto, state, &pin).await?;
     send(
         w,
@@ -238,7 +250,8 @@ async fn send_file<W: AsyncWrite + Unpin>(
 ) -> Result<(), ServiceError> {
     let path = dir.join(name);
     let io_err = |e| StoreError::io(format!("reading {}", path.display()), e);
-    let file = ctx.env.fs.open(&path, OpenMode::Read).map_err(io_err)?;
+    let file: Arc<dyn FileHandle> =
+        Arc::from(ctx.env.fs.open(&path, OpenMode::Read).map_err(io_err)?);
     let len = file.len().map_err(io_err)?;
     send(
         w,
@@ -253,7 +266,18 @@ async fn send_file<W: AsyncWrite + Unpin>(
     let mut buf = vec![0u8; CHUNK_SIZE];
     while at < len {
         let want = ((len - at) as usize).min(CHUNK_SIZE);
-        let got = file.read_fully_at(&mut buf[..want], at).map_err(io_err)?;
+        // The read blocks on the disk: off the async workers (IO-10). The buffer goes and comes
+        // back, so one chunk's memory serves the whole file.
+        let reader = file.clone();
+        let (back, got) = ctx
+            .env
+            .blocking(move || {
+                let got = reader.read_fully_at(&mut buf[..want], at);
+                (buf, got)
+            })
+            .await;
+        buf = back;
+        let got = got.map_err(io_err)?;
         if got < want {
             return Err(ServiceError::FileShrank(path.display().to_string()));
         }
@@ -280,7 +304,12 @@ async fn send_txs<W: AsyncWrite + Unpin>(
     if from > upto {
         return Ok(before.digest);
     }
-    let Some(start) = LogReader::open(ctx.env.fs.clone(), dir, from)? else {
+    let (fs, at) = (ctx.env.fs.clone(), dir.to_path_buf());
+    let Some(start) = ctx
+        .env
+        .blocking(move || LogReader::open(fs, &at, from))
+        .await?
+    else {
         return Err(ServiceError::PinnedTxGone(from));
     };
     send_entries(w, ctx, start.reader, upto, before.digest, pin).await
@@ -296,15 +325,45 @@ async fn send_entries<W: AsyncWrite + Unpin>(
     mut digest: crate::digest::Digest,
     pin: &PinGuard,
 ) -> Result<crate::digest::Digest, ServiceError> {
-    while let Some(entry) = reader.next(upto)? {
-        digest = entry.after.digest;
-        let tx = entry.tx_id;
-        send(w, &Message::Tx(Box::new(entry))).await?;
-        if tx % PIN_ADVANCE_EVERY == 0 {
-            pin.advance(tx + 1, ctx.env.clock.now_millis());
+    loop {
+        // A run of entries at a time is read off the async workers (IO-10), bounded in count
+        // and bytes so memory stays bounded; the reader goes and comes back.
+        let (back, run) = ctx
+            .env
+            .blocking(move || {
+                let run = read_run(&mut reader, upto);
+                (reader, run)
+            })
+            .await;
+        reader = back;
+        let run = run?;
+        if run.is_empty() {
+            return Ok(digest);
+        }
+        for entry in run {
+            digest = entry.after.digest;
+            let tx = entry.tx_id;
+            send(w, &Message::Tx(Box::new(entry))).await?;
+            if tx % PIN_ADVANCE_EVERY == 0 {
+                pin.advance(tx + 1, ctx.env.clock.now_millis());
+            }
         }
     }
-    Ok(digest)
+}
+
+/// The entries a reader has next, up to `upto`: at most [`RUN_ENTRIES`] of them or about
+/// [`RUN_BYTES`] of bodies, whichever comes first; empty at the end.
+fn read_run(reader: &mut LogReader, upto: u64) -> Result<Vec<TxEntry>, StoreError> {
+    let mut run = Vec::new();
+    let mut bytes = 0;
+    while run.len() < RUN_ENTRIES && bytes < RUN_BYTES {
+        let Some(entry) = reader.next(upto)? else {
+            break;
+        };
+        bytes += entry.records.len() * 64 + 128;
+        run.push(entry);
+    }
+    Ok(run)
 }
 
 /// An incremental backup (PR-14 .. PR-17): pin from the backup's next tx first, then check the
@@ -318,13 +377,16 @@ async fn incremental<W: AsyncWrite + Unpin>(
     last_tx: u64,
     digest: crate::digest::Digest,
 ) -> Result<(), ServiceError> {
-    let clock = ctx.env.clock.clone();
+    let (clock, pins) = (ctx.env.clock.clone(), ctx.pins.clone());
     // Pin before looking at the logs (RET-3), under the store lock so no checkpoint prunes in
     // between.
-    let (status, summary, dir, pin) = ctx.db.inspect(|s| {
-        let pin = ctx.pins.pin(last_tx.saturating_add(1), clock.now_millis());
-        Ok((s.status(), s.log_summary()?, s.dir().to_path_buf(), pin))
-    })?;
+    let (status, summary, dir, pin) = ctx
+        .db
+        .read_with(move |s| {
+            let pin = pins.pin(last_tx.saturating_add(1), clock.now_millis());
+            Ok((s.status(), s.log_summary()?, s.dir().to_path_buf(), pin))
+        })
+        .await?;
     let refusal = if status.store_id != store_id {
         Some(Refusal::StoreMismatch {
             server: status.store_id,
@@ -354,7 +416,12 @@ async fn incremental<W: AsyncWrite + Unpin>(
     let (server_digest, reader) = if last_tx == upto {
         (status.digest, None)
     } else {
-        match LogReader::open(ctx.env.fs.clone(), &dir, last_tx + 1)? {
+        let (fs, at) = (ctx.env.fs.clone(), dir.clone());
+        let opened = ctx
+            .env
+            .blocking(move || LogReader::open(fs, &at, last_tx + 1))
+            .await?;
+        match opened {
             Some(start) => (start.digest_before, Some(start.reader)),
             None => {
                 return refuse(

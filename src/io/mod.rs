@@ -163,22 +163,58 @@ pub trait Net: Send + Sync + Debug {
     fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Box<dyn Stream>>>;
 }
 
-/// The three seams together, as every component that does I/O receives them.
+/// Where blocking work runs (IO-10): a commit's fsync under the store lock, a 1 MiB read of a
+/// record file, a run of log entries. In production it runs off the async workers, so a slow
+/// disk never stalls other requests and handshakes; in simulation it runs inline on turmoil's
+/// one thread, so the seed decides everything.
+pub trait Blocking: Send + Sync + Debug {
+    /// Runs `job` where blocking is allowed; the future completes once it has run. A panic in
+    /// `job` resumes in the caller.
+    fn run(&self, job: Box<dyn FnOnce() + Send>) -> BoxFuture<'static, ()>;
+}
+
+/// Runs `f` through `blocking` and returns what it returned.
+pub async fn run_blocking<T: Send + 'static>(
+    blocking: &dyn Blocking,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    blocking
+        .run(Box::new(move || {
+            let _ = tx.send(f());
+        }))
+        .await;
+    match rx.await {
+        Ok(value) => value,
+        // Only a job that never ran (the runtime shutting down under it) leaves this empty.
+        Err(_) => panic!("a blocking job was dropped before it ran: the runtime is shutting down"),
+    }
+}
+
+/// The seams together, as every component that does I/O receives them.
 #[derive(Clone, Debug)]
 pub struct Env {
     pub fs: Arc<dyn Fs>,
     pub net: Arc<dyn Net>,
     pub clock: Arc<dyn Clock>,
+    pub blocking: Arc<dyn Blocking>,
 }
 
 impl Env {
-    /// The production environment: the real filesystem, TCP and system clock.
+    /// The production environment: the real filesystem, TCP and system clock, and tokio's
+    /// blocking pool.
     pub fn os() -> Env {
         Env {
             fs: Arc::new(os::OsFs),
             net: Arc::new(os::OsNet),
             clock: Arc::new(os::OsClock),
+            blocking: Arc::new(os::OsBlocking),
         }
+    }
+
+    /// Runs `f` where blocking is allowed (IO-10) and returns what it returned.
+    pub async fn blocking<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        run_blocking(&*self.blocking, f).await
     }
 }
 

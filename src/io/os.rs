@@ -12,8 +12,8 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::{
-    BoxFuture, Clock, DirEntry, FileHandle, Fs, Listener, LockGuard, Metadata, Net, OpenMode,
-    Stream,
+    Blocking, BoxFuture, Clock, DirEntry, FileHandle, Fs, Listener, LockGuard, Metadata, Net,
+    OpenMode, Stream,
 };
 
 /// The system clock.
@@ -190,6 +190,22 @@ impl Net for OsNet {
             let stream = tokio::net::TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
             Ok(Box::new(stream) as Box<dyn Stream>)
+        })
+    }
+}
+
+/// Blocking work on tokio's blocking pool (IO-10), off the async workers.
+#[derive(Debug)]
+pub struct OsBlocking;
+
+impl Blocking for OsBlocking {
+    fn run(&self, job: Box<dyn FnOnce() + Send>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if let Err(e) = tokio::task::spawn_blocking(job).await {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
         })
     }
 }

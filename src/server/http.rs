@@ -139,7 +139,7 @@ impl From<StoreError> for ApiError {
 }
 
 async fn status(State(db): State<Arc<Database>>) -> Result<Json<Json_>, ApiError> {
-    let (status, logs) = db.status()?;
+    let (status, logs) = db.status().await?;
     Ok(Json(json!({
         "store_id": status.store_id.to_string(),
         "format_version": status.format.to_string(),
@@ -166,7 +166,7 @@ async fn transaction(
         ApiError(code, message)
     })?;
     let ops = parse_transaction(&body).map_err(|m| ApiError(StatusCode::BAD_REQUEST, m))?;
-    let outcome = db.commit(&ops)?;
+    let outcome = db.commit(ops).await?;
     Ok(Json(json!({ "tx_id": outcome.tx_id, "ids": outcome.ids })))
 }
 
@@ -187,7 +187,7 @@ async fn node(
     };
     let not_found = || ApiError(StatusCode::NOT_FOUND, format!("node {id} does not exist"));
     let id: u64 = id.parse().map_err(|_| not_found())?;
-    let (node, rels) = db.node(id)?.ok_or_else(not_found)?;
+    let (node, rels) = db.node(id).await?.ok_or_else(not_found)?;
     Ok(Json(json!({
         "id": node.id,
         "labels": node.labels,

@@ -142,7 +142,7 @@ pub async fn run(
         &store_options,
         options.create_random,
     )?;
-    let db = Arc::new(Database::new(store));
+    let db = Database::new(store, env.blocking.clone());
 
     let http_addr = config.http_server.clone();
     let listener = env
