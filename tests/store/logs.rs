@@ -1,0 +1,461 @@
+//! The logical log: files, rotation, entries byte for byte, reading them back, shipping them across formats (LOG-, PR-14).
+
+use super::*;
+
+// LOG-8, RC-1: rotation past the threshold starts a new file whose header carries the previous
+// tx and digest; reopening after a crash replays across files.
+#[test]
+fn log_8_rotation_and_recovery_across_files() {
+    let dir = scratch();
+    let opts = StoreOptions {
+        log_rotation_threshold: 1024,
+        ..StoreOptions::default()
+    };
+    let mut store = Store::create(fs(), clock(), dir.path(), &opts, FormatVersion::V1, 1).unwrap();
+    for i in 0..40 {
+        store
+            .commit(&[Op::CreateNode {
+                labels: vec!["L".into()],
+                props: props(&[("i", Value::Int(i))]),
+            }])
+            .unwrap();
+    }
+    let status = store.status();
+    let versions = list_log_versions(&*fs(), dir.path()).unwrap();
+    assert!(versions.len() > 2, "{versions:?}");
+    assert!(store.meta().checkpoint.log_version > 0);
+    drop(store); // crash: the tail after the last checkpoint must be replayed
+    let store = Store::open(fs(), clock(), dir.path(), &opts).unwrap();
+    assert_eq!(
+        store.status(),
+        status,
+        "RC-1: opening replays every log file from the checkpoint's on"
+    );
+    assert_eq!(store.scan_digest().unwrap(), status.digest);
+    assert_eq!(
+        store.meta().checkpoint.last_tx,
+        status.last_committed_tx,
+        "RC-1: having replayed transactions, opening checkpoints"
+    );
+}
+
+// LOG-4: a transaction whose entry would exceed 64 MiB is refused before anything is written.
+#[test]
+fn log_4_oversized_transaction_is_refused() {
+    let dir = scratch();
+    let mut store = create(dir.path());
+    let big = "x".repeat((1 << 20) - 8);
+    let ops: Vec<Op> = (0..65)
+        .map(|i| Op::CreateNode {
+            labels: vec![],
+            props: props(&[("k", Value::String(format!("{i}{big}")))]),
+        })
+        .collect();
+    let log_before = std::fs::metadata(log_path(dir.path(), 0)).unwrap().len();
+    let err = store.commit(&ops).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Rejected(TxRejection::TooLarge(_))),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::metadata(log_path(dir.path(), 0)).unwrap().len(),
+        log_before
+    );
+    assert_eq!(store.status().last_committed_tx, 0);
+    store.commit(&[node(&[])]).unwrap();
+}
+
+// LOG-6: log entries do not depend on the store format: the entries a format-1 store wrote,
+// applied to a format-2 store, give the same state (how a backup ships them).
+#[test]
+fn log_6_entries_apply_to_a_store_of_either_format() {
+    use online_backup::store::log::{read_entry, ReadOutcome, HEADER_SIZE};
+    let dir = scratch();
+    let (v1, v2) = (dir.path().join("v1"), dir.path().join("v2"));
+    let mut source = Store::create(
+        fs(),
+        clock(),
+        &v1,
+        &StoreOptions::default(),
+        FormatVersion::V1,
+        1,
+    )
+    .unwrap();
+    source
+        .commit(&[
+            node(&["A"]),
+            node(&["B"]),
+            rel(NodeRef::CreatedBy(0), NodeRef::CreatedBy(1)),
+        ])
+        .unwrap();
+    source
+        .commit(&[Op::SetProperty {
+            node: NodeRef::Id(0),
+            key: "k".into(),
+            value: Value::String("y".repeat(500)),
+        }])
+        .unwrap();
+    let want = source.status();
+    drop(source);
+    let mut target = Store::create(
+        fs(),
+        clock(),
+        &v2,
+        &StoreOptions::default(),
+        FormatVersion::V2,
+        1,
+    )
+    .unwrap();
+    let f = fs()
+        .open(&log_path(&v1, 0), online_backup::io::OpenMode::Read)
+        .unwrap();
+    let len = f.len().unwrap();
+    let mut at = HEADER_SIZE;
+    while let ReadOutcome::Entry(entry, next) = read_entry(&*f, at, len).unwrap() {
+        target.apply_committed(&entry).unwrap();
+        at = next;
+    }
+    let got = target.status();
+    assert_eq!(
+        (
+            got.last_committed_tx,
+            got.digest,
+            got.nodes,
+            got.relationships
+        ),
+        (
+            want.last_committed_tx,
+            want.digest,
+            want.nodes,
+            want.relationships
+        )
+    );
+    assert_eq!(target.scan_digest().unwrap(), want.digest);
+}
+
+// LOG-1: log files are `neostore.transaction.db.<N>` with N in canonical decimal, listed in
+// numeric (not name) order.
+#[test]
+fn log_1_log_files_are_listed_by_number() {
+    let dir = scratch();
+    for name in [
+        "neostore.transaction.db.10",
+        "neostore.transaction.db.9",
+        "neostore.transaction.db.011",
+        "neostore.transaction.db.+3",
+        "neostore.transaction.db.x",
+        "other",
+    ] {
+        std::fs::write(dir.path().join(name), b"").unwrap();
+    }
+    assert_eq!(list_log_versions(&*fs(), dir.path()).unwrap(), vec![9, 10]);
+    assert_eq!(
+        log_path(dir.path(), 12),
+        dir.path().join("neostore.transaction.db.12")
+    );
+}
+
+// PR-14, PR-15, LOG-2: a log reader positioned at any tx N + 1 of a rotated, partly pruned log
+// reports the digest at N and then every later tx in order; one before the oldest kept file
+// reports that the logs no longer hold it.
+#[test]
+fn pr_14_log_reader_finds_the_digest_at_n_and_the_txs_after() {
+    use online_backup::retention::{Pins, RetentionPolicy};
+    use online_backup::store::log::LogReader;
+    let dir = scratch();
+    let options = StoreOptions {
+        log_rotation_threshold: 2048,
+        retention: RetentionPolicy::Files(3),
+        pins: Pins::new(),
+    };
+    let mut store = Store::create(
+        fs(),
+        clock(),
+        dir.path(),
+        &options,
+        FormatVersion::CURRENT,
+        7,
+    )
+    .unwrap();
+    let mut digests = vec![store.status().digest];
+    for _ in 0..120 {
+        store.commit(&[node(&["L"])]).unwrap();
+        digests.push(store.status().digest);
+    }
+    let last = store.status().last_committed_tx;
+    let oldest = store.log_summary().unwrap().oldest_logged_tx;
+    assert!(
+        oldest > 1,
+        "retention pruned nothing; the test needs pruned logs"
+    );
+    for from in oldest..=last + 1 {
+        let start = LogReader::open(fs(), store.dir(), from)
+            .unwrap()
+            .unwrap_or_else(|| panic!("the logs hold tx {from}"));
+        assert_eq!(
+            start.digest_before,
+            digests[(from - 1) as usize],
+            "digest at {}",
+            from - 1
+        );
+        let mut reader = start.reader;
+        let mut expected = from;
+        while let Some(entry) = reader.next(last).unwrap() {
+            assert_eq!(entry.tx_id, expected);
+            assert_eq!(entry.after.digest, digests[expected as usize]);
+            expected += 1;
+        }
+        assert_eq!(expected, last + 1, "from {from}");
+    }
+    assert!(LogReader::open(fs(), store.dir(), oldest - 1)
+        .unwrap()
+        .is_none());
+}
+
+// LOG-5: the body of a transaction entry, byte for byte: kind, tx id, timestamp, the absolute
+// state after the transaction, the image count, then one image of each kind in its layout; and
+// every malformed body the rule lists is refused.
+#[test]
+fn log_5_the_entry_body_byte_for_byte() {
+    use online_backup::digest::Digest;
+    use online_backup::store::format::{BlockRecord, NodeRecord, RelRecord};
+    use online_backup::store::log::{RecordImage, TxEntry, TxState};
+    let entry = TxEntry {
+        tx_id: 0x0102,
+        timestamp_millis: 0x0304,
+        after: TxState {
+            digest: Digest([0xAB; 32]),
+            nodes: 5,
+            relationships: 6,
+            next_node: 7,
+            next_rel: 8,
+            next_block: 9,
+        },
+        records: vec![
+            RecordImage::Node(
+                1,
+                NodeRecord {
+                    in_use: true,
+                    first_rel: 2,
+                    payload_block: 3,
+                    payload_len: 4,
+                },
+            ),
+            RecordImage::Rel(
+                10,
+                RelRecord {
+                    in_use: false,
+                    start: 11,
+                    end: 12,
+                    start_prev: 13,
+                    start_next: 14,
+                    end_prev: 15,
+                    end_next: 16,
+                    payload_block: 17,
+                    payload_len: 18,
+                },
+            ),
+            RecordImage::Block(
+                20,
+                BlockRecord {
+                    in_use: true,
+                    next: 21,
+                    data: b"abc".to_vec(),
+                },
+            ),
+        ],
+    };
+    let framed = entry.encode_framed();
+    let body = &framed[8..];
+    let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().unwrap());
+    let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().unwrap());
+    assert_eq!(
+        body.len(),
+        93 + 30 + 70 + (20 + 3),
+        "LOG-5: the body's length"
+    );
+    assert_eq!(body[0], 1, "LOG-5: kind 1, a transaction");
+    assert_eq!(
+        [1, 9, 49, 57, 65, 73, 81].map(u64_at),
+        [0x0102, 0x0304, 5, 6, 7, 8, 9],
+        "LOG-5: tx id, timestamp, nodes, relationships and the three marks at their offsets"
+    );
+    assert_eq!(&body[17..49], &[0xAB; 32], "LOG-5: the digest at 17");
+    assert_eq!(u32_at(89), 3, "LOG-5: the image count at 89");
+    let node = &body[93..123];
+    assert_eq!(
+        (
+            node[0],
+            u64::from_le_bytes(node[1..9].try_into().unwrap()),
+            node[9]
+        ),
+        (1, 1, 1),
+        "LOG-5: a node image: tag 1, id, in use"
+    );
+    assert_eq!(
+        [10, 18].map(|at| u64_at(93 + at)),
+        [2, 3],
+        "LOG-5: the node's first_rel and payload_block"
+    );
+    assert_eq!(u32_at(93 + 26), 4, "LOG-5: the node's payload_len");
+    let rel = 123;
+    assert_eq!(
+        (body[rel], u64_at(rel + 1), body[rel + 9]),
+        (2, 10, 0),
+        "LOG-5: a relationship image: tag 2, id, not in use"
+    );
+    assert_eq!(
+        (0..7).map(|i| u64_at(rel + 10 + 8 * i)).collect::<Vec<_>>(),
+        [11, 12, 13, 14, 15, 16, 17],
+        "LOG-5: start, end, the four chain links and payload_block, in order"
+    );
+    assert_eq!(
+        u32_at(rel + 66),
+        18,
+        "LOG-5: the relationship's payload_len"
+    );
+    let block = rel + 70;
+    assert_eq!(
+        (
+            body[block],
+            u64_at(block + 1),
+            body[block + 9],
+            u64_at(block + 10)
+        ),
+        (3, 20, 1, 21),
+        "LOG-5: a block image: tag 3, id, in use, next"
+    );
+    assert_eq!(
+        (
+            u16::from_le_bytes(body[block + 18..block + 20].try_into().unwrap()),
+            &body[block + 20..]
+        ),
+        (3, &b"abc"[..]),
+        "LOG-5: the block's data_len and data"
+    );
+    assert_eq!(
+        TxEntry::decode_body(body),
+        Ok(entry),
+        "LOG-5: it decodes back"
+    );
+
+    let edit = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = body.to_vec();
+        f(&mut b);
+        b
+    };
+    let malformed = [
+        ("kind 2", edit(&|b| b[0] = 2)),
+        ("image tag 4", edit(&|b| b[93] = 4)),
+        ("in-use byte 2", edit(&|b| b[93 + 9] = 2)),
+        (
+            "data_len 121",
+            edit(&|b| {
+                b.truncate(block + 18);
+                b.extend_from_slice(&121u16.to_le_bytes());
+                b.extend_from_slice(&[0; 121]);
+            }),
+        ),
+        ("a field past the end", edit(&|b| b.truncate(b.len() - 1))),
+        ("bytes after the last image", edit(&|b| b.push(0))),
+    ];
+    for (what, bytes) in malformed {
+        assert!(
+            TxEntry::decode_body(&bytes).is_err(),
+            "LOG-5: a body with {what} is refused"
+        );
+    }
+}
+
+// LOG-7: reading the entry at offset `o` of a file of length `L` has exactly the outcomes of the
+// table, tested in its order.
+#[test]
+fn log_7_every_outcome_of_reading_an_entry() {
+    use online_backup::io::OpenMode;
+    use online_backup::store::log::{read_entry, ReadOutcome, MAX_ENTRY};
+    let dir = scratch();
+    let mut store = create(dir.path());
+    store.commit(&[node(&["A"])]).unwrap();
+    drop(store);
+    // The whole entry of tx 1, as the log holds it after the 64-byte header.
+    let whole = std::fs::read(log_path(dir.path(), 0)).unwrap()[64..].to_vec();
+    let len = u32::from_le_bytes(whole[..4].try_into().unwrap()) as usize;
+    assert_eq!(whole.len(), 8 + len);
+    let frame = |len: u32, body: &[u8]| {
+        let mut b = len.to_le_bytes().to_vec();
+        b.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+        b.extend_from_slice(body);
+        b
+    };
+    let mut bad_crc = whole.clone();
+    bad_crc[8] ^= 1;
+    let mut malformed_body = whole[8..].to_vec();
+    malformed_body[0] = 9;
+    let mut huge = (MAX_ENTRY + 1).to_le_bytes().to_vec();
+    huge.extend_from_slice(&[1, 2, 3, 4]);
+    let cases: [(&str, Vec<u8>, Option<&str>); 8] = [
+        ("o = L", vec![], None),
+        (
+            "fewer than 8 bytes",
+            whole[..7].to_vec(),
+            Some("partial entry frame"),
+        ),
+        ("len = 0 and crc = 0", vec![0; 40], Some("zero-filled tail")),
+        ("len over 64 MiB", huge, Some("entry length out of range")),
+        (
+            "fewer than len bytes",
+            whole[..whole.len() - 1].to_vec(),
+            Some("partial entry body"),
+        ),
+        ("a wrong CRC", bad_crc, Some("entry checksum mismatch")),
+        (
+            "a body that does not decode",
+            frame(len as u32, &malformed_body),
+            Some("entry body malformed"),
+        ),
+        ("a whole entry", whole.clone(), Some("")),
+    ];
+    for (what, bytes, want) in cases {
+        let path = dir.path().join("read-test");
+        std::fs::write(&path, &bytes).unwrap();
+        let file = fs().open(&path, OpenMode::Read).unwrap();
+        let got = read_entry(&*file, 0, bytes.len() as u64).unwrap();
+        match (want, got) {
+            (None, ReadOutcome::End) => {}
+            (Some(""), ReadOutcome::Entry(entry, next)) => {
+                assert_eq!(
+                    (entry.tx_id, next),
+                    (1, 8 + len as u64),
+                    "LOG-7: {what}: the next entry starts at o + 8 + len"
+                );
+            }
+            (Some(reason), ReadOutcome::Torn(got)) => {
+                assert_eq!(got, reason, "LOG-7: {what}")
+            }
+            (want, got) => panic!("LOG-7: {what}: wanted {want:?}, got {got:?}"),
+        }
+    }
+    // The order of the table: seven zero bytes are a partial frame, not a zero-filled tail, and
+    // an absurd length is out of range before any body is looked for.
+    for (bytes, reason) in [
+        (vec![0u8; 7], "partial entry frame"),
+        (
+            (MAX_ENTRY + 1)
+                .to_le_bytes()
+                .iter()
+                .chain(&[0; 4])
+                .copied()
+                .collect(),
+            "entry length out of range",
+        ),
+    ] {
+        let path = dir.path().join("order-test");
+        std::fs::write(&path, &bytes).unwrap();
+        let file = fs().open(&path, OpenMode::Read).unwrap();
+        let got = read_entry(&*file, 0, bytes.len() as u64).unwrap();
+        assert!(
+            matches!(got, ReadOutcome::Torn(r) if r == reason),
+            "LOG-7: tested in the table's order: wanted {reason}, got {got:?}"
+        );
+    }
+}

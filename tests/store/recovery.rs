@@ -1,0 +1,138 @@
+//! Opening after a crash: replay, damage that refuses to open, a torn new header, and a failed store that writes no checkpoint (RC-, LOG-9).
+
+use super::*;
+
+// RC-4: damage inside a log file that has later files refuses to open instead of silently
+// dropping acknowledged transactions.
+#[test]
+fn rc_4_damage_before_the_last_log_file_refuses_to_open() {
+    let dir = scratch();
+    let opts = StoreOptions {
+        log_rotation_threshold: 600,
+        ..StoreOptions::default()
+    };
+    let mut store = Store::create(fs(), clock(), dir.path(), &opts, FormatVersion::V2, 1).unwrap();
+    store.commit(&[node(&[])]).unwrap();
+    let meta_before = std::fs::read(dir.path().join("neostore.meta")).unwrap();
+    for _ in 0..20 {
+        store.commit(&[node(&["A"])]).unwrap();
+    }
+    drop(store);
+    // Put back the first checkpoint so recovery must read log 0 fully, then damage log 0.
+    std::fs::write(dir.path().join("neostore.meta"), meta_before).unwrap();
+    let log0 = log_path(dir.path(), 0);
+    let mut bytes = std::fs::read(&log0).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0xFF;
+    std::fs::write(&log0, bytes).unwrap();
+    assert!(matches!(open(dir.path()), Err(StoreError::Corrupt(_))));
+}
+
+// RC-5: a crashed rotation leaves a last log file with a damaged header; it is recreated.
+#[test]
+fn rc_5_a_torn_new_log_header_is_recreated() {
+    let dir = scratch();
+    let mut store = create(dir.path());
+    store.commit(&[node(&[])]).unwrap();
+    let status = store.status();
+    drop(store);
+    std::fs::write(log_path(dir.path(), 1), [0u8; 10]).unwrap();
+    let mut store = open(dir.path()).unwrap();
+    assert_eq!(store.status(), status);
+    store.commit(&[node(&[])]).unwrap();
+    drop(store);
+    assert_eq!(open(dir.path()).unwrap().status().last_committed_tx, 2);
+}
+
+// RC-5: a damaged header on a last log file that holds more than a header, or a header that does
+// not continue the log before it, refuses to open instead of dropping transactions.
+#[test]
+fn rc_5_a_damaged_header_after_commits_refuses_to_open() {
+    let dir = scratch();
+    let opts = StoreOptions {
+        log_rotation_threshold: 300,
+        ..StoreOptions::default()
+    };
+    let mut store = Store::create(fs(), clock(), dir.path(), &opts, FormatVersion::V2, 1).unwrap();
+    let meta0 = std::fs::read(dir.path().join("neostore.meta")).unwrap();
+    for _ in 0..6 {
+        store.commit(&[node(&["A"])]).unwrap();
+    }
+    drop(store);
+    std::fs::write(dir.path().join("neostore.meta"), meta0).unwrap();
+    let last = *list_log_versions(&*fs(), dir.path())
+        .unwrap()
+        .last()
+        .unwrap();
+    assert!(last >= 2);
+    let path = log_path(dir.path(), last - 1);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[30] ^= 1; // inside prev_digest: the header checksum fails
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(open(dir.path()), Err(StoreError::Corrupt(_))));
+    bytes[30] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    // A missing middle file is a gap, not a crashed rotation.
+    std::fs::remove_file(log_path(dir.path(), 1)).unwrap();
+    assert!(matches!(open(dir.path()), Err(StoreError::Corrupt(_))));
+}
+
+// RC-4: a missing record file refuses to open; it is never recreated empty.
+#[test]
+fn rc_4_a_missing_record_file_refuses_to_open() {
+    let dir = scratch();
+    let mut store = create(dir.path());
+    store.commit(&[node(&[])]).unwrap();
+    store.close().unwrap();
+    std::fs::remove_file(dir.path().join(RecordKind::Rel.file_name())).unwrap();
+    assert!(matches!(open(dir.path()), Err(StoreError::Corrupt(_))));
+}
+
+// LOG-9: once a record write failed after the log was synced, the store is failed and writes
+// no checkpoint, not even the one a full backup asks for; a reopen recovers the logged
+// transaction from the log. Before, `checkpoint()` recorded a log offset past that transaction,
+// and recovery never replayed it.
+#[test]
+fn log_9_a_failed_store_writes_no_checkpoint() {
+    let dir = scratch();
+    let path = dir.path().join("db");
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failing: std::sync::Arc<dyn online_backup::io::Fs> = std::sync::Arc::new(faults::Faulty {
+        fail_writes: Some("nodestore"),
+        armed: armed.clone(),
+        ..Default::default()
+    });
+    let mut store = Store::create(
+        failing,
+        clock(),
+        &path,
+        &StoreOptions::default(),
+        FormatVersion::CURRENT,
+        1,
+    )
+    .unwrap();
+    store.commit(&[node(&["A"])]).unwrap();
+    armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = store.commit(&[node(&["B"])]).unwrap_err();
+    assert!(!matches!(err, StoreError::Failed(_)), "{err}");
+    let before = Meta::read(&*fs(), &path).unwrap();
+    let refused = store.checkpoint();
+    assert!(
+        matches!(refused, Err(StoreError::Failed(_))),
+        "LOG-9: a failed store must refuse a checkpoint, got {refused:?}"
+    );
+    assert_eq!(
+        Meta::read(&*fs(), &path).unwrap().checkpoint.last_tx,
+        before.checkpoint.last_tx,
+        "LOG-9: the checkpoint moved"
+    );
+    drop(store);
+    armed.store(false, std::sync::atomic::Ordering::SeqCst);
+    // The logged transaction is recovered from the log, whole.
+    let reopened = open(&path).unwrap();
+    assert_eq!(reopened.status().last_committed_tx, 2, "LOG-9");
+    assert_eq!(reopened.status().nodes, 2, "LOG-9");
+    drop(reopened);
+    let report = check(fs(), clock(), &path).unwrap();
+    assert!(report.consistent, "LOG-9: {:?}", report.findings);
+}

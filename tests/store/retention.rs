@@ -1,0 +1,99 @@
+//! Pruning logs at checkpoints: pins, the oldest first, a failed deletion (RET-).
+
+use super::*;
+
+// RET-13, RET-14, RET-3: pruning runs at each checkpoint, deletes the oldest files first
+// leaving a gap-free suffix, and never deletes what a backup has pinned.
+#[test]
+fn ret_13_pruning_at_checkpoints_respects_pins() {
+    use online_backup::retention::{Pins, RetentionPolicy};
+    let dir = scratch();
+    let pins = Pins::new();
+    let opts = StoreOptions {
+        log_rotation_threshold: 400,
+        retention: RetentionPolicy::Files(1),
+        pins: pins.clone(),
+    };
+    let mut store = Store::create(fs(), clock(), dir.path(), &opts, FormatVersion::V2, 1).unwrap();
+    let now = clock().now_millis();
+    let pin = pins.pin(1, now);
+    for _ in 0..30 {
+        store.commit(&[node(&["A"])]).unwrap();
+    }
+    let versions = list_log_versions(&*fs(), dir.path()).unwrap();
+    assert_eq!(versions[0], 0, "the pinned tx 1 keeps log 0: {versions:?}");
+    assert!(
+        versions.windows(2).all(|w| w[1] == w[0] + 1),
+        "{versions:?}"
+    );
+    drop(pin);
+    store.checkpoint().unwrap();
+    let versions = list_log_versions(&*fs(), dir.path()).unwrap();
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    let summary = store.log_summary().unwrap();
+    assert_eq!(
+        summary.oldest_logged_tx,
+        store.describe_logs().unwrap()[0].prev_last_tx + 1
+    );
+    drop(store);
+    let store = open(dir.path()).unwrap();
+    assert_eq!(store.status().last_committed_tx, 30);
+}
+
+// RET-14: pruning deletes the oldest files first; a deletion that fails ends the pruning there,
+// so no newer file goes and the logs stay a gap-free suffix; the store goes on committing, and
+// the next pruning tries again.
+#[test]
+fn ret_14_a_failed_deletion_ends_the_pruning_without_a_gap() {
+    use online_backup::retention::{Pins, RetentionPolicy};
+    let dir = scratch();
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let removed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let failing: std::sync::Arc<dyn online_backup::io::Fs> = std::sync::Arc::new(faults::Faulty {
+        fail_removals: Some(".db.2"),
+        armed: armed.clone(),
+        removed: removed.clone(),
+        ..Default::default()
+    });
+    let opts = StoreOptions {
+        log_rotation_threshold: 400,
+        retention: RetentionPolicy::Files(1),
+        pins: Pins::new(),
+    };
+    let mut store =
+        Store::create(failing, clock(), dir.path(), &opts, FormatVersion::V2, 1).unwrap();
+    for i in 0..30 {
+        assert!(
+            store.commit(&[node(&["A"])]).is_ok(),
+            "RET-14: a failed deletion does not stop the store (commit {i})"
+        );
+    }
+    let versions = list_log_versions(&*fs(), dir.path()).unwrap();
+    assert_eq!(
+        versions[0], 2,
+        "RET-14: logs 0 and 1 went, log 2 could not: {versions:?}"
+    );
+    assert!(
+        versions.len() > 3 && versions.windows(2).all(|w| w[1] == w[0] + 1),
+        "RET-14: nothing newer than the file that could not go was deleted: {versions:?}"
+    );
+    armed.store(false, std::sync::atomic::Ordering::SeqCst);
+    store.checkpoint().unwrap();
+    let after = list_log_versions(&*fs(), dir.path()).unwrap();
+    assert_eq!(
+        after.len(),
+        1,
+        "RET-14: the next pruning tries again: {after:?}"
+    );
+    let removed = removed.lock().unwrap().clone();
+    let order: Vec<u64> = removed
+        .iter()
+        .filter_map(|n| n.strip_prefix("neostore.transaction.db.")?.parse().ok())
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]) && order.len() == versions.len() + 1,
+        "RET-14: oldest first: {removed:?}"
+    );
+    drop(store);
+    assert_eq!(open(dir.path()).unwrap().status().last_committed_tx, 30);
+}
