@@ -16,7 +16,6 @@ use online_backup::store::upgrade::{upgrade, UpgradeOutcome};
 use online_backup::store::{Store, StoreError, StoreOptions, TxRejection};
 use support::*;
 
-mod faults;
 mod logs;
 mod records;
 mod recovery;

@@ -97,11 +97,12 @@ fn log_9_a_failed_store_writes_no_checkpoint() {
     let dir = scratch();
     let path = dir.path().join("db");
     let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let failing: std::sync::Arc<dyn online_backup::io::Fs> = std::sync::Arc::new(faults::Faulty {
-        fail_writes: Some("nodestore"),
-        armed: armed.clone(),
-        ..Default::default()
-    });
+    let failing: std::sync::Arc<dyn online_backup::io::Fs> =
+        std::sync::Arc::new(support::faulty::Faulty {
+            fail_writes: Some(support::faulty::Files::named("nodestore.db")),
+            armed: armed.clone(),
+            ..Default::default()
+        });
     let mut store = Store::create(
         failing,
         clock(),

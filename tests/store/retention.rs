@@ -49,12 +49,13 @@ fn ret_14_a_failed_deletion_ends_the_pruning_without_a_gap() {
     let dir = scratch();
     let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let removed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let failing: std::sync::Arc<dyn online_backup::io::Fs> = std::sync::Arc::new(faults::Faulty {
-        fail_removals: Some(".db.2"),
-        armed: armed.clone(),
-        removed: removed.clone(),
-        ..Default::default()
-    });
+    let failing: std::sync::Arc<dyn online_backup::io::Fs> =
+        std::sync::Arc::new(support::faulty::Faulty {
+            fail_removals: Some(support::faulty::Files::named(".db.2")),
+            armed: armed.clone(),
+            removed: removed.clone(),
+            ..Default::default()
+        });
     let opts = StoreOptions {
         log_rotation_threshold: 400,
         retention: RetentionPolicy::Files(1),

@@ -14,6 +14,7 @@ use online_backup::io::{Clock, Fs};
 use proptest::prelude::*;
 
 pub mod backup;
+pub mod faulty;
 pub mod server;
 
 pub fn fs() -> Arc<dyn Fs> {

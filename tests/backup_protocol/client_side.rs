@@ -1,0 +1,326 @@
+//! The backup client against the real service in this process, where a test needs to reach
+//! inside: a tampering proxy, a small disk, a disk that forgets overwrites (BK-16, BK-27, BK-28).
+
+use super::*;
+
+/// A proxy in front of a backup service that forwards every frame but replaces the digest of
+/// each end frame: a server whose claimed state the backup cannot match.
+async fn tampering_proxy(real: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let server = TcpStream::connect(&real).await.unwrap();
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            tokio::spawn(async move {
+                while let Ok(m) = read_message(&mut cr).await {
+                    if write_message(&mut sw, &m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                while let Ok(m) = read_message(&mut sr).await {
+                    let m = match m {
+                        Message::End { last_tx, .. } => Message::End {
+                            last_tx,
+                            digest: Digest([0xab; 32]),
+                        },
+                        other => other,
+                    };
+                    if write_message(&mut cw, &m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn backup_options(addr: &str, target: &Path, mode: client::Mode) -> client::BackupOptions {
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    client::BackupOptions {
+        host: host.to_string(),
+        port: port.parse().unwrap(),
+        target: target.to_path_buf(),
+        mode,
+        verify: client::Verify::Default,
+        timeout: Duration::from_secs(30),
+        max_rate: None,
+    }
+}
+
+fn live_meta(target: &Path) -> online_backup::store::meta::Meta {
+    let live = online_backup::store::layout::resolve(&*support::fs(), target).unwrap();
+    online_backup::store::meta::Meta::read(&*support::fs(), &live).unwrap()
+}
+
+use online_backup::backup::client;
+
+// BK-28, BK-20, BK-12, BK-25: an end frame whose digest the backup cannot match fails
+// verification with exit 6. After an in-place incremental the backup is marked unverified but
+// stays valid; the next run then refuses incremental (exit 7) or takes a full backup (auto),
+// which clears the mark. After a full backup into a new generation, the new generation is
+// discarded and the previous backup stays live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bk_28_verification_failure_marks_the_backup_unverified() {
+    let dir = support::scratch();
+    let store = dir.path().join("db");
+    let target = dir.path().join("backup");
+    let server = TestServer::start(&store, "").await;
+    server.commit_nodes(5).await;
+    let env = Env::os();
+    let real = server.backup_addr();
+    let proxy = tampering_proxy(real.clone()).await;
+    let mut lines = client::Lines::default();
+    let first = client::run(
+        &env,
+        &backup_options(&real, &target, client::Mode::Auto),
+        &mut lines,
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.kind, client::Kind::Full);
+
+    server.commit_nodes(5).await;
+    let err = client::run(
+        &env,
+        &backup_options(&proxy, &target, client::Mode::Auto),
+        &mut lines,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 6, "{err}");
+    let meta = live_meta(&target);
+    assert!(meta.unverified, "the backup is marked unverified");
+    let report =
+        online_backup::store::check::check(support::fs(), support::clock(), &target).unwrap();
+    assert!(
+        report.consistent,
+        "a backup marked unverified is still a valid store"
+    );
+
+    let err = client::run(
+        &env,
+        &backup_options(&real, &target, client::Mode::Incremental),
+        &mut lines,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 7, "{err}");
+    assert!(err.to_string().contains("unverified"), "{err}");
+
+    let again = client::run(
+        &env,
+        &backup_options(&real, &target, client::Mode::Auto),
+        &mut lines,
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.kind, client::Kind::Full);
+    assert!(again.reason.contains("unverified"), "{}", again.reason);
+    assert!(!live_meta(&target).unverified);
+    let pointer_before = std::fs::read(target.join("CURRENT")).unwrap();
+    let names_before: Vec<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+
+    let err = client::run(
+        &env,
+        &backup_options(&proxy, &target, client::Mode::Full),
+        &mut lines,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 6, "{err}");
+    assert_eq!(
+        std::fs::read(target.join("CURRENT")).unwrap(),
+        pointer_before
+    );
+    let mut names_after: Vec<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names_after.sort();
+    let mut names_before = names_before;
+    names_before.sort();
+    assert_eq!(
+        names_after, names_before,
+        "the failed generation was discarded"
+    );
+    assert!(!live_meta(&target).unverified);
+    server.stop().await;
+}
+
+// BK-16, BK-17: a full backup that would not fit is refused before anything is written, both
+// into an empty directory and as the fallback over an existing backup, which stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bk_16_no_room_is_refused_before_writing() {
+    let dir = support::scratch();
+    let store = dir.path().join("db");
+    generate_big(&store);
+    let server = TestServer::start(&store, "").await;
+    let real = server.backup_addr();
+    let small = Env {
+        fs: std::sync::Arc::new(support::faulty::Faulty {
+            free: Some(1 << 20),
+            ..Default::default()
+        }),
+        ..Env::os()
+    };
+    let target = dir.path().join("backup");
+    std::fs::create_dir(&target).unwrap();
+    let mut lines = client::Lines::default();
+    let err = client::run(
+        &small,
+        &backup_options(&real, &target, client::Mode::Auto),
+        &mut lines,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 1, "{err}");
+    assert!(err.to_string().contains("not enough room"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&target).unwrap().count(),
+        0,
+        "nothing was written"
+    );
+    // BK-9: the sentence the tool prints for it (the binary adds "neo4j-backup: ").
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(&regex_escape(&dir.path().display().to_string()), "<tmp>");
+    settings.add_filter(r"\d+(\.\d+)? (B|KiB|MiB|GiB)\b", "<size>");
+    settings.add_filter(r"\(\d+ bytes\)", "(<n> bytes)");
+    settings.set_prepend_module_to_snapshot(false);
+    // The snapshots of every outcome live together in tests/snapshots.
+    settings.set_snapshot_path("../snapshots");
+    settings.bind(|| insta::assert_snapshot!("no_room", err.to_string()));
+
+    // A backup made with room, then a full backup asked for without it: untouched.
+    client::run(
+        &Env::os(),
+        &backup_options(&real, &target, client::Mode::Auto),
+        &mut lines,
+    )
+    .await
+    .unwrap();
+    let snapshot = |p: &Path| {
+        let mut all = Vec::new();
+        for gen in std::fs::read_dir(p).unwrap() {
+            let gen = gen.unwrap().path();
+            if gen.is_dir() {
+                for f in std::fs::read_dir(&gen).unwrap() {
+                    let f = f.unwrap().path();
+                    all.push((f.clone(), std::fs::read(&f).unwrap()));
+                }
+            } else {
+                all.push((gen.clone(), std::fs::read(&gen).unwrap()));
+            }
+        }
+        all.sort();
+        all
+    };
+    let before = snapshot(&target);
+    let err = client::run(
+        &small,
+        &backup_options(&real, &target, client::Mode::Full),
+        &mut lines,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("not enough room"), "{err}");
+    assert!(before == snapshot(&target), "the existing backup changed");
+    server.stop().await;
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+// BK-27, BK-26: after an incremental, `-verify true` reads back every record the transactions
+// wrote and compares it with its after-image. A disk that drops overwrites of node records
+// (while the digest, carried in the entries, still matches the end frame) fails the run with
+// exit 6; with `-verify false` the same run succeeds, and only a check of the backup finds the
+// damage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bk_27_the_read_back_catches_a_record_the_disk_did_not_keep() {
+    let dir = support::scratch();
+    let store = dir.path().join("db");
+    let backups = dir.path().join("backups");
+    let (checked, unchecked) = (backups.join("checked"), backups.join("unchecked"));
+    let server = TestServer::start(&store, "").await;
+    server.commit_nodes(5).await;
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let env = Env {
+        fs: std::sync::Arc::new(support::faulty::Faulty {
+            forget_overwrites: Some(support::faulty::Files {
+                under: Some(backups.clone()),
+                name: RecordKind::ALL[0].file_name(),
+            }),
+            armed: armed.clone(),
+            ..Default::default()
+        }),
+        ..Env::os()
+    };
+    let real = server.backup_addr();
+    let mut lines = client::Lines::default();
+    for target in [&checked, &unchecked] {
+        let full = client::run(
+            &env,
+            &backup_options(&real, target, client::Mode::Auto),
+            &mut lines,
+        )
+        .await
+        .unwrap();
+        assert_eq!(full.kind, client::Kind::Full);
+    }
+    // Transactions that rewrite node records the backups already hold: node 0's properties,
+    // and both ends' relationship chains.
+    let body = r#"{"ops":[{"set_property":{"node":0,"key":"k","value":"changed"}},{"create_relationship":{"from":0,"to":1,"type":"R","props":{}}}]}"#;
+    server.http("POST", "/db/data/transaction", body).await;
+    armed.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let err = client::run(
+        &env,
+        &backup_options(&real, &checked, client::Mode::Incremental),
+        &mut lines,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.exit_code(),
+        6,
+        "BK-27: a record that does not read back as written fails verification: {err}"
+    );
+    assert!(
+        err.to_string().contains("reads back differently"),
+        "BK-27: {err}"
+    );
+
+    let options = client::BackupOptions {
+        verify: client::Verify::Off,
+        ..backup_options(&real, &unchecked, client::Mode::Incremental)
+    };
+    let summary = client::run(&env, &options, &mut lines).await.unwrap();
+    assert_eq!(summary.kind, client::Kind::Incremental);
+    let report =
+        online_backup::store::check::check(support::fs(), support::clock(), &unchecked).unwrap();
+    assert!(
+        !report.consistent,
+        "BK-27: without the read-back the lost write goes unnoticed until a check: {:?}",
+        report.findings
+    );
+    server.stop().await;
+}

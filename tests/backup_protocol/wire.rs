@@ -1,0 +1,337 @@
+//! The protocol from the wire: a hand-driven client speaking frames to the real service
+//! (PR-3 .. PR-19).
+
+use super::*;
+
+// PR-4: the welcome reports what `GET /db/data/` reports, and the record files' total size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pr_4_welcome_describes_the_server() {
+    let dir = support::scratch();
+    let store = dir.path().join("db");
+    let server = TestServer::start(&store, "").await;
+    server.commit_nodes(5).await;
+    let status = server.status().await;
+    let (_, welcome) = Client::connect(&server.backup_addr()).await;
+    let (id, format, last, oldest, bytes) = welcome_fields(&welcome);
+    assert_eq!(id.to_string(), status["store_id"].as_str().unwrap());
+    assert_eq!(
+        format.to_string(),
+        status["format_version"].as_str().unwrap()
+    );
+    assert_eq!(last, status["last_committed_tx"].as_u64().unwrap());
+    assert_eq!(oldest, status["oldest_logged_tx"].as_u64().unwrap());
+    let files: u64 = RecordKind::ALL
+        .iter()
+        .map(|k| std::fs::metadata(store.join(k.file_name())).unwrap().len())
+        .sum();
+    assert_eq!(bytes, files);
+    server.stop().await;
+}
+
+// PR-10, PR-11, PR-12, PR-13, PR-16, PR-20: a full backup while commits go on: a full start at
+// a checkpoint C, three record files in chunks of at most 1 MiB with matching CRCs, then the
+// transactions after C up to U, each equal to the server's log entry, and an end frame with the
+// server's digest at U. Commits made while the client stalls mid-stream succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pr_13_full_stream_under_commits() {
+    let dir = support::scratch();
+    let store = dir.path().join("db");
+    generate_big(&store);
+    let server = TestServer::start(&store, "").await;
+    let before = server.commit_nodes(20).await;
+    let (mut c, _) = Client::connect(&server.backup_addr()).await;
+    c.send(&Message::Request(Request::Full)).await;
+    let (checkpoint_tx, files, state) = match c.recv().await {
+        Message::FullStart {
+            checkpoint_tx,
+            files,
+            state,
+        } => (checkpoint_tx, files, state),
+        other => panic!("expected a full start, got {other:?}"),
+    };
+    assert_eq!(
+        checkpoint_tx, before,
+        "PR-10: the checkpoint is at the last committed tx"
+    );
+    assert_eq!(files, 3);
+    // PR-20: the client stalls; the server keeps committing.
+    let during = tokio::time::timeout(Duration::from_secs(20), server.commit_nodes(30))
+        .await
+        .expect("commits go on while a backup is mid-stream");
+    let mut names = Vec::new();
+    for _ in 0..files {
+        let (name, len) = match c.recv().await {
+            Message::FileStart { name, len } => (name, len),
+            other => panic!("expected a file start, got {other:?}"),
+        };
+        let mut crc = 0u32;
+        let mut got = 0u64;
+        loop {
+            match c.recv().await {
+                Message::FileChunk(b) => {
+                    assert!(b.len() <= CHUNK_SIZE, "PR-6: a chunk is at most 1 MiB");
+                    crc = crc32c::crc32c_append(crc, &b);
+                    got += b.len() as u64;
+                }
+                Message::FileEnd { crc: sent } => {
+                    assert_eq!(sent, crc);
+                    break;
+                }
+                other => panic!("expected a chunk, got {other:?}"),
+            }
+        }
+        assert_eq!(got, len);
+        names.push(name);
+    }
+    let expected: Vec<String> = RecordKind::ALL
+        .iter()
+        .map(|k| k.file_name().to_string())
+        .collect();
+    assert_eq!(names, expected);
+    let mut reader = LogReader::open(support::fs(), &store, checkpoint_tx + 1)
+        .unwrap()
+        .unwrap()
+        .reader;
+    let mut next = checkpoint_tx + 1;
+    let mut digest_at_last = state.digest;
+    let (last, digest) = loop {
+        match c.recv().await {
+            Message::Tx(entry) => {
+                assert_eq!(entry.tx_id, next);
+                assert_eq!(
+                    *entry,
+                    reader.next(entry.tx_id).unwrap().unwrap(),
+                    "PR-16: the frame carries the log's own entry"
+                );
+                digest_at_last = entry.after.digest;
+                next += 1;
+            }
+            Message::End { last_tx, digest } => break (last_tx, digest),
+            other => panic!("expected a transaction, got {other:?}"),
+        }
+    };
+    assert_eq!(last, next - 1);
+    // The files (25 MB) could not all be in flight while the client stalled, so the commits
+    // made meanwhile were done before the server read the last tx.
+    assert!(
+        last >= during,
+        "U ({last}) is at least what was committed before the files were sent ({during})"
+    );
+    assert_eq!(
+        digest, digest_at_last,
+        "the end frame carries the digest at U"
+    );
+    server.stop().await;
+}
+
+// PR-5, PR-14, PR-15: an incremental request from the last tx gets the end frame at once; one
+// from an earlier tx gets exactly the transactions after it; several requests share a connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pr_15_incremental_streams_the_rest() {
+    let dir = support::scratch();
+    let store = dir.path().join("db");
+    let server = TestServer::start(&store, "").await;
+    server.commit_nodes(10).await;
+    let mid = server.status().await;
+    let n = mid["last_committed_tx"].as_u64().unwrap();
+    let mid_digest = Digest::from_hex(&digest_of(&mid)).unwrap();
+    server.commit_nodes(7).await;
+    let now = server.status().await;
+    let (mut c, welcome) = Client::connect(&server.backup_addr()).await;
+    let (id, format, last, _, _) = welcome_fields(&welcome);
+    // From the last tx: nothing to send.
+    c.send(&Message::Request(Request::Incremental {
+        store_id: id,
+        format,
+        last_tx: last,
+        digest: Digest::from_hex(&digest_of(&now)).unwrap(),
+    }))
+    .await;
+    match c.recv().await {
+        Message::End { last_tx, digest } => {
+            assert_eq!(last_tx, last);
+            assert_eq!(digest.to_hex(), digest_of(&now));
+        }
+        other => panic!("expected the end at once, got {other:?}"),
+    }
+    // From N: N + 1 ..= last, on the same connection.
+    c.send(&Message::Request(Request::Incremental {
+        store_id: id,
+        format,
+        last_tx: n,
+        digest: mid_digest,
+    }))
+    .await;
+    let mut next = n + 1;
+    loop {
+        match c.recv().await {
+            Message::Tx(e) => {
+                assert_eq!(e.tx_id, next);
+                next += 1;
+            }
+            Message::End { last_tx, digest } => {
+                assert_eq!(last_tx, last);
+                assert_eq!(next, last + 1);
+                assert_eq!(digest.to_hex(), digest_of(&now));
+                break;
+            }
+            other => panic!("expected a transaction, got {other:?}"),
+        }
+    }
+    server.stop().await;
+}
+
+// PR-7, PR-14: each refusal, with its typed fields; after a refusal of code 4 or 5 the connection
+// takes another request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pr_7_refusals_are_typed() {
+    let dir = support::scratch();
+    let store = dir.path().join("db");
+    let server = TestServer::start(
+        &store,
+        "logical_log_rotation_threshold=4k\nkeep_logical_logs=1 files\n",
+    )
+    .await;
+    server.commit_nodes(60).await;
+    let status = server.status().await;
+    let oldest = status["oldest_logged_tx"].as_u64().unwrap();
+    assert!(oldest > 2, "the logs were pruned (oldest {oldest})");
+    let (mut c, welcome) = Client::connect(&server.backup_addr()).await;
+    let (id, format, last, _, _) = welcome_fields(&welcome);
+    let other_id = StoreId {
+        created_millis: id.created_millis + 1,
+        random: id.random,
+    };
+    let other_format = if format == FormatVersion::V1 {
+        FormatVersion::V2
+    } else {
+        FormatVersion::V1
+    };
+    let zero = Digest([0; 32]);
+    let cases = [
+        (other_id, format, last, zero),
+        (id, other_format, last, zero),
+        (id, format, last + 5, zero),
+        (id, format, 1, zero),
+        (id, format, last, zero),
+    ];
+    let mut answers = Vec::new();
+    for (store_id, format, last_tx, digest) in cases {
+        c.send(&Message::Request(Request::Incremental {
+            store_id,
+            format,
+            last_tx,
+            digest,
+        }))
+        .await;
+        answers.push(c.recv().await);
+    }
+    assert_eq!(
+        answers,
+        vec![
+            Message::Refused(Refusal::StoreMismatch { server: id }),
+            Message::Refused(Refusal::VersionMismatch { server: format }),
+            Message::Refused(Refusal::Diverged {
+                tx: last + 5,
+                server_digest: None,
+                server_last_tx: last
+            }),
+            Message::Refused(Refusal::LogsPruned { needed: 2, oldest }),
+            Message::Refused(Refusal::Diverged {
+                tx: last,
+                server_digest: Some(Digest::from_hex(&digest_of(&status)).unwrap()),
+                server_last_tx: last
+            }),
+        ]
+    );
+    // Still open: a full request is served.
+    c.send(&Message::Request(Request::Full)).await;
+    assert!(matches!(c.recv().await, Message::FullStart { .. }));
+    server.stop().await;
+}
+
+// PR-3: a client of another protocol version is refused with the server's version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pr_3_other_protocol_version_is_refused() {
+    let dir = support::scratch();
+    let server = TestServer::start(&dir.path().join("db"), "").await;
+    let mut s = TcpStream::connect(server.backup_addr()).await.unwrap();
+    write_message(&mut s, &Message::Hello { version: 99 })
+        .await
+        .unwrap();
+    assert_eq!(
+        read_message(&mut s).await.unwrap(),
+        Message::Refused(Refusal::ProtocolVersion {
+            server: PROTOCOL_VERSION
+        })
+    );
+    server.stop().await;
+}
+
+// PR-17, RET-3: a backup mid-stream pins the logs from its checkpoint: rotations and pruning go
+// on, but the oldest logged tx stays at or below C + 1 until the connection closes, after which
+// pruning catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pr_17_a_running_backup_pins_its_logs() {
+    let dir = support::scratch();
+    let store = dir.path().join("db");
+    generate_big(&store);
+    let server = TestServer::start(
+        &store,
+        "logical_log_rotation_threshold=4k\nkeep_logical_logs=false\n",
+    )
+    .await;
+    server.commit_nodes(5).await;
+    let (mut c, _) = Client::connect(&server.backup_addr()).await;
+    c.send(&Message::Request(Request::Full)).await;
+    let checkpoint_tx = match c.recv().await {
+        Message::FullStart { checkpoint_tx, .. } => checkpoint_tx,
+        other => panic!("expected a full start, got {other:?}"),
+    };
+    server.commit_nodes(80).await;
+    let pinned = server.status().await;
+    assert!(
+        pinned["oldest_logged_tx"].as_u64().unwrap() <= checkpoint_tx + 1,
+        "the pinned tx {} was pruned: {pinned}",
+        checkpoint_tx + 1
+    );
+    drop(c);
+    // The service notices the close on its next write; commits rotate and prune again.
+    let mut released = false;
+    for _ in 0..50 {
+        server.commit_nodes(20).await;
+        let s = server.status().await;
+        if s["oldest_logged_tx"].as_u64().unwrap() > checkpoint_tx + 1 {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(released, "the pin outlived its connection");
+    server.stop().await;
+}
+
+// PR-19: shutting the server down closes a backup connection mid-stream; the client sees the
+// close, not a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pr_19_shutdown_closes_backup_connections() {
+    let dir = support::scratch();
+    let server = TestServer::start(&dir.path().join("db"), "").await;
+    server.commit_nodes(3).await;
+    let (mut c, _) = Client::connect(&server.backup_addr()).await;
+    server.stop().await;
+    let mut buf = [0u8; 64];
+    let got = tokio::time::timeout(Duration::from_secs(10), c.stream.read(&mut buf))
+        .await
+        .expect("the connection closed within 10 s");
+    assert!(matches!(got, Ok(0) | Err(_)), "read {got:?} after shutdown");
+}
+
+// PR-18: with online_backup_enabled=false nothing listens for backups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pr_18_disabled_service_binds_nothing() {
+    let dir = support::scratch();
+    let server = TestServer::start(&dir.path().join("db"), "online_backup_enabled=false\n").await;
+    assert_eq!(server.bound.backup, None);
+    server.stop().await;
+}

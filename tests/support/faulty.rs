@@ -1,0 +1,129 @@
+//! The real filesystem with faults injected, for the failure paths of the store and the backup
+//! client. Each fault applies to the files a [`Files`] selects and, but for `free`, only while
+//! `armed`:
+//!
+//! - `fail_writes`: a write fails (a record write after the log was synced: ENOSPC, EIO);
+//! - `forget_overwrites`: a write over bytes the file already has is acknowledged and dropped,
+//!   writes that extend the file are kept (a disk that loses overwrites without saying so);
+//! - `fail_removals`: removing the file fails; every removal that succeeds is recorded in order;
+//! - `free`: the free space reported, whatever the disk has (a full disk without mounting one).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use online_backup::io::os::OsFs;
+use online_backup::io::{DirEntry, FileHandle, Fs, LockGuard, Metadata, OpenMode};
+
+/// Which files a fault applies to: those under `under` (anywhere when `None`) whose name ends
+/// with `name`.
+#[derive(Debug, Clone, Default)]
+pub struct Files {
+    pub under: Option<PathBuf>,
+    pub name: &'static str,
+}
+
+impl Files {
+    pub fn named(name: &'static str) -> Files {
+        Files { under: None, name }
+    }
+
+    fn select(&self, path: &Path) -> bool {
+        self.under.as_ref().is_none_or(|u| path.starts_with(u))
+            && path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(self.name))
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Faulty {
+    pub armed: Arc<AtomicBool>,
+    pub fail_writes: Option<Files>,
+    pub forget_overwrites: Option<Files>,
+    pub fail_removals: Option<Files>,
+    pub free: Option<u64>,
+    pub removed: Arc<Mutex<Vec<String>>>,
+}
+
+#[derive(Debug)]
+struct FaultyFile {
+    inner: Box<dyn FileHandle>,
+    fail: bool,
+    forget: bool,
+    armed: Arc<AtomicBool>,
+}
+
+impl FileHandle for FaultyFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        let armed = self.armed.load(Ordering::SeqCst);
+        if armed && self.fail {
+            return Err(std::io::Error::other("no space left on device (injected)"));
+        }
+        if armed && self.forget && offset + buf.len() as u64 <= self.inner.len()? {
+            return Ok(());
+        }
+        self.inner.write_all_at(buf, offset)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
+}
+
+impl Fs for Faulty {
+    fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Box<dyn FileHandle>> {
+        let selects = |f: &Option<Files>| f.as_ref().is_some_and(|f| f.select(path));
+        Ok(Box::new(FaultyFile {
+            inner: OsFs.open(path, mode)?,
+            fail: selects(&self.fail_writes),
+            forget: selects(&self.forget_overwrites),
+            armed: self.armed.clone(),
+        }))
+    }
+    fn metadata(&self, path: &Path) -> std::io::Result<Option<Metadata>> {
+        OsFs.metadata(path)
+    }
+    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<DirEntry>> {
+        OsFs.read_dir(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        OsFs.create_dir_all(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        OsFs.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        let refused = self.fail_removals.as_ref().is_some_and(|f| f.select(path));
+        if refused && self.armed.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("permission denied (injected)"));
+        }
+        OsFs.remove_file(path)?;
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        self.removed.lock().unwrap().push(name.into_owned());
+        Ok(())
+    }
+    fn remove_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        OsFs.remove_dir_all(path)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        OsFs.sync_dir(path)
+    }
+    fn lock_dir(&self, dir: &Path) -> std::io::Result<Box<dyn LockGuard>> {
+        OsFs.lock_dir(dir)
+    }
+    fn available_space(&self, path: &Path) -> std::io::Result<u64> {
+        match self.free {
+            Some(free) => Ok(free),
+            None => OsFs.available_space(path),
+        }
+    }
+}
