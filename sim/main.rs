@@ -12,10 +12,11 @@
 //! - [`scenarios`]: the registered scenarios; add one by writing a module with a `Scenario`
 //!   constant and listing it in `scenarios::SCENARIOS`.
 //! - [`model`]: the graph model scenarios check the product against, and random transactions.
-//! - [`http_client`]: a small HTTP/1.1 client over a host's `Net` seam, for the server scenarios.
-//! - [`server_sim`]: what the server scenarios share (addresses, configuration, the status).
+//! - [`kit`]: the test kit the simulations share with `tests/` (`tests/kit/`): the HTTP client
+//!   hosts use to talk to the server's API over their `Net` seam, and the status it reports.
+//! - [`server_sim`]: what the server scenarios share (addresses, configuration, waiting).
 //! - [`seam_tests`]: the simulated seams' own tests (durability, locks, clock, network).
-//! - [`http`]: a tiny HTTP/1.1 client over the `Net` seam, for hosts that use the server's API.
+//! - [`kit_tests`]: the test kit's own tests.
 //! - [`rules`]: source scans for the determinism rules (`select!` biased, no threads, no hash
 //!   maps).
 //!
@@ -34,8 +35,9 @@ mod sim_3_needs_tokio_unstable {
     );
 }
 
-mod http;
-mod http_client;
+#[path = "../tests/kit/mod.rs"]
+mod kit;
+mod kit_tests;
 mod model;
 mod rules;
 mod runner;

@@ -1,7 +1,8 @@
 //! Source scans for the determinism rules that a reviewer could miss: every `tokio::select!` is
 //! `biased;` (SIM-2), no thread or blocking pool on a simulated path (SIM-11), no hash map or
 //! hash set anywhere in the product or the simulation (SIM-12); and that everything is built with
-//! `--cfg tokio_unstable`, which the `sim` target also refuses to compile without (SIM-3).
+//! `--cfg tokio_unstable`, which the `sim` target also refuses to compile without (SIM-3). The
+//! simulation is `sim/` and the test kit it includes, `tests/kit/`.
 //!
 //! The scans are textual. Whole comment lines (`//`, `///`, `//!`) are ignored, code lines are
 //! not (a string counts too). This file is not scanned: it names what it looks for.
@@ -9,7 +10,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Files under `src/` or `sim/` not scanned for SIM-11: the production seams, the binaries'
+/// What the scans read: the product, the simulation and the test kit the simulation includes.
+const SCANNED: &[&str] = &["src", "sim", "tests/kit"];
+
+/// Files under [`SCANNED`] not scanned for SIM-11: the production seams, the binaries'
 /// entry points (never simulated) and the runner, which runs separate simulations on separate
 /// threads.
 const THREADS_ALLOWED: &[&str] = &["src/io/os.rs", "src/bin/", "sim/runner.rs", "sim/rules.rs"];
@@ -130,7 +134,7 @@ fn uses(dirs: &[&str], allowed: &[&str], words: &[&str]) -> Vec<String> {
 #[test]
 fn sim_2_every_select_is_biased() {
     let mut bad = Vec::new();
-    for dir in ["src", "sim"] {
+    for dir in SCANNED {
         for file in rust_files(dir) {
             if file == "sim/rules.rs" {
                 continue;
@@ -162,7 +166,7 @@ fn sim_2_scanner_finds_unbiased_selects() {
 
 #[test]
 fn sim_11_no_threads_on_simulated_paths() {
-    let found = uses(&["src", "sim"], THREADS_ALLOWED, THREADS);
+    let found = uses(SCANNED, THREADS_ALLOWED, THREADS);
     assert!(
         found.is_empty(),
         "SIM-11: threads or blocking pools on a simulated path (turmoil runs a host on one \
@@ -173,7 +177,7 @@ fn sim_11_no_threads_on_simulated_paths() {
 
 #[test]
 fn sim_12_no_hash_maps() {
-    let found = uses(&["src", "sim"], HASHED_ALLOWED, HASHED);
+    let found = uses(SCANNED, HASHED_ALLOWED, HASHED);
     assert!(
         found.is_empty(),
         "SIM-12: HashMap/HashSet iterate in a per-process random order; use BTreeMap/BTreeSet:\n{}",

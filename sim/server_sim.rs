@@ -1,13 +1,11 @@
 //! What the server scenarios (`server_crash`, `retention_time`) share: where the server host
 //! keeps its store and serves HTTP, its configuration (parsed from properties text, as the
-//! binary reads `neo4j.properties`), the status answer of `GET /db/data/`, and waiting by
-//! polling shared state on simulated time.
+//! binary reads `neo4j.properties`), and waiting by polling shared state on simulated time.
 
 use std::future::Future;
 use std::time::Duration;
 
 use online_backup::config::Config;
-use serde_json::Value as Json;
 
 /// The server's host name.
 pub const SERVER: &str = "server";
@@ -40,43 +38,4 @@ pub async fn wait_until(mut done: impl FnMut() -> bool) {
 /// A future that completes once `done` holds: a shutdown signal for `server::run`.
 pub fn when(done: impl FnMut() -> bool + Send + 'static) -> impl Future<Output = ()> + Send {
     wait_until(done)
-}
-
-/// `GET /db/data/` as the scenarios read it (HTTP-1).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status {
-    pub store_id: String,
-    pub format_version: String,
-    pub last_committed_tx: u64,
-    pub nodes: u64,
-    pub relationships: u64,
-    pub digest: String,
-    pub oldest_logged_tx: u64,
-    pub log_bytes: u64,
-}
-
-impl Status {
-    pub fn from_json(body: &Json) -> Result<Status, String> {
-        let text = |k: &str| {
-            body[k]
-                .as_str()
-                .map(str::to_string)
-                .ok_or_else(|| format!("GET /db/data/ has no text {k:?}: {body}"))
-        };
-        let number = |k: &str| {
-            body[k]
-                .as_u64()
-                .ok_or_else(|| format!("GET /db/data/ has no number {k:?}: {body}"))
-        };
-        Ok(Status {
-            store_id: text("store_id")?,
-            format_version: text("format_version")?,
-            last_committed_tx: number("last_committed_tx")?,
-            nodes: number("nodes")?,
-            relationships: number("relationships")?,
-            digest: text("digest")?,
-            oldest_logged_tx: number("oldest_logged_tx")?,
-            log_bytes: number("log_bytes")?,
-        })
-    }
 }

@@ -359,7 +359,7 @@ impl Runner {
                 let method = method.unwrap_or(if body.is_some() { "POST" } else { "GET" }.into());
                 let body = body.unwrap_or_default();
                 let answer = request_raw(&server.http, &method, path, body.as_bytes());
-                Some(answer.body)
+                Some(answer.text())
             }
             other => panic!("{at}: the test does not know how to run {other}"),
         }

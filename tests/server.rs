@@ -335,8 +335,9 @@ fn http_7_every_error_answer_is_json() {
             Some("application/json"),
             "HTTP-7: {what}"
         );
-        let json: serde_json::Value =
-            serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("HTTP-7: {e}: {what}"));
+        let json = answer
+            .json()
+            .unwrap_or_else(|e| panic!("HTTP-7: {e}: {what}"));
         let object = json.as_object().unwrap_or_else(|| panic!("HTTP-7: {what}"));
         assert_eq!(object.len(), 1, "HTTP-7: only \"error\": {what}");
         let error = object["error"]

@@ -15,7 +15,7 @@ use online_backup::store::check::CheckReport;
 use online_backup::store::layout::{self, POINTER_FILE};
 use online_backup::store::meta::META_FILE;
 
-use crate::http::Status;
+use crate::kit::http::Status;
 use crate::scenarios::backup_world::BackupJob;
 
 /// A path's contents, name by name: `None` when nothing is there (invariant 3 compares two).

@@ -3,7 +3,7 @@
 //!
 //! - `server` runs the product's `neo4j` (`server::run`) on its own disk, with a configuration
 //!   parsed by `Config::parse` (small log rotation threshold, a seed-chosen `keep_logical_logs`).
-//! - `writer` commits random transactions over the HTTP API (`sim/http.rs`), one at a time,
+//! - `writer` commits random transactions over the HTTP API (`tests/kit/http.rs`), one at a time,
 //!   and keeps the graph model (`model::Graph`) of what the server acknowledged: from it, the
 //!   source's digest at every tx, which invariant 1 compares backups with. After a failed request
 //!   it asks the server where it stands, so a transaction in flight when the server lost power is
@@ -41,7 +41,7 @@ use online_backup::store::{initialize, Store, StoreOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::http::{self, Status};
+use crate::kit::http::{self, Status};
 use crate::model::Graph;
 use crate::runner::{HostCtx, ScenarioCtx, Stopped};
 pub use crate::scenarios::backup_judge::*;

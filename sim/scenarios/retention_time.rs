@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use online_backup::config::Config;
-use online_backup::graph::Id;
 use online_backup::io::{Fs, OpenMode};
 use online_backup::server::{self, ServerOptions};
 use online_backup::store::log::{self, LogHeader, ReadOutcome, HEADER_SIZE};
@@ -27,10 +26,10 @@ use online_backup::store::meta::{Meta, META_FILE};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::http_client as http;
-use crate::model::{tx_json, Graph};
+use crate::kit::http::{self, Status};
+use crate::model::Graph;
 use crate::runner::{HostCtx, Scenario, ScenarioCtx, Stopped, EPOCH_SECS};
-use crate::server_sim::{config, wait_until, when, Status, HTTP_ADDR, SERVER, STORE_DIR};
+use crate::server_sim::{config, wait_until, when, HTTP_ADDR, SERVER, STORE_DIR};
 
 pub const SCENARIO: Scenario = Scenario::new(
     "retention_time",
@@ -53,6 +52,8 @@ const DAY_MS: u64 = 24 * HOUR_MS;
 /// How far the driver moves the clock before a step, in hours.
 const ADVANCES_H: &[u64] = &[0, 3, 12, 24, 24, 36, 48];
 const MAX_STEPS: u64 = 100_000;
+/// How long the writer waits for an answer (the server is up whenever it sends).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the scenario knows of one log file, from the first time it saw it on disk: kept after
 /// the file is deleted, since the rule about deleting a file looks at the next one.
@@ -355,23 +356,14 @@ async fn writer_software(h: HostCtx, model: Arc<Mutex<Model>>) -> turmoil::Resul
             let Model { graph, rng, .. } = &mut *m;
             graph.random_owned_tx(rng, "W0")
         };
-        let answer =
-            http::post_json(net, HTTP_ADDR, "/db/data/transaction", &tx_json(&ops)).await?;
+        let answer = http::commit(net, HTTP_ADDR, &ops, REQUEST_TIMEOUT).await?;
         let inspections = {
             let mut m = model.lock().unwrap();
-            let tx_id = answer.body["tx_id"].as_u64();
-            let ids: Option<Vec<Id>> = answer.body["ids"]
-                .as_array()
-                .and_then(|a| a.iter().map(|v| v.as_u64()).collect());
             let expected_ids = m.graph.apply(&ops)?;
-            if answer.status != 200 || tx_id != Some(m.last_tx + 1) || ids != Some(expected_ids) {
-                return Err(format!(
-                    "the server answered {} {} to tx {}",
-                    answer.status,
-                    answer.body,
-                    m.last_tx + 1
-                )
-                .into());
+            if answer != Ok((m.last_tx + 1, expected_ids)) {
+                return Err(
+                    format!("the server answered {answer:?} to tx {}", m.last_tx + 1).into(),
+                );
             }
             m.last_tx += 1;
             m.budget -= 1;
@@ -389,26 +381,22 @@ async fn writer_software(h: HostCtx, model: Arc<Mutex<Model>>) -> turmoil::Resul
 /// RET-15: the status describes the log files kept. HTTP-6: its `Date` is the simulated
 /// clock's, days ahead of the simulation's start by now (the system clock's would be years off).
 async fn check_status(h: &HostCtx, model: &Arc<Mutex<Model>>) -> turmoil::Result {
-    let answer = http::get(&*h.env.net, HTTP_ADDR, "/db/data/").await?;
+    let answer = http::get(&*h.env.net, HTTP_ADDR, "/db/data/", REQUEST_TIMEOUT).await?;
     let received = h.env.clock.now();
-    let date = answer.date.as_deref().map(httpdate::parse_http_date);
-    let Some(Ok(date)) = date else {
-        return Err(format!(
-            "HTTP-6: GET /db/data/ has no valid Date header: {:?}",
-            answer.date
-        )
-        .into());
+    let header = answer.header("date");
+    let Some(Ok(date)) = header.map(httpdate::parse_http_date) else {
+        return Err(format!("HTTP-6: GET /db/data/ has no valid Date header: {header:?}").into());
     };
     // Whole seconds, sent at most a few milliseconds before it arrived.
     if date > received || received.duration_since(date)? > Duration::from_secs(2) {
         return Err(format!(
             "HTTP-6: GET /db/data/ is dated {:?}, received at {}",
-            answer.date,
+            header,
             httpdate::fmt_http_date(received)
         )
         .into());
     }
-    let status = Status::from_json(&answer.body)?;
+    let status = Status::from_answer(&answer)?;
     let m = model.lock().unwrap();
     let oldest = m.kept.first().expect("the store has log files");
     let bytes: u64 = m.kept.iter().map(|f| f.bytes).sum();

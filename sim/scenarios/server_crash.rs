@@ -28,10 +28,10 @@ use online_backup::store::meta::{Meta, META_FILE};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::http_client as http;
-use crate::model::{tx_json, Graph};
+use crate::kit::http::{self, Status};
+use crate::model::Graph;
 use crate::runner::{HostCtx, Scenario, ScenarioCtx, Stopped};
-use crate::server_sim::{config, wait_until, when, Status, HTTP_ADDR, SERVER, STORE_DIR};
+use crate::server_sim::{config, wait_until, when, HTTP_ADDR, SERVER, STORE_DIR};
 
 pub const SCENARIO: Scenario = Scenario::new(
     "server_crash",
@@ -53,6 +53,8 @@ const ROUNDS: u64 = 3;
 const TXS_PER_ROUND: usize = 16;
 /// How long a writer waits for an answer before it counts the transaction as in flight.
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long the checker waits for an answer (the server is up and the writers idle).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most this many nodes are read back after each restart.
 const NODES_READ: usize = 8;
 /// Driver patience, in ticks, for anything it waits on.
@@ -125,15 +127,8 @@ impl Model {
         self.writers.iter().all(|w| !w.busy)
     }
 
-    /// A 200 answer to writer `w`'s transaction.
-    fn acknowledge(&mut self, w: usize, body: &serde_json::Value) -> Result<(), String> {
-        let tx_id = body["tx_id"]
-            .as_u64()
-            .ok_or_else(|| format!("a commit answer without tx_id: {body}"))?;
-        let ids: Vec<Id> = body["ids"]
-            .as_array()
-            .and_then(|a| a.iter().map(|v| v.as_u64()).collect())
-            .ok_or_else(|| format!("a commit answer without ids: {body}"))?;
+    /// Writer `w`'s transaction committed as `tx_id`, creating `ids`.
+    fn acknowledge(&mut self, w: usize, tx_id: u64, ids: Vec<Id>) -> Result<(), String> {
         let writer = &mut self.writers[w];
         let ops = writer.in_flight.take().expect("a request was in flight");
         writer
@@ -229,7 +224,7 @@ impl Model {
                     continue;
                 }
             };
-            let digest = graph.digest().to_hex();
+            let digest = graph.digest();
             let counts = (graph.nodes.len() as u64, graph.rels.len() as u64);
             if digest == status.digest && counts == (status.nodes, status.relationships) {
                 let adopted: Vec<(u64, usize, Vec<Op>)> = extra
@@ -398,29 +393,27 @@ async fn writer_software(h: HostCtx, w: usize, model: Arc<Mutex<Model>>) -> turm
             true
         })
         .await;
-        let body = tx_json(&ops.expect("drawn"));
-        let answer = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            http::post_json(&*h.env.net, HTTP_ADDR, "/db/data/transaction", &body),
-        )
-        .await;
+        let ops = ops.expect("drawn");
+        let answer = http::commit(&*h.env.net, HTTP_ADDR, &ops, REQUEST_TIMEOUT).await;
         let pause = {
             let mut m = model.lock().unwrap();
             m.writers[w].busy = false;
             match answer {
-                Ok(Ok(r)) if r.status == 200 => m.acknowledge(w, &r.body)?,
+                Ok(Ok((tx_id, ids))) => m.acknowledge(w, tx_id, ids)?,
                 // Every transaction is valid, and a server that lost power cannot answer: any
                 // other answer is the server's fault.
-                Ok(Ok(r)) => {
+                Ok(Err(r)) => {
                     return Err(format!(
-                        "writer {w}: the server answered {} {} to the valid transaction {body}",
-                        r.status, r.body
+                        "writer {w}: the server answered {} {} to the valid transaction {}",
+                        r.status,
+                        r.text(),
+                        http::transaction_json(&ops)
                     )
                     .into())
                 }
-                // No answer (the server went down, or the connection broke): in flight.
-                Ok(Err(e)) => h.record(&format!("no answer: {:?}", e.kind())),
-                Err(_) => h.record("no answer: timed out"),
+                // No answer (the server went down, the connection broke, or it timed out): in
+                // flight.
+                Err(e) => h.record(&format!("no answer: {:?}", e.kind())),
             }
             Duration::from_micros(m.writers[w].rng.random_range(0..3000))
         };
@@ -432,11 +425,7 @@ async fn writer_software(h: HostCtx, w: usize, model: Arc<Mutex<Model>>) -> turm
 /// status, then read nodes back.
 async fn check_server(h: &HostCtx, model: &Arc<Mutex<Model>>) -> turmoil::Result {
     let net = &*h.env.net;
-    let answer = http::get(net, HTTP_ADDR, "/db/data/").await?;
-    if answer.status != 200 {
-        return Err(format!("GET /db/data/ answered {} {}", answer.status, answer.body).into());
-    }
-    let status = Status::from_json(&answer.body)?;
+    let status = http::status(net, HTTP_ADDR, CHECK_TIMEOUT).await?;
     let reads: Vec<Id> = {
         let mut m = model.lock().unwrap();
         match &m.store_id {
@@ -472,16 +461,23 @@ async fn check_server(h: &HostCtx, model: &Arc<Mutex<Model>>) -> turmoil::Result
         ids
     };
     for id in reads {
-        let got = http::get(net, HTTP_ADDR, &format!("/db/data/node/{id}")).await?;
+        let got = http::get(
+            net,
+            HTTP_ADDR,
+            &format!("/db/data/node/{id}"),
+            CHECK_TIMEOUT,
+        )
+        .await?;
         let want = model.lock().unwrap().graph.node_json(id);
         let ok = match &want {
-            Some(node) => got.status == 200 && got.body == *node,
+            Some(node) => got.status == 200 && got.json().is_ok_and(|body| body == *node),
             None => got.status == 404,
         };
         if !ok {
             return Err(format!(
                 "SIM-16, HTTP-5: GET /db/data/node/{id} answered {} {}, the model has {want:?}",
-                got.status, got.body
+                got.status,
+                got.text()
             )
             .into());
         }
@@ -683,7 +679,7 @@ fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
     let served = (
         &status.store_id,
         status.last_committed_tx,
-        &status.digest,
+        &status.digest.to_hex(),
         status.nodes,
         status.relationships,
     );

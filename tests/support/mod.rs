@@ -15,6 +15,8 @@ use proptest::prelude::*;
 
 pub mod backup;
 pub mod faulty;
+#[path = "../kit/mod.rs"]
+pub mod kit;
 pub mod server;
 
 pub fn fs() -> Arc<dyn Fs> {

@@ -1,17 +1,22 @@
-//! Running the real `neo4j` binary in tests, and a minimal HTTP/1.1 client for its API.
+//! Running the real `neo4j` binary in tests, and synchronous requests to its API (the kit's
+//! HTTP client, `tests/kit/http.rs`).
 //!
 //! A server's stdout and stderr are captured, not inherited: a passing test prints none of the
 //! server's log lines. They are printed when the test fails (the `ServerProcess` is dropped while
 //! the thread panics, or the server exits before it is ready), when `NEO4J_TEST_LOGS=1` is set
 //! (with `-- --nocapture` to see them), and [`ServerProcess::stderr`] returns them on demand.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use online_backup::io::os::OsNet;
+
+use super::kit::http;
+pub use super::kit::http::Answer;
 
 /// A running server process; killed (SIGKILL) when dropped.
 pub struct ServerProcess {
@@ -180,84 +185,36 @@ impl Drop for ServerProcess {
     }
 }
 
+/// How long a test waits for the answer to one request.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// One HTTP/1.1 request with `Connection: close`; returns the status and the JSON body (a JSON
 /// string holding the raw body when it is not JSON).
 pub fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
     let answer = request_raw(addr, method, path, body);
-    let json = serde_json::from_str(&answer.body).unwrap_or(serde_json::Value::String(answer.body));
+    let json = answer
+        .json()
+        .unwrap_or_else(|_| serde_json::Value::String(answer.text()));
     (answer.status, json)
 }
 
-/// An HTTP answer as it came: status, headers (names in lower case) and body text.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl Answer {
-    /// The value of header `name` (lower case), if present.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One HTTP/1.1 request with `Connection: close`; returns the whole answer.
+/// One HTTP/1.1 request with `Connection: close`; returns the whole answer. The kit's client
+/// (`http::request`) on a current-thread runtime of its own, so plain threads can call it.
 pub fn request_raw(addr: &str, method: &str, path: &str, body: &[u8]) -> Answer {
-    let mut s = TcpStream::connect(addr).expect("connect to the HTTP API");
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    // The server may answer 413 and close before reading a large body.
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw);
-    let status: u16 = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let headers: Vec<(String, String)> = head
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-    out
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for one request");
+    runtime
+        .block_on(http::request(
+            &OsNet,
+            addr,
+            method,
+            path,
+            body,
+            ANSWER_TIMEOUT,
+        ))
+        .unwrap_or_else(|e| panic!("{method} {path} on the HTTP API at {addr}: {e}"))
 }
 
 /// Asserts each of the server's log lines is the time, the level and a sentence: no Rust module
