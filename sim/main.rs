@@ -11,9 +11,10 @@
 //!   command on failure.
 //! - [`scenarios`]: the registered scenarios; add one by writing a module with a `Scenario`
 //!   constant and listing it in `scenarios::SCENARIOS`.
-//! - [`model`]: the graph model scenarios check the product against, and random transactions.
-//! - [`kit`]: the test kit the simulations share with `tests/` (`tests/kit/`): the HTTP client
-//!   hosts use to talk to the server's API over their `Net` seam, and the status it reports.
+//! - [`kit`]: the test kit the simulations share with `tests/` (`tests/kit/`): the reference
+//!   graph model scenarios check the product against, and the HTTP client hosts use to talk to
+//!   the server's API over their `Net` seam.
+//! - [`workload`]: random transactions over the model, from a scenario's generator.
 //! - [`server_sim`]: what the server scenarios share (addresses, configuration, waiting).
 //! - [`seam_tests`]: the simulated seams' own tests (durability, locks, clock, network).
 //! - [`kit_tests`]: the test kit's own tests.
@@ -38,7 +39,6 @@ mod sim_3_needs_tokio_unstable {
 #[path = "../tests/kit/mod.rs"]
 mod kit;
 mod kit_tests;
-mod model;
 mod rules;
 mod runner;
 mod scenarios;
@@ -46,6 +46,7 @@ mod seam_tests;
 mod seams;
 mod server_sim;
 mod trace;
+mod workload;
 
 use std::collections::BTreeSet;
 

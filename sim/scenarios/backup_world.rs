@@ -4,7 +4,7 @@
 //! - `server` runs the product's `neo4j` (`server::run`) on its own disk, with a configuration
 //!   parsed by `Config::parse` (small log rotation threshold, a seed-chosen `keep_logical_logs`).
 //! - `writer` commits random transactions over the HTTP API (`tests/kit/http.rs`), one at a time,
-//!   and keeps the graph model (`model::Graph`) of what the server acknowledged: from it, the
+//!   and keeps the graph model (`kit::model::Graph`) of what the server acknowledged: from it, the
 //!   source's digest at every tx, which invariant 1 compares backups with. After a failed request
 //!   it asks the server where it stands, so a transaction in flight when the server lost power is
 //!   counted exactly when the server kept it, and an acknowledged one the server lost fails the
@@ -42,7 +42,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::kit::http::{self, Status};
-use crate::model::Graph;
+use crate::kit::model::Graph;
 use crate::runner::{HostCtx, ScenarioCtx, Stopped};
 pub use crate::scenarios::backup_judge::*;
 

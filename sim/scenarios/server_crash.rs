@@ -29,7 +29,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::kit::http::{self, Status};
-use crate::model::Graph;
+use crate::kit::model::Graph;
 use crate::runner::{HostCtx, Scenario, ScenarioCtx, Stopped};
 use crate::server_sim::{config, wait_until, when, HTTP_ADDR, SERVER, STORE_DIR};
 

@@ -19,7 +19,7 @@ use online_backup::store::{Store, StoreOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::model::Graph;
+use crate::kit::model::Graph;
 use crate::runner::{HostCtx, Scenario, ScenarioCtx, Stopped};
 
 pub const SCENARIO: Scenario = Scenario::new(

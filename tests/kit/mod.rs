@@ -1,6 +1,8 @@
 //! The test kit: what the simulations (`sim/`) and the black-box tests (`tests/`) share, one
 //! copy of each. `sim/main.rs` and `tests/support/mod.rs` include it with `#[path]`.
 //!
+//! - [`model`]: the reference graph model the product is checked against: transactions applied
+//!   as the store applies them, the digest, the HTTP API's node answers.
 //! - [`http`]: the HTTP/1.1 client of the server's API over any byte stream or `Net` seam, the
 //!   status answer it parses and the one encoder of `Op`s into a transaction body.
 //!
@@ -12,3 +14,4 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod model;

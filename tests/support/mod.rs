@@ -1,14 +1,13 @@
 //! Helpers shared by the integration tests: a scratch directory on tmpfs where there is one
-//! (fsync is then cheap, so property tests can run thousands of commits), an in-memory model
-//! of the graph, and random operations resolved against the model.
+//! (fsync is then cheap, so property tests can run thousands of commits), and random operations
+//! resolved against the reference graph model (the kit's [`Graph`], shared with the
+//! simulations).
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use online_backup::digest::Digest;
-use online_backup::graph::{Id, Node, NodeRef, Op, Properties, Relationship, Value};
+use online_backup::graph::{Id, NodeRef, Op, Properties, Value};
 use online_backup::io::os::{OsClock, OsFs};
 use online_backup::io::{Clock, Fs};
 use proptest::prelude::*;
@@ -18,6 +17,8 @@ pub mod faulty;
 #[path = "../kit/mod.rs"]
 pub mod kit;
 pub mod server;
+
+pub use kit::model::Graph;
 
 pub fn fs() -> Arc<dyn Fs> {
     Arc::new(OsFs)
@@ -45,115 +46,6 @@ pub fn copy_dir(from: &Path, to: &Path) {
         if entry.file_type().unwrap().is_file() {
             std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
         }
-    }
-}
-
-/// What the graph should be: the store's content computed without the store.
-#[derive(Clone, Debug, Default)]
-pub struct Model {
-    pub nodes: BTreeMap<Id, Node>,
-    pub rels: BTreeMap<Id, Relationship>,
-    pub next_node: Id,
-    pub next_rel: Id,
-}
-
-impl Model {
-    pub fn digest(&self) -> Digest {
-        let mut d = Digest::ZERO;
-        for n in self.nodes.values() {
-            d.add_node(n);
-        }
-        for r in self.rels.values() {
-            d.add_relationship(r);
-        }
-        d
-    }
-
-    fn has_rels(&self, node: Id) -> bool {
-        self.rels.values().any(|r| r.start == node || r.end == node)
-    }
-
-    /// Applies ops as the store should; `Err` when the store must refuse (nothing applied).
-    pub fn apply(&mut self, ops: &[Op]) -> Result<Vec<Id>, ()> {
-        let mut next = self.clone();
-        let mut created: Vec<Option<Id>> = Vec::new();
-        let mut ids = Vec::new();
-        let resolve =
-            |m: &Model, created: &[Option<Id>], r: NodeRef, op: usize| -> Result<Id, ()> {
-                let id = match r {
-                    NodeRef::Id(id) => id,
-                    NodeRef::CreatedBy(i) if i < op => created[i].ok_or(())?,
-                    NodeRef::CreatedBy(_) => return Err(()),
-                };
-                m.nodes.contains_key(&id).then_some(id).ok_or(())
-            };
-        if ops.is_empty() {
-            return Err(());
-        }
-        for (i, op) in ops.iter().enumerate() {
-            let mut made = None;
-            match op {
-                Op::CreateNode { labels, props } => {
-                    let id = next.next_node;
-                    next.next_node += 1;
-                    let mut labels = labels.clone();
-                    labels.sort();
-                    labels.dedup();
-                    next.nodes.insert(
-                        id,
-                        Node {
-                            id,
-                            labels,
-                            props: props.clone(),
-                        },
-                    );
-                    ids.push(id);
-                    made = Some(id);
-                }
-                Op::CreateRelationship {
-                    from,
-                    to,
-                    rel_type,
-                    props,
-                } => {
-                    let start = resolve(&next, &created, *from, i)?;
-                    let end = resolve(&next, &created, *to, i)?;
-                    let id = next.next_rel;
-                    next.next_rel += 1;
-                    next.rels.insert(
-                        id,
-                        Relationship {
-                            id,
-                            start,
-                            end,
-                            rel_type: rel_type.clone(),
-                            props: props.clone(),
-                        },
-                    );
-                    ids.push(id);
-                }
-                Op::SetProperty { node, key, value } => {
-                    let id = resolve(&next, &created, *node, i)?;
-                    next.nodes
-                        .get_mut(&id)
-                        .unwrap()
-                        .props
-                        .insert(key.clone(), value.clone());
-                }
-                Op::DeleteNode(id) => {
-                    if !next.nodes.contains_key(id) || next.has_rels(*id) {
-                        return Err(());
-                    }
-                    next.nodes.remove(id);
-                }
-                Op::DeleteRelationship(id) => {
-                    next.rels.remove(id).ok_or(())?;
-                }
-            }
-            created.push(made);
-        }
-        *self = next;
-        Ok(ids)
     }
 }
 
@@ -223,7 +115,7 @@ pub fn transaction() -> impl Strategy<Value = Vec<Action>> {
 }
 
 /// Turns actions into store ops against the model's current ids.
-pub fn resolve(model: &Model, actions: &[Action]) -> Vec<Op> {
+pub fn resolve(model: &Graph, actions: &[Action]) -> Vec<Op> {
     let nodes: Vec<Id> = model.nodes.keys().copied().collect();
     let rels: Vec<Id> = model.rels.keys().copied().collect();
     let pick = |v: &[Id], i: usize| if v.is_empty() { 0 } else { v[i % v.len()] };
