@@ -3,8 +3,8 @@
 //!
 //! Layout, one sentence a module:
 //! - [`seams`]: the simulated `Fs`, `Net` and `Clock` (on turmoil's filesystem, TCP and time),
-//!   and [`seams::SimWorld`], the per-simulation state they share (trace, clock offset, each
-//!   host's lock table and planned power loss).
+//!   one file each, and [`seams::SimWorld`], the per-simulation state they share (trace, clock
+//!   offset, each host's filesystem state and planned power loss).
 //! - [`trace`]: the ordered record of a run and its hash, fed by the seams and, for commits, by a
 //!   `tracing` layer.
 //! - [`runner`]: scenarios, seeds from the environment, one simulation per seed, the replay

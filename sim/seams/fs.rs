@@ -1,9 +1,5 @@
-//! The simulated seams: [`SimFs`] on turmoil's simulated filesystem, [`SimNet`] on turmoil's
-//! simulated TCP, [`SimClock`] on turmoil's simulated time, and the per-simulation
-//! [`SimWorld`] that ties them to one trace and holds each host's lock table and fault plan.
-//!
-//! Everything here runs inside turmoil hosts (turmoil's filesystem and network panic outside
-//! one), on the simulation's single thread. Every operation is recorded in the trace (SIM-6).
+//! [`SimFs`]: the simulated filesystem of one host, on turmoil's. Every operation is recorded in
+//! the trace (SIM-6) and fails once the host has lost power (SIM-7).
 //!
 //! turmoil's filesystem keys files by path, not by inode, which gets a few things wrong that a
 //! store and a backup tool do. `SimFs` corrects them, only ever by making something durable
@@ -36,221 +32,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::{self, ErrorKind};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use online_backup::io::{
-    BoxFuture, Clock, DirEntry, Env, FileHandle, Fs, Listener, LockGuard, Metadata, Net, OpenMode,
-    Stream,
-};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use online_backup::io::{DirEntry, FileHandle, Fs, LockGuard, Metadata, OpenMode};
 use turmoil::fs::shim::std::fs as tfs;
 
-use crate::trace::{fnv64, Trace};
+use super::outcome;
+use super::world::HostShared;
+use crate::trace::fnv64;
 
-/// How every simulated host's disk behaves. The runner applies it to turmoil's `FsConfig` too,
-/// so turmoil's `ENOSPC` and `SimFs::available_space` agree.
-#[derive(Clone, Copy, Debug)]
-pub struct DiskConfig {
-    /// Bytes per host.
-    pub capacity: u64,
-    /// When set, a write that was not synced when the host lost power survives as a random
-    /// whole number of blocks of this size from its start (a torn write).
-    pub torn_write_block: Option<u64>,
-    /// The chance that the disk flushes a file's pending writes on its own after a write
-    /// (a kernel's writeback), making unsynced data survive a crash sometimes.
-    pub random_sync_probability: f64,
-}
-
-impl DiskConfig {
-    pub const DEFAULT: DiskConfig = DiskConfig {
-        capacity: 1 << 30,
-        torn_write_block: Some(512),
-        random_sync_probability: 0.05,
-    };
-}
-
-impl Default for DiskConfig {
-    fn default() -> Self {
-        DiskConfig::DEFAULT
-    }
-}
-
-/// The state every simulated seam of one simulation shares: the trace, the clock offset, the
-/// disk configuration and, per host, the lock table, the open files and the fault plan.
-/// Cloning gives another handle to the same world.
-#[derive(Clone)]
-pub struct SimWorld(Arc<WorldInner>);
-
-struct WorldInner {
-    trace: Trace,
-    epoch: SystemTime,
-    disk: DiskConfig,
-    clock_offset_ms: Arc<AtomicU64>,
-    hosts: Mutex<BTreeMap<String, Arc<HostShared>>>,
-}
-
-impl fmt::Debug for SimWorld {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SimWorld")
-            .field("trace", &self.0.trace)
-            .field("epoch", &self.0.epoch)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SimWorld {
-    pub fn new(trace: Trace, epoch: SystemTime, disk: DiskConfig) -> SimWorld {
-        SimWorld(Arc::new(WorldInner {
-            trace,
-            epoch,
-            disk,
-            clock_offset_ms: Arc::new(AtomicU64::new(0)),
-            hosts: Mutex::new(BTreeMap::new()),
-        }))
-    }
-
-    pub fn trace(&self) -> &Trace {
-        &self.0.trace
-    }
-
-    fn host(&self, name: &str) -> Arc<HostShared> {
-        let mut hosts = self.0.hosts.lock().unwrap();
-        hosts
-            .entry(name.to_string())
-            .or_insert_with(|| {
-                Arc::new(HostShared {
-                    name: name.to_string(),
-                    trace: self.0.trace.clone(),
-                    capacity: self.0.disk.capacity,
-                    state: Mutex::new(HostState::default()),
-                })
-            })
-            .clone()
-    }
-
-    /// The filesystem of host `name`. Every `SimFs` of one host shares its lock table.
-    pub fn fs(&self, name: &str) -> SimFs {
-        SimFs {
-            host: self.host(name),
-        }
-    }
-
-    pub fn net(&self, name: &str) -> SimNet {
-        SimNet {
-            host: self.host(name),
-        }
-    }
-
-    /// The wall clock, the same on every host of this simulation.
-    pub fn clock(&self) -> SimClock {
-        SimClock {
-            epoch: self.0.epoch,
-            offset_ms: self.0.clock_offset_ms.clone(),
-            trace: self.0.trace.clone(),
-        }
-    }
-
-    /// The seams of host `name`.
-    pub fn env(&self, name: &str) -> Env {
-        Env {
-            fs: Arc::new(self.fs(name)),
-            net: Arc::new(self.net(name)),
-            clock: Arc::new(self.clock()),
-            blocking: Arc::new(Inline),
-        }
-    }
-
-    /// Moves every host's wall clock forward by `by` at once (SIM-10).
-    pub fn advance_clock(&self, by: Duration) {
-        self.clock().advance(by);
-        self.0
-            .trace
-            .record("driver", &format!("clock advance {}ms", by.as_millis()));
-    }
-
-    /// Plans a power loss of host `name` (SIM-7): its `n`-th mutating filesystem operation from
-    /// now (1 = the next one) fails, and so does every filesystem and network operation after
-    /// it, as if the machine had stopped right before that operation. The driver then sees
-    /// [`SimWorld::is_down`] and crashes the host, which discards what was not durable.
-    pub fn power_loss_before_op(&self, name: &str, n: u64) {
-        let host = self.host(name);
-        let mut s = host.state.lock().unwrap();
-        s.power_loss_at = Some(s.mutating_ops + n.max(1));
-    }
-
-    /// Cancels a power loss of host `name` planned with [`SimWorld::power_loss_before_op`] that
-    /// has not struck yet (a host that already lost power stays down).
-    pub fn cancel_power_loss(&self, name: &str) {
-        self.host(name).state.lock().unwrap().power_loss_at = None;
-    }
-
-    /// Whether a power loss of host `name` is planned and has not struck yet.
-    pub fn power_loss_planned(&self, name: &str) -> bool {
-        self.host(name)
-            .state
-            .lock()
-            .unwrap()
-            .power_loss_at
-            .is_some()
-    }
-
-    /// Whether host `name` has lost power and awaits the driver's crash.
-    pub fn is_down(&self, name: &str) -> bool {
-        self.host(name).state.lock().unwrap().down
-    }
-
-    /// How many mutating filesystem operations host `name` has attempted so far.
-    pub fn mutating_ops(&self, name: &str) -> u64 {
-        self.host(name).state.lock().unwrap().mutating_ops
-    }
-
-    /// Called by the driver after it crashed host `name`: the host's power is back, no loss is
-    /// planned, and its lock table is empty (IO-3).
-    pub fn host_crashed(&self, name: &str) {
-        let host = self.host(name);
-        let mut s = host.state.lock().unwrap();
-        s.down = false;
-        s.power_loss_at = None;
-        s.locks.clear();
-        s.open.clear();
-        s.unsynced_removals.clear();
-    }
-}
-
-/// Blocking work in simulation (IO-10): run at once, on the host's one thread, so that nothing
-/// escapes the seed (SIM-11).
-#[derive(Debug)]
-pub struct Inline;
-
-impl online_backup::io::Blocking for Inline {
-    fn run(&self, job: Box<dyn FnOnce() + Send>) -> online_backup::io::BoxFuture<'static, ()> {
-        job();
-        Box::pin(std::future::ready(()))
-    }
-}
-
-/// The seams of host `host` in simulation `world`.
-pub fn sim_env(host: &str, world: &SimWorld) -> Env {
-    world.env(host)
-}
-
-/// What every seam of one host shares.
-struct HostShared {
-    name: String,
-    trace: Trace,
-    capacity: u64,
-    state: Mutex<HostState>,
-}
-
+/// What a host's filesystem keeps beside turmoil's files.
 #[derive(Default)]
-struct HostState {
+pub(super) struct FsState {
     /// Locked directories (IO-3, SIM-8).
     locks: BTreeMap<PathBuf, LockEntry>,
     next_token: u64,
@@ -258,9 +53,17 @@ struct HostState {
     open: BTreeMap<PathBuf, Vec<Weak<FileInner>>>,
     /// Names whose removal or rename-away is not yet durable (their parent was not synced).
     unsynced_removals: BTreeSet<PathBuf>,
-    mutating_ops: u64,
-    power_loss_at: Option<u64>,
-    down: bool,
+}
+
+impl FsState {
+    /// The host lost power: its locks are released (IO-3), its handles are gone, and what was
+    /// not durable is turmoil's to discard. Lock tokens keep counting, so a guard from before
+    /// never releases a newer holder's entry.
+    pub(super) fn power_lost(&mut self) {
+        self.locks.clear();
+        self.open.clear();
+        self.unsynced_removals.clear();
+    }
 }
 
 struct LockEntry {
@@ -269,62 +72,6 @@ struct LockEntry {
     /// runtime each time it starts a host's software, so an entry from another runtime belongs
     /// to a process that is gone.
     runtime: Option<tokio::runtime::Id>,
-}
-
-fn power_loss_error(host: &str) -> io::Error {
-    io::Error::other(format!("simulated power loss: host {host} is down"))
-}
-
-impl HostShared {
-    fn record(&self, event: &str) {
-        self.trace.record(&self.name, event);
-    }
-
-    /// Admits one operation, or fails it because the host is down (SIM-7). A mutating operation
-    /// counts towards a planned power loss.
-    fn begin(&self, mutating: bool) -> io::Result<()> {
-        let mut s = self.state.lock().unwrap();
-        if s.down {
-            return Err(power_loss_error(&self.name));
-        }
-        if mutating {
-            s.mutating_ops += 1;
-            if s.power_loss_at.is_some_and(|at| s.mutating_ops >= at) {
-                s.down = true;
-                s.power_loss_at = None;
-                drop(s);
-                self.record("power lost");
-                return Err(power_loss_error(&self.name));
-            }
-        }
-        Ok(())
-    }
-
-    fn is_down(&self) -> bool {
-        self.state.lock().unwrap().down
-    }
-
-    /// The live handles open on `path`.
-    fn handles_on(&self, path: &Path) -> Vec<Arc<FileInner>> {
-        let mut s = self.state.lock().unwrap();
-        let Some(list) = s.open.get_mut(path) else {
-            return Vec::new();
-        };
-        list.retain(|w| w.strong_count() > 0);
-        let live: Vec<_> = list.iter().filter_map(Weak::upgrade).collect();
-        if list.is_empty() {
-            s.open.remove(path);
-        }
-        live
-    }
-}
-
-/// `Ok`/`err <kind>` for the trace (error messages are left out: only kinds are stable).
-fn outcome<T>(r: &io::Result<T>) -> String {
-    match r {
-        Ok(_) => "ok".to_string(),
-        Err(e) => format!("err {:?}", e.kind()),
-    }
 }
 
 /// turmoil reports most failures as `ErrorKind::Other` with the text of the POSIX error; give
@@ -374,23 +121,40 @@ impl fmt::Debug for SimFs {
 }
 
 impl SimFs {
+    pub(super) fn new(host: Arc<HostShared>) -> SimFs {
+        SimFs { host }
+    }
+
+    /// This host's filesystem state.
+    fn state(&self) -> MutexGuard<'_, FsState> {
+        self.host.fs.lock().unwrap()
+    }
+
+    /// The live handles open on `path`.
+    fn handles_on(&self, path: &Path) -> Vec<Arc<FileInner>> {
+        let mut s = self.state();
+        let Some(list) = s.open.get_mut(path) else {
+            return Vec::new();
+        };
+        list.retain(|w| w.strong_count() > 0);
+        let live: Vec<_> = list.iter().filter_map(Weak::upgrade).collect();
+        if list.is_empty() {
+            s.open.remove(path);
+        }
+        live
+    }
+
     /// Syncs `dir` in turmoil and forgets the removals it made durable.
     fn sync_dir_raw(&self, dir: &Path) -> io::Result<()> {
         tfs::sync_dir(dir)?;
-        let mut s = self.host.state.lock().unwrap();
+        let mut s = self.state();
         s.unsynced_removals.retain(|p| parent(p) != dir);
         Ok(())
     }
 
     /// Before `path` is created again: if its removal is not durable yet, make it so.
     fn settle_removal(&self, path: &Path) -> io::Result<()> {
-        let pending = self
-            .host
-            .state
-            .lock()
-            .unwrap()
-            .unsynced_removals
-            .contains(path);
+        let pending = self.state().unsynced_removals.contains(path);
         if pending {
             self.sync_dir_raw(parent(path))?;
         }
@@ -400,7 +164,7 @@ impl SimFs {
     /// Turns every handle open on `path` into an orphan holding the current contents, as an
     /// unlinked inode stays readable through its open descriptors.
     fn orphan_handles(&self, path: &Path) -> io::Result<()> {
-        let handles = self.host.handles_on(path);
+        let handles = self.handles_on(path);
         if handles.is_empty() {
             return Ok(());
         }
@@ -412,7 +176,7 @@ impl SimFs {
                 data: data.clone(),
             };
         }
-        self.host.state.lock().unwrap().open.remove(path);
+        self.state().open.remove(path);
         Ok(())
     }
 
@@ -457,7 +221,7 @@ impl SimFs {
                 file,
             }),
         });
-        let mut s = self.host.state.lock().unwrap();
+        let mut s = self.state();
         let handles = s.open.entry(path.to_path_buf()).or_default();
         handles.retain(|w| w.strong_count() > 0);
         handles.push(Arc::downgrade(&inner));
@@ -494,14 +258,14 @@ impl SimFs {
         let moving = if source.is_dir {
             Vec::new()
         } else {
-            self.host.handles_on(from)
+            self.handles_on(from)
         };
         if !moving.is_empty() {
             // Handles follow the inode: make the file's data durable under its old name now, so
             // nothing the handles wrote stays pending under a name that is about to go away.
             tfs::OpenOptions::new().read(true).open(from)?.sync_all()?;
         }
-        let snapshot = if replaced && !self.host.handles_on(to).is_empty() {
+        let snapshot = if replaced && !self.handles_on(to).is_empty() {
             Some(tfs::read(to)?)
         } else {
             None
@@ -514,21 +278,16 @@ impl SimFs {
             return Ok(());
         }
         if let Some(data) = snapshot {
-            for h in self.host.handles_on(to) {
+            for h in self.handles_on(to) {
                 *h.backing.lock().unwrap() = Backing::Orphan {
                     path: to.to_path_buf(),
                     data: data.clone(),
                 };
             }
-            self.host.state.lock().unwrap().open.remove(to);
+            self.state().open.remove(to);
         }
         if moving.is_empty() {
-            self.host
-                .state
-                .lock()
-                .unwrap()
-                .unsynced_removals
-                .insert(from.to_path_buf());
+            self.state().unsynced_removals.insert(from.to_path_buf());
             return Ok(());
         }
         // Make the rename durable at once so turmoil's data moves to the new name, then point
@@ -548,7 +307,7 @@ impl SimFs {
                 };
             }
         }
-        let mut s = self.host.state.lock().unwrap();
+        let mut s = self.state();
         let weak: Vec<_> = moving.iter().map(Arc::downgrade).collect();
         s.open.remove(from);
         s.open.entry(to.to_path_buf()).or_default().extend(weak);
@@ -723,12 +482,7 @@ impl Fs for SimFs {
                 }
                 self.orphan_handles(path)?;
                 tfs::remove_file(path)?;
-                self.host
-                    .state
-                    .lock()
-                    .unwrap()
-                    .unsynced_removals
-                    .insert(path.to_path_buf());
+                self.state().unsynced_removals.insert(path.to_path_buf());
                 Ok(())
             })
             .map_err(os_kind);
@@ -762,12 +516,7 @@ impl Fs for SimFs {
                 }
                 self.remove_tree(path)?;
                 tfs::remove_dir(path)?;
-                self.host
-                    .state
-                    .lock()
-                    .unwrap()
-                    .unsynced_removals
-                    .insert(path.to_path_buf());
+                self.state().unsynced_removals.insert(path.to_path_buf());
                 Ok(())
             })
             .map_err(os_kind);
@@ -802,7 +551,7 @@ impl Fs for SimFs {
                 ));
             }
             let runtime = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
-            let mut s = self.host.state.lock().unwrap();
+            let mut s = self.state();
             if let Some(held) = s.locks.get(dir) {
                 if held.runtime == runtime {
                     return Err(io::Error::new(
@@ -867,7 +616,7 @@ impl LockGuard for SimLockGuard {}
 
 impl Drop for SimLockGuard {
     fn drop(&mut self) {
-        let mut s = self.host.state.lock().unwrap();
+        let mut s = self.host.fs.lock().unwrap();
         // Only our own entry: after a crash the table may hold a newer holder's.
         if s.locks
             .get(&self.dir)
@@ -1037,266 +786,5 @@ impl FileHandle for SimFile {
             },
             |p, r| format!("fs sync {} -> {}", p.display(), outcome(r)),
         )
-    }
-}
-
-/// The simulated network of one host: turmoil's TCP, every connection and message traced.
-#[derive(Clone)]
-pub struct SimNet {
-    host: Arc<HostShared>,
-}
-
-impl fmt::Debug for SimNet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SimNet({})", self.host.name)
-    }
-}
-
-impl SimNet {
-    /// turmoil binds only the unspecified address or loopback. An address naming this host
-    /// (its name or its IP) binds the unspecified address on that port instead, as binding a
-    /// machine's own address makes it reachable from the others.
-    fn own_address_port(&self, addr: &str) -> Option<u16> {
-        let (host, port) = addr.rsplit_once(':')?;
-        let port: u16 = port.parse().ok()?;
-        let own = turmoil::lookup(self.host.name.as_str());
-        let names_us = host == self.host.name
-            || host
-                .trim_matches(|c| c == '[' || c == ']')
-                .parse::<IpAddr>()
-                .is_ok_and(|ip| ip == own);
-        names_us.then_some(port)
-    }
-
-    async fn bind_inner(&self, addr: &str) -> io::Result<turmoil::net::TcpListener> {
-        self.host.begin(false)?;
-        match turmoil::net::TcpListener::bind(addr).await {
-            Err(e) if e.kind() == ErrorKind::AddrNotAvailable => {
-                let Some(port) = self.own_address_port(addr) else {
-                    return Err(e);
-                };
-                let any = match turmoil::lookup(self.host.name.as_str()) {
-                    IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                    IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-                };
-                turmoil::net::TcpListener::bind(SocketAddr::new(any, port)).await
-            }
-            other => other,
-        }
-    }
-}
-
-impl Net for SimNet {
-    fn bind<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Box<dyn Listener>>> {
-        Box::pin(async move {
-            let r = self.bind_inner(addr).await;
-            let shown = match &r {
-                Ok(l) => format!("ok {}", l.local_addr()?),
-                Err(e) => format!("err {:?}", e.kind()),
-            };
-            self.host.record(&format!("net bind {addr} -> {shown}"));
-            Ok(Box::new(SimListener {
-                inner: r?,
-                host: self.host.clone(),
-            }) as Box<dyn Listener>)
-        })
-    }
-
-    fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Box<dyn Stream>>> {
-        Box::pin(async move {
-            let r = match self.host.begin(false) {
-                Ok(()) => turmoil::net::TcpStream::connect(addr).await,
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(stream) => {
-                    let label = format!("{}->{}", stream.local_addr()?, stream.peer_addr()?);
-                    self.host
-                        .record(&format!("net connect {addr} -> ok {label}"));
-                    Ok(Box::new(TracedStream {
-                        inner: stream,
-                        host: self.host.clone(),
-                        label,
-                    }) as Box<dyn Stream>)
-                }
-                Err(e) => {
-                    self.host
-                        .record(&format!("net connect {addr} -> err {:?}", e.kind()));
-                    Err(e)
-                }
-            }
-        })
-    }
-}
-
-/// A bound simulated listener.
-pub struct SimListener {
-    inner: turmoil::net::TcpListener,
-    host: Arc<HostShared>,
-}
-
-impl fmt::Debug for SimListener {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "SimListener({}:{:?})",
-            self.host.name,
-            self.inner.local_addr()
-        )
-    }
-}
-
-impl Listener for SimListener {
-    fn accept(&mut self) -> BoxFuture<'_, io::Result<(Box<dyn Stream>, SocketAddr)>> {
-        Box::pin(async move {
-            self.host.begin(false)?;
-            let r = self.inner.accept().await;
-            match r {
-                Ok((stream, peer)) => {
-                    let label = format!("{}->{}", stream.local_addr()?, peer);
-                    self.host.record(&format!("net accept -> ok {label}"));
-                    let stream = TracedStream {
-                        inner: stream,
-                        host: self.host.clone(),
-                        label,
-                    };
-                    Ok((Box::new(stream) as Box<dyn Stream>, peer))
-                }
-                Err(e) => {
-                    self.host
-                        .record(&format!("net accept -> err {:?}", e.kind()));
-                    Err(e)
-                }
-            }
-        })
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-/// A simulated TCP stream that records every read and write (SIM-6) and fails once its host is
-/// down (SIM-7).
-pub struct TracedStream {
-    inner: turmoil::net::TcpStream,
-    host: Arc<HostShared>,
-    /// `local->peer`.
-    label: String,
-}
-
-impl fmt::Debug for TracedStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TracedStream({}:{})", self.host.name, self.label)
-    }
-}
-
-impl AsyncRead for TracedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.host.is_down() {
-            return Poll::Ready(Err(power_loss_error(&self.host.name)));
-        }
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        match &r {
-            Poll::Ready(Ok(())) => {
-                let got = &buf.filled()[before..];
-                let line = format!(
-                    "net read {} len={} h={:016x}",
-                    self.label,
-                    got.len(),
-                    fnv64(got)
-                );
-                self.host.record(&line);
-            }
-            Poll::Ready(Err(e)) => {
-                let line = format!("net read {} -> err {:?}", self.label, e.kind());
-                self.host.record(&line);
-            }
-            Poll::Pending => {}
-        }
-        r
-    }
-}
-
-impl AsyncWrite for TracedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        if self.host.is_down() {
-            return Poll::Ready(Err(power_loss_error(&self.host.name)));
-        }
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        match &r {
-            Poll::Ready(Ok(n)) => {
-                let line = format!(
-                    "net write {} len={n} h={:016x}",
-                    self.label,
-                    fnv64(&buf[..*n])
-                );
-                self.host.record(&line);
-            }
-            Poll::Ready(Err(e)) => {
-                let line = format!("net write {} -> err {:?}", self.label, e.kind());
-                self.host.record(&line);
-            }
-            Poll::Pending => {}
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
-        if let Poll::Ready(res) = &r {
-            let line = format!("net shutdown {} -> {}", self.label, outcome(res));
-            self.host.record(&line);
-        }
-        r
-    }
-}
-
-impl Drop for TracedStream {
-    fn drop(&mut self) {
-        self.host.record(&format!("net close {}", self.label));
-    }
-}
-
-/// The simulated wall clock (IO-4): the simulation's epoch (the one given to turmoil) plus the
-/// simulated time elapsed plus an offset shared by every host of the simulation, which
-/// [`SimClock::advance`] moves forward.
-#[derive(Clone, Debug)]
-pub struct SimClock {
-    epoch: SystemTime,
-    offset_ms: Arc<AtomicU64>,
-    /// Where the simulated time comes from ([`Trace::now`]), so the clock and the trace agree.
-    trace: Trace,
-}
-
-impl SimClock {
-    /// Moves the clock forward by `by` in one step (days, to age logs for retention).
-    pub fn advance(&self, by: Duration) {
-        self.offset_ms
-            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
-    }
-
-    /// How far the clock has been advanced in total.
-    pub fn offset(&self) -> Duration {
-        Duration::from_millis(self.offset_ms.load(Ordering::SeqCst))
-    }
-}
-
-impl Clock for SimClock {
-    fn now(&self) -> SystemTime {
-        self.epoch + self.trace.now() + self.offset()
     }
 }

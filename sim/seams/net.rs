@@ -1,0 +1,251 @@
+//! [`SimNet`]: turmoil's simulated TCP, every connection and message recorded in the trace
+//! (SIM-6), and failing once the host has lost power (SIM-7).
+
+use std::fmt;
+use std::io::{self, ErrorKind};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use online_backup::io::{BoxFuture, Listener, Net, Stream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::outcome;
+use super::world::{power_loss_error, HostShared};
+use crate::trace::fnv64;
+
+/// The simulated network of one host: turmoil's TCP, every connection and message traced.
+#[derive(Clone)]
+pub struct SimNet {
+    host: Arc<HostShared>,
+}
+
+impl fmt::Debug for SimNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SimNet({})", self.host.name)
+    }
+}
+
+impl SimNet {
+    pub(super) fn new(host: Arc<HostShared>) -> SimNet {
+        SimNet { host }
+    }
+
+    /// turmoil binds only the unspecified address or loopback. An address naming this host
+    /// (its name or its IP) binds the unspecified address on that port instead, as binding a
+    /// machine's own address makes it reachable from the others.
+    fn own_address_port(&self, addr: &str) -> Option<u16> {
+        let (host, port) = addr.rsplit_once(':')?;
+        let port: u16 = port.parse().ok()?;
+        let own = turmoil::lookup(self.host.name.as_str());
+        let names_us = host == self.host.name
+            || host
+                .trim_matches(|c| c == '[' || c == ']')
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip == own);
+        names_us.then_some(port)
+    }
+
+    async fn bind_inner(&self, addr: &str) -> io::Result<turmoil::net::TcpListener> {
+        self.host.begin(false)?;
+        match turmoil::net::TcpListener::bind(addr).await {
+            Err(e) if e.kind() == ErrorKind::AddrNotAvailable => {
+                let Some(port) = self.own_address_port(addr) else {
+                    return Err(e);
+                };
+                let any = match turmoil::lookup(self.host.name.as_str()) {
+                    IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                };
+                turmoil::net::TcpListener::bind(SocketAddr::new(any, port)).await
+            }
+            other => other,
+        }
+    }
+}
+
+impl Net for SimNet {
+    fn bind<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Box<dyn Listener>>> {
+        Box::pin(async move {
+            let r = self.bind_inner(addr).await;
+            let shown = match &r {
+                Ok(l) => format!("ok {}", l.local_addr()?),
+                Err(e) => format!("err {:?}", e.kind()),
+            };
+            self.host.record(&format!("net bind {addr} -> {shown}"));
+            Ok(Box::new(SimListener {
+                inner: r?,
+                host: self.host.clone(),
+            }) as Box<dyn Listener>)
+        })
+    }
+
+    fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Box<dyn Stream>>> {
+        Box::pin(async move {
+            let r = match self.host.begin(false) {
+                Ok(()) => turmoil::net::TcpStream::connect(addr).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(stream) => {
+                    let label = format!("{}->{}", stream.local_addr()?, stream.peer_addr()?);
+                    self.host
+                        .record(&format!("net connect {addr} -> ok {label}"));
+                    Ok(Box::new(TracedStream {
+                        inner: stream,
+                        host: self.host.clone(),
+                        label,
+                    }) as Box<dyn Stream>)
+                }
+                Err(e) => {
+                    self.host
+                        .record(&format!("net connect {addr} -> err {:?}", e.kind()));
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+/// A bound simulated listener.
+pub struct SimListener {
+    inner: turmoil::net::TcpListener,
+    host: Arc<HostShared>,
+}
+
+impl fmt::Debug for SimListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SimListener({}:{:?})",
+            self.host.name,
+            self.inner.local_addr()
+        )
+    }
+}
+
+impl Listener for SimListener {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<(Box<dyn Stream>, SocketAddr)>> {
+        Box::pin(async move {
+            self.host.begin(false)?;
+            let r = self.inner.accept().await;
+            match r {
+                Ok((stream, peer)) => {
+                    let label = format!("{}->{}", stream.local_addr()?, peer);
+                    self.host.record(&format!("net accept -> ok {label}"));
+                    let stream = TracedStream {
+                        inner: stream,
+                        host: self.host.clone(),
+                        label,
+                    };
+                    Ok((Box::new(stream) as Box<dyn Stream>, peer))
+                }
+                Err(e) => {
+                    self.host
+                        .record(&format!("net accept -> err {:?}", e.kind()));
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A simulated TCP stream that records every read and write (SIM-6) and fails once its host is
+/// down (SIM-7).
+pub struct TracedStream {
+    inner: turmoil::net::TcpStream,
+    host: Arc<HostShared>,
+    /// `local->peer`.
+    label: String,
+}
+
+impl fmt::Debug for TracedStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TracedStream({}:{})", self.host.name, self.label)
+    }
+}
+
+impl AsyncRead for TracedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.host.is_down() {
+            return Poll::Ready(Err(power_loss_error(&self.host.name)));
+        }
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        match &r {
+            Poll::Ready(Ok(())) => {
+                let got = &buf.filled()[before..];
+                let line = format!(
+                    "net read {} len={} h={:016x}",
+                    self.label,
+                    got.len(),
+                    fnv64(got)
+                );
+                self.host.record(&line);
+            }
+            Poll::Ready(Err(e)) => {
+                let line = format!("net read {} -> err {:?}", self.label, e.kind());
+                self.host.record(&line);
+            }
+            Poll::Pending => {}
+        }
+        r
+    }
+}
+
+impl AsyncWrite for TracedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.host.is_down() {
+            return Poll::Ready(Err(power_loss_error(&self.host.name)));
+        }
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        match &r {
+            Poll::Ready(Ok(n)) => {
+                let line = format!(
+                    "net write {} len={n} h={:016x}",
+                    self.label,
+                    fnv64(&buf[..*n])
+                );
+                self.host.record(&line);
+            }
+            Poll::Ready(Err(e)) => {
+                let line = format!("net write {} -> err {:?}", self.label, e.kind());
+                self.host.record(&line);
+            }
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        if let Poll::Ready(res) = &r {
+            let line = format!("net shutdown {} -> {}", self.label, outcome(res));
+            self.host.record(&line);
+        }
+        r
+    }
+}
+
+impl Drop for TracedStream {
+    fn drop(&mut self) {
+        self.host.record(&format!("net close {}", self.label));
+    }
+}
