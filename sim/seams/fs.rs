@@ -39,8 +39,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use online_backup::io::{DirEntry, FileHandle, Fs, LockGuard, Metadata, OpenMode};
 use turmoil::fs::shim::std::fs as tfs;
 
-use super::outcome;
 use super::world::HostShared;
+use super::{shown, Shown};
 use crate::trace::fnv64;
 
 /// What a host's filesystem keeps beside turmoil's files.
@@ -106,6 +106,67 @@ fn stat(path: &Path) -> io::Result<Option<Metadata>> {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Whether an operation changes the disk: a mutating one counts towards a planned power loss
+/// (SIM-7).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Reads,
+    Mutates,
+}
+
+use Access::{Mutates, Reads};
+
+/// Runs one filesystem operation of `host`: admits it (or fails it, the host being down,
+/// SIM-7), runs `op`, gives a failure the kind the operating system would give (SIM-9), and
+/// records `fs <what> -> <result>` in the trace (SIM-6).
+fn traced<T: Shown>(
+    host: &HostShared,
+    access: Access,
+    what: &str,
+    op: impl FnOnce() -> io::Result<T>,
+) -> io::Result<T> {
+    let r = host
+        .begin(access == Mutates)
+        .and_then(|()| op())
+        .map_err(os_kind);
+    host.record(&format!("fs {what} -> {}", shown(&r)));
+    r
+}
+
+impl Shown for Box<dyn FileHandle> {
+    fn shown(&self) -> String {
+        "ok".to_string()
+    }
+}
+
+impl Shown for Box<dyn LockGuard> {
+    fn shown(&self) -> String {
+        "ok".to_string()
+    }
+}
+
+impl Shown for Option<Metadata> {
+    fn shown(&self) -> String {
+        match self {
+            Some(m) if m.is_dir => "dir".to_string(),
+            Some(m) => format!("file len={}", m.len),
+            None => "none".to_string(),
+        }
+    }
+}
+
+impl Shown for Vec<DirEntry> {
+    fn shown(&self) -> String {
+        let names: Vec<&str> = self.iter().map(|e| e.name.as_str()).collect();
+        format!("[{}]", names.join(","))
+    }
+}
+
+/// A failure of the kind the operating system would give, naming `path`: `<path> <what>`.
+fn refusal(kind: ErrorKind, path: &Path, what: &str) -> io::Error {
+    io::Error::new(kind, format!("{} {what}", path.display()))
 }
 
 /// The simulated filesystem of one host (see the module doc for how it differs from turmoil's).
@@ -183,10 +244,7 @@ impl SimFs {
     fn open_inner(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>> {
         let existing = stat(path)?;
         if existing.as_ref().is_some_and(|m| m.is_dir) {
-            return Err(io::Error::new(
-                ErrorKind::IsADirectory,
-                format!("{} is a directory", path.display()),
-            ));
+            return Err(refusal(ErrorKind::IsADirectory, path, "is a directory"));
         }
         let creates = matches!(
             mode,
@@ -231,10 +289,7 @@ impl SimFs {
 
     fn rename_inner(&self, from: &Path, to: &Path) -> io::Result<()> {
         let Some(source) = stat(from)? else {
-            return Err(io::Error::new(
-                ErrorKind::NotFound,
-                format!("{} does not exist", from.display()),
-            ));
+            return Err(refusal(ErrorKind::NotFound, from, "does not exist"));
         };
         if from == to {
             return Ok(());
@@ -350,213 +405,120 @@ impl SimFs {
 
 impl Fs for SimFs {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>> {
-        let mutating = !matches!(mode, OpenMode::Read | OpenMode::ReadWrite);
-        let r = self
-            .host
-            .begin(mutating)
-            .and_then(|()| self.open_inner(path, mode))
-            .map_err(os_kind);
-        self.host.record(&format!(
-            "fs open {} {mode:?} -> {}",
-            path.display(),
-            outcome(&r)
-        ));
-        r
+        let access = match mode {
+            OpenMode::Read | OpenMode::ReadWrite => Reads,
+            _ => Mutates,
+        };
+        let what = format!("open {} {mode:?}", path.display());
+        traced(&self.host, access, &what, || self.open_inner(path, mode))
     }
 
     fn metadata(&self, path: &Path) -> io::Result<Option<Metadata>> {
-        let r = self
-            .host
-            .begin(false)
-            .and_then(|()| stat(path))
-            .map_err(os_kind);
-        let shown = match &r {
-            Ok(Some(m)) if m.is_dir => "dir".to_string(),
-            Ok(Some(m)) => format!("file len={}", m.len),
-            Ok(None) => "none".to_string(),
-            Err(e) => format!("err {:?}", e.kind()),
-        };
-        self.host
-            .record(&format!("fs metadata {} -> {shown}", path.display()));
-        r
+        let what = format!("metadata {}", path.display());
+        traced(&self.host, Reads, &what, || stat(path))
     }
 
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
-        let r = self
-            .host
-            .begin(false)
-            .and_then(|()| {
-                let mut out = Vec::new();
-                for entry in tfs::read_dir(path)? {
-                    let entry = entry?;
-                    let m = tfs::symlink_metadata(entry.path())?;
-                    out.push(DirEntry {
-                        name: entry.file_name().to_string_lossy().into_owned(),
-                        is_dir: m.is_dir(),
-                        len: if m.is_dir() { 0 } else { m.len() },
-                    });
-                }
-                // IO-5: turmoil lists in hash order.
-                out.sort_by(|a, b| a.name.cmp(&b.name));
-                Ok(out)
-            })
-            .map_err(os_kind);
-        let shown = match &r {
-            Ok(entries) => {
-                let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
-                format!("[{}]", names.join(","))
+        let what = format!("read_dir {}", path.display());
+        traced(&self.host, Reads, &what, || {
+            let mut out = Vec::new();
+            for entry in tfs::read_dir(path)? {
+                let entry = entry?;
+                let m = tfs::symlink_metadata(entry.path())?;
+                out.push(DirEntry {
+                    name: entry.file_name().to_string_lossy().into_owned(),
+                    is_dir: m.is_dir(),
+                    len: if m.is_dir() { 0 } else { m.len() },
+                });
             }
-            Err(e) => format!("err {:?}", e.kind()),
-        };
-        self.host
-            .record(&format!("fs read_dir {} -> {shown}", path.display()));
-        r
+            // IO-5: turmoil lists in hash order.
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        let r = self
-            .host
-            .begin(true)
-            .and_then(|()| {
-                if stat(path)?.is_some_and(|m| !m.is_dir) {
-                    return Err(io::Error::new(
-                        ErrorKind::AlreadyExists,
-                        format!("{} is a file", path.display()),
-                    ));
+        let what = format!("create_dir_all {}", path.display());
+        traced(&self.host, Mutates, &what, || {
+            if stat(path)?.is_some_and(|m| !m.is_dir) {
+                return Err(refusal(ErrorKind::AlreadyExists, path, "is a file"));
+            }
+            let mut missing: Vec<&Path> = path
+                .ancestors()
+                .take_while(|p| !p.as_os_str().is_empty())
+                .collect();
+            missing.reverse();
+            for p in missing {
+                if stat(p)?.is_none() {
+                    self.settle_removal(p)?;
                 }
-                let mut missing: Vec<&Path> = path
-                    .ancestors()
-                    .take_while(|p| !p.as_os_str().is_empty())
-                    .collect();
-                missing.reverse();
-                for p in missing {
-                    if stat(p)?.is_none() {
-                        self.settle_removal(p)?;
-                    }
-                }
-                tfs::create_dir_all(path)
-            })
-            .map_err(os_kind);
-        self.host.record(&format!(
-            "fs create_dir_all {} -> {}",
-            path.display(),
-            outcome(&r)
-        ));
-        r
+            }
+            tfs::create_dir_all(path)
+        })
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let r = self
-            .host
-            .begin(true)
-            .and_then(|()| self.rename_inner(from, to))
-            .map_err(os_kind);
-        self.host.record(&format!(
-            "fs rename {} {} -> {}",
-            from.display(),
-            to.display(),
-            outcome(&r)
-        ));
-        r
+        let what = format!("rename {} {}", from.display(), to.display());
+        traced(&self.host, Mutates, &what, || self.rename_inner(from, to))
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        let r = self
-            .host
-            .begin(true)
-            .and_then(|()| {
-                match stat(path)? {
-                    None => {
-                        return Err(io::Error::new(
-                            ErrorKind::NotFound,
-                            format!("{} does not exist", path.display()),
-                        ))
-                    }
-                    Some(m) if m.is_dir => {
-                        return Err(io::Error::new(
-                            ErrorKind::IsADirectory,
-                            format!("{} is a directory", path.display()),
-                        ))
-                    }
-                    Some(_) => {}
+        let what = format!("remove_file {}", path.display());
+        traced(&self.host, Mutates, &what, || {
+            match stat(path)? {
+                None => return Err(refusal(ErrorKind::NotFound, path, "does not exist")),
+                Some(m) if m.is_dir => {
+                    return Err(refusal(ErrorKind::IsADirectory, path, "is a directory"))
                 }
-                self.orphan_handles(path)?;
-                tfs::remove_file(path)?;
-                self.state().unsynced_removals.insert(path.to_path_buf());
-                Ok(())
-            })
-            .map_err(os_kind);
-        self.host.record(&format!(
-            "fs remove_file {} -> {}",
-            path.display(),
-            outcome(&r)
-        ));
-        r
+                Some(_) => {}
+            }
+            self.orphan_handles(path)?;
+            tfs::remove_file(path)?;
+            self.state().unsynced_removals.insert(path.to_path_buf());
+            Ok(())
+        })
     }
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        let r = self
-            .host
-            .begin(true)
-            .and_then(|()| {
-                match stat(path)? {
-                    Some(m) if m.is_dir => {}
-                    Some(_) => {
-                        return Err(io::Error::new(
-                            ErrorKind::NotADirectory,
-                            format!("{} is not a directory", path.display()),
-                        ))
-                    }
-                    None => {
-                        return Err(io::Error::new(
-                            ErrorKind::NotFound,
-                            format!("{} does not exist", path.display()),
-                        ))
-                    }
+        let what = format!("remove_dir_all {}", path.display());
+        traced(&self.host, Mutates, &what, || {
+            match stat(path)? {
+                Some(m) if m.is_dir => {}
+                Some(_) => {
+                    return Err(refusal(
+                        ErrorKind::NotADirectory,
+                        path,
+                        "is not a directory",
+                    ))
                 }
-                self.remove_tree(path)?;
-                tfs::remove_dir(path)?;
-                self.state().unsynced_removals.insert(path.to_path_buf());
-                Ok(())
-            })
-            .map_err(os_kind);
-        self.host.record(&format!(
-            "fs remove_dir_all {} -> {}",
-            path.display(),
-            outcome(&r)
-        ));
-        r
+                None => return Err(refusal(ErrorKind::NotFound, path, "does not exist")),
+            }
+            self.remove_tree(path)?;
+            tfs::remove_dir(path)?;
+            self.state().unsynced_removals.insert(path.to_path_buf());
+            Ok(())
+        })
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        let r = self
-            .host
-            .begin(true)
-            .and_then(|()| self.sync_dir_raw(path))
-            .map_err(os_kind);
-        self.host.record(&format!(
-            "fs sync_dir {} -> {}",
-            path.display(),
-            outcome(&r)
-        ));
-        r
+        let what = format!("sync_dir {}", path.display());
+        traced(&self.host, Mutates, &what, || self.sync_dir_raw(path))
     }
 
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn LockGuard>> {
-        let r = self.host.begin(false).and_then(|()| {
+        let what = format!("lock {}", dir.display());
+        traced(&self.host, Reads, &what, || {
             if !stat(dir)?.is_some_and(|m| m.is_dir) {
-                return Err(io::Error::new(
-                    ErrorKind::NotFound,
-                    format!("{} is not a directory", dir.display()),
-                ));
+                return Err(refusal(ErrorKind::NotFound, dir, "is not a directory"));
             }
             let runtime = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
             let mut s = self.state();
             if let Some(held) = s.locks.get(dir) {
                 if held.runtime == runtime {
-                    return Err(io::Error::new(
+                    return Err(refusal(
                         ErrorKind::WouldBlock,
-                        format!("{} is locked by another process", dir.display()),
+                        dir,
+                        "is locked by another process",
                     ));
                 }
                 // Held by software of this host that has since been stopped: released (IO-3).
@@ -570,32 +532,20 @@ impl Fs for SimFs {
                 dir: dir.to_path_buf(),
                 token,
             }) as Box<dyn LockGuard>)
-        });
-        self.host
-            .record(&format!("fs lock {} -> {}", dir.display(), outcome(&r)));
-        r
+        })
     }
 
     fn available_space(&self, path: &Path) -> io::Result<u64> {
-        let r = self.host.begin(false).and_then(|()| {
+        let what = format!("available_space {}", path.display());
+        traced(&self.host, Reads, &what, || {
             if stat(path)?.is_none() {
-                return Err(io::Error::new(
-                    ErrorKind::NotFound,
-                    format!("{} does not exist", path.display()),
-                ));
+                return Err(refusal(ErrorKind::NotFound, path, "does not exist"));
             }
             Ok(self
                 .host
                 .capacity
                 .saturating_sub(Self::used_bytes(Path::new("/"))?))
-        });
-        let shown = match &r {
-            Ok(n) => n.to_string(),
-            Err(e) => format!("err {:?}", e.kind()),
-        };
-        self.host
-            .record(&format!("fs available_space {} -> {shown}", path.display()));
-        r
+        })
     }
 }
 
@@ -664,23 +614,29 @@ impl fmt::Debug for SimFile {
 }
 
 impl SimFile {
-    /// Runs `op` on the backing (after admitting it) and records `what` with its outcome.
-    fn run<T>(
+    /// Runs `op` on the backing as one traced operation (see [`traced`]), recorded as
+    /// `fs <what(the file's path)> -> <result>`.
+    fn run<T: Shown>(
         &self,
-        mutating: bool,
+        access: Access,
+        what: impl FnOnce(&Path) -> String,
         op: impl FnOnce(&mut Backing) -> io::Result<T>,
-        what: impl FnOnce(&Path, &io::Result<T>) -> String,
     ) -> io::Result<T> {
-        let host = &self.0.host;
         let mut b = self.0.backing.lock().unwrap();
-        let r = host
-            .begin(mutating)
-            .and_then(|()| op(&mut b))
-            .map_err(os_kind);
-        let line = what(b.path(), &r);
-        drop(b);
-        host.record(&line);
-        r
+        let what = what(b.path());
+        traced(&self.0.host, access, &what, || op(&mut b))
+    }
+
+    /// Refuses a write to a handle opened read-only, as the operating system does.
+    fn writable(&self) -> io::Result<()> {
+        if self.0.writable {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                ErrorKind::PermissionDenied,
+                "file opened read-only",
+            ))
+        }
     }
 }
 
@@ -688,7 +644,8 @@ impl FileHandle for SimFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let want = buf.len();
         self.run(
-            false,
+            Reads,
+            |p| format!("read {} @{offset} len={want}", p.display()),
             |b| match b {
                 Backing::Live { file, .. } => file.read_at(buf, offset),
                 Backing::Orphan { data, .. } => {
@@ -698,25 +655,21 @@ impl FileHandle for SimFile {
                     Ok(n)
                 }
             },
-            |p, r| {
-                let shown = match r {
-                    Ok(n) => n.to_string(),
-                    Err(e) => format!("err {:?}", e.kind()),
-                };
-                format!("fs read {} @{offset} len={want} -> {shown}", p.display())
-            },
         )
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if !self.0.writable {
-            return Err(io::Error::new(
-                ErrorKind::PermissionDenied,
-                "file opened read-only",
-            ));
-        }
+        self.writable()?;
         self.run(
-            true,
+            Mutates,
+            |p| {
+                format!(
+                    "write {} @{offset} len={} h={:016x}",
+                    p.display(),
+                    buf.len(),
+                    fnv64(buf)
+                )
+            },
             |b| match b {
                 Backing::Live { file, .. } => file.write_all_at(buf, offset),
                 Backing::Orphan { data, .. } => {
@@ -728,44 +681,25 @@ impl FileHandle for SimFile {
                     Ok(())
                 }
             },
-            |p, r| {
-                format!(
-                    "fs write {} @{offset} len={} h={:016x} -> {}",
-                    p.display(),
-                    buf.len(),
-                    fnv64(buf),
-                    outcome(r)
-                )
-            },
         )
     }
 
     fn len(&self) -> io::Result<u64> {
         self.run(
-            false,
+            Reads,
+            |p| format!("len {}", p.display()),
             |b| match b {
                 Backing::Live { file, .. } => Ok(file.metadata()?.len()),
                 Backing::Orphan { data, .. } => Ok(data.len() as u64),
-            },
-            |p, r| {
-                let shown = match r {
-                    Ok(n) => n.to_string(),
-                    Err(e) => format!("err {:?}", e.kind()),
-                };
-                format!("fs len {} -> {shown}", p.display())
             },
         )
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        if !self.0.writable {
-            return Err(io::Error::new(
-                ErrorKind::PermissionDenied,
-                "file opened read-only",
-            ));
-        }
+        self.writable()?;
         self.run(
-            true,
+            Mutates,
+            |p| format!("set_len {} {len}", p.display()),
             |b| match b {
                 Backing::Live { file, .. } => file.set_len(len),
                 Backing::Orphan { data, .. } => {
@@ -773,18 +707,17 @@ impl FileHandle for SimFile {
                     Ok(())
                 }
             },
-            |p, r| format!("fs set_len {} {len} -> {}", p.display(), outcome(r)),
         )
     }
 
     fn sync(&self) -> io::Result<()> {
         self.run(
-            true,
+            Mutates,
+            |p| format!("sync {}", p.display()),
             |b| match b {
                 Backing::Live { file, .. } => file.sync_all(),
                 Backing::Orphan { .. } => Ok(()),
             },
-            |p, r| format!("fs sync {} -> {}", p.display(), outcome(r)),
         )
     }
 }

@@ -19,10 +19,34 @@ mod world;
 
 pub use world::{sim_env, DiskConfig, SimWorld};
 
-/// `Ok`/`err <kind>` for the trace (error messages are left out: only kinds are stable).
-fn outcome<T>(r: &io::Result<T>) -> String {
+/// How an operation's result reads in the trace (SIM-6).
+trait Shown {
+    fn shown(&self) -> String;
+}
+
+impl Shown for () {
+    fn shown(&self) -> String {
+        "ok".to_string()
+    }
+}
+
+impl Shown for u64 {
+    fn shown(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Shown for usize {
+    fn shown(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// An operation's outcome for the trace: its result shown, or `err <kind>` (error messages are
+/// left out: only kinds are stable).
+fn shown<T: Shown>(r: &io::Result<T>) -> String {
     match r {
-        Ok(_) => "ok".to_string(),
+        Ok(v) => v.shown(),
         Err(e) => format!("err {:?}", e.kind()),
     }
 }

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use online_backup::io::{BoxFuture, Listener, Net, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::outcome;
+use super::shown;
 use super::world::{power_loss_error, HostShared};
 use crate::trace::fnv64;
 
@@ -237,7 +237,7 @@ impl AsyncWrite for TracedStream {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let r = Pin::new(&mut self.inner).poll_shutdown(cx);
         if let Poll::Ready(res) = &r {
-            let line = format!("net shutdown {} -> {}", self.label, outcome(res));
+            let line = format!("net shutdown {} -> {}", self.label, shown(res));
             self.host.record(&line);
         }
         r
