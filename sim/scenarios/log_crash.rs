@@ -13,7 +13,8 @@ use online_backup::io::{FileHandle, OpenMode};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::runner::{HostCtx, Scenario, ScenarioCtx, Stopped};
+use crate::runner::{HostCtx, Scenario, ScenarioCtx};
+use crate::scenarios::crash_rounds::{self, CrashRounds, LossAt, RoundDone};
 
 pub const SCENARIO: Scenario = Scenario::new(
     "log_crash",
@@ -25,8 +26,14 @@ pub const SCENARIO: Scenario = Scenario::new(
 const HOST: &str = "logger";
 const DIR: &str = "/data";
 const LOG: &str = "/data/records.log";
-/// Crash rounds before the final, undisturbed start that checks the last state.
-const ROUNDS: u64 = 4;
+const ROUNDS: CrashRounds = CrashRounds {
+    host: HOST,
+    rounds: 4,
+    loss_probability: 0.8,
+    loss_at: LossAt::Within(30),
+    max_steps: 100_000,
+    what: "a round of appends",
+};
 const APPENDS_PER_ROUND: u64 = 8;
 /// A record: payload length (u32 LE), CRC32C of the payload (u32 LE), payload (the value as
 /// u64 LE, then filler).
@@ -39,7 +46,6 @@ struct Model {
     /// The value being appended, not yet acknowledged: it may or may not have survived.
     in_flight: Option<u64>,
     next_value: u64,
-    round_done: bool,
 }
 
 fn encode(value: u64, filler: usize) -> Vec<u8> {
@@ -97,6 +103,7 @@ async fn software(
     h: HostCtx,
     model: Arc<Mutex<Model>>,
     rng: Arc<Mutex<StdRng>>,
+    done: RoundDone,
 ) -> turmoil::Result {
     let fs = h.env.fs.clone();
     h.check(fs.create_dir_all(Path::new(DIR))).await?;
@@ -143,7 +150,7 @@ async fn software(
         tracing::debug!(target: "online_backup::commit", tx_id, digest = %format!("{value:016x}"), "committed");
         tokio::time::sleep(Duration::from_micros(pause)).await;
     }
-    model.lock().unwrap().round_done = true;
+    done.set();
     std::future::pending::<()>().await;
     Ok(())
 }
@@ -151,29 +158,10 @@ async fn software(
 fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
     let model = Arc::new(Mutex::new(Model::default()));
     let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(ctx.rng.random())));
-    for round in 0..=ROUNDS {
-        model.lock().unwrap().round_done = false;
-        // SIM-7: most rounds lose power at a random operation; the others at rest.
-        if round < ROUNDS && ctx.rng.random_bool(0.8) {
-            let n = ctx.rng.random_range(1..=30);
-            ctx.power_loss_before_op(HOST, n);
-        }
-        if round == 0 {
-            let (model, rng) = (model.clone(), rng.clone());
-            ctx.host(HOST, move |h| software(h, model.clone(), rng.clone()));
-        } else {
-            ctx.restart(HOST);
-        }
-        let m = model.clone();
-        let stopped = ctx.run_until(100_000, "a round of appends", move || {
-            m.lock().unwrap().round_done
-        })?;
-        if round < ROUNDS {
-            ctx.crash(HOST);
-        } else if stopped != Stopped::Done {
-            return Err(format!("the final, undisturbed round stopped with {stopped:?}").into());
-        }
-    }
+    let m = model.clone();
+    crash_rounds::run(ctx, &ROUNDS, move |h, done| {
+        software(h, m.clone(), rng.clone(), done)
+    })?;
     let m = model.lock().unwrap();
     if m.acked.is_empty() {
         return Err("no record was ever acknowledged".into());

@@ -2,7 +2,8 @@
 //! [`SCENARIOS`]; the runner and both simulation tests pick it up from there.
 //!
 //! `backup_world` is no scenario: the hosts, driver handle and invariant checker the backup
-//! scenarios (`backup_chain`, `backup_faults`) share.
+//! scenarios (`backup_chain`, `backup_faults`) share. Nor is `crash_rounds`: the driver of the
+//! single-host crash scenarios (`log_crash`, `store_crash`).
 
 use crate::runner::Scenario;
 
@@ -10,6 +11,7 @@ pub mod backup_chain;
 pub mod backup_faults;
 pub mod backup_judge;
 pub mod backup_world;
+pub mod crash_rounds;
 pub mod log_crash;
 pub mod retention_time;
 pub mod server_crash;

@@ -20,7 +20,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::kit::model::Graph;
-use crate::runner::{HostCtx, Scenario, ScenarioCtx, Stopped};
+use crate::runner::{HostCtx, Scenario, ScenarioCtx};
+use crate::scenarios::crash_rounds::{self, CrashRounds, LossAt, RoundDone};
 
 pub const SCENARIO: Scenario = Scenario::new(
     "store_crash",
@@ -31,8 +32,16 @@ pub const SCENARIO: Scenario = Scenario::new(
 
 const HOST: &str = "db";
 const STORE_DIR: &str = "/data/db";
-/// Crash rounds before the final, undisturbed start that checks the last state.
-const ROUNDS: u64 = 5;
+/// Power is lost anywhere in a round (mid-commit, mid-checkpoint, mid-rotation, mid-recovery):
+/// a round takes about 150 mutating operations, until one is measured.
+const ROUNDS: CrashRounds = CrashRounds {
+    host: HOST,
+    rounds: 5,
+    loss_probability: 0.85,
+    loss_at: LossAt::RoundLength { guess: 150 },
+    max_steps: 200_000,
+    what: "a round of commits",
+};
 const TXS_PER_ROUND: u64 = 16;
 /// Small, so that rounds rotate logs and checkpoint often.
 const ROTATION_THRESHOLD: u64 = 4096;
@@ -49,7 +58,6 @@ struct Model {
     /// The on-disk format the store is created in, from the seed (both supported ones).
     format: FormatVersion,
     store_id: Option<StoreId>,
-    round_done: bool,
 }
 
 /// After a start: the store holds exactly what the model says.
@@ -137,6 +145,7 @@ async fn software(
     h: HostCtx,
     model: Arc<Mutex<Model>>,
     rng: Arc<Mutex<StdRng>>,
+    done: RoundDone,
 ) -> turmoil::Result {
     let fs = h.env.fs.clone();
     let clock = h.env.clock.clone();
@@ -213,7 +222,7 @@ async fn software(
     } else {
         Some(store)
     };
-    model.lock().unwrap().round_done = true;
+    done.set();
     std::future::pending::<()>().await;
     drop(open);
     Ok(())
@@ -228,39 +237,12 @@ fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
         random: ctx.rng.random(),
         format: FormatVersion::SUPPORTED[ctx.rng.random_range(0..FormatVersion::SUPPORTED.len())],
         store_id: None,
-        round_done: false,
     }));
     let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(ctx.rng.random())));
-    // How many mutating operations a whole round takes, roughly: power is lost anywhere in it.
-    let mut round_ops = 150;
-    for round in 0..=ROUNDS {
-        model.lock().unwrap().round_done = false;
-        let ops_before = ctx.world.mutating_ops(HOST);
-        // SIM-7: most rounds lose power at a random operation (mid-commit, mid-checkpoint,
-        // mid-rotation, mid-recovery); the others at rest.
-        if round < ROUNDS && ctx.rng.random_bool(0.85) {
-            let n = ctx.rng.random_range(1..=round_ops);
-            ctx.power_loss_before_op(HOST, n);
-        }
-        if round == 0 {
-            let (model, rng) = (model.clone(), rng.clone());
-            ctx.host(HOST, move |h| software(h, model.clone(), rng.clone()));
-        } else {
-            ctx.restart(HOST);
-        }
-        let m = model.clone();
-        let stopped = ctx.run_until(200_000, "a round of commits", move || {
-            m.lock().unwrap().round_done
-        })?;
-        if stopped == Stopped::Done {
-            round_ops = (ctx.world.mutating_ops(HOST) - ops_before).max(20);
-        }
-        if round < ROUNDS {
-            ctx.crash(HOST);
-        } else if stopped != Stopped::Done {
-            return Err(format!("the final, undisturbed round stopped with {stopped:?}").into());
-        }
-    }
+    let m = model.clone();
+    crash_rounds::run(ctx, &ROUNDS, move |h, done| {
+        software(h, m.clone(), rng.clone(), done)
+    })?;
     let m = model.lock().unwrap();
     if m.acked_tx == 0 {
         return Err("no transaction was ever acknowledged".into());
