@@ -9,6 +9,7 @@ use crate::runner::Scenario;
 
 pub mod backup_chain;
 pub mod backup_faults;
+pub mod backup_hosts;
 pub mod backup_judge;
 pub mod backup_world;
 pub mod crash_rounds;
