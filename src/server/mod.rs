@@ -182,6 +182,7 @@ pub async fn run(
                 db: db.clone(),
                 pins: pins.clone(),
                 env: env.clone(),
+                limits: service::ServiceLimits::default(),
             },
         ))
     });
