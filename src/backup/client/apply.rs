@@ -178,7 +178,7 @@ impl Run<'_> {
         self.out
             .line("verifying: scanning every record and recomputing the digest");
         let out = &mut *self.out;
-        let report = check_open_with_progress(store, &mut |done, total| {
+        let report = check_open_with_progress(store, &*self.env.blocking, &mut |done, total| {
             out.progress(Phase::Verify, done, total)
         })?;
         if !report.consistent {
