@@ -171,6 +171,8 @@ pub struct Store {
     /// A rotation failed for a shortage that can pass and is tried again after each commit
     /// (LOG-10); set, so that the warning is logged once.
     rotation_deferred: bool,
+    /// Checkpoints written since the store was opened.
+    checkpoints: u64,
 }
 
 /// Why a rotation failed: a shortage that can pass, after which the store goes on (LOG-10), or
@@ -338,6 +340,7 @@ impl Store {
             state: recovered.state,
             failed: None,
             rotation_deferred: false,
+            checkpoints: 0,
         };
         if recovered.replayed > 0 {
             tracing::info!(
@@ -369,6 +372,12 @@ impl Store {
     /// The metadata as of the last checkpoint.
     pub fn meta(&self) -> &Meta {
         &self.meta
+    }
+
+    /// How many checkpoints this store has written since it was opened (a checkpoint costs
+    /// several fsyncs under the store lock; PR-24 keeps full backups from multiplying them).
+    pub fn checkpoints_written(&self) -> u64 {
+        self.checkpoints
     }
 
     /// Commits `ops` as one transaction: validated against the current records, logged and
@@ -591,6 +600,7 @@ impl Store {
         meta.checkpoint = Checkpoint::at(self.last_tx, self.log.version, self.log.end, &self.state);
         meta.write(&*self.fs, &self.dir)?;
         self.meta = meta;
+        self.checkpoints += 1;
         // Only now, with the new checkpoint durable, may files the old one needed go (RET-13).
         if let Err(e) = self.prune_logs() {
             tracing::warn!("pruning logical logs failed ({e}); retrying at the next checkpoint");
@@ -601,6 +611,19 @@ impl Store {
             "checkpoint"
         );
         Ok(())
+    }
+
+    /// Makes sure the last checkpoint covers tx `tx`, checkpointing only when it does not: a full
+    /// backup needs a checkpoint at or after the last tx committed before it asked, and any later
+    /// one serves (PR-24). A failed store refuses, as [`Store::checkpoint`] does (LOG-9).
+    pub fn checkpoint_covering(&mut self, tx: u64) -> Result<(), StoreError> {
+        if let Some(why) = &self.failed {
+            return Err(StoreError::Failed(why.clone()));
+        }
+        if self.meta.checkpoint.last_tx >= tx {
+            return Ok(());
+        }
+        self.checkpoint()
     }
 
     /// Checkpoints and releases the store (a clean shutdown).
