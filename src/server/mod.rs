@@ -5,9 +5,11 @@
 //! Must not touch: sockets, files or the clock except through the `Env` it is given, so the same
 //! code runs under turmoil. Signals are the binary's business: it hands in a shutdown future.
 //!
-//! Submodules: `http` (the HTTP API: routes, JSON shapes, status codes; no sockets).
+//! Submodules: `http` (the HTTP API: routes, JSON shapes, status codes; no sockets) and
+//! `tx_body` (a transaction's body read into ops, within the request's limits).
 
 pub mod http;
+mod tx_body;
 
 use std::future::Future;
 use std::io;
@@ -33,6 +35,7 @@ use crate::store::format::FormatVersion;
 use crate::store::layout::POINTER_FILE;
 use crate::store::meta::META_FILE;
 use crate::store::{Store, StoreError, StoreOptions};
+use http::HttpLimits;
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,8 @@ pub struct ServerOptions {
     /// The random half of the store id, used only if the store must be created (ST-11). The
     /// binary draws it from the operating system, a simulation from its seed.
     pub create_random: u64,
+    /// The bounds of the HTTP API (HTTP-8, HTTP-9, SRV-8); the binary takes the defaults.
+    pub http: HttpLimits,
 }
 
 /// The addresses the server bound, reported once it is ready.
@@ -188,10 +193,10 @@ pub async fn run(
     });
     on_ready(&bound);
 
-    let app = http::router(db.clone()).layer(axum::middleware::map_response_with_state(
-        env.clock.clone(),
-        stamp_date,
-    ));
+    let limits = options.http;
+    let app = http::router(db.clone(), env.blocking.clone(), limits).layer(
+        axum::middleware::map_response_with_state(env.clock.clone(), stamp_date),
+    );
     serve(listener, app, shutdown).await;
     if let Some(task) = backup_task {
         // Closes every backup connection; their clients see the close and fail cleanly.
