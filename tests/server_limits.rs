@@ -1,5 +1,7 @@
-//! The `neo4j` server against hostile and heavy clients: a shortage of file descriptors, large
-//! bodies (LOG-10, spec/http.md HTTP-9 on). The real binary, real TCP, real files.
+//! The `neo4j` server against hostile and heavy clients: idle and half-sent connections, a
+//! shortage of file descriptors, large bodies (spec/http.md HTTP-8 on, LOG-10, SRV-8). The real
+//! binary, real TCP, real files; the timeouts that would take a production server's seconds are
+//! checked in process, with short ones.
 
 mod support;
 
@@ -8,7 +10,11 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use online_backup::server::http::MAX_BODY;
+use online_backup::config::Config;
+use online_backup::io::os::OsNet;
+use online_backup::io::Env;
+use online_backup::server::http::{HttpLimits, MAX_BODY};
+use online_backup::server::{run, Bound, ServerOptions};
 use online_backup::store::log::MAX_ENTRY;
 use support::kit::http;
 use support::scratch;
@@ -157,6 +163,62 @@ fn log_10_a_descriptor_shortage_defers_rotation() {
     check_is_consistent(&store);
 }
 
+// SRV-8: SIGTERM while one request's body and another's head are half-sent: the server stops
+// within its shutdown deadline (10 s) rather than waiting for them forever, checkpoints, says it
+// stopped cleanly and exits 0.
+#[test]
+fn srv_8_sigterm_completes_while_requests_are_half_sent() {
+    let dir = scratch();
+    let store = dir.path().join("db");
+    let mut server = ServerProcess::start(&store, Some(EPHEMERAL));
+    let (code, out) = server.post("/db/data/transaction", r#"{"ops": [{"create_node": {}}]}"#);
+    assert_eq!(code, 200, "{out}");
+
+    let request = http::request_bytes(
+        &server.http,
+        "POST",
+        "/db/data/transaction",
+        br#"{"ops": [{"create_node": {"labels": ["Half"]}}]}"#,
+    );
+    let mut half_body = TcpStream::connect(&server.http).unwrap();
+    half_body.write_all(&request[..request.len() - 10]).unwrap();
+    let mut half_head = TcpStream::connect(&server.http).unwrap();
+    half_head
+        .write_all(b"POST /db/data/transaction HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // Connections are accepted in order: once a later one is answered, both were accepted; a
+    // moment more and the server has read what they sent.
+    assert_eq!(server.get("/db/data/").0, 200);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let asked = Instant::now();
+    server.sigterm();
+    match server.wait_exit_within(Duration::from_secs(60)) {
+        Ok(code) => assert_eq!(code, Some(0), "SRV-8: {}", server.stderr()),
+        Err(()) => panic!(
+            "SRV-8: 60 s after SIGTERM the server still runs, held by half-sent requests: {}",
+            server.stderr()
+        ),
+    }
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "SRV-8: the server took {:?} to stop",
+        asked.elapsed()
+    );
+    assert!(
+        server.stdout().contains("neo4j: stopped cleanly"),
+        "SRV-8: {}",
+        server.stdout()
+    );
+    let meta = std::fs::read(store.join("neostore.meta")).unwrap();
+    assert_eq!(
+        u64::from_le_bytes(meta[32..40].try_into().unwrap()),
+        1,
+        "SRV-8: the store was checkpointed at its last tx (ST-10)"
+    );
+    drop((half_body, half_head));
+}
+
 /// `{"ops": [{"create_node": {"props": {"z": [0, 0, ...]}}}]}`, `bytes` long: a body of zeros.
 fn zeros_body(bytes: usize) -> String {
     let head = r#"{"ops": [{"create_node": {"props": {"z": [0"#;
@@ -242,6 +304,147 @@ fn http_11_small_requests_are_answered_while_large_bodies_are_parsed() {
         slowest < Duration::from_secs(1),
         "HTTP-11: a status read waited {slowest:?} behind large bodies"
     );
+}
+
+/// A server running in this process with `limits` (real TCP and files), for the bounds whose
+/// production values are too long for a test; it stops when the runtime is dropped.
+struct InProcess {
+    http: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn in_process(store: &std::path::Path, limits: HttpLimits) -> InProcess {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (config, _) = Config::parse(EPHEMERAL).unwrap();
+    let options = ServerOptions {
+        store_dir: store.to_path_buf(),
+        config,
+        create_random: 5,
+        http: limits,
+    };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    runtime.spawn(async move {
+        let ready = move |b: &Bound| ready_tx.send(b.http.to_string()).unwrap();
+        run(Env::os(), options, std::future::pending(), ready)
+            .await
+            .unwrap();
+    });
+    let http = ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server started");
+    InProcess {
+        http,
+        _runtime: runtime,
+    }
+}
+
+/// Whether the server closes `stream` within 20 s, reading and dropping whatever it sends.
+fn closed_by_server(mut stream: TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut sink = Vec::new();
+    stream.read_to_end(&mut sink).is_ok()
+}
+
+// HTTP-8: a connection that sends nothing, or half a request head, is closed once the head
+// timeout has passed since it opened (half a second here, 30 s in production); before, both
+// stayed open for ever, each holding a descriptor.
+#[test]
+fn http_8_a_connection_without_a_whole_head_is_closed() {
+    let dir = scratch();
+    let server = in_process(
+        &dir.path().join("db"),
+        HttpLimits {
+            head_timeout: Duration::from_millis(500),
+            ..HttpLimits::default()
+        },
+    );
+    let silent = TcpStream::connect(&server.http).unwrap();
+    let mut half = TcpStream::connect(&server.http).unwrap();
+    half.write_all(b"GET /db/data/ HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    assert!(
+        closed_by_server(silent),
+        "HTTP-8: a silent connection is closed"
+    );
+    assert!(
+        closed_by_server(half),
+        "HTTP-8: a connection with half a head is closed"
+    );
+    let (code, _) = support::server::request(&server.http, "GET", "/db/data/", b"");
+    assert_eq!(code, 200, "HTTP-8: a whole request is answered");
+}
+
+// HTTP-8: a body that does not arrive whole within the body timeout (half a second here, 60 s
+// in production) is answered 408 with a sentence, and nothing is applied.
+#[test]
+fn http_8_a_body_that_does_not_arrive_is_408() {
+    let dir = scratch();
+    let server = in_process(
+        &dir.path().join("db"),
+        HttpLimits {
+            body_timeout: Duration::from_millis(500),
+            ..HttpLimits::default()
+        },
+    );
+    let request = http::request_bytes(
+        &server.http,
+        "POST",
+        "/db/data/transaction",
+        br#"{"ops": [{"create_node": {}}]}"#,
+    );
+    let mut slow = TcpStream::connect(&server.http).unwrap();
+    slow.write_all(&request[..request.len() - 5]).unwrap();
+    let answer = answer_on(slow);
+    assert_eq!(answer.status, 408, "HTTP-8: {answer:?}");
+    let error = answer.json().unwrap()["error"].clone();
+    assert!(
+        error
+            .as_str()
+            .is_some_and(|e| e.contains("did not arrive whole within 500ms")),
+        "HTTP-8: {error}"
+    );
+    let (_, status) = support::server::request(&server.http, "GET", "/db/data/", b"");
+    assert_eq!(status["last_committed_tx"], 0, "HTTP-8: nothing applied");
+}
+
+// HTTP-8: beyond the connection limit (4 here, 512 in production) a connection waits in the
+// listen queue, unserved, until one of the others closes.
+#[test]
+fn http_8_connections_beyond_the_limit_wait() {
+    let dir = scratch();
+    let server = in_process(
+        &dir.path().join("db"),
+        HttpLimits {
+            max_connections: 4,
+            ..HttpLimits::default()
+        },
+    );
+    let mut idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(&server.http).unwrap())
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let waited = runtime.block_on(http::get(
+        &OsNet,
+        &server.http,
+        "/db/data/",
+        Duration::from_secs(1),
+    ));
+    assert!(
+        waited.is_err(),
+        "HTTP-8: a fifth connection is not served while four are open: {waited:?}"
+    );
+    drop(idle.pop());
+    let (code, _) = support::server::request(&server.http, "GET", "/db/data/", b"");
+    assert_eq!(code, 200, "HTTP-8: served once one of the four closed");
 }
 
 // HTTP-9: through the server, a transaction of 10,001 ops, or of 1,000,001 values, answers 413
