@@ -477,3 +477,52 @@ fn http_9_too_many_ops_or_values_is_413() {
     let (code, out) = server.post("/db/data/transaction", &nodes(MAX_OPS));
     assert_eq!(code, 200, "HTTP-9: {MAX_OPS} ops commit: {out}");
 }
+
+// HTTP-9: a transaction request reserves 8 times its body's length out of the body budget
+// (1 KiB here, 32 MiB in production) before reading it: while one request half-sent holds most
+// of it, a second waits, unanswered, and is answered once the first is done.
+#[test]
+fn http_9_bodies_wait_for_their_share_of_the_budget() {
+    let dir = scratch();
+    let server = in_process(
+        &dir.path().join("db"),
+        HttpLimits {
+            body_budget: 1024,
+            ..HttpLimits::default()
+        },
+    );
+    // 8 times 100 bytes is 800: two such bodies do not fit in 1 KiB.
+    let body = |label: &str| {
+        let text = format!(r#"{{"ops": [{{"create_node": {{"labels": ["{label}"]}}}}]}}"#);
+        format!("{text:<100}")
+    };
+    let (first, second) = (body("First"), body("Second"));
+    assert_eq!((first.len(), second.len()), (100, 100));
+    let request = http::request_bytes(
+        &server.http,
+        "POST",
+        "/db/data/transaction",
+        first.as_bytes(),
+    );
+    let mut held = TcpStream::connect(&server.http).unwrap();
+    held.write_all(&request[..request.len() - 1]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let addr = server.http.clone();
+    let waiting = std::thread::spawn(move || {
+        support::server::request(&addr, "POST", "/db/data/transaction", second.as_bytes())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !waiting.is_finished(),
+        "HTTP-9: a second body is not read while the first holds the budget"
+    );
+    held.write_all(&request[request.len() - 1..]).unwrap();
+    let answer = answer_on(held);
+    assert_eq!(answer.status, 200, "HTTP-9: {answer:?}");
+    let (code, out) = waiting.join().unwrap();
+    assert_eq!(
+        code, 200,
+        "HTTP-9: the second is answered once the first is done: {out}"
+    );
+    assert_eq!(out["tx_id"], 2, "HTTP-9: {out}");
+}

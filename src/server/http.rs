@@ -34,6 +34,10 @@ pub use super::tx_body::{parse_transaction, BodyError, MAX_OPS, MAX_VALUES};
 /// The largest request body accepted (HTTP-4).
 pub const MAX_BODY: usize = 16 << 20;
 
+/// How many times its length a transaction body reserves of the body budget (HTTP-9): what
+/// parsing makes of a body is a few times its size (a small object per op, 32 bytes per value).
+pub const BODY_COST: usize = 8;
+
 /// What the API serves, for the answer to a path it does not (HTTP-7).
 const ROUTES: &str = "GET /db/data/, POST /db/data/transaction and GET /db/data/node/<id>";
 
@@ -50,7 +54,8 @@ pub struct HttpLimits {
     pub body_timeout: Duration,
     /// Connections served at once; more wait in the listen queue until one closes (HTTP-8).
     pub max_connections: usize,
-    /// The bytes of transaction bodies being read, parsed or committed at once (HTTP-9).
+    /// What transaction bodies being read, parsed or committed may cost at once, in bytes: each
+    /// reserves [`BODY_COST`] times its length, at most [`MAX_BODY`] (HTTP-9).
     pub body_budget: usize,
     /// How long running requests may go on after shutdown is asked, before their connections
     /// are dropped (SRV-8).
@@ -240,9 +245,11 @@ async fn transaction(State(api): State<Api>, body: Body) -> Result<Json<Json_>, 
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return Err(too_large_body());
     }
-    // The body's bytes are reserved before it is read, and held until its commit is done
-    // (HTTP-9): a body sent without a length reserves the most a body may be.
-    let reserve = declared.map_or(MAX_BODY, |n| n as usize);
+    // What the body may cost is reserved before it is read, and held until its commit is done
+    // (HTTP-9): parsed, a body takes a few times its size, so it reserves BODY_COST times it, at
+    // most MAX_BODY; a body sent without a length reserves MAX_BODY.
+    let expected = declared.map_or(MAX_BODY, |n| n as usize);
+    let reserve = expected.saturating_mul(BODY_COST).min(MAX_BODY);
     let _permit = match reserve {
         0 => None,
         n => Some(
@@ -259,7 +266,7 @@ async fn transaction(State(api): State<Api>, body: Body) -> Result<Json<Json_>, 
         ),
     };
     let timeout = api.limits.body_timeout;
-    let bytes = tokio::time::timeout(timeout, read_body(body, reserve))
+    let bytes = tokio::time::timeout(timeout, read_body(body, expected))
         .await
         .map_err(|_| {
             ApiError(
