@@ -129,6 +129,7 @@ async fn demo() -> Result<(), Error> {
                 store_dir: server_store,
                 config,
                 create_random: 1,
+                http: online_backup::server::http::HttpLimits::default(),
             },
             async move {
                 let _ = stop_rx.await;

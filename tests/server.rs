@@ -133,6 +133,57 @@ fn http_2_writes_and_reads_over_http() {
     assert_eq!(server.terminate(), Some(0));
 }
 
+// HTTP-2: an integer beyond i64, in a property, a list or a set_property, is refused with 400
+// naming the op and the property, and nothing is applied; i64's own bounds are integers, and a
+// number with a fraction or an exponent is a float. Before, an integer beyond u64 or below
+// i64::MIN was stored as a float.
+#[test]
+fn http_2_integers_outside_i64_are_refused() {
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    assert_eq!(
+        server
+            .post("/db/data/transaction", r#"{"ops": [{"create_node": {}}]}"#)
+            .0,
+        200
+    );
+    for n in [
+        "9223372036854775808",
+        "-9223372036854775809",
+        "18446744073709551616",
+        "123456789012345678901234567890",
+        "-123456789012345678901234567890",
+    ] {
+        for body in [
+            format!(r#"{{"ops": [{{"create_node": {{"props": {{"n": {n}}}}}}}]}}"#),
+            format!(r#"{{"ops": [{{"create_node": {{"props": {{"n": [1, {n}]}}}}}}]}}"#),
+            format!(r#"{{"ops": [{{"set_property": {{"node": 0, "key": "n", "value": {n}}}}}]}}"#),
+        ] {
+            let (code, out) = server.post("/db/data/transaction", &body);
+            let error = out["error"].as_str().unwrap_or_default();
+            assert_eq!(code, 400, "HTTP-2: {body}: {out}");
+            assert!(
+                error.starts_with("op 0: ") && error.contains("signed 64-bit range"),
+                "HTTP-2: the error names the op and the range: {error}"
+            );
+        }
+    }
+    assert_eq!(server.get("/db/data/").1["last_committed_tx"], 1);
+    let (code, out) = server.post(
+        "/db/data/transaction",
+        r#"{"ops": [{"create_node": {"props": {"max": 9223372036854775807, "min": -9223372036854775808, "e": 1e3, "f": 2.5, "z": -0}}}]}"#,
+    );
+    assert_eq!(code, 200, "{out}");
+    let props = server.get("/db/data/node/1").1["properties"].clone();
+    assert_eq!(props["max"].as_i64(), Some(i64::MAX), "HTTP-2: {props}");
+    assert_eq!(props["min"].as_i64(), Some(i64::MIN), "HTTP-2: {props}");
+    assert!(
+        props["e"].is_f64() && props["f"].is_f64() && props["z"].is_f64(),
+        "HTTP-2: an exponent, a fraction and -0 make floats: {props}"
+    );
+    assert_eq!(server.terminate(), Some(0));
+}
+
 // HTTP-1: `GET /db/data/` answers 200 with exactly its eight fields: the store id, format, last
 // tx, counts and digest as `neo4j-admin check` prints them, the oldest tx the logs hold, and the
 // log files' total size.

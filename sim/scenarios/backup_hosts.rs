@@ -75,6 +75,7 @@ pub(crate) async fn server_software(
             store_dir: PathBuf::from(STORE_DIR),
             config,
             create_random: store_random,
+            http: online_backup::server::http::HttpLimits::default(),
         },
         shutdown,
         move |_| ready.lock().unwrap().server.ready = true,

@@ -295,6 +295,7 @@ async fn server_software(h: HostCtx, model: Arc<Mutex<Model>>, config: Config) -
         store_dir: dir.to_path_buf(),
         config,
         create_random: random,
+        http: online_backup::server::http::HttpLimits::default(),
     };
     let (stop, ready) = (model.clone(), model.clone());
     let served = server::run(

@@ -99,6 +99,7 @@ fn main() -> ExitCode {
         store_dir: store.clone(),
         config,
         create_random: rand::random(),
+        http: online_backup::server::http::HttpLimits::default(),
     };
     let result = runtime.block_on(run(env, options, shutdown, |bound: &Bound| {
         println!("neo4j: store {} open", store.display());

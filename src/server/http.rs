@@ -1,43 +1,111 @@
 //! The HTTP API of the server (spec/http.md): status, transactions and node reads as JSON.
 //!
-//! Owns: the routes, the JSON shapes, translating request bodies into `Op`s with one-sentence
-//! errors, and status codes (400 bad request, 404 unknown node or path, 405 wrong method, 413 body
-//! over 16 MiB). Every error answer is `{"error": "..."}` (HTTP-7), whoever produced it.
+//! Owns: the routes, the JSON shapes, reading request bodies within their bounds (HTTP-4, HTTP-8,
+//! HTTP-9) and handing them to `tx_body` to become `Op`s, off the async workers (HTTP-11), and
+//! status codes (400 bad request, 404 unknown node or path, 405 wrong method, 408 body too slow,
+//! 413 body or transaction too large). Every error answer is `{"error": "..."}` (HTTP-7), whoever
+//! produced it.
 //! Must not touch: sockets or files. It is an axum `Router` over a [`Database`]; the server
-//! decides where it is served (through the `Net` seam).
+//! decides where it is served (through the `Net` seam), and applies the connection bounds of
+//! [`HttpLimits`] that are not about one request.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::body::{Body, HttpBody};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRef, Path, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Map, Value as Json_};
+use serde_json::{json, Value as Json_};
+use tokio::sync::Semaphore;
 
 use crate::db::Database;
-use crate::graph::{NodeRef, Op, Properties, Value};
-use crate::store::StoreError;
+use crate::graph::{Properties, Value};
+use crate::io::{run_blocking, Blocking};
+use crate::store::log::MAX_ENTRY;
+use crate::store::{StoreError, TxRejection};
+
+pub use super::tx_body::{parse_transaction, BodyError, MAX_OPS, MAX_VALUES};
 
 /// The largest request body accepted (HTTP-4).
 pub const MAX_BODY: usize = 16 << 20;
 
+/// How many times its length a transaction body reserves of the body budget (HTTP-9): what
+/// parsing makes of a body is a few times its size (a small object per op, 32 bytes per value).
+pub const BODY_COST: usize = 8;
+
 /// What the API serves, for the answer to a path it does not (HTTP-7).
 const ROUTES: &str = "GET /db/data/, POST /db/data/transaction and GET /db/data/node/<id>";
 
-/// The API's routes over `db`.
-pub fn router(db: Arc<Database>) -> Router {
+/// The bounds of the HTTP API: what one client, or many, can take of the server (HTTP-8, HTTP-9,
+/// SRV-8). The server applies those about connections; the API those about one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A connection must deliver a whole request head within this long of opening, or of its
+    /// previous answer; else it is closed (HTTP-8). This is also how long an idle connection
+    /// stays open.
+    pub head_timeout: Duration,
+    /// A request's body must arrive whole within this long of the server starting to read it;
+    /// else it is answered 408 (HTTP-8).
+    pub body_timeout: Duration,
+    /// Connections served at once; more wait in the listen queue until one closes (HTTP-8).
+    pub max_connections: usize,
+    /// What transaction bodies being read, parsed or committed may cost at once, in bytes: each
+    /// reserves [`BODY_COST`] times its length, at most [`MAX_BODY`] (HTTP-9).
+    pub body_budget: usize,
+    /// How long running requests may go on after shutdown is asked, before their connections
+    /// are dropped (SRV-8).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            head_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            body_budget: 2 * MAX_BODY,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the routes share.
+#[derive(Clone)]
+struct Api {
+    db: Arc<Database>,
+    /// Where a body is parsed: off the async workers (HTTP-11).
+    blocking: Arc<dyn Blocking>,
+    limits: HttpLimits,
+    /// Permits for the bytes of transaction bodies in flight (HTTP-9).
+    bodies: Arc<Semaphore>,
+}
+
+impl FromRef<Api> for Arc<Database> {
+    fn from_ref(api: &Api) -> Arc<Database> {
+        api.db.clone()
+    }
+}
+
+/// The API's routes over `db`; bodies are parsed on `blocking`.
+pub fn router(db: Arc<Database>, blocking: Arc<dyn Blocking>, limits: HttpLimits) -> Router {
+    let api = Api {
+        db,
+        blocking,
+        limits,
+        bodies: Arc::new(Semaphore::new(limits.body_budget)),
+    };
     let api = Router::new()
         .route("/db/data/", get(status))
         .route("/db/data", get(status))
         .route("/db/data/transaction", post(transaction))
         .route("/db/data/node/{id}", get(node))
         .fallback(unknown_path)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(db);
+        .with_state(api);
     // The error shape is enforced around the whole API rather than as one of its layers: axum
     // completes some answers (the `Allow` header of a 405) after the layers of a route have run.
     Router::new()
@@ -126,6 +194,16 @@ fn error_sentence(
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
+        if let StoreError::Rejected(TxRejection::TooLarge(bytes)) = e {
+            return ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the transaction is too large to log: its entry would be {}, more than the {} one log entry may hold (LOG-4)",
+                    crate::units::bytes(bytes as u64),
+                    crate::units::bytes(MAX_ENTRY as u64)
+                ),
+            );
+        }
         let code = match e {
             StoreError::Rejected(_) => StatusCode::BAD_REQUEST,
             StoreError::Failed(_) | StoreError::Closed => StatusCode::SERVICE_UNAVAILABLE,
@@ -134,6 +212,16 @@ impl From<StoreError> for ApiError {
         if code != StatusCode::BAD_REQUEST {
             tracing::error!("an HTTP request failed: {e}");
         }
+        ApiError(code, e.to_string())
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> ApiError {
+        let code = match e {
+            BodyError::Invalid(_) => StatusCode::BAD_REQUEST,
+            BodyError::TooMany { .. } | BodyError::TooLargeToLog => StatusCode::PAYLOAD_TOO_LARGE,
+        };
         ApiError(code, e.to_string())
     }
 }
@@ -152,22 +240,78 @@ async fn status(State(db): State<Arc<Database>>) -> Result<Json<Json_>, ApiError
     })))
 }
 
-async fn transaction(
-    State(db): State<Arc<Database>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Json_>, ApiError> {
-    let body = body.map_err(|e| {
-        let code = e.status();
-        let message = if code == StatusCode::PAYLOAD_TOO_LARGE {
-            format!("the request body is larger than {MAX_BODY} bytes")
-        } else {
-            e.body_text()
-        };
-        ApiError(code, message)
-    })?;
-    let ops = parse_transaction(&body).map_err(|m| ApiError(StatusCode::BAD_REQUEST, m))?;
-    let outcome = db.commit(ops).await?;
+async fn transaction(State(api): State<Api>, body: Body) -> Result<Json<Json_>, ApiError> {
+    let declared = body.size_hint().exact();
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large_body());
+    }
+    // What the body may cost is reserved before it is read, and held until its commit is done
+    // (HTTP-9): parsed, a body takes a few times its size, so it reserves BODY_COST times it, at
+    // most MAX_BODY; a body sent without a length reserves MAX_BODY.
+    let expected = declared.map_or(MAX_BODY, |n| n as usize);
+    let reserve = expected.saturating_mul(BODY_COST).min(MAX_BODY);
+    let _permit = match reserve {
+        0 => None,
+        n => Some(
+            api.bodies
+                .clone()
+                .acquire_many_owned(n.min(api.limits.body_budget) as u32)
+                .await
+                .map_err(|_| {
+                    ApiError(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the server is shutting down".into(),
+                    )
+                })?,
+        ),
+    };
+    let timeout = api.limits.body_timeout;
+    let bytes = tokio::time::timeout(timeout, read_body(body, expected))
+        .await
+        .map_err(|_| {
+            ApiError(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive whole within {}",
+                    crate::units::duration(timeout)
+                ),
+            )
+        })??;
+    // Parsing a large body takes a while: off the async workers, like the commit (HTTP-11).
+    let ops = run_blocking(&*api.blocking, move || parse_transaction(&bytes)).await?;
+    let outcome = api.db.commit(ops).await?;
     Ok(Json(json!({ "tx_id": outcome.tx_id, "ids": outcome.ids })))
+}
+
+/// The answer to a body over [`MAX_BODY`] (HTTP-4).
+fn too_large_body() -> ApiError {
+    ApiError(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than {MAX_BODY} bytes"),
+    )
+}
+
+/// Reads a body whole, refusing it once it passes [`MAX_BODY`]; `expected` bytes are allocated
+/// at once.
+async fn read_body(mut body: Body, expected: usize) -> Result<Vec<u8>, ApiError> {
+    let mut bytes = Vec::with_capacity(expected.min(MAX_BODY));
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
+        let frame = frame.map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("the request body could not be read: {e}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > MAX_BODY {
+                return Err(too_large_body());
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
 }
 
 async fn node(
@@ -217,192 +361,23 @@ fn value_to_json(v: &Value) -> Json_ {
     }
 }
 
-/// Parses `{"ops": [...]}` into operations (HTTP-2, HTTP-3). Errors are one sentence naming
-/// the op and the field.
-pub fn parse_transaction(body: &[u8]) -> Result<Vec<Op>, String> {
-    let doc: Json_ =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
-    let ops = doc
-        .as_object()
-        .and_then(|o| o.get("ops"))
-        .and_then(Json_::as_array)
-        .ok_or("the body must be an object with an \"ops\" array")?;
-    ops.iter()
-        .enumerate()
-        .map(|(i, op)| parse_op(i, op).map_err(|m| format!("op {i}: {m}")))
-        .collect()
-}
-
-fn parse_op(i: usize, op: &Json_) -> Result<Op, String> {
-    let obj = op
-        .as_object()
-        .filter(|o| o.len() == 1)
-        .ok_or("an op must be an object with exactly one key")?;
-    let (kind, arg) = obj.iter().next().expect("one key");
-    let field = |name: &str| -> Result<&Json_, String> {
-        arg.as_object()
-            .and_then(|o| o.get(name))
-            .ok_or(format!("{kind} needs \"{name}\""))
-    };
-    let strings = |v: &Json_, what: &str| -> Result<Vec<String>, String> {
-        v.as_array()
-            .ok_or(format!("{what} must be an array of strings"))?
-            .iter()
-            .map(|s| {
-                s.as_str()
-                    .map(str::to_string)
-                    .ok_or(format!("{what} must be an array of strings"))
-            })
-            .collect()
-    };
-    let props = |name: &str| -> Result<Properties, String> {
-        match arg.as_object().and_then(|o| o.get(name)) {
-            None | Some(Json_::Null) => Ok(Properties::new()),
-            Some(Json_::Object(map)) => parse_props(map),
-            Some(_) => Err(format!("{kind}.{name} must be an object")),
-        }
-    };
-    match kind.as_str() {
-        "create_node" => {
-            let labels = match arg.as_object().and_then(|o| o.get("labels")) {
-                None | Some(Json_::Null) => Vec::new(),
-                Some(v) => strings(v, "create_node.labels")?,
-            };
-            Ok(Op::CreateNode {
-                labels,
-                props: props("props")?,
-            })
-        }
-        "create_relationship" => Ok(Op::CreateRelationship {
-            from: node_ref(i, field("from")?, "create_relationship.from")?,
-            to: node_ref(i, field("to")?, "create_relationship.to")?,
-            rel_type: field("type")?
-                .as_str()
-                .ok_or("create_relationship.type must be a string")?
-                .to_string(),
-            props: props("props")?,
-        }),
-        "set_property" => Ok(Op::SetProperty {
-            node: node_ref(i, field("node")?, "set_property.node")?,
-            key: field("key")?
-                .as_str()
-                .ok_or("set_property.key must be a string")?
-                .to_string(),
-            value: parse_value(field("value")?, true).map_err(|m| format!("set_property.value {m}"))?,
-        }),
-        "delete_node" => Ok(Op::DeleteNode(
-            arg.as_u64().ok_or("delete_node takes a node id")?,
-        )),
-        "delete_relationship" => Ok(Op::DeleteRelationship(
-            arg.as_u64().ok_or("delete_relationship takes a relationship id")?,
-        )),
-        other => Err(format!(
-            "unknown op \"{other}\" (expected create_node, create_relationship, set_property, delete_node or delete_relationship)"
-        )),
-    }
-}
-
-/// A node id, or `"$i"`: the node created by op `i` of the same request (HTTP-3).
-fn node_ref(op: usize, v: &Json_, what: &str) -> Result<NodeRef, String> {
-    if let Some(id) = v.as_u64() {
-        return Ok(NodeRef::Id(id));
-    }
-    let target = v
-        .as_str()
-        .and_then(|s| s.strip_prefix('$'))
-        .and_then(|n| n.parse::<usize>().ok())
-        .ok_or(format!("{what} must be a node id or \"$i\""))?;
-    if target >= op {
-        return Err(format!("{what} \"${target}\" must name an earlier op"));
-    }
-    Ok(NodeRef::CreatedBy(target))
-}
-
-fn parse_props(map: &Map<String, Json_>) -> Result<Properties, String> {
-    map.iter()
-        .map(|(k, v)| {
-            parse_value(v, true)
-                .map(|v| (k.clone(), v))
-                .map_err(|m| format!("property \"{k}\" {m}"))
-        })
-        .collect()
-}
-
-fn parse_value(v: &Json_, allow_list: bool) -> Result<Value, String> {
-    Ok(match v {
-        Json_::Null => Value::Null,
-        Json_::Bool(b) => Value::Bool(*b),
-        Json_::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::Int(i)
-            } else if n.is_u64() {
-                return Err("is an integer outside the signed 64-bit range".into());
-            } else {
-                Value::Float(n.as_f64().ok_or("is not a number")?)
-            }
-        }
-        Json_::String(s) => Value::String(s.clone()),
-        Json_::Array(items) if allow_list => Value::List(
-            items
-                .iter()
-                .map(|i| parse_value(i, false))
-                .collect::<Result<_, _>>()?,
-        ),
-        Json_::Array(_) => return Err("is a list inside a list; lists hold only scalars".into()),
-        Json_::Object(_) => {
-            return Err(
-                "is an object; values are null, booleans, numbers, strings or lists of those"
-                    .into(),
-            )
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    // HTTP-2, HTTP-3: every op form parses; "$i" must name an earlier op.
+    // HTTP-10: the store's refusal of a transaction too large to log answers 413, citing LOG-4.
     #[test]
-    fn http_2_ops_parse() {
-        let ops = parse_transaction(
-            br#"{"ops": [
-                {"create_node": {"labels": ["L"], "props": {"k": 1, "f": 1.5, "l": [true, null, "s"]}}},
-                {"create_node": {}},
-                {"create_relationship": {"from": "$0", "to": "$1", "type": "T", "props": {}}},
-                {"set_property": {"node": 7, "key": "k", "value": "v"}},
-                {"delete_node": 3},
-                {"delete_relationship": 4}
-            ]}"#,
-        )
-        .unwrap();
-        assert_eq!(ops.len(), 6);
-        assert!(matches!(
-            &ops[2],
-            Op::CreateRelationship {
-                from: NodeRef::CreatedBy(0),
-                to: NodeRef::CreatedBy(1),
-                ..
-            }
-        ));
-        let err = parse_transaction(
-            br#"{"ops": [{"create_relationship": {"from": "$0", "to": 1, "type": "T"}}]}"#,
-        )
-        .unwrap_err();
+    fn http_10_the_stores_too_large_is_413() {
+        let ApiError(code, message) =
+            StoreError::Rejected(TxRejection::TooLarge(70_000_000)).into();
+        assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "HTTP-10");
         assert_eq!(
-            err,
-            "op 0: create_relationship.from \"$0\" must name an earlier op"
+            message,
+            format!(
+                "the transaction is too large to log: its entry would be 66.8 MiB, more than the {} one log entry may hold (LOG-4)",
+                crate::units::bytes(MAX_ENTRY as u64)
+            ),
+            "HTTP-10"
         );
-        let err = parse_transaction(br#"{"ops": [{"create_node": {"props": {"x": [[1]]}}}]}"#)
-            .unwrap_err();
-        assert_eq!(
-            err,
-            "op 0: property \"x\" is a list inside a list; lists hold only scalars"
-        );
-        let err = parse_transaction(br#"{"ops": [{"drop_table": 1}]}"#).unwrap_err();
-        assert!(err.starts_with("op 0: unknown op \"drop_table\""), "{err}");
-        assert!(parse_transaction(b"{not json")
-            .unwrap_err()
-            .starts_with("the body is not valid JSON"));
     }
 }

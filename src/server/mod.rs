@@ -5,9 +5,11 @@
 //! Must not touch: sockets, files or the clock except through the `Env` it is given, so the same
 //! code runs under turmoil. Signals are the binary's business: it hands in a shutdown future.
 //!
-//! Submodules: `http` (the HTTP API: routes, JSON shapes, status codes; no sockets).
+//! Submodules: `http` (the HTTP API: routes, JSON shapes, status codes; no sockets) and
+//! `tx_body` (a transaction's body read into ops, within the request's limits).
 
 pub mod http;
+mod tx_body;
 
 use std::future::Future;
 use std::io;
@@ -20,9 +22,11 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use axum::Router;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use crate::backup::service::{self, ServiceContext};
 use crate::config::Config;
@@ -33,6 +37,7 @@ use crate::store::format::FormatVersion;
 use crate::store::layout::POINTER_FILE;
 use crate::store::meta::META_FILE;
 use crate::store::{Store, StoreError, StoreOptions};
+use http::HttpLimits;
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +67,8 @@ pub struct ServerOptions {
     /// The random half of the store id, used only if the store must be created (ST-11). The
     /// binary draws it from the operating system, a simulation from its seed.
     pub create_random: u64,
+    /// The bounds of the HTTP API (HTTP-8, HTTP-9, SRV-8); the binary takes the defaults.
+    pub http: HttpLimits,
 }
 
 /// The addresses the server bound, reported once it is ready.
@@ -188,11 +195,11 @@ pub async fn run(
     });
     on_ready(&bound);
 
-    let app = http::router(db.clone()).layer(axum::middleware::map_response_with_state(
-        env.clock.clone(),
-        stamp_date,
-    ));
-    serve(listener, app, shutdown).await;
+    let limits = options.http;
+    let app = http::router(db.clone(), env.blocking.clone(), limits).layer(
+        axum::middleware::map_response_with_state(env.clock.clone(), stamp_date),
+    );
+    serve(listener, app, limits, shutdown).await;
     if let Some(task) = backup_task {
         // Closes every backup connection; their clients see the close and fail cleanly.
         task.abort();
@@ -204,20 +211,45 @@ pub async fn run(
 }
 
 /// Serves `app` over HTTP/1.1 on `listener` until `shutdown` completes, then stops accepting
-/// and lets the connections finish their requests (SRV-2).
+/// and lets the connections finish their requests for at most the shutdown grace, after which it
+/// drops them (SRV-2, SRV-8).
+///
+/// A connection that brings no whole request head within the head timeout is closed (hyper's
+/// header read timeout, which runs from the connection's start and from each answer: it is the
+/// idle timeout too), and at most `max_connections` are served at once; the others wait in the
+/// listen queue, holding no descriptor of this process (HTTP-8).
 ///
 /// This is hyper driven directly rather than `axum::serve`, for one reason: hyper stamps every
 /// answer with a `Date` header read from the system clock, which no seam controls, so two
 /// simulated runs of one seed would send different bytes (SIM-1). Its automatic header is off and
-/// [`stamp_date`] writes the header from the injected clock instead (IO-4).
+/// [`stamp_date`] writes the header from the injected clock instead (IO-4). Its timer is tokio's,
+/// which a simulation drives.
 async fn serve(
     mut listener: Box<dyn Listener>,
     app: Router,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let connections = GracefulShutdown::new();
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut at_limit = false;
     tokio::pin!(shutdown);
     loop {
+        while connections.try_join_next().is_some() {}
+        if slots.available_permits() == 0 && !at_limit {
+            tracing::warn!(
+                "serving {} HTTP connections, the most it serves at once; more wait until one closes",
+                limits.max_connections
+            );
+        }
+        at_limit = slots.available_permits() == 0;
+        let slot = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else { break };
         let stream = tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -225,15 +257,31 @@ async fn serve(
         };
         let connection = hyper::server::conn::http1::Builder::new()
             .auto_date_header(false)
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.head_timeout)
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let connection = connections.watch(connection);
-        tokio::spawn(async move {
+        let connection = graceful.watch(connection);
+        connections.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "an HTTP connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
+    let grace = limits.shutdown_grace;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        let open = connections.len();
+        tracing::warn!(
+            "{open} HTTP connection(s) still busy {} after shutdown began; closing them",
+            crate::units::duration(grace)
+        );
+    }
+    // Whatever is left (a request half-sent, an answer not read) is dropped: its connection
+    // closes, and a commit it started finishes before the store is closed (it holds the lock).
     connections.shutdown().await;
 }
 

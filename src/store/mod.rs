@@ -168,6 +168,37 @@ pub struct Store {
     /// Set when a write on the commit path failed: the files may no longer match what was
     /// acknowledged, so the store refuses further commits until reopened (recovery repairs it).
     failed: Option<String>,
+    /// A rotation failed for a shortage that can pass and is tried again after each commit
+    /// (LOG-11); set, so that the warning is logged once.
+    rotation_deferred: bool,
+    /// Checkpoints written since the store was opened.
+    checkpoints: u64,
+}
+
+/// Why a rotation failed: a shortage that can pass, after which the store goes on (LOG-11), or
+/// anything else, after which it stops accepting commits (LOG-9).
+enum RotationFailure {
+    Passing(StoreError),
+    Fatal(StoreError),
+}
+
+impl RotationFailure {
+    /// A failed step of a rotation: passing when the system was short of descriptors or space.
+    fn of(context: String, e: std::io::Error) -> RotationFailure {
+        let passing = matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOSPC | libc::EDQUOT)
+        ) || matches!(
+            e.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        );
+        let e = StoreError::io(context, e);
+        if passing {
+            RotationFailure::Passing(e)
+        } else {
+            RotationFailure::Fatal(e)
+        }
+    }
 }
 
 /// Creates `dir` if missing and locks it for a new store; refuses a directory holding anything
@@ -308,6 +339,8 @@ impl Store {
             last_tx: recovered.last_tx,
             state: recovered.state,
             failed: None,
+            rotation_deferred: false,
+            checkpoints: 0,
         };
         if recovered.replayed > 0 {
             tracing::info!(
@@ -344,6 +377,12 @@ impl Store {
     /// The metadata as of the last checkpoint.
     pub fn meta(&self) -> &Meta {
         &self.meta
+    }
+
+    /// How many checkpoints this store has written since it was opened (a checkpoint costs
+    /// several fsyncs under the store lock; PR-24 keeps full backups from multiplying them).
+    pub fn checkpoints_written(&self) -> u64 {
+        self.checkpoints
     }
 
     /// Commits `ops` as one transaction: validated against the current records, logged and
@@ -467,19 +506,51 @@ impl Store {
 
         let threshold = self.options.log_rotation_threshold;
         if threshold > 0 && self.log.end > threshold {
-            // The transaction is durable and applied whatever happens here: it stands. A failed
-            // rotation stops further commits until the store is reopened (LOG-9).
-            if let Err(e) = self.rotate() {
+            // The transaction is durable and applied whatever happens here: it stands.
+            self.rotate_after_commit();
+        }
+        Ok(())
+    }
+
+    /// Rotates after a commit took the active file past the threshold (LOG-8). A shortage that
+    /// can pass defers the rotation to the next commit (LOG-11); any other failure stops further
+    /// commits until the store is reopened (LOG-9).
+    fn rotate_after_commit(&mut self) {
+        match self.try_rotate() {
+            Ok(()) => {
+                if self.rotation_deferred {
+                    self.rotation_deferred = false;
+                    tracing::info!(
+                        "rotated the logical log to log file {}, which an earlier shortage had deferred",
+                        self.log.version
+                    );
+                }
+            }
+            Err(RotationFailure::Passing(e)) => {
+                if !self.rotation_deferred {
+                    tracing::warn!(
+                        "could not rotate the logical log ({e}); log file {} grows past the rotation threshold, and the rotation is tried again after the next commit",
+                        self.log.version
+                    );
+                }
+                self.rotation_deferred = true;
+            }
+            Err(RotationFailure::Fatal(e)) => {
                 tracing::error!("log rotation failed ({e}); refusing further commits");
                 self.failed = Some(format!("log rotation failed: {e}"));
             }
         }
-        Ok(())
     }
 
     /// Starts a new log file and checkpoints into it (LOG-8): the header is synced and the
     /// directory entry made durable before any commit lands in the new file.
     pub fn rotate(&mut self) -> Result<(), StoreError> {
+        self.try_rotate()
+            .map_err(|(RotationFailure::Passing(e) | RotationFailure::Fatal(e))| e)
+    }
+
+    /// [`Store::rotate`], saying whether a failure leaves the store sound to go on (LOG-11).
+    fn try_rotate(&mut self) -> Result<(), RotationFailure> {
         let version = self.log.version + 1;
         let path = log::log_path(&self.dir, version);
         let header = LogHeader {
@@ -487,16 +558,43 @@ impl Store {
             prev_last_tx: self.last_tx,
             prev_digest: self.state.digest,
         };
-        let file = create_log_file(&*self.fs, &path, &header)?;
-        self.fs
-            .sync_dir(&self.dir)
-            .map_err(|e| StoreError::io("syncing the store directory", e))?;
+        let file = self
+            .fs
+            .open(&path, OpenMode::CreateTruncate)
+            .map_err(|e| RotationFailure::of(format!("creating {}", path.display()), e))?;
+        let made = file
+            .write_all_at(&header.encode(), 0)
+            .and_then(|()| file.sync())
+            .map_err(|e| (format!("writing {}", path.display()), e))
+            .and_then(|()| {
+                self.fs
+                    .sync_dir(&self.dir)
+                    .map_err(|e| ("syncing the store directory".to_string(), e))
+            });
+        if let Err((context, e)) = made {
+            // The file never becomes the active one. Emptied, whatever of it is durable reads
+            // after a crash as a rotation that crashed before its header (RC-5), never as a file
+            // whose header disagrees with the commits that go on in the current one.
+            let emptied = file.set_len(0).and_then(|()| file.sync()).is_ok();
+            drop(file);
+            let _ = self.fs.remove_file(&path);
+            return Err(match RotationFailure::of(context, e) {
+                RotationFailure::Passing(e) if !emptied => RotationFailure::Fatal(e),
+                failure => failure,
+            });
+        }
         self.log = ActiveLog {
             version,
             file,
             end: HEADER_SIZE,
         };
-        self.checkpoint()
+        // A failed fsync of the record files is never retried: the kernel may have dropped the
+        // pages it could not write (LOG-9).
+        self.files.sync_all().map_err(RotationFailure::Fatal)?;
+        // Without the new metadata the previous checkpoint stands: recovery replays from it,
+        // through the old file into the new one.
+        self.record_checkpoint()
+            .map_err(|e| RotationFailure::of("writing neostore.meta".to_string(), e))
     }
 
     /// Flushes the record files and records in the metadata that every tx up to the last
@@ -509,11 +607,18 @@ impl Store {
             return Err(StoreError::Failed(why.clone()));
         }
         self.files.sync_all()?;
+        self.record_checkpoint()
+            .map_err(|e| StoreError::io("writing neostore.meta", e))
+    }
+
+    /// Writes the metadata of a checkpoint at the last committed tx, the record files being
+    /// synced, then prunes what retention allows.
+    fn record_checkpoint(&mut self) -> std::io::Result<()> {
         let mut meta = self.meta.clone();
         meta.checkpoint = Checkpoint::at(self.last_tx, self.log.version, self.log.end, &self.state);
-        meta.write(&*self.fs, &self.dir)
-            .map_err(|e| StoreError::io("writing neostore.meta", e))?;
+        meta.write(&*self.fs, &self.dir)?;
         self.meta = meta;
+        self.checkpoints += 1;
         // Only now, with the new checkpoint durable, may files the old one needed go (RET-13).
         if let Err(e) = self.prune_logs() {
             tracing::warn!("pruning logical logs failed ({e}); retrying at the next checkpoint");
@@ -524,6 +629,19 @@ impl Store {
             "checkpoint"
         );
         Ok(())
+    }
+
+    /// Makes sure the last checkpoint covers tx `tx`, checkpointing only when it does not: a full
+    /// backup needs a checkpoint at or after the last tx committed before it asked, and any later
+    /// one serves (PR-24). A failed store refuses, as [`Store::checkpoint`] does (LOG-9).
+    pub fn checkpoint_covering(&mut self, tx: u64) -> Result<(), StoreError> {
+        if let Some(why) = &self.failed {
+            return Err(StoreError::Failed(why.clone()));
+        }
+        if self.meta.checkpoint.last_tx >= tx {
+            return Ok(());
+        }
+        self.checkpoint()
     }
 
     /// Checkpoints and releases the store (a clean shutdown).

@@ -43,6 +43,7 @@ impl TestServer {
             store_dir: store.to_path_buf(),
             config,
             create_random: 99,
+            http: online_backup::server::http::HttpLimits::default(),
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel();

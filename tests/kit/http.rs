@@ -110,6 +110,21 @@ pub async fn exchange<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
+    let bytes = request_bytes(host, method, path, body);
+    let sent = async {
+        stream.write_all(&bytes).await?;
+        stream.flush().await
+    }
+    .await;
+    read_answer(stream).await.map_err(|unparsed| match sent {
+        Err(e) => e,
+        Ok(()) => unparsed,
+    })
+}
+
+/// The bytes of one request with `Connection: close`, as [`exchange`] sends them: a test that
+/// must hold a request half-sent writes a prefix of them, and the rest later (or never).
+pub fn request_bytes(host: &str, method: &str, path: &str, body: &[u8]) -> Vec<u8> {
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -120,11 +135,15 @@ where
     head.push_str("\r\n");
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(body);
-    let sent = async {
-        stream.write_all(&bytes).await?;
-        stream.flush().await
-    }
-    .await;
+    bytes
+}
+
+/// Reads an answer to the end of the stream and parses it; a read error counts only when no
+/// whole answer came before it.
+pub async fn read_answer<S>(stream: &mut S) -> io::Result<Answer>
+where
+    S: AsyncRead + Unpin + ?Sized,
+{
     let mut raw = Vec::new();
     let mut chunk = [0u8; 8192];
     let received = loop {
@@ -134,9 +153,9 @@ where
             Err(e) => break Err(e),
         }
     };
-    parse_answer(&raw).map_err(|unparsed| match (sent, received) {
-        (Err(e), _) | (_, Err(e)) => e,
-        (Ok(()), Ok(())) => unparsed,
+    parse_answer(&raw).map_err(|unparsed| match received {
+        Err(e) => e,
+        Ok(()) => unparsed,
     })
 }
 

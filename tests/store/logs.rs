@@ -558,3 +558,116 @@ fn log_7_every_outcome_of_reading_an_entry() {
         );
     }
 }
+
+// LOG-11: a rotation that fails for a shortage that can pass (no descriptor for the new file,
+// no space to sync the directory) leaves the store committing into the active file, and is
+// done after the first commit once the shortage passed. A new file it created is emptied and
+// removed, or at least emptied when it cannot be removed, so that a crash then reopens cleanly
+// (RC-5) with every commit. Any other failure still stops the store (LOG-9). Before, every
+// failed rotation stopped the store until a restart.
+#[test]
+fn log_11_a_passing_shortage_defers_rotation() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use support::faulty::{Faulty, Files};
+    let opts = StoreOptions {
+        log_rotation_threshold: 1024,
+        ..StoreOptions::default()
+    };
+    let commit = |store: &mut Store, i: i64| {
+        store.commit(&[Op::CreateNode {
+            labels: vec![],
+            props: props(&[("pad", Value::String(format!("{i}{}", "p".repeat(600))))]),
+        }])
+    };
+    // The shortage: no descriptor for the new file, no space to sync the directory, the
+    // latter with the stale file's removal refused as well.
+    let shortages = [
+        Faulty {
+            fail_opens: Some((Files::named(".db.1"), libc::EMFILE)),
+            ..Default::default()
+        },
+        Faulty {
+            fail_dir_syncs: Some(libc::ENOSPC),
+            ..Default::default()
+        },
+        Faulty {
+            fail_dir_syncs: Some(libc::ENOSPC),
+            fail_removals: Some(Files::named(".db.1")),
+            ..Default::default()
+        },
+    ];
+    for (case, faulty) in shortages.into_iter().enumerate() {
+        let dir = scratch();
+        let armed = Arc::new(AtomicBool::new(false));
+        let faulty = Faulty {
+            armed: armed.clone(),
+            ..faulty
+        };
+        let mut store = Store::create(
+            Arc::new(faulty),
+            clock(),
+            dir.path(),
+            &opts,
+            FormatVersion::CURRENT,
+            1,
+        )
+        .unwrap();
+        commit(&mut store, 0).unwrap();
+        armed.store(true, Ordering::SeqCst);
+        for i in 1..6 {
+            commit(&mut store, i)
+                .unwrap_or_else(|e| panic!("LOG-11: case {case}: commit {i} refused: {e}"));
+        }
+        let file_1 = log_path(dir.path(), 1);
+        assert!(
+            std::fs::metadata(&file_1).map_or(true, |m| m.len() == 0),
+            "LOG-11: case {case}: a file of a failed rotation is emptied"
+        );
+        if case == 2 {
+            // A crash now: the empty file reads as a rotation that crashed (RC-5).
+            let last = store.status();
+            drop(store);
+            let reopened = Store::open(fs(), clock(), dir.path(), &opts)
+                .unwrap_or_else(|e| panic!("LOG-11: case {case}: reopening: {e}"));
+            assert_eq!(reopened.status(), last, "LOG-11: case {case}");
+            continue;
+        }
+        armed.store(false, Ordering::SeqCst);
+        commit(&mut store, 6).unwrap();
+        assert_eq!(
+            list_log_versions(&*fs(), dir.path()).unwrap(),
+            vec![0, 1],
+            "LOG-11: case {case}: the deferred rotation happened once the shortage passed"
+        );
+        let last = store.status();
+        drop(store);
+        let reopened = Store::open(fs(), clock(), dir.path(), &opts).unwrap();
+        assert_eq!(reopened.status(), last, "LOG-11: case {case}");
+    }
+
+    // Another failure (an I/O error syncing the directory) stops the store, as before.
+    let dir = scratch();
+    let armed = Arc::new(AtomicBool::new(false));
+    let failing = Faulty {
+        armed: armed.clone(),
+        fail_dir_syncs: Some(libc::EIO),
+        ..Default::default()
+    };
+    let mut store = Store::create(
+        Arc::new(failing),
+        clock(),
+        dir.path(),
+        &opts,
+        FormatVersion::CURRENT,
+        1,
+    )
+    .unwrap();
+    armed.store(true, Ordering::SeqCst);
+    commit(&mut store, 0).unwrap();
+    commit(&mut store, 1).expect("the commit that triggers the rotation stands");
+    assert!(
+        matches!(commit(&mut store, 2), Err(StoreError::Failed(_))),
+        "LOG-9, LOG-11: an I/O error in a rotation stops the store"
+    );
+}

@@ -6,7 +6,9 @@
 //! - `forget_overwrites`: a write over bytes the file already has is acknowledged and dropped,
 //!   writes that extend the file are kept (a disk that loses overwrites without saying so);
 //! - `fail_removals`: removing the file fails; every removal that succeeds is recorded in order;
-//! - `free`: the free space reported, whatever the disk has (a full disk without mounting one).
+//! - `free`: the free space reported, whatever the disk has (a full disk without mounting one);
+//! - `fail_opens`: opening the file fails with the given OS error (`EMFILE`: out of descriptors);
+//! - `fail_dir_syncs`: syncing any directory fails with the given OS error.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +45,8 @@ pub struct Faulty {
     pub forget_overwrites: Option<Files>,
     pub fail_removals: Option<Files>,
     pub free: Option<u64>,
+    pub fail_opens: Option<(Files, i32)>,
+    pub fail_dir_syncs: Option<i32>,
     pub removed: Arc<Mutex<Vec<String>>>,
 }
 
@@ -82,6 +86,11 @@ impl FileHandle for FaultyFile {
 impl Fs for Faulty {
     fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Box<dyn FileHandle>> {
         let selects = |f: &Option<Files>| f.as_ref().is_some_and(|f| f.select(path));
+        if let Some((files, errno)) = &self.fail_opens {
+            if files.select(path) && self.armed.load(Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(*errno));
+            }
+        }
         Ok(Box::new(FaultyFile {
             inner: OsFs.open(path, mode)?,
             fail: selects(&self.fail_writes),
@@ -115,6 +124,11 @@ impl Fs for Faulty {
         OsFs.remove_dir_all(path)
     }
     fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(errno) = self.fail_dir_syncs {
+            if self.armed.load(Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(errno));
+            }
+        }
         OsFs.sync_dir(path)
     }
     fn lock_dir(&self, dir: &Path) -> std::io::Result<Box<dyn LockGuard>> {

@@ -136,6 +136,69 @@ impl ServerProcess {
         request(&self.http, "POST", path, body.as_bytes())
     }
 
+    /// What the server wrote on stdout so far (its address lines, `neo4j: stopped cleanly`).
+    pub fn stdout(&self) -> String {
+        text(&self.stdout)
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn sigterm(&self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    }
+
+    /// Waits at most `limit` for the process to exit; its exit code (`None` for a signal), or
+    /// `Err(())` when it is still running then.
+    pub fn wait_exit_within(&mut self, limit: Duration) -> Result<Option<i32>, ()> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // The process is gone: its pipes are closed, so the drains finish.
+                for d in self.drains.drain(..) {
+                    d.join().unwrap();
+                }
+                return Ok(status.code());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Lowers the process's limit of open file descriptors (soft and hard) to `n`, with
+    /// `prlimit(1)` on the running process.
+    pub fn limit_open_files(&self, n: u64) {
+        let out = Command::new("prlimit")
+            .arg(format!("--pid={}", self.child.id()))
+            .arg(format!("--nofile={n}:{n}"))
+            .output()
+            .expect("prlimit(1) (util-linux) runs");
+        assert!(
+            out.status.success(),
+            "prlimit failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The process's peak resident memory so far (`VmHWM` of /proc/<pid>/status), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc/<pid>/status of the server");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmHWM line in /proc/<pid>/status")
+    }
+
+    /// How many file descriptors the process has open (the entries of /proc/<pid>/fd).
+    pub fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
     /// SIGTERM, then waits for the exit code.
     pub fn terminate(mut self) -> Option<i32> {
         let pid = self.child.id().to_string();
