@@ -219,6 +219,7 @@ async fn perform(h: &HostCtx, shared: &Arc<Mutex<Shared>>, job: Job) -> turmoil:
                 verify: job.verify,
                 timeout: job.timeout,
                 max_rate: None,
+                tls: None,
             };
             let mut lines = Lines::default();
             let outcome = client::run(env, &options, &mut lines).await;

@@ -124,6 +124,7 @@ impl SimWorld {
             net: Arc::new(self.net(name)),
             clock: Arc::new(self.clock()),
             blocking: Arc::new(Inline),
+            crypto: Arc::new(online_backup::io::os::crypto()),
         }
     }
 

@@ -52,6 +52,7 @@ fn backup_options(addr: &str, target: &Path, mode: client::Mode) -> client::Back
         verify: client::Verify::Default,
         timeout: Duration::from_secs(30),
         max_rate: None,
+        tls: None,
     }
 }
 
