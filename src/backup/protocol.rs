@@ -26,6 +26,10 @@ pub const CHUNK_SIZE: usize = 1 << 20;
 pub const MAX_FRAME: u32 = MAX_ENTRY + 1;
 /// The longest file name a file-start frame may carry.
 const MAX_NAME: usize = 255;
+/// The largest frame a client ever sends: a hello (13 bytes) or a request (at most 61). The
+/// service reads client frames with this bound, so an unauthenticated peer cannot make it
+/// allocate more (PR-22).
+pub const MAX_CLIENT_FRAME: u32 = 256;
 /// The largest first answer a server sends (a welcome, or a refusal with one sentence): the
 /// bound a client reads the first frame with (PR-21).
 pub const MAX_FIRST_ANSWER: u32 = 4096;
@@ -494,11 +498,24 @@ pub async fn read_message<R: AsyncRead + Unpin + ?Sized>(
 pub async fn read_message_sized<R: AsyncRead + Unpin + ?Sized>(
     r: &mut R,
 ) -> Result<(Message, u64), ProtocolError> {
+    read_message_within(r, MAX_FRAME).await
+}
+
+/// Reads one frame whose body is at most `max` bytes, refusing a longer one before allocating
+/// anything (PR-1, PR-22); returns the message and its size on the wire.
+pub async fn read_message_within<R: AsyncRead + Unpin + ?Sized>(
+    r: &mut R,
+    max: u32,
+) -> Result<(Message, u64), ProtocolError> {
     let Some(head) = read_head(r).await? else {
         return Err(ProtocolError::Closed);
     };
-    let len = frame_len(&head, MAX_FRAME)
-        .ok_or_else(|| malformed(&format!("a frame length of {} bytes", head_len(&head))))?;
+    let len = frame_len(&head, max).ok_or_else(|| {
+        malformed(&format!(
+            "a frame length of {} bytes, above the {max} this side accepts",
+            head_len(&head)
+        ))
+    })?;
     read_body(r, &head, len).await
 }
 

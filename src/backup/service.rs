@@ -9,6 +9,7 @@
 //! checkpoint-and-pin step and for reading the status, and the files and logs are read without
 //! it (PR-20).
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,8 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite, BufWriter};
 use tokio::task::JoinSet;
 
 use crate::backup::protocol::{
-    self, read_message, write_message, Message, ProtocolError, Refusal, Request, CHUNK_SIZE,
-    PROTOCOL_VERSION,
+    self, read_message_within, write_message, Message, ProtocolError, Refusal, Request, CHUNK_SIZE,
+    MAX_CLIENT_FRAME, PROTOCOL_VERSION,
 };
 use crate::db::Database;
 use crate::io::{Env, FileHandle, Listener, OpenMode, Stream};
@@ -50,6 +51,10 @@ pub enum ServiceError {
     /// A pinned tx was not in the logs (the pin should have kept it, RET-3).
     #[error("tx {0} left the logs while a backup had it pinned")]
     PinnedTxGone(u64),
+    /// The connection's pin was released for idleness (RET-11): the logs it protected may go,
+    /// so the connection ends (PR-22).
+    #[error("its pin on the logs expired")]
+    PinExpired,
 }
 
 /// What every connection of the service shares.
@@ -61,6 +66,101 @@ pub struct ServiceContext {
     pub pins: Pins,
     /// Filesystem for reading the store's files and logs, clock for pins.
     pub env: Env,
+    /// How long a connection may make no progress, and how many may be open (PR-22, PR-23).
+    pub limits: ServiceLimits,
+}
+
+/// The bounds of the backup service (PR-22, PR-23): what an unauthenticated peer can take.
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceLimits {
+    /// A read or write that makes no progress for this long ends the connection.
+    pub idle: std::time::Duration,
+    /// Backup connections served at once; a connection beyond them is refused with a sentence
+    /// saying so.
+    pub max_connections: usize,
+}
+
+impl Default for ServiceLimits {
+    fn default() -> Self {
+        ServiceLimits {
+            idle: PIN_IDLE_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Backup connections served at once by default (PR-23): a few backups of one store at a time
+/// is plenty; each holds a pin and up to about 2 MiB of buffers.
+pub const MAX_CONNECTIONS: usize = 8;
+
+/// A writer that fails with `TimedOut` when a write or flush makes no progress for `idle`
+/// (PR-22): a client that stops reading holds its connection, its pin and the server's buffers
+/// no longer than that. Progress (any bytes written) starts the wait anew.
+struct Stalling<W> {
+    inner: W,
+    idle: std::time::Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<W> Stalling<W> {
+    fn new(inner: W, idle: std::time::Duration) -> Stalling<W> {
+        Stalling {
+            inner,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+
+    /// `Pending` from the inner writer: an error once the deadline passed.
+    fn stalled(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Error> {
+        self.deadline.as_mut().poll(cx).map(|()| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the client read nothing for {}",
+                    crate::units::duration(self.idle)
+                ),
+            )
+        })
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Stalling<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                this.deadline = Box::pin(tokio::time::sleep(this.idle));
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => this.stalled(cx).map(Err),
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Pending => this.stalled(cx).map(Err),
+            other => other,
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Accepts backup connections forever, serving each in its own task. The server stops the
@@ -68,11 +168,24 @@ pub struct ServiceContext {
 /// running backup connection closes (its client sees that) and its pin is released.
 pub async fn serve(mut listener: Box<dyn Listener>, ctx: ServiceContext) {
     let mut connections = JoinSet::new();
+    // Connections turned away for being one too many, each told so within a second (PR-23).
+    let mut refusals = JoinSet::new();
     loop {
         tokio::select! {
             biased;
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(_) = refusals.join_next(), if !refusals.is_empty() => {}
             accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) if connections.len() >= ctx.limits.max_connections => {
+                    let max = ctx.limits.max_connections;
+                    tracing::warn!(
+                        "refused the backup connection from {peer}: {max} backup connections are open already"
+                    );
+                    // Beyond as many refusals in flight, a connection is dropped unanswered.
+                    if refusals.len() < max {
+                        refusals.spawn(refuse_busy(stream, max));
+                    }
+                }
                 Ok((stream, peer)) => {
                     let ctx = ctx.clone();
                     connections.spawn(async move {
@@ -91,11 +204,29 @@ pub async fn serve(mut listener: Box<dyn Listener>, ctx: ServiceContext) {
     }
 }
 
+/// Tells a connection beyond the limit why it is refused (PR-7 code 6, PR-23), giving up after a
+/// second: the client reports the sentence and exits 1.
+async fn refuse_busy(stream: Box<dyn Stream>, max: usize) {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let refusal = Message::Refused(Refusal::Failed {
+        message: format!(
+            "the server is serving {max} backup connections already, its limit; try again later"
+        ),
+    });
+    let told = async {
+        // The client's hello first, so the refusal is what it reads next rather than a reset.
+        let _ = read_message_within(&mut rd, MAX_CLIENT_FRAME).await;
+        write_message(&mut wr, &refusal).await?;
+        protocol::flush(&mut wr).await
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), told).await;
+}
+
 /// Serves one connection: handshake, then requests until the client closes (PR-4, PR-5).
 pub async fn handle(stream: Box<dyn Stream>, ctx: &ServiceContext) -> Result<(), ServiceError> {
     let (mut rd, wr) = tokio::io::split(stream);
-    let mut w = BufWriter::with_capacity(CHUNK_SIZE + 64, wr);
-    match read_idle(&mut rd).await? {
+    let mut w = BufWriter::with_capacity(CHUNK_SIZE + 64, Stalling::new(wr, ctx.limits.idle));
+    match read_idle(&mut rd, ctx.limits.idle).await? {
         Message::Hello { version } if version == PROTOCOL_VERSION => {}
         Message::Hello { .. } => {
             // PR-3: another protocol version is refused with ours, so the client can say so.
@@ -142,7 +273,7 @@ pub async fn handle(stream: Box<dyn Stream>, ctx: &ServiceContext) -> Result<(),
     send(&mut w, &welcome).await?;
     protocol::flush(&mut w).await?;
     loop {
-        let request = match read_idle(&mut rd).await {
+        let request = match read_idle(&mut rd, ctx.limits.idle).await {
             Ok(Message::Request(r)) => r,
             Ok(other) => return Err(ServiceError::Unexpected(other.name())),
             Err(ServiceError::Protocol(ProtocolError::Closed)) => return Ok(()),
@@ -165,12 +296,15 @@ pub async fn handle(stream: Box<dyn Stream>, ctx: &ServiceContext) -> Result<(),
     }
 }
 
-/// Reads the next client message, giving up after the pin idle timeout (a silent client would
-/// otherwise hold its connection forever).
-async fn read_idle<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Message, ServiceError> {
-    match tokio::time::timeout(PIN_IDLE_TIMEOUT, read_message(rd)).await {
-        Ok(r) => Ok(r?),
-        Err(_) => Err(ServiceError::Idle(PIN_IDLE_TIMEOUT)),
+/// Reads the next client message, bounded by what a client can legitimately send (PR-22), giving
+/// up after the idle timeout (a silent client would otherwise hold its connection forever).
+async fn read_idle<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    idle: std::time::Duration,
+) -> Result<Message, ServiceError> {
+    match tokio::time::timeout(idle, read_message_within(rd, MAX_CLIENT_FRAME)).await {
+        Ok(r) => Ok(r?.0),
+        Err(_) => Err(ServiceError::Idle(idle)),
     }
 }
 
@@ -285,6 +419,9 @@ async fn send_file<W: AsyncWrite + Unpin>(
         protocol::write_chunk(w, &buf[..want]).await?;
         at += want as u64;
         pin.touch(ctx.env.clock.now_millis());
+        if !pin.is_live() {
+            return Err(ServiceError::PinExpired);
+        }
     }
     send(w, &Message::FileEnd { crc }).await?;
     Ok(())
@@ -346,6 +483,9 @@ async fn send_entries<W: AsyncWrite + Unpin>(
             send(w, &Message::Tx(Box::new(entry))).await?;
             if tx % PIN_ADVANCE_EVERY == 0 {
                 pin.advance(tx + 1, ctx.env.clock.now_millis());
+                if !pin.is_live() {
+                    return Err(ServiceError::PinExpired);
+                }
             }
         }
     }

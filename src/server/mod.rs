@@ -193,6 +193,7 @@ pub async fn run(
                 db: db.clone(),
                 pins: pins.clone(),
                 env: env.clone(),
+                limits: service::ServiceLimits::default(),
             },
         ))
     });

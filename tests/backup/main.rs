@@ -16,6 +16,7 @@ mod directory;
 mod failures;
 mod fallback;
 mod full_incremental;
+mod hostile;
 mod output;
 mod protocol_by_hand;
 mod refusals;

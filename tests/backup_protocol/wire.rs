@@ -335,3 +335,71 @@ async fn pr_18_disabled_service_binds_nothing() {
     assert_eq!(server.bound.backup, None);
     server.stop().await;
 }
+
+// PR-22, RET-11: a client that asks for a full backup and then reads nothing holds its
+// connection, its pin on the logs and the server's buffers only until a write has made no
+// progress for the idle timeout (10 minutes in production; one second here): then the
+// connection closes and the pin goes. Before, both stayed forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pr_22_a_client_that_stops_reading_is_dropped_with_its_pin() {
+    use online_backup::backup::service::{serve, ServiceContext, ServiceLimits};
+    use online_backup::db::Database;
+    use online_backup::retention::Pins;
+    use online_backup::store::{Store, StoreOptions};
+    let dir = support::scratch();
+    let store_dir = dir.path().join("db");
+    generate_big(&store_dir);
+    let env = Env::os();
+    let pins = Pins::new();
+    let store = Store::open(
+        env.fs.clone(),
+        env.clock.clone(),
+        &store_dir,
+        &StoreOptions {
+            pins: pins.clone(),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let listener = env.net.bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let service = tokio::spawn(serve(
+        listener,
+        ServiceContext {
+            db: Database::new(store, env.blocking.clone()),
+            pins: pins.clone(),
+            env: env.clone(),
+            limits: ServiceLimits {
+                idle: Duration::from_secs(1),
+                ..ServiceLimits::default()
+            },
+        },
+    ));
+    let (mut client, _) = Client::connect(&addr).await;
+    client.send(&Message::Request(Request::Full)).await;
+    assert!(matches!(client.recv().await, Message::FullStart { .. }));
+    assert_eq!(pins.len(), 1, "PR-10: the full backup holds a pin");
+    // The client reads nothing more: the store is larger than the socket buffers, so the
+    // service's writes stall.
+    let mut waited = 0;
+    while !pins.is_empty() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+        assert!(
+            waited < 100,
+            "PR-22: ten seconds on, the stalled connection still holds its pin"
+        );
+    }
+    // The connection is closed: what the client reads now ends.
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut client.stream, &mut rest),
+    )
+    .await;
+    assert!(
+        ended.is_ok(),
+        "PR-22: the service closed the stalled connection"
+    );
+    service.abort();
+}

@@ -246,11 +246,18 @@ pub(super) async fn connect(
 /// welcome (PR-21), so a port that speaks something else is named as such (BK-48) instead of
 /// being read as a huge frame.
 pub(super) async fn handshake(conn: &mut Conn) -> Result<ServerInfo, BackupError> {
-    conn.send(&Message::Hello {
-        version: PROTOCOL_VERSION,
-    })
-    .await?;
-    match conn.recv_first("the server's welcome").await? {
+    // A server that refuses at once (too many connections, PR-23) may close before it reads
+    // the hello: its answer, if it sent one, says more than the failed write.
+    let sent = conn
+        .send(&Message::Hello {
+            version: PROTOCOL_VERSION,
+        })
+        .await;
+    let first = match (sent, conn.recv_first("the server's welcome").await) {
+        (_, Ok(first)) => first,
+        (Err(e), Err(_)) | (Ok(()), Err(e)) => return Err(e),
+    };
+    match first {
         Message::Welcome {
             version,
             store_id,
