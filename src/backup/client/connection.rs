@@ -255,6 +255,8 @@ pub(super) async fn handshake(conn: &mut Conn) -> Result<ServerInfo, BackupError
         .await;
     let first = match (sent, conn.recv_first("the server's welcome").await) {
         (_, Ok(first)) => first,
+        // A refusal told by TLS (an alert read after the failed write) says why (SEC-11).
+        (_, Err(e @ (BackupError::Tls(_) | BackupError::TlsRequired { .. }))) => return Err(e),
         (Err(e), Err(_)) | (Ok(()), Err(e)) => return Err(e),
     };
     match first {

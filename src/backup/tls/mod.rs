@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::client::{Resumption, WebPkiServerVerifier};
@@ -47,6 +47,11 @@ pub use why::{failure_of, TlsFailure, Why};
 
 /// The largest PEM file read (a chain of a few certificates is a few KiB).
 const PEM_LIMIT: u64 = 1 << 20;
+/// How long a client may take to complete the TLS handshake (SEC-13): a peer that stalls in it
+/// holds one of the service's connections (PR-23) no longer than this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a refused client's bytes are read and dropped after the alert, at most.
+const LINGER: Duration = Duration::from_secs(2);
 /// The first byte of a TLS record carrying a handshake message: how a plaintext service
 /// recognizes a TLS client (SEC-8). A backup hello frame starts with its length, 13.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -220,6 +225,7 @@ pub struct ServerTls {
     identity: Arc<SingleCertAndKey>,
     verifier: Arc<dyn ClientCertVerifier>,
     allowed: Arc<Vec<String>>,
+    handshake_timeout: Duration,
 }
 
 impl ServerTls {
@@ -242,10 +248,17 @@ impl ServerTls {
             identity: Arc::new(SingleCertAndKey::from(identity)),
             verifier,
             allowed: Arc::new(settings.allowed_clients.clone()),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
         };
         // Building one configuration checks that the key suits TLS 1.3 with this provider.
         server.connection_config(Arc::default())?;
         Ok(server)
+    }
+
+    /// The same, with another handshake timeout than [`HANDSHAKE_TIMEOUT`] (for tests).
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> ServerTls {
+        self.handshake_timeout = timeout;
+        self
     }
 
     /// The configuration of one connection: its verifier records the names of the certificate
@@ -280,15 +293,21 @@ impl ServerTls {
         match self.connection_config(seen.clone()) {
             Ok(config) => Box::new(ServerStream {
                 state: State::Handshake(Box::new(
-                    tokio_rustls::TlsAcceptor::from(config).accept(inner),
+                    tokio_rustls::TlsAcceptor::from(config)
+                        .accept(inner)
+                        .into_fallible(),
                 )),
                 peer,
                 seen,
+                deadline: Box::pin(tokio::time::sleep(self.handshake_timeout)),
+                timeout: self.handshake_timeout,
             }),
             Err(e) => Box::new(ServerStream {
                 state: State::Failed(format!("the TLS configuration failed: {e}")),
                 peer,
                 seen,
+                deadline: Box::pin(tokio::time::sleep(self.handshake_timeout)),
+                timeout: self.handshake_timeout,
             }),
         }
     }
@@ -361,8 +380,17 @@ impl ClientCertVerifier for AllowList {
 }
 
 enum State {
-    Handshake(Box<tokio_rustls::Accept<Box<dyn Stream>>>),
+    Handshake(Box<tokio_rustls::FallibleAccept<Box<dyn Stream>>>),
     Ready(Box<tokio_rustls::server::TlsStream<Box<dyn Stream>>>),
+    /// The handshake was refused and the alert sent: what the client sends is read and dropped
+    /// until it closes, or for [`LINGER`] at most, so that its hello (sent before it learns of
+    /// the refusal, in TLS 1.3) does not make this side's close a reset that destroys the alert
+    /// before the client reads it (SEC-11).
+    Lingering {
+        io: Box<dyn Stream>,
+        why: String,
+        until: Pin<Box<tokio::time::Sleep>>,
+    },
     /// The handshake was refused; every later read or write fails with this sentence.
     Failed(String),
 }
@@ -372,6 +400,9 @@ struct ServerStream {
     state: State,
     peer: SocketAddr,
     seen: Arc<Mutex<Option<Vec<Name>>>>,
+    /// When the handshake must be done by (SEC-13).
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
 }
 
 impl fmt::Debug for ServerStream {
@@ -379,41 +410,93 @@ impl fmt::Debug for ServerStream {
         let state = match &self.state {
             State::Handshake(_) => "handshake",
             State::Ready(_) => "ready",
+            State::Lingering { .. } => "refused",
             State::Failed(_) => "failed",
         };
         write!(f, "ServerStream({}, {state})", self.peer)
     }
 }
 
+/// Why TLS refused a connection, carried inside the `io::Error` of the service's reads: the TLS
+/// layer logs the refusal itself (SEC-6), so the service need not log it again.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(String);
+
 fn refused(why: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::PermissionDenied, why.to_string())
+    io::Error::new(io::ErrorKind::PermissionDenied, Refused(why.to_string()))
+}
+
+/// Whether `e` is a connection refused by TLS, already logged with the peer and why (SEC-6).
+pub fn is_refusal(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Refused>())
 }
 
 impl ServerStream {
     /// Drives the handshake to its end; `Ok` once the TLS stream is ready.
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let State::Handshake(accept) = &mut self.state else {
-            return Poll::Ready(match &self.state {
-                State::Failed(why) => Err(refused(why)),
-                _ => Ok(()),
-            });
-        };
-        match ready!(Pin::new(&mut **accept).poll(cx)) {
-            Ok(tls) => {
-                let names = self.seen.lock().unwrap().take().unwrap_or_default();
-                tracing::info!(
-                    "the backup client at {} presented a certificate accepted for {}",
-                    self.peer,
-                    names::shown(&names)
-                );
-                self.state = State::Ready(Box::new(tls));
-                Poll::Ready(Ok(()))
-            }
-            Err(e) => {
-                let names = self.seen.lock().unwrap().take();
-                let why = format!("TLS refused it: {}", why::server_side(&e, names.as_deref()));
-                self.state = State::Failed(why.clone());
-                Poll::Ready(Err(refused(&why)))
+        loop {
+            match &mut self.state {
+                State::Ready(_) => return Poll::Ready(Ok(())),
+                State::Failed(why) => return Poll::Ready(Err(refused(why))),
+                State::Lingering { io, why, until } => {
+                    let mut scratch = [0u8; 1024];
+                    loop {
+                        let mut buf = ReadBuf::new(&mut scratch);
+                        match Pin::new(&mut *io).poll_read(cx, &mut buf) {
+                            Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                            Poll::Ready(_) => break,
+                            Poll::Pending => {
+                                ready!(until.as_mut().poll(cx));
+                                break;
+                            }
+                        }
+                    }
+                    let why = std::mem::take(why);
+                    self.state = State::Failed(why);
+                }
+                State::Handshake(accept) => {
+                    let done = match Pin::new(&mut **accept).poll(cx) {
+                        Poll::Ready(done) => done,
+                        Poll::Pending => {
+                            ready!(self.deadline.as_mut().poll(cx));
+                            let why = format!(
+                                "it did not complete the TLS handshake within {}",
+                                crate::units::duration(self.timeout)
+                            );
+                            tracing::warn!(
+                                "refused the backup connection from {}: {why}",
+                                self.peer
+                            );
+                            self.state = State::Failed(why.clone());
+                            return Poll::Ready(Err(refused(&why)));
+                        }
+                    };
+                    match done {
+                        Ok(tls) => {
+                            let names = self.seen.lock().unwrap().take().unwrap_or_default();
+                            tracing::info!(
+                                "the backup client at {} presented a certificate accepted for {}",
+                                self.peer,
+                                names::shown(&names)
+                            );
+                            self.state = State::Ready(Box::new(tls));
+                        }
+                        Err((e, io)) => {
+                            let names = self.seen.lock().unwrap().take();
+                            let why = why::server_side(&e, names.as_deref());
+                            tracing::warn!(
+                                "refused the backup connection from {}: {why}",
+                                self.peer
+                            );
+                            self.state = State::Lingering {
+                                io,
+                                why,
+                                until: Box::pin(tokio::time::sleep(LINGER)),
+                            };
+                        }
+                    }
+                }
             }
         }
     }
@@ -479,6 +562,7 @@ impl AsyncWrite for ServerStream {
 #[derive(Debug)]
 struct PlainStream {
     inner: Box<dyn Stream>,
+    peer: SocketAddr,
     sniffed: bool,
 }
 
@@ -496,11 +580,11 @@ impl AsyncRead for PlainStream {
         if let Some(&first) = buf.filled().get(before) {
             self.sniffed = true;
             if first == TLS_HANDSHAKE_RECORD {
-                return Poll::Ready(Err(refused(
-                    "it began a TLS handshake, but this backup service does not use TLS \
-                     (online_backup_tls_cert is not set): run neo4j-backup without --tls-ca, \
-                     --tls-cert and --tls-key, or configure TLS",
-                )));
+                let why = "it began a TLS handshake, but this backup service does not use TLS \
+                           (online_backup_tls_cert is not set): run neo4j-backup without \
+                           --tls-ca, --tls-cert and --tls-key, or configure TLS";
+                tracing::warn!("refused the backup connection from {}: {why}", self.peer);
+                return Poll::Ready(Err(refused(why)));
             }
         }
         Poll::Ready(Ok(()))
@@ -553,6 +637,7 @@ impl Listener for SecureListener {
                 Some(tls) => tls.stream(stream, peer),
                 None => Box::new(PlainStream {
                     inner: stream,
+                    peer,
                     sniffed: false,
                 }),
             };
@@ -586,8 +671,8 @@ pub fn listener(
         None if !bound.ip().is_loopback() => tracing::warn!(
             "the backup service on {bound} has no TLS and listens beyond this machine: anyone \
              who can reach the port can copy the whole database; set online_backup_tls_cert, \
-             online_backup_tls_key and online_backup_tls_client_ca (and \
-             online_backup_require_tls=true)"
+             online_backup_tls_key and online_backup_tls_client_ca, and \
+             online_backup_require_tls to true so that the server never starts without them"
         ),
         None => {}
     }

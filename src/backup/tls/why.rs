@@ -273,7 +273,11 @@ impl ClientView {
                         if presented.is_empty() {
                             "nothing".to_string()
                         } else {
-                            presented.join(", ")
+                            presented
+                                .iter()
+                                .map(|n| presented_name(n))
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         }
                     ),
                 ),
@@ -351,7 +355,38 @@ impl ClientView {
     }
 }
 
+/// A name of a certificate as rustls-webpki reports one that did not match
+/// (`DnsName("a.example")`, `IpAddress(10.0.0.1)`), as a person reads it: `DNS a.example`,
+/// `IP 10.0.0.1`; any other form as it is.
+fn presented_name(n: &str) -> String {
+    if let Some(dns) = n
+        .strip_prefix("DnsName(\"")
+        .and_then(|r| r.strip_suffix("\")"))
+    {
+        format!("DNS {dns}")
+    } else if let Some(ip) = n
+        .strip_prefix("IpAddress(")
+        .and_then(|r| r.strip_suffix(')'))
+    {
+        format!("IP {ip}")
+    } else {
+        n.to_string()
+    }
+}
+
 /// The [`TlsFailure`] an I/O error of a client's TLS stream carries, if it carries one.
 pub fn failure_of(e: &io::Error) -> Option<TlsFailure> {
     e.get_ref()?.downcast_ref::<TlsFailure>().cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presented_names_read_as_a_person_writes_them() {
+        assert_eq!(presented_name("DnsName(\"a.example\")"), "DNS a.example");
+        assert_eq!(presented_name("IpAddress(10.0.0.1)"), "IP 10.0.0.1");
+        assert_eq!(presented_name("DirectoryName"), "DirectoryName");
+    }
 }
