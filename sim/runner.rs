@@ -296,7 +296,7 @@ pub fn run_with(
             let mut ctx = ScenarioCtx {
                 seed,
                 sim: builder.build(),
-                world: SimWorld::new(trace.clone(), epoch(), scenario.disk),
+                world: SimWorld::new(trace.clone(), epoch(), scenario.disk, seed),
                 rng: StdRng::seed_from_u64(seed ^ SCENARIO_RNG_SALT),
                 hosts: Vec::new(),
             };

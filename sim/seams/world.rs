@@ -13,6 +13,7 @@ use online_backup::io::Env;
 
 use super::blocking::Inline;
 use super::clock::SimClock;
+use super::crypto::seeded_provider;
 use super::fs::{FsState, SimFs};
 use super::net::SimNet;
 use crate::trace::Trace;
@@ -57,6 +58,8 @@ struct WorldInner {
     disk: DiskConfig,
     clock_offset_ms: Arc<AtomicU64>,
     hosts: Mutex<BTreeMap<String, Arc<HostShared>>>,
+    /// TLS's cryptography, its randomness from the seed (IO-11).
+    crypto: Arc<rustls::crypto::CryptoProvider>,
 }
 
 impl fmt::Debug for SimWorld {
@@ -69,13 +72,14 @@ impl fmt::Debug for SimWorld {
 }
 
 impl SimWorld {
-    pub fn new(trace: Trace, epoch: SystemTime, disk: DiskConfig) -> SimWorld {
+    pub fn new(trace: Trace, epoch: SystemTime, disk: DiskConfig, seed: u64) -> SimWorld {
         SimWorld(Arc::new(WorldInner {
             trace,
             epoch,
             disk,
             clock_offset_ms: Arc::new(AtomicU64::new(0)),
             hosts: Mutex::new(BTreeMap::new()),
+            crypto: seeded_provider(seed),
         }))
     }
 
@@ -124,7 +128,7 @@ impl SimWorld {
             net: Arc::new(self.net(name)),
             clock: Arc::new(self.clock()),
             blocking: Arc::new(Inline),
-            crypto: Arc::new(online_backup::io::os::crypto()),
+            crypto: self.0.crypto.clone(),
         }
     }
 

@@ -53,7 +53,7 @@ pub enum ServerError {
     },
     #[error("the HTTP server failed: {0}")]
     Http(io::Error),
-    /// The backup port's TLS files cannot be used (SEC-1).
+    /// The backup port's TLS files cannot be used (SEC-2).
     #[error("{0}")]
     Tls(#[from] TlsSetupError),
 }

@@ -230,7 +230,7 @@ pub struct ServerTls {
 
 impl ServerTls {
     /// Reads the three files through the `Fs` seam and builds the configuration; any problem
-    /// is one sentence naming the key and the file (SEC-1).
+    /// is one sentence naming the key and the file (SEC-2).
     pub fn load(env: &Env, settings: &BackupTls) -> Result<ServerTls, TlsSetupError> {
         let identity = load_identity(env, SERVER_NAMES, &settings.cert, &settings.key)?;
         let roots = load_roots(env, SERVER_NAMES.ca, &settings.client_ca)?;
@@ -281,7 +281,7 @@ impl ServerTls {
             })?
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(self.identity.clone());
-        // No resumption: every connection verifies the client's certificate afresh (SEC-2).
+        // No resumption: every connection verifies the client's certificate afresh (SEC-1).
         config.send_tls13_tickets = 0;
         config.session_storage = Arc::new(NoServerSessionStorage {});
         Ok(Arc::new(config))
@@ -516,7 +516,18 @@ impl AsyncRead for ServerStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         ready!(self.poll_handshake(cx))?;
-        Pin::new(self.ready()).poll_read(cx, buf)
+        let r = Pin::new(self.ready()).poll_read(cx, buf);
+        Poll::Ready(plain_eof(ready!(r)))
+    }
+}
+
+/// A peer that closes without TLS's `close_notify` is taken as closing: the backup protocol
+/// delimits its own messages, so a close mid-message is still told apart by the frame reader,
+/// and nothing is lost by not requiring the alert (a client that simply exits sends none).
+fn plain_eof(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(()),
+        other => other,
     }
 }
 
@@ -746,7 +757,7 @@ impl ClientTls {
                 })
             }
         };
-        // No resumption: every run verifies the service's certificate afresh (SEC-2).
+        // No resumption: every run verifies the service's certificate afresh (SEC-1).
         config.resumption = Resumption::disabled();
         Ok(ClientTls {
             config: Arc::new(config),
@@ -816,7 +827,7 @@ impl AsyncRead for ClientStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf).map(plain_eof);
         self.explain(r)
     }
 }
