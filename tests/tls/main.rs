@@ -148,7 +148,7 @@ fn sec_3_a_client_without_a_certificate_is_refused() {
     );
     let log = server.wait_for_stderr("presented no certificate");
     assert!(
-        log.contains(&format!("refused the backup connection from 127.0.0.1:"))
+        log.contains("refused the backup connection from 127.0.0.1:")
             && log.contains(": the client presented no certificate"),
         "SEC-6: {log}"
     );
