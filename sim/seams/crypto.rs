@@ -8,6 +8,9 @@
 //! algorithm (the AEADs, HKDF, signature verification) is ring's and needs no randomness;
 //! signing does for ECDSA and RSA-PSS, which is why the simulations' certificates have Ed25519
 //! keys (`tests/kit/certs.rs`). Not secure, and never used outside `sim/`.
+//!
+//! Owns: the seeded `CryptoProvider` of a run. Must not touch: certificates or the product's TLS
+//! configuration (`backup::tls` builds those over whatever provider `Env::crypto` holds).
 
 use std::fmt;
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,9 @@
 //! The TLS keys of the backup port (CFG-18 .. CFG-20, spec/security.md): the three PEM file
 //! paths, the allow-list of client names, and which keys need which. Pure: the files are read by
 //! the server, through the `Fs` seam, when it starts (`backup::tls`).
+//!
+//! Owns: the TLS keys' syntax and their consistency check (CFG-20). Must not touch: the files
+//! themselves, rustls, anything in `backup` (config is below it).
 
 use std::path::{Path, PathBuf};
 

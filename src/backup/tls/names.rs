@@ -2,6 +2,9 @@
 //! common names and the DNS names of its subject alternative names. rustls-webpki gives the DNS
 //! names and the subject's DER; the common names are read from that DER here, with a walker that
 //! returns nothing rather than fail on anything it does not expect.
+//!
+//! Owns: reading names out of a certificate, the allow-list's comparison. Must not touch:
+//! verification (rustls-webpki's), the network, files.
 
 use std::fmt;
 

@@ -1,6 +1,9 @@
 //! Why a TLS handshake failed, in one sentence a person can act on (SEC-6, SEC-11): read off
 //! rustls's typed errors and alerts, never its `Debug` forms (CLI-5, SRV-7). The server's side
 //! names the client's certificate; the client's side says which flag or key to look at.
+//!
+//! Owns: [`TlsFailure`] and its cases, the sentences of both sides. Must not touch: the network,
+//! files or configurations (it reads errors and returns text).
 
 use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
