@@ -223,9 +223,11 @@ impl ScenarioCtx {
     pub fn crash(&mut self, host: &str) {
         self.record(&format!("crash {host}"));
         let sim = &mut self.sim;
+        self.world.set_crashing(host, true);
         self.world
             .trace()
             .at_driver_time(sim.elapsed(), || sim.crash(host));
+        self.world.set_crashing(host, false);
         self.world.host_crashed(host);
     }
 
