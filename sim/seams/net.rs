@@ -92,8 +92,10 @@ impl Net for SimNet {
                     let label = format!("{}->{}", stream.local_addr()?, stream.peer_addr()?);
                     self.host
                         .record(&format!("net connect {addr} -> ok {label}"));
-                    Ok(Box::new(TracedStream::new(stream, self.host.clone(), label))
-                        as Box<dyn Stream>)
+                    Ok(
+                        Box::new(TracedStream::new(stream, self.host.clone(), label))
+                            as Box<dyn Stream>,
+                    )
                 }
                 Err(e) => {
                     self.host

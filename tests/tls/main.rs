@@ -213,6 +213,15 @@ fn sec_4_a_client_not_on_the_allow_list_is_refused() {
     // The allow-list compares names ignoring ASCII case.
     pki.issue("shouting", Role::Client, &["BACKUP"]);
     run(&addr, &target, &pki.client_args("shouting")).expect(0);
+    // The refusal and the admission are logged once each, as sentences (SRV-7).
+    let log = server.stderr_when_stopped();
+    let lines: Vec<String> = log.lines().map(str::to_string).collect();
+    support::server::assert_log_lines_are_sentences(&lines);
+    assert_eq!(
+        log.matches("intruder.example.com) carries no name").count(),
+        1,
+        "SEC-6: one line per refusal: {log}"
+    );
 }
 
 #[test]
