@@ -33,7 +33,7 @@ pub const SCENARIO: Scenario = Scenario::new(
     "TLS: stalled handshakes free their connections, a certificate expiring mid-backup",
     run,
 )
-.seeds(6)
+.seeds(20)
 .configure(configure);
 
 /// The service's handshake timeout (SEC-13), as the driver expects it.
