@@ -217,6 +217,7 @@ async fn demo() -> Result<(), Error> {
     let restored_report = restore(
         env.fs.clone(),
         env.clock.clone(),
+        &*env.blocking,
         &backup,
         &restored,
         false,

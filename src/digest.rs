@@ -22,11 +22,16 @@ impl Digest {
 
     /// Adds one element hash (DG-1).
     pub fn add(&mut self, element: &[u8; 32]) {
-        let mut carry = 0u16;
-        for i in (0..32).rev() {
-            let sum = self.0[i] as u16 + element[i] as u16 + carry;
-            self.0[i] = sum as u8;
-            carry = sum >> 8;
+        // Four 64-bit limbs, least significant last (big-endian bytes).
+        let mut carry = false;
+        for i in (0..4).rev() {
+            let at = i * 8..i * 8 + 8;
+            let a = u64::from_be_bytes(self.0[at.clone()].try_into().expect("8 bytes"));
+            let b = u64::from_be_bytes(element[at.clone()].try_into().expect("8 bytes"));
+            let (sum, c1) = a.overflowing_add(b);
+            let (sum, c2) = sum.overflowing_add(carry as u64);
+            self.0[at].copy_from_slice(&sum.to_be_bytes());
+            carry = c1 || c2;
         }
     }
 
@@ -83,85 +88,121 @@ impl fmt::Display for Digest {
     }
 }
 
-/// SHA-256 of the node's canonical encoding (DG-2).
+/// SHA-256 of the node's canonical encoding (DG-2), hashed as it is encoded: no buffer.
 pub fn node_hash(node: &Node) -> [u8; 32] {
-    Sha256::digest(encode_node(node)).into()
+    let mut hasher = Sha256::new();
+    put_node(&mut hasher, node);
+    hasher.finalize().into()
 }
 
-/// SHA-256 of the relationship's canonical encoding (DG-3).
+/// SHA-256 of the relationship's canonical encoding (DG-3), hashed as it is encoded.
 pub fn relationship_hash(rel: &Relationship) -> [u8; 32] {
-    Sha256::digest(encode_relationship(rel)).into()
+    let mut hasher = Sha256::new();
+    put_relationship(&mut hasher, rel);
+    hasher.finalize().into()
+}
+
+/// Where a canonical encoding goes: a buffer, or straight into a hash.
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Sink for Sha256 {
+    fn put(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
 }
 
 /// Canonical node encoding (DG-2): `0x4E 'N'`, id (u64 BE), label count (u32 BE), each label as
 /// a string, sorted by bytes with duplicates removed, then the properties (DG-4).
 pub fn encode_node(node: &Node) -> Vec<u8> {
-    let mut out = vec![b'N'];
-    out.extend_from_slice(&node.id.to_be_bytes());
-    let mut labels: Vec<&str> = node.labels.iter().map(String::as_str).collect();
-    labels.sort_unstable();
-    labels.dedup();
-    out.extend_from_slice(&(labels.len() as u32).to_be_bytes());
-    for label in labels {
-        encode_str(&mut out, label);
-    }
-    encode_props(&mut out, &node.props);
+    let mut out = Vec::new();
+    put_node(&mut out, node);
     out
+}
+
+fn put_node(out: &mut impl Sink, node: &Node) {
+    out.put(b"N");
+    out.put(&node.id.to_be_bytes());
+    // Labels are stored sorted and distinct; only others need sorting (and a buffer).
+    if node.labels.windows(2).all(|w| w[0] < w[1]) {
+        out.put(&(node.labels.len() as u32).to_be_bytes());
+        for label in &node.labels {
+            put_str(out, label);
+        }
+    } else {
+        let mut labels: Vec<&str> = node.labels.iter().map(String::as_str).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        out.put(&(labels.len() as u32).to_be_bytes());
+        for label in labels {
+            put_str(out, label);
+        }
+    }
+    put_props(out, &node.props);
 }
 
 /// Canonical relationship encoding (DG-3): `0x52 'R'`, id, start, end (u64 BE each), the type as
 /// a string, then the properties (DG-4).
 pub fn encode_relationship(rel: &Relationship) -> Vec<u8> {
-    let mut out = vec![b'R'];
-    out.extend_from_slice(&rel.id.to_be_bytes());
-    out.extend_from_slice(&rel.start.to_be_bytes());
-    out.extend_from_slice(&rel.end.to_be_bytes());
-    encode_str(&mut out, &rel.rel_type);
-    encode_props(&mut out, &rel.props);
+    let mut out = Vec::new();
+    put_relationship(&mut out, rel);
     out
+}
+
+fn put_relationship(out: &mut impl Sink, rel: &Relationship) {
+    out.put(b"R");
+    out.put(&rel.id.to_be_bytes());
+    out.put(&rel.start.to_be_bytes());
+    out.put(&rel.end.to_be_bytes());
+    put_str(out, &rel.rel_type);
+    put_props(out, &rel.props);
 }
 
 /// Properties (DG-4): count (u32 BE), then key string and value per entry, keys sorted by bytes.
 /// `Properties` is a BTreeMap over `String`, whose order is byte order.
-fn encode_props(out: &mut Vec<u8>, props: &Properties) {
-    out.extend_from_slice(&(props.len() as u32).to_be_bytes());
+fn put_props(out: &mut impl Sink, props: &Properties) {
+    out.put(&(props.len() as u32).to_be_bytes());
     for (key, value) in props {
-        encode_str(out, key);
-        encode_value(out, value);
+        put_str(out, key);
+        put_value(out, value);
     }
 }
 
 /// Strings (DG-5): byte length (u32 BE) then the UTF-8 bytes.
-fn encode_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
+fn put_str(out: &mut impl Sink, s: &str) {
+    out.put(&(s.len() as u32).to_be_bytes());
+    out.put(s.as_bytes());
 }
 
 /// Values (DG-6, DG-7): a tag byte then the payload.
-fn encode_value(out: &mut Vec<u8>, value: &Value) {
+fn put_value(out: &mut impl Sink, value: &Value) {
     match value {
-        Value::Null => out.push(0),
-        Value::Bool(b) => {
-            out.push(1);
-            out.push(*b as u8);
-        }
+        Value::Null => out.put(&[0]),
+        Value::Bool(b) => out.put(&[1, *b as u8]),
         Value::Int(i) => {
-            out.push(2);
-            out.extend_from_slice(&i.to_be_bytes());
+            out.put(&[2]);
+            out.put(&i.to_be_bytes());
         }
         Value::Float(f) => {
-            out.push(3);
-            out.extend_from_slice(&canonical_f64_bits(*f).to_be_bytes());
+            out.put(&[3]);
+            out.put(&canonical_f64_bits(*f).to_be_bytes());
         }
         Value::String(s) => {
-            out.push(4);
-            encode_str(out, s);
+            out.put(&[4]);
+            put_str(out, s);
         }
         Value::List(items) => {
-            out.push(5);
-            out.extend_from_slice(&(items.len() as u32).to_be_bytes());
+            out.put(&[5]);
+            out.put(&(items.len() as u32).to_be_bytes());
             for item in items {
-                encode_value(out, item);
+                put_value(out, item);
             }
         }
     }

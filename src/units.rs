@@ -8,6 +8,23 @@
 
 use std::time::Duration;
 
+/// Text from a peer or a file, safe to print to a terminal: control characters (escape
+/// sequences, carriage returns, newlines) and the bidirectional overrides that can reorder what
+/// a reader sees are written as `\u{..}` escapes, so the text cannot move the cursor, rewrite
+/// a line or pass for a line of this tool's own (spec/backup.md BK-54).
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `n` bytes in binary units: `512 B`, `1.5 KiB`, `2.0 GiB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

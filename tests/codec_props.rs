@@ -2,6 +2,12 @@
 //! beyond what the bytes hold, whatever it is given (spec/io.md IO-8, IO-9): protocol messages, log
 //! entries and headers, the metadata file, records of both formats, and payloads. Each is fed
 //! arbitrary bytes and, more to the point, valid encodings with bytes flipped, cut or appended.
+//! An allocator that counts the bytes live on this thread checks that no decoder holds more
+//! than a small multiple of the bytes it was given (IO-8): a count or a length announced by
+//! hostile bytes is never reserved.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 
 use online_backup::backup::protocol::{Message, Refusal, Request};
 use online_backup::digest::Digest;
@@ -14,8 +20,76 @@ use online_backup::store::log::{LogHeader, RecordImage, TxEntry, TxState};
 use online_backup::store::meta::{Checkpoint, Meta, StoreId};
 use proptest::prelude::*;
 
-/// Feeds `bytes` to every decoder; each must return (Ok or Err) without panicking.
+/// The system allocator, counting the bytes live on each thread and their peak.
+struct Counting;
+
+thread_local! {
+    static LIVE: Cell<usize> = const { Cell::new(0) };
+    static PEAK: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note(grow: isize) {
+    // `try_with`: a thread being torn down has no counters left to keep.
+    let _ = LIVE.try_with(|live| {
+        let now = (live.get() as isize + grow).max(0) as usize;
+        live.set(now);
+        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+    });
+}
+
+// SAFETY: every call is passed to `System` unchanged; the counters are thread-local cells that
+// never allocate.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size() as isize);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        note(-(layout.size() as isize));
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(layout.size() as isize);
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size as isize - layout.size() as isize);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+/// The most bytes any decoder may hold for `len` bytes of input (IO-8): the decoded value of
+/// a record image takes at most 4 times its smallest encoding (20 bytes, 80 in memory), plus a
+/// constant for the small fixed parts.
+fn decode_bound(len: usize) -> usize {
+    8 * len + 16 * 1024
+}
+
+/// Feeds `bytes` to every decoder; each must return (Ok or Err) without panicking, and hold at
+/// most [`decode_bound`] bytes while it runs.
 fn decode_all(bytes: &[u8]) {
+    let base = LIVE.with(Cell::get);
+    PEAK.with(|p| p.set(base));
+    decode_each(bytes);
+    let held = PEAK.with(Cell::get) - base;
+    assert!(
+        held <= decode_bound(bytes.len()),
+        "IO-8: decoding {} bytes held {held} bytes",
+        bytes.len()
+    );
+}
+
+fn decode_each(bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    let _ = online_backup::config::Config::parse(&text);
+    let _ = online_backup::server::http::parse_transaction(bytes);
+    let _ = StoreId::parse(&text);
+    let _ = FormatVersion::parse(&text);
+    let _ = online_backup::store::layout::parse_generation(&text);
     let _ = Message::decode_body(bytes);
     let _ = TxEntry::decode_body(bytes);
     let _ = LogHeader::decode(bytes);
@@ -208,4 +282,35 @@ proptest! {
         }
         decode_all(&huge);
     }
+}
+
+// IO-8: the bound holds where it matters most, a transaction entry announcing the most images
+// an entry may carry (LOG-4) with none of them there, or more than that.
+#[test]
+fn io_8_log_4_an_image_count_is_never_reserved_beyond_the_bytes() {
+    use online_backup::store::log::MAX_IMAGES;
+    let entry = TxEntry {
+        tx_id: 1,
+        timestamp_millis: 0,
+        after: state(),
+        records: vec![],
+    };
+    let framed = entry.encode_framed();
+    let body = &framed[8..];
+    for count in [MAX_IMAGES, MAX_IMAGES + 1, u32::MAX] {
+        let mut forged = body.to_vec();
+        let at = forged.len() - 4;
+        forged[at..].copy_from_slice(&count.to_le_bytes());
+        forged.extend(std::iter::repeat_n(0u8, 4096));
+        decode_all(&forged);
+        assert!(
+            TxEntry::decode_body(&forged).is_err(),
+            "LOG-4: an entry announcing {count} images it does not carry is refused"
+        );
+    }
+    assert!(
+        TxEntry::decoded_bound() < 64 << 20,
+        "LOG-4: one decoded entry fits in {} bytes",
+        TxEntry::decoded_bound()
+    );
 }

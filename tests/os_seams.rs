@@ -264,3 +264,49 @@ fn io_10_blocking_work_runs_off_the_async_workers() {
         );
     });
 }
+
+// IO-12: the production `run_all` runs its jobs at once (two jobs that each wait for the other
+// finish), they may borrow from the caller, and a panic in one resumes in the caller.
+#[test]
+fn io_12_run_all_runs_jobs_at_once_and_resumes_a_panic() {
+    use online_backup::io::os::OsBlocking;
+    use online_backup::io::Blocking;
+    use std::sync::Barrier;
+    assert!(OsBlocking.width() >= 1, "IO-12: at least one job at a time");
+    let barrier = Barrier::new(2);
+    let mut done = [false, false];
+    let (a, b) = done.split_at_mut(1);
+    let (barrier_a, barrier_b) = (&barrier, &barrier);
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            OsBlocking.run_all(vec![
+                Box::new(move || {
+                    barrier_a.wait();
+                    a[0] = true;
+                }),
+                Box::new(move || {
+                    barrier_b.wait();
+                    b[0] = true;
+                }),
+            ]);
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+            "IO-12: two jobs waiting for each other finished (they ran at once)"
+        );
+    });
+    assert_eq!(
+        done,
+        [true, true],
+        "IO-12: both jobs wrote what they borrowed"
+    );
+    let caught = std::panic::catch_unwind(|| {
+        OsBlocking.run_all(vec![Box::new(|| {}), Box::new(|| panic!("job failed"))]);
+    });
+    assert!(
+        caught.is_err(),
+        "IO-12: a job's panic resumes in the caller"
+    );
+}

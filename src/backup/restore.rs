@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::backup::target::{Holds, Target, TargetError};
-use crate::io::{Clock, Fs, OpenMode};
+use crate::io::{Blocking, Clock, Fs, OpenMode};
 use crate::progress::Phase;
 use crate::store::check::{check_open_with_progress, check_with_progress, CheckReport};
 use crate::store::meta::{Meta, MetaError};
@@ -76,6 +76,7 @@ pub struct Restored {
 pub fn restore(
     fs: Arc<dyn Fs>,
     clock: Arc<dyn Clock>,
+    par: &dyn Blocking,
     from: &Path,
     to: &Path,
     force: bool,
@@ -98,7 +99,7 @@ pub fn restore(
     // The backup, locked while it is copied, checked before a byte is.
     let store = Store::open(fs.clone(), clock.clone(), from, &StoreOptions::default())?;
     let mut target = classify(Target::open(fs.clone(), to))?;
-    let report = check_open_with_progress(&store, &mut |done, total| {
+    let report = check_open_with_progress(&store, par, &mut |done, total| {
         progress(Phase::CheckBackup, done, total)
     })?;
     if !report.consistent {
@@ -118,9 +119,10 @@ pub fn restore(
         progress(Phase::CopyFiles, done, total)
     })
     .and_then(|bytes| {
-        let copy = check_with_progress(fs.clone(), clock.clone(), &generation, &mut |d, t| {
-            progress(Phase::CheckCopy, d, t)
-        })?;
+        let copy =
+            check_with_progress(fs.clone(), clock.clone(), &generation, par, &mut |d, t| {
+                progress(Phase::CheckCopy, d, t)
+            })?;
         if !copy.consistent || copy.digest != report.digest {
             return Err(RestoreError::CopyDiffers {
                 dir: to.display().to_string(),

@@ -25,7 +25,7 @@ use crate::io::{Env, FileHandle, Listener, OpenMode, Stream};
 use crate::retention::{PinGuard, Pins, PIN_IDLE_TIMEOUT};
 use crate::store::format::RecordKind;
 use crate::store::log::{LogReader, TxEntry, TxState};
-use crate::store::StoreError;
+use crate::store::{record_file_limit, StoreError};
 
 /// How many transactions are shipped between two advances of the connection's pin.
 const PIN_ADVANCE_EVERY: u64 = 1024;
@@ -343,13 +343,14 @@ async fn refuse_failed<W: AsyncWrite + Unpin>(
 /// after C up to the last one committed when the files were done, then the end frame.
 async fn full<W: AsyncWrite + Unpin>(w: &mut W, ctx: &ServiceContext) -> Result<(), ServiceError> {
     let (clock, pins) = (ctx.env.clock.clone(), ctx.pins.clone());
-    let (checkpoint_tx, state, dir, pin) = ctx
+    let (checkpoint_tx, state, format, dir, pin) = ctx
         .db
         .write_with(move |s| {
             s.checkpoint()?;
             let cp = s.meta().checkpoint.clone();
             let pin = pins.pin(cp.last_tx + 1, clock.now_millis());
-            Ok((cp.last_tx, cp.state(), s.dir().to_path_buf(), pin))
+            let format = s.meta().format;
+            Ok((cp.last_tx, cp.state(), format, s.dir().to_path_buf(), pin))
         })
         .await?;
     tracing::info!("full backup: streaming the store files, checkpointed at tx {checkpoint_tx}");
@@ -363,7 +364,8 @@ async fn full<W: AsyncWrite + Unpin>(w: &mut W, ctx: &ServiceContext) -> Result<
     )
     .await?;
     for kind in RecordKind::ALL {
-        send_file(w, ctx, &dir, kind.file_name(), &pin).await?;
+        let limit = record_file_limit(kind, &state, format);
+        send_file(w, ctx, &dir, kind.file_name(), limit, &pin).await?;
     }
     let upto = ctx
         .db
@@ -382,20 +384,22 @@ async fn full<W: AsyncWrite + Unpin>(w: &mut W, ctx: &ServiceContext) -> Result<
     Ok(())
 }
 
-/// Streams one file in chunks (PR-11): its length as of now, read with positioned reads, never
-/// more than one chunk in memory. Bytes written after this read are the transactions' business.
+/// Streams one file in chunks (PR-11): its length as of now, up to the checkpoint's high-water
+/// mark of its kind (`limit`), read with positioned reads, never more than one chunk in memory.
+/// Bytes written after this read, and records above the mark, are the transactions' business.
 async fn send_file<W: AsyncWrite + Unpin>(
     w: &mut W,
     ctx: &ServiceContext,
     dir: &Path,
     name: &str,
+    limit: u64,
     pin: &PinGuard,
 ) -> Result<(), ServiceError> {
     let path = dir.join(name);
     let io_err = |e| StoreError::io(format!("reading {}", path.display()), e);
     let file: Arc<dyn FileHandle> =
         Arc::from(ctx.env.fs.open(&path, OpenMode::Read).map_err(io_err)?);
-    let len = file.len().map_err(io_err)?;
+    let len = file.len().map_err(io_err)?.min(limit);
     send(
         w,
         &Message::FileStart {

@@ -137,11 +137,17 @@ fn main() -> ExitCode {
         Command::Check { store, json } => {
             // A bar on a terminal, but never among the JSON document's lines.
             let mut bar = Bar::stdout();
-            let checked = check_with_progress(env.fs, env.clock, &store, &mut |done, total| {
-                if !json {
-                    bar.update(Phase::Check, done, total)
-                }
-            });
+            let checked = check_with_progress(
+                env.fs,
+                env.clock,
+                &store,
+                &*env.blocking,
+                &mut |done, total| {
+                    if !json {
+                        bar.update(Phase::Check, done, total)
+                    }
+                },
+            );
             bar.finish();
             report_check(&store, json, checked)
         }
@@ -167,6 +173,7 @@ fn main() -> ExitCode {
             let restored = restore(
                 env.fs.clone(),
                 env.clock.clone(),
+                &*env.blocking,
                 &from,
                 &store,
                 force,

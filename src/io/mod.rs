@@ -172,6 +172,21 @@ pub trait Blocking: Send + Sync + Debug {
     /// Runs `job` where blocking is allowed; the future completes once it has run. A panic in
     /// `job` resumes in the caller.
     fn run(&self, job: Box<dyn FnOnce() + Send>) -> BoxFuture<'static, ()>;
+
+    /// How many of [`Blocking::run_all`]'s jobs run at once: the cores to use.
+    fn width(&self) -> usize {
+        1
+    }
+
+    /// Runs `jobs`, which may borrow from the caller, and returns once all have run: at once on
+    /// up to [`Blocking::width`] threads in production (the first on the caller's), one after
+    /// the other in simulation, so the seed still decides everything (IO-12). A panic in a job
+    /// resumes in the caller.
+    fn run_all<'a>(&self, jobs: Vec<Box<dyn FnOnce() + Send + 'a>>) {
+        for job in jobs {
+            job();
+        }
+    }
 }
 
 /// Runs `f` through `blocking` and returns what it returned.

@@ -214,4 +214,26 @@ impl Blocking for OsBlocking {
             }
         })
     }
+
+    /// The machine's cores, at most 8 (a scan is bound by the disk beyond a few).
+    fn width(&self) -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+    }
+
+    /// Scoped threads, one per job but the first, which runs on the caller's thread.
+    fn run_all<'a>(&self, jobs: Vec<Box<dyn FnOnce() + Send + 'a>>) {
+        std::thread::scope(|scope| {
+            let mut jobs = jobs.into_iter();
+            let first = jobs.next();
+            let others: Vec<_> = jobs.map(|job| scope.spawn(job)).collect();
+            if let Some(job) = first {
+                job();
+            }
+            for handle in others {
+                if let Err(panic) = handle.join() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+        });
+    }
 }

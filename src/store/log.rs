@@ -28,7 +28,13 @@ pub const HEADER_SIZE: u64 = 64;
 pub const FRAME_SIZE: u64 = 8;
 /// The largest entry body accepted; a transaction that would encode larger is refused before
 /// anything is written (LOG-4). Bounds the memory a reader needs.
-pub const MAX_ENTRY: u32 = 64 << 20;
+pub const MAX_ENTRY: u32 = 16 << 20;
+/// The most record images one entry may carry (LOG-4): with [`MAX_ENTRY`], what bounds the
+/// memory of a decoded entry, whoever wrote it ([`TxEntry::decoded_bound`]).
+pub const MAX_IMAGES: u32 = 1 << 18;
+/// The fewest bytes an encoded image takes (a block with no data, LOG-5): no count can reserve
+/// more images than the bytes left could hold.
+const MIN_IMAGE: usize = 20;
 
 /// A log file's header (LOG-2): which file this is and where it stands in the tx sequence.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,9 +177,13 @@ impl TxEntry {
         let tx_id = r.u64()?;
         let timestamp_millis = r.u64()?;
         let after = TxState::read(&mut r)?;
-        let n = r.u32()? as usize;
-        // Each image takes at least 10 bytes: never reserve more than the bytes could hold.
-        let mut records = Vec::with_capacity(n.min(r.remaining() / 10));
+        let n = r.u32()?;
+        if n > MAX_IMAGES {
+            return Err(DecodeError::Invalid("more record images than an entry may carry").into());
+        }
+        let n = n as usize;
+        // Never reserve more images than the bytes left could hold.
+        let mut records = Vec::with_capacity(n.min(r.remaining() / MIN_IMAGE));
         for _ in 0..n {
             records.push(decode_image(&mut r)?);
         }
@@ -184,6 +194,52 @@ impl TxEntry {
             after,
             records,
         })
+    }
+}
+
+impl TxEntry {
+    /// The most memory any decoded entry occupies (LOG-4): its images, plus the block data they
+    /// carry, which cannot exceed the encoded body. What a reader of a log or of a backup
+    /// stream must be ready to hold for one transaction.
+    pub const fn decoded_bound() -> usize {
+        MAX_IMAGES as usize * std::mem::size_of::<RecordImage>() + MAX_ENTRY as usize
+    }
+
+    /// Whether this entry's images and state can follow `before` (LOG-10): every image's id is
+    /// below the high-water mark of its kind after the transaction, no mark goes down, and a
+    /// mark grows by at most the number of images of its kind (each record a transaction
+    /// allocates, it writes). What keeps an id from a peer from reaching a file offset
+    /// unchecked.
+    pub fn check_follows(&self, before: &TxState) -> Result<(), EntryError> {
+        let after = &self.after;
+        let mut counts = [0u64; 3];
+        for image in &self.records {
+            let (kind, id, next) = match image {
+                RecordImage::Node(id, _) => (0, *id, after.next_node),
+                RecordImage::Rel(id, _) => (1, *id, after.next_rel),
+                RecordImage::Block(id, _) => (2, *id, after.next_block),
+            };
+            if id >= next {
+                return Err(
+                    DecodeError::Invalid("a record id at or above its high-water mark").into(),
+                );
+            }
+            counts[kind] += 1;
+        }
+        let marks = [
+            (before.next_node, after.next_node),
+            (before.next_rel, after.next_rel),
+            (before.next_block, after.next_block),
+        ];
+        for (kind, (was, is)) in marks.into_iter().enumerate() {
+            if is < was || is - was > counts[kind] {
+                return Err(DecodeError::Invalid(
+                    "a high-water mark moved by more than the transaction's records",
+                )
+                .into());
+            }
+        }
+        Ok(())
     }
 }
 

@@ -29,7 +29,7 @@ use crate::digest::Digest;
 use crate::graph::{CommitOutcome, Id, Node, Op, Relationship};
 use crate::io::{Clock, FileHandle, Fs, LockGuard, OpenMode};
 use crate::retention::{files_to_prune, LogFile, Pins, PruneInput, RetentionPolicy};
-use format::{FormatVersion, NONE};
+use format::{FormatVersion, RecordKind, NONE};
 use log::{LogHeader, ReadOutcome, TxEntry, TxState, HEADER_SIZE, MAX_ENTRY};
 use meta::{Checkpoint, Meta, MetaError, StoreId};
 use records::RecordFiles;
@@ -325,6 +325,11 @@ impl Store {
         &self.dir
     }
 
+    /// The state after the last committed tx: what the next entry must follow (LOG-10).
+    pub fn state(&self) -> TxState {
+        self.state
+    }
+
     pub fn status(&self) -> StoreStatus {
         StoreStatus {
             store_id: self.meta.store_id,
@@ -351,6 +356,9 @@ impl Store {
         builder.apply_all(ops)?;
         let tx_id = self.last_tx + 1;
         let (entry, ids) = builder.finish(tx_id, self.clock.now_millis())?;
+        if entry.records.len() > log::MAX_IMAGES as usize {
+            return Err(TxRejection::TooManyRecords(entry.records.len()).into());
+        }
         let framed = entry.encode_framed();
         if framed.len() as u64 - log::FRAME_SIZE > MAX_ENTRY as u64 {
             return Err(TxRejection::TooLarge(framed.len() - log::FRAME_SIZE as usize).into());
@@ -373,6 +381,7 @@ impl Store {
         if let Some(why) = &self.failed {
             return Err(StoreError::Failed(why.clone()));
         }
+        let mut before = self.state;
         for (i, entry) in entries.iter().enumerate() {
             if entry.tx_id != self.last_tx + 1 + i as u64 {
                 return Err(StoreError::Corrupt(format!(
@@ -381,6 +390,15 @@ impl Store {
                     self.last_tx + i as u64
                 )));
             }
+            // LOG-10: nothing is written for a run with an entry whose ids or marks are out of
+            // bounds.
+            entry.check_follows(&before).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "transaction {} cannot be applied: {e}",
+                    entry.tx_id
+                ))
+            })?;
+            before = entry.after;
         }
         if entries.is_empty() {
             return Ok(());
@@ -742,4 +760,16 @@ pub fn initialize(
     };
     meta.write(fs, dir)
         .map_err(|e| StoreError::io("writing neostore.meta", e))
+}
+
+/// The most bytes a record file holds at a state: the high-water mark of its kind times the
+/// record size. A full backup copies each file up to this at its checkpoint (PR-11); records
+/// above the mark belong to transactions after it, which the stream replays.
+pub fn record_file_limit(kind: RecordKind, state: &TxState, format: FormatVersion) -> u64 {
+    let next = match kind {
+        RecordKind::Node => state.next_node,
+        RecordKind::Rel => state.next_rel,
+        RecordKind::Block => state.next_block,
+    };
+    next.saturating_mul(kind.size(format) as u64)
 }

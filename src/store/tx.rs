@@ -33,8 +33,10 @@ pub enum TxRejection {
     Invalid { op: usize, what: String },
     #[error("the transaction has no operations")]
     Empty,
-    #[error("the transaction is too large to log ({0} bytes; the limit is 64 MiB)")]
+    #[error("the transaction is too large to log ({0} bytes; the limit is 16 MiB)")]
     TooLarge(usize),
+    #[error("the transaction writes too many records to log ({0}; the limit is 262,144)")]
+    TooManyRecords(usize),
 }
 
 /// Accumulates one transaction's changes over the store's current records.

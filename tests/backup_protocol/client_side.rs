@@ -1,48 +1,26 @@
 //! The backup client against the real service in this process, where a test needs to reach
 //! inside: a tampering proxy, a small disk, a disk that forgets overwrites (BK-16, BK-27, BK-28).
 
+use super::hostile_server::rewriting_proxy;
 use super::*;
 
 /// A proxy in front of a backup service that forwards every frame but replaces the digest of
 /// each end frame: a server whose claimed state the backup cannot match.
 async fn tampering_proxy(real: String) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        loop {
-            let Ok((client, _)) = listener.accept().await else {
-                return;
-            };
-            let server = TcpStream::connect(&real).await.unwrap();
-            let (mut cr, mut cw) = client.into_split();
-            let (mut sr, mut sw) = server.into_split();
-            tokio::spawn(async move {
-                while let Ok(m) = read_message(&mut cr).await {
-                    if write_message(&mut sw, &m).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            tokio::spawn(async move {
-                while let Ok(m) = read_message(&mut sr).await {
-                    let m = match m {
-                        Message::End { last_tx, .. } => Message::End {
-                            last_tx,
-                            digest: Digest([0xab; 32]),
-                        },
-                        other => other,
-                    };
-                    if write_message(&mut cw, &m).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
+    rewriting_proxy(
+        real,
+        std::sync::Arc::new(|m| match m {
+            Message::End { last_tx, .. } => vec![Message::End {
+                last_tx,
+                digest: Digest([0xab; 32]),
+            }],
+            other => vec![other],
+        }),
+    )
+    .await
 }
 
-fn backup_options(addr: &str, target: &Path, mode: client::Mode) -> client::BackupOptions {
+pub fn backup_options(addr: &str, target: &Path, mode: client::Mode) -> client::BackupOptions {
     let (host, port) = addr.rsplit_once(':').unwrap();
     client::BackupOptions {
         host: host.to_string(),
@@ -56,7 +34,7 @@ fn backup_options(addr: &str, target: &Path, mode: client::Mode) -> client::Back
     }
 }
 
-fn live_meta(target: &Path) -> online_backup::store::meta::Meta {
+pub fn live_meta(target: &Path) -> online_backup::store::meta::Meta {
     let live = online_backup::store::layout::resolve(&*support::fs(), target).unwrap();
     online_backup::store::meta::Meta::read(&*support::fs(), &live).unwrap()
 }

@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 mod client_side;
+mod hostile_server;
 mod wire;
 
 /// A server running in this process until `stop` is sent or dropped.

@@ -39,13 +39,13 @@ fn log_8_rotation_and_recovery_across_files() {
     );
 }
 
-// LOG-4: a transaction whose entry would exceed 64 MiB is refused before anything is written.
+// LOG-4: a transaction whose entry would exceed 16 MiB is refused before anything is written.
 #[test]
 fn log_4_oversized_transaction_is_refused() {
     let dir = scratch();
     let mut store = create(dir.path());
     let big = "x".repeat((1 << 20) - 8);
-    let ops: Vec<Op> = (0..65)
+    let ops: Vec<Op> = (0..17)
         .map(|i| Op::CreateNode {
             labels: vec![],
             props: props(&[("k", Value::String(format!("{i}{big}")))]),
@@ -63,6 +63,32 @@ fn log_4_oversized_transaction_is_refused() {
     );
     assert_eq!(store.status().last_committed_tx, 0);
     store.commit(&[node(&[])]).unwrap();
+}
+
+// LOG-4: a transaction that writes more record images than an entry may carry is refused as
+// well, so that a decoder's image bound never refuses what a server committed.
+#[test]
+fn log_4_transaction_with_too_many_records_is_refused() {
+    use online_backup::store::log::MAX_IMAGES;
+    let dir = scratch();
+    let mut store = create(dir.path());
+    // A node with no labels and no properties writes its record and one payload block.
+    let ops: Vec<Op> = (0..MAX_IMAGES / 2 + 1).map(|_| node(&[])).collect();
+    let log_before = std::fs::metadata(log_path(dir.path(), 0)).unwrap().len();
+    let err = store.commit(&ops).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Rejected(TxRejection::TooManyRecords(_))),
+        "LOG-4: {err}"
+    );
+    assert_eq!(
+        std::fs::metadata(log_path(dir.path(), 0)).unwrap().len(),
+        log_before,
+        "LOG-4: nothing is written for a refused transaction"
+    );
+    let fits: Vec<Op> = (0..MAX_IMAGES / 2 - 1).map(|_| node(&[])).collect();
+    store
+        .commit(&fits)
+        .expect("LOG-4: a transaction under the bound commits");
 }
 
 // LOG-6: log entries do not depend on the store format: the entries a format-1 store wrote,
@@ -131,6 +157,79 @@ fn log_6_entries_apply_to_a_store_of_either_format() {
         )
     );
     assert_eq!(target.scan_digest().unwrap(), want.digest);
+}
+
+/// The entries a store's log holds, in order.
+fn logged_entries(dir: &std::path::Path) -> Vec<online_backup::store::log::TxEntry> {
+    use online_backup::store::log::{read_entry, ReadOutcome, HEADER_SIZE};
+    let f = fs()
+        .open(&log_path(dir, 0), online_backup::io::OpenMode::Read)
+        .unwrap();
+    let len = f.len().unwrap();
+    let (mut at, mut out) = (HEADER_SIZE, vec![]);
+    while let ReadOutcome::Entry(entry, next) = read_entry(&*f, at, len).unwrap() {
+        out.push(*entry);
+        at = next;
+    }
+    out
+}
+
+// LOG-10: shipped entries whose ids or high-water marks do not follow the state before them are
+// refused, the whole run, before anything is written; the entries a store really wrote follow.
+#[test]
+fn log_10_entries_out_of_bounds_are_refused_before_writing() {
+    use online_backup::store::log::RecordImage;
+    let dir = scratch();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    let mut source = create(&src);
+    source.commit(&[node(&["A"]), node(&["B"])]).unwrap();
+    source
+        .commit(&[rel(NodeRef::Id(0), NodeRef::Id(1)), node(&[])])
+        .unwrap();
+    drop(source);
+    let entries = logged_entries(&src);
+    assert_eq!(entries.len(), 2);
+    type Forge = fn(&mut online_backup::store::log::TxEntry);
+    let forgeries: [(&str, Forge); 4] = [
+        ("an id at its mark", |e| {
+            let mark = e.after.next_node;
+            if let Some(RecordImage::Node(id, _)) = e.records.first_mut() {
+                *id = mark;
+            }
+        }),
+        ("a mark grown past the images", |e| e.after.next_block += 1),
+        ("a mark gone down", |e| {
+            e.after.next_node = 1;
+            e.records
+                .retain(|r| !matches!(r, RecordImage::Node(id, _) if *id >= 1));
+        }),
+        ("an image dropped under a grown mark", |e| {
+            e.records.retain(|r| !matches!(r, RecordImage::Node(..)));
+        }),
+    ];
+    for (what, forge) in forgeries {
+        let _ = std::fs::remove_dir_all(&dst);
+        let mut target = create(&dst);
+        let log_before = std::fs::metadata(log_path(&dst, 0)).unwrap().len();
+        let mut run = entries.clone();
+        forge(&mut run[1]);
+        let err = target.apply_committed_batch(&run).unwrap_err();
+        assert!(
+            err.to_string().contains("cannot be applied"),
+            "LOG-10: {what}: {err}"
+        );
+        assert_eq!(
+            std::fs::metadata(log_path(&dst, 0)).unwrap().len(),
+            log_before,
+            "LOG-10: {what}: nothing of the run is written"
+        );
+        assert_eq!(target.status().last_committed_tx, 0, "LOG-10: {what}");
+    }
+    let _ = std::fs::remove_dir_all(&dst);
+    let mut target = create(&dst);
+    target
+        .apply_committed_batch(&entries)
+        .expect("LOG-10: the entries a store wrote follow each other");
 }
 
 // LOG-1: log files are `neostore.transaction.db.<N>` with N in canonical decimal, listed in

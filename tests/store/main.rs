@@ -16,6 +16,7 @@ use online_backup::store::upgrade::{upgrade, UpgradeOutcome};
 use online_backup::store::{Store, StoreError, StoreOptions, TxRejection};
 use support::*;
 
+mod check_passes;
 mod logs;
 mod records;
 mod recovery;

@@ -47,6 +47,9 @@ impl Run<'_> {
         let verify_touched = kind == Kind::Incremental && self.opts.verify == Verify::Default;
         let mut batch = Batch::default();
         let mut transactions = 0u64;
+        // The state the next transaction must follow (BK-53): checked as it arrives, before it
+        // is kept for a run, so nothing out of bounds is ever written.
+        let mut before = store.state();
         loop {
             let msg = match first.take() {
                 Some(m) => m,
@@ -54,6 +57,20 @@ impl Run<'_> {
             };
             match msg {
                 Message::Tx(entry) => {
+                    let expected = start_tx + transactions + 1;
+                    if entry.tx_id != expected {
+                        return Err(BackupError::Protocol(Violation::OutOfOrder {
+                            got: entry.tx_id,
+                            expected,
+                        }));
+                    }
+                    entry.check_follows(&before).map_err(|e| {
+                        BackupError::Protocol(Violation::TxOutOfBounds {
+                            tx: entry.tx_id,
+                            why: e.to_string(),
+                        })
+                    })?;
+                    before = entry.after;
                     transactions += 1;
                     batch.bytes += self.conn.last_len as usize;
                     batch.entries.push(*entry);
@@ -87,15 +104,6 @@ impl Run<'_> {
     ) -> Result<(), BackupError> {
         if batch.entries.is_empty() {
             return Ok(());
-        }
-        if let Some(first) = batch.entries.first() {
-            let expected = store.status().last_committed_tx + 1;
-            if first.tx_id != expected {
-                return Err(BackupError::Protocol(Violation::OutOfOrder {
-                    got: first.tx_id,
-                    expected,
-                }));
-            }
         }
         store.apply_committed_batch(&batch.entries)?;
         if verify_touched {
@@ -138,6 +146,15 @@ impl Run<'_> {
         kind: Kind,
     ) -> Result<Verified, BackupError> {
         let status = store.status();
+        // BK-52: the stream ends no earlier than the tx the welcome announced, so a backup
+        // never ends older than the server was when the run began.
+        if last_tx < self.server.last_committed_tx {
+            return Err(BackupError::Protocol(Violation::OlderThanWelcome {
+                what: "end",
+                got: last_tx,
+                announced: self.server.last_committed_tx,
+            }));
+        }
         if status.last_committed_tx != last_tx {
             return Err(BackupError::Protocol(Violation::EndMismatch {
                 ended: status.last_committed_tx,
@@ -161,7 +178,7 @@ impl Run<'_> {
         self.out
             .line("verifying: scanning every record and recomputing the digest");
         let out = &mut *self.out;
-        let report = check_open_with_progress(store, &mut |done, total| {
+        let report = check_open_with_progress(store, &*self.env.blocking, &mut |done, total| {
             out.progress(Phase::Verify, done, total)
         })?;
         if !report.consistent {

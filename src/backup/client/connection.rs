@@ -120,7 +120,7 @@ impl Conn {
     pub(super) fn unexpected(&self, got: &Message, expected: &str) -> BackupError {
         match got {
             Message::Refused(Refusal::Failed { message }) => BackupError::ServerFailed {
-                message: message.clone(),
+                message: units::printable(message),
             },
             _ => BackupError::UnexpectedMessage {
                 addr: self.addr.clone(),

@@ -53,7 +53,8 @@ pub enum BackupError {
     TlsRequired { addr: String },
     #[error("the server speaks backup protocol version {server}, this tool speaks {client}")]
     ProtocolVersion { server: u32, client: u32 },
-    /// The server refused with a failure of its own (PR-7 code 6); its sentence, as it sent it.
+    /// The server refused with a failure of its own (PR-7 code 6); its sentence, as it sent it,
+    /// with control characters escaped (BK-54).
     #[error("the server failed: {message}")]
     ServerFailed { message: String },
     #[error("{0}")]
@@ -113,6 +114,23 @@ pub enum Violation {
     FileDamaged(String),
     #[error("tx {got} arrived where tx {expected} was expected")]
     OutOfOrder { got: u64, expected: u64 },
+    /// A full backup must carry exactly the store's record files (BK-51).
+    #[error("it announced {announced} store files, but a store has exactly {expected}")]
+    FileCount { announced: u32, expected: u32 },
+    /// A file longer than the checkpoint's high-water mark of its kind allows (BK-51).
+    #[error("it announced {name} as {len} bytes, more than the {limit} bytes its checkpoint's high-water mark allows")]
+    FileBeyondCheckpoint { name: String, len: u64, limit: u64 },
+    /// The checkpoint or the end is older than what the server's welcome announced (BK-52).
+    #[error("it announced tx {announced} when the connection opened, then sent a {what} at tx {got}, older than that")]
+    OlderThanWelcome {
+        what: &'static str,
+        got: u64,
+        announced: u64,
+    },
+    /// A transaction whose ids or high-water marks do not follow the state before it (BK-53,
+    /// LOG-10).
+    #[error("tx {tx} cannot follow the state before it: {why}")]
+    TxOutOfBounds { tx: u64, why: String },
     #[error("the stream ended at tx {ended} but the server said it ends at tx {said}")]
     EndMismatch { ended: u64, said: u64 },
 }

@@ -12,8 +12,9 @@ use crate::backup::protocol::{Message, Request};
 use crate::backup::target::{Target, TargetError};
 use crate::io::{FileHandle, OpenMode};
 use crate::store::format::RecordKind;
+use crate::store::log::TxState;
 use crate::store::meta::Meta;
-use crate::store::{initialize, Store, StoreError};
+use crate::store::{initialize, record_file_limit, Store, StoreError};
 use crate::units;
 
 impl Run<'_> {
@@ -107,10 +108,11 @@ impl Run<'_> {
             } => (checkpoint_tx, state, files),
             other => return Err(self.conn.unexpected(&other, "the full backup's start")),
         };
+        self.check_full_start(gen_dir, checkpoint_tx, &state, files)?;
         let mut bytes = 0u64;
         let mut seen: Vec<String> = Vec::new();
         for _ in 0..files {
-            let name = self.receive_file(gen_dir, &mut bytes).await?;
+            let name = self.receive_file(gen_dir, &state, &mut bytes).await?;
             if seen.contains(&name) {
                 return Err(BackupError::Protocol(Violation::FileTwice(name)));
             }
@@ -141,20 +143,82 @@ impl Run<'_> {
         Ok((end, checkpoint_tx, meta))
     }
 
-    /// Receives one file into `dir` (PR-11): only a record file's name is accepted, chunks are
-    /// written at their offsets as they come, the length and CRC are checked, and the file is
-    /// synced before the next one starts.
+    /// The start frame against the welcome and the room (BK-51, BK-52): exactly the store's
+    /// record files, a checkpoint no older than the tx the welcome announced, and files that
+    /// fit in the room left, by the checkpoint's high-water marks. Nothing is written before.
+    fn check_full_start(
+        &mut self,
+        gen_dir: &std::path::Path,
+        checkpoint_tx: u64,
+        state: &TxState,
+        files: u32,
+    ) -> Result<(), BackupError> {
+        let expected = RecordKind::ALL.len() as u32;
+        if files != expected {
+            return Err(BackupError::Protocol(Violation::FileCount {
+                announced: files,
+                expected,
+            }));
+        }
+        if checkpoint_tx < self.server.last_committed_tx {
+            return Err(BackupError::Protocol(Violation::OlderThanWelcome {
+                what: "checkpoint",
+                got: checkpoint_tx,
+                announced: self.server.last_committed_tx,
+            }));
+        }
+        // What the files can hold at most; a server announcing more than the room left is
+        // refused before a byte is written (a forged mark must not fill the disk).
+        let most = RecordKind::ALL
+            .iter()
+            .map(|&k| record_file_limit(k, state, self.server.format))
+            .fold(0u64, u64::saturating_add);
+        if most > room_needed(self.server.store_bytes) {
+            let available =
+                self.env
+                    .fs
+                    .available_space(gen_dir)
+                    .map_err(|source| TargetError::Io {
+                        dir: gen_dir.display().to_string(),
+                        source,
+                    })?;
+            if most > available {
+                return Err(BackupError::NoRoom {
+                    dir: self.opts.target.display().to_string(),
+                    needed: most,
+                    available,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Receives one file into `dir` (PR-11): only a record file's name is accepted, no longer
+    /// than the checkpoint's high-water mark of its kind allows (BK-51), chunks are written at
+    /// their offsets as they come, the length and CRC are checked, and the file is synced
+    /// before the next one starts.
     async fn receive_file(
         &mut self,
         dir: &std::path::Path,
+        state: &TxState,
         bytes: &mut u64,
     ) -> Result<String, BackupError> {
         let (name, len) = match self.conn.recv("a store file").await? {
             Message::FileStart { name, len } => (name, len),
             other => return Err(self.conn.unexpected(&other, "a file")),
         };
-        if !RecordKind::ALL.iter().any(|k| k.file_name() == name) {
-            return Err(BackupError::Protocol(Violation::NotAStoreFile(name)));
+        let Some(kind) = RecordKind::ALL.into_iter().find(|k| k.file_name() == name) else {
+            return Err(BackupError::Protocol(Violation::NotAStoreFile(
+                units::printable(&name),
+            )));
+        };
+        let limit = record_file_limit(kind, state, self.server.format);
+        if len > limit {
+            return Err(BackupError::Protocol(Violation::FileBeyondCheckpoint {
+                name,
+                len,
+                limit,
+            }));
         }
         let path = dir.join(&name);
         let io_err = |e| StoreError::io(format!("writing {}", path.display()), e);

@@ -5,22 +5,29 @@
 //! Must not touch: anything but reads. The store is opened normally first, so a store that
 //! needs recovery is recovered (and checkpointed) before it is checked, as in Neo4j.
 //!
-//! Memory: records are scanned in large sequential batches; the only structure that grows
-//! with the store is a bitmap of dynamic blocks (one bit per block) to find blocks owned twice
-//! or by nobody.
+//! Memory: records are scanned in large sequential batches; the only structures that grow
+//! with the store are bitmaps, one bit per dynamic block (to find blocks owned twice or by
+//! nobody) and one per node.
+//!
+//! Files: `fast.rs` the fast pass, which proves a healthy store consistent reading each record
+//! once, in parallel (ADM-11); this file the exact pass, which runs when the fast one cannot
+//! prove it, and whose findings are the report's.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
 
+mod fast;
+
 use crate::digest::Digest;
-use crate::io::{Clock, FileHandle, Fs};
+use crate::io::{Blocking, Clock, FileHandle, Fs};
 use crate::store::format::{
     decode_node_payload, decode_rel_payload, BlockRecord, NodeRecord, RecordKind, RelRecord, NONE,
 };
 use crate::store::records::RecordFiles;
 use crate::store::{Store, StoreError, StoreOptions};
+use fast::AtomicBits;
 
 /// At most this many findings are listed; the count says how many there were.
 const MAX_FINDINGS: usize = 100;
@@ -56,39 +63,92 @@ impl Findings {
     }
 }
 
-/// Opens (recovering if needed) and checks the store in `dir`.
+/// Opens (recovering if needed) and checks the store in `dir`, one job at a time.
 pub fn check(
     fs: Arc<dyn Fs>,
     clock: Arc<dyn Clock>,
     dir: &Path,
 ) -> Result<CheckReport, StoreError> {
-    check_with_progress(fs, clock, dir, &mut |_, _| {})
+    check_with_progress(fs, clock, dir, &Sequential, &mut |_, _| {})
 }
 
-/// [`check`], calling `progress(done, total)` as [`check_open_with_progress`] does.
+/// [`check`], running the fast pass's jobs through `par` and calling `progress(done, total)`
+/// as [`check_open_with_progress`] does.
 pub fn check_with_progress(
     fs: Arc<dyn Fs>,
     clock: Arc<dyn Clock>,
     dir: &Path,
+    par: &dyn Blocking,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<CheckReport, StoreError> {
     let store = Store::open(fs, clock, dir, &StoreOptions::default())?;
-    let report = check_open_with_progress(&store, progress)?;
+    let report = check_open_with_progress(&store, par, progress)?;
     store.close()?;
     Ok(report)
 }
 
-/// Checks an open store.
+/// Checks an open store, one job at a time.
 pub fn check_open(store: &Store) -> Result<CheckReport, StoreError> {
-    check_open_with_progress(store, &mut |_, _| {})
+    check_open_with_progress(store, &Sequential, &mut |_, _| {})
 }
 
-/// Checks an open store, calling `progress(done, total)` with the records scanned so far of
-/// all of them after every batch (a progress bar for long checks).
+/// Runs jobs one after the other, on the caller's thread: for callers without an `Env`.
+#[derive(Debug)]
+struct Sequential;
+
+impl Blocking for Sequential {
+    fn run(&self, job: Box<dyn FnOnce() + Send>) -> crate::io::BoxFuture<'static, ()> {
+        job();
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// Checks an open store (ADM-3, ADM-11): the fast pass first, with its jobs run through `par`;
+/// when it cannot prove the store consistent, the exact pass, whose findings make the report.
+/// Calls `progress(done, total)` with the records scanned so far of all of them after every
+/// batch (a progress bar for long checks); the exact pass, if it runs, starts the count again.
 pub fn check_open_with_progress(
     store: &Store,
+    par: &dyn Blocking,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<CheckReport, StoreError> {
+    check_open_ranged(store, par, fast::RANGE_BYTES, progress)
+}
+
+/// [`check_open_with_progress`] with the fast pass's jobs scanning `range_bytes` of records
+/// each: small ranges let a test run many jobs over a small store.
+pub fn check_open_ranged(
+    store: &Store,
+    par: &dyn Blocking,
+    range_bytes: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<CheckReport, StoreError> {
+    if let Some(proven) = fast::prove(store, par, range_bytes, progress)? {
+        let status = store.status();
+        return Ok(CheckReport {
+            store_id: status.store_id.to_string(),
+            format_version: status.format.to_string(),
+            last_committed_tx: status.last_committed_tx,
+            nodes: proven.nodes,
+            relationships: proven.rels,
+            digest: proven.digest.to_hex(),
+            recorded_digest: store.state.digest.to_hex(),
+            consistent: true,
+            finding_count: 0,
+            findings: Vec::new(),
+        });
+    }
+    exact(store, progress)
+}
+
+/// The exact pass alone (ADM-11: what the fast pass must agree with).
+pub fn check_open_exact(store: &Store) -> Result<CheckReport, StoreError> {
+    exact(store, &mut |_, _| {})
+}
+
+/// The exact pass: every rule checked record by record, reading neighbours, each violation a
+/// finding.
+fn exact(store: &Store, progress: &mut dyn FnMut(u64, u64)) -> Result<CheckReport, StoreError> {
     let status = store.status();
     let files = &store.files;
     let state = &store.state;
@@ -109,7 +169,8 @@ pub fn check_open_with_progress(
             f.add(why);
         }
     }
-    let mut owned = Bitmap::new(state.next_block);
+    let owned = AtomicBits::new(state.next_block);
+    let mut payload = Vec::new();
     let cache = Cache::new(files);
     let mut digest = Digest::ZERO;
     let mut nodes = 0u64;
@@ -135,9 +196,15 @@ pub fn check_open_with_progress(
                 return;
             }
             nodes += 1;
-            match read_chain(&cache, rec.payload_block, rec.payload_len, &mut owned) {
+            match read_chain(
+                &cache,
+                rec.payload_block,
+                rec.payload_len,
+                &owned,
+                &mut payload,
+            ) {
                 Err(why) => f.add(format!("node {id}: {why}")),
-                Ok(payload) => match decode_node_payload(&payload) {
+                Ok(()) => match decode_node_payload(&payload) {
                     Err(e) => f.add(format!("node {id}: {e}")),
                     Ok((labels, props)) => {
                         digest.add_node(&crate::graph::Node { id, labels, props })
@@ -182,9 +249,15 @@ pub fn check_open_with_progress(
                     ));
                 }
             }
-            match read_chain(&cache, rec.payload_block, rec.payload_len, &mut owned) {
+            match read_chain(
+                &cache,
+                rec.payload_block,
+                rec.payload_len,
+                &owned,
+                &mut payload,
+            ) {
                 Err(why) => f.add(format!("relationship {id}: {why}")),
-                Ok(payload) => match decode_rel_payload(&payload) {
+                Ok(()) => match decode_rel_payload(&payload) {
                     Err(e) => f.add(format!("relationship {id}: {e}")),
                     Ok((rel_type, props)) => digest.add_relationship(&crate::graph::Relationship {
                         id,
@@ -300,17 +373,31 @@ fn scan(
     size: usize,
     count: u64,
     scanned: &mut dyn FnMut(u64),
+    visit: impl FnMut(u64, &[u8]),
+) -> Result<(), StoreError> {
+    scan_range(file, size, 0, count, scanned, visit)
+}
+
+/// Calls `visit` with records `start .. end` of `file`, reading 1 MiB at a time; past the end
+/// of the file reads as zeros.
+fn scan_range(
+    file: &dyn FileHandle,
+    size: usize,
+    start: u64,
+    end: u64,
+    scanned: &mut dyn FnMut(u64),
     mut visit: impl FnMut(u64, &[u8]),
 ) -> Result<(), StoreError> {
     let per_batch = ((1 << 20) / size).max(1) as u64;
     let mut buf = vec![0u8; per_batch as usize * size];
-    let mut id = 0;
-    while id < count {
-        let n = (count - id).min(per_batch);
+    let mut id = start;
+    while id < end {
+        let n = (end - id).min(per_batch);
         let chunk = &mut buf[..n as usize * size];
-        chunk.fill(0);
-        file.read_fully_at(chunk, id * size as u64)
+        let got = file
+            .read_fully_at(chunk, id * size as u64)
             .map_err(|e| StoreError::io("reading records", e))?;
+        chunk[got..].fill(0);
         for (i, raw) in chunk.chunks(size).enumerate() {
             visit(id + i as u64, raw);
         }
@@ -320,21 +407,26 @@ fn scan(
     Ok(())
 }
 
-/// Reads a payload chain, marking its blocks as owned; fails on a damaged chain or a block
-/// owned twice.
-fn read_chain(files: &Cache, first: u64, len: u32, owned: &mut Bitmap) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(len as usize);
+/// Reads a payload chain into `out`, marking its blocks as owned; fails on a damaged chain or
+/// a block owned twice.
+fn read_chain(
+    files: &Cache,
+    first: u64,
+    len: u32,
+    owned: &AtomicBits,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    out.clear();
     let mut at = first;
     while out.len() < len as usize {
-        if at == NONE || at >= owned.len {
+        if at == NONE || at >= owned.len() {
             return Err(format!("payload chain from block {first} ends early"));
         }
-        if owned.get(at) {
+        if owned.set(at) {
             return Err(format!(
                 "block {at} belongs to more than one chain (or loops)"
             ));
         }
-        owned.set(at);
         let b = files.block(at)?;
         if !b.in_use {
             return Err(format!("payload block {at} is not in use"));
@@ -347,7 +439,7 @@ fn read_chain(files: &Cache, first: u64, len: u32, owned: &mut Bitmap) -> Result
             "payload chain from block {first} does not match its length {len}"
         ));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Reads relationship `id`, which must be in use and have `node` as an endpoint.
@@ -378,11 +470,12 @@ const WINDOW_BYTES: usize = 4 << 10;
 /// Windows kept per file, replaced round-robin.
 const WINDOWS_PER_FILE: usize = 64;
 
+/// The windows of one file, direct-mapped: window `w` can only sit in slot `w % WINDOWS_PER_FILE`,
+/// so finding it is one comparison.
 #[derive(Default)]
 struct Windows {
-    /// (first record id, record count, bytes) of each loaded window.
-    loaded: Vec<(u64, u64, Vec<u8>)>,
-    next_victim: usize,
+    /// (first record id, bytes) of the window in each slot, if one is loaded.
+    slots: Vec<Option<(u64, Vec<u8>)>>,
 }
 
 impl<'a> Cache<'a> {
@@ -408,30 +501,32 @@ impl<'a> Cache<'a> {
             RecordKind::Block => 2,
         };
         let mut w = self.windows[slot].borrow_mut();
+        if w.slots.is_empty() {
+            w.slots.resize_with(WINDOWS_PER_FILE, || None);
+        }
         let first = id - id % per;
-        let at = match w.loaded.iter().position(|(f, _, _)| *f == first) {
-            Some(i) => i,
-            None => {
-                let mut buf = vec![0u8; per as usize * size];
-                let got = self
+        let at = ((first / per) % WINDOWS_PER_FILE as u64) as usize;
+        if !matches!(&w.slots[at], Some((f, _)) if *f == first) {
+            let mut buf = match w.slots[at].take() {
+                Some((_, buf)) => buf,
+                None => vec![0u8; per as usize * size],
+            };
+            // A damaged id can lie beyond any offset: it reads as past the end.
+            let got = match first.checked_mul(size as u64) {
+                Some(offset) => self
                     .files
                     .file(kind)
-                    .read_fully_at(&mut buf, first * size as u64)
-                    .map_err(|e| format!("reading {}: {e}", kind.file_name()))?;
-                // Past the end of the file reads as zeros: "not in use" in every format (ST-7).
-                buf[got..].fill(0);
-                if w.loaded.len() < WINDOWS_PER_FILE {
-                    w.loaded.push((first, per, buf));
-                    w.loaded.len() - 1
-                } else {
-                    let victim = w.next_victim;
-                    w.next_victim = (victim + 1) % WINDOWS_PER_FILE;
-                    w.loaded[victim] = (first, per, buf);
-                    victim
-                }
-            }
+                    .read_fully_at(&mut buf, offset)
+                    .map_err(|e| format!("reading {}: {e}", kind.file_name()))?,
+                None => 0,
+            };
+            // Past the end of the file reads as zeros: "not in use" in every format (ST-7).
+            buf[got..].fill(0);
+            w.slots[at] = Some((first, buf));
+        }
+        let Some((_, buf)) = &w.slots[at] else {
+            unreachable!("the slot was just filled")
         };
-        let (_, _, buf) = &w.loaded[at];
         let off = (id - first) as usize * size;
         decode(&buf[off..off + size])
     }
@@ -455,25 +550,5 @@ impl<'a> Cache<'a> {
         self.with_raw(RecordKind::Block, id, |raw| {
             BlockRecord::decode(format, raw).map_err(|e| format!("block record {id}: {e}"))
         })
-    }
-}
-
-struct Bitmap {
-    bits: Vec<u64>,
-    len: u64,
-}
-
-impl Bitmap {
-    fn new(len: u64) -> Bitmap {
-        Bitmap {
-            bits: vec![0; len.div_ceil(64) as usize],
-            len,
-        }
-    }
-    fn get(&self, i: u64) -> bool {
-        i < self.len && self.bits[(i / 64) as usize] & (1 << (i % 64)) != 0
-    }
-    fn set(&mut self, i: u64) {
-        self.bits[(i / 64) as usize] |= 1 << (i % 64);
     }
 }
