@@ -14,12 +14,21 @@
 //! 2. the verification of that backup (`-verify true` minus `-verify false`) vs the copy;
 //! 3. incremental after `BENCH_TXS` small transactions vs the full backup;
 //! 4. incremental with nothing new vs the full backup;
-//! 5. peak memory (max RSS) of `neo4j-backup` during the full backup.
+//! 5. peak memory (max RSS) of `neo4j-backup` during the full backup;
+//! 6. TLS's cost: a full backup (`-verify false`) over TLS with client certificates vs the same
+//!    without TLS, from two servers on stores of the same size (the second serves the backup
+//!    taken above), alternated in `BENCH_TLS_ROUNDS` pairs (default 5, at least 5): the median
+//!    of the pairs' ratios, with their lowest and highest.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::SystemTime;
+
+#[path = "../tests/kit/certs.rs"]
+#[allow(dead_code)]
+mod certs;
 use std::time::{Duration, Instant};
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -122,11 +131,17 @@ fn post(addr: &str, body: &str) {
 
 /// Runs `neo4j-backup` and returns its wall time and its peak RSS in KiB.
 fn backup(addr: &str, to: &Path, verify: &str) -> (Duration, u64) {
+    backup_with(addr, to, verify, &[])
+}
+
+/// [`backup`] with more flags.
+fn backup_with(addr: &str, to: &Path, verify: &str, more: &[String]) -> (Duration, u64) {
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_neo4j-backup"))
         .args(["-from", addr, "-to"])
         .arg(to)
         .args(["-verify", verify])
+        .args(more)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -244,6 +259,30 @@ fn main() {
     // 4. Nothing new.
     let (t_none, _) = backup(&server.backup, &target, "true");
 
+    // 6. TLS's cost: a second server, with TLS, on the backup just taken (a store of the same
+    // size), and full backups from both, alternated.
+    let tls_rounds = env_u64("BENCH_TLS_ROUNDS", 5).max(5);
+    let (tls_args, tls_config) = tls_files(work.path());
+    let tls_server = start_server(&target, &tls_config);
+    let mut tls_ratios = Vec::new();
+    for round in 0..tls_rounds {
+        let plain = work.path().join(format!("plain-{round}"));
+        let (t_plain, _) = backup(&server.backup, &plain, "false");
+        std::fs::remove_dir_all(&plain).unwrap();
+        let over_tls = work.path().join(format!("tls-{round}"));
+        let (t_tls, _) = backup_with(&tls_server.backup, &over_tls, "false", &tls_args);
+        std::fs::remove_dir_all(&over_tls).unwrap();
+        println!(
+            "round {round}: full backup {:.2} s, over TLS {:.2} s",
+            t_plain.as_secs_f64(),
+            t_tls.as_secs_f64()
+        );
+        tls_ratios.push(t_tls.as_secs_f64() / t_plain.as_secs_f64());
+    }
+    drop(tls_server);
+    tls_ratios.sort_by(f64::total_cmp);
+    let tls_median = tls_ratios[tls_ratios.len() / 2];
+
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     println!();
     println!("| measure | time | ratio | target |");
@@ -273,5 +312,45 @@ fn main() {
         "| peak memory of neo4j-backup (full backup) | {:.1} MiB | | <= 32 MiB |",
         rss as f64 / 1024.0
     );
+    println!(
+        "| full backup over TLS / without TLS ({tls_rounds} pairs; lowest..highest) | | {tls_median:.2}x ({:.2}..{:.2}) | |",
+        tls_ratios[0],
+        tls_ratios[tls_ratios.len() - 1]
+    );
     drop(server);
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate under `dir`; returns the
+/// tool's `--tls-*` flags and the TLS server's configuration file.
+fn tls_files(dir: &Path) -> (Vec<String>, PathBuf) {
+    use certs::{Ca, Role, Validity};
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let valid = Validity::days_around(SystemTime::now(), 2);
+    let ca = Ca::new("bench CA", valid, None);
+    let server = ca.issue(Role::Server, &["127.0.0.1"], valid, None);
+    let client = ca.issue(Role::Client, &["bench"], valid, None);
+    let write = |name: &str, text: &str| {
+        let path = tls.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let ca_pem = write("ca.pem", &ca.cert);
+    let config = format!(
+        "http_server=127.0.0.1:0\nonline_backup_server=127.0.0.1:0\nkeep_logical_logs=true\n\
+         online_backup_tls_cert={}\nonline_backup_tls_key={}\nonline_backup_tls_client_ca={ca_pem}\n",
+        write("server.pem", &server.cert),
+        write("server.key", &server.key),
+    );
+    let args = vec![
+        "--tls-ca".to_string(),
+        ca_pem,
+        "--tls-cert".to_string(),
+        write("client.pem", &client.cert),
+        "--tls-key".to_string(),
+        write("client.key", &client.key),
+    ];
+    let path = dir.join("tls.properties");
+    std::fs::write(&path, config).unwrap();
+    (args, path)
 }

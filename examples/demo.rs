@@ -76,6 +76,7 @@ fn options(addr: std::net::SocketAddr, target: &Path) -> BackupOptions {
         verify: Verify::Default,
         timeout: Duration::from_secs(60),
         max_rate: None,
+        tls: None,
     }
 }
 

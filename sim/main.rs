@@ -92,7 +92,7 @@ fn same_seed_same_trace() {
                     None => format!("one run has more records ({} vs {})", la.len(), lb.len()),
                 };
                 panic!(
-                    "SIM-1: simulation {} is not deterministic at seed {seed}: {a:?} vs {b:?}\n{diff}\nreplay: {}",
+                    "SIM-1, IO-11: simulation {} is not deterministic at seed {seed} (TLS's bytes are in the trace too): {a:?} vs {b:?}\n{diff}\nreplay: {}",
                     scenario.name,
                     replay_command(scenario.name, seed)
                 );

@@ -223,9 +223,11 @@ impl ScenarioCtx {
     pub fn crash(&mut self, host: &str) {
         self.record(&format!("crash {host}"));
         let sim = &mut self.sim;
+        self.world.set_crashing(host, true);
         self.world
             .trace()
             .at_driver_time(sim.elapsed(), || sim.crash(host));
+        self.world.set_crashing(host, false);
         self.world.host_crashed(host);
     }
 
@@ -296,7 +298,7 @@ pub fn run_with(
             let mut ctx = ScenarioCtx {
                 seed,
                 sim: builder.build(),
-                world: SimWorld::new(trace.clone(), epoch(), scenario.disk),
+                world: SimWorld::new(trace.clone(), epoch(), scenario.disk, seed),
                 rng: StdRng::seed_from_u64(seed ^ SCENARIO_RNG_SALT),
                 hosts: Vec::new(),
             };

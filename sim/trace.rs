@@ -78,6 +78,11 @@ struct TraceState {
     /// per-host clock is only meaningful inside the host's tick; read during a crash (while
     /// the host's tasks are dropped) or a start, it mixes in real time.
     driver_time: Option<Duration>,
+    /// The records made during a driver action, appended sorted when it ends: a crash drops the
+    /// host's tasks (and with them its connections and files) in the order of tokio's task
+    /// lists, which follows task ids that a process numbers across all its simulations, so it
+    /// is not decided by the seed; sorted, the action's records are.
+    during_driver: Option<Vec<(String, String)>>,
     tail: VecDeque<String>,
     /// Every record, when asked for (the determinism check diffs two runs with it).
     all: Option<Vec<String>>,
@@ -112,6 +117,10 @@ impl Trace {
     /// Records `event` on `host` at [`Trace::now`].
     pub fn record(&self, host: &str, event: &str) {
         let mut s = self.0.lock().unwrap();
+        if let Some(during) = &mut s.during_driver {
+            during.push((host.to_string(), event.to_string()));
+            return;
+        }
         let time = s.now();
         s.append(time, host, event);
     }
@@ -124,11 +133,22 @@ impl Trace {
     }
 
     /// Runs `f` (a driver action: crash, start, drop of the simulation) with the trace's time
-    /// fixed at `time`.
+    /// fixed at `time`; the records it makes are appended sorted, in an order the seed decides
+    /// (see `TraceState::during_driver`).
     pub fn at_driver_time<R>(&self, time: Duration, f: impl FnOnce() -> R) -> R {
-        self.0.lock().unwrap().driver_time = Some(time);
+        {
+            let mut s = self.0.lock().unwrap();
+            s.driver_time = Some(time);
+            s.during_driver = Some(Vec::new());
+        }
         let r = f();
-        self.0.lock().unwrap().driver_time = None;
+        let mut s = self.0.lock().unwrap();
+        let mut during = s.during_driver.take().unwrap_or_default();
+        during.sort();
+        for (host, event) in during {
+            s.append(time, &host, &event);
+        }
+        s.driver_time = None;
         r
     }
 

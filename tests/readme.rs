@@ -1,7 +1,8 @@
 //! The README as a reader of a fresh clone uses it.
 //!
 //! - Its examples run as written: the ```` ```sh ```` blocks of the `neo4j-admin` section, the
-//!   HTTP API section and the `neo4j-backup` section (which continues the HTTP example's server)
+//!   HTTP API section, the `neo4j-backup` section (which continues the HTTP example's server)
+//!   and the section on securing the backup port (its own server, with TLS)
 //!   are parsed into commands and run, with only the paths (`/tmp/...`, into a scratch
 //!   directory) and the addresses (`127.0.0.1:7474` and the backup service's default port 6362,
 //!   the test server's) substituted; what each command prints must be what the `# →` lines
@@ -12,8 +13,11 @@
 //! How a command runs: `cargo build --release` is skipped (the test uses the binaries cargo built
 //! for it); `.../neo4j-admin ARGS` runs the built `neo4j-admin` and must exit 0;
 //! `.../neo4j console --store DIR` starts the built server on DIR with ephemeral ports (the
-//! test's substitute for 127.0.0.1:7474); `.../neo4j-backup ARGS` runs the built tool against
-//! that server's backup service (`-port` added to a bare `-host 127.0.0.1`) and must exit 0;
+//! test's substitute for 127.0.0.1:7474; with `--config FILE`, FILE's keys with those ports);
+//! `.../neo4j-backup ARGS` runs the built tool against that server's backup service (`-port`
+//! added to a bare `-host 127.0.0.1`) and must exit 0, or, when its `# →` line reads
+//! `exit N: ...`, exit N with what follows on stderr; `cargo run --example tls-certs -- ARGS`
+//! runs the built example (the section on TLS);
 //! `curl` is not run (it may not be installed): its
 //! method (`-X`), body (`-d`) and URL are sent with the test's HTTP client. Anything else fails
 //! the test, so a new kind of example needs a line here.
@@ -39,6 +43,27 @@ const README_HTTP: &str = "127.0.0.1:7474";
 const README_BACKUP: &str = "127.0.0.1:6362";
 /// The directory the README's examples put stores in.
 const README_TMP: &str = "/tmp/";
+
+/// The built example program `name` (`cargo test` builds the examples beside the tests; a
+/// lone `cargo test --test readme` does not, so it builds the one it needs first).
+fn example(name: &str) -> PathBuf {
+    let debug = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf();
+    let path = debug.join("examples").join(name);
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--example", name])
+            .current_dir(root())
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build --example {name} failed");
+    }
+    path
+}
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -280,13 +305,23 @@ impl Runner {
         let at = format!("README.md:{}: {}", step.line, step.words.join(" "));
         let program = words[0].rsplit('/').next().unwrap();
         match program {
+            "cargo" if words[1..] == ["build", "--release"] => None,
             "cargo" => {
-                assert_eq!(
-                    words[1..],
-                    ["build", "--release"],
+                assert!(
+                    words[1..4] == ["run", "--example", "tls-certs"] && words[4] == "--",
                     "{at}: which cargo command?"
                 );
-                None
+                let out = Command::new(example("tls-certs"))
+                    .args(&words[5..])
+                    .output()
+                    .unwrap();
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "{at}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                Some(String::from_utf8_lossy(&out.stdout).into_owned())
             }
             "neo4j-admin" => {
                 let out = Command::new(env!("CARGO_BIN_EXE_neo4j-admin"))
@@ -318,21 +353,44 @@ impl Runner {
                     .args(&args)
                     .output()
                     .unwrap();
-                assert_eq!(
-                    out.status.code(),
-                    Some(0),
-                    "{at}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                Some(String::from_utf8_lossy(&out.stdout).into_owned())
+                // `# → exit N: ...` says the run fails with N and what it says on stderr.
+                let failing = step.expect.as_deref().and_then(|e| {
+                    let (code, _) = e.strip_prefix("exit ")?.split_once(": ")?;
+                    code.parse::<i32>().ok()
+                });
+                match failing {
+                    Some(code) => {
+                        assert_eq!(out.status.code(), Some(code), "{at}: {out:?}");
+                        Some(format!(
+                            "exit {code}: {}",
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        ))
+                    }
+                    None => {
+                        assert_eq!(
+                            out.status.code(),
+                            Some(0),
+                            "{at}: {}",
+                            String::from_utf8_lossy(&out.stderr)
+                        );
+                        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+                    }
+                }
             }
             "neo4j" => {
                 assert!(
-                    words.len() == 4 && words[1] == "console" && words[2] == "--store",
-                    "{at}: the test runs only `neo4j console --store DIR`"
+                    (words.len() == 4 || words.len() == 6 && words[4] == "--config")
+                        && words[1] == "console"
+                        && words[2] == "--store",
+                    "{at}: the test runs only `neo4j console --store DIR [--config FILE]`"
                 );
                 assert!(self.server.is_none(), "{at}: a second server");
-                self.server = Some(ServerProcess::start(Path::new(&words[3]), Some(EPHEMERAL)));
+                // The README's configuration, on the test's ephemeral ports.
+                let config = match words.get(5) {
+                    Some(file) => std::fs::read_to_string(file).unwrap() + EPHEMERAL,
+                    None => EPHEMERAL.to_string(),
+                };
+                self.server = Some(ServerProcess::start(Path::new(&words[3]), Some(&config)));
                 None
             }
             "curl" => {
@@ -444,6 +502,57 @@ fn readme_backup_example_runs_as_written() {
         "the neo4j-backup example lost its runs: {ran:?}"
     );
     assert_eq!(runner.server.take().unwrap().terminate(), Some(0));
+}
+
+/// The TLS recipe runs as written: certificates and configuration from the example program, a
+/// server with TLS, a backup with the client's certificate, and the two refusals; the
+/// configuration the example wrote is the one the README shows.
+#[test]
+fn readme_tls_example_runs_as_written() {
+    let readme = read("README.md");
+    let dir = scratch();
+    let mut runner = Runner::new(dir.path());
+    let blocks = sh_blocks(&readme, "## Securing the backup port");
+    let ran = runner.run_blocks(&blocks);
+    assert_eq!(
+        ran,
+        [
+            "cargo",
+            "neo4j",
+            "neo4j-backup",
+            "neo4j-backup",
+            "neo4j-backup"
+        ],
+        "the TLS example lost its steps"
+    );
+    let shown = properties_block(&readme, "## Securing the backup port");
+    let written = std::fs::read_to_string(dir.path().join("tls/neo4j.properties")).unwrap();
+    assert_eq!(
+        runner.substitute(&shown),
+        written,
+        "the README shows the configuration tls-certs writes"
+    );
+    let log = runner.server.take().unwrap().stderr_when_stopped();
+    for said in [
+        "presented a certificate accepted for CN backup, DNS backup",
+        "the client presented no certificate",
+        "the client did not begin a TLS handshake",
+    ] {
+        assert!(
+            log.contains(said),
+            "the server's log, as the README says: {said}\n{log}"
+        );
+    }
+}
+
+/// The first ```` ```properties ```` block under `heading`.
+fn properties_block(markdown: &str, heading: &str) -> String {
+    let after = markdown.split(heading).nth(1).expect("the heading");
+    let block = after
+        .split("```properties\n")
+        .nth(1)
+        .expect("a properties block");
+    block.split("```").next().unwrap().to_string()
 }
 
 #[test]

@@ -1,12 +1,14 @@
 //! `backup_faults`: backups interrupted by a fault chosen from the seed, while a writer keeps
 //! committing: the client host loses power at a random filesystem operation (mid-copy,
 //! mid-apply, mid-verify) or during the generation switch of a full backup; the server host
-//! loses power at a random filesystem operation or crashes at a random moment, or shuts down
-//! cleanly; the network between client and server is partitioned, or holds its messages for a
+//! loses power at a random filesystem operation or crashes at a random moment (or in the first
+//! milliseconds, mid-handshake), or shuts down cleanly; the network between client and server is partitioned, or holds its messages for a
 //! while (SIM-19). After each fault the directory must hold a valid backup (invariant 2: BK-24,
 //! BK-33, BK-34), the server every acknowledged transaction, and the next undisturbed run must
 //! pick up from what was left, incrementally whenever it can, cleaning up the leftovers
-//! (invariants 1 and 4: BK-20, BK-25, BK-36).
+//! (invariants 1 and 4: BK-20, BK-25, BK-36). On about half of the seeds the backup port uses TLS
+//! with client certificates (`Setup::tls`, spec/security.md), so every fault also strikes TLS
+//! connections, mid-handshake and mid-transfer.
 
 use std::time::Duration;
 
@@ -42,6 +44,9 @@ enum Fault {
     ServerPowerLoss,
     /// The server host crashes at a random moment of the run.
     ServerCrash,
+    /// The server host crashes in the first milliseconds of the run: while the client
+    /// connects and, with TLS, in the middle of the TLS handshake (SEC-1).
+    EarlyServerCrash,
     /// The server shuts down cleanly in the middle of the run: it closes the backup connection
     /// first, the run fails with exit 1 and the target stays valid (PR-19).
     ServerShutdown,
@@ -51,11 +56,12 @@ enum Fault {
     Hold,
 }
 
-const FAULTS: [Fault; 7] = [
+const FAULTS: [Fault; 8] = [
     Fault::ClientPowerLoss,
     Fault::SwitchPowerLoss,
     Fault::ServerPowerLoss,
     Fault::ServerCrash,
+    Fault::EarlyServerCrash,
     Fault::ServerShutdown,
     Fault::Partition,
     Fault::Hold,
@@ -231,11 +237,15 @@ fn interrupted(
     }
     let began_after = sim.acked();
     let id = sim.submit(ctx, Job::Backup(job));
-    let at = ctx.rng.random_range(0..=cost.steps);
+    let at = match fault {
+        // A handshake is a few round trips of 1 to 8 ms (`configure`).
+        Fault::EarlyServerCrash => ctx.rng.random_range(0..=30),
+        _ => ctx.rng.random_range(0..=cost.steps),
+    };
     step_for(ctx, sim, id, at)?;
     let mut partitioned = false;
     match fault {
-        Fault::ServerCrash => crash_and_restart_server(ctx)?,
+        Fault::ServerCrash | Fault::EarlyServerCrash => crash_and_restart_server(ctx)?,
         Fault::ServerShutdown => {
             sim.shut_down_server(ctx)?;
             // The process exited; everything it wrote was synced by the clean close.

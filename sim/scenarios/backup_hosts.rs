@@ -20,6 +20,7 @@ use online_backup::store::log::TxState;
 use online_backup::store::meta::META_FILE;
 use online_backup::store::{initialize, Store, StoreOptions};
 use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::kit::http;
 use crate::runner::HostCtx;
@@ -57,6 +58,15 @@ pub(crate) async fn server_software(
     {
         let mut s = shared.lock().unwrap();
         s.server = ServerSide::default();
+    }
+    let tls = shared.lock().unwrap().tls.clone();
+    if let Some(tls) = &tls {
+        let files = [
+            ("ca.pem", &tls.ca),
+            ("server.pem", &tls.server.cert),
+            ("server.key", &tls.server.key),
+        ];
+        h.check(write_tls(&*h.env.fs, &files)).await?;
     }
     let (config, warnings) = Config::parse(&properties)?;
     if !warnings.is_empty() {
@@ -187,8 +197,32 @@ async fn resolve_in_flight(h: &HostCtx, shared: &Arc<Mutex<Shared>>) -> turmoil:
     Ok(())
 }
 
+/// Writes `files` (name, PEM text) into [`TLS_DIR`], each replaced atomically.
+fn write_tls(fs: &dyn Fs, files: &[(&str, &String)]) -> std::io::Result<()> {
+    fs.create_dir_all(Path::new(TLS_DIR))?;
+    for (name, text) in files {
+        online_backup::io::write_atomic(fs, &Path::new(TLS_DIR).join(name), text.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Writes the client's TLS files, when the scenario uses TLS.
+async fn write_client_tls(h: &HostCtx, shared: &Arc<Mutex<Shared>>) -> turmoil::Result {
+    let tls = shared.lock().unwrap().tls.clone();
+    if let Some(tls) = &tls {
+        let files = [
+            ("ca.pem", &tls.ca),
+            ("client.pem", &tls.client.cert),
+            ("client.key", &tls.client.key),
+        ];
+        h.check(write_tls(&*h.env.fs, &files)).await?;
+    }
+    Ok(())
+}
+
 /// The `client` host: does the driver's jobs, one at a time.
 pub(crate) async fn client_software(h: HostCtx, shared: Arc<Mutex<Shared>>) -> turmoil::Result {
+    write_client_tls(&h, &shared).await?;
     loop {
         let next = shared.lock().unwrap().client.job.take();
         let Some((id, job)) = next else {
@@ -219,7 +253,13 @@ async fn perform(h: &HostCtx, shared: &Arc<Mutex<Shared>>, job: Job) -> turmoil:
                 mode: job.mode,
                 verify: job.verify,
                 timeout: job.timeout,
-                max_rate: None,
+                max_rate: job.max_rate,
+                tls: shared
+                    .lock()
+                    .unwrap()
+                    .tls
+                    .as_ref()
+                    .map(|_| SimTls::client_files()),
             };
             let mut lines = Lines::default();
             let outcome = client::run(env, &options, &mut lines).await;
@@ -275,6 +315,32 @@ async fn perform(h: &HostCtx, shared: &Arc<Mutex<Shared>>, job: Job) -> turmoil:
             h.check(copy_tree(fs, &live, &to)).await?;
             h.check(fs.sync_dir(online_backup::io::parent_of(&to)))
                 .await?;
+            Ok(Reply::Done)
+        }
+        Job::Stall(n) => {
+            let mut streams = Vec::new();
+            for _ in 0..n {
+                let mut stream = h
+                    .check(env.net.connect(&format!("{SERVER}:{BACKUP_PORT}")).await)
+                    .await?;
+                // A handshake record's header, announcing 200 bytes that never come.
+                h.check(stream.write_all(&[0x16, 0x03, 0x01, 0x00, 0xc8]).await)
+                    .await?;
+                streams.push((stream, env.clock.now()));
+            }
+            let (clock, shared) = (env.clock.clone(), shared.clone());
+            tokio::spawn(async move {
+                for (mut stream, since) in streams {
+                    let mut buf = [0u8; 256];
+                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                    let after = clock.now().duration_since(since).unwrap_or_default();
+                    shared.lock().unwrap().stalls.push(after);
+                }
+            });
+            Ok(Reply::Done)
+        }
+        Job::WriteTls => {
+            write_client_tls(h, shared).await?;
             Ok(Reply::Done)
         }
         Job::Status => Ok(Reply::Status(

@@ -24,11 +24,13 @@
 //! verification that fails a correct backup (exit 6) fails the simulation (BK-26, BK-27).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use online_backup::backup::client::{Mode, Verify};
+use online_backup::backup::tls::ClientTlsFiles;
 use online_backup::digest::Digest;
 use online_backup::graph::Op;
 use online_backup::store::format::FormatVersion;
@@ -36,6 +38,7 @@ use online_backup::store::meta::StoreId;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::kit::certs::{Ca, Pem, Role, Validity};
 use crate::kit::http::Status;
 use crate::kit::model::Graph;
 use crate::runner::{ScenarioCtx, Stopped};
@@ -103,6 +106,76 @@ impl Retention {
     }
 }
 
+/// TLS on the backup port (spec/security.md): the PEM files of a CA, the server and the client,
+/// made from the seed (Ed25519 keys, IO-11). The server host writes its three under [`TLS_DIR`]
+/// on its disk, the client its three on its own, every time its software starts.
+#[derive(Clone)]
+pub struct SimTls {
+    pub ca: String,
+    pub server: Pem,
+    pub client: Pem,
+    ca_seed: [u8; 32],
+    valid: Validity,
+}
+
+/// Where the hosts keep their TLS files.
+pub(crate) const TLS_DIR: &str = "/tls";
+/// The client certificate's name, the one the server's allow-list names.
+pub const CLIENT_NAME: &str = "backup-client";
+
+impl fmt::Debug for SimTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SimTls")
+    }
+}
+
+impl SimTls {
+    /// Certificates valid from a day before the simulation's epoch for a year (the scenarios
+    /// move the clock by days at most), the keys drawn from `rng`.
+    pub fn random(rng: &mut StdRng) -> SimTls {
+        let valid = Validity::days_around(crate::runner::epoch(), 365);
+        let ca_seed = rng.random();
+        let ca = Ca::new("sim backup CA", valid, Some(ca_seed));
+        SimTls {
+            server: ca.issue(Role::Server, &[SERVER], valid, Some(rng.random())),
+            client: ca.issue(Role::Client, &[CLIENT_NAME], valid, Some(rng.random())),
+            ca: ca.cert,
+            ca_seed,
+            valid,
+        }
+    }
+
+    /// Another client certificate of the same CA (made again from its seed), valid over
+    /// `valid`, its key from `rng`.
+    pub fn client_valid(&self, valid: Validity, rng: &mut StdRng) -> Pem {
+        let ca = Ca::new("sim backup CA", self.valid, Some(self.ca_seed));
+        ca.issue(Role::Client, &[CLIENT_NAME], valid, Some(rng.random()))
+    }
+
+    /// The server's properties lines.
+    fn properties(&self) -> String {
+        format!(
+            "online_backup_tls_cert={TLS_DIR}/server.pem
+online_backup_tls_key={TLS_DIR}/server.key
+\
+             online_backup_tls_client_ca={TLS_DIR}/ca.pem
+\
+             online_backup_allowed_clients={CLIENT_NAME}
+online_backup_require_tls=true
+"
+        )
+    }
+
+    /// The client's `--tls-*` files.
+    pub fn client_files() -> ClientTlsFiles {
+        ClientTlsFiles {
+            ca: PathBuf::from(format!("{TLS_DIR}/ca.pem")),
+            cert: Some(PathBuf::from(format!("{TLS_DIR}/client.pem"))),
+            key: Some(PathBuf::from(format!("{TLS_DIR}/client.key"))),
+        }
+    }
+}
+
 /// How a scenario sets the world up.
 #[derive(Clone, Debug)]
 pub struct Setup {
@@ -114,6 +187,8 @@ pub struct Setup {
     pub writer_seed: u64,
     /// The writer sleeps up to this long between commits.
     pub max_pause: Duration,
+    /// TLS on the backup port, on about half of the seeds.
+    pub tls: Option<SimTls>,
 }
 
 impl Setup {
@@ -124,6 +199,7 @@ impl Setup {
             store_random: rng.random(),
             writer_seed: rng.random(),
             max_pause: Duration::from_millis(rng.random_range(1..=25)),
+            tls: rng.random_bool(0.5).then(|| SimTls::random(rng)),
         }
     }
 
@@ -132,9 +208,10 @@ impl Setup {
         format!(
             "online_backup_enabled=true\nonline_backup_server={SERVER}:{BACKUP_PORT}\n\
              http_server={HTTP_ADDR}\nkeep_logical_logs={}\n\
-             logical_log_rotation_threshold={}\n",
+             logical_log_rotation_threshold={}\n{}",
             self.retention.property(),
-            self.rotation_threshold
+            self.rotation_threshold,
+            self.tls.as_ref().map_or(String::new(), SimTls::properties)
         )
     }
 }
@@ -180,6 +257,11 @@ pub(crate) struct ClientSide {
 /// Everything the hosts and the driver share.
 pub struct Shared {
     pub writer: Writer,
+    /// The TLS files the hosts write at start; the driver may replace them (SEC-14).
+    pub tls: Option<SimTls>,
+    /// How long after it connected the server closed each stalled connection of
+    /// [`Job::Stall`].
+    pub stalls: Vec<Duration>,
     pub(crate) server: ServerSide,
     pub(crate) client: ClientSide,
 }
@@ -192,6 +274,8 @@ pub struct BackupJob {
     pub verify: Verify,
     /// `-timeout` (BK-7).
     pub timeout: Duration,
+    /// `--max-rate` (BK-41).
+    pub max_rate: Option<u64>,
 }
 
 impl BackupJob {
@@ -201,6 +285,7 @@ impl BackupJob {
             mode,
             verify: [Verify::Off, Verify::Default, Verify::Full][rng.random_range(0..3)],
             timeout: Duration::from_secs(10),
+            max_rate: None,
         }
     }
 
@@ -212,6 +297,7 @@ impl BackupJob {
             mode,
             verify: Verify::Default,
             timeout: Duration::from_secs(10),
+            max_rate: None,
         }
     }
 }
@@ -262,6 +348,12 @@ pub enum Job {
     },
     /// `GET /db/data/`.
     Status,
+    /// Write the client's TLS files anew from [`Shared::tls`].
+    WriteTls,
+    /// Open this many connections to the backup port, send the first 5 bytes of a TLS
+    /// handshake record on each and nothing more; a task of the client's keeps them and records
+    /// in [`Shared::stalls`] how long after its connection the server closed each (SEC-13).
+    Stall(usize),
 }
 
 /// The client's answer.
@@ -311,6 +403,8 @@ impl BackupSim {
             },
             server: ServerSide::default(),
             client: ClientSide::default(),
+            tls: setup.tls.clone(),
+            stalls: Vec::new(),
         }));
         let (sh, properties, random) = (shared.clone(), setup.properties(), setup.store_random);
         ctx.host(SERVER, move |h| {

@@ -11,6 +11,7 @@ pub mod backup_chain;
 pub mod backup_faults;
 pub mod backup_hosts;
 pub mod backup_judge;
+pub mod backup_tls;
 pub mod backup_world;
 pub mod crash_rounds;
 pub mod log_crash;
@@ -26,4 +27,5 @@ pub const SCENARIOS: &[Scenario] = &[
     retention_time::SCENARIO,
     backup_chain::SCENARIO,
     backup_faults::SCENARIO,
+    backup_tls::SCENARIO,
 ];

@@ -6,13 +6,15 @@
 //! one), on the simulation's single thread. Every operation is recorded in the trace (SIM-6).
 //!
 //! One file a seam: `fs.rs` (and how it corrects turmoil's filesystem, SIM-9), `net.rs`,
-//! `clock.rs`, `blocking.rs` (blocking work runs inline), and `world.rs`, what they share: the
+//! `clock.rs`, `blocking.rs` (blocking work runs inline), `crypto.rs` (TLS's randomness and
+//! key exchange from the seed, IO-11), and `world.rs`, what they share: the
 //! trace, the clock offset and each host's power (SIM-7).
 
 use std::io;
 
 mod blocking;
 mod clock;
+mod crypto;
 mod fs;
 mod net;
 mod world;

@@ -92,11 +92,10 @@ impl Net for SimNet {
                     let label = format!("{}->{}", stream.local_addr()?, stream.peer_addr()?);
                     self.host
                         .record(&format!("net connect {addr} -> ok {label}"));
-                    Ok(Box::new(TracedStream {
-                        inner: stream,
-                        host: self.host.clone(),
-                        label,
-                    }) as Box<dyn Stream>)
+                    Ok(
+                        Box::new(TracedStream::new(stream, self.host.clone(), label))
+                            as Box<dyn Stream>,
+                    )
                 }
                 Err(e) => {
                     self.host
@@ -134,11 +133,7 @@ impl Listener for SimListener {
                 Ok((stream, peer)) => {
                     let label = format!("{}->{}", stream.local_addr()?, peer);
                     self.host.record(&format!("net accept -> ok {label}"));
-                    let stream = TracedStream {
-                        inner: stream,
-                        host: self.host.clone(),
-                        label,
-                    };
+                    let stream = TracedStream::new(stream, self.host.clone(), label);
                     Ok((Box::new(stream) as Box<dyn Stream>, peer))
                 }
                 Err(e) => {
@@ -158,10 +153,29 @@ impl Listener for SimListener {
 /// A simulated TCP stream that records every read and write (SIM-6) and fails once its host is
 /// down (SIM-7).
 pub struct TracedStream {
-    inner: turmoil::net::TcpStream,
+    /// `None` only once dropped during a crash (see [`Drop`]).
+    inner: Option<turmoil::net::TcpStream>,
     host: Arc<HostShared>,
     /// `local->peer`.
     label: String,
+    /// The host's count of streams when this one was made: decided by the seed.
+    seq: u64,
+}
+
+impl TracedStream {
+    fn new(inner: turmoil::net::TcpStream, host: Arc<HostShared>, label: String) -> TracedStream {
+        let seq = host.next_stream();
+        TracedStream {
+            inner: Some(inner),
+            host,
+            label,
+            seq,
+        }
+    }
+
+    fn inner(&mut self) -> &mut turmoil::net::TcpStream {
+        self.inner.as_mut().expect("a live stream")
+    }
 }
 
 impl fmt::Debug for TracedStream {
@@ -180,7 +194,7 @@ impl AsyncRead for TracedStream {
             return Poll::Ready(Err(power_loss_error(&self.host.name)));
         }
         let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let r = Pin::new(self.inner()).poll_read(cx, buf);
         match &r {
             Poll::Ready(Ok(())) => {
                 let got = &buf.filled()[before..];
@@ -211,7 +225,7 @@ impl AsyncWrite for TracedStream {
         if self.host.is_down() {
             return Poll::Ready(Err(power_loss_error(&self.host.name)));
         }
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        let r = Pin::new(self.inner()).poll_write(cx, buf);
         match &r {
             Poll::Ready(Ok(n)) => {
                 let line = format!(
@@ -231,11 +245,11 @@ impl AsyncWrite for TracedStream {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        Pin::new(self.inner()).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        let r = Pin::new(self.inner()).poll_shutdown(cx);
         if let Poll::Ready(res) = &r {
             let line = format!("net shutdown {} -> {}", self.label, shown(res));
             self.host.record(&line);
@@ -244,8 +258,18 @@ impl AsyncWrite for TracedStream {
     }
 }
 
+/// Dropping a turmoil stream sends its peer a FIN or a RST, each with a latency drawn from the
+/// simulation's random generator. A crash drops the host's tasks, and with them their streams,
+/// in the order of tokio's task lists, which follows task ids a process numbers across all its
+/// simulations: not decided by the seed. So a stream dropped during a crash is kept instead, and
+/// the host's streams kept so are dropped when it starts again, in the order they were made
+/// (`HostShared::bury`, `HostShared::drop_buried`): as a machine that lost power tells its peers
+/// nothing, and after a restart answers their old connections with resets.
 impl Drop for TracedStream {
     fn drop(&mut self) {
         self.host.record(&format!("net close {}", self.label));
+        if let Some(inner) = self.inner.take() {
+            self.host.bury(self.seq, inner);
+        }
     }
 }

@@ -13,6 +13,7 @@ use online_backup::io::Env;
 
 use super::blocking::Inline;
 use super::clock::SimClock;
+use super::crypto::seeded_provider;
 use super::fs::{FsState, SimFs};
 use super::net::SimNet;
 use crate::trace::Trace;
@@ -57,6 +58,8 @@ struct WorldInner {
     disk: DiskConfig,
     clock_offset_ms: Arc<AtomicU64>,
     hosts: Mutex<BTreeMap<String, Arc<HostShared>>>,
+    /// TLS's cryptography, its randomness from the seed (IO-11).
+    crypto: Arc<rustls::crypto::CryptoProvider>,
 }
 
 impl fmt::Debug for SimWorld {
@@ -69,13 +72,14 @@ impl fmt::Debug for SimWorld {
 }
 
 impl SimWorld {
-    pub fn new(trace: Trace, epoch: SystemTime, disk: DiskConfig) -> SimWorld {
+    pub fn new(trace: Trace, epoch: SystemTime, disk: DiskConfig, seed: u64) -> SimWorld {
         SimWorld(Arc::new(WorldInner {
             trace,
             epoch,
             disk,
             clock_offset_ms: Arc::new(AtomicU64::new(0)),
             hosts: Mutex::new(BTreeMap::new()),
+            crypto: seeded_provider(seed),
         }))
     }
 
@@ -94,6 +98,7 @@ impl SimWorld {
                     capacity: self.0.disk.capacity,
                     power: Mutex::new(Power::default()),
                     fs: Mutex::new(FsState::default()),
+                    streams: Mutex::new(Streams::default()),
                 })
             })
             .clone()
@@ -117,13 +122,16 @@ impl SimWorld {
         )
     }
 
-    /// The seams of host `name`.
+    /// The seams of host `name`. Called when its software starts: the streams its last crash
+    /// dropped are dropped now, in the order they were made.
     pub fn env(&self, name: &str) -> Env {
+        self.host(name).drop_buried();
         Env {
             fs: Arc::new(self.fs(name)),
             net: Arc::new(self.net(name)),
             clock: Arc::new(self.clock()),
             blocking: Arc::new(Inline),
+            crypto: self.0.crypto.clone(),
         }
     }
 
@@ -171,6 +179,12 @@ impl SimWorld {
         self.host(name).power.lock().unwrap().mutating_ops
     }
 
+    /// Called by the driver around its crash of host `name`: while `crashing`, the host's dropped
+    /// streams are kept (see `TracedStream`'s `Drop`).
+    pub fn set_crashing(&self, name: &str, crashing: bool) {
+        self.host(name).streams.lock().unwrap().crashing = crashing;
+    }
+
     /// Called by the driver after it crashed host `name`: the host's power is back, no loss is
     /// planned, and its lock table is empty (IO-3).
     pub fn host_crashed(&self, name: &str) {
@@ -196,6 +210,16 @@ pub(super) struct HostShared {
     power: Mutex<Power>,
     /// What the host's filesystem keeps beside turmoil's files.
     pub(super) fs: Mutex<FsState>,
+    /// The host's network streams: how many were made, whether the host is being crashed, and
+    /// the streams a crash dropped, kept until it starts again (see `TracedStream`'s `Drop`).
+    streams: Mutex<Streams>,
+}
+
+#[derive(Default)]
+struct Streams {
+    made: u64,
+    crashing: bool,
+    buried: BTreeMap<u64, turmoil::net::TcpStream>,
 }
 
 /// Whether a host has power, and when it loses it (SIM-7).
@@ -211,6 +235,32 @@ pub(super) fn power_loss_error(host: &str) -> io::Error {
 }
 
 impl HostShared {
+    /// The number of the next stream made on this host.
+    pub(super) fn next_stream(&self) -> u64 {
+        let mut s = self.streams.lock().unwrap();
+        s.made += 1;
+        s.made
+    }
+
+    /// Keeps `stream` (number `seq`) while the host is being crashed; drops it otherwise.
+    pub(super) fn bury(&self, seq: u64, stream: turmoil::net::TcpStream) {
+        let mut s = self.streams.lock().unwrap();
+        if s.crashing {
+            s.buried.insert(seq, stream);
+        } else {
+            drop(s);
+            drop(stream);
+        }
+    }
+
+    /// Drops the streams the last crash kept, in the order they were made.
+    fn drop_buried(&self) {
+        let buried = std::mem::take(&mut self.streams.lock().unwrap().buried);
+        for (_, stream) in buried {
+            drop(stream);
+        }
+    }
+
     pub(super) fn record(&self, event: &str) {
         self.trace.record(&self.name, event);
     }

@@ -7,7 +7,8 @@
 //!
 //! Layout: `protocol` (frames and messages), `service` (server side), `client` (what the tool
 //! does), `target` (the backup directory: lock, generations, pointer switch, leftovers),
-//! `restore` (`neo4j-admin restore`: a verified copy of a backup into a store directory).
+//! `restore` (`neo4j-admin restore`: a verified copy of a backup into a store directory), `tls`
+//! (TLS with client certificates on the backup port, spec/security.md).
 
 pub mod client;
 pub mod decision;
@@ -15,3 +16,4 @@ pub mod protocol;
 pub mod restore;
 pub mod service;
 pub mod target;
+pub mod tls;

@@ -52,6 +52,9 @@ pub enum ProtocolError {
         /// Its first bytes read `HTTP/`: it is an HTTP server.
         looks_like_http: bool,
     },
+    /// The peer's first answer is a TLS record (SEC-7): a TLS service refusing a plaintext hello.
+    #[error("the peer answered with TLS")]
+    TlsAnswer,
 }
 
 /// Why a server refuses a request (PR-7): typed, so the client can decide (fall back, exit 4,
@@ -523,9 +526,12 @@ pub async fn read_message_within<R: AsyncRead + Unpin + ?Sized>(
 pub async fn read_first_answer<R: AsyncRead + Unpin + ?Sized>(
     r: &mut R,
 ) -> Result<(Message, u64), ProtocolError> {
-    let head = match read_head(r).await {
-        Ok(Some(head)) => head,
+    let mut head = [0u8; 8];
+    let head = match read_head_into(r, &mut head).await {
+        Ok(Some(())) => head,
         Ok(None) => return Err(ProtocolError::Closed),
+        // A TLS record (an alert, 7 bytes, then the close) is no frame: SEC-7.
+        Err(_) if is_tls_record(&head) => return Err(ProtocolError::TlsAnswer),
         Err(ProtocolError::Malformed(_)) => {
             return Err(ProtocolError::NotBackupProtocol {
                 looks_like_http: false,
@@ -533,6 +539,9 @@ pub async fn read_first_answer<R: AsyncRead + Unpin + ?Sized>(
         }
         Err(e) => return Err(e),
     };
+    if is_tls_record(&head) {
+        return Err(ProtocolError::TlsAnswer);
+    }
     let foreign = ProtocolError::NotBackupProtocol {
         looks_like_http: head.starts_with(b"HTTP/"),
     };
@@ -545,11 +554,26 @@ pub async fn read_first_answer<R: AsyncRead + Unpin + ?Sized>(
     }
 }
 
+/// Whether `head` starts like a TLS record: an alert (21) or a handshake (22), then a version
+/// 3.1 to 3.4. Read as a frame header that is a length of at least 66,325 bytes, beyond any
+/// first answer's bound (PR-21), so no answer of this protocol is taken for one.
+fn is_tls_record(head: &[u8; 8]) -> bool {
+    matches!(head[0], 0x15 | 0x16) && head[1] == 0x03 && (1..=4).contains(&head[2])
+}
+
 /// The 8-byte frame header, or `None` on a clean end of stream before it.
 async fn read_head<R: AsyncRead + Unpin + ?Sized>(
     r: &mut R,
 ) -> Result<Option<[u8; 8]>, ProtocolError> {
     let mut head = [0u8; 8];
+    Ok(read_head_into(r, &mut head).await?.map(|()| head))
+}
+
+/// [`read_head`] into `head`, which keeps the bytes read before a failure.
+async fn read_head_into<R: AsyncRead + Unpin + ?Sized>(
+    r: &mut R,
+    head: &mut [u8; 8],
+) -> Result<Option<()>, ProtocolError> {
     let mut got = 0;
     while got < head.len() {
         let n = r.read(&mut head[got..]).await?;
@@ -561,7 +585,7 @@ async fn read_head<R: AsyncRead + Unpin + ?Sized>(
         }
         got += n;
     }
-    Ok(Some(head))
+    Ok(Some(()))
 }
 
 fn head_len(head: &[u8; 8]) -> u32 {

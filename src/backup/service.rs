@@ -80,6 +80,13 @@ pub struct ServiceLimits {
     pub max_connections: usize,
 }
 
+impl ServiceError {
+    /// Whether TLS refused the connection ([`crate::backup::tls::is_refusal`]).
+    pub fn is_tls_refusal(&self) -> bool {
+        matches!(self, ServiceError::Protocol(ProtocolError::Io(e)) if crate::backup::tls::is_refusal(e))
+    }
+}
+
 impl Default for ServiceLimits {
     fn default() -> Self {
         ServiceLimits {
@@ -191,6 +198,8 @@ pub async fn serve(mut listener: Box<dyn Listener>, ctx: ServiceContext) {
                     connections.spawn(async move {
                         match handle(stream, &ctx).await {
                             Ok(()) => tracing::debug!(%peer, "backup connection closed"),
+                            // TLS logged its refusal with the peer and why (SEC-6).
+                            Err(e) if e.is_tls_refusal() => {}
                             Err(e) => tracing::warn!("the backup connection from {peer} failed: {e}"),
                         }
                     });

@@ -14,6 +14,7 @@ use online_backup::backup::client::{
     self, BackupError, BackupFacts, BackupOptions, Mode, Observer, Phase, ServerInfo, Summary,
     Verify,
 };
+use online_backup::backup::tls::ClientTlsFiles;
 use online_backup::cli::{self, Parsed};
 use online_backup::config::DEFAULT_BACKUP_PORT;
 use online_backup::io::Env;
@@ -65,6 +66,17 @@ struct Cli {
     /// Say what would be done and why, changing nothing.
     #[arg(long)]
     plan: bool,
+    /// Connect with TLS, trusting the service's certificate only if this CA (a PEM file)
+    /// signed it.
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// This tool's certificate (PEM), for a service that admits only client certificates
+    /// (needs --tls-key and --tls-ca).
+    #[arg(long, value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -131,6 +143,25 @@ fn server_address(cli: &Cli) -> Result<(String, u16), String> {
             None => Err(format!("-from `{f}` is not host or host:port")),
         },
         _ => Err("say which server to back up with -host <host> or -from <host[:port]>".into()),
+    }
+}
+
+/// `--tls-ca`, `--tls-cert`, `--tls-key` (SEC-9): TLS when `--tls-ca` is given; the certificate
+/// and key both or neither, and only with `--tls-ca`.
+fn tls_files(cli: &Cli) -> Result<Option<ClientTlsFiles>, &'static str> {
+    match (&cli.tls_ca, &cli.tls_cert, &cli.tls_key) {
+        (None, None, None) => Ok(None),
+        (None, _, _) => Err(
+            "--tls-cert and --tls-key need --tls-ca, the CA that signed the \
+                             server's certificate",
+        ),
+        (Some(_), Some(_), None) => Err("--tls-cert needs --tls-key, its private key"),
+        (Some(_), None, Some(_)) => Err("--tls-key needs --tls-cert, its certificate"),
+        (Some(ca), cert, key) => Ok(Some(ClientTlsFiles {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        })),
     }
 }
 
@@ -243,6 +274,10 @@ fn main() -> ExitCode {
             )
         }
     };
+    let tls = match tls_files(&cli) {
+        Ok(tls) => tls,
+        Err(e) => return usage(e, cli.json),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -267,6 +302,7 @@ fn main() -> ExitCode {
         },
         timeout: cli.timeout,
         max_rate,
+        tls,
     };
     // Two workers: receiving the next chunk overlaps writing the last one.
     let runtime = match tokio::runtime::Builder::new_multi_thread()

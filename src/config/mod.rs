@@ -12,11 +12,14 @@
 //! Files: `properties.rs` the properties syntax (lines, separators, continuations, escapes);
 //! `values.rs` `online_backup_enabled`, `keep_logical_logs` ([`RetentionPolicy`] with `FromStr`
 //! and `Display`) and [`ValueError`]; `address.rs` [`BackupServerAddress`], the
-//! `host:port[-port]` syntax of `online_backup_server` and `http_server`. This file: the table of
-//! keys (name, accepted forms, field), [`Config`], its errors and the unknown-key warnings.
+//! `host:port[-port]` syntax of `online_backup_server` and `http_server`; `tls.rs` the TLS keys
+//! of the backup port (file paths, the allow-list, [`BackupTls`], and which keys need which).
+//! This file: the table of keys (name, accepted forms, field), [`Config`], its errors and the
+//! unknown-key warnings.
 
 mod address;
 mod properties;
+mod tls;
 mod values;
 
 use crate::retention::RetentionPolicy;
@@ -27,6 +30,7 @@ use values::parse_bool;
 
 pub use address::{join_host_port, BackupServerAddress};
 pub use properties::{parse_properties, Property};
+pub use tls::BackupTls;
 pub use values::ValueError;
 
 /// `online_backup_enabled`: run the backup service.
@@ -39,6 +43,16 @@ pub const KEEP_LOGICAL_LOGS: &str = "keep_logical_logs";
 pub const LOGICAL_LOG_ROTATION_THRESHOLD: &str = "logical_log_rotation_threshold";
 /// `http_server`: where the HTTP API listens.
 pub const HTTP_SERVER: &str = "http_server";
+/// `online_backup_tls_cert`: the backup service's certificate chain (PEM).
+pub const ONLINE_BACKUP_TLS_CERT: &str = "online_backup_tls_cert";
+/// `online_backup_tls_key`: the private key of that certificate (PEM).
+pub const ONLINE_BACKUP_TLS_KEY: &str = "online_backup_tls_key";
+/// `online_backup_tls_client_ca`: the CA certificates a backup client's certificate must chain to.
+pub const ONLINE_BACKUP_TLS_CLIENT_CA: &str = "online_backup_tls_client_ca";
+/// `online_backup_allowed_clients`: the names a client certificate must carry (empty: any).
+pub const ONLINE_BACKUP_ALLOWED_CLIENTS: &str = "online_backup_allowed_clients";
+/// `online_backup_require_tls`: refuse to start a backup service without TLS.
+pub const ONLINE_BACKUP_REQUIRE_TLS: &str = "online_backup_require_tls";
 
 /// Every key this product reads, in the order [`Config::to_properties`] writes them.
 pub const KEYS: [&str; TABLE.len()] = {
@@ -59,6 +73,8 @@ const EXPECT_KEEP_LOGS: &str = "true, false, or <n>[k|M|G] <files|size|txs|hours
 const EXPECT_THRESHOLD: &str =
     "a size <n>[k|M|G] in bytes (k = 1024), or 0 to never rotate on size";
 const EXPECT_HTTP_SERVER: &str = "<host>:<port> (port 1-65535, an IPv6 host in brackets)";
+const EXPECT_PATH: &str = tls::EXPECT_PATH;
+const EXPECT_NAMES: &str = tls::EXPECT_NAMES;
 
 /// One key of `neo4j.properties`: its name, what it accepts as the error message says it (CFG-9),
 /// how a valid value is stored in a [`Config`], and how [`Config::to_properties`] writes it back.
@@ -67,13 +83,14 @@ struct Key {
     expected: &'static str,
     /// Stores a non-empty value, or says why it is not accepted.
     set: fn(&mut Config, &str) -> Result<(), ValueError>,
-    /// The field's value in the form `set` reads back (CFG-16).
-    get: fn(&Config) -> String,
+    /// The field's value in the form `set` reads back (CFG-16); `None` for a key that is not
+    /// set (an optional key has no value to write).
+    get: fn(&Config) -> Option<String>,
 }
 
 /// The keys in the order of spec/config.md's table (CFG-8), which is the order
 /// [`Config::to_properties`] writes them.
-const TABLE: [Key; 5] = [
+const TABLE: [Key; 10] = [
     Key {
         name: ONLINE_BACKUP_ENABLED,
         expected: EXPECT_BOOL,
@@ -81,7 +98,7 @@ const TABLE: [Key; 5] = [
             config.online_backup_enabled = parse_bool(value).ok_or_else(ValueError::plain)?;
             Ok(())
         },
-        get: |config| config.online_backup_enabled.to_string(),
+        get: |config| Some(config.online_backup_enabled.to_string()),
     },
     Key {
         name: ONLINE_BACKUP_SERVER,
@@ -90,7 +107,7 @@ const TABLE: [Key; 5] = [
             config.online_backup_server = value.parse()?;
             Ok(())
         },
-        get: |config| config.online_backup_server.to_string(),
+        get: |config| Some(config.online_backup_server.to_string()),
     },
     Key {
         name: KEEP_LOGICAL_LOGS,
@@ -99,7 +116,7 @@ const TABLE: [Key; 5] = [
             config.keep_logical_logs = value.parse()?;
             Ok(())
         },
-        get: |config| config.keep_logical_logs.to_string(),
+        get: |config| Some(config.keep_logical_logs.to_string()),
     },
     Key {
         name: LOGICAL_LOG_ROTATION_THRESHOLD,
@@ -111,7 +128,7 @@ const TABLE: [Key; 5] = [
             })?;
             Ok(())
         },
-        get: |config| format_size(config.logical_log_rotation_threshold),
+        get: |config| Some(format_size(config.logical_log_rotation_threshold)),
     },
     Key {
         name: HTTP_SERVER,
@@ -120,7 +137,65 @@ const TABLE: [Key; 5] = [
             config.http_server = parse_http_server(value)?;
             Ok(())
         },
-        get: |config| config.http_server.clone(),
+        get: |config| Some(config.http_server.clone()),
+    },
+    Key {
+        name: ONLINE_BACKUP_TLS_CERT,
+        expected: EXPECT_PATH,
+        set: |config, value| {
+            config.online_backup_tls_cert = Some(tls::parse_path(value)?);
+            Ok(())
+        },
+        get: |config| {
+            config
+                .online_backup_tls_cert
+                .as_deref()
+                .map(tls::write_path)
+        },
+    },
+    Key {
+        name: ONLINE_BACKUP_TLS_KEY,
+        expected: EXPECT_PATH,
+        set: |config, value| {
+            config.online_backup_tls_key = Some(tls::parse_path(value)?);
+            Ok(())
+        },
+        get: |config| config.online_backup_tls_key.as_deref().map(tls::write_path),
+    },
+    Key {
+        name: ONLINE_BACKUP_TLS_CLIENT_CA,
+        expected: EXPECT_PATH,
+        set: |config, value| {
+            config.online_backup_tls_client_ca = Some(tls::parse_path(value)?);
+            Ok(())
+        },
+        get: |config| {
+            config
+                .online_backup_tls_client_ca
+                .as_deref()
+                .map(tls::write_path)
+        },
+    },
+    Key {
+        name: ONLINE_BACKUP_ALLOWED_CLIENTS,
+        expected: EXPECT_NAMES,
+        set: |config, value| {
+            config.online_backup_allowed_clients = tls::parse_names(value)?;
+            Ok(())
+        },
+        get: |config| {
+            (!config.online_backup_allowed_clients.is_empty())
+                .then(|| config.online_backup_allowed_clients.join(","))
+        },
+    },
+    Key {
+        name: ONLINE_BACKUP_REQUIRE_TLS,
+        expected: EXPECT_BOOL,
+        set: |config, value| {
+            config.online_backup_require_tls = parse_bool(value).ok_or_else(ValueError::plain)?;
+            Ok(())
+        },
+        get: |config| Some(config.online_backup_require_tls.to_string()),
     },
 ];
 
@@ -128,7 +203,7 @@ const TABLE: [Key; 5] = [
 /// listens and where `neo4j-backup` connects when no port is given. The one definition.
 pub const DEFAULT_BACKUP_PORT: u16 = 6362;
 
-/// The server configuration: the five keys of `neo4j.properties`, validated (spec/config.md).
+/// The server configuration: the keys of `neo4j.properties`, validated (spec/config.md).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub online_backup_enabled: bool,
@@ -138,6 +213,16 @@ pub struct Config {
     pub logical_log_rotation_threshold: u64,
     /// `host:port`, normalized as [`Config::parse`] writes it (CFG-15).
     pub http_server: String,
+    /// The TLS keys of the backup port (CFG-18 .. CFG-20); [`Config::backup_tls`] reads them
+    /// together. `parse` only returns a configuration where the three files are all set or
+    /// none is.
+    pub online_backup_tls_cert: Option<std::path::PathBuf>,
+    pub online_backup_tls_key: Option<std::path::PathBuf>,
+    pub online_backup_tls_client_ca: Option<std::path::PathBuf>,
+    /// Names a client certificate must carry one of, as written (empty: any certificate the CA
+    /// signed).
+    pub online_backup_allowed_clients: Vec<String>,
+    pub online_backup_require_tls: bool,
 }
 
 impl Default for Config {
@@ -149,6 +234,11 @@ impl Default for Config {
             keep_logical_logs: RetentionPolicy::default(),
             logical_log_rotation_threshold: DEFAULT_ROTATION_THRESHOLD,
             http_server: "127.0.0.1:7474".to_string(),
+            online_backup_tls_cert: None,
+            online_backup_tls_key: None,
+            online_backup_tls_client_ca: None,
+            online_backup_allowed_clients: Vec::new(),
+            online_backup_require_tls: false,
         }
     }
 }
@@ -174,6 +264,10 @@ pub enum ConfigError {
         /// The accepted forms.
         expected: &'static str,
     },
+    /// Keys that are valid one by one but not together (CFG-20): the sentence says which and
+    /// what to add or remove.
+    #[error("{0}")]
+    Inconsistent(String),
 }
 
 impl Config {
@@ -205,7 +299,18 @@ impl Config {
         for (key, property) in effective {
             config.apply(key, &property.value)?;
         }
+        tls::check_together(&config).map_err(ConfigError::Inconsistent)?;
         Ok((config, warnings))
+    }
+
+    /// The backup port's TLS settings, when TLS is configured (CFG-18 .. CFG-20).
+    pub fn backup_tls(&self) -> Option<BackupTls> {
+        Some(BackupTls {
+            cert: self.online_backup_tls_cert.clone()?,
+            key: self.online_backup_tls_key.clone()?,
+            client_ca: self.online_backup_tls_client_ca.clone()?,
+            allowed_clients: self.online_backup_allowed_clients.clone(),
+        })
     }
 
     /// Validates `value` for `key` and stores it; an empty value is invalid for every key.
@@ -223,15 +328,15 @@ impl Config {
         })
     }
 
-    /// The configuration as properties text, one `key=value` line per key in [`KEYS`] order.
-    /// [`Config::parse`] reads it back to an equal `Config` (CFG-16) for every value `parse`
-    /// can produce; an `Age` that is not a whole number of hours is rounded up to whole hours.
-    /// Nothing is escaped: the keys and every canonical form of a value are plain text (no
-    /// backslash, control character or leading or trailing whitespace).
+    /// The configuration as properties text, one `key=value` line per key in [`KEYS`] order
+    /// (an optional key that is not set has no line). [`Config::parse`] reads it back to an
+    /// equal `Config` (CFG-16) for every value `parse` can produce; an `Age` that is not a whole
+    /// number of hours is rounded up to whole hours. Only a file path is ever escaped (a
+    /// backslash, a space at either end); every other canonical form is plain text.
     pub fn to_properties(&self) -> String {
         TABLE
             .iter()
-            .map(|key| format!("{}={}\n", key.name, (key.get)(self)))
+            .filter_map(|key| Some(format!("{}={}\n", key.name, (key.get)(self)?)))
             .collect()
     }
 }
@@ -372,13 +477,18 @@ mod tests {
             keep_logical_logs: RetentionPolicy::Age(Duration::from_secs(7 * DAY)),
             logical_log_rotation_threshold: 25 * 1024 * 1024,
             http_server: "127.0.0.1:7474".into(),
+            online_backup_tls_cert: None,
+            online_backup_tls_key: None,
+            online_backup_tls_client_ca: None,
+            online_backup_allowed_clients: vec![],
+            online_backup_require_tls: false,
         };
         assert_eq!(Config::default(), expected);
         for text in ["", "\n\n", "# only a comment\n!and another", "\u{feff}"] {
             assert_eq!(Config::parse(text).unwrap(), (expected.clone(), vec![]));
         }
         // The defaults written as the brief writes them parse to the defaults.
-        let written = "online_backup_enabled=true\nonline_backup_server=127.0.0.1:6362\nkeep_logical_logs=7 days\nlogical_log_rotation_threshold=25M\nhttp_server=127.0.0.1:7474\n";
+        let written = "online_backup_enabled=true\nonline_backup_server=127.0.0.1:6362\nkeep_logical_logs=7 days\nlogical_log_rotation_threshold=25M\nhttp_server=127.0.0.1:7474\nonline_backup_require_tls=false\n";
         assert_eq!(parse(written), expected);
         assert_eq!(Config::default().to_properties(), written);
     }
@@ -522,6 +632,22 @@ mod tests {
         ]
     }
 
+    /// The TLS keys as `parse` can produce them: all three files or none (CFG-20), names only
+    /// with the files, `require_tls` only with them or with the service off.
+    fn tls() -> impl Strategy<Value = (Option<[std::path::PathBuf; 3]>, Vec<String>, bool)> {
+        let path = "[ a-zA-Z0-9/._\\\\-]{1,16}".prop_map(std::path::PathBuf::from);
+        let name = "[a-zA-Z0-9][a-zA-Z0-9 ._@*-]{0,10}[a-zA-Z0-9]";
+        prop_oneof![
+            Just((None, vec![], false)),
+            (
+                [path.clone(), path.clone(), path],
+                proptest::collection::vec(name, 0..4),
+                any::<bool>()
+            )
+                .prop_map(|(files, names, require)| (Some(files), names, require)),
+        ]
+    }
+
     fn config() -> impl Strategy<Value = Config> {
         (
             any::<bool>(),
@@ -531,17 +657,27 @@ mod tests {
             prop_oneof![any::<u64>(), (0..1u64 << 34).prop_map(|n| n << 20)],
             host(),
             1..=u16::MAX,
+            tls(),
         )
             .prop_map(
-                |(enabled, host, (a, b), policy, threshold, http_host, http_port)| Config {
-                    online_backup_enabled: enabled,
-                    online_backup_server: BackupServerAddress {
-                        host,
-                        ports: a.min(b)..=a.max(b),
-                    },
-                    keep_logical_logs: policy,
-                    logical_log_rotation_threshold: threshold,
-                    http_server: join_host_port(&http_host, http_port),
+                |(enabled, host, (a, b), policy, threshold, http_host, http_port, tls)| {
+                    let (files, names, require) = tls;
+                    let [cert, key, ca] = files.map_or([None, None, None], |f| f.map(Some));
+                    Config {
+                        online_backup_enabled: enabled,
+                        online_backup_server: BackupServerAddress {
+                            host,
+                            ports: a.min(b)..=a.max(b),
+                        },
+                        keep_logical_logs: policy,
+                        logical_log_rotation_threshold: threshold,
+                        http_server: join_host_port(&http_host, http_port),
+                        online_backup_tls_cert: cert,
+                        online_backup_tls_key: key,
+                        online_backup_tls_client_ca: ca,
+                        online_backup_allowed_clients: names,
+                        online_backup_require_tls: require,
+                    }
                 },
             )
     }

@@ -1,5 +1,6 @@
 //! The I/O seams: every byte the core reads or writes, every connection it makes and every
-//! reading of the clock goes through [`Fs`], [`Net`] or [`Clock`].
+//! reading of the clock goes through [`Fs`], [`Net`] or [`Clock`]; the randomness TLS draws
+//! comes from [`Env::crypto`] (IO-11).
 //!
 //! Owns: the traits, and the small value types they return.
 //! Must not touch: anything real. Production implementations live in [`os`] and nowhere else;
@@ -213,17 +214,22 @@ pub struct Env {
     pub net: Arc<dyn Net>,
     pub clock: Arc<dyn Clock>,
     pub blocking: Arc<dyn Blocking>,
+    /// The cryptography TLS runs on, and where its randomness comes from (IO-11): rustls's `ring`
+    /// provider in production; in simulation the same algorithms with the randomness (and the key
+    /// exchange, which draws it) taken from the seed.
+    pub crypto: Arc<rustls::crypto::CryptoProvider>,
 }
 
 impl Env {
-    /// The production environment: the real filesystem, TCP and system clock, and tokio's
-    /// blocking pool.
+    /// The production environment: the real filesystem, TCP and system clock, tokio's blocking
+    /// pool, and rustls's `ring` provider with the operating system's randomness.
     pub fn os() -> Env {
         Env {
             fs: Arc::new(os::OsFs),
             net: Arc::new(os::OsNet),
             clock: Arc::new(os::OsClock),
             blocking: Arc::new(os::OsBlocking),
+            crypto: Arc::new(os::crypto()),
         }
     }
 

@@ -194,6 +194,12 @@ impl Net for OsNet {
     }
 }
 
+/// rustls's `ring` provider: its key exchange and `secure_random` draw from the operating
+/// system (IO-11).
+pub fn crypto() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
 /// Blocking work on tokio's blocking pool (IO-10), off the async workers.
 #[derive(Debug)]
 pub struct OsBlocking;

@@ -29,6 +29,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::backup::service::{self, ServiceContext};
+use crate::backup::tls::{self, ServerTls, TlsSetupError};
 use crate::config::Config;
 use crate::db::Database;
 use crate::io::{Clock, Env, Listener};
@@ -57,6 +58,9 @@ pub enum ServerError {
     },
     #[error("the HTTP server failed: {0}")]
     Http(io::Error),
+    /// The backup port's TLS files cannot be used (SEC-2).
+    #[error("{0}")]
+    Tls(#[from] TlsSetupError),
 }
 
 /// What the server needs to start.
@@ -137,6 +141,13 @@ pub async fn run(
     on_ready: impl FnOnce(&Bound),
 ) -> Result<(), ServerError> {
     let config = &options.config;
+    // The TLS files are read before the store is touched, as the configuration is (SRV-4).
+    let backup_tls = match config.backup_tls() {
+        Some(settings) if config.online_backup_enabled => {
+            Some(Arc::new(ServerTls::load(&env, &settings)?))
+        }
+        _ => None,
+    };
     let pins = Pins::new();
     let store_options = StoreOptions {
         log_rotation_threshold: config.logical_log_rotation_threshold,
@@ -182,9 +193,9 @@ pub async fn run(
             None => None,
         },
     };
-    let backup_task = backup_listener.map(|l| {
+    let backup_task = backup_listener.zip(bound.backup).map(|(l, at)| {
         tokio::spawn(service::serve(
-            l,
+            tls::listener(l, backup_tls, at),
             ServiceContext {
                 db: db.clone(),
                 pins: pins.clone(),

@@ -30,6 +30,7 @@ pub fn backup_options(addr: &str, target: &Path, mode: client::Mode) -> client::
         verify: client::Verify::Default,
         timeout: Duration::from_secs(30),
         max_rate: None,
+        tls: None,
     }
 }
 

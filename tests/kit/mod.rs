@@ -3,6 +3,8 @@
 //!
 //! - [`model`]: the reference graph model the product is checked against: transactions applied
 //!   as the store applies them, the digest, the HTTP API's node answers.
+//! - [`certs`]: a CA and the server and client certificates it signs (rcgen), for TLS on the
+//!   backup port; from a seed, byte for byte the same.
 //! - [`http`]: the HTTP/1.1 client of the server's API over any byte stream or `Net` seam, the
 //!   status answer it parses and the one encoder of `Op`s into a transaction body.
 //!
@@ -13,5 +15,6 @@
 // Each includer uses its own part of the kit.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod http;
 pub mod model;

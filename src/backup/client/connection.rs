@@ -5,12 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::BackupError;
+use super::{BackupError, BackupOptions};
 use crate::backup::decision::{Existing, ServerInfo, ServerRefusal};
 use crate::backup::protocol::{
     self, read_first_answer, read_message_sized, write_message, Message, ProtocolError, Refusal,
     Request, PROTOCOL_VERSION,
 };
+use crate::backup::tls::{failure_of, ClientTls};
 use crate::io::{Env, Stream};
 use crate::units;
 
@@ -62,6 +63,16 @@ impl Conn {
                     addr: self.addr.clone(),
                     looks_like_http,
                 })
+            }
+            // SEC-7: a TLS service answered a plaintext hello.
+            Ok(Err(ProtocolError::TlsAnswer)) => {
+                return Err(BackupError::TlsRequired {
+                    addr: self.addr.clone(),
+                })
+            }
+            // SEC-11: the service refused this tool's certificate after the handshake.
+            Ok(Err(ProtocolError::Io(e))) if failure_of(&e).is_some() => {
+                return Err(BackupError::Tls(failure_of(&e).expect("checked")))
             }
             Ok(Err(source)) => {
                 return Err(BackupError::Network {
@@ -164,12 +175,15 @@ pub(super) async fn ask_incremental(
     Ok(Answer::Refused(answer))
 }
 
+/// Connects to the service at `addr` (`opts.host`'s), with TLS when `tls` is given (SEC-9).
 pub(super) async fn connect(
     env: &Env,
+    opts: &BackupOptions,
     addr: &str,
-    timeout: Duration,
     max_rate: Option<u64>,
+    tls: Option<&ClientTls>,
 ) -> Result<Conn, BackupError> {
+    let timeout = opts.timeout;
     let stream = match tokio::time::timeout(timeout, env.net.connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -194,6 +208,22 @@ pub(super) async fn connect(
                     units::duration(timeout)
                 ),
             })
+        }
+    };
+    let stream = match tls {
+        None => stream,
+        Some(tls) => {
+            match tokio::time::timeout(timeout, tls.connect(stream, &opts.host, addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(failure)) => return Err(BackupError::Tls(failure)),
+                Err(_) => {
+                    return Err(BackupError::Timeout {
+                        addr: addr.to_string(),
+                        timeout,
+                        waiting_for: "the TLS handshake".to_string(),
+                    })
+                }
+            }
         }
     };
     let (rd, wr) = tokio::io::split(stream);
@@ -225,6 +255,8 @@ pub(super) async fn handshake(conn: &mut Conn) -> Result<ServerInfo, BackupError
         .await;
     let first = match (sent, conn.recv_first("the server's welcome").await) {
         (_, Ok(first)) => first,
+        // A refusal told by TLS (an alert read after the failed write) says why (SEC-11).
+        (_, Err(e @ (BackupError::Tls(_) | BackupError::TlsRequired { .. }))) => return Err(e),
         (Err(e), Err(_)) | (Ok(()), Err(e)) => return Err(e),
     };
     match first {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::backup::decision::{FullReason, Refusal as Refused};
 use crate::backup::protocol::ProtocolError;
 use crate::backup::target::TargetError;
+use crate::backup::tls::{TlsFailure, TlsSetupError};
 use crate::digest::Digest;
 use crate::store::format::FormatVersion;
 use crate::store::meta::StoreId;
@@ -41,6 +42,15 @@ pub enum BackupError {
         got: &'static str,
         expected: String,
     },
+    /// TLS with the service failed (SEC-11): its sentence names the service and what to do.
+    #[error("{0}")]
+    Tls(TlsFailure),
+    /// A TLS file given on the command line cannot be used (SEC-11).
+    #[error("{0}")]
+    TlsSetup(#[from] TlsSetupError),
+    /// A plaintext hello was answered by a TLS service (SEC-7).
+    #[error("the backup service at {addr} requires TLS: run again with --tls-ca, --tls-cert and --tls-key (the CA that signed its certificate, and a client certificate it accepts)")]
+    TlsRequired { addr: String },
     #[error("the server speaks backup protocol version {server}, this tool speaks {client}")]
     ProtocolVersion { server: u32, client: u32 },
     /// The server refused with a failure of its own (PR-7 code 6); its sentence, as it sent it,

@@ -27,6 +27,7 @@ use std::time::Duration;
 use crate::backup::decision::{self, Existing, Step};
 pub use crate::backup::decision::{FullReason, Mode, ServerInfo};
 use crate::backup::target::{Target, TargetError};
+use crate::backup::tls::{ClientTls, ClientTlsFiles};
 use crate::config::join_host_port;
 use crate::digest::Digest;
 use crate::io::{parent_of, Env};
@@ -62,6 +63,8 @@ pub struct BackupOptions {
     pub timeout: Duration,
     /// The most bytes per second to receive (`--max-rate`, BK-41); `None` for no limit.
     pub max_rate: Option<u64>,
+    /// `--tls-ca`, `--tls-cert`, `--tls-key` (SEC-9); `None` for a plaintext connection.
+    pub tls: Option<ClientTlsFiles>,
 }
 
 /// The options a backup's own store is opened with: retention keeps only what recovery needs
@@ -108,6 +111,8 @@ async fn run_in(
     let started = env.clock.now();
     let addr = join_host_port(&opts.host, opts.port);
     let shown = opts.target.display().to_string();
+    // The TLS files first: one that cannot be read fails the run before anything (SEC-11).
+    let tls = load_tls(env, opts)?;
     // BK-12, BK-17: `--type incremental` into a missing directory has nothing to build on;
     // it is refused before `Target::open` would create the directory.
     if opts.mode == Mode::Incremental {
@@ -127,7 +132,7 @@ async fn run_in(
         }
     }
     let mut target = Target::open(env.fs.clone(), &opts.target)?;
-    let mut conn = connect(env, &addr, opts.timeout, opts.max_rate).await?;
+    let mut conn = connect(env, opts, &addr, opts.max_rate, tls.as_ref()).await?;
     let server = handshake(&mut conn).await?;
     out.server(&addr, &server);
     // Refusals first (BK-13 .. BK-15, BK-46): nothing has been written yet.
@@ -217,8 +222,9 @@ pub async fn plan(
     out: &mut dyn Observer,
 ) -> Result<Plan, BackupError> {
     let addr = join_host_port(&opts.host, opts.port);
+    let tls = load_tls(env, opts)?;
     let target = Target::inspect(env.fs.clone(), &opts.target)?;
-    let mut conn = connect(env, &addr, opts.timeout, None).await?;
+    let mut conn = connect(env, opts, &addr, None, tls.as_ref()).await?;
     let server = handshake(&mut conn).await?;
     out.server(&addr, &server);
     let shown = opts.target.display().to_string();
@@ -274,6 +280,15 @@ pub async fn plan(
         bytes: server.store_bytes,
         free,
     })
+}
+
+/// The tool's TLS, when `--tls-ca` was given (SEC-9, SEC-11).
+fn load_tls(env: &Env, opts: &BackupOptions) -> Result<Option<ClientTls>, BackupError> {
+    Ok(opts
+        .tls
+        .as_ref()
+        .map(|files| ClientTls::load(env, files))
+        .transpose()?)
 }
 
 /// Why an incremental backup: the one line of BK-9.
