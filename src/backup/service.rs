@@ -78,6 +78,12 @@ pub struct ServiceLimits {
     /// Backup connections served at once; a connection beyond them is refused with a sentence
     /// saying so.
     pub max_connections: usize,
+    /// How long a connection may take to send its hello (PR-25): a peer that connects and says
+    /// nothing holds one of the `max_connections` no longer than this.
+    pub hello: std::time::Duration,
+    /// How long the service waits for the next request after its last answer (PR-25): a client
+    /// asks at once; one that idles between requests gives its connection back.
+    pub request: std::time::Duration,
 }
 
 impl ServiceError {
@@ -92,9 +98,17 @@ impl Default for ServiceLimits {
         ServiceLimits {
             idle: PIN_IDLE_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
+            hello: HELLO_TIMEOUT,
+            request: REQUEST_TIMEOUT,
         }
     }
 }
+
+/// How long a new connection has to send its hello (PR-25), as long as a TLS handshake has
+/// (SEC-13).
+pub const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long the service waits for a request after the welcome or an answer (PR-25).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Backup connections served at once by default (PR-23): a few backups of one store at a time
 /// is plenty; each holds a pin and up to about 2 MiB of buffers.
@@ -235,7 +249,7 @@ async fn refuse_busy(stream: Box<dyn Stream>, max: usize) {
 pub async fn handle(stream: Box<dyn Stream>, ctx: &ServiceContext) -> Result<(), ServiceError> {
     let (mut rd, wr) = tokio::io::split(stream);
     let mut w = BufWriter::with_capacity(CHUNK_SIZE + 64, Stalling::new(wr, ctx.limits.idle));
-    match read_idle(&mut rd, ctx.limits.idle).await? {
+    match read_idle(&mut rd, ctx.limits.hello).await? {
         Message::Hello { version } if version == PROTOCOL_VERSION => {}
         Message::Hello { .. } => {
             // PR-3: another protocol version is refused with ours, so the client can say so.
@@ -282,7 +296,7 @@ pub async fn handle(stream: Box<dyn Stream>, ctx: &ServiceContext) -> Result<(),
     send(&mut w, &welcome).await?;
     protocol::flush(&mut w).await?;
     loop {
-        let request = match read_idle(&mut rd, ctx.limits.idle).await {
+        let request = match read_idle(&mut rd, ctx.limits.request).await {
             Ok(Message::Request(r)) => r,
             Ok(other) => return Err(ServiceError::Unexpected(other.name())),
             Err(ServiceError::Protocol(ProtocolError::Closed)) => return Ok(()),

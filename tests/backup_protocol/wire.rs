@@ -492,3 +492,82 @@ async fn pr_24_concurrent_full_backups_share_a_checkpoint() {
     }
     service.abort();
 }
+
+// PR-25: a connection that says nothing gives its place back after the hello deadline, and one
+// that sends no request after the welcome after the request deadline (10 s and 60 s in
+// production; half a second here). Before, both held one of the eight places (PR-23) for the
+// ten-minute idle timeout, so eight silent peers kept every backup out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pr_25_silent_connections_give_their_place_back() {
+    use online_backup::backup::service::{serve, ServiceContext, ServiceLimits};
+    use online_backup::db::Database;
+    use online_backup::retention::Pins;
+    use online_backup::store::{Store, StoreOptions};
+    let dir = support::scratch();
+    let env = Env::os();
+    let pins = Pins::new();
+    let store = Store::create(
+        env.fs.clone(),
+        env.clock.clone(),
+        &dir.path().join("db"),
+        &StoreOptions {
+            pins: pins.clone(),
+            ..StoreOptions::default()
+        },
+        FormatVersion::CURRENT,
+        7,
+    )
+    .unwrap();
+    let listener = env.net.bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let limits = ServiceLimits {
+        hello: Duration::from_millis(500),
+        request: Duration::from_millis(500),
+        ..ServiceLimits::default()
+    };
+    let service = tokio::spawn(serve(
+        listener,
+        ServiceContext {
+            db: Database::new(store, env.blocking.clone()),
+            pins,
+            env: env.clone(),
+            limits,
+        },
+    ));
+    // Four peers that never send a hello, four that never send a request: every place taken.
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    for _ in 0..4 {
+        let (client, welcome) = Client::connect(&addr).await;
+        assert!(matches!(welcome, Message::Welcome { .. }), "{welcome:?}");
+        silent.push(client.stream);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, refused) = Client::connect(&addr).await;
+    assert!(
+        matches!(&refused, Message::Refused(Refusal::Failed { message }) if message.contains("8 backup connections")),
+        "PR-23: the places are all taken: {refused:?}"
+    );
+    // Each silent connection is closed by the service once its deadline passed.
+    for (i, stream) in silent.iter_mut().enumerate() {
+        let mut rest = Vec::new();
+        let ended = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read_to_end(stream, &mut rest),
+        )
+        .await;
+        assert!(
+            ended.is_ok(),
+            "PR-25: silent connection {i} was closed by the service"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, welcome) = Client::connect(&addr).await;
+    assert!(
+        matches!(welcome, Message::Welcome { .. }),
+        "PR-25: once the silent peers are gone, a backup gets in: {welcome:?}"
+    );
+    service.abort();
+}
