@@ -184,6 +184,44 @@ fn http_2_integers_outside_i64_are_refused() {
     assert_eq!(server.terminate(), Some(0));
 }
 
+// HTTP-2: a misspelt field of an op, or an unknown key of the body, is refused naming it,
+// and nothing is applied. Before, `"properties"` for `"props"` created a node without them
+// and answered 200.
+#[test]
+fn http_2_unknown_fields_are_refused_naming_them() {
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    for (body, named) in [
+        (
+            r#"{"ops": [{"create_node": {"labels": ["A"], "properties": {"x": 1}}}]}"#,
+            "op 0: create_node has an unknown field \"properties\" (it takes \"labels\" and \"props\")",
+        ),
+        (
+            r#"{"ops": [{"create_node": {}}, {"set_property": {"node": "$0", "key": "k", "val": 1}}]}"#,
+            "op 1: set_property has an unknown field \"val\"",
+        ),
+        (
+            r#"{"ops": [{"create_node": {}}, {"create_relationship": {"from": "$0", "to": "$0", "type": "T", "direction": "out"}}]}"#,
+            "op 1: create_relationship has an unknown field \"direction\"",
+        ),
+        (
+            r#"{"ops": [{"create_node": {}}], "atomic": true}"#,
+            "the body has an unknown key \"atomic\"",
+        ),
+    ] {
+        let (code, out) = server.post("/db/data/transaction", body);
+        let error = out["error"].as_str().unwrap_or_default();
+        assert_eq!(code, 400, "HTTP-2: {body}: {out}");
+        assert!(error.starts_with(named), "HTTP-2: {body}: {error}");
+    }
+    assert_eq!(
+        server.get("/db/data/").1["last_committed_tx"],
+        0,
+        "HTTP-2: nothing was applied"
+    );
+    assert_eq!(server.terminate(), Some(0));
+}
+
 // HTTP-1: `GET /db/data/` answers 200 with exactly its eight fields: the store id, format, last
 // tx, counts and digest as `neo4j-admin check` prints them, the oldest tx the logs hold, and the
 // log files' total size.

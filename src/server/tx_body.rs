@@ -217,7 +217,7 @@ macro_rules! seed_is_visitor {
 const BODY_SHAPE: &str = "the body must be an object with an \"ops\" array";
 const ONE_KEY: &str = "an op must be an object with exactly one key";
 
-/// The whole body: an object with one `"ops"` array; other keys are ignored.
+/// The whole body: an object with one `"ops"` array and nothing else.
 struct Body<'c>(&'c mut Ctx);
 
 seed_is_visitor!(Body, ());
@@ -239,7 +239,11 @@ impl<'de> Visitor<'de> for Body<'_> {
         let mut seen = false;
         while let Some(key) = map.next_key::<String>()? {
             if key != "ops" {
-                map.next_value::<IgnoredAny>()?;
+                // A misspelt key would otherwise be a request that silently does less (HTTP-2).
+                return Err(self.0.invalid(format!(
+                    "the body has an unknown key \"{}\" (it takes only \"ops\")",
+                    crate::units::printable(&key)
+                )));
             } else if seen {
                 return Err(self.0.invalid("the body has \"ops\" twice".into()));
             } else {
@@ -374,7 +378,7 @@ impl Kind {
 }
 
 /// The argument of op `i` of kind `kind`: an object of its fields (or `null`, no fields).
-/// Unknown fields are ignored; a field given twice is refused.
+/// An unknown field, or a field given twice, is refused.
 struct Arg<'c> {
     ctx: &'c mut Ctx,
     i: usize,
@@ -468,7 +472,16 @@ impl<'de> Visitor<'de> for Arg<'_> {
                     *slot = Some(map.next_value()?);
                 }
                 _ => {
-                    map.next_value::<IgnoredAny>()?;
+                    let takes = match kind {
+                        Kind::CreateNode => "\"labels\" and \"props\"",
+                        Kind::CreateRelationship => "\"from\", \"to\", \"type\" and \"props\"",
+                        Kind::SetProperty => "\"node\", \"key\" and \"value\"",
+                    };
+                    return Err(ctx.invalid(format!(
+                        "op {i}: {} has an unknown field \"{}\" (it takes {takes})",
+                        kind.name(),
+                        crate::units::printable(&name)
+                    )));
                 }
             }
         }
@@ -800,7 +813,7 @@ mod tests {
                 {"set_property": {"node": 7, "key": "k", "value": "v"}},
                 {"delete_node": 3},
                 {"delete_relationship": 4}
-            ], "other": [1, {"x": null}]}"#,
+            ]}"#,
         )
         .unwrap();
         assert_eq!(ops.len(), 6);
@@ -845,9 +858,13 @@ mod tests {
             .starts_with("op 0: unknown op \"drop_table\""));
         assert!(refusal("{not json").starts_with("the body is not valid JSON"));
         assert!(refusal(r#"{"ops": []} x"#).starts_with("the body is not valid JSON"));
-        for shape in [r#"{"ops": "nope"}"#, "[1]", "3", r#"{"opz": []}"#] {
+        for shape in [r#"{"ops": "nope"}"#, "[1]", "3", "{}"] {
             assert_eq!(refusal(shape), BODY_SHAPE, "{shape}");
         }
+        assert_eq!(
+            refusal(r#"{"opz": []}"#),
+            "the body has an unknown key \"opz\" (it takes only \"ops\")"
+        );
         for (body, says) in [
             (r#"{"ops": [{"create_node": {}, "delete_node": 1}]}"#, "op 0: an op must be an object with exactly one key"),
             (r#"{"ops": [{}]}"#, "op 0: an op must be an object with exactly one key"),
