@@ -2,12 +2,14 @@
 //! service (which is why it sits below both, ARCHITECTURE.md "Layers").
 //!
 //! Owns: serializing writers and keeping readers off a half-applied transaction: a commit holds
-//! the write lock from validation to the last record written; reads take the read lock.
+//! the write lock from validation to the last record written; reads take the read lock. And
+//! group commit (LOG-12): commits that arrive while one is being written queue up, and the next
+//! writer takes them all as one group, with one fsync.
 //! Must not touch: HTTP or sockets. A lock is never held across an `.await`: every step that
 //! takes it runs as one job on the `Blocking` seam (IO-10), so a commit's fsync never stalls the
 //! async workers that serve other requests.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::graph::{CommitOutcome, Id, Node, Op};
 use crate::io::{run_blocking, Blocking};
@@ -17,15 +19,54 @@ use crate::store::{LogSummary, Store, StoreError, StoreStatus};
 #[derive(Debug)]
 pub struct Database {
     store: RwLock<Option<Store>>,
+    /// Commits waiting for the writer, and whether one is at work (LOG-12).
+    queue: Mutex<Queue>,
     /// Where the steps that take the lock run: off the async workers in production, inline in
     /// simulation.
     blocking: Arc<dyn Blocking>,
+}
+
+/// The most commits one group takes: bounds the memory and the lock time of a group.
+const MAX_GROUP: usize = 256;
+
+/// Commits waiting for the writer (LOG-12).
+#[derive(Debug, Default)]
+struct Queue {
+    waiting: Vec<Waiting>,
+    /// A writer is at work and will take what is queued; a new commit need not start one.
+    writing: bool,
+}
+
+/// A writer's turn (LOG-12). Dropped before the turn `ended` (a panic unwinding through it),
+/// it leaves no writer at work and answers every commit still queued (`Closed`) by dropping its
+/// reply, so none waits for an answer that will not come.
+struct WriterTurn<'a> {
+    db: &'a Database,
+    ended: bool,
+}
+
+impl Drop for WriterTurn<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            let mut queue = self.db.queue.lock().unwrap_or_else(|p| p.into_inner());
+            queue.writing = false;
+            queue.waiting.clear();
+        }
+    }
+}
+
+/// One commit waiting in the queue, and where its answer goes.
+#[derive(Debug)]
+struct Waiting {
+    ops: Vec<Op>,
+    reply: tokio::sync::oneshot::Sender<Result<CommitOutcome, StoreError>>,
 }
 
 impl Database {
     pub fn new(store: Store, blocking: Arc<dyn Blocking>) -> Arc<Database> {
         Arc::new(Database {
             store: RwLock::new(Some(store)),
+            queue: Mutex::new(Queue::default()),
             blocking,
         })
     }
@@ -68,8 +109,69 @@ impl Database {
         self.read_with(|s| Ok((s.status(), s.log_summary()?))).await
     }
 
+    /// Commits `ops` as one transaction (ST-3), as part of a group (LOG-12): it joins the queue,
+    /// and if no writer is at work this call becomes the writer, which takes every queued
+    /// commit as one group until the queue is empty. The answer comes once the fsync covering
+    /// it is done.
     pub async fn commit(self: &Arc<Self>, ops: Vec<Op>) -> Result<CommitOutcome, StoreError> {
-        self.write_with(move |s| s.commit(&ops)).await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            queue.waiting.push(Waiting { ops, reply });
+            !std::mem::replace(&mut queue.writing, true)
+        };
+        if lead {
+            // The writer runs on its own: this caller's answer comes with its group, not when
+            // the queue is finally empty.
+            // A task of its own starts it, after the tasks already ready to run: commits they
+            // bring join this group (in simulation too, where the job runs inline).
+            let db = self.clone();
+            tokio::spawn(async move {
+                let blocking = db.blocking.clone();
+                blocking.run(Box::new(move || db.write_groups())).await
+            });
+        }
+        match answer.await {
+            Ok(outcome) => outcome,
+            // The writer went away without answering: only a panic in it does that.
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
+
+    /// The writer's loop: takes the queued commits as a group, commits them under the write
+    /// lock with one fsync, answers each, and goes on until none is waiting.
+    fn write_groups(&self) {
+        // Should the loop panic, the next commit finds no writer at work and no commit is left
+        // waiting for an answer that will not come (it gets `Closed`).
+        let mut turn = WriterTurn {
+            db: self,
+            ended: false,
+        };
+        loop {
+            let group = {
+                let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                if queue.waiting.is_empty() {
+                    // In the same critical section as the check: a commit queued after it
+                    // finds no writer and becomes one.
+                    queue.writing = false;
+                    turn.ended = true;
+                    return;
+                }
+                let take = queue.waiting.len().min(MAX_GROUP);
+                queue.waiting.drain(..take).collect::<Vec<_>>()
+            };
+            let (ops, replies): (Vec<Vec<Op>>, Vec<_>) =
+                group.into_iter().map(|w| (w.ops, w.reply)).unzip();
+            let outcomes = match self.write(|s| Ok(s.commit_group(&ops))) {
+                Ok(outcomes) => outcomes,
+                // Only a closed store refuses the lock's closure.
+                Err(_) => ops.iter().map(|_| Err(StoreError::Closed)).collect(),
+            };
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                // A caller that gave up (its request was dropped) no longer wants the answer.
+                let _ = reply.send(outcome);
+            }
+        }
     }
 
     /// The node and its relationship ids, or `None` if it does not exist.

@@ -1,7 +1,8 @@
 //! `store_crash`: a store on a simulated host commits random transactions and loses power at a
 //! random filesystem operation (mid-commit, mid-rotation, mid-checkpoint, mid-recovery), round
 //! after round. After every restart the store must hold exactly the acknowledged transactions
-//! (plus at most the one in flight), with the digest, counts and nodes of a model that applied
+//! (plus a prefix of the group in flight: commits go in groups of one to four, each group one
+//! log write and one fsync, LOG-12), with the digest, counts and nodes of a model that applied
 //! the same operations, and a full scan must agree with the recorded digest (SIM-14).
 //!
 //! Product rules this checks under power loss: a commit is durable before it is acknowledged
@@ -49,8 +50,9 @@ const ROTATION_THRESHOLD: u64 = 4096;
 struct Model {
     graph: Graph,
     acked_tx: u64,
-    /// The transaction being committed, not yet acknowledged: it may or may not have survived.
-    in_flight: Option<Vec<Op>>,
+    /// The group of transactions being committed, not yet acknowledged: any prefix of it may
+    /// have survived, each transaction whole or not at all (LOG-12).
+    in_flight: Vec<Vec<Op>>,
     /// Whether `Store::create` ever returned: from then on the store must open.
     created: bool,
     /// The random half of the store id, from the seed.
@@ -84,22 +86,29 @@ fn verify(m: &mut Model, store: &Store) -> Result<(), String> {
         }
         _ => m.store_id = Some(st.store_id),
     }
-    if st.last_committed_tx == m.acked_tx + 1 {
-        let Some(ops) = m.in_flight.take() else {
+    let in_flight = std::mem::take(&mut m.in_flight);
+    let kept = st.last_committed_tx.checked_sub(m.acked_tx);
+    match kept {
+        Some(k) if k as usize <= in_flight.len() => {
+            for ops in &in_flight[..k as usize] {
+                m.graph.apply(ops)?;
+            }
+            m.acked_tx += k;
+        }
+        Some(_) => {
             return Err(format!(
-                "SIM-14: the store recovered tx {} but only {} was ever committed",
+                "SIM-14, LOG-12: the store recovered tx {} but only {} were ever committed",
+                st.last_committed_tx,
+                m.acked_tx + in_flight.len() as u64
+            ))
+        }
+        None => {
+            return Err(format!(
+                "SIM-14, LOG-9: the store recovered to tx {}, but tx {} was acknowledged",
                 st.last_committed_tx, m.acked_tx
-            ));
-        };
-        m.graph.apply(&ops)?;
-        m.acked_tx += 1;
-    } else if st.last_committed_tx != m.acked_tx {
-        return Err(format!(
-            "SIM-14, LOG-9: the store recovered to tx {}, but tx {} was acknowledged",
-            st.last_committed_tx, m.acked_tx
-        ));
+            ))
+        }
     }
-    m.in_flight = None;
     let expected = m.graph.digest();
     if st.digest != expected {
         return Err(format!(
@@ -182,33 +191,46 @@ async fn software(
         verify(&mut m, &store)?;
     }
     h.record("store verified against the model");
-    for _ in 0..TXS_PER_ROUND {
-        let (ops, checkpoint, pause) = {
+    let mut committed = 0;
+    while committed < TXS_PER_ROUND {
+        // A group of one to four transactions, each drawn on the model as the ones before it
+        // in the group leave it (LOG-12).
+        let (group, checkpoint, pause) = {
             let m = model.lock().unwrap();
             let mut r = rng.lock().unwrap();
-            (
-                m.graph.random_tx(&mut r),
-                r.random_bool(0.1),
-                r.random_range(0..3000),
-            )
+            let size = r.random_range(1..=4);
+            let mut ahead = m.graph.clone();
+            let mut group = Vec::new();
+            for _ in 0..size {
+                let ops = ahead.random_tx(&mut r);
+                ahead.apply(&ops)?;
+                group.push(ops);
+            }
+            (group, r.random_bool(0.1), r.random_range(0..3000))
         };
-        model.lock().unwrap().in_flight = Some(ops.clone());
-        let outcome = h.check(store.commit(&ops)).await?;
+        model.lock().unwrap().in_flight = group.clone();
+        let mut outcomes = Vec::new();
+        for outcome in store.commit_group(&group) {
+            outcomes.push(h.check(outcome).await?);
+        }
         {
             let mut m = model.lock().unwrap();
-            let ids = m.graph.apply(&ops)?;
-            if outcome.tx_id != m.acked_tx + 1 || outcome.ids != ids {
-                return Err(format!(
-                    "SIM-14: commit answered tx {} ids {:?}; the model expected tx {} ids {ids:?}",
-                    outcome.tx_id,
-                    outcome.ids,
-                    m.acked_tx + 1
-                )
-                .into());
+            for (ops, outcome) in group.iter().zip(outcomes) {
+                let ids = m.graph.apply(ops)?;
+                if outcome.tx_id != m.acked_tx + 1 || outcome.ids != ids {
+                    return Err(format!(
+                        "SIM-14, LOG-12: commit answered tx {} ids {:?}; the model expected tx {} ids {ids:?}",
+                        outcome.tx_id,
+                        outcome.ids,
+                        m.acked_tx + 1
+                    )
+                    .into());
+                }
+                m.acked_tx = outcome.tx_id;
             }
-            m.acked_tx = outcome.tx_id;
-            m.in_flight = None;
+            m.in_flight.clear();
         }
+        committed += group.len() as u64;
         if checkpoint {
             h.check(store.checkpoint()).await?;
         }
@@ -232,7 +254,7 @@ fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
     let model = Arc::new(Mutex::new(Model {
         graph: Graph::default(),
         acked_tx: 0,
-        in_flight: None,
+        in_flight: Vec::new(),
         created: false,
         random: ctx.rng.random(),
         format: FormatVersion::SUPPORTED[ctx.rng.random_range(0..FormatVersion::SUPPORTED.len())],

@@ -388,22 +388,75 @@ impl Store {
     /// Commits `ops` as one transaction: validated against the current records, logged and
     /// fsynced before it is acknowledged, then applied to the record files (ST-3, LOG-9).
     pub fn commit(&mut self, ops: &[Op]) -> Result<CommitOutcome, StoreError> {
+        let mut outcomes = self.commit_group(std::slice::from_ref(&ops));
+        outcomes.pop().expect("one outcome per transaction")
+    }
+
+    /// Commits each element of `group` as a transaction of its own, in order, with one log
+    /// write and one fsync for all the accepted ones (group commit, LOG-12): each is validated
+    /// against the records as the accepted ones before it leave them, a refused one consumes no
+    /// tx id and does not affect the others, and none is acknowledged (returned `Ok`) before
+    /// the fsync that covers all of them. Then their images are applied in tx order. A failure
+    /// to log fails every accepted one, as LOG-9 says for one.
+    pub fn commit_group<O: AsRef<[Op]>>(
+        &mut self,
+        group: &[O],
+    ) -> Vec<Result<CommitOutcome, StoreError>> {
         if let Some(why) = &self.failed {
-            return Err(StoreError::Failed(why.clone()));
+            return group
+                .iter()
+                .map(|_| Err(StoreError::Failed(why.clone())))
+                .collect();
         }
-        let mut builder = tx::TxBuilder::new(&self.files, self.state);
-        builder.apply_all(ops)?;
-        let tx_id = self.last_tx + 1;
-        let (entry, ids) = builder.finish(tx_id, self.clock.now_millis())?;
-        if entry.records.len() > log::MAX_IMAGES as usize {
-            return Err(TxRejection::TooManyRecords(entry.records.len()).into());
+        let now = self.clock.now_millis();
+        let mut overlay = tx::Overlay::default();
+        let mut state = self.state;
+        let mut entries: Vec<TxEntry> = Vec::new();
+        let mut framed = Vec::new();
+        let mut outcomes: Vec<Result<CommitOutcome, StoreError>> = Vec::with_capacity(group.len());
+        for ops in group {
+            let tx_id = self.last_tx + 1 + entries.len() as u64;
+            let built = (|| {
+                let mut builder = tx::TxBuilder::over(&self.files, Some(&overlay), state);
+                builder.apply_all(ops.as_ref())?;
+                let (entry, ids) = builder.finish(tx_id, now)?;
+                if entry.records.len() > log::MAX_IMAGES as usize {
+                    return Err(TxRejection::TooManyRecords(entry.records.len()).into());
+                }
+                let bytes = entry.encode_framed();
+                if bytes.len() as u64 - log::FRAME_SIZE > MAX_ENTRY as u64 {
+                    return Err(
+                        TxRejection::TooLarge(bytes.len() - log::FRAME_SIZE as usize).into(),
+                    );
+                }
+                Ok((entry, ids, bytes))
+            })();
+            match built {
+                Ok((entry, ids, bytes)) => {
+                    overlay.absorb(&entry);
+                    state = entry.after;
+                    framed.extend_from_slice(&bytes);
+                    entries.push(entry);
+                    outcomes.push(Ok(CommitOutcome { tx_id, ids }));
+                }
+                Err(e) => outcomes.push(Err(e)),
+            }
         }
-        let framed = entry.encode_framed();
-        if framed.len() as u64 - log::FRAME_SIZE > MAX_ENTRY as u64 {
-            return Err(TxRejection::TooLarge(framed.len() - log::FRAME_SIZE as usize).into());
+        if entries.is_empty() {
+            return outcomes;
         }
-        self.append_and_apply(std::slice::from_ref(&entry), &framed)?;
-        Ok(CommitOutcome { tx_id, ids })
+        if let Err(e) = self.append_and_apply(&entries, &framed) {
+            // Nothing of the group is acknowledged: the first accepted one gets the failure,
+            // the others the store's refusal that follows from it.
+            let why = self.failed.clone().unwrap_or_else(|| e.to_string());
+            let mut first = Some(e);
+            for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
+                *outcome = Err(first
+                    .take()
+                    .unwrap_or_else(|| StoreError::Failed(why.clone())));
+            }
+        }
+        outcomes
     }
 
     /// Appends an already-built entry (from this store's own commit, or shipped by a backup

@@ -39,9 +39,40 @@ pub enum TxRejection {
     TooManyRecords(usize),
 }
 
+/// The records written by the transactions of a group built before this one, not yet in the
+/// record files (LOG-12): a builder reads them before the files, so each transaction of a group
+/// sees the ones before it.
+#[derive(Default)]
+pub(crate) struct Overlay {
+    nodes: BTreeMap<u64, NodeRecord>,
+    rels: BTreeMap<u64, RelRecord>,
+    blocks: BTreeMap<u64, BlockRecord>,
+}
+
+impl Overlay {
+    /// Takes in the after-images of a transaction built on top of this overlay.
+    pub(crate) fn absorb(&mut self, entry: &TxEntry) {
+        for image in &entry.records {
+            match image {
+                RecordImage::Node(id, r) => {
+                    self.nodes.insert(*id, *r);
+                }
+                RecordImage::Rel(id, r) => {
+                    self.rels.insert(*id, *r);
+                }
+                RecordImage::Block(id, r) => {
+                    self.blocks.insert(*id, r.clone());
+                }
+            }
+        }
+    }
+}
+
 /// Accumulates one transaction's changes over the store's current records.
 pub(crate) struct TxBuilder<'a> {
     files: &'a RecordFiles,
+    /// The earlier transactions of the same group, read before the files.
+    base: Option<&'a Overlay>,
     nodes: BTreeMap<u64, NodeRecord>,
     rels: BTreeMap<u64, RelRecord>,
     blocks: BTreeMap<u64, BlockRecord>,
@@ -57,9 +88,16 @@ pub(crate) struct TxBuilder<'a> {
 }
 
 impl<'a> TxBuilder<'a> {
-    pub fn new(files: &'a RecordFiles, state: TxState) -> TxBuilder<'a> {
+    /// A builder over the records of `files` as the transactions in `base` left them, at their
+    /// `state` (LOG-12).
+    pub fn over(
+        files: &'a RecordFiles,
+        base: Option<&'a Overlay>,
+        state: TxState,
+    ) -> TxBuilder<'a> {
         TxBuilder {
             files,
+            base,
             nodes: BTreeMap::new(),
             rels: BTreeMap::new(),
             blocks: BTreeMap::new(),
@@ -281,7 +319,11 @@ impl<'a> TxBuilder<'a> {
     }
 
     fn node(&self, id: u64) -> Result<NodeRecord, StoreError> {
-        match self.nodes.get(&id) {
+        match self
+            .nodes
+            .get(&id)
+            .or_else(|| self.base.and_then(|b| b.nodes.get(&id)))
+        {
             Some(r) => Ok(*r),
             None if id >= self.state.next_node => Ok(NodeRecord::unused()),
             None => self.files.read_node(id),
@@ -289,7 +331,11 @@ impl<'a> TxBuilder<'a> {
     }
 
     fn rel(&self, id: u64) -> Result<RelRecord, StoreError> {
-        match self.rels.get(&id) {
+        match self
+            .rels
+            .get(&id)
+            .or_else(|| self.base.and_then(|b| b.rels.get(&id)))
+        {
             Some(r) => Ok(*r),
             None if id >= self.state.next_rel => Ok(RelRecord::unused()),
             None => self.files.read_rel(id),
@@ -297,7 +343,11 @@ impl<'a> TxBuilder<'a> {
     }
 
     fn block(&self, id: u64) -> Result<BlockRecord, StoreError> {
-        match self.blocks.get(&id) {
+        match self
+            .blocks
+            .get(&id)
+            .or_else(|| self.base.and_then(|b| b.blocks.get(&id)))
+        {
             Some(b) => Ok(b.clone()),
             None => self.files.read_block(id),
         }

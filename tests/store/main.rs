@@ -17,6 +17,7 @@ use online_backup::store::{Store, StoreError, StoreOptions, TxRejection};
 use support::*;
 
 mod check_passes;
+mod commit_group;
 mod logs;
 mod records;
 mod recovery;

@@ -8,10 +8,12 @@
 //! - `fail_removals`: removing the file fails; every removal that succeeds is recorded in order;
 //! - `free`: the free space reported, whatever the disk has (a full disk without mounting one);
 //! - `fail_opens`: opening the file fails with the given OS error (`EMFILE`: out of descriptors);
-//! - `fail_dir_syncs`: syncing any directory fails with the given OS error.
+//! - `fail_dir_syncs`: syncing any directory fails with the given OS error;
+//! - `slow_syncs`: every file sync takes at least this long (a disk whose fsync is the cost),
+//!   and `syncs` counts the syncs of the files `slow_syncs` selects (both apply armed or not).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use online_backup::io::os::OsFs;
@@ -47,6 +49,8 @@ pub struct Faulty {
     pub free: Option<u64>,
     pub fail_opens: Option<(Files, i32)>,
     pub fail_dir_syncs: Option<i32>,
+    pub slow_syncs: Option<(Files, std::time::Duration)>,
+    pub syncs: Arc<AtomicU64>,
     pub removed: Arc<Mutex<Vec<String>>>,
 }
 
@@ -56,6 +60,8 @@ struct FaultyFile {
     fail: bool,
     forget: bool,
     armed: Arc<AtomicBool>,
+    /// How long a sync takes at least, and the count it adds to, if `slow_syncs` selects it.
+    slow: Option<(std::time::Duration, Arc<AtomicU64>)>,
 }
 
 impl FileHandle for FaultyFile {
@@ -79,6 +85,10 @@ impl FileHandle for FaultyFile {
         self.inner.set_len(len)
     }
     fn sync(&self) -> std::io::Result<()> {
+        if let Some((delay, count)) = &self.slow {
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(*delay);
+        }
         self.inner.sync()
     }
 }
@@ -96,6 +106,11 @@ impl Fs for Faulty {
             fail: selects(&self.fail_writes),
             forget: selects(&self.forget_overwrites),
             armed: self.armed.clone(),
+            slow: self
+                .slow_syncs
+                .as_ref()
+                .filter(|(f, _)| f.select(path))
+                .map(|(_, d)| (*d, self.syncs.clone())),
         }))
     }
     fn metadata(&self, path: &Path) -> std::io::Result<Option<Metadata>> {
