@@ -19,7 +19,7 @@
 //!
 //! See ARCHITECTURE.md for the map, the layers and the invariants.
 
-// The one exemption, a `statvfs` call, is in `io::os`.
+// The exemptions, a `statvfs` call and a `sync_file_range` call, are in `io::os`.
 #![deny(unsafe_code)]
 
 pub mod backup;

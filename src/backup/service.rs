@@ -13,12 +13,12 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::task::JoinSet;
 
 use crate::backup::protocol::{
-    self, read_message_within, write_message, Message, ProtocolError, Refusal, Request, CHUNK_SIZE,
-    MAX_CLIENT_FRAME, PROTOCOL_VERSION,
+    self, read_message_within, write_message, Message, ProtocolError, Refusal, Request, CHUNK_HEAD,
+    CHUNK_SIZE, MAX_CLIENT_FRAME, PROTOCOL_VERSION,
 };
 use crate::db::Database;
 use crate::io::{Env, FileHandle, Listener, OpenMode, Stream};
@@ -33,6 +33,9 @@ const PIN_ADVANCE_EVERY: u64 = 1024;
 const RUN_ENTRIES: usize = 256;
 /// ... or about this many bytes of them (a rough size, from their record count).
 const RUN_BYTES: usize = 1 << 20;
+
+/// The connection's write buffer: many transactions a write, and less than a chunk's frame.
+const WRITE_BUFFER: usize = 64 << 10;
 
 /// Why serving one backup connection ended early. Logged, never fatal to the server.
 #[derive(Debug, thiserror::Error)]
@@ -248,7 +251,9 @@ async fn refuse_busy(stream: Box<dyn Stream>, max: usize) {
 /// Serves one connection: handshake, then requests until the client closes (PR-4, PR-5).
 pub async fn handle(stream: Box<dyn Stream>, ctx: &ServiceContext) -> Result<(), ServiceError> {
     let (mut rd, wr) = tokio::io::split(stream);
-    let mut w = BufWriter::with_capacity(CHUNK_SIZE + 64, Stalling::new(wr, ctx.limits.idle));
+    // Small messages (transactions) are gathered here; a chunk's frame is larger than the
+    // buffer, so it goes to the socket without being copied into it.
+    let mut w = BufWriter::with_capacity(WRITE_BUFFER, Stalling::new(wr, ctx.limits.idle));
     match read_idle(&mut rd, ctx.limits.hello).await? {
         Message::Hello { version } if version == PROTOCOL_VERSION => {}
         Message::Hello { .. } => {
@@ -432,27 +437,36 @@ async fn send_file<W: AsyncWrite + Unpin>(
     .await?;
     let mut crc = 0u32;
     let mut at = 0u64;
-    let mut buf = vec![0u8; CHUNK_SIZE];
-    while at < len {
-        let want = ((len - at) as usize).min(CHUNK_SIZE);
-        // The read blocks on the disk: off the async workers (IO-10). The buffer goes and comes
-        // back, so one chunk's memory serves the whole file.
-        let reader = file.clone();
-        let (back, got) = ctx
-            .env
-            .blocking(move || {
-                let got = reader.read_fully_at(&mut buf[..want], at);
-                (buf, got)
-            })
-            .await;
-        buf = back;
-        let got = got.map_err(io_err)?;
-        if got < want {
-            return Err(ServiceError::FileShrank(path.display().to_string()));
-        }
-        crc = crc32c::crc32c_append(crc, &buf[..want]);
-        protocol::write_chunk(w, &buf[..want]).await?;
+    // Two frames' buffers: one is sent while the next chunk is read into the other (read-ahead),
+    // so the disk and the network work at once. Each chunk is read once for its CRC, in the
+    // blocking job of its read (IO-10); the frame's head is filled in front of it and the frame
+    // written with no copy of its data.
+    let mut spare = Vec::new();
+    let mut read = if len > 0 {
+        Some(read_chunk(ctx, &file, Vec::new(), at, len).await)
+    } else {
+        None
+    };
+    while let Some((mut frame, got)) = read.take() {
+        let (want, chunk_crc) = match got {
+            Ok(Some(done)) => done,
+            Ok(None) => return Err(ServiceError::FileShrank(path.display().to_string())),
+            Err(e) => return Err(io_err(e).into()),
+        };
+        crc = protocol::crc32c_combine(crc, chunk_crc, want);
+        protocol::frame_chunk(&mut frame, chunk_crc);
         at += want as u64;
+        if at < len {
+            let (sent, ahead) = tokio::join!(
+                w.write_all(&frame),
+                read_chunk(ctx, &file, std::mem::take(&mut spare), at, len)
+            );
+            sent.map_err(ProtocolError::from)?;
+            read = Some(ahead);
+        } else {
+            w.write_all(&frame).await.map_err(ProtocolError::from)?;
+        }
+        spare = frame;
         pin.touch(ctx.env.clock.now_millis());
         if !pin.is_live() {
             return Err(ServiceError::PinExpired);
@@ -460,6 +474,29 @@ async fn send_file<W: AsyncWrite + Unpin>(
     }
     send(w, &Message::FileEnd { crc }).await?;
     Ok(())
+}
+
+/// Reads the chunk of `file` at `at` (at most [`CHUNK_SIZE`] bytes, up to `len`) into `frame`
+/// after room for the frame's head, off the async workers (IO-10), and takes its CRC32C there.
+/// Gives the buffer back with the chunk's length and CRC, or `None` if the file ended before.
+async fn read_chunk(
+    ctx: &ServiceContext,
+    file: &Arc<dyn FileHandle>,
+    mut frame: Vec<u8>,
+    at: u64,
+    len: u64,
+) -> (Vec<u8>, std::io::Result<Option<(usize, u32)>>) {
+    let want = ((len - at) as usize).min(CHUNK_SIZE);
+    let file = file.clone();
+    ctx.env
+        .blocking(move || {
+            frame.resize(CHUNK_HEAD + want, 0);
+            let got = file
+                .read_fully_at(&mut frame[CHUNK_HEAD..], at)
+                .map(|got| (got == want).then(|| (want, crc32c::crc32c(&frame[CHUNK_HEAD..]))));
+            (frame, got)
+        })
+        .await
 }
 
 /// Streams the transactions `from ..= upto` from the logs; returns the digest after the last

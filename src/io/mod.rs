@@ -89,6 +89,14 @@ pub trait FileHandle: Send + Sync + Debug {
     /// timestamps).
     fn sync(&self) -> io::Result<()>;
 
+    /// Starts writing `len` bytes at `offset` to the disk without waiting for them, so that a
+    /// later [`FileHandle::sync`] finds less to do (a file written in one pass, synced at its
+    /// end). Durability still comes only from `sync`; the default does nothing.
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset`, or fails with `UnexpectedEof`.
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
         while !buf.is_empty() {

@@ -54,6 +54,23 @@ impl FileHandle for OsFile {
     fn sync(&self) -> io::Result<()> {
         self.0.sync_data()
     }
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)] // an exemption (lib.rs): sync_file_range has no safe std API
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return Ok(()); // a hint only: out of range is nothing to start
+        };
+        // SAFETY: the descriptor is this file's own, open for as long as `self`; the call reads
+        // no memory of ours.
+        let rc = unsafe {
+            libc::sync_file_range(self.0.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 /// An flock(2) held on the directory itself, so locking adds no file to the directory.
@@ -142,7 +159,7 @@ impl Fs for OsFs {
         }
     }
 
-    #[allow(unsafe_code)] // the crate's one exemption (lib.rs): statvfs has no safe std API
+    #[allow(unsafe_code)] // an exemption (lib.rs): statvfs has no safe std API
     fn available_space(&self, path: &Path) -> io::Result<u64> {
         use std::ffi::CString;
         use std::os::unix::ffi::OsStrExt;

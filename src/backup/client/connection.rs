@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::{BackupError, BackupOptions};
 use crate::backup::decision::{Existing, ServerInfo, ServerRefusal};
 use crate::backup::protocol::{
-    self, read_first_answer, read_message_sized, write_message, Message, ProtocolError, Refusal,
-    Request, PROTOCOL_VERSION,
+    self, read_first_answer, read_frame_into, read_message_sized, write_message, Frame, Message,
+    ProtocolError, Refusal, Request, MAX_FRAME, PROTOCOL_VERSION,
 };
 use crate::backup::tls::{failure_of, ClientTls};
 use crate::io::{Env, Stream};
@@ -56,7 +56,30 @@ impl Conn {
                 read_message_sized(&mut self.rd).await
             }
         };
-        let (msg, len) = match tokio::time::timeout(self.timeout, read).await {
+        let read = tokio::time::timeout(self.timeout, read).await;
+        self.arrived(read, waiting_for).await
+    }
+
+    /// The next frame, read into `buf` (the copy path of a full backup): a file chunk stays
+    /// there, its data at `buf[1..]` ([`protocol::read_frame_into`]).
+    pub(super) async fn recv_into(
+        &mut self,
+        waiting_for: &str,
+        buf: &mut Vec<u8>,
+    ) -> Result<Frame, BackupError> {
+        let read = read_frame_into(&mut self.rd, MAX_FRAME, buf);
+        let read = tokio::time::timeout(self.timeout, read).await;
+        self.arrived(read, waiting_for).await
+    }
+
+    /// A frame read, or why not (BK-7, BK-48, SEC-7, SEC-11), with its size counted and the
+    /// pace kept (BK-41).
+    async fn arrived<T>(
+        &mut self,
+        read: Result<Result<(T, u64), ProtocolError>, tokio::time::error::Elapsed>,
+        waiting_for: &str,
+    ) -> Result<T, BackupError> {
+        let (msg, len) = match read {
             Ok(Ok(m)) => m,
             Ok(Err(ProtocolError::NotBackupProtocol { looks_like_http })) => {
                 return Err(BackupError::NotBackupService {

@@ -8,9 +8,9 @@ use super::apply::StreamEnd;
 use super::error::Violation;
 use super::{backup_store_options, room_needed, BackupError, Kind, Phase, Run, Summary};
 use crate::backup::decision::{Existing, FullReason};
-use crate::backup::protocol::{Message, Request};
+use crate::backup::protocol::{self, Frame, Message, Request};
 use crate::backup::target::{Target, TargetError};
-use crate::io::{FileHandle, OpenMode};
+use crate::io::{run_blocking, FileHandle, OpenMode};
 use crate::store::format::RecordKind;
 use crate::store::log::TxState;
 use crate::store::meta::Meta;
@@ -111,8 +111,12 @@ impl Run<'_> {
         self.check_full_start(gen_dir, checkpoint_tx, &state, files)?;
         let mut bytes = 0u64;
         let mut seen: Vec<String> = Vec::new();
+        // The chunks' buffers, kept from one file to the next.
+        let mut buffers = Vec::new();
         for _ in 0..files {
-            let name = self.receive_file(gen_dir, &state, &mut bytes).await?;
+            let name = self
+                .receive_file(gen_dir, &state, &mut bytes, &mut buffers)
+                .await?;
             if seen.contains(&name) {
                 return Err(BackupError::Protocol(Violation::FileTwice(name)));
             }
@@ -202,6 +206,7 @@ impl Run<'_> {
         dir: &std::path::Path,
         state: &TxState,
         bytes: &mut u64,
+        buffers: &mut Vec<Vec<u8>>,
     ) -> Result<String, BackupError> {
         let (name, len) = match self.conn.recv("a store file").await? {
             Message::FileStart { name, len } => (name, len),
@@ -229,35 +234,56 @@ impl Run<'_> {
                 .map_err(io_err)?,
         );
         // Chunks are written by a task of their own, so that receiving the next chunk overlaps
-        // writing this one (on a multi-threaded runtime); at most WRITE_AHEAD chunks wait.
+        // writing this one; at most WRITE_AHEAD chunks wait. Each is written where blocking is
+        // allowed (IO-10) and its writeback started at once, so the file's sync at the end finds
+        // little left to write. Buffers go round: read into, written from, given back.
         let (chunks, mut queue) = tokio::sync::mpsc::channel::<(u64, Vec<u8>)>(WRITE_AHEAD);
+        let (written, mut free) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         let writer_file = file.clone();
+        let blocking = self.env.blocking.clone();
         let writer = AbortOnDrop(tokio::spawn(async move {
-            while let Some((at, chunk)) = queue.recv().await {
-                writer_file.write_all_at(&chunk, at)?;
+            while let Some((at, frame)) = queue.recv().await {
+                let file = writer_file.clone();
+                let (frame, wrote) = run_blocking(&*blocking, move || {
+                    let data = &frame[1..];
+                    let wrote = file
+                        .write_all_at(data, at)
+                        .and_then(|()| file.start_writeback(at, data.len() as u64));
+                    (frame, wrote)
+                })
+                .await;
+                wrote?;
+                let _ = written.send(frame);
             }
             Ok::<(), std::io::Error>(())
         }));
         let mut at = 0u64;
         let mut crc = 0u32;
         let total = self.server.store_bytes;
+        let mut frame = buffers.pop().unwrap_or_default();
         loop {
-            match self.conn.recv("the next file chunk").await? {
-                Message::FileChunk(chunk) => {
-                    if at + chunk.len() as u64 > len {
+            match self
+                .conn
+                .recv_into("the next file chunk", &mut frame)
+                .await?
+            {
+                Frame::Chunk { crc: chunk_crc } => {
+                    let n = frame.len() - 1;
+                    if at + n as u64 > len {
                         return Err(BackupError::Protocol(Violation::FileTooLong { name, len }));
                     }
-                    crc = crc32c::crc32c_append(crc, &chunk);
-                    let n = chunk.len() as u64;
-                    if chunks.send((at, chunk)).await.is_err() {
+                    crc = protocol::crc32c_combine(crc, chunk_crc, n);
+                    let next = free.try_recv().ok().or_else(|| buffers.pop());
+                    let full = std::mem::replace(&mut frame, next.unwrap_or_default());
+                    if chunks.send((at, full)).await.is_err() {
                         // The writer stopped on an error: report it.
                         break;
                     }
-                    at += n;
-                    *bytes += n;
+                    at += n as u64;
+                    *bytes += n as u64;
                     self.out.progress(Phase::Copy, *bytes, total);
                 }
-                Message::FileEnd { crc: sent } => {
+                Frame::Message(Message::FileEnd { crc: sent }) => {
                     if at != len {
                         return Err(BackupError::Protocol(Violation::FileTooShort {
                             name,
@@ -270,17 +296,22 @@ impl Run<'_> {
                     }
                     break;
                 }
-                other => return Err(self.conn.unexpected(&other, "a file chunk")),
+                Frame::Message(other) => return Err(self.conn.unexpected(&other, "a file chunk")),
             }
         }
         drop(chunks);
         writer.join().await.map_err(io_err)?;
+        buffers.push(frame);
+        while let Ok(frame) = free.try_recv() {
+            buffers.push(frame);
+        }
         file.sync().map_err(io_err)?;
         Ok(name)
     }
 }
 
-/// How many received chunks may wait for the writer task (bounded memory: 1 MiB each).
+/// How many received chunks may wait for the writer task (bounded memory: 1 MiB each, and two
+/// more buffers, the one being written and the one being received into).
 const WRITE_AHEAD: usize = 4;
 
 /// A spawned task that is aborted if its handle is dropped before it is joined (an error path
