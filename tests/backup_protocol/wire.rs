@@ -342,39 +342,15 @@ async fn pr_18_disabled_service_binds_nothing() {
 // connection closes and the pin goes. Before, both stayed forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pr_22_a_client_that_stops_reading_is_dropped_with_its_pin() {
-    use online_backup::backup::service::{serve, ServiceContext, ServiceLimits};
-    use online_backup::db::Database;
-    use online_backup::retention::Pins;
-    use online_backup::store::{Store, StoreOptions};
+    use online_backup::backup::service::ServiceLimits;
     let dir = support::scratch();
     let store_dir = dir.path().join("db");
     generate_big(&store_dir);
-    let env = Env::os();
-    let pins = Pins::new();
-    let store = Store::open(
-        env.fs.clone(),
-        env.clock.clone(),
-        &store_dir,
-        &StoreOptions {
-            pins: pins.clone(),
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
-    let listener = env.net.bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let service = tokio::spawn(serve(
-        listener,
-        ServiceContext {
-            db: Database::new(store, env.blocking.clone()),
-            pins: pins.clone(),
-            env: env.clone(),
-            limits: ServiceLimits {
-                idle: Duration::from_secs(1),
-                ..ServiceLimits::default()
-            },
-        },
-    ));
+    let limits = ServiceLimits {
+        idle: Duration::from_secs(1),
+        ..ServiceLimits::default()
+    };
+    let (addr, pins, _db, service) = service_alone(&store_dir, false, limits).await;
     let (mut client, _) = Client::connect(&addr).await;
     client.send(&Message::Request(Request::Full)).await;
     assert!(matches!(client.recv().await, Message::FullStart { .. }));
@@ -411,43 +387,16 @@ async fn pr_22_a_client_that_stops_reading_is_dropped_with_its_pin() {
 // and the metadata under the store lock), and a storm of them slowed commits from 0.5 to 39 ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pr_24_concurrent_full_backups_share_a_checkpoint() {
-    use online_backup::backup::service::{serve, ServiceContext, ServiceLimits};
-    use online_backup::db::Database;
+    use online_backup::backup::service::ServiceLimits;
     use online_backup::graph::Op;
-    use online_backup::retention::Pins;
-    use online_backup::store::{Store, StoreOptions};
     let dir = support::scratch();
-    let env = Env::os();
-    let pins = Pins::new();
-    let store = Store::create(
-        env.fs.clone(),
-        env.clock.clone(),
-        &dir.path().join("db"),
-        &StoreOptions {
-            pins: pins.clone(),
-            ..StoreOptions::default()
-        },
-        FormatVersion::CURRENT,
-        7,
-    )
-    .unwrap();
-    let db = Database::new(store, env.blocking.clone());
-    let listener = env.net.bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let service = tokio::spawn(serve(
-        listener,
-        ServiceContext {
-            db: db.clone(),
-            pins,
-            env: env.clone(),
-            // Room for a round's connections while the last round's close (PR-23 is not
-            // what this is about).
-            limits: ServiceLimits {
-                max_connections: 64,
-                ..ServiceLimits::default()
-            },
-        },
-    ));
+    // Room for a round's connections while the last round's close (PR-23 is not what this is
+    // about).
+    let limits = ServiceLimits {
+        max_connections: 64,
+        ..ServiceLimits::default()
+    };
+    let (addr, _pins, db, service) = service_alone(&dir.path().join("db"), true, limits).await;
     let checkpoints = || async { db.read_with(|s| Ok(s.checkpoints_written())).await.unwrap() };
     let mut last_tx = 0;
     for round in 0..4 {
@@ -499,41 +448,14 @@ async fn pr_24_concurrent_full_backups_share_a_checkpoint() {
 // ten-minute idle timeout, so eight silent peers kept every backup out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pr_25_silent_connections_give_their_place_back() {
-    use online_backup::backup::service::{serve, ServiceContext, ServiceLimits};
-    use online_backup::db::Database;
-    use online_backup::retention::Pins;
-    use online_backup::store::{Store, StoreOptions};
+    use online_backup::backup::service::ServiceLimits;
     let dir = support::scratch();
-    let env = Env::os();
-    let pins = Pins::new();
-    let store = Store::create(
-        env.fs.clone(),
-        env.clock.clone(),
-        &dir.path().join("db"),
-        &StoreOptions {
-            pins: pins.clone(),
-            ..StoreOptions::default()
-        },
-        FormatVersion::CURRENT,
-        7,
-    )
-    .unwrap();
-    let listener = env.net.bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let limits = ServiceLimits {
         hello: Duration::from_millis(500),
         request: Duration::from_millis(500),
         ..ServiceLimits::default()
     };
-    let service = tokio::spawn(serve(
-        listener,
-        ServiceContext {
-            db: Database::new(store, env.blocking.clone()),
-            pins,
-            env: env.clone(),
-            limits,
-        },
-    ));
+    let (addr, _pins, _db, service) = service_alone(&dir.path().join("db"), true, limits).await;
     // Four peers that never send a hello, four that never send a request: every place taken.
     let mut silent = Vec::new();
     for _ in 0..4 {
@@ -570,4 +492,55 @@ async fn pr_25_silent_connections_give_their_place_back() {
         "PR-25: once the silent peers are gone, a backup gets in: {welcome:?}"
     );
     service.abort();
+}
+
+/// The backup service alone, in this process, over the store in `store_dir` (opened, or created
+/// empty when `create`), with `limits`: where it listens, the store's pins, the database, and
+/// the task to abort at the end.
+async fn service_alone(
+    store_dir: &Path,
+    create: bool,
+    limits: online_backup::backup::service::ServiceLimits,
+) -> (
+    String,
+    online_backup::retention::Pins,
+    std::sync::Arc<online_backup::db::Database>,
+    tokio::task::JoinHandle<()>,
+) {
+    use online_backup::backup::service::{serve, ServiceContext};
+    use online_backup::db::Database;
+    use online_backup::retention::Pins;
+    use online_backup::store::{Store, StoreOptions};
+    let env = Env::os();
+    let pins = Pins::new();
+    let options = StoreOptions {
+        pins: pins.clone(),
+        ..StoreOptions::default()
+    };
+    let store = if create {
+        Store::create(
+            env.fs.clone(),
+            env.clock.clone(),
+            store_dir,
+            &options,
+            FormatVersion::CURRENT,
+            7,
+        )
+    } else {
+        Store::open(env.fs.clone(), env.clock.clone(), store_dir, &options)
+    }
+    .unwrap();
+    let db = Database::new(store, env.blocking.clone());
+    let listener = env.net.bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let service = tokio::spawn(serve(
+        listener,
+        ServiceContext {
+            db: db.clone(),
+            pins: pins.clone(),
+            env,
+            limits,
+        },
+    ));
+    (addr, pins, db, service)
 }
