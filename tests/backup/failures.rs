@@ -155,6 +155,30 @@ fn bk_48_a_port_that_is_not_the_backup_service_is_named_as_such() {
     );
 }
 
+// PR-21: a port that accepts and closes at once (a service past its connection limit drops
+// what it cannot answer) is reported as a connection closed unanswered, not as a broken pipe.
+#[test]
+fn pr_21_a_connection_closed_unanswered_is_named_as_such() {
+    let dir = scratch();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            drop(s);
+        }
+    });
+    let to = dir.path().join("backup");
+    let out = backup_from(&addr, &to, &[]).expect(1);
+    let line = out.one_error_line();
+    assert!(
+        line.contains(&format!(
+            "the backup service at {addr} closed the connection without answering"
+        )),
+        "PR-21: {line}"
+    );
+    assert!(!to.exists(), "PR-21: the target was not created");
+}
+
 // BK-7, BK-34: -timeout bounds the wait for a silent server (before the welcome, and in the
 // middle of a file); the tool fails with exit 1 naming the server and what it waited for, and
 // the directory is as it was.

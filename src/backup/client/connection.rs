@@ -280,6 +280,13 @@ pub(super) async fn handshake(conn: &mut Conn) -> Result<ServerInfo, BackupError
         (_, Ok(first)) => first,
         // A refusal told by TLS (an alert read after the failed write) says why (SEC-11).
         (_, Err(e @ (BackupError::Tls(_) | BackupError::TlsRequired { .. }))) => return Err(e),
+        // PR-21: closed with nothing said, the likeliest cause is a service at its connection
+        // limit, past the refusals it answers (PR-23), or one shutting down.
+        (_, Err(BackupError::Network { source, .. })) if closed_unanswered(&source) => {
+            return Err(BackupError::ClosedUnanswered {
+                addr: conn.addr.clone(),
+            })
+        }
         (Err(e), Err(_)) | (Ok(()), Err(e)) => return Err(e),
     };
     match first {
@@ -312,5 +319,21 @@ pub(super) async fn handshake(conn: &mut Conn) -> Result<ServerInfo, BackupError
             })
         }
         other => Err(conn.unexpected(&other, "the welcome")),
+    }
+}
+
+/// Whether reading the first answer failed because the peer closed the connection without a
+/// byte of answer (PR-21).
+fn closed_unanswered(e: &ProtocolError) -> bool {
+    match e {
+        ProtocolError::Closed => true,
+        ProtocolError::Io(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::ConnectionAborted
+        ),
+        _ => false,
     }
 }

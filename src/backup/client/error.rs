@@ -51,6 +51,9 @@ pub enum BackupError {
     /// A plaintext hello was answered by a TLS service (SEC-7).
     #[error("the backup service at {addr} requires TLS: run again with --tls-ca, --tls-cert and --tls-key (the CA that signed its certificate, and a client certificate it accepts)")]
     TlsRequired { addr: String },
+    /// The service closed the connection before it answered the hello (PR-21).
+    #[error("the backup service at {addr} closed the connection without answering: it may be serving as many backup connections as it allows, or shutting down; try again later")]
+    ClosedUnanswered { addr: String },
     #[error("the server speaks backup protocol version {server}, this tool speaks {client}")]
     ProtocolVersion { server: u32, client: u32 },
     /// The server refused with a failure of its own (PR-7 code 6); its sentence, as it sent it,
