@@ -112,6 +112,12 @@ pub struct BlockRecord {
     pub data: Vec<u8>,
 }
 
+/// The distinct endpoints of a relationship from `start` to `end`: one for a self-loop, which
+/// sits once in its node's chain (ST-6).
+pub fn endpoints(start: u64, end: u64) -> impl Iterator<Item = u64> {
+    std::iter::once(start).chain((end != start).then_some(end))
+}
+
 impl NodeRecord {
     pub fn unused() -> NodeRecord {
         NodeRecord {

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use crate::digest::Digest;
 use crate::graph::{Id, Node, NodeRef, Op, Properties, Relationship, Value};
 use crate::store::format::{
-    decode_node_payload, decode_rel_payload, encode_node_payload, encode_rel_payload, BlockRecord,
-    NodeRecord, RelRecord, BLOCK_DATA, NONE,
+    decode_node_payload, decode_rel_payload, encode_node_payload, encode_rel_payload, endpoints,
+    BlockRecord, NodeRecord, RelRecord, BLOCK_DATA, NONE,
 };
 use crate::store::log::{RecordImage, TxEntry, TxState};
 use crate::store::records::RecordFiles;
@@ -465,14 +465,6 @@ impl<'a> TxBuilder<'a> {
 }
 
 /// The distinct endpoints of a relationship: a self-loop is linked into its node's chain once.
-fn endpoints(start: Id, end: Id) -> Vec<Id> {
-    if start == end {
-        vec![start]
-    } else {
-        vec![start, end]
-    }
-}
-
 /// Largest string value, in bytes. Labels, types and keys are limited to 65,535 bytes.
 pub const MAX_STRING: usize = 1 << 20;
 

@@ -26,7 +26,8 @@ use super::{length_finding, read_chain, Cache};
 use crate::digest::Digest;
 use crate::io::Blocking;
 use crate::store::format::{
-    decode_node_payload, decode_rel_payload, BlockRecord, NodeRecord, RecordKind, RelRecord, NONE,
+    decode_node_payload, decode_rel_payload, endpoints, BlockRecord, NodeRecord, RecordKind,
+    RelRecord, NONE,
 };
 use crate::store::records::RecordFiles;
 use crate::store::{Store, StoreError};
@@ -341,12 +342,7 @@ fn rel(
         rel_type,
         props,
     });
-    let ends: &[u64] = if rec.start == rec.end {
-        &[rec.start]
-    } else {
-        &[rec.start, rec.end]
-    };
-    for &n in ends {
+    for n in endpoints(rec.start, rec.end) {
         let (prev, next) = rec.links_for(n);
         if prev == NONE {
             part.heads_by_rels = part.heads_by_rels.wrapping_add(shared.hash(0, n, id, 0));

@@ -23,7 +23,8 @@ mod fast;
 use crate::digest::Digest;
 use crate::io::{Blocking, Clock, FileHandle, Fs};
 use crate::store::format::{
-    decode_node_payload, decode_rel_payload, BlockRecord, NodeRecord, RecordKind, RelRecord, NONE,
+    decode_node_payload, decode_rel_payload, endpoints, BlockRecord, NodeRecord, RecordKind,
+    RelRecord, NONE,
 };
 use crate::store::records::RecordFiles;
 use crate::store::{Store, StoreError, StoreOptions};
@@ -268,12 +269,7 @@ fn exact(store: &Store, progress: &mut dyn FnMut(u64, u64)) -> Result<CheckRepor
                     }),
                 },
             }
-            let ends: &[u64] = if rec.start == rec.end {
-                &[rec.start]
-            } else {
-                &[rec.start, rec.end]
-            };
-            for &n in ends {
+            for n in endpoints(rec.start, rec.end) {
                 let (prev, next) = rec.links_for(n);
                 if prev == NONE {
                     // The head of a chain must be what its node points at, or it is orphaned.
