@@ -1,10 +1,12 @@
 //! The open store as a running server shares it between concurrent HTTP requests and the backup
 //! service (which is why it sits below both, ARCHITECTURE.md "Layers").
 //!
-//! Owns: serializing writers and keeping readers off a half-applied transaction: a commit holds
-//! the write lock from validation to the last record written; reads take the read lock. And
-//! group commit (LOG-12): commits that arrive while one is being written queue up, and the next
-//! writer takes them all as one group, with one fsync.
+//! Owns: serializing writers and keeping readers off a half-applied transaction: reads take the
+//! read lock, and a group of commits takes the write lock only to apply its records, after its
+//! log write and fsync done under the read lock, so readers never wait for a commit's fsync
+//! (LOG-12). Group commit: commits that arrive while one is being written queue up, and the next
+//! writer takes them all as one group, with one fsync. And checkpoints whose fsyncs hold no lock
+//! (LOG-13), so commits go on during a full backup's checkpoint.
 //! Must not touch: HTTP or sockets. A lock is never held across an `.await`: every step that
 //! takes it runs as one job on the `Blocking` seam (IO-10), so a commit's fsync never stalls the
 //! async workers that serve other requests.
@@ -21,6 +23,9 @@ pub struct Database {
     store: RwLock<Option<Store>>,
     /// Commits waiting for the writer, and whether one is at work (LOG-12).
     queue: Mutex<Queue>,
+    /// Held through a checkpoint's three steps (LOG-13), so that checkpoints asked for together
+    /// run one after the other and the later ones find the first enough (PR-24).
+    checkpointing: Mutex<()>,
     /// Where the steps that take the lock run: off the async workers in production, inline in
     /// simulation.
     blocking: Arc<dyn Blocking>,
@@ -67,6 +72,7 @@ impl Database {
         Arc::new(Database {
             store: RwLock::new(Some(store)),
             queue: Mutex::new(Queue::default()),
+            checkpointing: Mutex::new(()),
             blocking,
         })
     }
@@ -162,9 +168,17 @@ impl Database {
             };
             let (ops, replies): (Vec<Vec<Op>>, Vec<_>) =
                 group.into_iter().map(|w| (w.ops, w.reply)).unzip();
-            let outcomes = match self.write(|s| Ok(s.commit_group(&ops))) {
+            // Built, written and fsynced under the read lock, so readers go on meanwhile; only
+            // applying the records excludes them. Nothing else logs a group in between: this
+            // is the one writer.
+            let outcomes = match self
+                .read(|s| Ok(s.log_group(&ops)))
+                .and_then(|logged| self.write(|s| Ok(s.apply_logged(logged))))
+            {
                 Ok(outcomes) => outcomes,
-                // Only a closed store refuses the lock's closure.
+                // Only a closed store refuses the lock's closure. Closed at shutdown between the
+                // fsync and the apply, the group is in the log but not acknowledged: recovery
+                // replays it at the next start.
                 Err(_) => ops.iter().map(|_| Err(StoreError::Closed)).collect(),
             };
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
@@ -172,6 +186,23 @@ impl Database {
                 let _ = reply.send(outcome);
             }
         }
+    }
+
+    /// Makes sure the last checkpoint covers tx `tx` (PR-24), checkpointing when it does not,
+    /// without holding the store's lock through the record files' fsync (LOG-13): planned under
+    /// the read lock, synced with no lock (commits and reads go on), recorded under the write
+    /// lock.
+    pub async fn checkpoint_covering(self: &Arc<Self>, tx: u64) -> Result<(), StoreError> {
+        let db = self.clone();
+        run_blocking(&*self.blocking, move || {
+            let _one = db.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(plan) = db.read(|s| s.plan_checkpoint(tx))? else {
+                return Ok(());
+            };
+            let synced = plan.sync_files();
+            db.write(|s| s.finish_checkpoint(plan, synced))
+        })
+        .await
     }
 
     /// The node and its relationship ids, or `None` if it does not exist.

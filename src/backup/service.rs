@@ -357,23 +357,26 @@ async fn refuse_failed<W: AsyncWrite + Unpin>(
     Err(ServiceError::Store(e))
 }
 
-/// A full backup (PR-10 .. PR-13, BK-20): checkpoint C and pin the logs from C + 1 in one step
-/// under the store lock, stream the record files while commits go on, then the transactions
+/// A full backup (PR-10 .. PR-13, BK-20): checkpoint C (its fsyncs holding no lock, LOG-13) and
+/// pin the logs from C + 1, stream the record files while commits go on, then the transactions
 /// after C up to the last one committed when the files were done, then the end frame.
 ///
 /// C is the store's last checkpoint when that covers every tx committed before the request came,
 /// so full requests that arrive together, or while nothing is committed, share one (PR-24): the
-/// first to take the lock checkpoints, and those queued behind it find its checkpoint enough.
+/// first checkpoints, and those queued behind it find its checkpoint enough.
 async fn full<W: AsyncWrite + Unpin>(w: &mut W, ctx: &ServiceContext) -> Result<(), ServiceError> {
     let (clock, pins) = (ctx.env.clock.clone(), ctx.pins.clone());
     let asked_at = ctx
         .db
         .read_with(|s| Ok(s.status().last_committed_tx))
         .await?;
+    // The checkpoint's fsyncs hold no lock (LOG-13); then, in one step under the lock, the
+    // last checkpoint (no older than the one just made sure of) and the pin from it, so no
+    // prune can come in between (PR-10).
+    ctx.db.checkpoint_covering(asked_at).await?;
     let (checkpoint_tx, state, format, dir, pin) = ctx
         .db
-        .write_with(move |s| {
-            s.checkpoint_covering(asked_at)?;
+        .read_with(move |s| {
             let cp = s.meta().checkpoint.clone();
             let pin = pins.pin(cp.last_tx + 1, clock.now_millis());
             let format = s.meta().format;

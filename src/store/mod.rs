@@ -175,6 +175,45 @@ pub struct Store {
     checkpoints: u64,
 }
 
+/// A checkpoint planned at a tx by [`Store::plan_checkpoint`]: its record files are synced
+/// with no lock held, then [`Store::finish_checkpoint`] records it (LOG-13).
+#[derive(Debug)]
+pub struct CheckpointPlan {
+    at: Checkpoint,
+    files: records::RecordSyncer,
+}
+
+impl CheckpointPlan {
+    /// The tx the checkpoint is at.
+    pub fn tx(&self) -> u64 {
+        self.at.last_tx
+    }
+
+    /// Makes the record files durable, with everything written to them up to the planned tx
+    /// (and possibly later writes, which recovery's replay from the planned tx writes again).
+    pub fn sync_files(&self) -> Result<(), StoreError> {
+        self.files.sync_all()
+    }
+}
+
+/// A group of transactions built and logged by [`Store::log_group`], to be applied by
+/// [`Store::apply_logged`] (LOG-12).
+#[derive(Debug)]
+pub struct LoggedGroup {
+    /// The last tx, and the active log's version and end, it was built and logged after.
+    after_tx: u64,
+    at: (u64, u64),
+    /// The framed bytes written to the log.
+    len: u64,
+    /// The accepted transactions, in tx order.
+    entries: Vec<TxEntry>,
+    /// One per transaction of the group, in its order: the accepted ones' outcomes as they will
+    /// be once applied, and the refused ones' refusals.
+    outcomes: Vec<Result<CommitOutcome, StoreError>>,
+    /// Whether the log write and its fsync succeeded.
+    written: Result<(), StoreError>,
+}
+
 /// Why a rotation failed: a shortage that can pass, after which the store goes on (LOG-11), or
 /// anything else, after which it stops accepting commits (LOG-9).
 enum RotationFailure {
@@ -402,20 +441,37 @@ impl Store {
         &mut self,
         group: &[O],
     ) -> Vec<Result<CommitOutcome, StoreError>> {
+        let logged = self.log_group(group);
+        self.apply_logged(logged)
+    }
+
+    /// The first half of [`Store::commit_group`], which needs only shared access: builds the
+    /// group's transactions, writes them to the log and fsyncs it, so that readers go on
+    /// meanwhile (LOG-12). Nothing is visible to readers, or acknowledged, until
+    /// [`Store::apply_logged`] applies the result. Callers log one group at a time and apply
+    /// each before logging the next; the server's one writer does (`db`).
+    pub fn log_group<O: AsRef<[Op]>>(&self, group: &[O]) -> LoggedGroup {
+        let mut logged = LoggedGroup {
+            after_tx: self.last_tx,
+            at: (self.log.version, self.log.end),
+            len: 0,
+            entries: Vec::new(),
+            outcomes: Vec::with_capacity(group.len()),
+            written: Ok(()),
+        };
         if let Some(why) = &self.failed {
-            return group
+            logged.outcomes = group
                 .iter()
                 .map(|_| Err(StoreError::Failed(why.clone())))
                 .collect();
+            return logged;
         }
         let now = self.clock.now_millis();
         let mut overlay = tx::Overlay::default();
         let mut state = self.state;
-        let mut entries: Vec<TxEntry> = Vec::new();
         let mut framed = Vec::new();
-        let mut outcomes: Vec<Result<CommitOutcome, StoreError>> = Vec::with_capacity(group.len());
         for ops in group {
-            let tx_id = self.last_tx + 1 + entries.len() as u64;
+            let tx_id = self.last_tx + 1 + logged.entries.len() as u64;
             let built = (|| {
                 let mut builder = tx::TxBuilder::over(&self.files, Some(&overlay), state);
                 builder.apply_all(ops.as_ref())?;
@@ -436,16 +492,59 @@ impl Store {
                     overlay.absorb(&entry);
                     state = entry.after;
                     framed.extend_from_slice(&bytes);
-                    entries.push(entry);
-                    outcomes.push(Ok(CommitOutcome { tx_id, ids }));
+                    logged.entries.push(entry);
+                    logged.outcomes.push(Ok(CommitOutcome { tx_id, ids }));
                 }
-                Err(e) => outcomes.push(Err(e)),
+                Err(e) => logged.outcomes.push(Err(e)),
             }
         }
+        if !logged.entries.is_empty() {
+            logged.len = framed.len() as u64;
+            logged.written = self
+                .log
+                .file
+                .write_all_at(&framed, self.log.end)
+                .and_then(|()| self.log.file.sync())
+                .map_err(|e| {
+                    StoreError::io(format!("appending to log file {}", self.log.version), e)
+                });
+        }
+        logged
+    }
+
+    /// The second half of [`Store::commit_group`]: applies a group [`Store::log_group`] logged,
+    /// and answers each of its transactions. A group logged against another state than this
+    /// store's now (another group applied or a rotation in between, which the one writer never
+    /// does) is refused, and the store stops accepting commits: the log may hold entries that do
+    /// not follow each other.
+    pub fn apply_logged(&mut self, logged: LoggedGroup) -> Vec<Result<CommitOutcome, StoreError>> {
+        let LoggedGroup {
+            after_tx,
+            at,
+            len,
+            entries,
+            mut outcomes,
+            written,
+        } = logged;
         if entries.is_empty() {
             return outcomes;
         }
-        if let Err(e) = self.append_and_apply(&entries, &framed) {
+        let result = if let Some(why) = &self.failed {
+            Err(StoreError::Failed(why.clone()))
+        } else if (after_tx, at) != (self.last_tx, (self.log.version, self.log.end)) {
+            let e = StoreError::Corrupt(format!(
+                "a group of transactions was logged after tx {after_tx} at offset {} of log file {}, but the store is at tx {} with log file {} ending at {}",
+                at.1, at.0, self.last_tx, self.log.version, self.log.end
+            ));
+            Err(self.fail(e))
+        } else {
+            match written {
+                // The tail may or may not be durable now; recovery on reopen decides (RC-4).
+                Err(e) => Err(self.fail(e)),
+                Ok(()) => self.apply_written(&entries, len),
+            }
+        };
+        if let Err(e) = result {
             // Nothing of the group is acknowledged: the first accepted one gets the failure,
             // the others the store's refusal that follows from it.
             let why = self.failed.clone().unwrap_or_else(|| e.to_string());
@@ -528,23 +627,32 @@ impl Store {
     /// Appends `framed` (the entries, framed, in order) to the log with one fsync, then applies
     /// each entry's records: the one path by which transactions reach a store's files.
     fn append_and_apply(&mut self, entries: &[TxEntry], framed: &[u8]) -> Result<(), StoreError> {
-        let result = self
+        let written = self
             .log
             .file
             .write_all_at(framed, self.log.end)
             .and_then(|()| self.log.file.sync())
             .map_err(|e| StoreError::io(format!("appending to log file {}", self.log.version), e));
-        if let Err(e) = result {
+        match written {
             // The tail may or may not be durable now; recovery on reopen decides (RC-4).
-            self.failed = Some(e.to_string());
-            return Err(e);
+            Err(e) => Err(self.fail(e)),
+            Ok(()) => self.apply_written(entries, framed.len() as u64),
         }
-        self.log.end += framed.len() as u64;
+    }
+
+    /// Stops further commits until the store is reopened (LOG-9), for the reason `e` gives.
+    fn fail(&mut self, e: StoreError) -> StoreError {
+        self.failed = Some(e.to_string());
+        e
+    }
+
+    /// Applies entries whose `len` framed bytes were just written at the log's end and synced.
+    fn apply_written(&mut self, entries: &[TxEntry], len: u64) -> Result<(), StoreError> {
+        self.log.end += len;
         for entry in entries {
             for image in &entry.records {
                 if let Err(e) = self.files.apply(image) {
-                    self.failed = Some(e.to_string());
-                    return Err(e);
+                    return Err(self.fail(e));
                 }
             }
             self.last_tx = entry.tx_id;
@@ -664,11 +772,61 @@ impl Store {
             .map_err(|e| StoreError::io("writing neostore.meta", e))
     }
 
+    /// The first step of a checkpoint taken without holding the store exclusively (LOG-13),
+    /// which needs only shared access: the checkpoint at the last applied tx, with the handles
+    /// to sync the record files with. `None` when the last checkpoint already covers tx
+    /// `covering` (PR-24). A failed store refuses, as [`Store::checkpoint`] does (LOG-9).
+    pub fn plan_checkpoint(&self, covering: u64) -> Result<Option<CheckpointPlan>, StoreError> {
+        if let Some(why) = &self.failed {
+            return Err(StoreError::Failed(why.clone()));
+        }
+        if self.meta.checkpoint.last_tx >= covering {
+            return Ok(None);
+        }
+        Ok(Some(CheckpointPlan {
+            at: self.checkpoint_here(),
+            files: self.files.syncer(),
+        }))
+    }
+
+    /// The last step of a planned checkpoint (LOG-13), once [`CheckpointPlan::sync_files`]
+    /// returned `synced`: records it in the metadata and prunes, unless a checkpoint as new was
+    /// recorded meanwhile (a rotation's). A failed sync fails the store: it is never retried,
+    /// as the kernel may have dropped the pages it could not write (LOG-9).
+    pub fn finish_checkpoint(
+        &mut self,
+        plan: CheckpointPlan,
+        synced: Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if let Err(e) = synced {
+            return Err(self.fail(e));
+        }
+        if let Some(why) = &self.failed {
+            return Err(StoreError::Failed(why.clone()));
+        }
+        if self.meta.checkpoint.last_tx >= plan.at.last_tx {
+            return Ok(());
+        }
+        self.record_checkpoint_at(plan.at)
+            .map_err(|e| StoreError::io("writing neostore.meta", e))
+    }
+
+    /// A checkpoint at the last committed tx and the active log's end.
+    fn checkpoint_here(&self) -> Checkpoint {
+        Checkpoint::at(self.last_tx, self.log.version, self.log.end, &self.state)
+    }
+
     /// Writes the metadata of a checkpoint at the last committed tx, the record files being
     /// synced, then prunes what retention allows.
     fn record_checkpoint(&mut self) -> std::io::Result<()> {
+        self.record_checkpoint_at(self.checkpoint_here())
+    }
+
+    /// Writes the metadata of checkpoint `at`, the record files being synced up to its tx, then
+    /// prunes what retention allows.
+    fn record_checkpoint_at(&mut self, at: Checkpoint) -> std::io::Result<()> {
         let mut meta = self.meta.clone();
-        meta.checkpoint = Checkpoint::at(self.last_tx, self.log.version, self.log.end, &self.state);
+        meta.checkpoint = at;
         meta.write(&*self.fs, &self.dir)?;
         self.meta = meta;
         self.checkpoints += 1;
@@ -682,19 +840,6 @@ impl Store {
             "checkpoint"
         );
         Ok(())
-    }
-
-    /// Makes sure the last checkpoint covers tx `tx`, checkpointing only when it does not: a full
-    /// backup needs a checkpoint at or after the last tx committed before it asked, and any later
-    /// one serves (PR-24). A failed store refuses, as [`Store::checkpoint`] does (LOG-9).
-    pub fn checkpoint_covering(&mut self, tx: u64) -> Result<(), StoreError> {
-        if let Some(why) = &self.failed {
-            return Err(StoreError::Failed(why.clone()));
-        }
-        if self.meta.checkpoint.last_tx >= tx {
-            return Ok(());
-        }
-        self.checkpoint()
     }
 
     /// Checkpoints and releases the store (a clean shutdown).

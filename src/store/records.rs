@@ -5,6 +5,7 @@
 //! cache is the operating system's), so memory never grows with the store (ST-12).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::graph::{Node, Relationship};
 use crate::io::{FileHandle, Fs, OpenMode};
@@ -19,9 +20,27 @@ use crate::store::StoreError;
 #[derive(Debug)]
 pub struct RecordFiles {
     pub format: FormatVersion,
-    nodes: Box<dyn FileHandle>,
-    rels: Box<dyn FileHandle>,
-    blocks: Box<dyn FileHandle>,
+    /// Shared, so that a checkpoint can fsync them without holding the store's lock (LOG-13).
+    nodes: Arc<dyn FileHandle>,
+    rels: Arc<dyn FileHandle>,
+    blocks: Arc<dyn FileHandle>,
+}
+
+/// Shared handles on the three record files, in [`RecordKind::ALL`] order, to fsync them
+/// while the store's lock is free (LOG-13).
+#[derive(Debug)]
+pub struct RecordSyncer([Arc<dyn FileHandle>; 3]);
+
+impl RecordSyncer {
+    /// Makes every record file durable: what was written to them before the call is on disk
+    /// when it returns.
+    pub fn sync_all(&self) -> Result<(), StoreError> {
+        for (kind, file) in RecordKind::ALL.into_iter().zip(&self.0) {
+            file.sync()
+                .map_err(|e| StoreError::io(format!("syncing {}", kind.file_name()), e))?;
+        }
+        Ok(())
+    }
 }
 
 impl RecordFiles {
@@ -40,7 +59,7 @@ impl RecordFiles {
         };
         let open = |kind: RecordKind| {
             let path = dir.join(kind.file_name());
-            fs.open(&path, mode).map_err(|e| {
+            fs.open(&path, mode).map(Arc::from).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
                     StoreError::Corrupt(format!("record file {} is missing", kind.file_name()))
                 } else {
@@ -109,12 +128,12 @@ impl RecordFiles {
 
     /// Makes every record file durable (the first half of a checkpoint).
     pub fn sync_all(&self) -> Result<(), StoreError> {
-        for kind in RecordKind::ALL {
-            self.file(kind)
-                .sync()
-                .map_err(|e| StoreError::io(format!("syncing {}", kind.file_name()), e))?;
-        }
-        Ok(())
+        self.syncer().sync_all()
+    }
+
+    /// The handles to make the record files durable with, usable without the store (LOG-13).
+    pub fn syncer(&self) -> RecordSyncer {
+        RecordSyncer([self.nodes.clone(), self.rels.clone(), self.blocks.clone()])
     }
 
     /// Reads a payload chain of `len` bytes starting at block `first`, checking that every

@@ -10,11 +10,13 @@
 //! - `fail_opens`: opening the file fails with the given OS error (`EMFILE`: out of descriptors);
 //! - `fail_dir_syncs`: syncing any directory fails with the given OS error;
 //! - `slow_syncs`: every file sync takes at least this long (a disk whose fsync is the cost),
-//!   and `syncs` counts the syncs of the files `slow_syncs` selects (both apply armed or not).
+//!   and `syncs` counts the syncs of the files `slow_syncs` selects (both apply armed or not);
+//! - `held_syncs`: a sync of the file waits, armed, until the [`Gate`] opens (a sync caught in
+//!   the act, to see what goes on meanwhile).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use online_backup::io::os::OsFs;
 use online_backup::io::{DirEntry, FileHandle, Fs, LockGuard, Metadata, OpenMode};
@@ -51,6 +53,7 @@ pub struct Faulty {
     pub fail_dir_syncs: Option<i32>,
     pub slow_syncs: Option<(Files, std::time::Duration)>,
     pub syncs: Arc<AtomicU64>,
+    pub held_syncs: Option<(Files, Arc<Gate>)>,
     pub removed: Arc<Mutex<Vec<String>>>,
 }
 
@@ -62,6 +65,55 @@ struct FaultyFile {
     armed: Arc<AtomicBool>,
     /// How long a sync takes at least, and the count it adds to, if `slow_syncs` selects it.
     slow: Option<(std::time::Duration, Arc<AtomicU64>)>,
+    /// Where a sync waits while armed, if `held_syncs` selects it.
+    held: Option<Arc<Gate>>,
+}
+
+/// Holds syncs until opened, and counts those that came to it.
+#[derive(Debug, Default)]
+pub struct Gate {
+    open: Mutex<bool>,
+    changed: Condvar,
+    /// Syncs that reached the gate, open or not.
+    pub reached: AtomicU64,
+}
+
+/// Opens its gate when dropped, so that a test that fails while syncs are held does not leave
+/// threads waiting for ever (which would hang the test instead of failing it).
+pub struct OpensOnDrop(pub Arc<Gate>);
+
+impl Drop for OpensOnDrop {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
+impl Gate {
+    /// Lets every held sync, and every later one, through.
+    pub fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits until `n` syncs reached the gate; false after `timeout` without.
+    pub fn wait_reached(&self, n: u64, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.reached.load(Ordering::SeqCst) < n {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        true
+    }
+
+    fn pass(&self) {
+        self.reached.fetch_add(1, Ordering::SeqCst);
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.changed.wait(open).unwrap();
+        }
+    }
 }
 
 impl FileHandle for FaultyFile {
@@ -85,6 +137,11 @@ impl FileHandle for FaultyFile {
         self.inner.set_len(len)
     }
     fn sync(&self) -> std::io::Result<()> {
+        if let Some(gate) = &self.held {
+            if self.armed.load(Ordering::SeqCst) {
+                gate.pass();
+            }
+        }
         if let Some((delay, count)) = &self.slow {
             count.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(*delay);
@@ -111,6 +168,11 @@ impl Fs for Faulty {
                 .as_ref()
                 .filter(|(f, _)| f.select(path))
                 .map(|(_, d)| (*d, self.syncs.clone())),
+            held: self
+                .held_syncs
+                .as_ref()
+                .filter(|(f, _)| f.select(path))
+                .map(|(_, g)| g.clone()),
         }))
     }
     fn metadata(&self, path: &Path) -> std::io::Result<Option<Metadata>> {
