@@ -31,7 +31,9 @@
 //!    keep-alive HTTP/1.1 connection committing one-node transactions for `BENCH_LOAD_SECS`,
 //!    in the order 1, 8, 32 in even rounds and 32, 8, 1 in odd ones;
 //! 6. commit throughput of 8 writers while full backups (`-verify false`, each into a fresh
-//!    directory) run back to back vs 8 writers alone;
+//!    directory) run back to back vs 8 writers alone, and, no target, while `cp -r` + `sync` of
+//!    the store runs back to back vs alone (what sharing the disk and the cores costs commits
+//!    whoever copies);
 //! 7. peak memory (max RSS) of `neo4j-backup` over every run on each store (with
 //!    `BENCH_LARGE=1`, on both stores);
 //! 8. with `BENCH_LARGE=1`: incremental after `BENCH_TXS` transactions on the large store vs
@@ -710,44 +712,61 @@ fn main() {
     }
 
     // 6. 8 writers while full backups (-verify false, each into a fresh directory) run back to
-    // back, against 8 writers alone; which goes first alternates.
-    let (mut busy, mut quiet, mut busy_backups) = (Vec::new(), Vec::new(), 0);
+    // back, against 8 writers alone, and (no target: what the disk and the cores alone cost)
+    // while `cp -r` + `sync` of the store runs back to back; the order rotates each round.
+    let (mut busy, mut quiet, mut copying, mut busy_backups) =
+        (Vec::new(), Vec::new(), Vec::new(), 0);
     for round in 0..load_rounds {
-        let (mut t_busy, mut t_quiet) = (0.0, 0.0);
-        for step in 0..2 {
-            if (round + step) % 2 == 0 {
+        let (mut t_busy, mut t_quiet, mut t_copying) = (0.0, 0.0, 0.0);
+        for step in 0..3 {
+            let which = (round + step) % 3;
+            if which == 0 {
                 t_quiet = throughput(&server.http, 8, load);
-            } else {
-                use std::sync::atomic::{AtomicBool, Ordering};
-                let stop = AtomicBool::new(false);
-                sync();
-                let (n, r);
-                (t_busy, n, r) = std::thread::scope(|s| {
-                    let backups = s.spawn(|| {
-                        let (mut n, mut peak) = (0, 0);
-                        while !stop.load(Ordering::Relaxed) {
-                            let to = dir.join(format!("busy-{round}-{n}"));
+                continue;
+            }
+            use std::sync::atomic::{AtomicBool, Ordering};
+            let stop = AtomicBool::new(false);
+            sync();
+            let (t, n, r) = std::thread::scope(|s| {
+                let background = s.spawn(|| {
+                    let (mut n, mut peak) = (0, 0);
+                    while !stop.load(Ordering::Relaxed) {
+                        let to = dir.join(format!("busy-{round}-{n}"));
+                        if which == 1 {
                             let (_, r) = backup(&server.backup, &to, "false");
-                            std::fs::remove_dir_all(&to).unwrap();
-                            (n, peak) = (n + 1, peak.max(r));
+                            peak = peak.max(r);
+                        } else {
+                            run(Command::new("sh").arg("-c").arg(format!(
+                                "cp -r '{}' '{}' && sync",
+                                store.display(),
+                                to.display()
+                            )));
                         }
-                        (n, peak)
-                    });
-                    let (committed, took) = commit_load(&server.http, 8, Until::Elapsed(load));
-                    stop.store(true, Ordering::Relaxed);
-                    let (n, r) = backups.join().unwrap();
-                    (committed as f64 / took.as_secs_f64(), n, r)
+                        std::fs::remove_dir_all(&to).unwrap();
+                        n += 1;
+                    }
+                    (n, peak)
                 });
-                busy_backups += n;
+                let (committed, took) = commit_load(&server.http, 8, Until::Elapsed(load));
+                stop.store(true, Ordering::Relaxed);
+                let (n, r) = background.join().unwrap();
+                (committed as f64 / took.as_secs_f64(), n, r)
+            });
+            if which == 1 {
+                (t_busy, busy_backups) = (t, busy_backups + n);
                 rss = rss.max(r);
                 println!("round {round}: {n} full backup(s) ran during the 8 writers");
+            } else {
+                t_copying = t;
+                println!("round {round}: {n} cp -r + sync ran during the 8 writers");
             }
         }
         println!(
-            "round {round}: 8 writers {t_quiet:.0} tx/s alone, {t_busy:.0} tx/s during full backups"
+            "round {round}: 8 writers {t_quiet:.0} tx/s alone, {t_busy:.0} tx/s during full backups, {t_copying:.0} tx/s during cp -r + sync"
         );
         busy.push(t_busy);
         quiet.push(t_quiet);
+        copying.push(t_copying);
     }
 
     // The summary, in README.md's format.
@@ -814,6 +833,18 @@ fn main() {
             spread(&ratios(&busy, &quiet)),
             "",
             Target::AtLeast(0.75, ">= 0.75"),
+        ),
+        Row::ratio(
+            "commit throughput with 8 writers during `cp -r` + `sync` of the store / without"
+                .to_string(),
+            format!(
+                "{} / {} tx/s",
+                num(spread(&copying).median),
+                num(spread(&quiet).median)
+            ),
+            spread(&ratios(&copying, &quiet)),
+            "",
+            Target::None,
         ),
     ];
     let rss_target = Target::Other("<= 16 MiB each, within 2 MiB of each other");
