@@ -14,13 +14,21 @@
 //!   but for a chance of 2^-64 (the key is random per run, so a store cannot be built to
 //!   collide). Heads likewise: `(n, first_rel)` of each node against `(n, self)` of each
 //!   relationship with no predecessor at `n`.
-//! - Endpoints in use: one bit per node, set by the node ranges before any relationship range
-//!   runs.
-//! - Payload blocks owned once: one bit per block, set atomically, so two owners are seen
-//!   whichever thread comes second.
+//! - Endpoints in use: the set of nodes in use, built by the node ranges before any
+//!   relationship range runs, as a compressed bitmap (runs of ids in use take a few bytes, so a
+//!   store whose nodes are mostly in use costs next to nothing, and never more than about one
+//!   bit per node).
+//! - Payload blocks owned once, without a bit per block: every chain walk adds a keyed hash of
+//!   each block it claims to one sum, and every block in use adds a keyed hash of its id to
+//!   another. The sums are equal exactly when the blocks claimed, counted with their
+//!   multiplicity, are the blocks in use: no block claimed twice (two owners, or a loop), none in
+//!   use that no record claims. Memory stays the same whatever the store's size.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+use roaring::RoaringTreemap;
 
 use super::{length_finding, read_chain, Cache};
 use crate::digest::Digest;
@@ -43,35 +51,6 @@ pub(super) struct Proven {
     pub(super) rels: u64,
 }
 
-/// One bit per record, shared by the jobs.
-pub(super) struct AtomicBits {
-    words: Vec<AtomicU64>,
-    len: u64,
-}
-
-impl AtomicBits {
-    pub(super) fn new(len: u64) -> AtomicBits {
-        AtomicBits {
-            words: (0..len.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
-            len,
-        }
-    }
-
-    pub(super) fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub(super) fn get(&self, i: u64) -> bool {
-        i < self.len && self.words[(i / 64) as usize].load(Ordering::Relaxed) & (1 << (i % 64)) != 0
-    }
-
-    /// Sets bit `i`; whether it was set already.
-    pub(super) fn set(&self, i: u64) -> bool {
-        self.words[(i / 64) as usize].fetch_or(1 << (i % 64), Ordering::Relaxed) & (1 << (i % 64))
-            != 0
-    }
-}
-
 /// What one range contributes; parts add up in any order.
 #[derive(Default)]
 struct Part {
@@ -84,10 +63,18 @@ struct Part {
     heads_by_rels: u64,
     links_back: u64,
     links_forward: u64,
+    /// Sums of keyed hashes of the blocks chains claimed, and of the blocks in use.
+    blocks_claimed: u64,
+    blocks_in_use: u64,
+    /// The nodes in use this range found (node ranges only).
+    nodes_in_use: RoaringTreemap,
 }
 
 impl Part {
-    fn add(&mut self, other: &Part) {
+    fn add(&mut self, other: Part) {
+        self.nodes_in_use |= other.nodes_in_use;
+        self.blocks_claimed = self.blocks_claimed.wrapping_add(other.blocks_claimed);
+        self.blocks_in_use = self.blocks_in_use.wrapping_add(other.blocks_in_use);
         self.digest.add(&other.digest.0);
         self.nodes += other.nodes;
         self.rels += other.rels;
@@ -105,8 +92,9 @@ struct Shared<'a> {
     next_rel: u64,
     /// The key of the link hashes, random per run (module doc).
     key: [u64; 2],
-    nodes_in_use: AtomicBits,
-    owned: AtomicBits,
+    next_block: u64,
+    /// Set once every node range ran, before the first relationship range.
+    nodes_in_use: OnceLock<RoaringTreemap>,
     /// Set by the first job that doubts; the others stop at their next record.
     doubt: AtomicBool,
 }
@@ -165,8 +153,8 @@ pub(super) fn prove(
             let random = std::collections::hash_map::RandomState::new();
             [random.hash_one(0u8), random.hash_one(1u8)]
         },
-        nodes_in_use: AtomicBits::new(state.next_node),
-        owned: AtomicBits::new(state.next_block),
+        next_block: state.next_block,
+        nodes_in_use: OnceLock::new(),
         doubt: AtomicBool::new(false),
     };
     let total = state.next_node + state.next_rel + state.next_block;
@@ -202,7 +190,7 @@ pub(super) fn prove(
                 .collect();
             par.run_all(jobs);
             for part in parts {
-                sum.add(&part?);
+                sum.add(part?);
             }
             if shared.doubted() {
                 return Ok(None);
@@ -212,8 +200,14 @@ pub(super) fn prove(
             from = end;
             progress(done, total);
         }
+        if kind == RecordKind::Node {
+            let mut nodes = std::mem::take(&mut sum.nodes_in_use);
+            nodes.optimize();
+            let _ = shared.nodes_in_use.set(nodes);
+        }
     }
     let proven = sum.nodes == state.nodes
+        && sum.blocks_claimed == sum.blocks_in_use
         && sum.rels == state.relationships
         && sum.digest == state.digest
         && sum.heads_by_nodes == sum.heads_by_rels
@@ -244,7 +238,6 @@ fn scan_range(
     let files = shared.files;
     let format = files.format;
     let cache = Cache::new(files);
-    let owned = &shared.owned;
     let mut part = Part::default();
     let mut payload = Vec::new();
     super::scan_range(
@@ -258,10 +251,16 @@ fn scan_range(
                 return;
             }
             let fine = match kind {
-                RecordKind::Node => node(shared, &cache, owned, &mut part, &mut payload, id, raw),
-                RecordKind::Rel => rel(shared, &cache, owned, &mut part, &mut payload, id, raw),
+                RecordKind::Node => node(shared, &cache, &mut part, &mut payload, id, raw),
+                RecordKind::Rel => rel(shared, &cache, &mut part, &mut payload, id, raw),
                 RecordKind::Block => match BlockRecord::decode(format, raw) {
-                    Ok(b) => !b.in_use || shared.owned.get(id),
+                    Ok(b) => {
+                        if b.in_use {
+                            part.blocks_in_use =
+                                part.blocks_in_use.wrapping_add(shared.hash(2, id, 0, 0));
+                        }
+                        true
+                    }
                     Err(_) => false,
                 },
             };
@@ -270,14 +269,34 @@ fn scan_range(
             }
         },
     )?;
+    part.nodes_in_use.optimize();
     Ok(part)
+}
+
+/// Reads the payload chain of a record into `payload`, adding the blocks it claims to the
+/// part's sum; `false` at a damaged chain.
+fn claimed_chain(
+    shared: &Shared<'_>,
+    cache: &Cache<'_>,
+    part: &mut Part,
+    payload: &mut Vec<u8>,
+    first: u64,
+    len: u32,
+) -> bool {
+    let mut claimed = part.blocks_claimed;
+    let mut claim = |at: u64| {
+        claimed = claimed.wrapping_add(shared.hash(2, at, 0, 0));
+        false
+    };
+    let read = read_chain(cache, first, len, shared.next_block, &mut claim, payload);
+    part.blocks_claimed = claimed;
+    read.is_ok()
 }
 
 /// One node record; `false` at a doubt.
 fn node(
     shared: &Shared<'_>,
     cache: &Cache<'_>,
-    owned: &AtomicBits,
     part: &mut Part,
     payload: &mut Vec<u8>,
     id: u64,
@@ -290,8 +309,18 @@ fn node(
         return true;
     }
     part.nodes += 1;
-    shared.nodes_in_use.set(id);
-    if read_chain(cache, rec.payload_block, rec.payload_len, owned, payload).is_err() {
+    // Ids come in order within a range: pushed at the end, in constant time.
+    if part.nodes_in_use.try_push(id).is_err() {
+        part.nodes_in_use.insert(id);
+    }
+    if !claimed_chain(
+        shared,
+        cache,
+        part,
+        payload,
+        rec.payload_block,
+        rec.payload_len,
+    ) {
         return false;
     }
     let Ok((labels, props)) = decode_node_payload(payload) else {
@@ -311,7 +340,6 @@ fn node(
 fn rel(
     shared: &Shared<'_>,
     cache: &Cache<'_>,
-    owned: &AtomicBits,
     part: &mut Part,
     payload: &mut Vec<u8>,
     id: u64,
@@ -324,12 +352,22 @@ fn rel(
         return true;
     }
     part.rels += 1;
+    let Some(nodes_in_use) = shared.nodes_in_use.get() else {
+        return false;
+    };
     for n in [rec.start, rec.end] {
-        if n >= shared.next_node || !shared.nodes_in_use.get(n) {
+        if n >= shared.next_node || !nodes_in_use.contains(n) {
             return false;
         }
     }
-    if read_chain(cache, rec.payload_block, rec.payload_len, owned, payload).is_err() {
+    if !claimed_chain(
+        shared,
+        cache,
+        part,
+        payload,
+        rec.payload_block,
+        rec.payload_len,
+    ) {
         return false;
     }
     let Ok((rel_type, props)) = decode_rel_payload(payload) else {

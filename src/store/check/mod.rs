@@ -5,15 +5,18 @@
 //! Must not touch: anything but reads. The store is opened normally first, so a store that
 //! needs recovery is recovered (and checkpointed) before it is checked, as in Neo4j.
 //!
-//! Memory: records are scanned in large sequential batches; the only structures that grow
-//! with the store are bitmaps, one bit per dynamic block (to find blocks owned twice or by
-//! nobody) and one per node.
+//! Memory: records are scanned in large sequential batches. The fast pass, which is what a
+//! healthy store costs, keeps sums instead of a bit per block and a compressed set of the nodes
+//! in use (a few bytes per run of ids in use, at most about a bit per node). The exact pass,
+//! which runs only when the fast one doubts, keeps a bit per dynamic block (to find blocks
+//! owned twice or by nobody) and reads nodes through its cache.
 //!
 //! Files: `fast.rs` the fast pass, which proves a healthy store consistent reading each record
 //! once, in parallel (ADM-11); this file the exact pass, which runs when the fast one cannot
 //! prove it, and whose findings are the report's.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -28,10 +31,14 @@ use crate::store::format::{
 };
 use crate::store::records::RecordFiles;
 use crate::store::{Store, StoreError, StoreOptions};
-use fast::AtomicBits;
 
 /// At most this many findings are listed; the count says how many there were.
 const MAX_FINDINGS: usize = 100;
+
+/// Bytes of records one sequential read of a scan takes: large enough that the read's cost is
+/// the bytes, small enough that the buffers of the parallel jobs stay a small part of the
+/// tool's memory (`neo4j-backup` verifies within its memory bound, ST-12).
+const SCAN_BATCH_BYTES: usize = 256 << 10;
 
 /// The report, with the same field names as the HTTP status (ADM-4).
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -201,7 +208,8 @@ fn exact(store: &Store, progress: &mut dyn FnMut(u64, u64)) -> Result<CheckRepor
                 &cache,
                 rec.payload_block,
                 rec.payload_len,
-                &owned,
+                state.next_block,
+                &mut |at| owned.set(at),
                 &mut payload,
             ) {
                 Err(why) => f.add(format!("node {id}: {why}")),
@@ -254,7 +262,8 @@ fn exact(store: &Store, progress: &mut dyn FnMut(u64, u64)) -> Result<CheckRepor
                 &cache,
                 rec.payload_block,
                 rec.payload_len,
-                &owned,
+                state.next_block,
+                &mut |at| owned.set(at),
                 &mut payload,
             ) {
                 Err(why) => f.add(format!("relationship {id}: {why}")),
@@ -384,7 +393,7 @@ fn scan_range(
     scanned: &mut dyn FnMut(u64),
     mut visit: impl FnMut(u64, &[u8]),
 ) -> Result<(), StoreError> {
-    let per_batch = ((1 << 20) / size).max(1) as u64;
+    let per_batch = (SCAN_BATCH_BYTES / size).max(1) as u64;
     let mut buf = vec![0u8; per_batch as usize * size];
     let mut id = start;
     while id < end {
@@ -403,22 +412,49 @@ fn scan_range(
     Ok(())
 }
 
-/// Reads a payload chain into `out`, marking its blocks as owned; fails on a damaged chain or
-/// a block owned twice.
+/// One bit per record (the exact pass's blocks owned).
+struct AtomicBits {
+    words: Vec<AtomicU64>,
+    len: u64,
+}
+
+impl AtomicBits {
+    fn new(len: u64) -> AtomicBits {
+        AtomicBits {
+            words: (0..len.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            len,
+        }
+    }
+
+    fn get(&self, i: u64) -> bool {
+        i < self.len && self.words[(i / 64) as usize].load(Ordering::Relaxed) & (1 << (i % 64)) != 0
+    }
+
+    /// Sets bit `i`; whether it was set already.
+    fn set(&self, i: u64) -> bool {
+        self.words[(i / 64) as usize].fetch_or(1 << (i % 64), Ordering::Relaxed) & (1 << (i % 64))
+            != 0
+    }
+}
+
+/// Reads a payload chain into `out`, claiming each of its blocks (`claim` answers whether the
+/// block was claimed already); fails on a damaged chain or a block claimed twice. Blocks are
+/// `0 .. next_block`.
 fn read_chain(
     files: &Cache,
     first: u64,
     len: u32,
-    owned: &AtomicBits,
+    next_block: u64,
+    claim: &mut dyn FnMut(u64) -> bool,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     out.clear();
     let mut at = first;
     while out.len() < len as usize {
-        if at == NONE || at >= owned.len() {
+        if at == NONE || at >= next_block {
             return Err(format!("payload chain from block {first} ends early"));
         }
-        if owned.set(at) {
+        if claim(at) {
             return Err(format!(
                 "block {at} belongs to more than one chain (or loops)"
             ));
