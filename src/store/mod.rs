@@ -850,7 +850,9 @@ impl Store {
     /// Checkpoints and closes the store but hands back its directory lock, for offline tools
     /// that go on working on the files (upgrade) without letting another opener in.
     pub fn close_keeping_lock(mut self) -> Result<Box<dyn LockGuard>, StoreError> {
-        if self.failed.is_none() {
+        // A store whose last checkpoint is where it stands (nothing committed or applied since)
+        // has nothing to flush: closing it writes nothing (ST-16).
+        if self.failed.is_none() && self.meta.checkpoint != self.checkpoint_here() {
             self.checkpoint()?;
         }
         Ok(self._lock)

@@ -165,3 +165,49 @@ fn adm_3_check_finds_a_corrupted_record() {
         report.findings
     );
 }
+
+// ST-16: a store reopened and closed with nothing committed since its last checkpoint is
+// closed without a sync or a new metadata file; one with a commit since is checkpointed.
+#[test]
+fn st_16_closing_a_store_with_nothing_new_writes_nothing() {
+    use std::sync::atomic::Ordering;
+    let dir = scratch();
+    let mut store = create(dir.path());
+    store.commit(&[node(&["A"])]).unwrap();
+    store.close().unwrap();
+    let meta = std::fs::read(dir.path().join("neostore.meta")).unwrap();
+    let fs = std::sync::Arc::new(support::faulty::Faulty {
+        slow_syncs: Some((support::faulty::Files::named(""), std::time::Duration::ZERO)),
+        ..Default::default()
+    });
+    let opened = Store::open(fs.clone(), clock(), dir.path(), &StoreOptions::default()).unwrap();
+    assert_eq!(opened.status().last_committed_tx, 1);
+    opened.close().unwrap();
+    assert_eq!(
+        fs.syncs.load(Ordering::SeqCst),
+        0,
+        "ST-16: closing a store with nothing new synced a file"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("neostore.meta")).unwrap(),
+        meta,
+        "ST-16: the metadata is as it was"
+    );
+    let mut opened =
+        Store::open(fs.clone(), clock(), dir.path(), &StoreOptions::default()).unwrap();
+    opened.commit(&[node(&["B"])]).unwrap();
+    let before = fs.syncs.load(Ordering::SeqCst);
+    opened.close().unwrap();
+    assert!(
+        fs.syncs.load(Ordering::SeqCst) > before,
+        "ST-16: closing after a commit checkpoints"
+    );
+    assert_eq!(
+        Meta::read(&online_backup::io::os::OsFs, dir.path())
+            .unwrap()
+            .checkpoint
+            .last_tx,
+        2,
+        "ST-16"
+    );
+}
