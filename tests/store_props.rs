@@ -5,6 +5,7 @@ mod support;
 
 use std::path::Path;
 
+use online_backup::graph::Op;
 use online_backup::store::check::check_open;
 use online_backup::store::format::FormatVersion;
 use online_backup::store::log::log_path;
@@ -88,8 +89,11 @@ proptest! {
         prop_assert!(report.consistent, "{:?}", report.findings);
     }
 
-    // LOG-7, RC-1, RC-4: cutting the log at every byte offset inside the last transaction's
-    // entry recovers exactly the previous transaction; the whole entry recovers the last one.
+    // LOG-7, RC-1, RC-4, RC-6: cutting the log at every byte offset inside the last
+    // transaction's entry recovers exactly the previous transaction; the whole entry recovers the
+    // last one. Recovery leaves the active log ending at its last whole entry, so that a commit
+    // shorter than the cut-off garbage, then a rotation that crashes between the new file's header
+    // and its checkpoint, still opens with exactly the transactions committed.
     #[test]
     fn recovery_cuts_the_log_at_the_last_whole_transaction(
         txs in proptest::collection::vec(transaction(), 1..12),
@@ -101,8 +105,8 @@ proptest! {
         let mut store = create(&live, format);
         let mut model = Graph::default();
         run(&mut store, &mut model, &txs)?;
-        let before = store.status();
-        let digest_before = model.digest();
+        let before = store.status().last_committed_tx;
+        let model_before = model.clone();
         drop(store); // a crash: no checkpoint, so recovery must replay from tx 0
         let snapshot = dir.path().join("snapshot");
         copy_dir(&live, &snapshot);
@@ -119,15 +123,50 @@ proptest! {
             let trial = dir.path().join(format!("cut{cut}"));
             copy_dir(&snapshot, &trial);
             std::fs::write(log_path(&trial, 0), &full_log[..cut as usize]).unwrap();
-            let store = Store::open(fs(), clock(), &trial, &options()).unwrap();
+            let mut store = Store::open(fs(), clock(), &trial, &options()).unwrap();
             let status = store.status();
-            if committed && cut == full_log.len() as u64 {
-                prop_assert_eq!(status.last_committed_tx, before.last_committed_tx + 1);
-                prop_assert_eq!(status.digest, model.digest());
+            let whole = committed && cut == full_log.len() as u64;
+            let mut expected = if whole { model.clone() } else { model_before.clone() };
+            let (whole_end, expected_tx) = if whole {
+                (full_log.len() as u64, before + 1)
             } else {
-                prop_assert_eq!(status.last_committed_tx, before.last_committed_tx);
-                prop_assert_eq!(status.digest, digest_before);
-            }
+                (log_before, before)
+            };
+            prop_assert_eq!(status.last_committed_tx, expected_tx);
+            prop_assert_eq!(status.digest, expected.digest());
+            prop_assert_eq!(store.scan_digest().unwrap(), status.digest);
+            prop_assert_eq!(
+                std::fs::metadata(log_path(&trial, 0)).unwrap().len(),
+                whole_end,
+                "RC-6: after the cut at {} the active log must end at its last whole entry",
+                cut
+            );
+
+            // A commit shorter than the garbage a lazy cut would leave after its entry...
+            let small = [Op::CreateNode { labels: Vec::new(), props: Default::default() }];
+            let ids = store.commit(&small).unwrap().ids;
+            prop_assert_eq!(ids, expected.apply(&small).unwrap());
+            // ... then a rotation whose checkpoint a crash prevents: the new file's header is
+            // durable, the metadata still names the checkpoint before it.
+            let meta = std::fs::read(trial.join("neostore.meta")).unwrap();
+            store.rotate().unwrap();
+            drop(store);
+            std::fs::write(trial.join("neostore.meta"), meta).unwrap();
+            let reopened = Store::open(fs(), clock(), &trial, &options());
+            prop_assert!(
+                reopened.is_ok(),
+                "RC-6, RC-4: a commit after the cut at {}, then a crashed rotation: {:?}",
+                cut,
+                reopened.err()
+            );
+            let store = reopened.unwrap();
+            let status = store.status();
+            prop_assert_eq!(
+                (status.last_committed_tx, status.digest),
+                (expected_tx + 1, expected.digest()),
+                "RC-6: the store reopens with exactly the transactions committed (cut at {})",
+                cut
+            );
             prop_assert_eq!(store.scan_digest().unwrap(), status.digest);
             drop(store);
             std::fs::remove_dir_all(&trial).unwrap();

@@ -1,6 +1,7 @@
-//! Opening after a crash: replay, damage that refuses to open, a torn new header, and a failed store that writes no checkpoint (RC-, LOG-9).
+//! Opening after a crash: replay, damage that refuses to open, a torn new header, a cut tail that is durable before any commit, and a failed store that writes no checkpoint (RC-, LOG-9).
 
 use super::*;
+use std::sync::{Arc, Mutex};
 
 // RC-4: damage inside a log file that has later files refuses to open instead of silently
 // dropping acknowledged transactions.
@@ -136,4 +137,86 @@ fn log_9_a_failed_store_writes_no_checkpoint() {
     drop(reopened);
     let report = check(fs(), clock(), &path).unwrap();
     assert!(report.consistent, "LOG-9: {:?}", report.findings);
+}
+
+// RC-6, RC-4: recovery cuts the garbage after the last whole entry and syncs the cut before the
+// open returns, so a commit shorter than the garbage leaves nothing of it behind; a rotation that
+// then crashes between the new file's header and its checkpoint still opens with every commit.
+// Before, a cut that only moved the append position left the garbage after the next entry, and
+// that open refused: "log file 0 is damaged ... and later log files exist".
+#[test]
+fn rc_6_recovery_cuts_the_torn_tail_durably_before_any_commit() {
+    let dir = scratch();
+    let path = dir.path().join("db");
+    let mut store = create(&path);
+    store.commit(&[node(&["A"])]).unwrap();
+    let log0 = log_path(&path, 0);
+    let whole = std::fs::metadata(&log0).unwrap().len();
+    let big = Op::CreateNode {
+        labels: Vec::new(),
+        props: props(&[("s", Value::String("x".repeat(3000)))]),
+    };
+    store.commit(&[big]).unwrap();
+    let full = std::fs::metadata(&log0).unwrap().len();
+    drop(store); // a crash
+                 // The crash tore the last entry: most of it reached the disk.
+    let torn = whole + (full - whole) * 3 / 4;
+    let bytes = std::fs::read(&log0).unwrap();
+    std::fs::write(&log0, &bytes[..torn as usize]).unwrap();
+
+    let trace = Arc::new(Mutex::new(Vec::new()));
+    let traced: Arc<dyn online_backup::io::Fs> = Arc::new(support::faulty::Faulty {
+        traced: Some((
+            support::faulty::Files::named("transaction.db.0"),
+            trace.clone(),
+        )),
+        ..Default::default()
+    });
+    let mut store = Store::open(traced, clock(), &path, &StoreOptions::default()).unwrap();
+    assert_eq!(
+        store.status().last_committed_tx,
+        1,
+        "RC-4: the torn tx is cut"
+    );
+    assert_eq!(
+        std::fs::metadata(&log0).unwrap().len(),
+        whole,
+        "RC-6: the open left the log ending past its last whole entry"
+    );
+    let opened: Vec<String> = trace.lock().unwrap().clone();
+    let cut = opened
+        .iter()
+        .position(|op| *op == format!("set_len {whole}"));
+    assert!(
+        cut.is_some_and(|at| opened[at + 1..].iter().any(|op| op == "sync")),
+        "RC-6: the open must cut the log at {whole} and sync the cut before it returns: {opened:?}"
+    );
+
+    store.commit(&[node(&["B"])]).unwrap();
+    let after = std::fs::metadata(&log0).unwrap().len();
+    assert!(
+        after - whole < torn - whole,
+        "the commit ({} bytes) must be shorter than the garbage ({} bytes) to test RC-6",
+        after - whole,
+        torn - whole
+    );
+    // A rotation whose checkpoint a crash prevented: the new file's header is durable, the
+    // metadata still names log file 0.
+    let meta = std::fs::read(path.join("neostore.meta")).unwrap();
+    store.rotate().unwrap();
+    drop(store);
+    std::fs::write(path.join("neostore.meta"), meta).unwrap();
+    assert!(log_path(&path, 1).exists());
+    let reopened = open(&path);
+    assert!(
+        reopened.is_ok(),
+        "RC-6, RC-4: after the cut, a commit and a crashed rotation the store must open: {:?}",
+        reopened.err()
+    );
+    let status = reopened.unwrap().status();
+    assert_eq!(
+        (status.last_committed_tx, status.nodes),
+        (2, 2),
+        "RC-6: exactly the two commits around the cut"
+    );
 }

@@ -253,16 +253,6 @@ pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// A pseudo-random delay below `max_ms`, different from run to run, for the moment a kill
-/// lands (the tests pass whichever moment it is).
-pub fn some_delay(max_ms: u64) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    Duration::from_millis(nanos % max_ms.max(1))
-}
-
 /// A port nothing listens on (bound, then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

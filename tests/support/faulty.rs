@@ -12,7 +12,10 @@
 //! - `slow_syncs`: every file sync takes at least this long (a disk whose fsync is the cost),
 //!   and `syncs` counts the syncs of the files `slow_syncs` selects (both apply armed or not);
 //! - `held_syncs`: a sync of the file waits, armed, until the [`Gate`] opens (a sync caught in
-//!   the act, to see what goes on meanwhile).
+//!   the act, to see what goes on meanwhile);
+//! - `traced`: every write, `set_len` and sync of the file that succeeded is recorded in order,
+//!   armed or not (`write <offset> <len>`, `set_len <len>`, `sync`), to see what was made
+//!   durable when.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -55,6 +58,7 @@ pub struct Faulty {
     pub syncs: Arc<AtomicU64>,
     pub held_syncs: Option<(Files, Arc<Gate>)>,
     pub removed: Arc<Mutex<Vec<String>>>,
+    pub traced: Option<(Files, Arc<Mutex<Vec<String>>>)>,
 }
 
 #[derive(Debug)]
@@ -67,6 +71,16 @@ struct FaultyFile {
     slow: Option<(std::time::Duration, Arc<AtomicU64>)>,
     /// Where a sync waits while armed, if `held_syncs` selects it.
     held: Option<Arc<Gate>>,
+    /// Where writes, `set_len`s and syncs are recorded, if `traced` selects it.
+    trace: Option<Arc<Mutex<Vec<String>>>>,
+}
+
+impl FaultyFile {
+    fn record(&self, what: impl FnOnce() -> String) {
+        if let Some(trace) = &self.trace {
+            trace.lock().unwrap().push(what());
+        }
+    }
 }
 
 /// Holds syncs until opened, and counts those that came to it.
@@ -128,13 +142,17 @@ impl FileHandle for FaultyFile {
         if armed && self.forget && offset + buf.len() as u64 <= self.inner.len()? {
             return Ok(());
         }
-        self.inner.write_all_at(buf, offset)
+        self.inner.write_all_at(buf, offset)?;
+        self.record(|| format!("write {offset} {}", buf.len()));
+        Ok(())
     }
     fn len(&self) -> std::io::Result<u64> {
         self.inner.len()
     }
     fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.inner.set_len(len)
+        self.inner.set_len(len)?;
+        self.record(|| format!("set_len {len}"));
+        Ok(())
     }
     fn sync(&self) -> std::io::Result<()> {
         if let Some(gate) = &self.held {
@@ -146,7 +164,9 @@ impl FileHandle for FaultyFile {
             count.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(*delay);
         }
-        self.inner.sync()
+        self.inner.sync()?;
+        self.record(|| "sync".to_string());
+        Ok(())
     }
 }
 
@@ -173,6 +193,11 @@ impl Fs for Faulty {
                 .as_ref()
                 .filter(|(f, _)| f.select(path))
                 .map(|(_, g)| g.clone()),
+            trace: self
+                .traced
+                .as_ref()
+                .filter(|(f, _)| f.select(path))
+                .map(|(_, t)| t.clone()),
         }))
     }
     fn metadata(&self, path: &Path) -> std::io::Result<Option<Metadata>> {
