@@ -310,3 +310,50 @@ fn io_12_run_all_runs_jobs_at_once_and_resumes_a_panic() {
         "IO-12: a job's panic resumes in the caller"
     );
 }
+
+// IO-13: a read-ahead window serves reads inside it without reading the file, refills from a
+// read's offset otherwise, lets a read as large as the window through, and reads the file again
+// once emptied.
+#[test]
+fn io_13_read_ahead_serves_from_its_window_and_refills() {
+    use online_backup::io::{FileHandle, ReadAhead};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let bytes: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    create_file(&path, &bytes);
+    let ahead = ReadAhead::new(OsFs.open(&path, OpenMode::ReadWrite).unwrap(), 100);
+    let mut buf = [0u8; 10];
+    ahead.read_exact_at(&mut buf, 50).unwrap();
+    assert_eq!(buf[..], bytes[50..60], "IO-13");
+    // Changed behind the window's back: a read inside the window still sees the old bytes,
+    // which is why only bytes that never change may be read through one.
+    std::fs::write(&path, vec![7u8; 1000]).unwrap();
+    ahead.read_exact_at(&mut buf, 140).unwrap();
+    assert_eq!(
+        buf[..],
+        bytes[140..150],
+        "IO-13: a read inside the window is served from it"
+    );
+    ahead.read_exact_at(&mut buf, 145).unwrap();
+    assert_eq!(
+        buf[..],
+        [7u8; 10],
+        "IO-13: a read past the window's end refills it from the file"
+    );
+    ahead.forget();
+    ahead.read_exact_at(&mut buf, 50).unwrap();
+    assert_eq!(
+        buf[..],
+        [7u8; 10],
+        "IO-13: an emptied window reads the file"
+    );
+    let mut big = [0u8; 100];
+    ahead.read_exact_at(&mut big, 900).unwrap();
+    assert_eq!(big[..], [7u8; 100], "IO-13: a read as large as the window");
+    let mut tail = [0u8; 10];
+    assert_eq!(
+        ahead.read_at(&mut tail, 995).unwrap(),
+        5,
+        "IO-13: a window cut by the end of the file"
+    );
+}

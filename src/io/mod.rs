@@ -128,6 +128,70 @@ pub trait FileHandle: Send + Sync + Debug {
     }
 }
 
+/// A file read through a window of bytes read ahead (IO-13): a read that falls inside the
+/// window is served from it, any other refills the window from the read's offset with one read
+/// of the file, and a read as large as the window goes to the file. Only for bytes that never
+/// change once they can be read: a log read below its last whole entry, which is only ever
+/// appended to. Writes go to the file and empty the window.
+#[derive(Debug)]
+pub struct ReadAhead {
+    inner: Box<dyn FileHandle>,
+    capacity: usize,
+    /// Where the window starts in the file, and its bytes.
+    window: std::sync::Mutex<(u64, Vec<u8>)>,
+}
+
+impl ReadAhead {
+    pub fn new(inner: Box<dyn FileHandle>, capacity: usize) -> ReadAhead {
+        ReadAhead {
+            inner,
+            capacity,
+            window: std::sync::Mutex::new((0, Vec::new())),
+        }
+    }
+
+    /// Empties the window: the next read goes to the file.
+    pub fn forget(&self) {
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        window.1.clear();
+    }
+}
+
+impl FileHandle for ReadAhead {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if buf.len() >= self.capacity {
+            return self.inner.read_at(buf, offset);
+        }
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let (start, data) = &mut *window;
+        let inside = offset >= *start && offset + buf.len() as u64 <= *start + data.len() as u64;
+        if !inside {
+            data.resize(self.capacity, 0);
+            let n = self.inner.read_fully_at(data, offset)?;
+            data.truncate(n);
+            *start = offset;
+        }
+        let from = (offset - *start) as usize;
+        let n = buf.len().min(data.len() - from);
+        buf[..n].copy_from_slice(&data[from..from + n]);
+        Ok(n)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.forget();
+        self.inner.write_all_at(buf, offset)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.forget();
+        self.inner.set_len(len)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.inner.sync()
+    }
+}
+
 /// Held while a directory is locked; dropping it releases the lock.
 pub trait LockGuard: Send + Sync + Debug {}
 

@@ -15,7 +15,7 @@ use bytes::BufMut;
 
 use crate::codec::{DecodeError, Reader};
 use crate::digest::Digest;
-use crate::io::{FileHandle, Fs};
+use crate::io::{FileHandle, Fs, ReadAhead};
 use crate::store::format::{BlockRecord, NodeRecord, RelRecord, BLOCK_DATA};
 
 /// Log file names are this prefix plus the decimal log version (LOG-1).
@@ -399,6 +399,11 @@ pub fn read_entry(
     }
 }
 
+/// Bytes a [`LogReader`] reads ahead: many small entries per read of the file. Entries up to
+/// the last committed tx the caller observed never change once written, and the reader returns
+/// none past it, so what the window holds of them is what the file holds (IO-13).
+const READ_AHEAD: usize = 64 << 10;
+
 /// Reads committed transactions in order from a store's log files, from a given tx on, while
 /// the store's owner keeps committing and rotating (the backup service, PR-20). It holds no
 /// lock: entries up to the last committed tx the caller observed are whole and durable, files
@@ -408,7 +413,7 @@ pub struct LogReader {
     fs: std::sync::Arc<dyn Fs>,
     dir: PathBuf,
     version: u64,
-    file: Box<dyn FileHandle>,
+    file: ReadAhead,
     offset: u64,
     len: u64,
     next_tx: u64,
@@ -465,7 +470,7 @@ impl LogReader {
             fs,
             dir: dir.to_path_buf(),
             version,
-            file,
+            file: ReadAhead::new(file, READ_AHEAD),
             offset: HEADER_SIZE,
             len,
             next_tx: header.prev_last_tx + 1,
@@ -495,7 +500,7 @@ impl LogReader {
             return Ok(None);
         }
         loop {
-            let outcome = read_entry(&*self.file, self.offset, self.len)
+            let outcome = read_entry(&self.file, self.offset, self.len)
                 .map_err(|e| StoreError::io(format!("reading log file {}", self.version), e))?;
             match outcome {
                 ReadOutcome::Entry(entry, next) => {
@@ -511,7 +516,9 @@ impl LogReader {
                 }
                 ReadOutcome::End | ReadOutcome::Torn(_) => {
                     // Either the file grew since its length was read, or the tx is in the next
-                    // file (a rotation). A committed tx is never torn.
+                    // file (a rotation). A committed tx is never torn. What the window read of
+                    // bytes being written then is read again.
+                    self.file.forget();
                     let len = self.file.len().map_err(|e| {
                         StoreError::io(format!("reading log file {}", self.version), e)
                     })?;
@@ -549,7 +556,7 @@ impl LogReader {
         self.len = file
             .len()
             .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
-        self.file = file;
+        self.file = ReadAhead::new(file, READ_AHEAD);
         self.version = version;
         self.offset = HEADER_SIZE;
         Ok(())

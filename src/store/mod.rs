@@ -601,14 +601,13 @@ impl Store {
         self.append_and_apply(entries, &framed)
     }
 
-    /// Reads back the record an after-image wrote and says whether it holds exactly that image
-    /// (the verification of an incremental backup, BK-27).
-    pub fn record_matches(&self, image: &log::RecordImage) -> Result<bool, StoreError> {
-        Ok(match image {
-            log::RecordImage::Node(id, rec) => self.files.read_node(*id)? == *rec,
-            log::RecordImage::Rel(id, rec) => self.files.read_rel(*id)? == *rec,
-            log::RecordImage::Block(id, rec) => self.files.read_block(*id)? == *rec,
-        })
+    /// The first record (kind and id) among the last images of `images` that the record files
+    /// do not hold byte for byte, or `None` (BK-27: an incremental's records read back).
+    pub fn first_record_differing<'a>(
+        &self,
+        images: impl IntoIterator<Item = &'a log::RecordImage>,
+    ) -> Result<Option<(RecordKind, u64)>, StoreError> {
+        self.files.first_differing(images)
     }
 
     /// Durably marks the store as a backup whose verification failed, so that the next backup
@@ -649,12 +648,15 @@ impl Store {
     /// Applies entries whose `len` framed bytes were just written at the log's end and synced.
     fn apply_written(&mut self, entries: &[TxEntry], len: u64) -> Result<(), StoreError> {
         self.log.end += len;
+        // The images of the whole run at once: each record's last image, one write per run of
+        // neighbouring records.
+        if let Err(e) = self
+            .files
+            .apply_all(entries.iter().flat_map(|e| &e.records))
+        {
+            return Err(self.fail(e));
+        }
         for entry in entries {
-            for image in &entry.records {
-                if let Err(e) = self.files.apply(image) {
-                    return Err(self.fail(e));
-                }
-            }
             self.last_tx = entry.tx_id;
             self.state = entry.after;
             tracing::debug!(
@@ -851,9 +853,16 @@ impl Store {
     /// that go on working on the files (upgrade) without letting another opener in.
     pub fn close_keeping_lock(mut self) -> Result<Box<dyn LockGuard>, StoreError> {
         // A store whose last checkpoint is where it stands (nothing committed or applied since)
-        // has nothing to flush: closing it writes nothing (ST-16).
-        if self.failed.is_none() && self.meta.checkpoint != self.checkpoint_here() {
-            self.checkpoint()?;
+        // has nothing to flush: closing it writes no checkpoint (ST-16). Retention still runs,
+        // as at every checkpoint: time may have aged files out since the last one (RET-13).
+        if self.failed.is_none() {
+            if self.meta.checkpoint != self.checkpoint_here() {
+                self.checkpoint()?;
+            } else if let Err(e) = self.prune_logs() {
+                tracing::warn!(
+                    "pruning logical logs failed ({e}); retrying at the next checkpoint"
+                );
+            }
         }
         Ok(self._lock)
     }

@@ -4,6 +4,7 @@
 //! Must not touch: the log, metadata, or any caching: every read goes to the file (the page
 //! cache is the operating system's), so memory never grows with the store (ST-12).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -113,17 +114,102 @@ impl RecordFiles {
         BlockRecord::decode(self.format, &raw).map_err(|e| Self::damaged(RecordKind::Block, id, e))
     }
 
-    /// Writes one after-image in this store's format (not synced: the log already is).
-    pub fn apply(&self, image: &RecordImage) -> Result<(), StoreError> {
-        let (kind, id, bytes) = match image {
+    /// The last image of each record among `images` (a later one replaces an earlier one),
+    /// encoded, in file order: what a run of transactions leaves in the files.
+    fn last_images<'a>(
+        &self,
+        images: impl IntoIterator<Item = &'a RecordImage>,
+    ) -> BTreeMap<(RecordKind, u64), Vec<u8>> {
+        let mut last = BTreeMap::new();
+        for image in images {
+            let (kind, id, bytes) = self.encoded(image);
+            last.insert((kind, id), bytes);
+        }
+        last
+    }
+
+    /// Calls `each(kind, first id, bytes)` for each run of adjacent records of one kind in
+    /// `last`, with their bytes end to end.
+    fn runs(
+        last: BTreeMap<(RecordKind, u64), Vec<u8>>,
+        mut each: impl FnMut(RecordKind, u64, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut run: Option<(RecordKind, u64, u64, Vec<u8>)> = None;
+        for ((kind, id), bytes) in last {
+            match &mut run {
+                Some((k, _, next, buf)) if *k == kind && *next == id => {
+                    buf.extend_from_slice(&bytes);
+                    *next += 1;
+                }
+                _ => {
+                    if let Some((k, first, _, buf)) = run.take() {
+                        each(k, first, &buf)?;
+                    }
+                    run = Some((kind, id, id + 1, bytes));
+                }
+            }
+        }
+        match run {
+            Some((k, first, _, buf)) => each(k, first, &buf),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the after-images of a run of transactions (not synced: the log already is):
+    /// each record's last image only, and one write per run of adjacent records, so a run of
+    /// transactions that fill neighbouring records costs a few writes, not one per image.
+    pub fn apply_all<'a>(
+        &self,
+        images: impl IntoIterator<Item = &'a RecordImage>,
+    ) -> Result<(), StoreError> {
+        let last = self.last_images(images);
+        Self::runs(last, |kind, first, bytes| {
+            let offset = first * kind.size(self.format) as u64;
+            self.file(kind).write_all_at(bytes, offset).map_err(|e| {
+                StoreError::io(format!("writing {} record {first}", kind.file_name()), e)
+            })
+        })
+    }
+
+    /// The first record (kind and id, in file order) among the last images of `images` that
+    /// the files do not hold byte for byte, reading each run of adjacent records at once; `None`
+    /// when they hold them all.
+    pub fn first_differing<'a>(
+        &self,
+        images: impl IntoIterator<Item = &'a RecordImage>,
+    ) -> Result<Option<(RecordKind, u64)>, StoreError> {
+        let last = self.last_images(images);
+        let mut differing = None;
+        let mut held = Vec::new();
+        Self::runs(last, |kind, first, bytes| {
+            if differing.is_some() {
+                return Ok(());
+            }
+            let size = kind.size(self.format);
+            held.clear();
+            held.resize(bytes.len(), 0);
+            self.file(kind)
+                .read_fully_at(&mut held, first * size as u64)
+                .map_err(|e| {
+                    StoreError::io(format!("reading {} record {first}", kind.file_name()), e)
+                })?;
+            let at = bytes
+                .chunks(size)
+                .zip(held.chunks(size))
+                .position(|(want, got)| want != got);
+            differing = at.map(|i| (kind, first + i as u64));
+            Ok(())
+        })?;
+        Ok(differing)
+    }
+
+    /// An image's kind, id and bytes in this store's format.
+    fn encoded(&self, image: &RecordImage) -> (RecordKind, u64, Vec<u8>) {
+        match image {
             RecordImage::Node(id, r) => (RecordKind::Node, *id, r.encode(self.format)),
             RecordImage::Rel(id, r) => (RecordKind::Rel, *id, r.encode(self.format)),
             RecordImage::Block(id, r) => (RecordKind::Block, *id, r.encode(self.format)),
-        };
-        let offset = id * kind.size(self.format) as u64;
-        self.file(kind)
-            .write_all_at(&bytes, offset)
-            .map_err(|e| StoreError::io(format!("writing {} record {id}", kind.file_name()), e))
+        }
     }
 
     /// Makes every record file durable (the first half of a checkpoint).

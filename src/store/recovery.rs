@@ -183,9 +183,7 @@ pub(super) fn recover(
                             last_tx + 1
                         )));
                     }
-                    for image in &entry.records {
-                        files.apply(image)?;
-                    }
+                    files.apply_all(&entry.records)?;
                     last_tx = entry.tx_id;
                     state = entry.after;
                     replayed += 1;

@@ -2,13 +2,12 @@
 //! the end frame's checks and verification (BK-20, BK-26 .. BK-28): the one loop both kinds of
 //! backup use.
 
-use std::collections::BTreeMap;
-
 use super::error::{VerifyFailure, Violation};
 use super::{BackupError, Kind, Phase, Run, Verified, Verify};
 use crate::backup::protocol::Message;
 use crate::digest::Digest;
 use crate::store::check::check_open_with_progress;
+use crate::store::format::RecordKind;
 use crate::store::log::{RecordImage, TxEntry};
 use crate::store::Store;
 
@@ -107,25 +106,21 @@ impl Run<'_> {
         }
         store.apply_committed_batch(&batch.entries)?;
         if verify_touched {
-            // A record may be written by several transactions of the run: only the last
-            // image of each is what the file must now hold.
-            let mut last: BTreeMap<(u8, u64), (u64, &RecordImage)> = BTreeMap::new();
-            for entry in &batch.entries {
-                for image in &entry.records {
-                    let key = match image {
-                        RecordImage::Node(id, _) => (0, *id),
-                        RecordImage::Rel(id, _) => (1, *id),
-                        RecordImage::Block(id, _) => (2, *id),
-                    };
-                    last.insert(key, (entry.tx_id, image));
-                }
-            }
-            for (tx_id, image) in last.into_values() {
-                if !store.record_matches(image)? {
-                    return Err(BackupError::VerificationFailed(
-                        VerifyFailure::RecordDiffers { tx: tx_id },
-                    ));
-                }
+            // Each record's last image in the run is what the file must now hold; runs of
+            // neighbouring records are read back at once.
+            let differing =
+                store.first_record_differing(batch.entries.iter().flat_map(|e| &e.records))?;
+            if let Some(record) = differing {
+                // The last tx of the run that wrote the record.
+                let tx = batch
+                    .entries
+                    .iter()
+                    .rev()
+                    .find(|e| e.records.iter().any(|i| key(i) == record))
+                    .map_or(start_tx, |e| e.tx_id);
+                return Err(BackupError::VerificationFailed(
+                    VerifyFailure::RecordDiffers { tx },
+                ));
             }
         }
         batch.entries.clear();
@@ -199,5 +194,14 @@ impl Run<'_> {
             ));
         }
         Ok(Verified::FullScan)
+    }
+}
+
+/// The record an image is of.
+fn key(image: &RecordImage) -> (RecordKind, u64) {
+    match image {
+        RecordImage::Node(id, _) => (RecordKind::Node, *id),
+        RecordImage::Rel(id, _) => (RecordKind::Rel, *id),
+        RecordImage::Block(id, _) => (RecordKind::Block, *id),
     }
 }

@@ -15,9 +15,15 @@ use crate::backup::tls::{failure_of, ClientTls};
 use crate::io::{Env, Stream};
 use crate::units;
 
+/// Bytes the connection reads ahead of the frame being decoded.
+const READ_BUFFER: usize = 16 << 10;
+
 /// The connection to the backup service, with the timeout applied to every read (BK-7).
 pub(super) struct Conn {
-    rd: tokio::io::ReadHalf<Box<dyn Stream>>,
+    /// Buffered, so that the many small frames of a transaction stream take one read of the
+    /// socket for many frames; a file chunk, larger than the buffer, is read past it into the
+    /// caller's buffer.
+    rd: tokio::io::BufReader<tokio::io::ReadHalf<Box<dyn Stream>>>,
     wr: tokio::io::WriteHalf<Box<dyn Stream>>,
     addr: String,
     timeout: Duration,
@@ -251,7 +257,7 @@ pub(super) async fn connect(
     };
     let (rd, wr) = tokio::io::split(stream);
     Ok(Conn {
-        rd,
+        rd: tokio::io::BufReader::with_capacity(READ_BUFFER, rd),
         wr,
         addr: addr.to_string(),
         timeout,
