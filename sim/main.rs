@@ -16,6 +16,7 @@
 //!   the server's API over their `Net` seam.
 //! - [`workload`]: random transactions over the model, from a scenario's generator.
 //! - [`server_sim`]: what the server scenarios share (addresses, configuration, waiting).
+//! - [`switches`]: the fault switches' test: each switch that breaks the product is caught.
 //! - [`seam_tests`]: the simulated seams' own tests (durability, locks, clock, network).
 //! - [`kit_tests`]: the test kit's own tests.
 //! - [`rules`]: source scans for the determinism rules (`select!` biased, no threads, no hash
@@ -45,6 +46,7 @@ mod scenarios;
 mod seam_tests;
 mod seams;
 mod server_sim;
+mod switches;
 mod trace;
 mod workload;
 

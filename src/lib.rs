@@ -28,6 +28,7 @@ pub mod codec;
 pub mod config;
 pub mod db;
 pub mod digest;
+pub mod faults;
 pub mod graph;
 pub mod io;
 pub mod progress;

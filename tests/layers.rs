@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 /// The layers, lowest first. Every top-level module of `src/` must be in exactly one.
 const LAYERS: &[&[&str]] = &[
-    // Leaves: the I/O seams, the data model, and what people read.
-    &["io", "graph", "units", "progress"],
+    // Leaves: the I/O seams, the data model, what people read, and the test-only fault switches.
+    &["io", "graph", "units", "progress", "faults"],
     // Pure encodings and arithmetic.
     &["codec", "digest"],
     // The log-retention decision and pins.

@@ -261,3 +261,49 @@ let f = tokio::{ fsync };
 ";
     assert_eq!(found(text), Vec::<String>::new());
 }
+
+/// SIM-23: the fault switches cannot reach a production build: the feature is not a default
+/// one, only the package's dev-dependency on itself enables it, and only the simulations turn a
+/// switch on.
+#[test]
+fn sim_23_fault_switches_stay_out_of_production_builds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let enabling: Vec<&str> = manifest
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && l.contains("\"fault-switches\""))
+        .collect();
+    assert_eq!(
+        enabling,
+        ["online-backup = { path = \".\", features = [\"fault-switches\"] }"],
+        "SIM-23: only the dev-dependency on the package itself enables the fault switches"
+    );
+    let dev = manifest.find("[dev-dependencies]").unwrap();
+    let line = manifest.find("online-backup = { path").unwrap();
+    let next_section = manifest[dev + 1..]
+        .find("\n[")
+        .map_or(manifest.len(), |i| dev + 1 + i);
+    assert!(
+        line > dev && line < next_section,
+        "SIM-23: the package's dependency on itself is a dev-dependency"
+    );
+    // Built, so that this file does not name it.
+    let needle = ["faults", "::set("].concat();
+    let mut turned_on = Vec::new();
+    for dir in ["src", "tests", "benches", "examples"] {
+        let mut files = Vec::new();
+        if root.join(dir).exists() {
+            rust_files(&root.join(dir), &mut files);
+        }
+        for file in files {
+            let text = fs::read_to_string(&file).unwrap();
+            if text.contains(&needle) {
+                turned_on.push(file.display().to_string());
+            }
+        }
+    }
+    assert!(
+        turned_on.is_empty(),
+        "SIM-23: a switch is turned on outside the simulations: {turned_on:?}"
+    );
+}

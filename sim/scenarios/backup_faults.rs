@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use online_backup::backup::client::{Kind, Mode};
+use online_backup::backup::decision::FullReason;
 use rand::Rng;
 
 use crate::runner::{Scenario, ScenarioCtx};
@@ -294,6 +295,20 @@ fn interrupted(
     if paused {
         sim.resume_writer();
     }
+    // A run that finished anyway may have found the logs it needed pruned meanwhile (a count
+    // retention prunes at the writer's rotations): a full backup then was right, if the server's
+    // logs no longer hold the backup's next tx now (pruning only ever goes forward).
+    let fell_back_rightly = match (&holding, run.as_ref().map(|r| &r.outcome)) {
+        (Holding::Backup { tx, .. }, Some(Ok(s)))
+            if kind == Kind::Incremental
+                && s.kind == Kind::Full
+                && matches!(s.full_reason, Some(FullReason::LogsPruned { .. })) =>
+        {
+            sim.status(ctx)?.oldest_logged_tx > tx + 1
+        }
+        _ => false,
+    };
+    let kind = if fell_back_rightly { Kind::Full } else { kind };
     let inspection = sim.inspect(ctx, TARGET)?;
     let digests = sim.digests();
     let now = check_invariants(&Facts {

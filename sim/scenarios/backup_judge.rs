@@ -200,10 +200,12 @@ pub fn expectation(holding: &Holding, mode: Mode, pruned: bool, server_tx: Optio
             Expect::Refuse(Refused::Ahead)
         }
         Holding::Backup { diverged, .. } => {
-            let impossible = if *diverged {
-                Some(Impossible::Diverged)
-            } else if pruned {
+            // Pruned logs are what the server finds first: it cannot see a divergence at a tx
+            // its logs no longer hold (PR-7 before PR-14).
+            let impossible = if pruned {
                 Some(Impossible::LogsPruned)
+            } else if *diverged {
+                Some(Impossible::Diverged)
             } else {
                 None
             };

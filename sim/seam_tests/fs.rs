@@ -58,6 +58,37 @@ fn sim_7_synced_file_without_dir_sync_is_lost() {
 }
 
 #[test]
+fn sim_7_a_directory_sync_does_not_make_a_files_data_durable() {
+    // SIM-7: syncing the directory makes the new name durable, not the bytes written to the
+    // file: without the file's own sync they are lost (the file comes back empty).
+    run_phases(
+        "dir_sync_only",
+        &[
+            |env, _| {
+                make_dir(env, "/d")?;
+                let f = env
+                    .fs
+                    .open(p("/d/f"), OpenMode::CreateNew)
+                    .map_err(e("open"))?;
+                f.write_all_at(b"data", 0).map_err(e("write"))?;
+                env.fs.sync_dir(p("/d")).map_err(e("sync_dir"))
+            },
+            |env, _| {
+                let data = match env.fs.metadata(p("/d/f")).map_err(e("metadata"))? {
+                    Some(_) => read_all(env, "/d/f")?,
+                    None => Vec::new(),
+                };
+                expect(
+                    "SIM-7: the unsynced bytes after the crash",
+                    data,
+                    Vec::new(),
+                )
+            },
+        ],
+    );
+}
+
+#[test]
 fn sim_7_rename_is_durable_only_after_sync_dir() {
     // SIM-7: a rename is a directory change; IO-2: write_atomic is durable once it returns.
     run_phases(

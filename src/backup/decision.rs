@@ -8,6 +8,7 @@
 //! only decides, so a table-driven test covers every combination.
 
 use crate::digest::Digest;
+use crate::faults::{self, Switch};
 use crate::store::format::FormatVersion;
 use crate::store::meta::StoreId;
 
@@ -172,7 +173,7 @@ pub fn decide(
             Mode::Auto | Mode::Full => Ok(Step::Full(FullReason::NoBackup)),
         };
     };
-    if backup.store_id != server.store_id {
+    if backup.store_id != server.store_id && !faults::on(Switch::SkipStoreIdCheck) {
         return Err(Refusal::OtherStore {
             backup: backup.store_id,
             server: server.store_id,

@@ -21,6 +21,7 @@ use crate::backup::protocol::{
     CHUNK_SIZE, MAX_CLIENT_FRAME, PROTOCOL_VERSION,
 };
 use crate::db::Database;
+use crate::faults::{self, Switch};
 use crate::io::{Env, FileHandle, Listener, OpenMode, Stream};
 use crate::retention::{PinGuard, Pins, PIN_IDLE_TIMEOUT};
 use crate::store::format::RecordKind;
@@ -401,7 +402,12 @@ async fn full<W: AsyncWrite + Unpin>(w: &mut W, ctx: &ServiceContext) -> Result<
         .db
         .read_with(|s| Ok(s.status().last_committed_tx))
         .await?;
-    let last_digest = send_txs(w, ctx, &dir, checkpoint_tx + 1, upto, state, &pin).await?;
+    let from = if faults::on(Switch::ShipFromCheckpointPlusTwo) {
+        checkpoint_tx + 2
+    } else {
+        checkpoint_tx + 1
+    };
+    let last_digest = send_txs(w, ctx, &dir, from, upto, state, &pin).await?;
     send(
         w,
         &Message::End {
@@ -537,6 +543,11 @@ async fn send_entries<W: AsyncWrite + Unpin>(
     mut digest: crate::digest::Digest,
     pin: &PinGuard,
 ) -> Result<crate::digest::Digest, ServiceError> {
+    let upto = if faults::on(Switch::StopOneShort) {
+        upto.saturating_sub(1)
+    } else {
+        upto
+    };
     loop {
         // A run of entries at a time is read off the async workers (IO-10), bounded in count
         // and bytes so memory stays bounded; the reader goes and comes back.
@@ -602,7 +613,7 @@ async fn incremental<W: AsyncWrite + Unpin>(
             Ok((s.status(), s.log_summary()?, s.dir().to_path_buf(), pin))
         })
         .await?;
-    let refusal = if status.store_id != store_id {
+    let refusal = if status.store_id != store_id && !faults::on(Switch::SkipStoreIdCheck) {
         Some(Refusal::StoreMismatch {
             server: status.store_id,
         })
@@ -650,7 +661,7 @@ async fn incremental<W: AsyncWrite + Unpin>(
             }
         }
     };
-    if server_digest != digest {
+    if server_digest != digest && !faults::on(Switch::SkipDigestCheck) {
         return refuse(
             w,
             Refusal::Diverged {

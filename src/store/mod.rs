@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::digest::Digest;
+use crate::faults::{self, Switch};
 use crate::graph::{CommitOutcome, Id, Node, Op, Relationship};
 use crate::io::{Clock, FileHandle, Fs, LockGuard, OpenMode};
 use crate::retention::{files_to_prune, LogFile, Pins, PruneInput, RetentionPolicy};
@@ -504,7 +505,12 @@ impl Store {
                 .log
                 .file
                 .write_all_at(&framed, self.log.end)
-                .and_then(|()| self.log.file.sync())
+                .and_then(|()| {
+                    if faults::on(Switch::AckBeforeFsync) {
+                        return Ok(());
+                    }
+                    self.log.file.sync()
+                })
                 .map_err(|e| {
                     StoreError::io(format!("appending to log file {}", self.log.version), e)
                 });
@@ -626,6 +632,9 @@ impl Store {
     /// Appends `framed` (the entries, framed, in order) to the log with one fsync, then applies
     /// each entry's records: the one path by which transactions reach a store's files.
     fn append_and_apply(&mut self, entries: &[TxEntry], framed: &[u8]) -> Result<(), StoreError> {
+        if faults::on(Switch::ApplyWithoutLogging) {
+            return self.apply_written(entries, 0);
+        }
         let written = self
             .log
             .file
@@ -1069,7 +1078,9 @@ pub fn initialize(
     last_tx: u64,
 ) -> Result<(), StoreError> {
     let files = RecordFiles::open(fs, dir, format, true)?;
-    files.sync_all()?;
+    if !faults::on(Switch::SkipSyncBeforeSwitch) {
+        files.sync_all()?;
+    }
     drop(files);
     let header = LogHeader {
         log_version: 0,

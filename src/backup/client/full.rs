@@ -10,6 +10,7 @@ use super::{backup_store_options, room_needed, BackupError, Kind, Phase, Run, Su
 use crate::backup::decision::{Existing, FullReason};
 use crate::backup::protocol::{self, Frame, Message, Request};
 use crate::backup::target::{Target, TargetError};
+use crate::faults::{self, Switch};
 use crate::io::{run_blocking, FileHandle, OpenMode};
 use crate::store::format::RecordKind;
 use crate::store::log::TxState;
@@ -305,7 +306,9 @@ impl Run<'_> {
         while let Ok(frame) = free.try_recv() {
             buffers.push(frame);
         }
-        file.sync().map_err(io_err)?;
+        if !faults::on(Switch::SkipSyncBeforeSwitch) {
+            file.sync().map_err(io_err)?;
+        }
         Ok(name)
     }
 }
