@@ -401,6 +401,9 @@ fn judge(
                         .into());
                     }
                 }
+                ctx.record(
+                    "the run fell back: the logs were pruned after the server's clock jumped",
+                );
                 kind = Kind::Full;
             }
             let is_damaged = damaged(&inspection);
