@@ -7,6 +7,7 @@
 //!   offset, each host's filesystem state and planned power loss).
 //! - [`trace`]: the ordered record of a run and its hash, fed by the seams and, for commits, by a
 //!   `tracing` layer.
+//! - [`coverage`]: which faults struck in which phase of a backup run, counted over the seeds.
 //! - [`runner`]: scenarios, seeds from the environment, one simulation per seed, the replay
 //!   command on failure.
 //! - [`scenarios`]: the registered scenarios; add one by writing a module with a `Scenario`
@@ -37,6 +38,7 @@ mod sim_3_needs_tokio_unstable {
     );
 }
 
+mod coverage;
 #[path = "../tests/kit/mod.rs"]
 mod kit;
 mod kit_tests;
@@ -59,10 +61,10 @@ use scenarios::SCENARIOS;
 const DETERMINISM_SEEDS: u64 = 20;
 
 /// Every registered scenario over its seeds (SIM-13): `store_crash` checks SIM-14, `log_crash`
-/// SIM-15, `server_crash` SIM-16, `retention_time` SIM-17, `backup_chain` SIM-18 and
-/// `backup_faults` SIM-19, with SIM-20 and SIM-21 checked after every backup. A failure prints
-/// its replay command
-/// (SIM-5).
+/// SIM-15, `server_crash` SIM-16, `retention_time` SIM-17, `backup_chain` SIM-18,
+/// `backup_faults` SIM-19 and `backup_io_faults` SIM-30 .. SIM-37, with SIM-20 and SIM-21
+/// checked after every backup, and the coverage tables of the scenarios that count them printed
+/// and checked (SIM-38). A failure prints its replay command (SIM-5).
 #[test]
 fn every_scenario_over_seeds() {
     run_all(SCENARIOS);

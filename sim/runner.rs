@@ -22,6 +22,7 @@ use online_backup::io::Env;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+use crate::coverage::{Coverage, TableSpec};
 use crate::seams::{sim_env, DiskConfig, SimWorld};
 use crate::trace::{self, Trace};
 
@@ -55,6 +56,9 @@ pub struct Scenario {
     pub configure: fn(&mut turmoil::Builder),
     /// Drives one seed. Returns an error (or panics) when an invariant does not hold.
     pub run: fn(&mut ScenarioCtx) -> turmoil::Result,
+    /// The coverage tables the runner prints after the seeds, and checks once the default
+    /// number of seeds ran (SIM-38).
+    pub tables: &'static [TableSpec],
 }
 
 fn no_configuration(_: &mut turmoil::Builder) {}
@@ -73,6 +77,7 @@ impl Scenario {
             disk: DiskConfig::DEFAULT,
             configure: no_configuration,
             run,
+            tables: &[],
         }
     }
 
@@ -89,6 +94,10 @@ impl Scenario {
 
     pub const fn configure(self, configure: fn(&mut turmoil::Builder)) -> Scenario {
         Scenario { configure, ..self }
+    }
+
+    pub const fn tables(self, tables: &'static [TableSpec]) -> Scenario {
+        Scenario { tables, ..self }
     }
 }
 
@@ -250,6 +259,8 @@ pub struct RunReport {
     pub events: u64,
     /// `None` when every invariant held, else why not.
     pub failure: Option<String>,
+    /// The cells the faults that struck hit (SIM-38).
+    pub coverage: Coverage,
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
@@ -281,6 +292,7 @@ pub fn run_with(
         trace.keep_all();
     }
     let dispatch = trace::dispatch(trace.clone());
+    let mut coverage = Coverage::default();
     let result = tracing::dispatcher::with_default(&dispatch, || {
         panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
             let mut builder = turmoil::Builder::new();
@@ -308,6 +320,7 @@ pub fn run_with(
                 Ok(()) => "scenario passed",
                 Err(_) => "scenario failed",
             });
+            coverage = Coverage::of_fired(&ctx.world.fired(), seed);
             // The hosts' software is dropped here; what it records happens at the end.
             let end = ctx.sim.elapsed();
             trace.at_driver_time(end, || drop(ctx));
@@ -324,6 +337,7 @@ pub fn run_with(
         trace_hash: trace.hash(),
         events: trace.events(),
         failure,
+        coverage,
     };
     (report, trace)
 }
@@ -479,6 +493,7 @@ pub fn run_all(all: &[Scenario]) {
         let started = Instant::now();
         match run_seeds(scenario, &seeds) {
             Ok(reports) => {
+                check_coverage(scenario, &reports);
                 let events: u64 = reports.iter().map(|r| r.events).sum();
                 println!(
                     "sim {}: {} seeds passed in {:.1}s ({} trace records; first seed {} hash {:016x})",
@@ -498,6 +513,45 @@ pub fn run_all(all: &[Scenario]) {
                     scenario.name, report.seed
                 );
             }
+        }
+    }
+}
+
+/// Prints the scenario's coverage tables over the seeds that ran, with the first seed of each
+/// row and the command that replays it, and, when at least the default number of seeds ran,
+/// fails if a cell that can be hit never was (SIM-38). Fewer seeds (a replay) only print.
+fn check_coverage(scenario: &Scenario, reports: &[RunReport]) {
+    if scenario.tables.is_empty() {
+        return;
+    }
+    let mut total = Coverage::default();
+    for r in reports {
+        total.merge(&r.coverage);
+    }
+    let enough = reports.len() as u64 >= scenario.default_seeds;
+    for spec in scenario.tables {
+        println!("sim {}: {}", scenario.name, total.render(spec));
+        if !spec.required {
+            continue;
+        }
+        for row in spec.rows {
+            match total.first_seed(spec, row) {
+                Some(seed) => println!(
+                    "  {row}: first at seed {seed}: {}",
+                    replay_command(scenario.name, seed)
+                ),
+                None => println!("  {row}: never struck"),
+            }
+        }
+        let missing = total.missing(spec);
+        if enough && !missing.is_empty() {
+            panic!(
+                "SIM-38: simulation {}: over {} seeds (its default is {}) these cells of \"{}\" were never hit: {missing:?}",
+                scenario.name,
+                reports.len(),
+                scenario.default_seeds,
+                spec.name
+            );
         }
     }
 }

@@ -7,7 +7,7 @@
 //! ([`dispatch`]) that the runner installs as the thread's default subscriber for the duration of
 //! the run, so any commit on any simulated host is recorded without the scenario doing anything.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::{self, Write as _};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -88,6 +88,8 @@ struct TraceState {
     all: Option<Vec<String>>,
     /// Print each record as it happens (`SIM_TRACE=1`).
     echo: bool,
+    /// Per host, the record count just after its last commit event (SIM-31).
+    last_commit: BTreeMap<String, u64>,
 }
 
 impl fmt::Debug for Trace {
@@ -165,6 +167,21 @@ impl Trace {
     /// How many records so far.
     pub fn events(&self) -> u64 {
         self.0.lock().unwrap().events
+    }
+
+    /// The record count just after the last commit event of `host`, if it committed at all:
+    /// whether it committed after some record (SIM-31).
+    pub fn last_commit(&self, host: &str) -> Option<u64> {
+        self.0.lock().unwrap().last_commit.get(host).copied()
+    }
+
+    /// Notes that `host` just recorded a commit event.
+    fn note_commit(&self, host: &str) {
+        let mut s = self.0.lock().unwrap();
+        if s.during_driver.is_none() {
+            let at = s.events;
+            s.last_commit.insert(host.to_string(), at);
+        }
     }
 
     /// The latest records, oldest first, formatted for printing.
@@ -291,6 +308,7 @@ where
             let _ = write!(line, " {m:?}");
         }
         self.trace.record(&host, &line);
+        self.trace.note_commit(&host);
     }
 }
 

@@ -111,8 +111,17 @@ impl Database {
         f(guard.as_mut().ok_or(StoreError::Closed)?)
     }
 
+    /// The store's status and its logs' summary; refused while the store is failed (LOG-9):
+    /// recovery decides at the next start whether the transaction whose write failed is
+    /// committed, so the state a failed store holds in memory may be contradicted (HTTP-1).
     pub async fn status(self: &Arc<Self>) -> Result<(StoreStatus, LogSummary), StoreError> {
-        self.read_with(|s| Ok((s.status(), s.log_summary()?))).await
+        self.read_with(|s| {
+            if let Some(why) = s.failure() {
+                return Err(StoreError::Failed(why.to_string()));
+            }
+            Ok((s.status(), s.log_summary()?))
+        })
+        .await
     }
 
     /// Commits `ops` as one transaction (ST-3), as part of a group (LOG-12): it joins the queue,

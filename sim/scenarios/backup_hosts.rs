@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use online_backup::backup::client::{self, BackupOptions, Lines};
+use online_backup::backup::client::{self, BackupOptions};
 use online_backup::config::Config;
 use online_backup::graph::{Op, Properties, Value};
 use online_backup::io::{Fs, OpenMode};
@@ -128,6 +128,7 @@ pub(crate) async fn writer_software(h: HostCtx, shared: Arc<Mutex<Shared>>) -> t
             let pause = w.rng.random_range(0..=w.max_pause.as_micros() as u64);
             (ops, Duration::from_micros(pause))
         };
+        let sent_at = h.world.trace().events();
         match http::commit(&*net, HTTP_ADDR, &ops, WRITE_TIMEOUT).await {
             Ok(Ok((tx_id, ids))) => {
                 let mut s = shared.lock().unwrap();
@@ -146,6 +147,10 @@ pub(crate) async fn writer_software(h: HostCtx, shared: Arc<Mutex<Shared>>) -> t
             }
             // Closing or failed: whether it committed is learned from the status.
             Ok(Err(answer)) if answer.status == 503 => {}
+            // The I/O failure of a fault on the server whose effects lasted until it was sent
+            // (SIM-30, SIM-33): likewise.
+            Ok(Err(answer))
+                if answer.status == 500 && h.world.fault_effects_since(SERVER, sent_at) => {}
             Ok(Err(answer)) => {
                 return Err(format!(
                     "the server refused a valid transaction with {}: {}",
@@ -261,12 +266,15 @@ async fn perform(h: &HostCtx, shared: &Arc<Mutex<Shared>>, job: Job) -> turmoil:
                     .as_ref()
                     .map(|_| SimTls::client_files()),
             };
-            let mut lines = Lines::default();
+            // The run's phases and the faults armed for it (SIM-36, SIM-38).
+            h.world.backup_started(&h.name, SERVER, &job.target);
+            let mut lines = h.world.phase_lines();
             let outcome = client::run(env, &options, &mut lines).await;
             if h.is_down() {
                 // Power lost mid-run: the machine stops here.
                 std::future::pending::<()>().await;
             }
+            h.world.backup_ended();
             let fs_ops = h.world.mutating_ops(&h.name) - ops_before;
             let after = h.check(snapshot(fs, &job.target)).await?;
             h.record(&match &outcome {
@@ -280,7 +288,7 @@ async fn perform(h: &HostCtx, shared: &Arc<Mutex<Shared>>, job: Job) -> turmoil:
                 before,
                 after,
                 outcome: outcome.map_err(|e| Failure::of(&e)),
-                lines: lines.0,
+                lines: lines.lines,
                 fs_ops,
             })))
         }

@@ -2,7 +2,7 @@
 //! [`SCENARIOS`]; the runner and both simulation tests pick it up from there.
 //!
 //! `backup_world` is no scenario: the hosts, driver handle and invariant checker the backup
-//! scenarios (`backup_chain`, `backup_faults`) share. Nor is `crash_rounds`: the driver of the
+//! scenarios (`backup_chain`, `backup_faults`, `backup_io_faults`, `backup_tls`) share. Nor is `crash_rounds`: the driver of the
 //! single-host crash scenarios (`log_crash`, `store_crash`).
 
 use crate::runner::Scenario;
@@ -10,6 +10,7 @@ use crate::runner::Scenario;
 pub mod backup_chain;
 pub mod backup_faults;
 pub mod backup_hosts;
+pub mod backup_io_faults;
 pub mod backup_judge;
 pub mod backup_tls;
 pub mod backup_world;
@@ -27,5 +28,6 @@ pub const SCENARIOS: &[Scenario] = &[
     retention_time::SCENARIO,
     backup_chain::SCENARIO,
     backup_faults::SCENARIO,
+    backup_io_faults::SCENARIO,
     backup_tls::SCENARIO,
 ];

@@ -141,5 +141,6 @@ pub fn expect<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> Re
     }
 }
 
+mod faults;
 mod fs;
 mod world;

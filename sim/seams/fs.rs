@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use online_backup::io::{DirEntry, FileHandle, Fs, LockGuard, Metadata, OpenMode};
 use turmoil::fs::shim::std::fs as tfs;
 
+use super::faults::{FsInjection, FsOp};
 use super::world::HostShared;
 use super::{shown, Shown};
 use crate::trace::fnv64;
@@ -119,17 +120,22 @@ enum Access {
 use Access::{Mutates, Reads};
 
 /// Runs one filesystem operation of `host`: admits it (or fails it, the host being down,
-/// SIM-7), runs `op`, gives a failure the kind the operating system would give (SIM-9), and
-/// records `fs <what> -> <result>` in the trace (SIM-6).
+/// SIM-7), asks the fault plan what to do to it (fails it, or lets it run and hands `op` what
+/// to do after: SIM-30 .. SIM-34), runs `op`, gives a failure the kind the operating system
+/// would give (SIM-9), and records `fs <what> -> <result>` in the trace (SIM-6).
 fn traced<T: Shown>(
     host: &HostShared,
     access: Access,
+    (fsop, path): (FsOp, &Path),
     what: &str,
-    op: impl FnOnce() -> io::Result<T>,
+    op: impl FnOnce(&FsInjection) -> io::Result<T>,
 ) -> io::Result<T> {
     let r = host
         .begin(access == Mutates)
-        .and_then(|()| op())
+        .and_then(|()| match host.fs_fault(fsop, path) {
+            FsInjection::Fail(e) => Err(e),
+            injection => op(&injection),
+        })
         .map_err(os_kind);
     host.record(&format!("fs {what} -> {}", shown(&r)));
     r
@@ -410,17 +416,26 @@ impl Fs for SimFs {
             _ => Mutates,
         };
         let what = format!("open {} {mode:?}", path.display());
-        traced(&self.host, access, &what, || self.open_inner(path, mode))
+        let op = if access == Mutates {
+            FsOp::Create
+        } else {
+            FsOp::Other
+        };
+        traced(&self.host, access, (op, path), &what, |_| {
+            self.open_inner(path, mode)
+        })
     }
 
     fn metadata(&self, path: &Path) -> io::Result<Option<Metadata>> {
         let what = format!("metadata {}", path.display());
-        traced(&self.host, Reads, &what, || stat(path))
+        traced(&self.host, Reads, (FsOp::Other, path), &what, |_| {
+            stat(path)
+        })
     }
 
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
         let what = format!("read_dir {}", path.display());
-        traced(&self.host, Reads, &what, || {
+        traced(&self.host, Reads, (FsOp::Other, path), &what, |_| {
             let mut out = Vec::new();
             for entry in tfs::read_dir(path)? {
                 let entry = entry?;
@@ -439,7 +454,7 @@ impl Fs for SimFs {
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         let what = format!("create_dir_all {}", path.display());
-        traced(&self.host, Mutates, &what, || {
+        traced(&self.host, Mutates, (FsOp::Other, path), &what, |_| {
             if stat(path)?.is_some_and(|m| !m.is_dir) {
                 return Err(refusal(ErrorKind::AlreadyExists, path, "is a file"));
             }
@@ -459,12 +474,14 @@ impl Fs for SimFs {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let what = format!("rename {} {}", from.display(), to.display());
-        traced(&self.host, Mutates, &what, || self.rename_inner(from, to))
+        traced(&self.host, Mutates, (FsOp::Other, to), &what, |_| {
+            self.rename_inner(from, to)
+        })
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let what = format!("remove_file {}", path.display());
-        traced(&self.host, Mutates, &what, || {
+        traced(&self.host, Mutates, (FsOp::Other, path), &what, |_| {
             match stat(path)? {
                 None => return Err(refusal(ErrorKind::NotFound, path, "does not exist")),
                 Some(m) if m.is_dir => {
@@ -481,7 +498,7 @@ impl Fs for SimFs {
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         let what = format!("remove_dir_all {}", path.display());
-        traced(&self.host, Mutates, &what, || {
+        traced(&self.host, Mutates, (FsOp::Other, path), &what, |_| {
             match stat(path)? {
                 Some(m) if m.is_dir => {}
                 Some(_) => {
@@ -502,12 +519,14 @@ impl Fs for SimFs {
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let what = format!("sync_dir {}", path.display());
-        traced(&self.host, Mutates, &what, || self.sync_dir_raw(path))
+        traced(&self.host, Mutates, (FsOp::Sync, path), &what, |_| {
+            self.sync_dir_raw(path)
+        })
     }
 
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn LockGuard>> {
         let what = format!("lock {}", dir.display());
-        traced(&self.host, Reads, &what, || {
+        traced(&self.host, Reads, (FsOp::Other, dir), &what, |_| {
             if !stat(dir)?.is_some_and(|m| m.is_dir) {
                 return Err(refusal(ErrorKind::NotFound, dir, "is not a directory"));
             }
@@ -537,9 +556,13 @@ impl Fs for SimFs {
 
     fn available_space(&self, path: &Path) -> io::Result<u64> {
         let what = format!("available_space {}", path.display());
-        traced(&self.host, Reads, &what, || {
+        traced(&self.host, Reads, (FsOp::Other, path), &what, |_| {
             if stat(path)?.is_none() {
                 return Err(refusal(ErrorKind::NotFound, path, "does not exist"));
+            }
+            // A full disk has no space left (SIM-33).
+            if self.host.disk_full() {
+                return Ok(0);
             }
             Ok(self
                 .host
@@ -595,6 +618,14 @@ impl Backing {
             Backing::Live { path, .. } | Backing::Orphan { path, .. } => path,
         }
     }
+
+    /// The file's length now (0 when it cannot be read: the operation then fails on its own).
+    fn len(&self) -> u64 {
+        match self {
+            Backing::Live { file, .. } => file.metadata().map_or(0, |m| m.len()),
+            Backing::Orphan { data, .. } => data.len() as u64,
+        }
+    }
 }
 
 struct FileInner {
@@ -614,17 +645,22 @@ impl fmt::Debug for SimFile {
 }
 
 impl SimFile {
-    /// Runs `op` on the backing as one traced operation (see [`traced`]), recorded as
-    /// `fs <what(the file's path)> -> <result>`.
+    /// Runs `op` on the backing as one traced operation (see [`traced`]) of kind `fsop` (given
+    /// the backing, before the operation), recorded as `fs <what(the file's path)> -> <result>`.
     fn run<T: Shown>(
         &self,
         access: Access,
+        fsop: impl FnOnce(&Backing) -> FsOp,
         what: impl FnOnce(&Path) -> String,
-        op: impl FnOnce(&mut Backing) -> io::Result<T>,
+        op: impl FnOnce(&mut Backing, &FsInjection) -> io::Result<T>,
     ) -> io::Result<T> {
         let mut b = self.0.backing.lock().unwrap();
         let what = what(b.path());
-        traced(&self.0.host, access, &what, || op(&mut b))
+        let fsop = fsop(&b);
+        let path = b.path().to_path_buf();
+        traced(&self.0.host, access, (fsop, &path), &what, |injection| {
+            op(&mut b, injection)
+        })
     }
 
     /// Refuses a write to a handle opened read-only, as the operating system does.
@@ -643,25 +679,37 @@ impl SimFile {
 impl FileHandle for SimFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let want = buf.len();
+        let read_only = !self.0.writable;
+        let host = self.0.host.clone();
         self.run(
             Reads,
+            |_| FsOp::Read { read_only },
             |p| format!("read {} @{offset} len={want}", p.display()),
-            |b| match b {
-                Backing::Live { file, .. } => file.read_at(buf, offset),
-                Backing::Orphan { data, .. } => {
-                    let start = (offset as usize).min(data.len());
-                    let n = want.min(data.len() - start);
-                    buf[..n].copy_from_slice(&data[start..start + n]);
-                    Ok(n)
-                }
+            |b, injection| {
+                let n = match b {
+                    Backing::Live { file, .. } => file.read_at(buf, offset)?,
+                    Backing::Orphan { data, .. } => {
+                        let start = (offset as usize).min(data.len());
+                        let n = want.min(data.len() - start);
+                        buf[..n].copy_from_slice(&data[start..start + n]);
+                        n
+                    }
+                };
+                // A flipped bit in what was read (SIM-32).
+                host.after_read(injection, b.path(), offset, &mut buf[..n]);
+                Ok(n)
             },
         )
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.writable()?;
+        let end = offset + buf.len() as u64;
         self.run(
             Mutates,
+            |b| FsOp::Write {
+                grows: end > b.len(),
+            },
             |p| {
                 format!(
                     "write {} @{offset} len={} h={:016x}",
@@ -670,7 +718,7 @@ impl FileHandle for SimFile {
                     fnv64(buf)
                 )
             },
-            |b| match b {
+            |b, _| match b {
                 Backing::Live { file, .. } => file.write_all_at(buf, offset),
                 Backing::Orphan { data, .. } => {
                     let end = offset as usize + buf.len();
@@ -687,8 +735,9 @@ impl FileHandle for SimFile {
     fn len(&self) -> io::Result<u64> {
         self.run(
             Reads,
+            |_| FsOp::Other,
             |p| format!("len {}", p.display()),
-            |b| match b {
+            |b, _| match b {
                 Backing::Live { file, .. } => Ok(file.metadata()?.len()),
                 Backing::Orphan { data, .. } => Ok(data.len() as u64),
             },
@@ -699,8 +748,11 @@ impl FileHandle for SimFile {
         self.writable()?;
         self.run(
             Mutates,
+            |b| FsOp::Write {
+                grows: len > b.len(),
+            },
             |p| format!("set_len {} {len}", p.display()),
-            |b| match b {
+            |b, _| match b {
                 Backing::Live { file, .. } => file.set_len(len),
                 Backing::Orphan { data, .. } => {
                     data.resize(len as usize, 0);
@@ -713,8 +765,9 @@ impl FileHandle for SimFile {
     fn sync(&self) -> io::Result<()> {
         self.run(
             Mutates,
+            |_| FsOp::Sync,
             |p| format!("sync {}", p.display()),
-            |b| match b {
+            |b, _| match b {
                 Backing::Live { file, .. } => file.sync_all(),
                 Backing::Orphan { .. } => Ok(()),
             },

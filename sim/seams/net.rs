@@ -2,6 +2,7 @@
 //! (SIM-6), and failing once the host has lost power (SIM-7).
 
 use std::fmt;
+use std::future::Future;
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
@@ -11,6 +12,7 @@ use std::task::{Context, Poll};
 use online_backup::io::{BoxFuture, Listener, Net, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::faults::NetInjection;
 use super::shown;
 use super::world::{power_loss_error, HostShared};
 use crate::trace::fnv64;
@@ -89,13 +91,16 @@ impl Net for SimNet {
             };
             match r {
                 Ok(stream) => {
-                    let label = format!("{}->{}", stream.local_addr()?, stream.peer_addr()?);
+                    let peer = stream.peer_addr()?;
+                    let label = format!("{}->{}", stream.local_addr()?, peer);
                     self.host
                         .record(&format!("net connect {addr} -> ok {label}"));
-                    Ok(
-                        Box::new(TracedStream::new(stream, self.host.clone(), label))
-                            as Box<dyn Stream>,
-                    )
+                    Ok(Box::new(TracedStream::new(
+                        stream,
+                        self.host.clone(),
+                        label,
+                        peer.ip(),
+                    )) as Box<dyn Stream>)
                 }
                 Err(e) => {
                     self.host
@@ -133,7 +138,7 @@ impl Listener for SimListener {
                 Ok((stream, peer)) => {
                     let label = format!("{}->{}", stream.local_addr()?, peer);
                     self.host.record(&format!("net accept -> ok {label}"));
-                    let stream = TracedStream::new(stream, self.host.clone(), label);
+                    let stream = TracedStream::new(stream, self.host.clone(), label, peer.ip());
                     Ok((Box::new(stream) as Box<dyn Stream>, peer))
                 }
                 Err(e) => {
@@ -150,31 +155,102 @@ impl Listener for SimListener {
     }
 }
 
-/// A simulated TCP stream that records every read and write (SIM-6) and fails once its host is
-/// down (SIM-7).
+/// A simulated TCP stream that records every read and write (SIM-6), fails once its host is
+/// down (SIM-7), and takes the network faults of its host's plan (SIM-35).
 pub struct TracedStream {
-    /// `None` only once dropped during a crash (see [`Drop`]).
+    /// `None` once dropped during a crash (see [`Drop`]) or reset by a fault.
     inner: Option<turmoil::net::TcpStream>,
     host: Arc<HostShared>,
     /// `local->peer`.
     label: String,
+    /// The peer's address, to tell the backup connection from others (SIM-35).
+    peer: IpAddr,
     /// The host's count of streams when this one was made: decided by the seed.
     seq: u64,
+    /// A write held back by `Latency`, until this sleep ends.
+    delay: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// What a fault did to the stream for good.
+    broken: Option<Broken>,
 }
 
+/// A stream a fault broke (SIM-35).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Broken {
+    /// Reset: every operation fails with `ConnectionReset`.
+    Reset,
+    /// The peer stalled: it reads nothing more and sends nothing more. Writes still go into
+    /// the socket's buffer, `room` more bytes of them (lost: the peer never reads them), then
+    /// wait forever; reads wait forever.
+    Stalled { room: usize },
+}
+
+/// How much a stalled peer's socket still takes from the host's writes (SIM-35).
+const STALL_BUFFER: usize = 64 << 10;
+
 impl TracedStream {
-    fn new(inner: turmoil::net::TcpStream, host: Arc<HostShared>, label: String) -> TracedStream {
+    fn new(
+        inner: turmoil::net::TcpStream,
+        host: Arc<HostShared>,
+        label: String,
+        peer: IpAddr,
+    ) -> TracedStream {
         let seq = host.next_stream();
         TracedStream {
             inner: Some(inner),
             host,
             label,
+            peer,
             seq,
+            delay: None,
+            broken: None,
         }
     }
 
     fn inner(&mut self) -> &mut turmoil::net::TcpStream {
         self.inner.as_mut().expect("a live stream")
+    }
+
+    /// What a broken stream answers, or `None` when it is not broken.
+    fn broken<T>(&self) -> Option<Poll<io::Result<T>>> {
+        match self.broken? {
+            Broken::Reset => Some(Poll::Ready(Err(io::Error::new(
+                ErrorKind::ConnectionReset,
+                "connection reset by a simulated fault",
+            )))),
+            Broken::Stalled { .. } => Some(Poll::Pending),
+        }
+    }
+
+    /// A write to a stalled peer: into what is left of the socket's buffer, or never.
+    fn stalled_write(&mut self, len: usize) -> Option<Poll<io::Result<usize>>> {
+        let Some(Broken::Stalled { room }) = &mut self.broken else {
+            return None;
+        };
+        if *room == 0 || len == 0 {
+            return Some(if len == 0 {
+                Poll::Ready(Ok(0))
+            } else {
+                Poll::Pending
+            });
+        }
+        let n = len.min(*room);
+        *room -= n;
+        let line = format!("net buffered {} len={n} (the peer stalled)", self.label);
+        self.host.record(&line);
+        Some(Poll::Ready(Ok(n)))
+    }
+
+    /// Breaks the stream for good (SIM-35): a reset drops the connection, and its peer sees it
+    /// end (turmoil sends a FIN, or a RST when data was left unread).
+    fn break_with(&mut self, how: Broken) {
+        self.host
+            .record(&format!("net {how:?} {} by a fault", self.label));
+        self.broken = Some(how);
+        if how == Broken::Reset {
+            if let Some(inner) = self.inner.take() {
+                self.host.bury(self.seq, inner);
+            }
+        }
     }
 }
 
@@ -193,8 +269,17 @@ impl AsyncRead for TracedStream {
         if self.host.is_down() {
             return Poll::Ready(Err(power_loss_error(&self.host.name)));
         }
+        if let Some(answer) = self.broken() {
+            return answer;
+        }
         let before = buf.filled().len();
         let r = Pin::new(self.inner()).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &r {
+            if buf.filled().len() > before {
+                // Reads count as operations (SIM-34); a clock may jump here.
+                self.host.net_fault(self.peer, None);
+            }
+        }
         match &r {
             Poll::Ready(Ok(())) => {
                 let got = &buf.filled()[before..];
@@ -225,6 +310,57 @@ impl AsyncWrite for TracedStream {
         if self.host.is_down() {
             return Poll::Ready(Err(power_loss_error(&self.host.name)));
         }
+        if let Some(answer) = self.stalled_write(buf.len()) {
+            return answer;
+        }
+        if let Some(answer) = self.broken() {
+            return answer;
+        }
+        match self.delay.as_mut() {
+            // A write held back by `Latency` (SIM-35): counted already; goes once the delay ends.
+            Some(sleep) => {
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.delay = None;
+            }
+            None => match self.host.net_fault(self.peer, Some(buf.len())) {
+                NetInjection::None => {}
+                NetInjection::Delay(d) => {
+                    self.host
+                        .record(&format!("net delay {} {}ms", self.label, d.as_millis()));
+                    let mut sleep = Box::pin(tokio::time::sleep(d));
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        self.delay = Some(sleep);
+                        return Poll::Pending;
+                    }
+                }
+                NetInjection::Stall => {
+                    self.break_with(Broken::Stalled { room: STALL_BUFFER });
+                    return self.stalled_write(buf.len()).expect("stalled");
+                }
+                NetInjection::Reset(upto) => {
+                    // The first `upto` bytes go out, then the connection is reset.
+                    let sent = match Pin::new(self.inner()).poll_write(cx, &buf[..upto]) {
+                        Poll::Ready(Ok(n)) => n,
+                        _ => 0,
+                    };
+                    if sent > 0 {
+                        let line = format!(
+                            "net write {} len={sent} h={:016x}",
+                            self.label,
+                            fnv64(&buf[..sent])
+                        );
+                        self.host.record(&line);
+                    }
+                    self.break_with(Broken::Reset);
+                    return match sent {
+                        0 => self.broken().expect("reset"),
+                        n => Poll::Ready(Ok(n)),
+                    };
+                }
+            },
+        }
         let r = Pin::new(self.inner()).poll_write(cx, buf);
         match &r {
             Poll::Ready(Ok(n)) => {
@@ -245,10 +381,20 @@ impl AsyncWrite for TracedStream {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // What a stalled peer's socket took is flushed as far as the host can tell.
+        if matches!(self.broken, Some(Broken::Stalled { .. })) {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(answer) = self.broken() {
+            return answer;
+        }
         Pin::new(self.inner()).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(answer) = self.broken() {
+            return answer;
+        }
         let r = Pin::new(self.inner()).poll_shutdown(cx);
         if let Poll::Ready(res) = &r {
             let line = format!("net shutdown {} -> {}", self.label, shown(res));

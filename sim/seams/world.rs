@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
+use std::net::IpAddr;
+use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -14,6 +16,10 @@ use online_backup::io::Env;
 use super::blocking::Inline;
 use super::clock::SimClock;
 use super::crypto::seeded_provider;
+use super::faults::{
+    BackupPhase, FaultSpec, FaultWorld, Fired, FsInjection, FsOp, HostFaults, NetInjection,
+    OpClass, PhaseLines, WorkloadProbe,
+};
 use super::fs::{FsState, SimFs};
 use super::net::SimNet;
 use crate::trace::Trace;
@@ -60,6 +66,8 @@ struct WorldInner {
     hosts: Mutex<BTreeMap<String, Arc<HostShared>>>,
     /// TLS's cryptography, its randomness from the seed (IO-11).
     crypto: Arc<rustls::crypto::CryptoProvider>,
+    /// The backup run under way and the faults that struck (SIM-36, SIM-38).
+    faults: Arc<Mutex<FaultWorld>>,
 }
 
 impl fmt::Debug for SimWorld {
@@ -80,6 +88,7 @@ impl SimWorld {
             clock_offset_ms: Arc::new(AtomicU64::new(0)),
             hosts: Mutex::new(BTreeMap::new()),
             crypto: seeded_provider(seed),
+            faults: Arc::new(Mutex::new(FaultWorld::default())),
         }))
     }
 
@@ -99,6 +108,8 @@ impl SimWorld {
                     power: Mutex::new(Power::default()),
                     fs: Mutex::new(FsState::default()),
                     streams: Mutex::new(Streams::default()),
+                    faults: Mutex::new(HostFaults::default()),
+                    fault_world: self.0.faults.clone(),
                 })
             })
             .clone()
@@ -113,11 +124,23 @@ impl SimWorld {
         SimNet::new(self.host(name))
     }
 
-    /// The wall clock, the same on every host of this simulation.
+    /// The wall clock every host shares, without any host's own jumps (the driver's).
     pub fn clock(&self) -> SimClock {
         SimClock::new(
             self.0.epoch,
             self.0.clock_offset_ms.clone(),
+            None,
+            self.0.trace.clone(),
+        )
+    }
+
+    /// The wall clock of host `name`: the shared one plus the host's own jumps (SIM-34).
+    pub fn host_clock(&self, name: &str) -> SimClock {
+        let own = self.host(name).faults.lock().unwrap().clock();
+        SimClock::new(
+            self.0.epoch,
+            self.0.clock_offset_ms.clone(),
+            Some(own),
             self.0.trace.clone(),
         )
     }
@@ -129,7 +152,7 @@ impl SimWorld {
         Env {
             fs: Arc::new(self.fs(name)),
             net: Arc::new(self.net(name)),
-            clock: Arc::new(self.clock()),
+            clock: Arc::new(self.host_clock(name)),
             blocking: Arc::new(Inline),
             crypto: self.0.crypto.clone(),
         }
@@ -193,6 +216,88 @@ impl SimWorld {
         p.down = false;
         p.power_loss_at = None;
         host.fs.lock().unwrap().power_lost();
+        drop(p);
+        if self.0.faults.lock().unwrap().is_client(name) {
+            self.backup_ended();
+        }
+    }
+
+    /// Arms `spec` on host `name` for the next backup run (SIM-36).
+    pub fn arm_fault(&self, name: &str, spec: FaultSpec) {
+        self.0
+            .trace
+            .record("driver", &format!("arm fault on {name}: {spec:?}"));
+        self.host(name).faults.lock().unwrap().arm(spec);
+    }
+
+    /// The client host `client` starts a backup run into `target` from `server` (SIM-38):
+    /// every host counts its operations afresh, by phase.
+    pub fn backup_started(&self, client: &str, server: &str, target: &Path) {
+        let hosts: Vec<_> = self.0.hosts.lock().unwrap().values().cloned().collect();
+        for h in hosts {
+            h.faults.lock().unwrap().start_run();
+        }
+        self.0
+            .faults
+            .lock()
+            .unwrap()
+            .start_run(client, server, target);
+    }
+
+    /// The backup run ended: no fault is armed any more and their effects stop (SIM-36).
+    pub fn backup_ended(&self) {
+        let hosts: Vec<_> = self.0.hosts.lock().unwrap().values().cloned().collect();
+        for h in hosts {
+            h.faults.lock().unwrap().end_run();
+        }
+        let now = self.0.trace.events();
+        self.0.faults.lock().unwrap().end_run(now);
+    }
+
+    /// The client's observer: keeps its lines and moves the run's phase on (SIM-38).
+    pub fn phase_lines(&self) -> PhaseLines {
+        PhaseLines::new(self.0.faults.clone())
+    }
+
+    /// The phase of the backup run under way.
+    pub fn phase(&self) -> Option<BackupPhase> {
+        self.0.faults.lock().unwrap().phase()
+    }
+
+    /// Every fault that struck so far, in order.
+    pub fn fired(&self) -> Vec<Fired> {
+        self.0.faults.lock().unwrap().fired().to_vec()
+    }
+
+    /// Whether the effects of a fault on host `name` lasted until trace record `index` (a
+    /// count of records, [`crate::trace::Trace::events`]) or later.
+    pub fn fault_effects_since(&self, name: &str, index: u64) -> bool {
+        self.0.faults.lock().unwrap().effects_since(name, index)
+    }
+
+    /// What the workload is doing when a fault strikes, as `probe` says (SIM-38).
+    pub fn set_workload_probe(&self, probe: WorkloadProbe) {
+        self.0.faults.lock().unwrap().set_workload_probe(probe);
+    }
+
+    /// The operations each host made during the last backup run, by phase and class (SIM-36):
+    /// how a scenario aims a fault.
+    pub fn run_counts(&self) -> BTreeMap<(String, BackupPhase, OpClass), u64> {
+        let hosts: Vec<_> = self
+            .0
+            .hosts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, h)| (n.clone(), h.clone()))
+            .collect();
+        let mut out = BTreeMap::new();
+        for (name, h) in hosts {
+            for (&(phase, class), &n) in h.faults.lock().unwrap().counts() {
+                out.insert((name.clone(), phase, class), n);
+            }
+        }
+        out
     }
 }
 
@@ -213,6 +318,9 @@ pub(super) struct HostShared {
     /// The host's network streams: how many were made, whether the host is being crashed, and
     /// the streams a crash dropped, kept until it starts again (see `TracedStream`'s `Drop`).
     streams: Mutex<Streams>,
+    /// The faults armed on this host and their effects (SIM-30 .. SIM-36).
+    faults: Mutex<HostFaults>,
+    fault_world: Arc<Mutex<FaultWorld>>,
 }
 
 #[derive(Default)]
@@ -287,5 +395,62 @@ impl HostShared {
 
     pub(super) fn is_down(&self) -> bool {
         self.power.lock().unwrap().down
+    }
+
+    /// Records the fault that just struck, if one did, and stamps it with its place in the
+    /// trace.
+    fn record_fired(&self, fw: &mut FaultWorld, before: usize) {
+        if fw.fired_count() > before {
+            let f = fw.fired().last().expect("a fault struck").clone();
+            let at = f.path.map(|p| format!(" on {}", p.display()));
+            self.record(&format!(
+                "fault {:?} struck in {} ({}){}",
+                f.kind,
+                f.phase.name(),
+                f.workload,
+                at.unwrap_or_default()
+            ));
+            fw.stamp_last(self.trace.events());
+        }
+    }
+
+    /// What the fault plan does to filesystem operation `op` on `path` (SIM-30 .. SIM-34).
+    pub(super) fn fs_fault(&self, op: FsOp, path: &Path) -> FsInjection {
+        let mut hf = self.faults.lock().unwrap();
+        let mut fw = self.fault_world.lock().unwrap();
+        let before = fw.fired_count();
+        let injection = hf.fs_op(&mut fw, &self.name, op, path);
+        self.record_fired(&mut fw, before);
+        injection
+    }
+
+    /// Flips what a fault says in `buf`, just read at `offset` of `path` (SIM-32).
+    pub(super) fn after_read(
+        &self,
+        injection: &FsInjection,
+        path: &Path,
+        offset: u64,
+        buf: &mut [u8],
+    ) {
+        self.faults
+            .lock()
+            .unwrap()
+            .after_read(injection, path, offset, buf);
+    }
+
+    /// What the fault plan does to a network write of `len` bytes to `peer`, or a read
+    /// (`None`) (SIM-34, SIM-35).
+    pub(super) fn net_fault(&self, peer: IpAddr, write: Option<usize>) -> NetInjection {
+        let mut hf = self.faults.lock().unwrap();
+        let mut fw = self.fault_world.lock().unwrap();
+        let before = fw.fired_count();
+        let injection = hf.net_op(&mut fw, &self.name, peer, write);
+        self.record_fired(&mut fw, before);
+        injection
+    }
+
+    /// Whether this host's disk is full (SIM-33).
+    pub(super) fn disk_full(&self) -> bool {
+        self.faults.lock().unwrap().is_full()
     }
 }

@@ -14,7 +14,8 @@ use crate::io::{parent_of, Fs, LockGuard};
 use crate::store::format::RecordKind;
 use crate::store::layout::{self, generation_name, parse_generation, POINTER_FILE};
 use crate::store::log::LOG_PREFIX;
-use crate::store::meta::{Meta, META_FILE};
+use crate::store::meta::{Meta, MetaError, META_FILE};
+use crate::store::StoreError;
 
 /// Why the target cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +150,30 @@ impl Target {
             dir: shown.clone(),
             why,
         };
+        // What the pointer or the metadata holds decides; a read that fails says nothing about
+        // it: an I/O failure (exit 1), never "not a valid backup" (BK-13, BK-40).
+        // A file too large to be what it claims (`InvalidData`) is damage, though.
+        let pointer_err = |e: StoreError| match e {
+            StoreError::Io { context, source }
+                if source.kind() != std::io::ErrorKind::InvalidData =>
+            {
+                TargetError::Io {
+                    dir: shown.clone(),
+                    source: std::io::Error::new(source.kind(), format!("{context}: {source}")),
+                }
+            }
+            e => not_backup(e.to_string()),
+        };
+        let meta_err = |at: &str, e: MetaError| match e {
+            MetaError::Io(source) if source.kind() != std::io::ErrorKind::InvalidData => {
+                TargetError::Io {
+                    dir: shown.clone(),
+                    source,
+                }
+            }
+            e if at.is_empty() => not_backup(e.to_string()),
+            e => not_backup(format!("{at}: {e}")),
+        };
         if let Some(e) = entries.iter().find(|e| {
             !(e.name == LOST_FOUND
                 || e.name == POINTER_FILE
@@ -170,7 +195,7 @@ impl Target {
         let has = |name: &str| entries.iter().any(|e| e.name == name);
         let (holds, keep): (Holds, Keeps) = if has(POINTER_FILE) {
             let n = layout::read_pointer(&*fs, dir)
-                .map_err(|e| not_backup(e.to_string()))?
+                .map_err(pointer_err)?
                 .expect("the pointer file exists");
             let live_name = generation_name(n);
             if !entries.iter().any(|e| e.is_dir && e.name == live_name) {
@@ -178,8 +203,8 @@ impl Target {
                     "its {POINTER_FILE} names {live_name}, which does not exist"
                 )));
             }
-            let meta = Meta::read(&*fs, &dir.join(&live_name))
-                .map_err(|e| not_backup(format!("{live_name}: {e}")))?;
+            let meta =
+                Meta::read(&*fs, &dir.join(&live_name)).map_err(|e| meta_err(&live_name, e))?;
             (
                 Holds::Backup {
                     meta,
@@ -188,7 +213,7 @@ impl Target {
                 Box::new(move |name: &str| name == POINTER_FILE || name == live_name),
             )
         } else if has(META_FILE) {
-            let meta = Meta::read(&*fs, dir).map_err(|e| not_backup(e.to_string()))?;
+            let meta = Meta::read(&*fs, dir).map_err(|e| meta_err("", e))?;
             (
                 Holds::Backup {
                     meta,

@@ -403,6 +403,11 @@ impl Store {
         self.state
     }
 
+    /// Why the store stopped accepting writes (LOG-9), if it did.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
     pub fn status(&self) -> StoreStatus {
         StoreStatus {
             store_id: self.meta.store_id,

@@ -303,3 +303,52 @@ async fn bk_27_the_read_back_catches_a_record_the_disk_did_not_keep() {
     );
     server.stop().await;
 }
+
+// BK-40, BK-13: a read of the backup's metadata that fails is an I/O failure (exit 1), not a
+// finding that the directory holds no valid backup (exit 3), and nothing changes. Found by the
+// `backup_io_faults` simulation: an EIO reading `neostore.meta` made the tool call a good
+// backup "not a valid backup directory".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bk_40_a_failed_read_of_the_metadata_is_an_io_failure() {
+    let dir = support::scratch();
+    let store = dir.path().join("db");
+    let target = dir.path().join("backup");
+    let server = TestServer::start(&store, "").await;
+    server.commit_nodes(3).await;
+    let real = server.backup_addr();
+    let mut lines = client::Lines::default();
+    client::run(
+        &Env::os(),
+        &backup_options(&real, &target, client::Mode::Auto),
+        &mut lines,
+    )
+    .await
+    .unwrap();
+    let before = live_meta(&target);
+    let failing = Env {
+        fs: std::sync::Arc::new(support::faulty::Faulty {
+            fail_opens: Some((support::faulty::Files::named("neostore.meta"), libc::EIO)),
+            armed: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            ..Default::default()
+        }),
+        ..Env::os()
+    };
+    let err = client::run(
+        &failing,
+        &backup_options(&real, &target, client::Mode::Auto),
+        &mut lines,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.exit_code(),
+        1,
+        "BK-40: an I/O failure reading the metadata: {err}"
+    );
+    assert!(
+        !err.to_string().contains("not a valid backup directory"),
+        "BK-13: the backup was not found invalid: {err}"
+    );
+    assert_eq!(live_meta(&target), before, "BK-17: nothing changed");
+    server.stop().await;
+}

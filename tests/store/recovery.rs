@@ -220,3 +220,54 @@ fn rc_6_recovery_cuts_the_torn_tail_durably_before_any_commit() {
         "RC-6: exactly the two commits around the cut"
     );
 }
+
+// HTTP-1, LOG-9: a failed store reports no status. The transaction whose record write failed
+// is in the log and recovery brings it back at the next start; a status taken before the
+// restart would say it is not committed (found by the `backup_io_faults` simulation: a writer
+// that asked where the store stood after its failed commit concluded "not committed").
+#[test]
+fn http_1_a_failed_store_reports_no_status() {
+    let dir = scratch();
+    let path = dir.path().join("db");
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failing: std::sync::Arc<dyn online_backup::io::Fs> =
+        std::sync::Arc::new(support::faulty::Faulty {
+            fail_writes: Some(support::faulty::Files::named("nodestore.db")),
+            armed: armed.clone(),
+            ..Default::default()
+        });
+    let mut store = Store::create(
+        failing,
+        clock(),
+        &path,
+        &StoreOptions::default(),
+        FormatVersion::CURRENT,
+        1,
+    )
+    .unwrap();
+    store.commit(&[node(&["A"])]).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let env = online_backup::io::Env::os();
+    let db = online_backup::db::Database::new(store, env.blocking.clone());
+    let status = runtime.block_on(db.status()).unwrap();
+    assert_eq!(status.0.last_committed_tx, 1, "HTTP-1");
+    armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = runtime.block_on(db.commit(vec![node(&["B"])])).unwrap_err();
+    assert!(!matches!(err, StoreError::Failed(_)), "{err}");
+    let refused = runtime.block_on(db.status());
+    assert!(
+        matches!(refused, Err(StoreError::Failed(_))),
+        "HTTP-1, LOG-9: a failed store must answer its status with its failure, got {refused:?}"
+    );
+    drop(db);
+    armed.store(false, std::sync::atomic::Ordering::SeqCst);
+    let reopened = open(&path).unwrap();
+    assert_eq!(
+        reopened.status().last_committed_tx,
+        2,
+        "LOG-9: the failed transaction was committed after all"
+    );
+}
