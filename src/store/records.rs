@@ -4,7 +4,6 @@
 //! Must not touch: the log, metadata, or any caching: every read goes to the file (the page
 //! cache is the operating system's), so memory never grows with the store (ST-12).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -114,45 +113,56 @@ impl RecordFiles {
         BlockRecord::decode(self.format, &raw).map_err(|e| Self::damaged(RecordKind::Block, id, e))
     }
 
-    /// The last image of each record among `images` (a later one replaces an earlier one),
-    /// encoded, in file order: what a run of transactions leaves in the files.
+    /// The last image of each record among `images` (a later one replaces an earlier one), in
+    /// file order: what a run of transactions leaves in the files. References only, a few
+    /// words per image: the bytes are encoded run by run.
     fn last_images<'a>(
-        &self,
         images: impl IntoIterator<Item = &'a RecordImage>,
-    ) -> BTreeMap<(RecordKind, u64), Vec<u8>> {
-        let mut last = BTreeMap::new();
-        for image in images {
-            let (kind, id, bytes) = self.encoded(image);
-            last.insert((kind, id), bytes);
+    ) -> Vec<(RecordKind, u64, &'a RecordImage)> {
+        let mut all: Vec<(RecordKind, u64, usize, &RecordImage)> = images
+            .into_iter()
+            .enumerate()
+            .map(|(i, image)| {
+                let (kind, id) = key_of(image);
+                (kind, id, i, image)
+            })
+            .collect();
+        // By record, and the last image of each record last among its own.
+        all.sort_unstable_by_key(|&(kind, id, i, _)| (kind, id, i));
+        let mut last: Vec<(RecordKind, u64, &RecordImage)> = Vec::with_capacity(all.len());
+        for (kind, id, _, image) in all {
+            match last.last_mut() {
+                Some(prev) if (prev.0, prev.1) == (kind, id) => prev.2 = image,
+                _ => last.push((kind, id, image)),
+            }
         }
         last
     }
 
     /// Calls `each(kind, first id, bytes)` for each run of adjacent records of one kind in
-    /// `last`, with their bytes end to end.
+    /// `last` (in file order), with their encoded bytes end to end in one reused buffer.
     fn runs(
-        last: BTreeMap<(RecordKind, u64), Vec<u8>>,
+        &self,
+        last: &[(RecordKind, u64, &RecordImage)],
         mut each: impl FnMut(RecordKind, u64, &[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut run: Option<(RecordKind, u64, u64, Vec<u8>)> = None;
-        for ((kind, id), bytes) in last {
-            match &mut run {
-                Some((k, _, next, buf)) if *k == kind && *next == id => {
-                    buf.extend_from_slice(&bytes);
-                    *next += 1;
-                }
-                _ => {
-                    if let Some((k, first, _, buf)) = run.take() {
-                        each(k, first, &buf)?;
-                    }
-                    run = Some((kind, id, id + 1, bytes));
-                }
+        let mut buf = Vec::new();
+        let mut at = 0;
+        while at < last.len() {
+            let (kind, first, _) = last[at];
+            let mut end = at;
+            buf.clear();
+            while end < last.len()
+                && last[end].0 == kind
+                && last[end].1 == first + (end - at) as u64
+            {
+                buf.extend_from_slice(&self.encoded(last[end].2).2);
+                end += 1;
             }
+            each(kind, first, &buf)?;
+            at = end;
         }
-        match run {
-            Some((k, first, _, buf)) => each(k, first, &buf),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// Writes the after-images of a run of transactions (not synced: the log already is):
@@ -162,8 +172,8 @@ impl RecordFiles {
         &self,
         images: impl IntoIterator<Item = &'a RecordImage>,
     ) -> Result<(), StoreError> {
-        let last = self.last_images(images);
-        Self::runs(last, |kind, first, bytes| {
+        let last = Self::last_images(images);
+        self.runs(&last, |kind, first, bytes| {
             let offset = first * kind.size(self.format) as u64;
             self.file(kind).write_all_at(bytes, offset).map_err(|e| {
                 StoreError::io(format!("writing {} record {first}", kind.file_name()), e)
@@ -178,10 +188,10 @@ impl RecordFiles {
         &self,
         images: impl IntoIterator<Item = &'a RecordImage>,
     ) -> Result<Option<(RecordKind, u64)>, StoreError> {
-        let last = self.last_images(images);
+        let last = Self::last_images(images);
         let mut differing = None;
         let mut held = Vec::new();
-        Self::runs(last, |kind, first, bytes| {
+        self.runs(&last, |kind, first, bytes| {
             if differing.is_some() {
                 return Ok(());
             }
@@ -282,5 +292,14 @@ impl RecordFiles {
             rel_type,
             props,
         }))
+    }
+}
+
+/// The record an image is of.
+pub fn key_of(image: &RecordImage) -> (RecordKind, u64) {
+    match image {
+        RecordImage::Node(id, _) => (RecordKind::Node, *id),
+        RecordImage::Rel(id, _) => (RecordKind::Rel, *id),
+        RecordImage::Block(id, _) => (RecordKind::Block, *id),
     }
 }

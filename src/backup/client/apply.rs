@@ -7,8 +7,8 @@ use super::{BackupError, Kind, Phase, Run, Verified, Verify};
 use crate::backup::protocol::Message;
 use crate::digest::Digest;
 use crate::store::check::check_open_with_progress;
-use crate::store::format::RecordKind;
-use crate::store::log::{RecordImage, TxEntry};
+use crate::store::log::TxEntry;
+use crate::store::records::key_of;
 use crate::store::Store;
 
 /// Transactions are applied in runs of at most this many (one log fsync per run, BK-24).
@@ -116,7 +116,7 @@ impl Run<'_> {
                     .entries
                     .iter()
                     .rev()
-                    .find(|e| e.records.iter().any(|i| key(i) == record))
+                    .find(|e| e.records.iter().any(|i| key_of(i) == record))
                     .map_or(start_tx, |e| e.tx_id);
                 return Err(BackupError::VerificationFailed(
                     VerifyFailure::RecordDiffers { tx },
@@ -194,14 +194,5 @@ impl Run<'_> {
             ));
         }
         Ok(Verified::FullScan)
-    }
-}
-
-/// The record an image is of.
-fn key(image: &RecordImage) -> (RecordKind, u64) {
-    match image {
-        RecordImage::Node(id, _) => (RecordKind::Node, *id),
-        RecordImage::Rel(id, _) => (RecordKind::Rel, *id),
-        RecordImage::Block(id, _) => (RecordKind::Block, *id),
     }
 }
