@@ -28,15 +28,7 @@ fn log_syncs(fs: &Faulty) -> u64 {
 fn log_12_a_group_is_one_fsync_and_each_tx_sees_the_ones_before() {
     let dir = scratch();
     let fs = counting(Duration::ZERO);
-    let mut store = Store::create(
-        fs.clone(),
-        clock(),
-        dir.path(),
-        &StoreOptions::default(),
-        FormatVersion::CURRENT,
-        1,
-    )
-    .unwrap();
+    let mut store = create_on(fs.clone(), dir.path());
     let before = log_syncs(&fs);
     let group = vec![
         vec![node(&["A"])],
@@ -90,15 +82,7 @@ async fn log_12_concurrent_commits_share_fsyncs() {
         slow_syncs: Some((Files::named(""), Duration::from_millis(20))),
         ..Default::default()
     });
-    let store = Store::create(
-        fs.clone(),
-        clock(),
-        dir.path(),
-        &StoreOptions::default(),
-        FormatVersion::CURRENT,
-        1,
-    )
-    .unwrap();
+    let store = create_on(fs.clone(), dir.path());
     let db = Database::new(store, Arc::new(OsBlocking));
     let before = log_syncs(&fs);
     let commits: Vec<_> = (0..64)
@@ -140,15 +124,7 @@ fn held_at(held: &'static str) -> (tempfile::TempDir, Arc<Faulty>, Arc<Gate>, Ar
         held_syncs: Some((Files::named(held), gate.clone())),
         ..Default::default()
     });
-    let store = Store::create(
-        fs.clone(),
-        clock(),
-        dir.path(),
-        &StoreOptions::default(),
-        FormatVersion::CURRENT,
-        1,
-    )
-    .unwrap();
+    let store = create_on(fs.clone(), dir.path());
     let db = Database::new(store, Arc::new(OsBlocking));
     (dir, fs, gate, db)
 }

@@ -52,8 +52,13 @@ pub fn open(dir: &Path) -> Result<Store, StoreError> {
 }
 
 pub fn create(dir: &Path) -> Store {
+    create_on(fs(), dir)
+}
+
+/// A new store in `dir` on the filesystem `on` (a faulty one, say).
+pub fn create_on(on: std::sync::Arc<dyn online_backup::io::Fs>, dir: &Path) -> Store {
     Store::create(
-        fs(),
+        on,
         clock(),
         dir,
         &StoreOptions::default(),

@@ -97,22 +97,7 @@ fn rc_4_a_missing_record_file_refuses_to_open() {
 fn log_9_a_failed_store_writes_no_checkpoint() {
     let dir = scratch();
     let path = dir.path().join("db");
-    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let failing: std::sync::Arc<dyn online_backup::io::Fs> =
-        std::sync::Arc::new(support::faulty::Faulty {
-            fail_writes: Some(support::faulty::Files::named("nodestore.db")),
-            armed: armed.clone(),
-            ..Default::default()
-        });
-    let mut store = Store::create(
-        failing,
-        clock(),
-        &path,
-        &StoreOptions::default(),
-        FormatVersion::CURRENT,
-        1,
-    )
-    .unwrap();
+    let (mut store, armed) = failing_node_writes(&path);
     store.commit(&[node(&["A"])]).unwrap();
     armed.store(true, std::sync::atomic::Ordering::SeqCst);
     let err = store.commit(&[node(&["B"])]).unwrap_err();
@@ -229,22 +214,7 @@ fn rc_6_recovery_cuts_the_torn_tail_durably_before_any_commit() {
 fn http_1_a_failed_store_reports_no_status() {
     let dir = scratch();
     let path = dir.path().join("db");
-    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let failing: std::sync::Arc<dyn online_backup::io::Fs> =
-        std::sync::Arc::new(support::faulty::Faulty {
-            fail_writes: Some(support::faulty::Files::named("nodestore.db")),
-            armed: armed.clone(),
-            ..Default::default()
-        });
-    let mut store = Store::create(
-        failing,
-        clock(),
-        &path,
-        &StoreOptions::default(),
-        FormatVersion::CURRENT,
-        1,
-    )
-    .unwrap();
+    let (mut store, armed) = failing_node_writes(&path);
     store.commit(&[node(&["A"])]).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -270,4 +240,15 @@ fn http_1_a_failed_store_reports_no_status() {
         2,
         "LOG-9: the failed transaction was committed after all"
     );
+}
+
+/// A new store in `path` whose node-record writes fail once the returned switch is armed.
+fn failing_node_writes(path: &Path) -> (Store, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failing = std::sync::Arc::new(support::faulty::Faulty {
+        fail_writes: Some(support::faulty::Files::named("nodestore.db")),
+        armed: armed.clone(),
+        ..Default::default()
+    });
+    (create_on(failing, path), armed)
 }
