@@ -22,6 +22,8 @@ pub enum Switch {
     SkipStoreIdCheck,
     /// The server does not check the digest at the backup's last tx (diverged backups).
     SkipDigestCheck,
+    /// The server releases a full backup's pin as soon as it took it.
+    ReleasePinEarly,
     /// A commit is acknowledged without the log's fsync.
     AckBeforeFsync,
     /// The client applies shipped transactions to its records without writing them to its
@@ -30,12 +32,13 @@ pub enum Switch {
 }
 
 impl Switch {
-    pub const ALL: [Switch; 7] = [
+    pub const ALL: [Switch; 8] = [
         Switch::SkipSyncBeforeSwitch,
         Switch::ShipFromCheckpointPlusTwo,
         Switch::StopOneShort,
         Switch::SkipStoreIdCheck,
         Switch::SkipDigestCheck,
+        Switch::ReleasePinEarly,
         Switch::AckBeforeFsync,
         Switch::ApplyWithoutLogging,
     ];

@@ -24,7 +24,8 @@ pub const SCENARIO: Scenario = Scenario::new(
     run,
 )
 .seeds(40)
-.configure(configure);
+.configure(configure)
+.disk(crate::scenarios::backup_world::DISK);
 
 /// Where the chain stands.
 struct Chain {

@@ -28,7 +28,8 @@ pub const SCENARIO: Scenario = Scenario::new(
     run,
 )
 .seeds(40)
-.configure(configure);
+.configure(configure)
+.disk(crate::scenarios::backup_world::DISK);
 
 /// The `-timeout` of interrupted runs: a silent partition fails them after this long, with
 /// exit 1 (BK-7).

@@ -34,7 +34,8 @@ pub const SCENARIO: Scenario = Scenario::new(
     run,
 )
 .seeds(20)
-.configure(configure);
+.configure(configure)
+.disk(crate::scenarios::backup_world::DISK);
 
 /// The service's handshake timeout (SEC-13), as the driver expects it.
 const HANDSHAKE_TIMEOUT: Duration = online_backup::backup::tls::HANDSHAKE_TIMEOUT;

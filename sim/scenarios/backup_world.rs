@@ -73,6 +73,13 @@ pub fn configure(b: &mut turmoil::Builder) {
         .tcp_capacity(TCP_SEGMENTS);
 }
 
+/// The backup scenarios' disks: each blocking job takes up to 8 ms, so a full backup's copy
+/// (a job per chunk read) lasts while the writer's commits land (SIM-23).
+pub const DISK: crate::seams::DiskConfig = crate::seams::DiskConfig {
+    blocking_latency_ms: 8,
+    ..crate::seams::DiskConfig::DEFAULT
+};
+
 /// Segments a simulated connection buffers for its reader.
 const TCP_SEGMENTS: usize = 4;
 

@@ -21,6 +21,7 @@ use crate::trace::{fnv64, Trace};
 
 /// A disk without random writeback or torn writes, so a test can say exactly what survives.
 pub const EXACT: DiskConfig = DiskConfig {
+    blocking_latency_ms: 0,
     capacity: 1 << 20,
     torn_write_block: None,
     random_sync_probability: 0.0,

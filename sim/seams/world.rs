@@ -36,6 +36,9 @@ pub struct DiskConfig {
     /// The chance that the disk flushes a file's pending writes on its own after a write
     /// (a kernel's writeback), making unsynced data survive a crash sometimes.
     pub random_sync_probability: f64,
+    /// Each blocking job (a commit group, a chunk read, a checkpoint) takes up to this many
+    /// milliseconds of simulated time (0: none), so that work on a host interleaves (SIM-23).
+    pub blocking_latency_ms: u64,
 }
 
 impl DiskConfig {
@@ -43,6 +46,7 @@ impl DiskConfig {
         capacity: 1 << 30,
         torn_write_block: Some(512),
         random_sync_probability: 0.05,
+        blocking_latency_ms: 0,
     };
 }
 
@@ -64,6 +68,8 @@ struct WorldInner {
     disk: DiskConfig,
     clock_offset_ms: Arc<AtomicU64>,
     hosts: Mutex<BTreeMap<String, Arc<HostShared>>>,
+    /// The simulation's seed, for the draws of blocking work's latency.
+    seed: u64,
     /// TLS's cryptography, its randomness from the seed (IO-11).
     crypto: Arc<rustls::crypto::CryptoProvider>,
     /// The backup run under way and the faults that struck (SIM-36, SIM-38).
@@ -88,6 +94,7 @@ impl SimWorld {
             clock_offset_ms: Arc::new(AtomicU64::new(0)),
             hosts: Mutex::new(BTreeMap::new()),
             crypto: seeded_provider(seed),
+            seed,
             faults: Arc::new(Mutex::new(FaultWorld::default())),
         }))
     }
@@ -153,7 +160,14 @@ impl SimWorld {
             fs: Arc::new(self.fs(name)),
             net: Arc::new(self.net(name)),
             clock: Arc::new(self.host_clock(name)),
-            blocking: Arc::new(Inline),
+            blocking: Arc::new(if self.0.disk.blocking_latency_ms == 0 {
+                Inline::default()
+            } else {
+                Inline::with_latency(
+                    self.0.disk.blocking_latency_ms,
+                    self.0.seed ^ crate::trace::fnv64(name.as_bytes()),
+                )
+            }),
             crypto: self.0.crypto.clone(),
         }
     }

@@ -379,7 +379,13 @@ async fn full<W: AsyncWrite + Unpin>(w: &mut W, ctx: &ServiceContext) -> Result<
         .db
         .read_with(move |s| {
             let cp = s.meta().checkpoint.clone();
-            let pin = pins.pin(cp.last_tx + 1, clock.now_millis());
+            // A pin from far ahead holds nothing: as if released at once.
+            let from = if faults::on(Switch::ReleasePinEarly) {
+                u64::MAX / 2
+            } else {
+                cp.last_tx + 1
+            };
+            let pin = pins.pin(from, clock.now_millis());
             let format = s.meta().format;
             Ok((cp.last_tx, cp.state(), format, s.dir().to_path_buf(), pin))
         })
