@@ -64,9 +64,8 @@ pub(crate) const MAX_STEPS: u64 = 600_000;
 
 /// Network of the backup scenarios: a few milliseconds of latency and no random loss; faults are
 /// injected by the driver. A connection holds at most [`TCP_SEGMENTS`] segments its reader has
-/// not taken, so a server that sends faster than the client reads waits (a real socket's
-/// buffer): a full backup's copy then lasts while the writer commits, and transactions land
-/// between its checkpoint and the end of its copy (SIM-23).
+/// not taken, as a real socket's buffer would. (What makes a full backup's copy last while the
+/// writer commits is the blocking work's latency, [`DISK`]; this alone did not, SIM-23.)
 pub fn configure(b: &mut turmoil::Builder) {
     b.min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(8))
