@@ -141,3 +141,33 @@ fn ops_round_trip_through_the_servers_parser() {
         "HTTP-2, HTTP-3: what the kit sends is what the server reads"
     );
 }
+
+/// The model keeps its digest op by op (applied, refused and taken back, probed with
+/// `digest_after`); it must always equal the digest computed afresh from its nodes and
+/// relationships.
+#[test]
+fn the_models_running_digest_is_its_digest_from_scratch() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut graph = crate::kit::model::Graph::default();
+    let mut refused = 0;
+    for i in 0..400 {
+        let mut ops = graph.random_tx(&mut rng);
+        let probed = graph.digest_after(&ops).unwrap();
+        if rng.random_bool(0.2) {
+            // Spoil it at the end: every op before the bad one is applied, then taken back.
+            ops.push(Op::DeleteNode(u64::MAX));
+            assert!(graph.apply(&ops).is_err());
+            refused += 1;
+        } else {
+            graph.apply(&ops).unwrap();
+            assert_eq!(graph.digest(), probed, "tx {i}: digest_after differs");
+        }
+        assert_eq!(
+            graph.digest(),
+            graph.digest_from_scratch(),
+            "tx {i}: the running digest drifted"
+        );
+    }
+    assert!(refused > 10 && !graph.nodes.is_empty());
+}

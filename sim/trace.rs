@@ -83,7 +83,9 @@ struct TraceState {
     /// lists, which follows task ids that a process numbers across all its simulations, so it
     /// is not decided by the seed; sorted, the action's records are.
     during_driver: Option<Vec<(String, String)>>,
-    tail: VecDeque<String>,
+    /// The latest records as `(time, host, event)`, formatted only when printed: formatting
+    /// every record (a float among them) cost more than the rest of the trace together.
+    tail: VecDeque<(Duration, String, String)>,
     /// Every record, when asked for (the determinism check diffs two runs with it).
     all: Option<Vec<String>>,
     /// Print each record as it happens (`SIM_TRACE=1`).
@@ -186,7 +188,11 @@ impl Trace {
 
     /// The latest records, oldest first, formatted for printing.
     pub fn tail(&self) -> Vec<String> {
-        self.0.lock().unwrap().tail.iter().cloned().collect()
+        let s = self.0.lock().unwrap();
+        s.tail
+            .iter()
+            .map(|(time, host, event)| format_record(*time, host, event))
+            .collect()
     }
 
     /// Every record, if [`Trace::keep_all`] was called before the run.
@@ -213,17 +219,27 @@ impl TraceState {
         self.hash.update(event.as_bytes());
         self.events += 1;
         self.last_time = self.last_time.max(time);
-        let line = format_record(time, host, event);
-        if self.echo {
-            println!("{line}");
+        if self.echo || self.all.is_some() {
+            let line = format_record(time, host, event);
+            if self.echo {
+                println!("{line}");
+            }
+            if let Some(all) = &mut self.all {
+                all.push(line);
+            }
         }
-        if let Some(all) = &mut self.all {
-            all.push(line.clone());
-        }
-        if self.tail.len() == TAIL {
-            self.tail.pop_front();
-        }
-        self.tail.push_back(line);
+        // Reuse the evicted record's buffers: no allocation once the tail is full.
+        let (mut old_host, mut old_event) = if self.tail.len() == TAIL {
+            let (_, h, e) = self.tail.pop_front().expect("full");
+            (h, e)
+        } else {
+            (String::new(), String::new())
+        };
+        old_host.clear();
+        old_host.push_str(host);
+        old_event.clear();
+        old_event.push_str(event);
+        self.tail.push_back((time, old_host, old_event));
     }
 }
 
@@ -268,16 +284,12 @@ where
         if !is_turmoil_node_span(attrs.metadata()) {
             return;
         }
-        let mut fields = Fields::default();
-        attrs.record(&mut fields);
-        let name = fields
-            .pairs
-            .into_iter()
-            .find(|(k, _)| k == "name")
-            .map(|(_, v)| v)
-            .unwrap_or_default();
+        // turmoil opens this span for every host at every step: read only its `name`.
+        let mut name = NameField(None);
+        attrs.record(&mut name);
         if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(HostName(name));
+            span.extensions_mut()
+                .insert(HostName(name.0.unwrap_or_default()));
         }
     }
 
@@ -309,6 +321,22 @@ where
         }
         self.trace.record(&host, &line);
         self.trace.note_commit(&host);
+    }
+}
+
+/// The `name` field of a span, as text.
+struct NameField(Option<String>);
+
+impl Visit for NameField {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "name" {
+            self.0 = Some(value.to_string());
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "name" {
+            self.0 = Some(format!("{value:?}"));
+        }
     }
 }
 

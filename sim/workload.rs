@@ -9,13 +9,16 @@ use online_backup::graph::{Id, NodeRef, Op, Properties, Value};
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use crate::kit::model::Graph;
+use crate::kit::model::{Graph, TxInProgress};
 
 impl Graph {
-    /// A random valid transaction over this graph (applied to a scratch copy as it is built,
-    /// so later ops see earlier ones).
-    pub fn random_tx(&self, rng: &mut StdRng) -> Vec<Op> {
-        let mut scratch = self.clone();
+    /// A random valid transaction over this graph, which it leaves as it was (each op is applied
+    /// as it is drawn, so later ops see earlier ones, and all are taken back at the end).
+    pub fn random_tx(&mut self, rng: &mut StdRng) -> Vec<Op> {
+        // Each op is applied as it is drawn, so the next is drawn on the graph the transaction
+        // leaves so far (`CreatedBy` indices are this transaction's); all are taken back at the
+        // end.
+        let mut tx = TxInProgress::default();
         let mut ops = Vec::new();
         let mut created_nodes: Vec<usize> = Vec::new();
         let count = rng.random_range(1..=4);
@@ -25,14 +28,14 @@ impl Graph {
                     labels: random_labels(rng),
                     props: random_props(rng),
                 }),
-                4..=5 if !scratch.nodes.is_empty() => {
+                4..=5 if !self.nodes.is_empty() => {
                     let pick = |rng: &mut StdRng| {
                         if !created_nodes.is_empty() && rng.random_bool(0.3) {
                             NodeRef::CreatedBy(
                                 created_nodes[rng.random_range(0..created_nodes.len())],
                             )
                         } else {
-                            NodeRef::Id(pick_key(&scratch.nodes, rng))
+                            NodeRef::Id(pick_key(&self.nodes, rng))
                         }
                     };
                     let (from, to) = (pick(rng), pick(rng));
@@ -43,20 +46,20 @@ impl Graph {
                         props: random_props(rng),
                     })
                 }
-                6..=7 if !scratch.nodes.is_empty() => Some(Op::SetProperty {
-                    node: NodeRef::Id(pick_key(&scratch.nodes, rng)),
+                6..=7 if !self.nodes.is_empty() => Some(Op::SetProperty {
+                    node: NodeRef::Id(pick_key(&self.nodes, rng)),
                     key: random_key(rng),
                     value: random_value(rng),
                 }),
-                8 if !scratch.rels.is_empty() => {
-                    Some(Op::DeleteRelationship(pick_key(&scratch.rels, rng)))
+                8 if !self.rels.is_empty() => {
+                    Some(Op::DeleteRelationship(pick_key(&self.rels, rng)))
                 }
                 9 => {
-                    let free: Vec<Id> = scratch
+                    let free: Vec<Id> = self
                         .nodes
                         .keys()
                         .copied()
-                        .filter(|&id| !scratch.has_rels(id))
+                        .filter(|&id| !self.has_rels(id))
                         .collect();
                     (!free.is_empty())
                         .then(|| Op::DeleteNode(free[rng.random_range(0..free.len())]))
@@ -64,18 +67,15 @@ impl Graph {
                 _ => None,
             };
             let Some(op) = op else { continue };
-            // Keep the scratch graph in step; `CreatedBy` indices are this transaction's.
-            let mut whole = ops.clone();
-            whole.push(op.clone());
-            let Ok(probe) = self.after(&whole) else {
+            if self.apply_op(&op, &mut tx, None).is_err() {
                 continue;
-            };
+            }
             if matches!(op, Op::CreateNode { .. }) {
                 created_nodes.push(ops.len());
             }
             ops.push(op);
-            scratch = probe;
         }
+        self.roll_back(tx);
         ops
     }
 
@@ -84,6 +84,10 @@ impl Graph {
     /// never an id it would have to guess. Every node it creates carries `label`, so no two
     /// writers' nodes look alike. Values survive a JSON round trip exactly.
     pub fn random_owned_tx(&self, rng: &mut StdRng, label: &str) -> Vec<Op> {
+        // Ops are drawn on this graph (never on ids the transaction creates, which the server
+        // gives out) and checked on a scratch copy the transaction changes as it goes.
+        let mut scratch = self.clone();
+        let mut tx = TxInProgress::default();
         let mut ops: Vec<Op> = Vec::new();
         let mut created_nodes: Vec<usize> = Vec::new();
         let count = rng.random_range(1..=4);
@@ -123,9 +127,7 @@ impl Graph {
             let Some(op) = op else { continue };
             // Only ops valid after the earlier ones of the same transaction (a node deleted
             // with relationships left, or used after its deletion, is drawn again).
-            let mut whole = ops.clone();
-            whole.push(op.clone());
-            if self.after(&whole).is_err() {
+            if scratch.apply_op(&op, &mut tx, None).is_err() {
                 continue;
             }
             if matches!(op, Op::CreateNode { .. }) {

@@ -121,9 +121,8 @@ pub(crate) async fn writer_software(h: HostCtx, shared: Arc<Mutex<Shared>>) -> t
             w.idle = false;
             let mut ops = w.graph.random_tx(&mut w.rng);
             exact_floats(&mut ops);
-            let mut after = w.graph.clone();
-            after.apply(&ops)?;
-            w.digests.insert(w.acked + 1, after.digest());
+            let digest = w.graph.digest_after(&ops)?;
+            w.digests.insert(w.acked + 1, digest);
             w.in_flight = Some(ops.clone());
             let pause = w.rng.random_range(0..=w.max_pause.as_micros() as u64);
             (ops, Duration::from_micros(pause))

@@ -318,12 +318,7 @@ fn owned_part(graph: &Graph, label: &str) -> Graph {
         .filter(|(_, r)| nodes.contains_key(&r.start))
         .map(|(&id, r)| (id, r.clone()))
         .collect();
-    Graph {
-        nodes,
-        rels,
-        next_node: graph.next_node,
-        next_rel: graph.next_rel,
-    }
+    Graph::from_parts(nodes, rels, graph.next_node, graph.next_rel)
 }
 
 async fn server_software(h: HostCtx, model: Arc<Mutex<Model>>, config: Config) -> turmoil::Result {

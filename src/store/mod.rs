@@ -22,6 +22,7 @@ mod recovery;
 pub mod tx;
 pub mod upgrade;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -174,6 +175,19 @@ pub struct Store {
     rotation_deferred: bool,
     /// Checkpoints written since the store was opened.
     checkpoints: u64,
+    /// What [`Store::describe_logs`] read of each sealed log file, by version. A sealed file
+    /// never changes, so it is opened once, not at every checkpoint's pruning: under time-based
+    /// retention there may be hundreds (RET-16).
+    sealed_logs: BTreeMap<u64, SealedLog>,
+}
+
+/// The header and first commit time of a sealed log file, as [`Store::describe_logs`] read
+/// them.
+#[derive(Clone, Copy, Debug)]
+struct SealedLog {
+    prev_last_tx: u64,
+    bytes: u64,
+    first_tx_millis: Option<u64>,
 }
 
 /// A checkpoint planned at a tx by [`Store::plan_checkpoint`]: its record files are synced
@@ -381,6 +395,7 @@ impl Store {
             failed: None,
             rotation_deferred: false,
             checkpoints: 0,
+            sealed_logs: BTreeMap::new(),
         };
         if recovered.replayed > 0 {
             tracing::info!(
@@ -921,36 +936,58 @@ impl Store {
         Ok(Some(out))
     }
 
-    /// Describes the log files, oldest first, the active file last (for retention).
-    pub fn describe_logs(&self) -> Result<Vec<LogFile>, StoreError> {
+    /// Describes the log files, oldest first, the active file last (for retention). Sealed
+    /// files are read once and remembered (RET-16); the active one is read each time.
+    pub fn describe_logs(&mut self) -> Result<Vec<LogFile>, StoreError> {
         let versions = log::list_log_versions(&*self.fs, &self.dir)
             .map_err(|e| StoreError::io(format!("listing {}", self.dir.display()), e))?;
+        // Forget files that are gone (pruned, or removed by hand).
+        self.sealed_logs
+            .retain(|v, _| versions.binary_search(v).is_ok());
         let mut files: Vec<LogFile> = Vec::with_capacity(versions.len());
         for &version in versions.iter().filter(|&&v| v <= self.log.version) {
-            let path = log::log_path(&self.dir, version);
-            let io_err = |e| StoreError::io(format!("reading {}", path.display()), e);
-            let file = self.fs.open(&path, OpenMode::Read).map_err(io_err)?;
-            let header = LogHeader::read(&*file).map_err(io_err)?.ok_or_else(|| {
-                StoreError::Corrupt(format!("log file {version} has a damaged header"))
-            })?;
-            let bytes = file.len().map_err(io_err)?;
-            let first_tx_millis =
-                match log::read_entry(&*file, HEADER_SIZE, bytes).map_err(io_err)? {
-                    ReadOutcome::Entry(entry, _) => Some(entry.timestamp_millis),
-                    _ => None,
-                };
+            let read = match self.sealed_logs.get(&version) {
+                Some(&known) => known,
+                None => {
+                    let read = self.read_log_description(version)?;
+                    if version < self.log.version {
+                        self.sealed_logs.insert(version, read);
+                    }
+                    read
+                }
+            };
             if let Some(prev) = files.last_mut() {
-                prev.last_tx = header.prev_last_tx;
+                prev.last_tx = read.prev_last_tx;
             }
             files.push(LogFile {
                 version,
-                prev_last_tx: header.prev_last_tx,
+                prev_last_tx: read.prev_last_tx,
                 last_tx: self.last_tx,
-                bytes,
-                first_tx_millis,
+                bytes: read.bytes,
+                first_tx_millis: read.first_tx_millis,
             });
         }
         Ok(files)
+    }
+
+    /// Reads log file `version`'s header, length and first commit time.
+    fn read_log_description(&self, version: u64) -> Result<SealedLog, StoreError> {
+        let path = log::log_path(&self.dir, version);
+        let io_err = |e| StoreError::io(format!("reading {}", path.display()), e);
+        let file = self.fs.open(&path, OpenMode::Read).map_err(io_err)?;
+        let header = LogHeader::read(&*file).map_err(io_err)?.ok_or_else(|| {
+            StoreError::Corrupt(format!("log file {version} has a damaged header"))
+        })?;
+        let bytes = file.len().map_err(io_err)?;
+        let first_tx_millis = match log::read_entry(&*file, HEADER_SIZE, bytes).map_err(io_err)? {
+            ReadOutcome::Entry(entry, _) => Some(entry.timestamp_millis),
+            _ => None,
+        };
+        Ok(SealedLog {
+            prev_last_tx: header.prev_last_tx,
+            bytes,
+            first_tx_millis,
+        })
     }
 
     /// Deletes the log files retention allows, oldest first, then syncs the directory once

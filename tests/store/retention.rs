@@ -98,3 +98,65 @@ fn ret_14_a_failed_deletion_ends_the_pruning_without_a_gap() {
     drop(store);
     assert_eq!(open(dir.path()).unwrap().status().last_committed_tx, 30);
 }
+
+// RET-16: a sealed log file is read once per open of the store, not at every checkpoint's
+// pruning; what pruning sees is the same as a fresh read of every file.
+#[test]
+fn ret_16_pruning_reads_each_sealed_log_once() {
+    use online_backup::retention::RetentionPolicy;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use support::faulty::{Faulty, Files};
+    let dir = scratch();
+    let opens = Arc::new(AtomicU64::new(0));
+    let counting: Arc<dyn online_backup::io::Fs> = Arc::new(Faulty {
+        counted_opens: Some((Files::named(""), opens.clone())),
+        ..Faulty::default()
+    });
+    let opts = StoreOptions {
+        log_rotation_threshold: 300,
+        // Never prunes anything here, but describes the logs at every checkpoint.
+        retention: RetentionPolicy::Files(1000),
+        ..StoreOptions::default()
+    };
+    let mut store = Store::create(
+        counting.clone(),
+        clock(),
+        dir.path(),
+        &opts,
+        FormatVersion::V2,
+        1,
+    )
+    .unwrap();
+    for _ in 0..40 {
+        store.commit(&[node(&["A"])]).unwrap();
+    }
+    let sealed = list_log_versions(&*fs(), dir.path()).unwrap().len() as u64 - 1;
+    assert!(
+        sealed >= 12,
+        "RET-16: the test needs many sealed files, has {sealed}"
+    );
+    let described = store.describe_logs().unwrap();
+    opens.store(0, Ordering::SeqCst);
+    for _ in 0..5 {
+        store.commit(&[node(&["A"])]).unwrap();
+        store.checkpoint().unwrap();
+    }
+    let during = opens.load(Ordering::SeqCst);
+    assert!(
+        during <= 20,
+        "RET-16: 5 checkpoints over {sealed} sealed log files opened files {during} times (a checkpoint writes the metadata and reads the active log: 4 at most)"
+    );
+    let again = store.describe_logs().unwrap();
+    assert_eq!(
+        &again[..described.len() - 1],
+        &described[..described.len() - 1]
+    );
+    drop(store);
+    let mut fresh = Store::open(fs(), clock(), dir.path(), &opts).unwrap();
+    assert_eq!(
+        fresh.describe_logs().unwrap(),
+        again,
+        "RET-16: the remembered descriptions differ from a fresh read"
+    );
+}

@@ -15,7 +15,8 @@
 //!   the act, to see what goes on meanwhile);
 //! - `traced`: every write, `set_len` and sync of the file that succeeded is recorded in order,
 //!   armed or not (`write <offset> <len>`, `set_len <len>`, `sync`), to see what was made
-//!   durable when.
+//!   durable when;
+//! - `counted_opens`: every open of the file adds one to the counter, armed or not.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,6 +60,7 @@ pub struct Faulty {
     pub held_syncs: Option<(Files, Arc<Gate>)>,
     pub removed: Arc<Mutex<Vec<String>>>,
     pub traced: Option<(Files, Arc<Mutex<Vec<String>>>)>,
+    pub counted_opens: Option<(Files, Arc<AtomicU64>)>,
 }
 
 #[derive(Debug)]
@@ -173,6 +175,11 @@ impl FileHandle for FaultyFile {
 impl Fs for Faulty {
     fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Box<dyn FileHandle>> {
         let selects = |f: &Option<Files>| f.as_ref().is_some_and(|f| f.select(path));
+        if let Some((files, count)) = &self.counted_opens {
+            if files.select(path) {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        }
         if let Some((files, errno)) = &self.fail_opens {
             if files.select(path) && self.armed.load(Ordering::SeqCst) {
                 return Err(std::io::Error::from_raw_os_error(*errno));
