@@ -77,6 +77,7 @@ fn options(addr: std::net::SocketAddr, target: &Path) -> BackupOptions {
         timeout: Duration::from_secs(60),
         max_rate: None,
         tls: None,
+        apply_run_txs: online_backup::backup::client::APPLY_RUN_TXS,
     }
 }
 

@@ -135,3 +135,42 @@ fn sim_13_scenario_registry() {
         assert!(!s.about.is_empty() && s.default_seeds > 0, "{}", s.name);
     }
 }
+
+/// SIM-39: CI runs 1,000 seeds of every scenario, and seed ranges split a long run over
+/// processes exactly: disjoint ranges together are the seeds of one run over their union.
+#[test]
+fn sim_39_ci_runs_a_thousand_seeds_and_ranges_split_a_run() {
+    let ci = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/run"))
+        .expect("SIM-39: .ci/run is readable");
+    let default = ci
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export SIM_SEEDS=\"${SIM_SEEDS:-"))
+        .and_then(|rest| rest.strip_suffix("}\""))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        default.is_some_and(|n| n >= 1000),
+        "SIM-39: .ci/run must export SIM_SEEDS of at least 1000 by default, has {default:?}"
+    );
+    let whole = SeedChoice {
+        count: Some(100_000),
+        ..SeedChoice::default()
+    }
+    .seeds(50);
+    let mut halves = SeedChoice {
+        count: Some(50_000),
+        ..SeedChoice::default()
+    }
+    .seeds(50);
+    halves.extend(
+        SeedChoice {
+            start: Some(50_000),
+            count: Some(50_000),
+            ..SeedChoice::default()
+        }
+        .seeds(50),
+    );
+    assert_eq!(
+        halves, whole,
+        "SIM-39: two ranges must run exactly the seeds of the whole"
+    );
+}

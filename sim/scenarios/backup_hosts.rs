@@ -264,6 +264,7 @@ async fn perform(h: &HostCtx, shared: &Arc<Mutex<Shared>>, job: Job) -> turmoil:
                     .tls
                     .as_ref()
                     .map(|_| SimTls::client_files()),
+                apply_run_txs: job.apply_run_txs,
             };
             // The run's phases and the faults armed for it (SIM-36, SIM-38).
             h.world.backup_started(&h.name, SERVER, &job.target);

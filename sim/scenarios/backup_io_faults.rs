@@ -38,6 +38,7 @@ pub const SCENARIO: Scenario = Scenario::new(
 )
 .seeds(200)
 .configure(configure)
+.disk(crate::scenarios::backup_world::DISK)
 .tables(&[PHASE_TABLE, WORKLOAD_TABLE]);
 
 /// The `-timeout` of faulted runs: a stalled peer fails them after this long (BK-7).
@@ -195,6 +196,15 @@ fn faulted(
     // writer's commits: it commits back to back through both runs, so that there are some.
     let by_commits = matches!(kind.class(), OpClass::Write | OpClass::Sync | OpClass::Grow)
         && matches!(phase, BackupPhase::Handshake | BackupPhase::TxStream);
+    // The server writes while the client applies a run or reads it back only when the stream
+    // outlasts a run: many transactions, applied a few at a time (BK-24, BK-27).
+    let amid_runs = kind.class() == OpClass::NetWrite
+        && matches!(phase, BackupPhase::Apply | BackupPhase::Verify);
+    if amid_runs {
+        job.apply_run_txs = ctx.rng.random_range(1..=4);
+        job.max_rate = None;
+    }
+    let by_commits = by_commits || amid_runs;
     let max_pause = sim.shared.lock().unwrap().writer.max_pause;
     if by_commits {
         sim.shared.lock().unwrap().writer.max_pause = Duration::ZERO;
@@ -204,7 +214,12 @@ fn faulted(
         job.max_rate = Some(32 << 10);
     }
     let counts = clean(ctx, sim, state, job.clone())?;
-    let n = ctx.rng.random_range(1..15);
+    // Enough for a stream longer than the network holds at once when it matters.
+    let n = if amid_runs {
+        ctx.rng.random_range(60..120)
+    } else {
+        ctx.rng.random_range(1..15)
+    };
     sim.commits(ctx, n)?;
 
     // Where: a host that made operations of the fault's class in the phase, and which one.

@@ -294,6 +294,9 @@ pub struct BackupJob {
     pub timeout: Duration,
     /// `--max-rate` (BK-41).
     pub max_rate: Option<u64>,
+    /// Transactions per durable apply run (BK-24): a few on about half the runs, so that the
+    /// runs, their read back and the stream interleave (SIM-38).
+    pub apply_run_txs: usize,
 }
 
 impl BackupJob {
@@ -308,6 +311,11 @@ impl BackupJob {
             max_rate: rng
                 .random_bool(0.5)
                 .then(|| rng.random_range(20_000..200_000)),
+            apply_run_txs: if rng.random_bool(0.5) {
+                rng.random_range(1..=8)
+            } else {
+                online_backup::backup::client::APPLY_RUN_TXS
+            },
         }
     }
 
@@ -320,6 +328,7 @@ impl BackupJob {
             verify: Verify::Default,
             timeout: Duration::from_secs(10),
             max_rate: None,
+            apply_run_txs: online_backup::backup::client::APPLY_RUN_TXS,
         }
     }
 }

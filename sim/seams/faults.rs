@@ -98,14 +98,16 @@ impl FaultKind {
         }
     }
 
-    /// The phases in which some host makes an operation of the fault's class (SIM-38): the
-    /// client applies, verifies and switches on its own disk, in no simulated time, without a
-    /// network operation, and reads nothing while it applies or switches.
+    /// The phases in which some host makes an operation of the fault's class (SIM-38). The
+    /// client reads nothing while it applies (shipped transactions carry whole record images)
+    /// or switches; the server streams on while the client applies a run and reads it back
+    /// (BK-24, BK-27), but nothing crosses the network once the end frame has: the switch has
+    /// no network operation.
     pub fn phases(self) -> &'static [BackupPhase] {
         use BackupPhase::*;
         match self.class() {
             OpClass::Read | OpClass::ReadOnly => &[Handshake, FileCopy, TxStream, Verify],
-            OpClass::NetWrite => &[Handshake, FileCopy, TxStream],
+            OpClass::NetWrite => &[Handshake, FileCopy, TxStream, Apply, Verify],
             _ => &BackupPhase::ALL,
         }
     }
@@ -374,10 +376,11 @@ impl FaultWorld {
         };
     }
 
-    /// A network read by the client during apply: transactions are arriving again.
+    /// A network read by the client during apply, or during the read back of a run it applied
+    /// (BK-27): transactions are arriving again.
     pub(super) fn observe_net_read(&mut self, host: &str) {
         if let Some(run) = &mut self.run {
-            if run.client == host && run.phase == BackupPhase::Apply {
+            if run.client == host && matches!(run.phase, BackupPhase::Apply | BackupPhase::Verify) {
                 run.phase = BackupPhase::TxStream;
             }
         }

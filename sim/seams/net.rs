@@ -184,6 +184,9 @@ enum Broken {
     Stalled { room: usize },
 }
 
+/// The most one write hands the network (one segment): a socket's send buffer.
+const SEND_BUFFER: usize = 4 << 10;
+
 /// How much a stalled peer's socket still takes from the host's writes (SIM-35).
 const STALL_BUFFER: usize = 64 << 10;
 
@@ -310,6 +313,9 @@ impl AsyncWrite for TracedStream {
         if self.host.is_down() {
             return Poll::Ready(Err(power_loss_error(&self.host.name)));
         }
+        // A socket takes at most a send buffer's worth at a time: a larger write goes in parts,
+        // each a segment, so a long stream waits on its reader as a real one does (SIM-38).
+        let buf = &buf[..buf.len().min(SEND_BUFFER)];
         if let Some(answer) = self.stalled_write(buf.len()) {
             return answer;
         }

@@ -404,9 +404,16 @@ async fn full<W: AsyncWrite + Unpin>(w: &mut W, ctx: &ServiceContext) -> Result<
         let limit = record_file_limit(kind, &state, format);
         send_file(w, ctx, &dir, kind.file_name(), limit, &pin).await?;
     }
+    // A store that failed while the files were read (LOG-9) may have left part of a transaction
+    // in them that it will never ship (it was logged, not applied): refuse, not send a copy the
+    // transactions cannot mend (PR-13). The failure is recorded under the write lock, before any
+    // later read can see the partial writes, so this read under the lock sees it.
     let upto = ctx
         .db
-        .read_with(|s| Ok(s.status().last_committed_tx))
+        .read_with(|s| match s.failure() {
+            Some(why) => Err(StoreError::Failed(why.to_string())),
+            None => Ok(s.status().last_committed_tx),
+        })
         .await?;
     let from = if faults::on(Switch::ShipFromCheckpointPlusTwo) {
         checkpoint_tx + 2

@@ -303,6 +303,7 @@ fn main() -> ExitCode {
         timeout: cli.timeout,
         max_rate,
         tls,
+        apply_run_txs: online_backup::backup::client::APPLY_RUN_TXS,
     };
     // Two workers: receiving the next chunk overlaps writing the last one.
     let runtime = match tokio::runtime::Builder::new_multi_thread()

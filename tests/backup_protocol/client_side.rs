@@ -31,6 +31,7 @@ pub fn backup_options(addr: &str, target: &Path, mode: client::Mode) -> client::
         timeout: Duration::from_secs(30),
         max_rate: None,
         tls: None,
+        apply_run_txs: client::APPLY_RUN_TXS,
     }
 }
 

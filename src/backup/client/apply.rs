@@ -11,8 +11,9 @@ use crate::store::log::TxEntry;
 use crate::store::records::key_of;
 use crate::store::Store;
 
-/// Transactions are applied in runs of at most this many (one log fsync per run, BK-24).
-const BATCH_TXS: usize = 4096;
+/// Transactions are applied in runs of at most this many (one log fsync per run, BK-24), unless
+/// [`BackupOptions::apply_run_txs`](super::BackupOptions::apply_run_txs) says fewer.
+pub const APPLY_RUN_TXS: usize = 4096;
 /// ... or of at most this many encoded bytes, so memory stays bounded.
 const BATCH_BYTES: usize = 4 << 20;
 
@@ -73,7 +74,9 @@ impl Run<'_> {
                     transactions += 1;
                     batch.bytes += self.conn.last_len as usize;
                     batch.entries.push(*entry);
-                    if batch.entries.len() >= BATCH_TXS || batch.bytes >= BATCH_BYTES {
+                    if batch.entries.len() >= self.opts.apply_run_txs.clamp(1, APPLY_RUN_TXS)
+                        || batch.bytes >= BATCH_BYTES
+                    {
                         self.apply_batch(store, &mut batch, start_tx, verify_touched)?;
                     }
                 }

@@ -35,6 +35,7 @@ pub use crate::progress::Phase;
 use crate::retention::RetentionPolicy;
 use crate::store::meta::StoreId;
 use crate::store::{peek_last_tx, StoreError, StoreOptions};
+pub use apply::APPLY_RUN_TXS;
 use connection::{ask_incremental, connect, handshake, Answer, Conn};
 pub use error::{BackupError, VerifyFailure, Violation};
 pub use report::{transactions, BackupFacts, Kind, Lines, Observer, Summary, Verified};
@@ -65,6 +66,10 @@ pub struct BackupOptions {
     pub max_rate: Option<u64>,
     /// `--tls-ca`, `--tls-cert`, `--tls-key` (SEC-9); `None` for a plaintext connection.
     pub tls: Option<ClientTlsFiles>,
+    /// The most transactions applied in one durable run (BK-24), at most [`APPLY_RUN_TXS`]:
+    /// the binary uses that; the simulations use a few on some runs, so that runs, their read
+    /// back and the stream interleave.
+    pub apply_run_txs: usize,
 }
 
 /// The options a backup's own store is opened with: retention keeps only what recovery needs
