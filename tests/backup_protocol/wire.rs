@@ -494,6 +494,56 @@ async fn pr_25_silent_connections_give_their_place_back() {
     service.abort();
 }
 
+// PR-13: a store that fails while a full backup reads its files (a record write fails after the
+// log took the transaction, LOG-9) may have left part of that transaction in them, and the
+// server will never ship it: the server refuses with its reason instead of sending the
+// transactions and an end frame. Found by `backup_io_faults` (a write fault on the server
+// during the file copy made a backup that verification then refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pr_13_a_store_failing_during_the_copy_refuses_the_backup() {
+    use online_backup::backup::protocol::Refusal;
+    use online_backup::graph::{Op, Properties};
+    use std::sync::atomic::Ordering;
+    use support::faulty::{Faulty, Files};
+    let dir = support::scratch();
+    let store_dir = dir.path().join("db");
+    generate_big(&store_dir);
+    let faulty = std::sync::Arc::new(Faulty {
+        fail_writes: Some(Files::named("nodestore.db")),
+        ..Faulty::default()
+    });
+    let env = Env {
+        fs: faulty.clone(),
+        ..Env::os()
+    };
+    let limits = online_backup::backup::service::ServiceLimits::default();
+    let (addr, _pins, db, service) = service_on(&store_dir, false, limits, env).await;
+    let (mut client, _) = Client::connect(&addr).await;
+    client.send(&Message::Request(Request::Full)).await;
+    assert!(matches!(client.recv().await, Message::FullStart { .. }));
+    // The client has read nothing of the files yet; the store fails now.
+    faulty.armed.store(true, Ordering::SeqCst);
+    let node = Op::CreateNode {
+        labels: vec!["Late".to_string()],
+        props: Properties::new(),
+    };
+    assert!(
+        db.commit(vec![node]).await.is_err(),
+        "PR-13: the write fault fails the commit"
+    );
+    let refused = loop {
+        match client.recv().await {
+            Message::FileStart { .. } | Message::FileChunk(_) | Message::FileEnd { .. } => {}
+            Message::Refused(Refusal::Failed { message }) => break message,
+            other => panic!(
+                "PR-13: after the files of a store that failed, the server must refuse, not send {other:?}"
+            ),
+        }
+    };
+    assert!(!refused.is_empty(), "PR-13: the refusal says why");
+    service.abort();
+}
+
 /// The backup service alone, in this process, over the store in `store_dir` (opened, or created
 /// empty when `create`), with `limits`: where it listens, the store's pins, the database, and
 /// the task to abort at the end.
@@ -507,11 +557,25 @@ async fn service_alone(
     std::sync::Arc<online_backup::db::Database>,
     tokio::task::JoinHandle<()>,
 ) {
+    service_on(store_dir, create, limits, Env::os()).await
+}
+
+/// [`service_alone`] with the seams `env`.
+async fn service_on(
+    store_dir: &Path,
+    create: bool,
+    limits: online_backup::backup::service::ServiceLimits,
+    env: Env,
+) -> (
+    String,
+    online_backup::retention::Pins,
+    std::sync::Arc<online_backup::db::Database>,
+    tokio::task::JoinHandle<()>,
+) {
     use online_backup::backup::service::{serve, ServiceContext};
     use online_backup::db::Database;
     use online_backup::retention::Pins;
     use online_backup::store::{Store, StoreOptions};
-    let env = Env::os();
     let pins = Pins::new();
     let options = StoreOptions {
         pins: pins.clone(),
