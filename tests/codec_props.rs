@@ -308,9 +308,46 @@ fn io_8_log_4_an_image_count_is_never_reserved_beyond_the_bytes() {
             "LOG-4: an entry announcing {count} images it does not carry is refused"
         );
     }
+    for count in [MAX_IMAGES + 1, u32::MAX] {
+        let mut forged = body.to_vec();
+        let at = forged.len() - 4;
+        forged[at..].copy_from_slice(&count.to_le_bytes());
+        let refused = TxEntry::decode_body(&forged).unwrap_err().to_string();
+        assert!(
+            refused.contains("more record images than an entry may carry"),
+            "LOG-4: {count} images are refused for their count, before any is read: {refused}"
+        );
+    }
     assert!(
         TxEntry::decoded_bound() < 64 << 20,
         "LOG-4: one decoded entry fits in {} bytes",
+        TxEntry::decoded_bound()
+    );
+}
+
+// LOG-4, IO-8: an entry with as many images as one may carry decodes, and holds no more memory
+// than `TxEntry::decoded_bound` says any decoded entry may.
+#[test]
+fn log_4_the_most_images_decode_within_the_bound() {
+    use online_backup::store::log::MAX_IMAGES;
+    let entry = TxEntry {
+        tx_id: 1,
+        timestamp_millis: 0,
+        after: state(),
+        records: (0..u64::from(MAX_IMAGES))
+            .map(|id| RecordImage::Node(id, NodeRecord::unused()))
+            .collect(),
+    };
+    let framed = entry.encode_framed();
+    let body = &framed[8..];
+    let base = LIVE.with(Cell::get);
+    PEAK.with(|p| p.set(base));
+    let decoded = TxEntry::decode_body(body).expect("LOG-4: the most images an entry may carry");
+    let held = PEAK.with(Cell::get) - base;
+    assert_eq!(decoded.records.len(), MAX_IMAGES as usize, "LOG-4");
+    assert!(
+        held <= TxEntry::decoded_bound(),
+        "LOG-4: decoding {MAX_IMAGES} images held {held} bytes, above the bound of {}",
         TxEntry::decoded_bound()
     );
 }
