@@ -557,6 +557,18 @@ fn log_7_every_outcome_of_reading_an_entry() {
             "LOG-7: tested in the table's order: wanted {reason}, got {got:?}"
         );
     }
+    // A length of exactly MAX_ENTRY is in range (LOG-4): its body is read and judged.
+    let mut body = vec![0u8; MAX_ENTRY as usize];
+    body[0] = 9;
+    let bytes = frame(MAX_ENTRY, &body);
+    let path = dir.path().join("largest-test");
+    std::fs::write(&path, &bytes).unwrap();
+    let file = fs().open(&path, OpenMode::Read).unwrap();
+    let got = read_entry(&*file, 0, bytes.len() as u64).unwrap();
+    assert!(
+        matches!(got, ReadOutcome::Torn("entry body malformed")),
+        "LOG-4, LOG-7: a body of exactly {MAX_ENTRY} bytes is read, not refused for its length: {got:?}"
+    );
 }
 
 // LOG-11: a rotation that fails for a shortage that can pass (no descriptor for the new file,
