@@ -311,6 +311,83 @@ fn pr_14_log_reader_finds_the_digest_at_n_and_the_txs_after() {
         .is_none());
 }
 
+// PR-14: a log file pruned between the reader's listing and its opening (the open finds it
+// missing) means the logs no longer hold the tx asked for: `None`, which the service answers
+// with code 4 and the client with a full backup. Any other failure to open it (out of
+// descriptors) is an error, never taken for pruned logs.
+#[test]
+fn pr_14_a_log_file_pruned_under_the_reader_reads_as_pruned_other_open_errors_fail() {
+    use online_backup::retention::{Pins, RetentionPolicy};
+    use online_backup::store::log::LogReader;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use support::faulty::{Faulty, Files};
+    let dir = scratch();
+    let options = StoreOptions {
+        log_rotation_threshold: 2048,
+        retention: RetentionPolicy::Files(100),
+        pins: Pins::new(),
+    };
+    let mut store = Store::create(
+        fs(),
+        clock(),
+        dir.path(),
+        &options,
+        FormatVersion::CURRENT,
+        7,
+    )
+    .unwrap();
+    for _ in 0..60 {
+        store.commit(&[node(&["L"])]).unwrap();
+    }
+    let versions = list_log_versions(&*fs(), dir.path()).unwrap();
+    assert!(
+        versions.len() >= 3 && versions.len() < 10,
+        "the test needs a few log files, not {versions:?}"
+    );
+    let in_file_0 = 2;
+    let opening_file_0_fails = |errno| -> Arc<dyn online_backup::io::Fs> {
+        Arc::new(Faulty {
+            armed: Arc::new(AtomicBool::new(true)),
+            fail_opens: Some((Files::named("transaction.db.0"), errno)),
+            ..Default::default()
+        })
+    };
+    assert!(
+        LogReader::open(fs(), store.dir(), in_file_0)
+            .unwrap()
+            .is_some(),
+        "PR-14: the logs hold tx {in_file_0}"
+    );
+    match LogReader::open(opening_file_0_fails(libc::ENOENT), store.dir(), in_file_0) {
+        Ok(None) => {}
+        Ok(Some(_)) => panic!("PR-14: a reader started without the file that holds its tx"),
+        Err(e) => panic!("PR-14: a file pruned under the reader is pruned logs, not: {e}"),
+    }
+    match LogReader::open(opening_file_0_fails(libc::EMFILE), store.dir(), in_file_0) {
+        Err(e) => assert!(
+            e.to_string().contains("opening"),
+            "PR-14: the error names what failed: {e}"
+        ),
+        Ok(found) => panic!(
+            "PR-14: out of descriptors was taken for {}",
+            if found.is_some() {
+                "a reader"
+            } else {
+                "pruned logs"
+            }
+        ),
+    }
+    // The newest files still open: a tx in them is found whatever happened to file 0.
+    let last = store.status().last_committed_tx;
+    assert!(
+        LogReader::open(opening_file_0_fails(libc::EMFILE), store.dir(), last)
+            .unwrap()
+            .is_some(),
+        "PR-14: the reader opens only the files it needs"
+    );
+}
+
 // LOG-5: the body of a transaction entry, byte for byte: kind, tx id, timestamp, the absolute
 // state after the transaction, the image count, then one image of each kind in its layout; and
 // every malformed body the rule lists is refused.
