@@ -388,6 +388,51 @@ fn pr_14_a_log_file_pruned_under_the_reader_reads_as_pruned_other_open_errors_fa
     );
 }
 
+// PR-20: a log reader follows its file as the store appends to it (the service streams while
+// the server commits): a tx committed after the reader read the file's length is read from the
+// same file, not looked for in the next one.
+#[test]
+fn pr_20_a_log_reader_reads_what_was_appended_after_it_opened() {
+    use online_backup::store::log::LogReader;
+    let dir = scratch();
+    let mut store = Store::create(
+        fs(),
+        clock(),
+        dir.path(),
+        &StoreOptions::default(),
+        FormatVersion::CURRENT,
+        7,
+    )
+    .unwrap();
+    store.commit(&[node(&["L"])]).unwrap();
+    let mut reader = LogReader::open(fs(), store.dir(), 1)
+        .unwrap()
+        .unwrap()
+        .reader;
+    assert_eq!(reader.next(1).unwrap().map(|e| e.tx_id), Some(1));
+    assert!(
+        reader.next(1).unwrap().is_none(),
+        "PR-20: nothing past upto"
+    );
+    let mut digests = Vec::new();
+    for _ in 0..5 {
+        store.commit(&[node(&["M"])]).unwrap();
+        digests.push(store.status().digest);
+    }
+    assert_eq!(
+        list_log_versions(&*fs(), dir.path()).unwrap(),
+        vec![0],
+        "the test needs one log file"
+    );
+    for (tx, digest) in (2..=6).zip(digests) {
+        let entry = reader
+            .next(6)
+            .unwrap_or_else(|e| panic!("PR-20: tx {tx} appended after the reader opened: {e}"))
+            .unwrap_or_else(|| panic!("PR-20: tx {tx} appended after the reader opened"));
+        assert_eq!((entry.tx_id, entry.after.digest), (tx, digest), "PR-20");
+    }
+}
+
 // LOG-5: the body of a transaction entry, byte for byte: kind, tx id, timestamp, the absolute
 // state after the transaction, the image count, then one image of each kind in its layout; and
 // every malformed body the rule lists is refused.
