@@ -433,6 +433,113 @@ fn pr_20_a_log_reader_reads_what_was_appended_after_it_opened() {
     }
 }
 
+// PR-20, LOG-2: a log reader crossing into the next file takes only the file that continues
+// its own: the next version, whose header starts right after the reader's last tx. A missing
+// next file or one that continues another history is damage ("tx N is in no log file"); a
+// next file that cannot be opened for another reason is that I/O error, not damage.
+#[test]
+fn pr_20_a_log_reader_crosses_only_into_the_file_that_continues_its_log() {
+    use online_backup::store::log::LogReader;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use support::faulty::{Faulty, Files};
+    let options = StoreOptions {
+        log_rotation_threshold: 2048,
+        retention: online_backup::retention::RetentionPolicy::Files(100),
+        ..StoreOptions::default()
+    };
+    let make = |txs: usize, label: &str| {
+        let dir = scratch();
+        let mut store = Store::create(
+            fs(),
+            clock(),
+            dir.path(),
+            &options,
+            FormatVersion::CURRENT,
+            7,
+        )
+        .unwrap();
+        for _ in 0..txs {
+            store.commit(&[node(&[label])]).unwrap();
+        }
+        (dir, store)
+    };
+    let (dir, store) = make(40, "L");
+    let last = store.status().last_committed_tx;
+    let versions = list_log_versions(&*fs(), dir.path()).unwrap();
+    assert!(
+        versions.len() >= 3 && versions.len() < 10,
+        "the test needs a few log files, not {versions:?}"
+    );
+    // Reads every tx from 1 with `fs`, armed once the reader is open; the error it stops at.
+    let read_all = |fs: Arc<dyn online_backup::io::Fs>, armed: &AtomicBool| {
+        let mut reader = LogReader::open(fs, dir.path(), 1).unwrap().unwrap().reader;
+        armed.store(true, Ordering::SeqCst);
+        let mut next = 1;
+        loop {
+            match reader.next(last) {
+                Ok(Some(entry)) => {
+                    assert_eq!(entry.tx_id, next, "PR-20");
+                    next += 1;
+                }
+                Ok(None) => return Ok(next - 1),
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let opening_file_1_fails = |errno| {
+        let armed = Arc::new(AtomicBool::new(false));
+        let faulty = Faulty {
+            armed: armed.clone(),
+            fail_opens: Some((Files::named("transaction.db.1"), errno)),
+            ..Default::default()
+        };
+        read_all(Arc::new(faulty), &armed)
+    };
+    assert_eq!(
+        read_all(fs(), &AtomicBool::new(false)).unwrap(),
+        last,
+        "PR-20"
+    );
+    match opening_file_1_fails(libc::ENOENT) {
+        Err(StoreError::Corrupt(why)) => assert!(
+            why.contains("is in no log file"),
+            "PR-20: a missing next file: {why}"
+        ),
+        other => panic!("PR-20: a missing next file is damage, not {other:?}"),
+    }
+    match opening_file_1_fails(libc::EMFILE) {
+        Err(StoreError::Io { context, .. }) => assert!(
+            context.contains("opening"),
+            "PR-20: out of descriptors: {context}"
+        ),
+        other => panic!("PR-20: out of descriptors is an I/O error, not {other:?}"),
+    }
+    // File 1 of another history (a store with larger transactions, whose file 1 starts after
+    // another tx), and file 2 of this store, in the place of its file 1.
+    let (other, _other_store) = make(40, "A much longer label than L");
+    let file_1 = log_path(dir.path(), 1);
+    let ours = std::fs::read(&file_1).unwrap();
+    let theirs = std::fs::read(log_path(other.path(), 1)).unwrap();
+    assert_ne!(
+        ours[..64],
+        theirs[..64],
+        "the other store's file 1 starts after another tx"
+    );
+    let our_second = std::fs::read(log_path(dir.path(), 2)).unwrap();
+    for (case, replacement) in [("another history", theirs), ("log file 2", our_second)] {
+        std::fs::write(&file_1, &replacement).unwrap();
+        match read_all(fs(), &AtomicBool::new(false)) {
+            Err(StoreError::Corrupt(why)) => assert!(
+                why.contains("is in no log file"),
+                "PR-20, LOG-2: {case} in the place of file 1: {why}"
+            ),
+            other => panic!("PR-20, LOG-2: {case} in the place of file 1 was read: {other:?}"),
+        }
+    }
+    std::fs::write(&file_1, ours).unwrap();
+}
+
 // LOG-5: the body of a transaction entry, byte for byte: kind, tx id, timestamp, the absolute
 // state after the transaction, the image count, then one image of each kind in its layout; and
 // every malformed body the rule lists is refused.
