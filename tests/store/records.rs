@@ -323,8 +323,27 @@ fn st_1_an_interrupted_creation_is_started_over() {
     drop(create(dir.path()));
     std::fs::remove_file(dir.path().join("neostore.meta")).unwrap();
     std::fs::write(dir.path().join("neostore.meta.tmp"), b"half").unwrap();
-    let store = create(dir.path());
+    std::fs::write(dir.path().join("neostore.transaction.db.3"), b"stale").unwrap();
+    let mut store = create(dir.path());
     assert_eq!(store.status().last_committed_tx, 0);
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with(".tmp") || n.ends_with(".db.3")),
+        "ST-1: what the interrupted creation left is removed: {names:?}"
+    );
+    store.commit(&[node(&["A"])]).unwrap();
+    drop(store);
+    assert_eq!(
+        open(dir.path()).unwrap().status().last_committed_tx,
+        1,
+        "ST-1"
+    );
 }
 
 // ST-4: formats 1 and 2 are supported, 2 the current one; a store of either runs as it is, and
