@@ -130,6 +130,66 @@ fn st_14_a_missing_path_or_a_file_is_named_as_such() {
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }
 
+// ST-14: only a path that is not there reads as missing: one whose metadata cannot be read
+// (an I/O error) is that error, and a directory removed between the look at it and its lock is
+// missing, while any other failure to lock it is an I/O error.
+#[test]
+fn st_14_only_a_path_that_is_not_there_is_missing() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use support::faulty::{Faulty, Files};
+    let dir = scratch();
+    let store_dir = dir.path().join("store");
+    drop(create(&store_dir));
+    let open_with = |faulty: Faulty| {
+        let faulty = Faulty {
+            armed: Arc::new(AtomicBool::new(true)),
+            ..faulty
+        };
+        Store::open(
+            Arc::new(faulty),
+            clock(),
+            &store_dir,
+            &StoreOptions::default(),
+        )
+        .map(|_| ())
+    };
+    let cases = [
+        (
+            "its metadata unreadable",
+            Faulty {
+                fail_metadata: Some((Files::named("store"), libc::EIO)),
+                ..Default::default()
+            },
+            "reading",
+        ),
+        (
+            "its lock failing",
+            Faulty {
+                fail_locks: Some(libc::EIO),
+                ..Default::default()
+            },
+            "locking",
+        ),
+    ];
+    for (case, faulty, context_says) in cases {
+        match open_with(faulty) {
+            Err(StoreError::Io { context, .. }) => {
+                assert!(context.contains(context_says), "ST-14: {case}: {context}")
+            }
+            other => panic!("ST-14: a store directory with {case} is an I/O error, not {other:?}"),
+        }
+    }
+    match open_with(Faulty {
+        fail_locks: Some(libc::ENOENT),
+        ..Default::default()
+    }) {
+        Err(StoreError::Missing(_)) => {}
+        other => panic!("ST-14: a directory removed before its lock is missing, not {other:?}"),
+    }
+    open_with(Faulty::default()).expect("ST-14: the store opens without faults");
+}
+
 /// The length of each record file of the store in `dir` and the length its checkpoint's
 /// high-water marks give (ST-15), in the order node, relationship, block.
 pub fn record_lengths(dir: &Path) -> Vec<(u64, u64)> {

@@ -16,7 +16,9 @@
 //! - `traced`: every write, `set_len` and sync of the file that succeeded is recorded in order,
 //!   armed or not (`write <offset> <len>`, `set_len <len>`, `sync`), to see what was made
 //!   durable when;
-//! - `counted_opens`: every open of the file adds one to the counter, armed or not.
+//! - `counted_opens`: every open of the file adds one to the counter, armed or not;
+//! - `fail_metadata`: looking at the path fails with the given OS error;
+//! - `fail_locks`: locking any directory fails with the given OS error.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,6 +63,8 @@ pub struct Faulty {
     pub removed: Arc<Mutex<Vec<String>>>,
     pub traced: Option<(Files, Arc<Mutex<Vec<String>>>)>,
     pub counted_opens: Option<(Files, Arc<AtomicU64>)>,
+    pub fail_metadata: Option<(Files, i32)>,
+    pub fail_locks: Option<i32>,
 }
 
 #[derive(Debug)]
@@ -208,6 +212,11 @@ impl Fs for Faulty {
         }))
     }
     fn metadata(&self, path: &Path) -> std::io::Result<Option<Metadata>> {
+        if let Some((files, errno)) = &self.fail_metadata {
+            if files.select(path) && self.armed.load(Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(*errno));
+            }
+        }
         OsFs.metadata(path)
     }
     fn read_dir(&self, path: &Path) -> std::io::Result<Vec<DirEntry>> {
@@ -241,6 +250,11 @@ impl Fs for Faulty {
         OsFs.sync_dir(path)
     }
     fn lock_dir(&self, dir: &Path) -> std::io::Result<Box<dyn LockGuard>> {
+        if let Some(errno) = self.fail_locks {
+            if self.armed.load(Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(errno));
+            }
+        }
         OsFs.lock_dir(dir)
     }
     fn available_space(&self, path: &Path) -> std::io::Result<u64> {
