@@ -85,10 +85,18 @@ fn log_4_transaction_with_too_many_records_is_refused() {
         log_before,
         "LOG-4: nothing is written for a refused transaction"
     );
-    let fits: Vec<Op> = (0..MAX_IMAGES / 2 - 1).map(|_| node(&[])).collect();
+    // Exactly at the bound: it commits, and its entry carries exactly MAX_IMAGES images.
+    let fits: Vec<Op> = (0..MAX_IMAGES / 2).map(|_| node(&[])).collect();
     store
         .commit(&fits)
-        .expect("LOG-4: a transaction under the bound commits");
+        .expect("LOG-4: a transaction of exactly MAX_IMAGES images commits");
+    drop(store);
+    let entries = logged_entries(dir.path());
+    assert_eq!(
+        entries.last().map(|e| e.records.len()),
+        Some(MAX_IMAGES as usize),
+        "LOG-4: the entry at the bound"
+    );
 }
 
 // LOG-6: log entries do not depend on the store format: the entries a format-1 store wrote,
