@@ -42,6 +42,7 @@ fn log_8_rotation_and_recovery_across_files() {
 // LOG-4: a transaction whose entry would exceed 16 MiB is refused before anything is written.
 #[test]
 fn log_4_oversized_transaction_is_refused() {
+    use online_backup::store::log::{FRAME_SIZE, MAX_ENTRY};
     let dir = scratch();
     let mut store = create(dir.path());
     let big = "x".repeat((1 << 20) - 8);
@@ -63,6 +64,52 @@ fn log_4_oversized_transaction_is_refused() {
     );
     assert_eq!(store.status().last_committed_tx, 0);
     store.commit(&[node(&[])]).unwrap();
+
+    // At the bound, to the byte: a transaction whose strings make an entry body of MAX_ENTRY + 1
+    // bytes is refused, and the refusal says so; one byte shorter commits, its entry exactly
+    // MAX_ENTRY bytes. The last string's length is found from the sizes the refusals report,
+    // from above, so nothing commits on the way.
+    let one_node = |len: usize| {
+        let string = |len: usize| Op::CreateNode {
+            labels: vec![],
+            props: props(&[("k", Value::String("x".repeat(len)))]),
+        };
+        // 13 strings of the most a string may hold (1 MiB) and one of `len` bytes.
+        let mut ops: Vec<Op> = (0..13).map(|_| string(1 << 20)).collect();
+        ops.push(string(len));
+        ops
+    };
+    let mut len = 1 << 20;
+    let found = loop {
+        let refused = match store.commit(&one_node(len)) {
+            Err(StoreError::Rejected(TxRejection::TooLarge(n))) => n as u64,
+            other => panic!("LOG-4: a string of {len} bytes, above the bound: {other:?}"),
+        };
+        let excess = refused - MAX_ENTRY as u64;
+        assert!(excess > 0, "LOG-4: refused at {refused} bytes");
+        if excess == 1 {
+            break len;
+        }
+        // A byte of string adds one byte to the body, 21 where it starts another 120-byte
+        // block: step down so that the body stays above the bound.
+        len -= if excess > 200 {
+            ((excess - 22) * 120 / 141) as usize
+        } else if excess > 21 {
+            (excess - 21) as usize
+        } else {
+            1
+        };
+    };
+    store
+        .commit(&one_node(found - 1))
+        .expect("LOG-4: an entry of exactly MAX_ENTRY bytes commits");
+    drop(store);
+    let at_the_bound = logged_entries(dir.path()).pop().unwrap();
+    assert_eq!(
+        at_the_bound.encode_framed().len() as u64 - FRAME_SIZE,
+        MAX_ENTRY as u64,
+        "LOG-4: the entry one byte below the refused one"
+    );
 }
 
 // LOG-4: a transaction that writes more record images than an entry may carry is refused as
