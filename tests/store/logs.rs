@@ -911,10 +911,18 @@ fn log_11_a_passing_shortage_defers_rotation() {
         .unwrap();
         commit(&mut store, 0).unwrap();
         armed.store(true, Ordering::SeqCst);
-        for i in 1..6 {
-            commit(&mut store, i)
-                .unwrap_or_else(|e| panic!("LOG-11: case {case}: commit {i} refused: {e}"));
-        }
+        let ((), logged) = support::capture_logs(|| {
+            for i in 1..6 {
+                commit(&mut store, i)
+                    .unwrap_or_else(|e| panic!("LOG-11: case {case}: commit {i} refused: {e}"));
+            }
+        });
+        assert_eq!(
+            logged.matches("could not rotate the logical log").count(),
+            1,
+            "LOG-11: case {case}: one warning when the rotation is first deferred, not one a \
+             commit: {logged}"
+        );
         let file_1 = log_path(dir.path(), 1);
         assert!(
             std::fs::metadata(&file_1).map_or(true, |m| m.len() == 0),
@@ -930,7 +938,12 @@ fn log_11_a_passing_shortage_defers_rotation() {
             continue;
         }
         armed.store(false, Ordering::SeqCst);
-        commit(&mut store, 6).unwrap();
+        let (committed, logged) = support::capture_logs(|| commit(&mut store, 6));
+        committed.unwrap();
+        assert!(
+            logged.contains("rotated the logical log to log file 1, which an earlier shortage"),
+            "LOG-11: case {case}: a line when the deferred rotation happens: {logged}"
+        );
         assert_eq!(
             list_log_versions(&*fs(), dir.path()).unwrap(),
             vec![0, 1],
@@ -965,5 +978,32 @@ fn log_11_a_passing_shortage_defers_rotation() {
     assert!(
         matches!(commit(&mut store, 2), Err(StoreError::Failed(_))),
         "LOG-9, LOG-11: an I/O error in a rotation stops the store"
+    );
+
+    // A shortage whose new file cannot be emptied stops the store too: what of it is durable
+    // could read after a crash as a file whose header disagrees with the commits that went on.
+    let dir = scratch();
+    let armed = Arc::new(AtomicBool::new(false));
+    let stuck = Faulty {
+        armed: armed.clone(),
+        fail_dir_syncs: Some(libc::ENOSPC),
+        fail_set_lens: Some(Files::named(".db.1")),
+        ..Default::default()
+    };
+    let mut store = Store::create(
+        Arc::new(stuck),
+        clock(),
+        dir.path(),
+        &opts,
+        FormatVersion::CURRENT,
+        1,
+    )
+    .unwrap();
+    armed.store(true, Ordering::SeqCst);
+    commit(&mut store, 0).unwrap();
+    commit(&mut store, 1).expect("the commit that triggers the rotation stands");
+    assert!(
+        matches!(commit(&mut store, 2), Err(StoreError::Failed(_))),
+        "LOG-11: a new file that cannot be emptied stops the store"
     );
 }

@@ -18,7 +18,8 @@
 //!   durable when;
 //! - `counted_opens`: every open of the file adds one to the counter, armed or not;
 //! - `fail_metadata`: looking at the path fails with the given OS error;
-//! - `fail_locks`: locking any directory fails with the given OS error.
+//! - `fail_locks`: locking any directory fails with the given OS error;
+//! - `fail_set_lens`: truncating or extending the file fails.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -65,6 +66,7 @@ pub struct Faulty {
     pub counted_opens: Option<(Files, Arc<AtomicU64>)>,
     pub fail_metadata: Option<(Files, i32)>,
     pub fail_locks: Option<i32>,
+    pub fail_set_lens: Option<Files>,
 }
 
 #[derive(Debug)]
@@ -72,6 +74,7 @@ struct FaultyFile {
     inner: Box<dyn FileHandle>,
     fail: bool,
     forget: bool,
+    fail_set_len: bool,
     armed: Arc<AtomicBool>,
     /// How long a sync takes at least, and the count it adds to, if `slow_syncs` selects it.
     slow: Option<(std::time::Duration, Arc<AtomicU64>)>,
@@ -156,6 +159,9 @@ impl FileHandle for FaultyFile {
         self.inner.len()
     }
     fn set_len(&self, len: u64) -> std::io::Result<()> {
+        if self.fail_set_len && self.armed.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("input/output error (injected)"));
+        }
         self.inner.set_len(len)?;
         self.record(|| format!("set_len {len}"));
         Ok(())
@@ -193,6 +199,7 @@ impl Fs for Faulty {
             inner: OsFs.open(path, mode)?,
             fail: selects(&self.fail_writes),
             forget: selects(&self.forget_overwrites),
+            fail_set_len: selects(&self.fail_set_lens),
             armed: self.armed.clone(),
             slow: self
                 .slow_syncs

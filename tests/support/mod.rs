@@ -154,3 +154,28 @@ pub fn resolve(model: &Graph, actions: &[Action]) -> Vec<Op> {
     }
     ops
 }
+
+/// Runs `f` with this thread's tracing events written to a string, and returns both: what the
+/// library logs for an operator, checked where a rule says what is logged.
+pub fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    (out, text)
+}
