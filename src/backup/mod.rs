@@ -7,11 +7,13 @@
 //!
 //! Layout: `protocol` (frames and messages), `service` (server side), `client` (what the tool
 //! does), `target` (the backup directory: lock, generations, pointer switch, leftovers),
+//! `manifest` (what a generation holds, block by block, and verifying it),
 //! `restore` (`neo4j-admin restore`: a verified copy of a backup into a store directory), `tls`
 //! (TLS with client certificates on the backup port, spec/security.md).
 
 pub mod client;
 pub mod decision;
+pub mod manifest;
 pub mod protocol;
 pub mod restore;
 pub mod service;

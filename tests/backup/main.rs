@@ -17,6 +17,7 @@ mod failures;
 mod fallback;
 mod full_incremental;
 mod hostile;
+mod manifest;
 mod output;
 mod protocol_by_hand;
 mod refusals;
