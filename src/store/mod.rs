@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::faults::{self, Switch};
-use crate::graph::{CommitOutcome, Id, Node, Op, Relationship};
+use crate::graph::{CommitOutcome, Id, Node, Op};
 use crate::io::{Clock, FileHandle, Fs, LockGuard, OpenMode};
 use crate::retention::{files_to_prune, LogFile, Pins, PruneInput, RetentionPolicy};
 use format::{FormatVersion, RecordKind, NONE};
@@ -902,14 +902,6 @@ impl Store {
         }
         let rec = self.files.read_node(id)?;
         self.files.load_node(id, &rec)
-    }
-
-    pub fn relationship(&self, id: Id) -> Result<Option<Relationship>, StoreError> {
-        if id >= self.state.next_rel {
-            return Ok(None);
-        }
-        let rec = self.files.read_rel(id)?;
-        self.files.load_rel(id, &rec)
     }
 
     /// The ids of the relationships of node `id`, newest first; `None` if the node does not
