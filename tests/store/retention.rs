@@ -79,12 +79,22 @@ fn ret_14_a_failed_deletion_ends_the_pruning_without_a_gap() {
         "RET-14: nothing newer than the file that could not go was deleted: {versions:?}"
     );
     armed.store(false, std::sync::atomic::Ordering::SeqCst);
-    store.checkpoint().unwrap();
+    let (checkpointed, logged) = support::capture_logs(|| store.checkpoint());
+    checkpointed.unwrap();
     let after = list_log_versions(&*fs(), dir.path()).unwrap();
     assert_eq!(
         after.len(),
         1,
         "RET-14: the next pruning tries again: {after:?}"
+    );
+    let line = format!(
+        "pruned {} logical log file(s); the oldest kept is log file {}",
+        versions.len() - 1,
+        after[0]
+    );
+    assert!(
+        logged.contains(&line),
+        "RET-14: the pruning says what it deleted ({line}): {logged}"
     );
     let removed = removed.lock().unwrap().clone();
     let order: Vec<u64> = removed
