@@ -309,28 +309,26 @@ fn log_1_log_files_are_listed_by_number() {
     );
 }
 
+/// A new store whose log rotates every 2 KiB (a few small transactions a file), keeping what
+/// `keep` says.
+fn rotating_store(dir: &std::path::Path, keep: online_backup::retention::RetentionPolicy) -> Store {
+    let options = StoreOptions {
+        log_rotation_threshold: 2048,
+        retention: keep,
+        pins: online_backup::retention::Pins::new(),
+    };
+    Store::create(fs(), clock(), dir, &options, FormatVersion::CURRENT, 7).unwrap()
+}
+
 // PR-14, PR-15, LOG-2: a log reader positioned at any tx N + 1 of a rotated, partly pruned log
 // reports the digest at N and then every later tx in order; one before the oldest kept file
 // reports that the logs no longer hold it.
 #[test]
 fn pr_14_log_reader_finds_the_digest_at_n_and_the_txs_after() {
-    use online_backup::retention::{Pins, RetentionPolicy};
+    use online_backup::retention::RetentionPolicy;
     use online_backup::store::log::LogReader;
     let dir = scratch();
-    let options = StoreOptions {
-        log_rotation_threshold: 2048,
-        retention: RetentionPolicy::Files(3),
-        pins: Pins::new(),
-    };
-    let mut store = Store::create(
-        fs(),
-        clock(),
-        dir.path(),
-        &options,
-        FormatVersion::CURRENT,
-        7,
-    )
-    .unwrap();
+    let mut store = rotating_store(dir.path(), RetentionPolicy::Files(3));
     let mut digests = vec![store.status().digest];
     for _ in 0..120 {
         store.commit(&[node(&["L"])]).unwrap();
@@ -372,26 +370,13 @@ fn pr_14_log_reader_finds_the_digest_at_n_and_the_txs_after() {
 // descriptors) is an error, never taken for pruned logs.
 #[test]
 fn pr_14_a_log_file_pruned_under_the_reader_reads_as_pruned_other_open_errors_fail() {
-    use online_backup::retention::{Pins, RetentionPolicy};
+    use online_backup::retention::RetentionPolicy;
     use online_backup::store::log::LogReader;
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     use support::faulty::{Faulty, Files};
     let dir = scratch();
-    let options = StoreOptions {
-        log_rotation_threshold: 2048,
-        retention: RetentionPolicy::Files(100),
-        pins: Pins::new(),
-    };
-    let mut store = Store::create(
-        fs(),
-        clock(),
-        dir.path(),
-        &options,
-        FormatVersion::CURRENT,
-        7,
-    )
-    .unwrap();
+    let mut store = rotating_store(dir.path(), RetentionPolicy::Files(100));
     for _ in 0..60 {
         store.commit(&[node(&["L"])]).unwrap();
     }
@@ -498,22 +483,12 @@ fn pr_20_a_log_reader_crosses_only_into_the_file_that_continues_its_log() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use support::faulty::{Faulty, Files};
-    let options = StoreOptions {
-        log_rotation_threshold: 2048,
-        retention: online_backup::retention::RetentionPolicy::Files(100),
-        ..StoreOptions::default()
-    };
     let make = |txs: usize, label: &str| {
         let dir = scratch();
-        let mut store = Store::create(
-            fs(),
-            clock(),
+        let mut store = rotating_store(
             dir.path(),
-            &options,
-            FormatVersion::CURRENT,
-            7,
-        )
-        .unwrap();
+            online_backup::retention::RetentionPolicy::Files(100),
+        );
         for _ in 0..txs {
             store.commit(&[node(&[label])]).unwrap();
         }
