@@ -435,15 +435,7 @@ fn pr_14_a_log_file_pruned_under_the_reader_reads_as_pruned_other_open_errors_fa
 fn pr_20_a_log_reader_reads_what_was_appended_after_it_opened() {
     use online_backup::store::log::LogReader;
     let dir = scratch();
-    let mut store = Store::create(
-        fs(),
-        clock(),
-        dir.path(),
-        &StoreOptions::default(),
-        FormatVersion::CURRENT,
-        7,
-    )
-    .unwrap();
+    let mut store = create(dir.path());
     store.commit(&[node(&["L"])]).unwrap();
     let mut reader = LogReader::open(fs(), store.dir(), 1)
         .unwrap()
@@ -930,55 +922,48 @@ fn log_11_a_passing_shortage_defers_rotation() {
         assert_eq!(reopened.status(), last, "LOG-11: case {case}");
     }
 
-    // Another failure (an I/O error syncing the directory) stops the store, as before.
-    let dir = scratch();
-    let armed = Arc::new(AtomicBool::new(false));
-    let failing = Faulty {
-        armed: armed.clone(),
-        fail_dir_syncs: Some(libc::EIO),
-        ..Default::default()
-    };
-    let mut store = Store::create(
-        Arc::new(failing),
-        clock(),
-        dir.path(),
-        &opts,
-        FormatVersion::CURRENT,
-        1,
-    )
-    .unwrap();
-    armed.store(true, Ordering::SeqCst);
-    commit(&mut store, 0).unwrap();
-    commit(&mut store, 1).expect("the commit that triggers the rotation stands");
-    assert!(
-        matches!(commit(&mut store, 2), Err(StoreError::Failed(_))),
-        "LOG-9, LOG-11: an I/O error in a rotation stops the store"
-    );
-
-    // A shortage whose new file cannot be emptied stops the store too: what of it is durable
-    // could read after a crash as a file whose header disagrees with the commits that went on.
-    let dir = scratch();
-    let armed = Arc::new(AtomicBool::new(false));
-    let stuck = Faulty {
-        armed: armed.clone(),
-        fail_dir_syncs: Some(libc::ENOSPC),
-        fail_set_lens: Some(Files::named(".db.1")),
-        ..Default::default()
-    };
-    let mut store = Store::create(
-        Arc::new(stuck),
-        clock(),
-        dir.path(),
-        &opts,
-        FormatVersion::CURRENT,
-        1,
-    )
-    .unwrap();
-    armed.store(true, Ordering::SeqCst);
-    commit(&mut store, 0).unwrap();
-    commit(&mut store, 1).expect("the commit that triggers the rotation stands");
-    assert!(
-        matches!(commit(&mut store, 2), Err(StoreError::Failed(_))),
-        "LOG-11: a new file that cannot be emptied stops the store"
-    );
+    // Another failure (an I/O error syncing the directory) stops the store, as before; so does
+    // a shortage whose new file cannot be emptied: what of it is durable could read after a
+    // crash as a file whose header disagrees with the commits that went on.
+    let fatal = [
+        (
+            "an I/O error in a rotation stops the store",
+            Faulty {
+                fail_dir_syncs: Some(libc::EIO),
+                ..Default::default()
+            },
+        ),
+        (
+            "a new file that cannot be emptied stops the store",
+            Faulty {
+                fail_dir_syncs: Some(libc::ENOSPC),
+                fail_set_lens: Some(Files::named(".db.1")),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (rule, faulty) in fatal {
+        let dir = scratch();
+        let armed = Arc::new(AtomicBool::new(false));
+        let faulty = Faulty {
+            armed: armed.clone(),
+            ..faulty
+        };
+        let mut store = Store::create(
+            Arc::new(faulty),
+            clock(),
+            dir.path(),
+            &opts,
+            FormatVersion::CURRENT,
+            1,
+        )
+        .unwrap();
+        armed.store(true, Ordering::SeqCst);
+        commit(&mut store, 0).unwrap();
+        commit(&mut store, 1).expect("the commit that triggers the rotation stands");
+        assert!(
+            matches!(commit(&mut store, 2), Err(StoreError::Failed(_))),
+            "LOG-9, LOG-11: {rule}"
+        );
+    }
 }
