@@ -54,7 +54,7 @@ mod workload;
 
 use std::collections::BTreeSet;
 
-use runner::{replay_command, run_all, run_seed, selected, SeedChoice};
+use runner::{replay_command, run_all, run_seed, run_with, selected, SeedChoice};
 use scenarios::SCENARIOS;
 
 /// How many seeds the determinism check runs twice (fewer when `SIM_SEEDS` asks for fewer, as
@@ -120,6 +120,33 @@ fn same_seed_same_trace() {
             scenario.name,
             seeds.len(),
             hashes.len()
+        );
+    }
+}
+
+/// MF-6, MF-8: the client loses power before each of the first operations on the manifest of
+/// a full and of an incremental backup; after each the live generation matches its manifest
+/// (what an unfinished run declared pending aside) and checks, and the next run picks up. The
+/// losses must strike: in every full backup's manifest write, and in the incremental ones.
+#[test]
+fn mf_6_mf_8_power_loss_during_a_manifest_update_leaves_a_matching_manifest() {
+    let scenario = &scenarios::backup_faults::SCENARIO;
+    for seed in 0..2 {
+        let mut struck = 0;
+        let (report, trace) = run_with(scenario, seed, false, |ctx| {
+            struck = scenarios::backup_faults::manifest_power_losses(ctx)?;
+            Ok(())
+        });
+        if let Some(failure) = &report.failure {
+            panic!(
+                "MF-6, MF-8: seed {seed}: {failure}\n{}",
+                trace.tail().join("\n")
+            );
+        }
+        let runs = 2 * scenarios::backup_faults::MANIFEST_OPS;
+        assert!(
+            struck >= runs * 3 / 4,
+            "MF-6, MF-8: seed {seed}: only {struck} of {runs} power losses aimed at the manifest struck"
         );
     }
 }

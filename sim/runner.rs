@@ -218,6 +218,15 @@ impl ScenarioCtx {
         self.world.power_loss_before_op(host, n);
     }
 
+    /// Plans a power loss of `host` before its `n`-th mutating filesystem operation from now on a
+    /// file whose name contains `fragment`.
+    pub fn power_loss_before_op_on(&mut self, host: &str, fragment: &str, n: u64) {
+        self.record(&format!(
+            "plan power loss of {host} before op +{n} on {fragment}"
+        ));
+        self.world.power_loss_before_op_on(host, fragment, n);
+    }
+
     /// Cancels a planned power loss of `host` that has not struck yet.
     pub fn cancel_power_loss(&mut self, host: &str) {
         if self.world.power_loss_planned(host) {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use online_backup::backup::client::{Kind, Mode};
 use online_backup::backup::decision::FullReason;
+use online_backup::backup::manifest::MANIFEST_FILE;
 use rand::Rng;
 
 use crate::runner::{Scenario, ScenarioCtx};
@@ -56,9 +57,17 @@ enum Fault {
     Partition,
     /// The network between client and server holds everything for a while.
     Hold,
+    /// The client host loses power before one of the first operations on the generation's
+    /// manifest (MF-6, MF-8): marking the blocks an incremental will write, or writing a full
+    /// backup's before the pointer switch, or the incremental's last update. `op` 0 draws it.
+    ManifestPowerLoss { op: u64 },
 }
 
-const FAULTS: [Fault; 8] = [
+/// The operations a manifest write makes on its files (create the temporary file, write, sync,
+/// rename): the manifest power loss strikes before one of the first two writes' worth.
+pub const MANIFEST_OPS: u64 = 8;
+
+const FAULTS: [Fault; 9] = [
     Fault::ClientPowerLoss,
     Fault::SwitchPowerLoss,
     Fault::ServerPowerLoss,
@@ -67,6 +76,7 @@ const FAULTS: [Fault; 8] = [
     Fault::ServerShutdown,
     Fault::Partition,
     Fault::Hold,
+    Fault::ManifestPowerLoss { op: 0 },
 ];
 
 /// What an undisturbed run cost, to aim a fault inside one.
@@ -164,6 +174,42 @@ fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
     sim.check_server_intact(ctx)
 }
 
+/// The client loses power before each of the first [`MANIFEST_OPS`] operations on the
+/// manifest, once in a full backup (its manifest, written before the pointer switch) and once in
+/// an incremental one (the pending blocks it marks before writing, and its last update), each
+/// run judged by invariant 2 with the manifest checked against the live generation (MF-5, MF-6,
+/// MF-8), and an undisturbed run after each. Returns how many of the losses struck.
+pub fn manifest_power_losses(ctx: &mut ScenarioCtx) -> turmoil::Result<u64> {
+    let setup = Setup::random(&mut ctx.rng);
+    let mut sim = BackupSim::start(ctx, &setup)?;
+    sim.commits(ctx, 20)?;
+    let costs = Costs {
+        full: Cost {
+            client_ops: 60,
+            steps: 40,
+            server_ops: 10,
+        },
+        incremental: Cost {
+            client_ops: 20,
+            steps: 30,
+            server_ops: 10,
+        },
+    };
+    let job = BackupJob::new(TARGET, Mode::Auto, &mut ctx.rng);
+    let (_, mut holding) = sim.backup_checked(ctx, &Holding::Nothing, job)?;
+    for op in 1..=MANIFEST_OPS {
+        for mode in [Mode::Full, Mode::Auto] {
+            let n = ctx.rng.random_range(1..15);
+            sim.commits(ctx, n)?;
+            let fault = Fault::ManifestPowerLoss { op };
+            holding = interrupted(ctx, &mut sim, &holding, mode, fault, &costs)?;
+            let job = BackupJob::new(TARGET, Mode::Auto, &mut ctx.rng);
+            holding = sim.backup_checked(ctx, &holding, job)?.1;
+        }
+    }
+    Ok(sim.manifest_losses)
+}
+
 /// Steps up to `n` times, stopping early when job `id` is answered or a host is down.
 fn step_for(ctx: &mut ScenarioCtx, sim: &BackupSim, id: u64, n: u64) -> turmoil::Result {
     for _ in 0..n {
@@ -235,6 +281,14 @@ fn interrupted(
             let n = ctx.rng.random_range(1..=cost.server_ops.max(2));
             ctx.power_loss_before_op(SERVER, n);
         }
+        Fault::ManifestPowerLoss { op } => {
+            let n = if op == 0 {
+                ctx.rng.random_range(1..=MANIFEST_OPS)
+            } else {
+                op
+            };
+            ctx.power_loss_before_op_on(CLIENT, MANIFEST_FILE, n);
+        }
         _ => {}
     }
     let began_after = sim.acked();
@@ -273,6 +327,10 @@ fn interrupted(
             Waited::Reply(Reply::Backup(run)) => break Some(*run),
             Waited::Reply(other) => return Err(format!("a backup job answered {other:?}").into()),
             Waited::Down(host) if host == CLIENT => {
+                if matches!(fault, Fault::ManifestPowerLoss { .. }) {
+                    ctx.record("manifest power loss struck");
+                    sim.manifest_losses += 1;
+                }
                 ctx.crash(CLIENT);
                 ctx.restart(CLIENT);
                 break None;

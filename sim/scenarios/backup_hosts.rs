@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use online_backup::backup::client::{self, BackupOptions};
+use online_backup::backup::manifest;
 use online_backup::config::Config;
 use online_backup::graph::{Op, Properties, Value};
 use online_backup::io::{Fs, OpenMode};
@@ -428,6 +429,7 @@ fn inspect(env: &online_backup::io::Env, target: &Path) -> Result<Inspection, Bo
                 names: Vec::new(),
                 live: None,
                 held: Err(format!("{} is a file", target.display())),
+                manifest: Ok(ManifestState::None),
             })
         }
         Some(_) => fs.read_dir(target)?.into_iter().map(|e| e.name).collect(),
@@ -438,8 +440,25 @@ fn inspect(env: &online_backup::io::Env, target: &Path) -> Result<Inspection, Bo
             names,
             live,
             held: Ok(None),
+            manifest: Ok(ManifestState::None),
         });
     }
+    // The manifest first, on the directory as the run left it (the check below recovers a copy).
+    let manifest = match (live, manifest::quick_check(fs, target)) {
+        (None, _) => Ok(ManifestState::None),
+        (Some(_), Ok(q)) if !q.report.findings.is_empty() => Err(format!(
+            "{:?} (not checked: {:?})",
+            q.report
+                .findings
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>(),
+            q.report.unchecked
+        )),
+        (Some(_), Ok(q)) if q.report.unchecked.is_empty() => Ok(ManifestState::Exact),
+        (Some(_), Ok(_)) => Ok(ManifestState::Pending),
+        (Some(_), Err(e)) => Err(e.to_string()),
+    };
     // Created and removed durably, so a crash of the client never leaves half a copy behind
     // (the simulated disk keeps a synced directory even when its parent's entry was not).
     let copy = Path::new(INSPECT_COPY);
@@ -455,7 +474,12 @@ fn inspect(env: &online_backup::io::Env, target: &Path) -> Result<Inspection, Bo
         .map_err(|e| e.to_string());
     fs.remove_dir_all(copy)?;
     fs.sync_dir(scratch)?;
-    Ok(Inspection { names, live, held })
+    Ok(Inspection {
+        names,
+        live,
+        held,
+        manifest,
+    })
 }
 
 fn plant(env: &online_backup::io::Env, target: &Path, what: &Plant) -> Result<(), BoxError> {

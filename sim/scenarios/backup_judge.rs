@@ -140,6 +140,21 @@ pub struct Inspection {
     /// `Ok(None)`: no backup (nothing, or an interrupted first run's leftovers); `Err`: the
     /// backup does not open or check (never acceptable).
     pub held: Result<Option<CheckReport>, String>,
+    /// The live generation against its manifest (MF-5, MF-6, MF-8), read before the check
+    /// opened a copy: `Err` when a block, size or file differs outside what the manifest says
+    /// a run may have changed, or a generation has no manifest.
+    pub manifest: Result<ManifestState, String>,
+}
+
+/// What the manifest check of an inspection found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ManifestState {
+    /// No generation (nothing, or a plain store): nothing to check.
+    None,
+    /// Every block as listed.
+    Exact,
+    /// As listed except what an unfinished run declared pending (MF-5).
+    Pending,
 }
 
 /// What the driver knows a backup directory holds before a run.
@@ -309,6 +324,11 @@ pub fn check_invariants(f: &Facts) -> Result<Holding, String> {
 /// The directory's backup, which must open and check (invariant 2, BK-23): `None` when it
 /// holds none.
 fn valid_report(inspection: &Inspection) -> Result<Option<&CheckReport>, String> {
+    if let Err(e) = &inspection.manifest {
+        return Err(format!(
+            "SIM-21, MF-6, MF-8: the live generation does not match its manifest: {e}"
+        ));
+    }
     match &inspection.held {
         Err(e) => Err(format!(
             "SIM-21, BK-23: invariant 2: the backup does not open and check: {e} (it holds {:?})",

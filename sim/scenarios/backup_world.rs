@@ -415,6 +415,8 @@ pub struct BackupSim {
     pub last_steps: u64,
     /// Mutating filesystem operations the server made meanwhile (to aim its power loss).
     pub last_server_ops: u64,
+    /// Client power losses aimed at the manifest's operations that struck (MF-6, MF-8).
+    pub manifest_losses: u64,
 }
 
 impl BackupSim {
@@ -450,6 +452,7 @@ impl BackupSim {
             next_job: 0,
             last_steps: 0,
             last_server_ops: 0,
+            manifest_losses: 0,
         };
         sim.wait_until_serving(ctx)?;
         Ok(sim)

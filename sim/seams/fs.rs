@@ -131,7 +131,7 @@ fn traced<T: Shown>(
     op: impl FnOnce(&FsInjection) -> io::Result<T>,
 ) -> io::Result<T> {
     let r = host
-        .begin(access == Mutates)
+        .begin_on(access == Mutates, Some(path))
         .and_then(|()| match host.fs_fault(fsop, path) {
             FsInjection::Fail(e) => Err(e),
             injection => op(&injection),

@@ -190,20 +190,29 @@ impl SimWorld {
         p.power_loss_at = Some(p.mutating_ops + n.max(1));
     }
 
-    /// Cancels a power loss of host `name` planned with [`SimWorld::power_loss_before_op`] that
-    /// has not struck yet (a host that already lost power stays down).
+    /// Plans a power loss of host `name` like [`SimWorld::power_loss_before_op`], before its
+    /// `n`-th mutating filesystem operation from now on a path whose file name contains
+    /// `fragment` (1 = the next one): aimed at the writes of one file, wherever they fall.
+    pub fn power_loss_before_op_on(&self, name: &str, fragment: &str, n: u64) {
+        let host = self.host(name);
+        let mut p = host.power.lock().unwrap();
+        p.power_loss_on = Some((fragment.to_string(), n.max(1)));
+    }
+
+    /// Cancels a power loss of host `name` planned with [`SimWorld::power_loss_before_op`] (or
+    /// `_on`) that has not struck yet (a host that already lost power stays down).
     pub fn cancel_power_loss(&self, name: &str) {
-        self.host(name).power.lock().unwrap().power_loss_at = None;
+        let host = self.host(name);
+        let mut p = host.power.lock().unwrap();
+        p.power_loss_at = None;
+        p.power_loss_on = None;
     }
 
     /// Whether a power loss of host `name` is planned and has not struck yet.
     pub fn power_loss_planned(&self, name: &str) -> bool {
-        self.host(name)
-            .power
-            .lock()
-            .unwrap()
-            .power_loss_at
-            .is_some()
+        let host = self.host(name);
+        let p = host.power.lock().unwrap();
+        p.power_loss_at.is_some() || p.power_loss_on.is_some()
     }
 
     /// Whether host `name` has lost power and awaits the driver's crash.
@@ -229,6 +238,7 @@ impl SimWorld {
         let mut p = host.power.lock().unwrap();
         p.down = false;
         p.power_loss_at = None;
+        p.power_loss_on = None;
         host.fs.lock().unwrap().power_lost();
         drop(p);
         if self.0.faults.lock().unwrap().is_client(name) {
@@ -349,6 +359,9 @@ struct Streams {
 struct Power {
     mutating_ops: u64,
     power_loss_at: Option<u64>,
+    /// A power loss before the n-th mutating operation on a file whose name contains the
+    /// fragment: the fragment, and how many such operations are left until it (1 = the next).
+    power_loss_on: Option<(String, u64)>,
     down: bool,
 }
 
@@ -390,13 +403,36 @@ impl HostShared {
     /// Admits one operation, or fails it because the host is down (SIM-7). A mutating operation
     /// counts towards a planned power loss.
     pub(super) fn begin(&self, mutating: bool) -> io::Result<()> {
+        self.begin_on(mutating, None)
+    }
+
+    /// [`HostShared::begin`] for an operation on `path`, which counts towards a power loss aimed
+    /// at its file name.
+    pub(super) fn begin_on(
+        &self,
+        mutating: bool,
+        path: Option<&std::path::Path>,
+    ) -> io::Result<()> {
         let mut p = self.power.lock().unwrap();
         if p.down {
             return Err(power_loss_error(&self.name));
         }
         if mutating {
             p.mutating_ops += 1;
-            if p.power_loss_at.is_some_and(|at| p.mutating_ops >= at) {
+            let named = path
+                .and_then(|path| path.file_name())
+                .map(|n| n.to_string_lossy().into_owned());
+            let aimed = match (&mut p.power_loss_on, named) {
+                (Some((fragment, left)), Some(name)) if name.contains(fragment.as_str()) => {
+                    *left -= 1;
+                    *left == 0
+                }
+                _ => false,
+            };
+            if aimed {
+                p.power_loss_on = None;
+            }
+            if aimed || p.power_loss_at.is_some_and(|at| p.mutating_ops >= at) {
                 p.down = true;
                 p.power_loss_at = None;
                 drop(p);

@@ -27,7 +27,8 @@ const LAYOUT_VERSION: u32 = 1;
 /// The largest manifest read (MF-2): two million block hashes, 2 TiB of store at 1 MiB blocks.
 pub const MAX_MANIFEST: u64 = 64 << 20;
 const MAX_FILES: u32 = 4096;
-const MAX_SOURCE: usize = 255;
+/// The longest source a manifest holds (MF-1).
+pub const MAX_SOURCE: usize = 255;
 const MAX_TOOL_VERSION: usize = 64;
 const HASH: usize = 32;
 
@@ -105,6 +106,72 @@ pub struct Manifest {
     pub tool_version: String,
     /// Strictly ascending by name.
     pub files: Vec<FileEntry>,
+    /// What a run that has not finished may have changed (MF-5); empty when the manifest
+    /// describes the files exactly.
+    pub pending: Pending,
+}
+
+/// The blocks a run may change before it rehashes them (MF-5): written into the manifest, and
+/// synced, before the run writes, so that after a crash the manifest still says which of its
+/// hashes may be stale.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// By file name, the block ranges `first ..= last` that may differ, ascending, disjoint
+    /// and not adjacent. A range ending at [`TO_END`] also lets the size change and the file
+    /// be removed.
+    ranges: std::collections::BTreeMap<String, Vec<(u64, u64)>>,
+    /// Whether files the manifest does not list may appear.
+    pub new_files: bool,
+}
+
+/// The `last` of a pending range that runs to the end of its file, whatever its size (MF-5).
+pub const TO_END: u64 = u64::MAX;
+
+impl Pending {
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty() && !self.new_files
+    }
+
+    /// Adds blocks `first ..= last` of `name`; says whether anything was not pending already.
+    pub fn add(&mut self, name: &str, first: u64, last: u64) -> bool {
+        debug_assert!(first <= last);
+        let ranges = self.ranges.entry(name.to_string()).or_default();
+        if ranges.iter().any(|&(a, b)| a <= first && last <= b) {
+            return false;
+        }
+        // Merge with every range it overlaps or touches.
+        let (mut lo, mut hi) = (first, last);
+        ranges.retain(|&(a, b)| {
+            let apart = b.saturating_add(1) < lo || hi.saturating_add(1) < a;
+            if !apart {
+                lo = lo.min(a);
+                hi = hi.max(b);
+            }
+            apart
+        });
+        let at = ranges.partition_point(|&(a, _)| a < lo);
+        ranges.insert(at, (lo, hi));
+        true
+    }
+
+    /// Whether block `block` of `name` may differ.
+    pub fn covers(&self, name: &str, block: u64) -> bool {
+        self.ranges
+            .get(name)
+            .is_some_and(|r| r.iter().any(|&(a, b)| a <= block && block <= b))
+    }
+
+    /// Whether `name` may have changed size or been removed (a range runs to its end).
+    pub fn to_end(&self, name: &str) -> bool {
+        self.ranges
+            .get(name)
+            .is_some_and(|r| r.last().is_some_and(|&(_, b)| b == TO_END))
+    }
+
+    /// The files with pending blocks, each with its ranges.
+    pub fn files(&self) -> impl Iterator<Item = (&str, &[(u64, u64)])> {
+        self.ranges.iter().map(|(n, r)| (n.as_str(), r.as_slice()))
+    }
 }
 
 /// Blocks of `size` bytes at `block_size` bytes a block.
@@ -153,6 +220,18 @@ impl Manifest {
             for b in &f.blocks {
                 out.put_slice(b);
             }
+        }
+        out.put_u8(u8::from(self.pending.new_files));
+        let ranges: Vec<(&str, u64, u64)> = self
+            .pending
+            .files()
+            .flat_map(|(name, r)| r.iter().map(move |&(a, b)| (name, a, b)))
+            .collect();
+        out.put_u32_le(ranges.len() as u32);
+        for (name, first, last) in ranges {
+            put_str_u16(&mut out, name);
+            out.put_u64_le(first);
+            out.put_u64_le(last);
         }
         let trailer = blake3::hash(&out);
         out.put_slice(trailer.as_bytes());
@@ -241,6 +320,7 @@ impl Manifest {
             }
             files.push(entry);
         }
+        let pending = Pending::read(&mut r)?;
         r.finish()?;
         Ok(Manifest {
             block_size,
@@ -258,6 +338,7 @@ impl Manifest {
             source,
             tool_version,
             files,
+            pending,
         })
     }
 
@@ -279,6 +360,203 @@ impl Manifest {
     pub fn write(&self, fs: &dyn Fs, dir: &Path) -> std::io::Result<()> {
         io::write_atomic(fs, &dir.join(MANIFEST_FILE), &self.encode())
     }
+}
+
+impl Pending {
+    /// The pending section (MF-1, MF-5), every range checked.
+    fn read(r: &mut Reader<'_>) -> Result<Pending, ManifestError> {
+        let damaged = |why: &str| ManifestError::Damaged(why.to_string());
+        let new_files = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(damaged("unknown pending flags")),
+        };
+        let count = r.u32()?;
+        // Each range takes at least 19 bytes: bound the count by the bytes left.
+        if count as usize > r.remaining() / 19 {
+            return Err(damaged("its pending ranges end early"));
+        }
+        let mut pending = Pending {
+            ranges: Default::default(),
+            new_files,
+        };
+        let mut prev: Option<(String, u64)> = None;
+        for _ in 0..count {
+            let name = r.str_u16()?;
+            let (first, last) = (r.u64()?, r.u64()?);
+            if !valid_name(&name) {
+                return Err(damaged("a pending file name is not a plain file name"));
+            }
+            if first > last {
+                return Err(damaged("a pending range ends before it starts"));
+            }
+            if let Some((p_name, p_last)) = &prev {
+                if *p_name > name || (*p_name == name && p_last.saturating_add(1) >= first) {
+                    return Err(damaged(
+                        "its pending ranges are not ascending, disjoint and apart",
+                    ));
+                }
+            }
+            pending
+                .ranges
+                .entry(name.clone())
+                .or_default()
+                .push((first, last));
+            prev = Some((name, last));
+        }
+        Ok(pending)
+    }
+}
+
+/// Hashes a file's bytes as they are written front to back (MF-3), one block at a time, so a
+/// copy hashes what it writes without reading it again.
+pub struct BlockHasher {
+    block_size: u64,
+    hasher: blake3::Hasher,
+    /// Bytes of the current block hashed so far.
+    in_block: u64,
+    size: u64,
+    blocks: Vec<[u8; HASH]>,
+}
+
+impl BlockHasher {
+    pub fn new(block_size: u32) -> BlockHasher {
+        BlockHasher {
+            block_size: block_size as u64,
+            hasher: blake3::Hasher::new(),
+            in_block: 0,
+            size: 0,
+            blocks: Vec::new(),
+        }
+    }
+
+    /// The next bytes of the file.
+    pub fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let take = ((self.block_size - self.in_block) as usize).min(data.len());
+            self.hasher.update(&data[..take]);
+            self.in_block += take as u64;
+            self.size += take as u64;
+            data = &data[take..];
+            if self.in_block == self.block_size {
+                self.blocks.push(*self.hasher.finalize().as_bytes());
+                self.hasher.reset();
+                self.in_block = 0;
+            }
+        }
+    }
+
+    /// The file's entry: its size and block hashes.
+    pub fn finish(mut self, name: &str) -> FileEntry {
+        if self.in_block > 0 {
+            self.blocks.push(*self.hasher.finalize().as_bytes());
+        }
+        FileEntry {
+            name: name.to_string(),
+            size: self.size,
+            blocks: self.blocks,
+        }
+    }
+}
+
+impl Manifest {
+    /// Rehashes what [`Manifest::pending`] names and clears it (MF-5): each pending block of a
+    /// file that is there, every block of a file that grew or shrank from the first pending
+    /// block on, files that are gone are dropped, and when new files may appear, each file not
+    /// listed is hashed whole. A file whose size changed without a pending range to its end is
+    /// damage the run did not cause, and is refused.
+    pub fn refresh(&mut self, fs: &dyn Fs, dir: &Path) -> Result<(), ManifestError> {
+        let io_err = |context: String| move |source| ManifestError::Io { context, source };
+        let pending = std::mem::take(&mut self.pending);
+        let block_size = self.block_size as u64;
+        let mut buf = vec![0u8; self.block_size as usize];
+        for (name, ranges) in pending.files() {
+            let path = dir.join(name);
+            let listed = self.files.iter().position(|f| f.name == name);
+            let Some(meta) = fs
+                .metadata(&path)
+                .map_err(io_err(format!("reading {}", path.display())))?
+            else {
+                if let Some(i) = listed {
+                    self.files.remove(i);
+                }
+                continue;
+            };
+            let Some(i) = listed else {
+                let entry = hash_file(fs, dir, name, self.block_size)
+                    .map_err(io_err(format!("reading {}", path.display())))?;
+                self.insert(entry);
+                continue;
+            };
+            let file = fs
+                .open(&path, OpenMode::Read)
+                .map_err(io_err(format!("reading {}", path.display())))?;
+            let entry = &mut self.files[i];
+            let size = meta.len;
+            if size != entry.size && !pending.to_end(name) {
+                return Err(ManifestError::Damaged(format!(
+                    "{name} changed size from {} to {size} bytes outside what the run changed",
+                    entry.size
+                )));
+            }
+            let count = block_count(size, self.block_size);
+            // A size that changed changes the old last block and every block after it.
+            let grown = (size != entry.size).then_some((entry.size.min(size) / block_size, TO_END));
+            entry.size = size;
+            entry.blocks.resize(count as usize, [0; HASH]);
+            for &(first, last) in ranges.iter().chain(grown.iter()) {
+                for block in first..=last.min(count.saturating_sub(1)) {
+                    if block >= count {
+                        break;
+                    }
+                    let offset = block * block_size;
+                    let len = (size - offset).min(block_size) as usize;
+                    file.read_exact_at(&mut buf[..len], offset)
+                        .map_err(io_err(format!("reading {}", path.display())))?;
+                    entry.blocks[block as usize] = *blake3::hash(&buf[..len]).as_bytes();
+                }
+            }
+        }
+        if pending.new_files {
+            let present = fs
+                .read_dir(dir)
+                .map_err(io_err(format!("reading {}", dir.display())))?;
+            for e in present {
+                if e.is_dir || is_manifest_own(&e.name) || self.lists(&e.name) {
+                    continue;
+                }
+                let entry = hash_file(fs, dir, &e.name, self.block_size)
+                    .map_err(io_err(format!("reading {}", dir.join(&e.name).display())))?;
+                self.insert(entry);
+            }
+        }
+        Ok(())
+    }
+
+    fn lists(&self, name: &str) -> bool {
+        self.files.iter().any(|f| f.name == name)
+    }
+
+    /// Adds `entry` in name order.
+    fn insert(&mut self, entry: FileEntry) {
+        let at = self.files.partition_point(|f| f.name < entry.name);
+        self.files.insert(at, entry);
+    }
+
+    /// Every block of every file (what scrubbing goes round).
+    pub fn total_blocks(&self) -> u64 {
+        self.files.iter().map(|f| f.blocks.len() as u64).sum()
+    }
+
+    /// The entry of `name`, if listed.
+    pub fn file(&self, name: &str) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.name == name)
+    }
+}
+
+/// The manifest's own file and its temporary file, which it never lists (MF-1).
+fn is_manifest_own(name: &str) -> bool {
+    name.starts_with(MANIFEST_FILE)
 }
 
 /// Hashes `dir/name` block by block (MF-3), reading it once, one block at a time.
@@ -370,25 +648,43 @@ impl std::fmt::Display for Finding {
     }
 }
 
+/// What [`verify`] found (MF-4, MF-5).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Damage, in manifest order (unlisted files first).
+    pub findings: Vec<Finding>,
+    /// What a run that has not finished may have changed, so was not checked (MF-5): one line
+    /// per file.
+    pub unchecked: Vec<String>,
+    /// Blocks read and found as listed.
+    pub blocks_checked: u64,
+    /// Bytes read.
+    pub bytes_read: u64,
+}
+
 /// Verifies the files of `dir` against `manifest` (MF-4): every listed file is read once,
 /// block by block; every block that does not hash as listed, every size that differs, every
-/// missing file and every file not listed is a finding. An I/O error other than a missing file
-/// stops the verification.
-pub fn verify(fs: &dyn Fs, dir: &Path, manifest: &Manifest) -> Result<Vec<Finding>, ManifestError> {
+/// missing file and every file not listed is a finding, except what the manifest's pending
+/// section says a run may have changed, which is reported as not checked (MF-5). An I/O error
+/// other than a missing file stops the verification.
+pub fn verify(fs: &dyn Fs, dir: &Path, manifest: &Manifest) -> Result<VerifyReport, ManifestError> {
     let io_err = |context: String| move |source| ManifestError::Io { context, source };
-    let mut findings = Vec::new();
-    let listed: std::collections::BTreeSet<&str> =
-        manifest.files.iter().map(|f| f.name.as_str()).collect();
+    let pending = &manifest.pending;
+    let mut report = VerifyReport::default();
     let mut present = fs
         .read_dir(dir)
         .map_err(io_err(format!("reading {}", dir.display())))?;
     present.sort_by(|a, b| a.name.cmp(&b.name));
     for entry in &present {
-        let manifest_own = entry.name == MANIFEST_FILE
-            || entry.name
-                == io::sibling_with_suffix(Path::new(MANIFEST_FILE), ".tmp").to_string_lossy();
-        if !manifest_own && !listed.contains(entry.name.as_str()) {
-            findings.push(Finding::Unlisted {
+        if is_manifest_own(&entry.name) || manifest.lists(&entry.name) {
+            continue;
+        }
+        if pending.new_files || pending.to_end(&entry.name) {
+            report
+                .unchecked
+                .push(format!("{} (created by an unfinished run)", entry.name));
+        } else {
+            report.findings.push(Finding::Unlisted {
                 file: entry.name.clone(),
             });
         }
@@ -397,12 +693,19 @@ pub fn verify(fs: &dyn Fs, dir: &Path, manifest: &Manifest) -> Result<Vec<Findin
     let mut buf = vec![0u8; manifest.block_size as usize];
     for f in &manifest.files {
         let path = dir.join(&f.name);
+        let may_change_size = pending.to_end(&f.name);
         let file = match fs.open(&path, OpenMode::Read) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                findings.push(Finding::Missing {
-                    file: f.name.clone(),
-                });
+                if may_change_size {
+                    report
+                        .unchecked
+                        .push(format!("{} (removed by an unfinished run)", f.name));
+                } else {
+                    report.findings.push(Finding::Missing {
+                        file: f.name.clone(),
+                    });
+                }
                 continue;
             }
             Err(e) => return Err(io_err(format!("opening {}", path.display()))(e)),
@@ -410,40 +713,125 @@ pub fn verify(fs: &dyn Fs, dir: &Path, manifest: &Manifest) -> Result<Vec<Findin
         let size = file
             .len()
             .map_err(io_err(format!("reading {}", path.display())))?;
-        if size < f.size {
-            findings.push(Finding::Truncated {
-                file: f.name.clone(),
-                size,
-                listed: f.size,
-                block: size / block_size,
-            });
-        } else if size > f.size {
-            findings.push(Finding::Extended {
-                file: f.name.clone(),
-                size,
-                listed: f.size,
-                block: f.size / block_size,
+        if size != f.size && !may_change_size {
+            report.findings.push(if size < f.size {
+                Finding::Truncated {
+                    file: f.name.clone(),
+                    size,
+                    listed: f.size,
+                    block: size / block_size,
+                }
+            } else {
+                Finding::Extended {
+                    file: f.name.clone(),
+                    size,
+                    listed: f.size,
+                    block: f.size / block_size,
+                }
             });
         }
+        let mut skipped = 0u64;
         for (i, want) in f.blocks.iter().enumerate() {
-            let offset = i as u64 * block_size;
+            let block = i as u64;
+            if pending.covers(&f.name, block) {
+                skipped += 1;
+                continue;
+            }
+            let offset = block * block_size;
             let len = (f.size - offset).min(block_size) as usize;
             let got = file
                 .read_fully_at(&mut buf[..len], offset)
                 .map_err(io_err(format!("reading {}", path.display())))?;
+            report.bytes_read += got as u64;
             if got < len {
                 break; // Truncated, reported above from its first short block.
             }
             if blake3::hash(&buf[..len]).as_bytes() != want {
-                findings.push(Finding::Block {
+                report.findings.push(Finding::Block {
                     file: f.name.clone(),
-                    block: i as u64,
+                    block,
                     offset,
                 });
+            } else {
+                report.blocks_checked += 1;
             }
         }
+        if skipped > 0 || may_change_size {
+            report.unchecked.push(format!(
+                "{}: {skipped} block(s) an unfinished run may have changed",
+                f.name
+            ));
+        }
     }
-    Ok(findings)
+    Ok(report)
+}
+
+/// Why `check --quick` could not say whether a backup is intact (MF-9).
+#[derive(Debug, thiserror::Error)]
+pub enum QuickCheckError {
+    /// The directory is missing, a file, locked, or its pointer names nothing (ST-14, IO-3,
+    /// BK-31).
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{dir} has no {MANIFEST_FILE} (a plain store, or a backup taken by a version that wrote none): check it without --quick")]
+    NoManifest { dir: String },
+    #[error("{dir}: {source}")]
+    Manifest {
+        dir: String,
+        #[source]
+        source: ManifestError,
+    },
+}
+
+impl QuickCheckError {
+    /// The exit code of `check --quick` (MF-9): 3 when the backup is damaged (its pointer or
+    /// its manifest), 1 when it could not be checked.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            QuickCheckError::Store(crate::store::StoreError::Corrupt(_))
+            | QuickCheckError::Manifest {
+                source: ManifestError::Damaged(_),
+                ..
+            } => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// What `check --quick` found (MF-9).
+#[derive(Clone, Debug)]
+pub struct QuickCheck {
+    /// The directory whose files were verified (the live generation of a backup).
+    pub generation: std::path::PathBuf,
+    pub manifest: Manifest,
+    pub report: VerifyReport,
+}
+
+/// Verifies the live generation of the backup in `dir` against its manifest (MF-9), under the
+/// directory's lock, reading every block once and nothing else: no store is opened, nothing
+/// recovered or written.
+pub fn quick_check(fs: &dyn Fs, dir: &Path) -> Result<QuickCheck, QuickCheckError> {
+    let _lock = crate::store::lock_existing(fs, dir)?;
+    let generation = crate::store::layout::resolve(fs, dir)?;
+    let shown = || generation.display().to_string();
+    let manifest = Manifest::read(fs, &generation)
+        .map_err(|source| QuickCheckError::Manifest {
+            dir: shown(),
+            source,
+        })?
+        .ok_or_else(|| QuickCheckError::NoManifest {
+            dir: dir.display().to_string(),
+        })?;
+    let report =
+        verify(fs, &generation, &manifest).map_err(|source| QuickCheckError::Manifest {
+            dir: shown(),
+            source,
+        })?;
+    Ok(QuickCheck {
+        generation,
+        manifest,
+        report,
+    })
 }
 
 #[cfg(test)]
@@ -480,6 +868,7 @@ mod tests {
             source: "db:6362".to_string(),
             tool_version: "0.1.0".to_string(),
             files: vec![entry("a", 5, 4096, 1), entry("b", 3 * 4096 + 1, 4096, 9)],
+            pending: Pending::default(),
         }
     }
 
@@ -526,7 +915,11 @@ mod tests {
         // File "b": four blocks.
         assert_eq!(&b[228..231], &[1, 0, b'b'], "MF-1");
         assert_eq!(u64_at(&b, 231), 3 * 4096 + 1, "MF-1");
-        assert_eq!(b.len(), 231 + 8 + 32 + 4 * 32 + 32, "MF-1: length");
+        // The pending section: no new files, no ranges.
+        let pending_at = 231 + 8 + 32 + 4 * 32;
+        assert_eq!(b[pending_at], 0, "MF-1: pending flags");
+        assert_eq!(u32_at(&b, pending_at + 1), 0, "MF-1: pending ranges");
+        assert_eq!(b.len(), pending_at + 5 + 32, "MF-1: length");
         let (body, trailer) = b.split_at(b.len() - 32);
         assert_eq!(trailer, blake3::hash(body).as_bytes(), "MF-1: trailer");
         assert_eq!(Manifest::decode(&b).unwrap(), m, "MF-1: round trip");
@@ -608,6 +1001,12 @@ mod tests {
             ("huge size", edit(156, &u64::MAX.to_le_bytes()), "end early"),
             ("file hash", edit(164, &[0; 32]), "file hash of a"),
             ("trailing", reseal(&[body, &[0]].concat()), "trailing"),
+            ("pending flags", edit(body.len() - 5, &[2]), "pending flags"),
+            (
+                "pending count",
+                edit(body.len() - 4, &1000u32.to_le_bytes()),
+                "end early",
+            ),
         ];
         for (case, bytes, says) in cases {
             match Manifest::decode(&bytes) {
@@ -629,5 +1028,62 @@ mod tests {
             Manifest::decode(&vec![0; MAX_MANIFEST as usize + 1]).is_err(),
             "MF-2: too long"
         );
+    }
+
+    #[test]
+    fn mf_5_pending_ranges_merge_and_their_encoding_is_checked() {
+        let mut p = Pending::default();
+        assert!(p.is_empty(), "MF-5");
+        assert!(
+            p.add("b", 4, 4) && p.add("b", 6, 7) && p.add("a", 0, TO_END),
+            "MF-5"
+        );
+        assert!(p.add("b", 5, 5), "MF-5: fills the gap");
+        assert_eq!(
+            p.files().collect::<Vec<_>>(),
+            vec![("a", &[(0, TO_END)][..]), ("b", &[(4, 7)][..])],
+            "MF-5: adjacent ranges merge"
+        );
+        assert!(!p.add("b", 5, 6), "MF-5: inside a range");
+        assert!(
+            p.covers("b", 7) && !p.covers("b", 8) && !p.covers("c", 0),
+            "MF-5"
+        );
+        assert!(p.to_end("a") && !p.to_end("b"), "MF-5");
+        assert!(p.add("b", 9, 9) && p.add("b", 0, 20), "MF-5: swallows both");
+        assert_eq!(p.files().nth(1).unwrap().1, &[(0, 20)], "MF-5");
+        let m = Manifest {
+            pending: p,
+            ..sample()
+        };
+        let b = m.encode();
+        assert_eq!(
+            Manifest::decode(&b).unwrap(),
+            m,
+            "MF-1: pending round-trips"
+        );
+        // Behind a valid checksum: the second range of "b" made to overlap, or run backwards.
+        let body = &b[..b.len() - 32];
+        let second = body.len() - (2 + 1 + 16);
+        for (case, first, last, says) in [
+            ("backwards", 30u64, 29u64, "ends before"),
+            ("overlapping", 0, 20, "ascending"),
+        ] {
+            let mut m2 = body.to_vec();
+            m2[second..second + 3].copy_from_slice(&[1, 0, b'b']);
+            m2[second + 3..second + 11].copy_from_slice(&first.to_le_bytes());
+            m2[second + 11..second + 19].copy_from_slice(&last.to_le_bytes());
+            // The first range becomes "b" 0 ..= 20 as well: patch its name from "a".
+            let first_at = body.len() - 2 * 19;
+            m2[first_at + 2] = b'b';
+            m2[first_at + 3..first_at + 11].copy_from_slice(&0u64.to_le_bytes());
+            m2[first_at + 11..first_at + 19].copy_from_slice(&20u64.to_le_bytes());
+            match Manifest::decode(&reseal(&m2)) {
+                Err(ManifestError::Damaged(why)) => {
+                    assert!(why.contains(says), "MF-2: {case}: {why}")
+                }
+                other => panic!("MF-2: {case} was not refused: {other:?}"),
+            }
+        }
     }
 }

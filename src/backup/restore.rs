@@ -1,7 +1,7 @@
 //! `neo4j-admin restore`: a verified copy of a backup into a store directory (spec/admin.md,
 //! ADM-6 .. ADM-8).
 //!
-//! Owns: checking the backup, copying its live store durably into a new generation of the
+//! Owns: checking the backup (its manifest first, MF-10), copying its live store durably into a new generation of the
 //! target, checking the copy, and switching the target's pointer to it.
 //! Must not touch: the network, or the backup's files beyond opening it as a store (which
 //! recovers and checkpoints it, as every opener does). The target is never left broken: the
@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::backup::manifest::{verify, Manifest, ManifestError};
 use crate::backup::target::{Holds, Target, TargetError};
 use crate::io::{Blocking, Clock, Fs, OpenMode};
 use crate::progress::Phase;
@@ -31,6 +32,19 @@ pub enum RestoreError {
         dir: String,
         count: u64,
         first: String,
+    },
+    /// The backup's files do not match its manifest (MF-10).
+    #[error("the backup in {dir} is damaged ({count} finding(s) against its manifest, the first: {first}); nothing was restored")]
+    Damaged {
+        dir: String,
+        count: usize,
+        first: String,
+    },
+    #[error("the backup in {dir}: {source}; nothing was restored")]
+    Manifest {
+        dir: String,
+        #[source]
+        source: ManifestError,
     },
     #[error("{0} already holds a store; add --force to replace it")]
     NotEmpty(String),
@@ -56,7 +70,11 @@ impl RestoreError {
     /// The exit code of `neo4j-admin restore` (ADM-8).
     pub fn exit_code(&self) -> u8 {
         match self {
-            RestoreError::Inconsistent { .. } => 3,
+            RestoreError::Inconsistent { .. } | RestoreError::Damaged { .. } => 3,
+            RestoreError::Manifest {
+                source: ManifestError::Damaged(_),
+                ..
+            } => 3,
             _ => 1,
         }
     }
@@ -99,6 +117,27 @@ pub fn restore(
     // The backup, locked while it is copied, checked before a byte is.
     let store = Store::open(fs.clone(), clock.clone(), from, &StoreOptions::default())?;
     let mut target = classify(Target::open(fs.clone(), to))?;
+    // The manifest first, when the backup has one (MF-10): damage is named by file and block
+    // at the speed of reading the files, before the consistency check reads them again.
+    let shown = || from.display().to_string();
+    let manifest = Manifest::read(&*fs, store.dir()).map_err(|source| RestoreError::Manifest {
+        dir: shown(),
+        source,
+    })?;
+    if let Some(manifest) = manifest {
+        let found =
+            verify(&*fs, store.dir(), &manifest).map_err(|source| RestoreError::Manifest {
+                dir: shown(),
+                source,
+            })?;
+        if let Some(first) = found.findings.first() {
+            return Err(RestoreError::Damaged {
+                dir: shown(),
+                count: found.findings.len(),
+                first: first.to_string(),
+            });
+        }
+    }
     let report = check_open_with_progress(&store, par, &mut |done, total| {
         progress(Phase::CheckBackup, done, total)
     })?;

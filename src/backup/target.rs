@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::backup::manifest::MANIFEST_FILE;
 use crate::io::{parent_of, Fs, LockGuard};
 use crate::store::format::RecordKind;
 use crate::store::layout::{self, generation_name, parse_generation, POINTER_FILE};
@@ -71,9 +72,11 @@ struct Leftover {
     is_dir: bool,
 }
 
-/// Names a store keeps directly in its directory (ST-1), and those an upgrade stages.
+/// Names a store keeps directly in its directory (ST-1), those an upgrade stages, and a
+/// generation's manifest (MF-1), which a copy of a generation used as a plain backup carries.
 fn is_store_file(name: &str) -> bool {
-    name == META_FILE
+    name.starts_with(MANIFEST_FILE)
+        || name == META_FILE
         || name.starts_with(&format!("{META_FILE}."))
         || name.starts_with(LOG_PREFIX)
         || RecordKind::ALL

@@ -296,6 +296,14 @@ pub fn lock_new_store_dir(fs: &dyn Fs, dir: &Path) -> Result<Box<dyn LockGuard>,
     Ok(guard)
 }
 
+/// Locks an existing store or backup directory for a tool that reads its files without opening
+/// the store (`check --quick`): a path that is not a directory fails as ST-14 says, a directory
+/// in use as IO-3 says.
+pub fn lock_existing(fs: &dyn Fs, dir: &Path) -> Result<Box<dyn LockGuard>, StoreError> {
+    classify_dir(fs, dir)?;
+    lock(fs, dir)
+}
+
 /// Says why `dir` cannot hold a store when it is not a directory at all (ST-14): it does not
 /// exist (nor does a path that goes through a file), or it is a file. A directory passes; whether
 /// it holds a store is the metadata's to say.

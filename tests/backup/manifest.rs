@@ -2,12 +2,16 @@
 //! naming each kind of damage by file and block.
 
 use online_backup::backup::manifest::{
-    hash_file, verify, Finding, Manifest, Verification, MANIFEST_FILE,
+    hash_file, verify, BlockHasher, Finding, Manifest, Pending, Verification, BLOCK_SIZE,
+    MANIFEST_FILE, TO_END,
 };
 use online_backup::digest::Digest;
 use online_backup::store::format::FormatVersion;
 use online_backup::store::meta::StoreId;
 
+use crate::helpers::*;
+use crate::support::backup::*;
+use crate::support::server::ServerProcess;
 use crate::support::{fs, scratch};
 
 const BLOCK: u32 = 4096;
@@ -41,6 +45,7 @@ fn generation() -> (tempfile::TempDir, Manifest) {
         source: "localhost:6362".to_string(),
         tool_version: "test".to_string(),
         files,
+        pending: Pending::default(),
     };
     manifest.write(&*fs(), dir.path()).unwrap();
     (dir, manifest)
@@ -140,16 +145,337 @@ fn mf_4_each_kind_of_damage_is_named_by_file_and_block() {
     for (case, damage, want) in cases {
         let (dir, manifest) = generation();
         std::fs::write(dir.path().join(format!("{MANIFEST_FILE}.tmp")), b"left").unwrap();
+        let before = verify(&*fs(), dir.path(), &manifest).unwrap();
         assert_eq!(
-            verify(&*fs(), dir.path(), &manifest).unwrap(),
-            vec![],
+            (before.findings, before.blocks_checked),
+            (vec![], 4),
             "MF-4: {case}: nothing before the damage (the manifest's own files are not listed)"
         );
         damage(&dir.path().join(nodes));
         assert_eq!(
-            verify(&*fs(), dir.path(), &manifest).unwrap(),
+            verify(&*fs(), dir.path(), &manifest).unwrap().findings,
             vec![want],
             "MF-4: {case}"
         );
     }
+}
+
+#[test]
+fn mf_3_a_file_hashed_as_it_is_written_equals_one_hashed_from_disk() {
+    let (dir, manifest) = generation();
+    let bytes = std::fs::read(dir.path().join("neostore.nodestore.db")).unwrap();
+    // Pieces that straddle block boundaries, as chunks of a copy do.
+    for piece in [1, 7, 1000, BLOCK as usize, BLOCK as usize + 3] {
+        let mut h = BlockHasher::new(BLOCK);
+        for chunk in bytes.chunks(piece) {
+            h.update(chunk);
+        }
+        assert_eq!(
+            h.finish("neostore.nodestore.db"),
+            manifest.files[1],
+            "MF-3: written in pieces of {piece} bytes"
+        );
+    }
+    assert_eq!(
+        BlockHasher::new(BLOCK).finish("empty").blocks.len(),
+        0,
+        "MF-3: an empty file has no blocks"
+    );
+}
+
+#[test]
+fn mf_5_pending_blocks_are_not_checked_and_a_refresh_rehashes_exactly_them() {
+    let nodes = "neostore.nodestore.db";
+    let (dir, mut manifest) = generation();
+    let path = dir.path().join(nodes);
+    let mut b = std::fs::read(&path).unwrap();
+    b[17] ^= 1; // block 0: a change the run declared
+    b[BLOCK as usize + 1] ^= 1; // block 1: damage it did not declare
+    b.extend_from_slice(&[5; BLOCK as usize]); // growth, declared below
+    std::fs::write(&path, &b).unwrap();
+    std::fs::write(dir.path().join("neostore.transaction.db.3"), b"new log").unwrap();
+    assert!(manifest.pending.add(nodes, 0, 0), "MF-5: a new range");
+    assert!(!manifest.pending.add(nodes, 0, 0), "MF-5: already pending");
+    assert!(manifest.pending.add(nodes, 3, TO_END), "MF-5");
+    manifest.pending.new_files = true;
+    let report = verify(&*fs(), dir.path(), &manifest).unwrap();
+    assert_eq!(
+        report.findings,
+        vec![Finding::Block {
+            file: nodes.into(),
+            block: 1,
+            offset: BLOCK as u64
+        }],
+        "MF-5: damage outside the pending blocks is still found, the pending ones are not checked"
+    );
+    assert_eq!(report.unchecked.len(), 2, "MF-5: {:?}", report.unchecked);
+    // Written with its pending section and read back.
+    manifest.write(&*fs(), dir.path()).unwrap();
+    assert_eq!(
+        Manifest::read(&*fs(), dir.path()).unwrap().as_ref(),
+        Some(&manifest),
+        "MF-1: the pending section round-trips"
+    );
+    manifest.refresh(&*fs(), dir.path()).unwrap();
+    assert!(manifest.pending.is_empty(), "MF-5: a refresh clears it");
+    let report = verify(&*fs(), dir.path(), &manifest).unwrap();
+    assert_eq!(
+        report.findings,
+        vec![Finding::Block {
+            file: nodes.into(),
+            block: 1,
+            offset: BLOCK as u64
+        }],
+        "MF-5: a refresh rehashes the declared blocks, the growth and the new file, never the undeclared damage"
+    );
+    assert!(
+        manifest.file("neostore.transaction.db.3").is_some(),
+        "MF-5: a new file is listed after a refresh"
+    );
+    // A size change nobody declared is refused, not blessed.
+    manifest.pending.add(nodes, 0, 0);
+    std::fs::write(&path, &b[..100]).unwrap();
+    assert!(
+        manifest.refresh(&*fs(), dir.path()).is_err(),
+        "MF-5: a size change outside the pending ranges is damage"
+    );
+}
+
+/// `neo4j-admin check --quick --json DIR`, which must exit `code`.
+fn quick_json(dir: &std::path::Path, code: i32) -> serde_json::Value {
+    let out = admin(&["check", "--quick", "--json", path(dir)]).expect(code);
+    serde_json::from_str(&out.stdout).expect("check --quick --json prints JSON")
+}
+
+/// The live generation of the backup in `dir`.
+fn live(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join(current(dir))
+}
+
+// MF-6, MF-8: a full backup writes its generation's manifest before the pointer names it, and
+// each incremental (some of them with nothing new, one verifying in full) leaves it describing
+// the files exactly: `check --quick` finds every block as listed, at the backup's tx and digest.
+#[test]
+fn mf_6_mf_8_every_backup_run_leaves_a_manifest_that_matches_its_generation() {
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    write_nodes(&server, 10);
+    let b = dir.path().join("backup");
+    backup_from(&addr, &b, &[]).expect(0);
+    let mut history = std::collections::BTreeMap::new();
+    for round in 0..4 {
+        let q = quick_json(&b, 0);
+        let now = status(&server);
+        assert_eq!(q["intact"], true, "MF-6: round {round}: {q}");
+        assert_eq!(
+            q["not_checked"],
+            serde_json::json!([]),
+            "MF-8: round {round}: {q}"
+        );
+        assert_eq!(
+            q["last_tx"], now["last_committed_tx"],
+            "MF-6: round {round}: {q}"
+        );
+        assert_eq!(q["digest"], now["digest"], "MF-6: round {round}: {q}");
+        assert_eq!(q["blocks_checked"], q["blocks"], "MF-6: round {round}: {q}");
+        let m = Manifest::read(&*fs(), &live(&b)).unwrap().unwrap();
+        assert_eq!(m.source, addr, "MF-6: the source");
+        assert_eq!(m.tool_version, env!("CARGO_PKG_VERSION"), "MF-6");
+        match round {
+            0 => assert_eq!(
+                (m.verification, m.last_full_verification.map(|v| v.1)),
+                (Verification::Full, Some(m.last_tx)),
+                "MF-6: a full backup verified in full"
+            ),
+            3 => assert_eq!(
+                (m.verification, m.last_full_verification.map(|v| v.1)),
+                (Verification::Full, Some(m.last_tx)),
+                "MF-8: -verify full is recorded"
+            ),
+            _ => assert_eq!(m.verification, Verification::Touched, "MF-8: round {round}"),
+        }
+        // Records written all over the store: new nodes and a large property each.
+        write_recorded(&server, 5, 3000, &mut history);
+        let more: &[&str] = if round == 2 {
+            &["-verify", "full"]
+        } else {
+            &[]
+        };
+        backup_from(&addr, &b, more).expect(0);
+        // And once with nothing new, which must leave the manifest as it was.
+        if round == 1 {
+            let before = std::fs::read(live(&b).join(MANIFEST_FILE)).unwrap();
+            backup_from(&addr, &b, &[]).expect(0);
+            assert_eq!(
+                std::fs::read(live(&b).join(MANIFEST_FILE)).unwrap(),
+                before,
+                "MF-8: an incremental with nothing new rewrites nothing"
+            );
+        }
+    }
+}
+
+/// A backup of a small store, and the names of its generation's files.
+fn small_backup(dir: &std::path::Path) -> (std::path::PathBuf, Vec<String>) {
+    let server = ServerProcess::start(&dir.join("db"), Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    write_nodes(&server, 30);
+    let b = dir.join("backup");
+    backup_from(&addr, &b, &[]).expect(0);
+    write_nodes(&server, 5);
+    backup_from(&addr, &b, &[]).expect(0);
+    let files = names(&live(&b))
+        .into_iter()
+        .filter(|n| n != MANIFEST_FILE)
+        .collect();
+    (b, files)
+}
+
+// MF-9: `check --quick` names each kind of damage by file and block, in every file of the
+// generation, and exits 3; a damaged manifest exits 3 too; an intact backup exits 0.
+#[test]
+fn mf_9_check_quick_names_every_damaged_file_and_block() {
+    let dir = scratch();
+    let (b, files) = small_backup(dir.path());
+    assert!(files.len() >= 5, "MF-6: {files:?}");
+    let gen = current(&b);
+    let mut n = 0;
+    let mut case = |what: &str, damage: &dyn Fn(&std::path::Path), says: &str| {
+        n += 1;
+        let copy = dir.path().join(format!("case-{n}"));
+        copy_tree(&b, &copy);
+        damage(&copy.join(&gen));
+        let out = admin(&["check", "--quick", path(&copy)]);
+        assert_eq!(out.code, Some(3), "MF-9: {what}: {out:#?}");
+        // The finding on stderr, and in the report (none when the manifest is unreadable).
+        assert!(
+            out.one_error_line().contains(says)
+                && (out.stdout.contains(says) || out.stdout.is_empty()),
+            "MF-9: {what}: wants {says:?}: {out:#?}"
+        );
+    };
+    for name in &files {
+        let len = std::fs::metadata(b.join(&gen).join(name)).unwrap().len();
+        if len == 0 {
+            continue;
+        }
+        let at = len / 2;
+        let block = at / BLOCK_SIZE as u64;
+        case(
+            &format!("a flipped byte in {name}"),
+            &|g| {
+                let p = g.join(name);
+                let mut bytes = std::fs::read(&p).unwrap();
+                bytes[at as usize] ^= 0x04;
+                std::fs::write(&p, bytes).unwrap();
+            },
+            &format!("{name}: block {block} "),
+        );
+    }
+    let nodes = "neostore.nodestore.db";
+    case(
+        "truncated",
+        &|g| {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(g.join(nodes))
+                .unwrap();
+            f.set_len(10).unwrap();
+        },
+        &format!("{nodes} is truncated: 10 bytes"),
+    );
+    case(
+        "extended",
+        &|g| {
+            let f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(g.join(nodes))
+                .unwrap();
+            std::io::Write::write_all(&mut &f, b"tail").unwrap();
+        },
+        &format!("{nodes} is extended"),
+    );
+    case(
+        "removed",
+        &|g| std::fs::remove_file(g.join(nodes)).unwrap(),
+        &format!("{nodes} is missing"),
+    );
+    case(
+        "a stray file",
+        &|g| std::fs::write(g.join("neostore.extra"), b"x").unwrap(),
+        "neostore.extra is not in the manifest",
+    );
+    case(
+        "the manifest damaged",
+        &|g| {
+            let p = g.join(MANIFEST_FILE);
+            let mut bytes = std::fs::read(&p).unwrap();
+            bytes[40] ^= 1;
+            std::fs::write(&p, bytes).unwrap();
+        },
+        "the manifest is damaged",
+    );
+    assert!(n > 5, "MF-9: every file was damaged once");
+    // Nothing damaged: exit 0, every block read.
+    let out = admin(&["check", "--quick", path(&b)]).expect(0);
+    assert!(
+        out.stdout.contains("intact:            yes"),
+        "MF-9: {out:#?}"
+    );
+    // A store without a manifest cannot be checked quickly: exit 1, saying so.
+    let plain = dir.path().join("db");
+    let out = admin(&["check", "--quick", path(&plain)]).expect(1);
+    assert!(
+        out.one_error_line().contains("has no MANIFEST"),
+        "MF-9: {out:#?}"
+    );
+}
+
+// MF-10: restore verifies the manifest first and refuses a damaged backup with exit 3, naming
+// the file and block, restoring nothing.
+#[test]
+fn mf_10_restore_refuses_a_backup_its_manifest_finds_damaged() {
+    let dir = scratch();
+    let (b, _) = small_backup(dir.path());
+    let p = live(&b).join("neostore.propertystore.db");
+    let mut bytes = std::fs::read(&p).unwrap();
+    let at = bytes.len() - 1;
+    bytes[at] ^= 0x01;
+    std::fs::write(&p, bytes).unwrap();
+    let to = dir.path().join("restored");
+    let out = admin(&["restore", "--from", path(&b), "--store", path(&to)]);
+    assert_eq!(out.code, Some(3), "MF-10: {out:#?}");
+    let line = out.one_error_line();
+    assert!(
+        line.contains("damaged") && line.contains("neostore.propertystore.db: block"),
+        "MF-10: {line}"
+    );
+    assert!(
+        !to.exists() || names(&to).is_empty(),
+        "MF-10: nothing restored"
+    );
+}
+
+// MF-7: an incremental into a backup whose manifest is damaged fails with exit 6 and marks the
+// backup unverified; the next run takes a full backup, whose new manifest checks.
+#[test]
+fn mf_7_a_damaged_manifest_fails_the_incremental_and_the_next_run_is_full() {
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    write_nodes(&server, 10);
+    let b = dir.path().join("backup");
+    backup_from(&addr, &b, &[]).expect(0);
+    let m = live(&b).join(MANIFEST_FILE);
+    let mut bytes = std::fs::read(&m).unwrap();
+    bytes[60] ^= 0x80;
+    std::fs::write(&m, bytes).unwrap();
+    write_nodes(&server, 3);
+    let out = backup_from(&addr, &b, &[]).expect(6);
+    assert!(out.one_error_line().contains("manifest"), "MF-7: {out:#?}");
+    let out = backup_from(&addr, &b, &[]).expect(0);
+    assert!(out.summary().contains("full backup"), "MF-7: {out:#?}");
+    assert_eq!(quick_json(&b, 0)["intact"], true, "MF-7");
+    assert_same_as_server(&b, &server);
 }

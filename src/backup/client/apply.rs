@@ -107,6 +107,9 @@ impl Run<'_> {
         if batch.entries.is_empty() {
             return Ok(());
         }
+        if let Some(keeper) = self.keeper.as_mut() {
+            keeper.before_apply(&*self.env.fs, &batch.entries, store.status().format)?;
+        }
         store.apply_committed_batch(&batch.entries)?;
         if verify_touched {
             // Each record's last image in the run is what the file must now hold; runs of

@@ -161,6 +161,9 @@ pub enum VerifyFailure {
         recomputed: String,
         server: Digest,
     },
+    /// The generation's manifest is damaged, or its files changed where no run wrote (MF-7).
+    #[error("the backup's manifest cannot be trusted: {0}")]
+    Manifest(String),
 }
 
 /// What to do about a backup in another format version (BK-15): upgrade the backup when the

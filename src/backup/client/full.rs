@@ -1,13 +1,17 @@
 //! A full backup: room checked, a new generation filled with the store files as they arrive, the
-//! metadata written at the server's checkpoint, the transactions after it applied, verified, and
-//! only then the pointer switched (BK-16, BK-20 .. BK-23, BK-32).
+//! metadata written at the server's checkpoint, the transactions after it applied, verified, the
+//! manifest written, and only then the pointer switched (BK-16, BK-20 .. BK-23, BK-32, MF-6).
 
 use std::sync::Arc;
 
 use super::apply::StreamEnd;
 use super::error::Violation;
+use super::keeper::Keeper;
 use super::{backup_store_options, room_needed, BackupError, Kind, Phase, Run, Summary};
 use crate::backup::decision::{Existing, FullReason};
+use crate::backup::manifest::{
+    BlockHasher, FileEntry, Manifest, Verification, BLOCK_SIZE, MAX_SOURCE,
+};
 use crate::backup::protocol::{self, Frame, Message, Request};
 use crate::backup::target::{Target, TargetError};
 use crate::faults::{self, Switch};
@@ -111,18 +115,46 @@ impl Run<'_> {
         };
         self.check_full_start(gen_dir, checkpoint_tx, &state, files)?;
         let mut bytes = 0u64;
-        let mut seen: Vec<String> = Vec::new();
+        // Each file as the copy hashed it (MF-6), by name: one entry per name.
+        let mut copied: Vec<FileEntry> = Vec::new();
         // The chunks' buffers, kept from one file to the next.
         let mut buffers = Vec::new();
         for _ in 0..files {
-            let name = self
+            let entry = self
                 .receive_file(gen_dir, &state, &mut bytes, &mut buffers)
                 .await?;
-            if seen.contains(&name) {
-                return Err(BackupError::Protocol(Violation::FileTwice(name)));
+            if copied.iter().any(|f| f.name == entry.name) {
+                return Err(BackupError::Protocol(Violation::FileTwice(entry.name)));
             }
-            seen.push(name);
+            copied.push(entry);
         }
+        copied.sort_by(|a, b| a.name.cmp(&b.name));
+        let now = self.env.clock.now_millis();
+        let mut source = units::printable(&self.addr);
+        while source.len() > MAX_SOURCE {
+            source.pop();
+        }
+        self.keeper = Some(Keeper::new_generation(
+            gen_dir,
+            Manifest {
+                block_size: BLOCK_SIZE,
+                store_id: self.server.store_id,
+                format: self.server.format,
+                first_tx: checkpoint_tx,
+                last_tx: checkpoint_tx,
+                digest: state.digest,
+                created_millis: now,
+                written_millis: now,
+                verification: Verification::None,
+                last_full_verification: None,
+                scrub_cursor: 0,
+                scrubbed_since_full: 0,
+                source,
+                tool_version: env!("CARGO_PKG_VERSION").to_string(),
+                files: copied,
+                pending: Default::default(),
+            },
+        ));
         // The metadata at the checkpoint, written by the client itself (BK-21).
         initialize(
             &*self.env.fs,
@@ -145,6 +177,16 @@ impl Run<'_> {
         let end = self.apply_stream(&mut store, None, Kind::Full).await?;
         let meta = store.meta().clone();
         store.close()?;
+        // The manifest, synced, before the pointer names the generation (MF-6).
+        let mut keeper = self.keeper.take().expect("set above");
+        keeper.manifest.first_tx = end.last_tx;
+        keeper.finish(
+            &*self.env.fs,
+            self.env.clock.now_millis(),
+            end.last_tx,
+            end.digest,
+            end.verified,
+        )?;
         Ok((end, checkpoint_tx, meta))
     }
 
@@ -200,15 +242,16 @@ impl Run<'_> {
 
     /// Receives one file into `dir` (PR-11): only a record file's name is accepted, no longer
     /// than the checkpoint's high-water mark of its kind allows (BK-51), chunks are written at
-    /// their offsets as they come, the length and CRC are checked, and the file is synced
-    /// before the next one starts.
+    /// their offsets as they come and hashed into blocks as they are written (MF-6), the length
+    /// and CRC are checked, and the file is synced before the next one starts. Returns the
+    /// file's manifest entry.
     async fn receive_file(
         &mut self,
         dir: &std::path::Path,
         state: &TxState,
         bytes: &mut u64,
         buffers: &mut Vec<Vec<u8>>,
-    ) -> Result<String, BackupError> {
+    ) -> Result<FileEntry, BackupError> {
         let (name, len) = match self.conn.recv("a store file").await? {
             Message::FileStart { name, len } => (name, len),
             other => return Err(self.conn.unexpected(&other, "a file")),
@@ -242,22 +285,26 @@ impl Run<'_> {
         let (written, mut free) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         let writer_file = file.clone();
         let blocking = self.env.blocking.clone();
-        let writer = AbortOnDrop(tokio::spawn(async move {
+        // The chunks come in file order, so the writer hashes them front to back as it writes.
+        let writer = AbortOnDrop(Some(tokio::spawn(async move {
+            let mut hasher = BlockHasher::new(BLOCK_SIZE);
             while let Some((at, frame)) = queue.recv().await {
                 let file = writer_file.clone();
-                let (frame, wrote) = run_blocking(&*blocking, move || {
+                let (frame, back, wrote) = run_blocking(&*blocking, move || {
                     let data = &frame[1..];
                     let wrote = file
                         .write_all_at(data, at)
                         .and_then(|()| file.start_writeback(at, data.len() as u64));
-                    (frame, wrote)
+                    hasher.update(data);
+                    (frame, hasher, wrote)
                 })
                 .await;
+                hasher = back;
                 wrote?;
                 let _ = written.send(frame);
             }
-            Ok::<(), std::io::Error>(())
-        }));
+            Ok::<BlockHasher, std::io::Error>(hasher)
+        })));
         let mut at = 0u64;
         let mut crc = 0u32;
         let total = self.server.store_bytes;
@@ -301,7 +348,7 @@ impl Run<'_> {
             }
         }
         drop(chunks);
-        writer.join().await.map_err(io_err)?;
+        let hasher = writer.join().await.map_err(io_err)?;
         buffers.push(frame);
         while let Ok(frame) = free.try_recv() {
             buffers.push(frame);
@@ -309,7 +356,7 @@ impl Run<'_> {
         if !faults::on(Switch::SkipSyncBeforeSwitch) {
             file.sync().map_err(io_err)?;
         }
-        Ok(name)
+        Ok(hasher.finish(&name))
     }
 }
 
@@ -319,11 +366,11 @@ const WRITE_AHEAD: usize = 4;
 
 /// A spawned task that is aborted if its handle is dropped before it is joined (an error path
 /// must not leave a writer running into a generation being discarded).
-struct AbortOnDrop(tokio::task::JoinHandle<std::io::Result<()>>);
+struct AbortOnDrop<T>(Option<tokio::task::JoinHandle<std::io::Result<T>>>);
 
-impl AbortOnDrop {
-    async fn join(mut self) -> std::io::Result<()> {
-        let handle = std::mem::replace(&mut self.0, tokio::spawn(async { Ok(()) }));
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self) -> std::io::Result<T> {
+        let handle = self.0.take().expect("joined once");
         match handle.await {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(format!(
@@ -333,8 +380,10 @@ impl AbortOnDrop {
     }
 }
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(handle) = &self.0 {
+            handle.abort();
+        }
     }
 }

@@ -1,10 +1,12 @@
 //! An incremental backup: the request, and once the server accepts, the transactions applied in
 //! place through the backup's own log (BK-10, BK-11, BK-17, BK-24).
 
+use super::keeper::{manifest_err, Keeper};
 use super::{backup_store_options, incremental_reason, BackupError, Kind, Run, Summary};
 use crate::backup::decision::{Existing, ServerRefusal};
+use crate::backup::manifest::Manifest;
 use crate::backup::protocol::Message;
-use crate::backup::target::{Target, TargetError};
+use crate::backup::target::{Holds, Live, Target, TargetError};
 use crate::store::{Store, StoreError};
 use connection::{ask_incremental, Answer};
 
@@ -58,14 +60,55 @@ impl Run<'_> {
                 peeked: from,
             });
         }
-        let result = self.incremental_into(&mut store, from, first).await;
+        // The live generation's manifest, brought in step first (MF-7). A plain store used as
+        // a backup has none that counts, a backup an older version took none at all: the next
+        // full backup writes one.
+        let gen_dir = store.dir().to_path_buf();
+        let in_generation = matches!(
+            target.holds(),
+            Holds::Backup {
+                live: Live::Generation(_),
+                ..
+            }
+        );
+        let read = if in_generation {
+            Manifest::read(&*self.env.fs, &gen_dir)
+        } else {
+            // A plain store's manifest, if a copy of a generation carried one, describes files
+            // that may have taken writes since: it is left alone (MF-7).
+            Ok(None)
+        };
+        let result = match read {
+            Ok(None) => Ok(()),
+            Ok(Some(m)) => Keeper::live(&*self.env.fs, &gen_dir, m).map(|k| {
+                self.keeper = Some(k);
+            }),
+            Err(e) => Err(manifest_err(e)),
+        };
+        let result = match result {
+            Ok(()) => self.incremental_into(&mut store, from, first).await,
+            Err(e) => Err(e),
+        };
         match result {
             Ok(summary) => {
                 target.return_lock(store.close_keeping_lock()?);
+                if let Some(keeper) = self.keeper.take() {
+                    keeper.finish(
+                        &*self.env.fs,
+                        self.env.clock.now_millis(),
+                        summary.to_tx,
+                        summary.digest,
+                        summary.verified,
+                    )?;
+                }
                 Ok(Ok(summary))
             }
             Err(BackupError::VerificationFailed(why)) => {
-                // BK-28: the next run must take a full backup.
+                // BK-28: the next run must take a full backup. The metadata it rewrites is
+                // pending in the manifest first (MF-6).
+                if let Some(keeper) = self.keeper.as_mut() {
+                    keeper.before_apply(&*self.env.fs, &[], store.status().format)?;
+                }
                 store.mark_unverified()?;
                 Err(BackupError::VerificationFailed(why))
             }

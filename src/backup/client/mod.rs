@@ -19,6 +19,7 @@ mod connection;
 mod error;
 mod full;
 mod incremental;
+mod keeper;
 mod report;
 
 use std::path::PathBuf;
@@ -152,6 +153,7 @@ async fn run_in(
         server,
         started,
         addr,
+        keeper: None,
     };
     let reason = match step {
         Step::Full(reason) => reason,
@@ -331,6 +333,8 @@ struct Run<'a> {
     server: ServerInfo,
     started: std::time::SystemTime,
     addr: String,
+    /// The manifest of the generation the run writes, when it keeps one (MF-6).
+    keeper: Option<keeper::Keeper>,
 }
 
 impl Run<'_> {
