@@ -42,6 +42,10 @@
 //!    the same without TLS, from two servers on stores of the same size (the second serves a
 //!    backup of the first).
 //!
+//! 10. `neo4j-admin check --quick` (every block of the backup against its manifest) vs
+//!     `neo4j-admin check` (the full consistency check) of the backup the incrementals of rows 3
+//!     and 4 kept, alternated.
+//!
 //! Rows 7 and 8 run before the commit load (rows 5 and 6), which grows the first store and its
 //! logs, and so does the TLS row.
 
@@ -605,6 +609,31 @@ fn main() {
     }
     let (incr_fulls, incrs, nones) = (secs(&incr_fulls), secs(&incrs), secs(&nones));
 
+    // 10. check --quick vs check of that backup, alternated.
+    let (mut quicks, mut checks) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let mut t = [Duration::ZERO; 2];
+        for step in 0..2 {
+            let quick = (round + step) % 2 == 0;
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_neo4j-admin"));
+            cmd.arg("check");
+            if quick {
+                cmd.arg("--quick");
+            }
+            cmd.arg(&target);
+            sync();
+            t[usize::from(!quick)] = run(&mut cmd);
+        }
+        println!(
+            "round {round}: check --quick {:.2} s, check {:.2} s",
+            t[0].as_secs_f64(),
+            t[1].as_secs_f64()
+        );
+        quicks.push(t[0]);
+        checks.push(t[1]);
+    }
+    let (quicks, checks) = (secs(&quicks), secs(&checks));
+
     // 7, 8. A store BENCH_LARGE_NODES large (4x by default): peak RSS of neo4j-backup on it, and
     // incrementals after BENCH_TXS transactions on it against the same on the first store,
     // alternated. Before the load below grows the first store and its logs.
@@ -808,6 +837,18 @@ fn main() {
             spread(&ratios(&nones, &incr_fulls)),
             "x",
             Target::AtMost(0.002, "<= 0.002x"),
+        ),
+        Row::ratio(
+            "`check --quick` (the manifest) / `check` (the consistency check) of the backup"
+                .to_string(),
+            format!(
+                "{} / {}",
+                fmt_secs(spread(&quicks).median),
+                fmt_secs(spread(&checks).median)
+            ),
+            spread(&ratios(&quicks, &checks)),
+            "x",
+            Target::AtMost(1.0, "< 1x (faster than the full check)"),
         ),
         Row::ratio(
             "commit throughput, 32 concurrent HTTP writers / 1 writer".to_string(),
