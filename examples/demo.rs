@@ -78,6 +78,7 @@ fn options(addr: std::net::SocketAddr, target: &Path) -> BackupOptions {
         max_rate: None,
         tls: None,
         apply_run_txs: online_backup::backup::client::APPLY_RUN_TXS,
+        scrub_percent: online_backup::backup::client::SCRUB_PERCENT,
     }
 }
 

@@ -266,6 +266,7 @@ async fn perform(h: &HostCtx, shared: &Arc<Mutex<Shared>>, job: Job) -> turmoil:
                     .as_ref()
                     .map(|_| SimTls::client_files()),
                 apply_run_txs: job.apply_run_txs,
+                scrub_percent: job.scrub_percent,
             };
             // The run's phases and the faults armed for it (SIM-36, SIM-38).
             h.world.backup_started(&h.name, SERVER, &job.target);

@@ -26,8 +26,8 @@ use crate::coverage::{PHASE_TABLE, WORKLOAD_TABLE};
 use crate::runner::{Scenario, ScenarioCtx};
 use crate::scenarios::backup_world::{
     check_invariants, configure, expectation, pruned, BackupJob, BackupRun, BackupSim, Entry,
-    Expect, Facts, Holding, Inspection, Job, Reply, Retention, Setup, Tree, Waited, CLIENT, SERVER,
-    TARGET,
+    Expect, Facts, Holding, Inspection, Job, ManifestState, Reply, Retention, Setup, Tree, Waited,
+    CLIENT, SERVER, TARGET,
 };
 use crate::seams::{BackupPhase, FaultKind, FaultSpec, Fired, OpClass};
 
@@ -389,6 +389,18 @@ fn judge(
             f.kind == kind && host.is_none_or(|h| f.host == h) && phase.is_none_or(|p| f.phase == p)
         })
     };
+    // A bit flip in what the client read back while it hashed its files (metadata, logs, the
+    // blocks a replay or an apply wrote) puts a wrong hash in the manifest (MF-6, MF-8): damage
+    // the manifest will report, so the next run replaces the backup with a full one.
+    let manifest_misled =
+        inspection.manifest.is_err() && struck(FaultKind::Corruption, Some(CLIENT), None);
+    if manifest_misled {
+        ctx.record(&format!(
+            "the manifest took a bit flip the client read, to be replaced: {:?}",
+            inspection.manifest
+        ));
+        inspection.manifest = Ok(ManifestState::Exact);
+    }
     // The kind the run should take (SIM-21, invariant 4), pruning aside.
     let mut kind = match expect(state, run.job.mode, false, None) {
         Expect::Finish { kind, .. } => kind,
@@ -532,6 +544,7 @@ fn judge(
         }
     };
     state.unverified = live_meta(&run.after).is_some_and(|m| m.unverified);
+    state.damaged |= manifest_misled;
     ctx.record(&format!("judged after {:?}: {now:?}", spec.kind));
     state.holding = now;
     Ok(())

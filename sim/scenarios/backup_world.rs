@@ -297,6 +297,9 @@ pub struct BackupJob {
     /// Transactions per durable apply run (BK-24): a few on about half the runs, so that the
     /// runs, their read back and the stream interleave (SIM-38).
     pub apply_run_txs: usize,
+    /// `--scrub-budget` (MF-11): the default, none, or most of the backup, so scrubs that wrap
+    /// round and that read everything happen too.
+    pub scrub_percent: u32,
 }
 
 impl BackupJob {
@@ -316,6 +319,8 @@ impl BackupJob {
             } else {
                 online_backup::backup::client::APPLY_RUN_TXS
             },
+            scrub_percent: [0, online_backup::backup::client::SCRUB_PERCENT, 40, 100]
+                [rng.random_range(0..4)],
         }
     }
 
@@ -329,6 +334,7 @@ impl BackupJob {
             timeout: Duration::from_secs(10),
             max_rate: None,
             apply_run_txs: online_backup::backup::client::APPLY_RUN_TXS,
+            scrub_percent: online_backup::backup::client::SCRUB_PERCENT,
         }
     }
 }

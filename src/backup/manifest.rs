@@ -135,10 +135,10 @@ impl Pending {
     /// Adds blocks `first ..= last` of `name`; says whether anything was not pending already.
     pub fn add(&mut self, name: &str, first: u64, last: u64) -> bool {
         debug_assert!(first <= last);
-        let ranges = self.ranges.entry(name.to_string()).or_default();
-        if ranges.iter().any(|&(a, b)| a <= first && last <= b) {
+        if self.covers_range(name, first, last) {
             return false;
         }
+        let ranges = self.ranges.entry(name.to_string()).or_default();
         // Merge with every range it overlaps or touches.
         let (mut lo, mut hi) = (first, last);
         ranges.retain(|&(a, b)| {
@@ -152,6 +152,13 @@ impl Pending {
         let at = ranges.partition_point(|&(a, _)| a < lo);
         ranges.insert(at, (lo, hi));
         true
+    }
+
+    /// Whether blocks `first ..= last` of `name` are all pending already.
+    pub fn covers_range(&self, name: &str, first: u64, last: u64) -> bool {
+        self.ranges
+            .get(name)
+            .is_some_and(|r| r.iter().any(|&(a, b)| a <= first && last <= b))
     }
 
     /// Whether block `block` of `name` may differ.
@@ -543,6 +550,159 @@ impl Manifest {
         self.files.insert(at, entry);
     }
 
+    /// Scrubs `blocks` blocks (MF-11): from the scrub cursor on, counting every file's blocks in
+    /// manifest order and going round to the first after the last, each block is read and
+    /// hashed against the manifest; the cursor moves past them and they count towards what has
+    /// been read since the last full verification (at most every block). A block of a file that
+    /// is missing or shorter than listed is a finding, as is one that hashes otherwise.
+    pub fn scrub(
+        &mut self,
+        fs: &dyn Fs,
+        dir: &Path,
+        blocks: u64,
+    ) -> Result<Scrubbed, ManifestError> {
+        let io_err = |context: String| move |source| ManifestError::Io { context, source };
+        let total = self.total_blocks();
+        let mut out = Scrubbed {
+            from: 0,
+            blocks: 0,
+            bytes: 0,
+            findings: Vec::new(),
+            since_full: self.scrubbed_since_full,
+            total,
+        };
+        if total == 0 || blocks == 0 {
+            return Ok(out);
+        }
+        let blocks = blocks.min(total);
+        let mut at = self.scrub_cursor % total;
+        out.from = at;
+        let block_size = self.block_size as u64;
+        let mut buf = vec![0u8; self.block_size as usize];
+        // The file holding global block `at`, and the block's index in it.
+        let locate = |at: u64| {
+            let mut first = 0;
+            for (i, f) in self.files.iter().enumerate() {
+                let n = f.blocks.len() as u64;
+                if at < first + n {
+                    return (i, at - first);
+                }
+                first += n;
+            }
+            unreachable!("a block below the total is in a file")
+        };
+        let mut open: Option<(usize, Option<Box<dyn crate::io::FileHandle>>)> = None;
+        for _ in 0..blocks {
+            let (i, block) = locate(at);
+            let f = &self.files[i];
+            if open.as_ref().is_none_or(|(j, _)| *j != i) {
+                let path = dir.join(&f.name);
+                let handle = match fs.open(&path, OpenMode::Read) {
+                    Ok(h) => Some(h),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        out.findings.push(Finding::Missing {
+                            file: f.name.clone(),
+                        });
+                        None
+                    }
+                    Err(e) => return Err(io_err(format!("opening {}", path.display()))(e)),
+                };
+                open = Some((i, handle));
+            }
+            if let Some((_, Some(file))) = &open {
+                let offset = block * block_size;
+                let len = (f.size - offset).min(block_size) as usize;
+                let got = file
+                    .read_fully_at(&mut buf[..len], offset)
+                    .map_err(io_err(format!("reading {}", dir.join(&f.name).display())))?;
+                out.bytes += got as u64;
+                if got < len {
+                    out.findings.push(Finding::Truncated {
+                        file: f.name.clone(),
+                        size: offset + got as u64,
+                        listed: f.size,
+                        block,
+                    });
+                } else if blake3::hash(&buf[..len]).as_bytes() != &f.blocks[block as usize] {
+                    out.findings.push(Finding::Block {
+                        file: f.name.clone(),
+                        block,
+                        offset,
+                    });
+                }
+            }
+            out.blocks += 1;
+            at = (at + 1) % total;
+        }
+        self.scrub_cursor = at;
+        self.scrubbed_since_full = (self.scrubbed_since_full + out.blocks).min(total);
+        out.since_full = self.scrubbed_since_full;
+        Ok(out)
+    }
+
+    /// Checks blocks `first ..= last` of `name` that are listed and not pending against the
+    /// manifest (MF-8): what a run is about to rewrite must be intact first, or the rehash after
+    /// it would take damage it did not cause for its own writing.
+    pub fn check_blocks(
+        &self,
+        fs: &dyn Fs,
+        dir: &Path,
+        name: &str,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<Finding>, ManifestError> {
+        let Some(f) = self.file(name) else {
+            return Ok(Vec::new());
+        };
+        let count = f.blocks.len() as u64;
+        let wanted: Vec<u64> = (first..=last.min(count.saturating_sub(1)))
+            .take_while(|&b| b < count)
+            .filter(|&b| !self.pending.covers(name, b))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let path = dir.join(name);
+        let io_err = |source| ManifestError::Io {
+            context: format!("reading {}", path.display()),
+            source,
+        };
+        let file = match fs.open(&path, OpenMode::Read) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(vec![Finding::Missing {
+                    file: name.to_string(),
+                }])
+            }
+            Err(e) => return Err(io_err(e)),
+        };
+        let block_size = self.block_size as u64;
+        let mut buf = vec![0u8; self.block_size as usize];
+        let mut findings = Vec::new();
+        for block in wanted {
+            let offset = block * block_size;
+            let len = (f.size - offset).min(block_size) as usize;
+            let got = file
+                .read_fully_at(&mut buf[..len], offset)
+                .map_err(io_err)?;
+            if got < len {
+                findings.push(Finding::Truncated {
+                    file: name.to_string(),
+                    size: offset + got as u64,
+                    listed: f.size,
+                    block,
+                });
+            } else if blake3::hash(&buf[..len]).as_bytes() != &f.blocks[block as usize] {
+                findings.push(Finding::Block {
+                    file: name.to_string(),
+                    block,
+                    offset,
+                });
+            }
+        }
+        Ok(findings)
+    }
+
     /// Every block of every file (what scrubbing goes round).
     pub fn total_blocks(&self) -> u64 {
         self.files.iter().map(|f| f.blocks.len() as u64).sum()
@@ -552,6 +712,28 @@ impl Manifest {
     pub fn file(&self, name: &str) -> Option<&FileEntry> {
         self.files.iter().find(|f| f.name == name)
     }
+}
+
+/// What one scrub read (MF-11).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scrubbed {
+    /// The first block read, counted over every file's blocks in manifest order.
+    pub from: u64,
+    pub blocks: u64,
+    pub bytes: u64,
+    /// Damage found, each naming its file and block.
+    pub findings: Vec<Finding>,
+    /// Blocks read by scrubs since the last full verification, this one included (at most
+    /// `total`).
+    pub since_full: u64,
+    /// Every block of the generation.
+    pub total: u64,
+}
+
+/// The blocks a scrub of `percent` percent of `total` reads (MF-11): rounded up, so every block
+/// is read within `ceil(100 / percent)` runs; none for 0 %.
+pub fn scrub_slice(total: u64, percent: u32) -> u64 {
+    (total * percent.min(100) as u64).div_ceil(100)
 }
 
 /// The manifest's own file and its temporary file, which it never lists (MF-1).

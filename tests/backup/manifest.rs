@@ -303,14 +303,32 @@ fn mf_6_mf_8_every_backup_run_leaves_a_manifest_that_matches_its_generation() {
             &[]
         };
         backup_from(&addr, &b, more).expect(0);
-        // And once with nothing new, which must leave the manifest as it was.
+        // And once with nothing new, which must leave the manifest as it was, but for what its
+        // scrub read (MF-11).
         if round == 1 {
             let before = std::fs::read(live(&b).join(MANIFEST_FILE)).unwrap();
-            backup_from(&addr, &b, &[]).expect(0);
+            backup_from(&addr, &b, &["--scrub-budget", "0%"]).expect(0);
             assert_eq!(
                 std::fs::read(live(&b).join(MANIFEST_FILE)).unwrap(),
                 before,
                 "MF-8: an incremental with nothing new rewrites nothing"
+            );
+            let was = Manifest::decode(&before).unwrap();
+            backup_from(&addr, &b, &[]).expect(0);
+            let now = Manifest::read(&*fs(), &live(&b)).unwrap().unwrap();
+            assert_eq!(
+                Manifest {
+                    scrub_cursor: was.scrub_cursor,
+                    scrubbed_since_full: was.scrubbed_since_full,
+                    written_millis: was.written_millis,
+                    ..now.clone()
+                },
+                was,
+                "MF-8, MF-11: nothing new: only the scrub's progress changes"
+            );
+            assert!(
+                now.scrubbed_since_full > was.scrubbed_since_full,
+                "MF-11: the scrub read some blocks"
             );
         }
     }
@@ -477,5 +495,141 @@ fn mf_7_a_damaged_manifest_fails_the_incremental_and_the_next_run_is_full() {
     let out = backup_from(&addr, &b, &[]).expect(0);
     assert!(out.summary().contains("full backup"), "MF-7: {out:#?}");
     assert_eq!(quick_json(&b, 0)["intact"], true, "MF-7");
+    assert_same_as_server(&b, &server);
+}
+
+// MF-11: a scrub reads its slice from the cursor, going round past the last block, names each
+// damaged block it reads, and counts what it read since the last full verification.
+#[test]
+fn mf_11_a_scrub_reads_a_slice_from_its_cursor_and_goes_round() {
+    use online_backup::backup::manifest::scrub_slice;
+    assert_eq!(
+        (
+            scrub_slice(100, 2),
+            scrub_slice(101, 2),
+            scrub_slice(3, 2),
+            scrub_slice(3, 0)
+        ),
+        (2, 3, 1, 0),
+        "MF-11: the slice is rounded up, none at 0%"
+    );
+    assert_eq!(scrub_slice(7, 100), 7, "MF-11: 100% reads every block");
+    let (dir, mut manifest) = generation();
+    // Blocks: neostore.meta 0 (global 0), neostore.nodestore.db 0, 1, 2 (global 1, 2, 3).
+    let nodes = dir.path().join("neostore.nodestore.db");
+    let mut b = std::fs::read(&nodes).unwrap();
+    b[2 * BLOCK as usize + 5] ^= 1;
+    std::fs::write(&nodes, b).unwrap();
+    manifest.scrub_cursor = 2;
+    let s = manifest.scrub(&*fs(), dir.path(), 3).unwrap();
+    assert_eq!(
+        (s.from, s.blocks, s.total, s.since_full),
+        (2, 3, 4, 3),
+        "MF-11: from the cursor"
+    );
+    assert_eq!(
+        s.findings,
+        vec![Finding::Block {
+            file: "neostore.nodestore.db".into(),
+            block: 2,
+            offset: 2 * BLOCK as u64
+        }],
+        "MF-11: the damaged block is named"
+    );
+    assert_eq!(
+        manifest.scrub_cursor, 1,
+        "MF-11: it went round past the last block"
+    );
+    let s = manifest.scrub(&*fs(), dir.path(), 10).unwrap();
+    assert_eq!(
+        (s.from, s.blocks, s.since_full),
+        (1, 4, 4),
+        "MF-11: at most every block, counted at most once"
+    );
+    std::fs::remove_file(&nodes).unwrap();
+    let s = manifest.scrub(&*fs(), dir.path(), 4).unwrap();
+    assert!(
+        s.findings.contains(&Finding::Missing {
+            file: "neostore.nodestore.db".into()
+        }),
+        "MF-11: a missing file is damage: {:?}",
+        s.findings
+    );
+}
+
+// MF-11: with --scrub-budget 10%, a flipped byte is found within ten incremental runs: that run
+// fails with exit 6 naming the block, the backup is marked unverified and the next run takes a
+// full backup; no run reports the backup verified once its scrub has read the damage. MF-8: a
+// block an incremental is about to rewrite is checked first, so damage there is found too, not
+// taken into the manifest by the rehash.
+#[test]
+fn mf_11_mf_8_scrubbing_finds_a_flipped_block_within_its_bound() {
+    let dir = scratch();
+    let db = dir.path().join("db");
+    generate(&db, 20_000, &[]);
+    let server = ServerProcess::start(&db, Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    let b = dir.path().join("backup");
+    let flip = |name: &str, at: u64| {
+        let p = live(&b).join(name);
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[at as usize] ^= 0x10;
+        std::fs::write(&p, bytes).unwrap();
+    };
+    let props = "neostore.propertystore.db";
+    for case in ["scrub", "rewrite"] {
+        backup_from(&addr, &b, &["--type", "full"]).expect(0);
+        let len = std::fs::metadata(live(&b).join(props)).unwrap().len();
+        assert!(
+            len > 4 * BLOCK_SIZE as u64,
+            "a store of several blocks: {len}"
+        );
+        // Block 1 no incremental rewrites (nodes are appended); the last block each one does.
+        let at = match case {
+            "scrub" => BLOCK_SIZE as u64 + 100,
+            _ => len - 1,
+        };
+        flip(props, at);
+        let block = at / BLOCK_SIZE as u64;
+        let mut found = None;
+        for run in 1..=10 {
+            write_nodes(&server, 2);
+            let out = backup_from(&addr, &b, &["--scrub-budget", "10%"]);
+            match out.code {
+                Some(0) => assert!(
+                    out.stdout.contains("scrubbed") && out.stdout.contains("intact"),
+                    "MF-11: {case}: run {run}: {out:#?}"
+                ),
+                Some(6) => {
+                    found = Some((run, out));
+                    break;
+                }
+                _ => panic!("MF-11: {case}: run {run}: {out:#?}"),
+            }
+        }
+        let (run, out) = found.expect("MF-11: ten runs at 10% read every block");
+        let line = out.one_error_line();
+        let says = match case {
+            "scrub" => "scrubbing found 1 damaged block",
+            _ => "about to rewrite",
+        };
+        assert!(
+            line.contains(&format!("{props}: block {block} "))
+                && line.contains(says)
+                && line.contains("unverified"),
+            "MF-11, MF-8: {case}: run {run} names the block: {line}"
+        );
+        if case == "rewrite" {
+            assert_eq!(run, 1, "MF-8: found by the first run that rewrites it");
+        }
+        assert!(!out.stdout.contains("done:"), "MF-11: not reported done");
+        write_nodes(&server, 1);
+        let out = backup_from(&addr, &b, &[]).expect(0);
+        assert!(
+            out.summary().contains("full backup"),
+            "MF-11: {case}: the next run is a full backup: {out:#?}"
+        );
+        assert_eq!(quick_json(&b, 0)["intact"], true, "MF-11: {case}");
+    }
     assert_same_as_server(&b, &server);
 }

@@ -32,6 +32,7 @@ pub fn backup_options(addr: &str, target: &Path, mode: client::Mode) -> client::
         max_rate: None,
         tls: None,
         apply_run_txs: client::APPLY_RUN_TXS,
+        scrub_percent: client::SCRUB_PERCENT,
     }
 }
 

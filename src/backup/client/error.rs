@@ -161,6 +161,12 @@ pub enum VerifyFailure {
         recomputed: String,
         server: Digest,
     },
+    /// A scrub found blocks that do not match the manifest (MF-11).
+    #[error("scrubbing found {count} damaged {}, the first: {first}; the backup is marked unverified and the next run takes a full backup", if *.count == 1 { "block" } else { "blocks" })]
+    Scrub { count: usize, first: String },
+    /// A block an incremental was about to rewrite does not match the manifest (MF-8).
+    #[error("a block the run was about to rewrite does not match the manifest: {0}; the backup is marked unverified and the next run takes a full backup")]
+    DamagedBeforeWrite(String),
     /// The generation's manifest is damaged, or its files changed where no run wrote (MF-7).
     #[error("the backup's manifest cannot be trusted: {0}")]
     Manifest(String),

@@ -87,6 +87,7 @@ impl Run<'_> {
                     duration: self.elapsed(),
                     verified: end.verified,
                     fell_back: reason.is_fallback(),
+                    scrubbed: None,
                 })
             }
             Err(e) => {

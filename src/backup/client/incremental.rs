@@ -1,14 +1,17 @@
 //! An incremental backup: the request, and once the server accepts, the transactions applied in
 //! place through the backup's own log (BK-10, BK-11, BK-17, BK-24).
 
+use super::error::VerifyFailure;
 use super::keeper::{manifest_err, Keeper};
 use super::{backup_store_options, incremental_reason, BackupError, Kind, Run, Summary};
 use crate::backup::decision::{Existing, ServerRefusal};
-use crate::backup::manifest::Manifest;
+use crate::backup::manifest::{scrub_slice, Manifest, Scrubbed};
 use crate::backup::protocol::Message;
 use crate::backup::target::{Holds, Live, Target, TargetError};
 use crate::store::{Store, StoreError};
+use crate::units;
 use connection::{ask_incremental, Answer};
+use std::path::Path;
 
 use super::connection;
 
@@ -79,14 +82,21 @@ impl Run<'_> {
             Ok(None)
         };
         let result = match read {
-            Ok(None) => Ok(()),
-            Ok(Some(m)) => Keeper::live(&*self.env.fs, &gen_dir, m).map(|k| {
+            Ok(None) => Ok(None),
+            Ok(Some(m)) => Keeper::live(&*self.env.fs, &gen_dir, m).and_then(|k| {
                 self.keeper = Some(k);
+                self.scrub(&gen_dir)
             }),
             Err(e) => Err(manifest_err(e)),
         };
         let result = match result {
-            Ok(()) => self.incremental_into(&mut store, from, first).await,
+            Ok(scrubbed) => self
+                .incremental_into(&mut store, from, first)
+                .await
+                .map(|summary| Summary {
+                    scrubbed,
+                    ..summary
+                }),
             Err(e) => Err(e),
         };
         match result {
@@ -142,6 +152,39 @@ impl Run<'_> {
             duration: self.elapsed(),
             verified: end.verified,
             fell_back: false,
+            scrubbed: None,
         })
+    }
+
+    /// Reads the run's slice of the backup against its manifest (MF-11), before anything is
+    /// written: damage fails the run as a failed verification (the caller marks the backup
+    /// unverified), naming the block.
+    fn scrub(&mut self, dir: &Path) -> Result<Option<Scrubbed>, BackupError> {
+        let Some(keeper) = self.keeper.as_mut() else {
+            return Ok(None);
+        };
+        let blocks = scrub_slice(keeper.manifest.total_blocks(), self.opts.scrub_percent);
+        if blocks == 0 {
+            return Ok(None);
+        }
+        let s = keeper
+            .manifest
+            .scrub(&*self.env.fs, dir, blocks)
+            .map_err(manifest_err)?;
+        keeper.changed();
+        if let Some(first) = s.findings.first() {
+            return Err(BackupError::VerificationFailed(VerifyFailure::Scrub {
+                count: s.findings.len(),
+                first: first.to_string(),
+            }));
+        }
+        self.out.line(&format!(
+            "scrubbed {} of {} blocks ({}) against the manifest: intact; {}% of the backup read since its last full verification",
+            s.blocks,
+            s.total,
+            units::bytes(s.bytes),
+            s.since_full * 100 / s.total.max(1)
+        ));
+        Ok(Some(s))
     }
 }

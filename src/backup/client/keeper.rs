@@ -27,6 +27,9 @@ pub(super) struct Keeper {
     /// Whether the metadata and the log files are pending yet (they are marked once, before
     /// the first write).
     store_files_marked: bool,
+    /// Whether the manifest changed in memory without a file changing (a scrub moved its
+    /// cursor), so it must be written at the end.
+    changed: bool,
 }
 
 impl Keeper {
@@ -39,6 +42,7 @@ impl Keeper {
             dir: dir.to_path_buf(),
             durable: false,
             store_files_marked: true,
+            changed: false,
         }
     }
 
@@ -62,7 +66,13 @@ impl Keeper {
             dir: dir.to_path_buf(),
             durable: true,
             store_files_marked: false,
+            changed: false,
         })
+    }
+
+    /// The manifest changed in memory (a scrub): it is written at the end.
+    pub(super) fn changed(&mut self) {
+        self.changed = true;
     }
 
     /// Marks the blocks `entries` will write as pending, durably when the generation is live
@@ -77,18 +87,15 @@ impl Keeper {
     ) -> Result<(), BackupError> {
         let block = BLOCK_SIZE as u64;
         let io_err = |e| StoreError::io("marking the blocks a run writes in the manifest", e);
-        let mut changed = false;
+        let mut ranges: Vec<(String, u64, u64)> = Vec::new();
         if !self.store_files_marked {
-            changed |= self.manifest.pending.add(META_FILE, 0, TO_END);
+            ranges.push((META_FILE.to_string(), 0, TO_END));
             for version in list_log_versions(fs, &self.dir).map_err(io_err)? {
                 let path = log_path(&self.dir, version);
                 let len = fs.metadata(&path).map_err(io_err)?.map_or(0, |m| m.len);
                 let name = path.file_name().unwrap_or_default().to_string_lossy();
-                changed |= self.manifest.pending.add(&name, len / block, TO_END);
+                ranges.push((name.into_owned(), len / block, TO_END));
             }
-            changed |= !self.manifest.pending.new_files;
-            self.manifest.pending.new_files = true;
-            self.store_files_marked = true;
         }
         for image in entries.iter().flat_map(|e| &e.records) {
             let (kind, id) = key_of(image);
@@ -102,7 +109,28 @@ impl Keeper {
             } else {
                 (start / block, end / block)
             };
-            changed |= self.manifest.pending.add(name, first, last);
+            if !self.manifest.pending.covers_range(name, first, last) {
+                ranges.push((name.to_string(), first, last));
+            }
+        }
+        let mut changed = false;
+        for (name, first, last) in ranges {
+            // What a run rewrites must be intact before: the rehash after would take it.
+            let damaged = self
+                .manifest
+                .check_blocks(fs, &self.dir, &name, first, last)
+                .map_err(manifest_err)?;
+            if let Some(f) = damaged.first() {
+                return Err(BackupError::VerificationFailed(
+                    VerifyFailure::DamagedBeforeWrite(f.to_string()),
+                ));
+            }
+            changed |= self.manifest.pending.add(&name, first, last);
+        }
+        if !self.store_files_marked {
+            changed |= !self.manifest.pending.new_files;
+            self.manifest.pending.new_files = true;
+            self.store_files_marked = true;
         }
         if changed && self.durable {
             self.manifest
@@ -133,7 +161,8 @@ impl Keeper {
         for name in gone {
             self.manifest.pending.add(&name, 0, TO_END);
         }
-        let unchanged = self.manifest.pending.is_empty()
+        let unchanged = !self.changed
+            && self.manifest.pending.is_empty()
             && (self.manifest.last_tx, self.manifest.digest) == (last_tx, digest)
             && verified != Verified::FullScan;
         if unchanged {

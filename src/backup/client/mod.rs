@@ -71,7 +71,14 @@ pub struct BackupOptions {
     /// the binary uses that; the simulations use a few on some runs, so that runs, their read
     /// back and the stream interleave.
     pub apply_run_txs: usize,
+    /// `--scrub-budget`: the percentage of the backup's blocks each incremental reads against
+    /// the manifest (MF-11); 0 scrubs nothing.
+    pub scrub_percent: u32,
 }
+
+/// The default `--scrub-budget` (MF-11): 2 % of the blocks per incremental, so every block is
+/// read within 50 runs.
+pub const SCRUB_PERCENT: u32 = 2;
 
 /// The options a backup's own store is opened with: retention keeps only what recovery needs
 /// (a backup serves no one's incremental), and the default rotation threshold.

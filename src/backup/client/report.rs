@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::backup::decision::{FullReason, ServerInfo};
+use crate::backup::manifest::Scrubbed;
 use crate::digest::Digest;
 use crate::progress::Phase;
 use crate::store::format::FormatVersion;
@@ -82,6 +83,8 @@ pub struct Summary {
     pub verified: Verified,
     /// Whether this full backup was taken because an incremental one was impossible (BK-11).
     pub fell_back: bool,
+    /// What this incremental's scrub read (MF-11); `None` when it did not scrub.
+    pub scrubbed: Option<Scrubbed>,
 }
 
 impl Summary {
