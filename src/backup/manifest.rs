@@ -1016,6 +1016,43 @@ pub fn quick_check(fs: &dyn Fs, dir: &Path) -> Result<QuickCheck, QuickCheckErro
     })
 }
 
+/// Hashes the live generation of the backup in `dir` again after `neo4j-admin upgrade`
+/// rewrote its files (MF-12): every file, with the format its metadata now names; what the
+/// manifest says of where the backup came from and what was verified is kept. Returns whether
+/// there was a manifest to rewrite.
+pub fn rehash_after_upgrade(
+    fs: &dyn Fs,
+    dir: &Path,
+    now_millis: u64,
+) -> Result<bool, QuickCheckError> {
+    let _lock = crate::store::lock_existing(fs, dir)?;
+    let generation = crate::store::layout::resolve(fs, dir)?;
+    let manifest_err = |source| QuickCheckError::Manifest {
+        dir: generation.display().to_string(),
+        source,
+    };
+    let Some(mut m) = Manifest::read(fs, &generation).map_err(manifest_err)? else {
+        return Ok(false);
+    };
+    let meta = crate::store::meta::Meta::read(fs, &generation)
+        .map_err(|e| crate::store::StoreError::from_meta(&generation, e))?;
+    m.format = meta.format;
+    m.files.clear();
+    m.pending = Pending {
+        ranges: Default::default(),
+        new_files: true,
+    };
+    m.refresh(fs, &generation).map_err(manifest_err)?;
+    m.written_millis = now_millis;
+    m.write(fs, &generation).map_err(|source| {
+        manifest_err(ManifestError::Io {
+            context: format!("writing {}", generation.join(MANIFEST_FILE).display()),
+            source,
+        })
+    })?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

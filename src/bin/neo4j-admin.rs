@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use online_backup::backup::manifest::{quick_check, QuickCheck, QuickCheckError};
+use online_backup::backup::manifest::{
+    quick_check, rehash_after_upgrade, QuickCheck, QuickCheckError,
+};
 use online_backup::backup::restore::restore;
 use online_backup::cli;
 use online_backup::io::Env;
@@ -165,12 +167,21 @@ fn main() -> ExitCode {
             bar.finish();
             report_check(&store, json, checked)
         }
-        Command::Upgrade { store } => match upgrade(env.fs, env.clock, &store) {
+        Command::Upgrade { store } => match upgrade(env.fs.clone(), env.clock.clone(), &store) {
             Ok(UpgradeOutcome::Upgraded { from, to }) => {
                 out!(
                     "upgraded {} from format {from} to format {to}",
                     store.display()
                 );
+                // A backup's manifest describes the files as they were (MF-12).
+                match rehash_after_upgrade(&*env.fs, &store, env.clock.now_millis()) {
+                    Ok(true) => out!("rewrote the manifest of {}", store.display()),
+                    Ok(false) => {}
+                    Err(e) => {
+                        eprintln!("neo4j-admin: upgraded, but the manifest could not be rewritten ({e}); the next backup run will take a full backup");
+                        return ExitCode::from(1);
+                    }
+                }
                 ExitCode::SUCCESS
             }
             Ok(UpgradeOutcome::AlreadyCurrent(v)) => {

@@ -82,7 +82,8 @@ impl StoreError {
         }
     }
 
-    fn from_meta(dir: &Path, e: MetaError) -> StoreError {
+    /// The store error a metadata error means for the store in `dir`.
+    pub fn from_meta(dir: &Path, e: MetaError) -> StoreError {
         match e {
             MetaError::Missing(_) => StoreError::NotAStore(dir.display().to_string()),
             MetaError::Io(e) => {

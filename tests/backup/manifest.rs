@@ -633,3 +633,33 @@ fn mf_11_mf_8_scrubbing_finds_a_flipped_block_within_its_bound() {
     }
     assert_same_as_server(&b, &server);
 }
+
+// MF-12: `neo4j-admin upgrade` of a backup rewrites its manifest: every file hashed again, in
+// the new format, so `check --quick` finds it intact and the next incremental goes on.
+#[test]
+fn mf_12_upgrading_a_backup_rewrites_its_manifest() {
+    let dir = scratch();
+    let db = dir.path().join("db");
+    generate(&db, 300, &["--format-version", "1"]);
+    let server = ServerProcess::start(&db, Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    write_nodes(&server, 3);
+    let b = dir.path().join("backup");
+    backup_from(&addr, &b, &[]).expect(0);
+    assert_eq!(quick_json(&b, 0)["format_version"], 1, "MF-6");
+    let out = admin(&["upgrade", path(&b)]).expect(0);
+    assert!(
+        out.stdout.contains("rewrote the manifest"),
+        "MF-12: {out:#?}"
+    );
+    let q = quick_json(&b, 0);
+    assert_eq!(
+        (&q["format_version"], &q["intact"]),
+        (&serde_json::json!(2), &serde_json::json!(true)),
+        "MF-12: {q}"
+    );
+    // A plain store has no manifest: upgrading it says nothing about one.
+    drop(server);
+    let out = admin(&["upgrade", path(&db)]).expect(0);
+    assert!(!out.stdout.contains("manifest"), "MF-12: {out:#?}");
+}
