@@ -25,6 +25,12 @@ pub fn printable(text: &str) -> String {
     out
 }
 
+/// A time given in milliseconds since the Unix epoch, as an HTTP date in UTC
+/// (`Wed, 02 Dec 2026 07:01:04 GMT`).
+pub fn date_millis(millis: u64) -> String {
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis))
+}
+
 /// `n` bytes in binary units: `512 B`, `1.5 KiB`, `2.0 GiB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -25,6 +25,14 @@ fn settings(dir: &Path) -> insta::Settings {
         r#""$1": "<n>""#,
     );
     s.add_filter(r"\(\d+ bytes\)", "(<n> bytes)");
+    s.add_filter(
+        r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT",
+        "<date>",
+    );
+    s.add_filter(
+        r#""(created_millis|written_millis|millis)": ?\d+"#,
+        r#""$1": "<n>""#,
+    );
     s.set_prepend_module_to_snapshot(false);
     s
 }
@@ -331,5 +339,48 @@ fn bk_9_output_of_diverged_version_and_verification_failures() {
             &v1_backup,
             &["--json"]
         ))
+    );
+}
+
+// MF-13: `neo4j-admin backup-info` says what a backup directory holds, generation by
+// generation, in both forms; with --host, whether the server's logs still allow an incremental
+// backup, and why not once they were pruned.
+#[test]
+fn mf_13_backup_info_output() {
+    let dir = scratch();
+    let config =
+        format!("{EPHEMERAL}logical_log_rotation_threshold=16k\nkeep_logical_logs=1 files\n");
+    let server = ServerProcess::start(&dir.path().join("db"), Some(&config));
+    let addr = server.backup.clone().unwrap();
+    let port = addr.rsplit_once(':').unwrap().1.to_string();
+    let settings = settings(dir.path());
+    let _guard = settings.bind_to_scope();
+    write_nodes(&server, 4);
+    let b = dir.path().join("backup");
+    backup_from(&addr, &b, &[]).expect(0);
+    write_nodes(&server, 2);
+    backup_from(&addr, &b, &[]).expect(0);
+    let b_arg = b.to_str().unwrap();
+    insta::assert_snapshot!("backup_info", human(&admin(&["backup-info", b_arg])));
+    let out = admin(&["backup-info", b_arg, "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("MF-13: one JSON object");
+    insta::assert_json_snapshot!("backup_info_json", doc);
+    let host = ["backup-info", b_arg, "--host", "127.0.0.1", "--port", &port];
+    insta::assert_snapshot!("backup_info_host", human(&admin(&host)));
+    // The logs after the backup pruned, and a generation an interrupted run left.
+    let mut i = 0;
+    while status(&server)["oldest_logged_tx"].as_u64().unwrap() <= 7 {
+        write_node(&server.http, i, 1000);
+        i += 1;
+        assert!(i < 1000, "the logs were never pruned");
+    }
+    std::fs::create_dir(b.join("generation-9")).unwrap();
+    insta::assert_snapshot!("backup_info_pruned", human(&admin(&host)));
+    // Not a backup: exit 1, one sentence.
+    let out = admin(&["backup-info", dir.path().join("db").to_str().unwrap()]);
+    assert_eq!(out.code, Some(1), "MF-13: {out:#?}");
+    assert!(
+        out.one_error_line().contains("holds no backup"),
+        "MF-13: {out:#?}"
     );
 }

@@ -7,10 +7,12 @@
 //!
 //! Layout: `protocol` (frames and messages), `service` (server side), `client` (what the tool
 //! does), `target` (the backup directory: lock, generations, pointer switch, leftovers),
-//! `manifest` (what a generation holds, block by block, and verifying it),
+//! `manifest` (what a generation holds, block by block, and verifying it), `catalogue`
+//! (`neo4j-admin backup-info`: the generations and what each can restore),
 //! `restore` (`neo4j-admin restore`: a verified copy of a backup into a store directory), `tls`
 //! (TLS with client certificates on the backup port, spec/security.md).
 
+pub mod catalogue;
 pub mod client;
 pub mod decision;
 pub mod manifest;

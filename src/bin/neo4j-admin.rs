@@ -6,10 +6,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use online_backup::backup::catalogue::{catalogue, verification_name, Catalogue};
+use online_backup::backup::client::{self, BackupOptions, Kind, Lines, Mode, Plan, Verify};
 use online_backup::backup::manifest::{
     quick_check, rehash_after_upgrade, QuickCheck, QuickCheckError,
 };
 use online_backup::backup::restore::restore;
+use online_backup::backup::tls::ClientTlsFiles;
 use online_backup::cli;
 use online_backup::io::Env;
 use online_backup::progress::{Bar, Phase};
@@ -72,6 +75,31 @@ enum Command {
     Upgrade {
         /// The store directory.
         store: PathBuf,
+    },
+    /// Say what a backup directory holds: its generations, the transactions and times each can
+    /// restore, size, verification and scrubbing; with --host, whether the server's logs still
+    /// allow an incremental backup.
+    BackupInfo {
+        /// The backup directory.
+        dir: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// The server whose backup service to ask (its host name or address).
+        #[arg(long)]
+        host: Option<String>,
+        /// The server's backup port (online_backup_server).
+        #[arg(long, default_value_t = 6362, requires = "host")]
+        port: u16,
+        /// TLS: the CA that signed the service's certificate (PEM).
+        #[arg(long, value_name = "PEM", requires = "host")]
+        tls_ca: Option<PathBuf>,
+        /// TLS: this tool's certificate (PEM).
+        #[arg(long, value_name = "PEM", requires = "tls_ca")]
+        tls_cert: Option<PathBuf>,
+        /// TLS: the private key of --tls-cert (PEM).
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Restore a backup into a store directory: the backup is checked, copied durably and the
     /// copy checked; `neo4j console --store DIR` then starts on it.
@@ -193,6 +221,41 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+        Command::BackupInfo {
+            dir,
+            json,
+            host,
+            port,
+            tls_ca,
+            tls_cert,
+            tls_key,
+        } => {
+            let cat = match catalogue(&*env.fs, &dir) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            let source = host.map(|host| {
+                let opts = BackupOptions {
+                    host,
+                    port,
+                    target: dir.clone(),
+                    mode: Mode::Auto,
+                    verify: Verify::Default,
+                    timeout: std::time::Duration::from_secs(30),
+                    max_rate: None,
+                    tls: tls_ca.map(|ca| ClientTlsFiles {
+                        ca,
+                        cert: tls_cert,
+                        key: tls_key,
+                    }),
+                    apply_run_txs: online_backup::backup::client::APPLY_RUN_TXS,
+                    scrub_percent: 0,
+                };
+                ask_server(&env, &opts)
+            });
+            print_catalogue(&cat, source.as_ref(), json);
+            ExitCode::SUCCESS
+        }
         Command::Restore { from, store, force } => {
             let mut bar = Bar::stdout();
             let restored = restore(
@@ -326,6 +389,139 @@ fn report_quick(
         );
     }
     ExitCode::from(if intact { 0 } else { 3 })
+}
+
+/// What the server says about the backup's next run (MF-13): the plan `neo4j-backup --plan`
+/// would print, or why there is none.
+fn ask_server(env: &Env, opts: &BackupOptions) -> Result<Plan, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime
+        .block_on(client::plan(env, opts, &mut Lines::default()))
+        .map_err(|e| e.to_string())
+}
+
+/// Prints what `backup-info` found (MF-13).
+fn print_catalogue(cat: &Catalogue, source: Option<&Result<Plan, String>>, json: bool) {
+    let next = source.map(|r| match r {
+        Ok(p) if p.kind == Kind::Incremental => (
+            true,
+            format!(
+                "yes: the server is at tx {} and still logs every transaction after the backup's tx {}",
+                p.to_tx,
+                p.from_tx.unwrap_or(0)
+            ),
+        ),
+        Ok(p) => (
+            false,
+            format!("no, the next run takes a full backup: {}", p.reason),
+        ),
+        Err(e) => (false, format!("unknown: {e}")),
+    });
+    if json {
+        let gens: Vec<serde_json::Value> = cat
+            .generations
+            .iter()
+            .map(|g| {
+                let m = g.manifest.as_ref().ok().and_then(|m| m.as_ref());
+                serde_json::json!({
+                    "number": g.number,
+                    "live": g.live,
+                    "dir": g.dir.display().to_string(),
+                    "manifest_error": g.manifest.as_ref().err(),
+                    "store_id": m.map(|m| m.store_id.to_string()),
+                    "format_version": m.map(|m| m.format.0),
+                    "first_tx": m.map(|m| m.first_tx),
+                    "last_tx": m.map(|m| m.last_tx),
+                    "restores_to_txs": m.map(|m| [m.last_tx, m.last_tx]),
+                    "digest": m.map(|m| m.digest.to_string()),
+                    "created_millis": m.map(|m| m.created_millis),
+                    "written_millis": m.map(|m| m.written_millis),
+                    "bytes": g.bytes(),
+                    "files": m.map(|m| m.files.len()),
+                    "blocks": m.map(|m| m.total_blocks()),
+                    "last_run_verified": m.map(|m| verification_name(m.verification)),
+                    "last_full_verification": m.and_then(|m| m.last_full_verification).map(|(at, tx)| serde_json::json!({"millis": at, "tx": tx})),
+                    "scrubbed_blocks_since_full_verification": m.map(|m| m.scrubbed_since_full),
+                    "source": m.map(|m| m.source.clone()),
+                    "tool_version": m.map(|m| m.tool_version.clone()),
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "backup": cat.dir.display().to_string(),
+            "generations": gens,
+            "incremental_possible": next.as_ref().map(|(yes, _)| *yes),
+            "next_run": next.as_ref().map(|(_, why)| why.clone()),
+        });
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("a JSON value serializes")
+        );
+        return;
+    }
+    out!("backup:                  {}", cat.dir.display());
+    for g in &cat.generations {
+        let state = if g.live {
+            "live"
+        } else {
+            "left by an interrupted run; the next run removes it"
+        };
+        out!("generation {}:            {state}", g.number);
+        let m = match &g.manifest {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                out!("  manifest:              none (taken before manifests, or unfinished)");
+                continue;
+            }
+            Err(e) => {
+                out!("  manifest:              {e}");
+                continue;
+            }
+        };
+        out!("  store id:              {}", m.store_id);
+        out!("  format version:        {}", m.format);
+        out!("  transactions:          {} ..= {}", m.first_tx, m.last_tx);
+        out!(
+            "  restores to:           tx {} (its last; no transactions kept to go back)",
+            m.last_tx
+        );
+        out!(
+            "  times:                 made {}, last written {}",
+            units::date_millis(m.created_millis),
+            units::date_millis(m.written_millis)
+        );
+        out!(
+            "  size:                  {} in {} files, {} blocks",
+            units::bytes(g.bytes().unwrap_or(0)),
+            m.files.len(),
+            m.total_blocks()
+        );
+        out!(
+            "  last run verified:     {}",
+            verification_name(m.verification).replace('_', " ")
+        );
+        match m.last_full_verification {
+            Some((at, tx)) => out!(
+                "  fully verified:        {} at tx {tx}",
+                units::date_millis(at)
+            ),
+            None => out!("  fully verified:        never"),
+        }
+        out!(
+            "  scrubbed since:        {}% ({} of {} blocks)",
+            m.scrubbed_since_full * 100 / m.total_blocks().max(1),
+            m.scrubbed_since_full,
+            m.total_blocks()
+        );
+        out!("  source:                {}", m.source);
+        out!("  tool version:          {}", m.tool_version);
+    }
+    if let Some((_, why)) = next {
+        out!("incremental possible:    {why}");
+    }
 }
 
 fn print_report(store: &std::path::Path, r: &CheckReport) {
