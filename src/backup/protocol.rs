@@ -940,6 +940,33 @@ mod tests {
         ));
     }
 
+    // PR-1: the largest frame is exactly what the largest transaction entry needs with its
+    // kind byte: a body of MAX_ENTRY + 1 bytes gets past the length check (to be decoded), one
+    // byte more is refused by it, unread.
+    #[tokio::test]
+    async fn pr_1_a_frame_as_large_as_the_largest_entry_passes_the_bound_and_no_larger() {
+        let mut buf = Vec::new();
+        for (len, fits) in [
+            (MAX_ENTRY as usize + 1, true),
+            (MAX_ENTRY as usize + 2, false),
+        ] {
+            let mut body = vec![0u8; len];
+            body[0] = kind::TX;
+            let mut wire = (len as u32).to_le_bytes().to_vec();
+            wire.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+            wire.extend_from_slice(&body);
+            let read = read_frame_into(&mut wire.as_slice(), MAX_FRAME, &mut buf).await;
+            let bounded =
+                matches!(&read, Err(ProtocolError::Malformed(why)) if why.contains("frame length"));
+            assert_eq!(
+                !bounded,
+                fits,
+                "PR-1: a frame body of {len} bytes: {:?}",
+                read.err()
+            );
+        }
+    }
+
     // PR-3: a peer that is not a backup client is refused at the first frame.
     #[test]
     fn pr_3_bad_magic_is_refused() {

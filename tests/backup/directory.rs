@@ -127,3 +127,26 @@ fn bk_36_leftovers_are_removed_and_lost_found_is_tolerated() {
     );
     assert_same_as_server(&b, &server);
 }
+
+// BK-35: the lock a target lends to a store opened in place comes back to it: the directory
+// stays locked until the target is dropped, then it is free.
+#[test]
+fn bk_35_a_lent_lock_comes_back_to_the_target() {
+    use online_backup::backup::target::Target;
+    let dir = crate::support::scratch();
+    let fs = crate::support::fs();
+    let mut target = Target::open(fs.clone(), dir.path()).unwrap();
+    let lock = target.take_lock();
+    target.return_lock(lock);
+    let again = fs.lock_dir(dir.path());
+    assert!(
+        matches!(&again, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "BK-35: the returned lock is held: {again:?}"
+    );
+    drop(again);
+    drop(target);
+    assert!(
+        fs.lock_dir(dir.path()).is_ok(),
+        "BK-35: released with the target"
+    );
+}

@@ -43,6 +43,21 @@ fn bk_13_not_a_backup_directory_is_refused_unchanged() {
     let mut bytes = std::fs::read(&meta).unwrap();
     bytes[8] ^= 0xff;
     std::fs::write(&meta, &bytes).unwrap();
+    // Files too large to be what they claim are damage too (exit 3), not an I/O failure.
+    let huge_pointer = case("huge-pointer");
+    backup_from(&addr, &huge_pointer, &[]).expect(0);
+    std::fs::write(huge_pointer.join("CURRENT"), vec![b'g'; 1 << 20]).unwrap();
+    let huge_meta = case("huge-meta");
+    backup_from(&addr, &huge_meta, &[]).expect(0);
+    let meta = huge_meta.join(current(&huge_meta)).join("neostore.meta");
+    std::fs::write(&meta, vec![0u8; 1 << 20]).unwrap();
+    // A plain store's damaged metadata is named without a generation.
+    let plain_bad_meta = case("plain-bad-meta");
+    generate(&plain_bad_meta, 10, &[]);
+    let meta = plain_bad_meta.join("neostore.meta");
+    let mut bytes = std::fs::read(&meta).unwrap();
+    bytes[8] ^= 0xff;
+    std::fs::write(&meta, &bytes).unwrap();
 
     for (target, says) in [
         (&stray, "notes.txt"),
@@ -51,12 +66,22 @@ fn bk_13_not_a_backup_directory_is_refused_unchanged() {
         (&bad_pointer, "CURRENT"),
         (&dangling, "generation-7"),
         (&no_meta, "neostore.meta"),
-        (&bad_meta, "neostore.meta"),
+        (&bad_meta, "generation-1: "),
+        (&huge_pointer, "CURRENT"),
+        (&huge_meta, "generation-1: "),
+        (&plain_bad_meta, "not a valid backup directory: "),
     ] {
         for more in ALL_TYPES {
             let line = refused(&addr, target, more, 3);
-            assert!(line.contains("not a valid backup directory"), "{line}");
-            assert!(line.contains(says), "{line}");
+            assert!(
+                line.contains("not a valid backup directory"),
+                "BK-13: {line}"
+            );
+            assert!(line.contains(says), "BK-13: {line}");
+            assert!(
+                !line.contains(": :") && !line.contains(":  "),
+                "BK-13: one sentence, no empty part: {line}"
+            );
         }
     }
 }
