@@ -987,5 +987,17 @@ mod tests {
             .encode_body();
             assert!(Message::decode_body(&body).is_err(), "{name}");
         }
+        for (len, ok) in [(MAX_NAME, true), (MAX_NAME + 1, false)] {
+            let body = Message::FileStart {
+                name: "n".repeat(len),
+                len: 1,
+            }
+            .encode_body();
+            assert_eq!(
+                Message::decode_body(&body).is_ok(),
+                ok,
+                "PR-11: a name of {len} bytes (at most {MAX_NAME})"
+            );
+        }
     }
 }
