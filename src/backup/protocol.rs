@@ -967,6 +967,22 @@ mod tests {
         }
     }
 
+    // PR-7, BK-40: an unexpected message is named in the error sentence: every kind by a name
+    // of its own.
+    #[test]
+    fn pr_7_every_message_kind_has_a_name_of_its_own() {
+        let mut by_kind = std::collections::BTreeMap::new();
+        for msg in samples() {
+            let body = msg.encode_body();
+            let name = msg.name();
+            assert!(!name.is_empty(), "PR-7: {msg:?}");
+            if let Some(other) = by_kind.insert(name, body[0]) {
+                assert_eq!(other, body[0], "PR-7: two kinds named {name:?}");
+            }
+        }
+        assert!(by_kind.len() >= 10, "PR-7: {by_kind:?}");
+    }
+
     // PR-3: a peer that is not a backup client is refused at the first frame.
     #[test]
     fn pr_3_bad_magic_is_refused() {
