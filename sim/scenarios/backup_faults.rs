@@ -97,6 +97,22 @@ struct Costs {
 }
 
 impl Costs {
+    /// Guesses, until the first runs of each kind are measured.
+    fn guessed() -> Costs {
+        Costs {
+            full: Cost {
+                client_ops: 60,
+                steps: 40,
+                server_ops: 10,
+            },
+            incremental: Cost {
+                client_ops: 20,
+                steps: 30,
+                server_ops: 10,
+            },
+        }
+    }
+
     fn of(&self, kind: Kind) -> Cost {
         match kind {
             Kind::Full => self.full,
@@ -117,19 +133,7 @@ fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
     let mut sim = BackupSim::start(ctx, &setup)?;
     let warm_up = ctx.rng.random_range(10..80);
     sim.commits(ctx, warm_up)?;
-    // Guesses until the first runs of each kind are measured.
-    let mut costs = Costs {
-        full: Cost {
-            client_ops: 60,
-            steps: 40,
-            server_ops: 10,
-        },
-        incremental: Cost {
-            client_ops: 20,
-            steps: 30,
-            server_ops: 10,
-        },
-    };
+    let mut costs = Costs::guessed();
     let mut holding = Holding::Nothing;
     // Sometimes even the very first backup is cut short by the client's power loss.
     if ctx.rng.random_bool(0.3) {
@@ -183,18 +187,7 @@ pub fn manifest_power_losses(ctx: &mut ScenarioCtx) -> turmoil::Result<u64> {
     let setup = Setup::random(&mut ctx.rng);
     let mut sim = BackupSim::start(ctx, &setup)?;
     sim.commits(ctx, 20)?;
-    let costs = Costs {
-        full: Cost {
-            client_ops: 60,
-            steps: 40,
-            server_ops: 10,
-        },
-        incremental: Cost {
-            client_ops: 20,
-            steps: 30,
-            server_ops: 10,
-        },
-    };
+    let costs = Costs::guessed();
     let job = BackupJob::new(TARGET, Mode::Auto, &mut ctx.rng);
     let (_, mut holding) = sim.backup_checked(ctx, &Holding::Nothing, job)?;
     for op in 1..=MANIFEST_OPS {

@@ -69,7 +69,56 @@ pub struct FileEntry {
     pub blocks: Vec<[u8; HASH]>,
 }
 
+/// What reading one listed block found (MF-4).
+enum BlockCheck {
+    Intact,
+    /// Its bytes hash otherwise.
+    Differs,
+    /// The file ends inside it (or before it), at this size.
+    Short(u64),
+}
+
 impl FileEntry {
+    /// Reads block `block` of this file from `file` into `buf` (at least a block long) and
+    /// compares it with its listed hash; returns what it found and the bytes read.
+    fn check_block(
+        &self,
+        file: &dyn crate::io::FileHandle,
+        block: u64,
+        block_size: u64,
+        buf: &mut [u8],
+    ) -> std::io::Result<(BlockCheck, u64)> {
+        let offset = block * block_size;
+        let len = (self.size - offset).min(block_size) as usize;
+        let got = file.read_fully_at(&mut buf[..len], offset)?;
+        let found = if got < len {
+            BlockCheck::Short(offset + got as u64)
+        } else if blake3::hash(&buf[..len]).as_bytes() != &self.blocks[block as usize] {
+            BlockCheck::Differs
+        } else {
+            BlockCheck::Intact
+        };
+        Ok((found, got as u64))
+    }
+
+    /// The finding of a block that is not intact.
+    fn finding(&self, block: u64, block_size: u64, found: BlockCheck) -> Option<Finding> {
+        match found {
+            BlockCheck::Intact => None,
+            BlockCheck::Differs => Some(Finding::Block {
+                file: self.name.clone(),
+                block,
+                offset: block * block_size,
+            }),
+            BlockCheck::Short(size) => Some(Finding::Truncated {
+                file: self.name.clone(),
+                size,
+                listed: self.size,
+                block,
+            }),
+        }
+    }
+
     /// The file hash (MF-3): BLAKE3 over the size and the block hashes, so that changing a
     /// block changes it without reading the other blocks again.
     pub fn file_hash(&self) -> [u8; HASH] {
@@ -610,26 +659,11 @@ impl Manifest {
                 open = Some((i, handle));
             }
             if let Some((_, Some(file))) = &open {
-                let offset = block * block_size;
-                let len = (f.size - offset).min(block_size) as usize;
-                let got = file
-                    .read_fully_at(&mut buf[..len], offset)
+                let (found, got) = f
+                    .check_block(&**file, block, block_size, &mut buf)
                     .map_err(io_err(format!("reading {}", dir.join(&f.name).display())))?;
-                out.bytes += got as u64;
-                if got < len {
-                    out.findings.push(Finding::Truncated {
-                        file: f.name.clone(),
-                        size: offset + got as u64,
-                        listed: f.size,
-                        block,
-                    });
-                } else if blake3::hash(&buf[..len]).as_bytes() != &f.blocks[block as usize] {
-                    out.findings.push(Finding::Block {
-                        file: f.name.clone(),
-                        block,
-                        offset,
-                    });
-                }
+                out.bytes += got;
+                out.findings.extend(f.finding(block, block_size, found));
             }
             out.blocks += 1;
             at = (at + 1) % total;
@@ -680,25 +714,10 @@ impl Manifest {
         let mut buf = vec![0u8; self.block_size as usize];
         let mut findings = Vec::new();
         for block in wanted {
-            let offset = block * block_size;
-            let len = (f.size - offset).min(block_size) as usize;
-            let got = file
-                .read_fully_at(&mut buf[..len], offset)
+            let (found, _) = f
+                .check_block(&*file, block, block_size, &mut buf)
                 .map_err(io_err)?;
-            if got < len {
-                findings.push(Finding::Truncated {
-                    file: name.to_string(),
-                    size: offset + got as u64,
-                    listed: f.size,
-                    block,
-                });
-            } else if blake3::hash(&buf[..len]).as_bytes() != &f.blocks[block as usize] {
-                findings.push(Finding::Block {
-                    file: name.to_string(),
-                    block,
-                    offset,
-                });
-            }
+            findings.extend(f.finding(block, block_size, found));
         }
         Ok(findings)
     }
@@ -913,29 +932,22 @@ pub fn verify(fs: &dyn Fs, dir: &Path, manifest: &Manifest) -> Result<VerifyRepo
             });
         }
         let mut skipped = 0u64;
-        for (i, want) in f.blocks.iter().enumerate() {
-            let block = i as u64;
+        for block in 0..f.blocks.len() as u64 {
             if pending.covers(&f.name, block) {
                 skipped += 1;
                 continue;
             }
-            let offset = block * block_size;
-            let len = (f.size - offset).min(block_size) as usize;
-            let got = file
-                .read_fully_at(&mut buf[..len], offset)
+            let (found, got) = f
+                .check_block(&*file, block, block_size, &mut buf)
                 .map_err(io_err(format!("reading {}", path.display())))?;
-            report.bytes_read += got as u64;
-            if got < len {
-                break; // Truncated, reported above from its first short block.
-            }
-            if blake3::hash(&buf[..len]).as_bytes() != want {
-                report.findings.push(Finding::Block {
-                    file: f.name.clone(),
-                    block,
-                    offset,
-                });
-            } else {
-                report.blocks_checked += 1;
+            report.bytes_read += got;
+            match found {
+                BlockCheck::Intact => report.blocks_checked += 1,
+                // Truncated, reported above from its first short block.
+                BlockCheck::Short(_) => break,
+                differs => report
+                    .findings
+                    .extend(f.finding(block, block_size, differs)),
             }
         }
         if skipped > 0 || may_change_size {
