@@ -198,14 +198,15 @@ fn mf_5_pending_blocks_are_not_checked_and_a_refresh_rehashes_exactly_them() {
     assert!(!manifest.pending.add(nodes, 0, 0), "MF-5: already pending");
     assert!(manifest.pending.add(nodes, 3, TO_END), "MF-5");
     manifest.pending.new_files = true;
+    // The undeclared damage, which every verification must find.
+    let damage = vec![Finding::Block {
+        file: nodes.into(),
+        block: 1,
+        offset: BLOCK as u64,
+    }];
     let report = verify(&*fs(), dir.path(), &manifest).unwrap();
     assert_eq!(
-        report.findings,
-        vec![Finding::Block {
-            file: nodes.into(),
-            block: 1,
-            offset: BLOCK as u64
-        }],
+        report.findings, damage,
         "MF-5: damage outside the pending blocks is still found, the pending ones are not checked"
     );
     assert_eq!(report.unchecked.len(), 2, "MF-5: {:?}", report.unchecked);
@@ -220,12 +221,7 @@ fn mf_5_pending_blocks_are_not_checked_and_a_refresh_rehashes_exactly_them() {
     assert!(manifest.pending.is_empty(), "MF-5: a refresh clears it");
     let report = verify(&*fs(), dir.path(), &manifest).unwrap();
     assert_eq!(
-        report.findings,
-        vec![Finding::Block {
-            file: nodes.into(),
-            block: 1,
-            offset: BLOCK as u64
-        }],
+        report.findings, damage,
         "MF-5: a refresh rehashes the declared blocks, the growth and the new file, never the undeclared damage"
     );
     assert!(

@@ -837,6 +837,24 @@ fn log_11_a_passing_shortage_defers_rotation() {
         log_rotation_threshold: 1024,
         ..StoreOptions::default()
     };
+    // A store on `faulty`, its faults not armed yet, and the switch that arms them.
+    let create_disarmed = |faulty: Faulty, dir: &std::path::Path, opts: &StoreOptions| {
+        let armed = Arc::new(AtomicBool::new(false));
+        let faulty = Faulty {
+            armed: armed.clone(),
+            ..faulty
+        };
+        let store = Store::create(
+            Arc::new(faulty),
+            clock(),
+            dir,
+            opts,
+            FormatVersion::CURRENT,
+            1,
+        )
+        .unwrap();
+        (store, armed)
+    };
     let commit = |store: &mut Store, i: i64| {
         store.commit(&[Op::CreateNode {
             labels: vec![],
@@ -862,20 +880,7 @@ fn log_11_a_passing_shortage_defers_rotation() {
     ];
     for (case, faulty) in shortages.into_iter().enumerate() {
         let dir = scratch();
-        let armed = Arc::new(AtomicBool::new(false));
-        let faulty = Faulty {
-            armed: armed.clone(),
-            ..faulty
-        };
-        let mut store = Store::create(
-            Arc::new(faulty),
-            clock(),
-            dir.path(),
-            &opts,
-            FormatVersion::CURRENT,
-            1,
-        )
-        .unwrap();
+        let (mut store, armed) = create_disarmed(faulty, dir.path(), &opts);
         commit(&mut store, 0).unwrap();
         armed.store(true, Ordering::SeqCst);
         let ((), logged) = support::capture_logs(|| {
@@ -944,20 +949,7 @@ fn log_11_a_passing_shortage_defers_rotation() {
     ];
     for (rule, faulty) in fatal {
         let dir = scratch();
-        let armed = Arc::new(AtomicBool::new(false));
-        let faulty = Faulty {
-            armed: armed.clone(),
-            ..faulty
-        };
-        let mut store = Store::create(
-            Arc::new(faulty),
-            clock(),
-            dir.path(),
-            &opts,
-            FormatVersion::CURRENT,
-            1,
-        )
-        .unwrap();
+        let (mut store, armed) = create_disarmed(faulty, dir.path(), &opts);
         armed.store(true, Ordering::SeqCst);
         commit(&mut store, 0).unwrap();
         commit(&mut store, 1).expect("the commit that triggers the rotation stands");
