@@ -79,6 +79,8 @@ fn options(addr: std::net::SocketAddr, target: &Path) -> BackupOptions {
         tls: None,
         apply_run_txs: online_backup::backup::client::APPLY_RUN_TXS,
         scrub_percent: online_backup::backup::client::SCRUB_PERCENT,
+        keep_transactions: online_backup::retention::RetentionPolicy::KeepRecoveryOnly,
+        keep_generations: 1,
     }
 }
 
@@ -224,6 +226,7 @@ async fn demo() -> Result<(), Error> {
         &backup,
         &restored,
         false,
+        None,
         &mut |_, _, _| {},
     )?;
     let check_report = check(env.fs.clone(), env.clock.clone(), &restored)?;

@@ -31,6 +31,26 @@ pub fn date_millis(millis: u64) -> String {
     httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis))
 }
 
+/// A time given in milliseconds since the Unix epoch, in RFC 3339 UTC with milliseconds
+/// (`2026-12-02T07:01:04.532Z`): what `backup-info` prints and `--until-time` takes (PIT-9).
+pub fn time_millis(millis: u64) -> String {
+    humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis),
+    )
+    .to_string()
+}
+
+/// Reads a time in RFC 3339 UTC (`2026-12-02T07:01:04.532Z`, `2026-12-02T07:01:04Z`, or with a
+/// space for the `T` and no zone, still UTC) as milliseconds since the Unix epoch.
+pub fn parse_time_millis(s: &str) -> Result<u64, String> {
+    let bad = || {
+        format!("'{s}' is not a time like 2026-12-02T07:01:04Z or 2026-12-02T07:01:04.532Z (UTC)")
+    };
+    let t = humantime::parse_rfc3339_weak(s.trim()).map_err(|_| bad())?;
+    let since = t.duration_since(std::time::UNIX_EPOCH).map_err(|_| bad())?;
+    u64::try_from(since.as_millis()).map_err(|_| bad())
+}
+
 /// `n` bytes in binary units: `512 B`, `1.5 KiB`, `2.0 GiB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

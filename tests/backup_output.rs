@@ -33,6 +33,7 @@ fn settings(dir: &Path) -> insta::Settings {
         r#""(created_millis|written_millis|millis)": ?\d+"#,
         r#""$1": "<n>""#,
     );
+    s.add_filter(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z", "<time>");
     s.set_prepend_module_to_snapshot(false);
     s
 }
@@ -382,5 +383,48 @@ fn mf_13_backup_info_output() {
     assert!(
         out.one_error_line().contains("holds no backup"),
         "MF-13: {out:#?}"
+    );
+}
+
+// PIT-5, PIT-9, PIT-12, MF-13: backup-info of a directory whose backups keep transactions and
+// an older generation: the live one restores to a range of txs and times, the older one is
+// listed as kept, with its own range.
+#[test]
+fn pit_5_backup_info_lists_kept_history() {
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    let settings = settings(dir.path());
+    let _guard = settings.bind_to_scope();
+    let b = dir.path().join("backup");
+    let keep = ["--keep-transactions", "true", "--keep-generations", "2"];
+    write_nodes(&server, 3);
+    backup_from(&addr, &b, &keep).expect(0);
+    write_nodes(&server, 2);
+    backup_from(&addr, &b, &keep).expect(0);
+    write_nodes(&server, 2);
+    backup_from(&addr, &b, &[&keep[..], &["--type", "full"]].concat()).expect(0);
+    write_nodes(&server, 4);
+    backup_from(&addr, &b, &keep).expect(0);
+    let b_arg = b.to_str().unwrap();
+    insta::assert_snapshot!(
+        "backup_info_history",
+        human(&admin(&["backup-info", b_arg]))
+    );
+    let out = admin(&["backup-info", b_arg, "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("MF-13: one JSON object");
+    let txs: Vec<_> = doc["generations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["kept"].clone(), g["restores_to_txs"].clone()))
+        .collect();
+    assert_eq!(
+        txs,
+        [
+            (serde_json::json!(true), serde_json::json!([3, 5])),
+            (serde_json::json!(false), serde_json::json!([7, 11])),
+        ],
+        "PIT-5, PIT-12: {doc:#}"
     );
 }

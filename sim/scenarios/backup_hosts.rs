@@ -9,10 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use online_backup::backup::client::{self, BackupOptions};
+use online_backup::backup::history;
 use online_backup::backup::manifest;
+use online_backup::backup::restore::{restore, Until};
 use online_backup::config::Config;
 use online_backup::graph::{Op, Properties, Value};
 use online_backup::io::{Fs, OpenMode};
+use online_backup::retention::RetentionPolicy;
 use online_backup::server::{self, ServerOptions};
 use online_backup::store::check;
 use online_backup::store::format::{FormatVersion, RecordKind};
@@ -267,6 +270,12 @@ async fn perform(h: &HostCtx, shared: &Arc<Mutex<Shared>>, job: Job) -> turmoil:
                     .map(|_| SimTls::client_files()),
                 apply_run_txs: job.apply_run_txs,
                 scrub_percent: job.scrub_percent,
+                keep_transactions: if job.keep_transactions {
+                    RetentionPolicy::KeepAll
+                } else {
+                    RetentionPolicy::KeepRecoveryOnly
+                },
+                keep_generations: 1,
             };
             // The run's phases and the faults armed for it (SIM-36, SIM-38).
             h.world.backup_started(&h.name, SERVER, &job.target);
@@ -294,7 +303,9 @@ async fn perform(h: &HostCtx, shared: &Arc<Mutex<Shared>>, job: Job) -> turmoil:
                 fs_ops,
             })))
         }
-        Job::Inspect(target) => Ok(Reply::Inspect(h.check(inspect(env, &target)).await?)),
+        Job::Inspect(target) => Ok(Reply::Inspect(Box::new(
+            h.check(inspect(env, &target)).await?,
+        ))),
         Job::Diverge { target, txs } => {
             let mut store = h
                 .check(Store::open(
@@ -431,6 +442,7 @@ fn inspect(env: &online_backup::io::Env, target: &Path) -> Result<Inspection, Bo
                 live: None,
                 held: Err(format!("{} is a file", target.display())),
                 manifest: Ok(ManifestState::None),
+                history: None,
             })
         }
         Some(_) => fs.read_dir(target)?.into_iter().map(|e| e.name).collect(),
@@ -442,6 +454,7 @@ fn inspect(env: &online_backup::io::Env, target: &Path) -> Result<Inspection, Bo
             live,
             held: Ok(None),
             manifest: Ok(ManifestState::None),
+            history: None,
         });
     }
     // The manifest first, on the directory as the run left it (the check below recovers a copy).
@@ -473,6 +486,10 @@ fn inspect(env: &online_backup::io::Env, target: &Path) -> Result<Inspection, Bo
     let held = check::check(env.fs.clone(), env.clock.clone(), copy)
         .map(Some)
         .map_err(|e| e.to_string());
+    let history = match &held {
+        Ok(Some(r)) => restore_earliest(env, copy, r.last_committed_tx)?,
+        _ => None,
+    };
     fs.remove_dir_all(copy)?;
     fs.sync_dir(scratch)?;
     Ok(Inspection {
@@ -480,7 +497,56 @@ fn inspect(env: &online_backup::io::Env, target: &Path) -> Result<Inspection, Bo
         live,
         held,
         manifest,
+        history,
     })
+}
+
+/// When the backup (a checked copy of it) can be restored to an earlier tx than its last
+/// (PIT-5), restores the earliest one, the deepest rewind: the tx and the restored digest, or
+/// why the restore failed (PIT-7).
+fn restore_earliest(
+    env: &online_backup::io::Env,
+    copy: &Path,
+    last_tx: u64,
+) -> Result<Option<Box<Restored>>, BoxError> {
+    let fs = &*env.fs;
+    let live = layout::resolve(fs, copy)?;
+    let range = match history::restorable(fs, &live, last_tx) {
+        Ok(r) if r.from_tx < r.to_tx => r,
+        Ok(_) => return Ok(None),
+        Err(e) => {
+            return Ok(Some(Box::new(Err(format!(
+                "its history does not read: {e}"
+            )))))
+        }
+    };
+    let to = Path::new(INSPECT_RESTORE);
+    if fs.metadata(to)?.is_some() {
+        fs.remove_dir_all(to)?;
+    }
+    let restored = restore(
+        env.fs.clone(),
+        env.clock.clone(),
+        &*env.blocking,
+        copy,
+        to,
+        false,
+        Some(Until::Tx(range.from_tx)),
+        &mut |_, _, _| {},
+    );
+    if fs.metadata(to)?.is_some() {
+        fs.remove_dir_all(to)?;
+    }
+    fs.sync_dir(online_backup::io::parent_of(to))?;
+    Ok(Some(Box::new(match restored {
+        Ok(r) => online_backup::digest::Digest::from_hex(&r.report.digest)
+            .map(|d| (r.report.last_committed_tx, d))
+            .ok_or(format!(
+                "the restore printed a bad digest {:?}",
+                r.report.digest
+            )),
+        Err(e) => Err(format!("the restore to tx {} failed: {e}", range.from_tx)),
+    })))
 }
 
 fn plant(env: &online_backup::io::Env, target: &Path, what: &Plant) -> Result<(), BoxError> {

@@ -144,7 +144,14 @@ pub struct Inspection {
     /// opened a copy: `Err` when a block, size or file differs outside what the manifest says
     /// a run may have changed, or a generation has no manifest.
     pub manifest: Result<ManifestState, String>,
+    /// When the backup can be restored to an earlier tx than its last (PIT-5): the earliest,
+    /// restored, with the digest of the restored store, or why that failed (PIT-7).
+    pub history: Option<Box<Restored>>,
 }
+
+/// An inspection's restore to an earlier tx: that tx and the restored store's digest, or why it
+/// failed (PIT-7).
+pub type Restored = Result<(u64, Digest), String>;
 
 /// What the manifest check of an inspection found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -318,7 +325,32 @@ pub fn check_invariants(f: &Facts) -> Result<Holding, String> {
             other => Err(format!("no report where {other:?} was due")),
         },
     };
-    checked.map_err(|why| format!("{what}: {why}"))
+    checked
+        .and_then(|holding| check_history(f, &holding).map(|()| holding))
+        .map_err(|why| format!("{what}: {why}"))
+}
+
+/// A backup that can be restored to an earlier tx restores it with the source's digest there
+/// (PIT-4, PIT-7), crashes or not: the inspection restored the earliest.
+fn check_history(f: &Facts, holding: &Holding) -> Result<(), String> {
+    let Some(history) = f.after.and_then(|i| i.history.as_deref()) else {
+        return Ok(());
+    };
+    if matches!(
+        holding,
+        Holding::Backup { diverged: true, .. } | Holding::Backup { plain: true, .. }
+    ) {
+        // Its own history, not the source's: nothing to compare with.
+        return Ok(());
+    }
+    match history {
+        Err(e) => Err(format!("SIM-21, PIT-7: the backup could not be restored to an earlier tx: {e}")),
+        Ok((t, d)) if f.digests.get(t) != Some(d) => Err(format!(
+            "SIM-21, PIT-4, PIT-7: the backup restored to tx {t} has digest {d}, but the source's there is {:?}",
+            f.digests.get(t)
+        )),
+        Ok(_) => Ok(()),
+    }
 }
 
 /// The directory's backup, which must open and check (invariant 2, BK-23): `None` when it

@@ -56,6 +56,8 @@ pub const BACKUP_PORT: u16 = 6362;
 pub const TARGET: &str = "/backup/db";
 /// Where the client copies a target to check it without touching it.
 pub(crate) const INSPECT_COPY: &str = "/scratch/inspect";
+/// Where an inspection restores that copy to an earlier tx (PIT-7).
+pub(crate) const INSPECT_RESTORE: &str = "/scratch/restored";
 /// How long the writer waits for a commit's answer before it asks where the server stands.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -300,6 +302,9 @@ pub struct BackupJob {
     /// `--scrub-budget` (MF-11): the default, none, or most of the backup, so scrubs that wrap
     /// round and that read everything happen too.
     pub scrub_percent: u32,
+    /// `--keep-transactions true` on about a third of the runs (PIT-2 .. PIT-6), so undo
+    /// segments are written, crashed into and pruned, and inspections restore to earlier txs.
+    pub keep_transactions: bool,
 }
 
 impl BackupJob {
@@ -321,6 +326,7 @@ impl BackupJob {
             },
             scrub_percent: [0, online_backup::backup::client::SCRUB_PERCENT, 40, 100]
                 [rng.random_range(0..4)],
+            keep_transactions: rng.random_bool(0.35),
         }
     }
 
@@ -335,6 +341,7 @@ impl BackupJob {
             max_rate: None,
             apply_run_txs: online_backup::backup::client::APPLY_RUN_TXS,
             scrub_percent: online_backup::backup::client::SCRUB_PERCENT,
+            keep_transactions: false,
         }
     }
 }
@@ -397,7 +404,7 @@ pub enum Job {
 #[derive(Debug)]
 pub enum Reply {
     Backup(Box<BackupRun>),
-    Inspect(Inspection),
+    Inspect(Box<Inspection>),
     Done,
     Status(Option<Status>),
 }
@@ -577,7 +584,7 @@ impl BackupSim {
 
     pub fn inspect(&mut self, ctx: &mut ScenarioCtx, target: &str) -> turmoil::Result<Inspection> {
         match self.call(ctx, Job::Inspect(PathBuf::from(target)))? {
-            Reply::Inspect(i) => Ok(i),
+            Reply::Inspect(i) => Ok(*i),
             other => Err(format!("an inspection answered {other:?}").into()),
         }
     }

@@ -8,7 +8,9 @@
 //! caller asks the server, through `client::plan`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use crate::backup::history::{self, Span};
 use crate::backup::manifest::{Manifest, ManifestError, Verification};
 use crate::io::Fs;
 use crate::store::layout::{self, parse_generation, POINTER_FILE};
@@ -29,13 +31,19 @@ pub enum CatalogueError {
 #[derive(Clone, Debug)]
 pub struct Generation {
     pub number: u64,
-    /// Whether the pointer names it; any other is what an interrupted run left (removed by the
-    /// next run, BK-36).
+    /// Whether the pointer names it. An older one with a manifest is one `--keep-generations`
+    /// kept (PIT-12); any other is what an interrupted run left (removed by the next run,
+    /// BK-36).
     pub live: bool,
+    /// Whether it is an older finished generation `--keep-generations` kept (PIT-12).
+    pub kept: bool,
     pub dir: PathBuf,
     /// Its manifest; `Ok(None)` for a generation without one (taken before manifests, or
     /// unfinished), `Err` when it is damaged.
     pub manifest: Result<Option<Manifest>, String>,
+    /// What it can be restored to (PIT-5), with the commit times of the first and last of those
+    /// txs the logs hold; `None` without a manifest, `Err` when its files could not be read.
+    pub restorable: Option<Result<Span, String>>,
 }
 
 impl Generation {
@@ -60,7 +68,9 @@ impl Catalogue {
 }
 
 /// Reads what the backup directory `dir` holds (MF-13).
-pub fn catalogue(fs: &dyn Fs, dir: &Path) -> Result<Catalogue, CatalogueError> {
+pub fn catalogue(fs: &Arc<dyn Fs>, dir: &Path) -> Result<Catalogue, CatalogueError> {
+    let arc = fs.clone();
+    let fs = &**fs;
     let shown = dir.display().to_string();
     let io = |e| StoreError::io(format!("reading {shown}"), e);
     match fs.metadata(dir).map_err(io)? {
@@ -88,11 +98,19 @@ pub fn catalogue(fs: &dyn Fs, dir: &Path) -> Result<Catalogue, CatalogueError> {
                 ManifestError::Damaged(why) => format!("its manifest is damaged: {why}"),
                 e => e.to_string(),
             });
+            let restorable = match &manifest {
+                Ok(Some(m)) => {
+                    Some(history::span(arc.clone(), &gen_dir, m.last_tx).map_err(|e| e.to_string()))
+                }
+                _ => None,
+            };
             Generation {
                 number,
                 live: Some(number) == live,
+                kept: live.is_some_and(|l| number < l) && matches!(manifest, Ok(Some(_))),
                 dir: gen_dir,
                 manifest,
+                restorable,
             }
         })
         .collect();

@@ -15,6 +15,7 @@
 pub mod catalogue;
 pub mod client;
 pub mod decision;
+pub mod history;
 pub mod manifest;
 pub mod protocol;
 pub mod restore;

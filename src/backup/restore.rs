@@ -1,8 +1,11 @@
 //! `neo4j-admin restore`: a verified copy of a backup into a store directory (spec/admin.md,
 //! ADM-6 .. ADM-8).
 //!
-//! Owns: checking the backup (its manifest first, MF-10), copying its live store durably into a new generation of the
-//! target, checking the copy, and switching the target's pointer to it.
+//! Owns: choosing the generation and tx to restore (the live one at its last tx, or with
+//! `--until-tx`/`--until-time` the newest that holds the point, PIT-10), checking the backup
+//! (its manifest first, MF-10), copying it durably into a new generation of the target,
+//! rewinding the copy when restoring to an earlier tx (through `history`, PIT-7), checking the
+//! copy against the digest expected, and switching the target's pointer to it.
 //! Must not touch: the network, or the backup's files beyond opening it as a store (which
 //! recovers and checkpoints it, as every opener does). The target is never left broken: the
 //! copy becomes live only through the pointer switch (BK-32), so a crash leaves the previous
@@ -11,13 +14,19 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::backup::history::{self, Restorable, Span};
 use crate::backup::manifest::{verify, Manifest, ManifestError};
-use crate::backup::target::{Holds, Target, TargetError};
+use crate::backup::target::{is_finished, Holds, Target, TargetError};
+use crate::digest::Digest;
 use crate::io::{Blocking, Clock, Fs, OpenMode};
 use crate::progress::Phase;
 use crate::store::check::{check_open_with_progress, check_with_progress, CheckReport};
-use crate::store::meta::{Meta, MetaError};
-use crate::store::{Store, StoreError, StoreOptions};
+use crate::store::format::{FormatVersion, RecordKind};
+use crate::store::layout::{self, generation_name};
+use crate::store::log::{LogReader, TxEntry};
+use crate::store::meta::{Meta, MetaError, StoreId};
+use crate::store::{initialize, lock_existing, Store, StoreError, StoreOptions};
+use crate::units;
 
 /// Bytes copied per read and write.
 const COPY_CHUNK: usize = 1 << 20;
@@ -45,6 +54,13 @@ pub enum RestoreError {
         dir: String,
         #[source]
         source: ManifestError,
+    },
+    /// `--until-tx` or `--until-time` names a state no generation can be restored to (PIT-10).
+    #[error("the backup in {dir} cannot be restored to {until}: it can be restored to {kept}; nothing was restored")]
+    NotKept {
+        dir: String,
+        until: String,
+        kept: String,
     },
     #[error("{0} already holds a store; add --force to replace it")]
     NotEmpty(String),
@@ -83,14 +99,43 @@ impl RestoreError {
 /// What was restored.
 #[derive(Clone, Debug)]
 pub struct Restored {
-    /// The backup's check report (the restored copy's digest and counts equal it).
+    /// The restored copy's check report: the backup's digest and counts, or those its logs
+    /// carry at the tx restored to.
     pub report: CheckReport,
     /// Where the restored store's files are (the target's live generation).
     pub live: PathBuf,
     pub bytes: u64,
 }
 
-/// Restores the backup in `from` into `to` (ADM-6, ADM-7).
+/// The earlier state `--until-tx` or `--until-time` asks for (PIT-8, PIT-9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Until {
+    /// The state right after this tx committed.
+    Tx(u64),
+    /// The state before the first tx committed after this time (milliseconds since the epoch).
+    Time(u64),
+}
+
+impl std::fmt::Display for Until {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Until::Tx(tx) => write!(f, "tx {tx}"),
+            Until::Time(ms) => write!(f, "{}", units::time_millis(*ms)),
+        }
+    }
+}
+
+/// The generation a restore reads, and the tx it restores to.
+struct Chosen {
+    store: Store,
+    /// The tx to restore to, and what the generation can be restored to.
+    tx: u64,
+    range: Restorable,
+}
+
+/// Restores the backup in `from` into `to` (ADM-6, ADM-7), at its last tx, or with `until` at
+/// an earlier one (PIT-8 .. PIT-11).
+#[allow(clippy::too_many_arguments)]
 pub fn restore(
     fs: Arc<dyn Fs>,
     clock: Arc<dyn Clock>,
@@ -98,6 +143,7 @@ pub fn restore(
     from: &Path,
     to: &Path,
     force: bool,
+    until: Option<Until>,
     progress: &mut dyn FnMut(Phase, u64, u64),
 ) -> Result<Restored, RestoreError> {
     // The target first: a refusal costs nothing and changes nothing. It is judged without
@@ -115,7 +161,8 @@ pub fn restore(
     };
     classify(Target::inspect(fs.clone(), to))?;
     // The backup, locked while it is copied, checked before a byte is.
-    let store = Store::open(fs.clone(), clock.clone(), from, &StoreOptions::default())?;
+    let chosen = choose(&fs, &clock, from, until)?;
+    let store = chosen.store;
     let mut target = classify(Target::open(fs.clone(), to))?;
     // The manifest first, when the backup has one (MF-10): damage is named by file and block
     // at the speed of reading the files, before the consistency check reads them again.
@@ -149,53 +196,236 @@ pub fn restore(
         });
     }
     let source_dir = store.dir().to_path_buf();
+    let (store_id, format) = (store.meta().store_id, store.meta().format);
     // A checkpoint, so the files hold every tx and recovery of the copy replays nothing.
     let _source_lock = store.close_keeping_lock()?;
 
     target.clean().map_err(RestoreError::Target)?;
     let (n, generation) = target.new_generation().map_err(RestoreError::Target)?;
-    let copied = copy_store_files(&*fs, &source_dir, &generation, &mut |done, total| {
-        progress(Phase::CopyFiles, done, total)
-    })
+    let earlier = chosen.tx < chosen.range.to_tx;
+    let copied = copy_store_files(
+        &*fs,
+        &source_dir,
+        &generation,
+        earlier,
+        &mut |done, total| progress(Phase::CopyFiles, done, total),
+    )
     .and_then(|bytes| {
+        // The digest the copy must have: the backup's, or the one its logs carry at the tx.
+        let expected = if earlier {
+            let at = RewindTo {
+                fs: &fs,
+                clock: &clock,
+                source: &source_dir,
+                copy: &generation,
+                store_id,
+                format,
+            };
+            at.rewind(&chosen.range, chosen.tx)?.to_string()
+        } else {
+            report.digest.clone()
+        };
         let copy =
             check_with_progress(fs.clone(), clock.clone(), &generation, par, &mut |d, t| {
                 progress(Phase::CheckCopy, d, t)
             })?;
-        if !copy.consistent || copy.digest != report.digest {
+        if !copy.consistent || copy.digest != expected || copy.last_committed_tx != chosen.tx {
             return Err(RestoreError::CopyDiffers {
                 dir: to.display().to_string(),
                 copy: copy.digest,
-                backup: report.digest.clone(),
+                backup: expected,
             });
         }
         let meta = Meta::read(&*fs, &generation).map_err(|source| RestoreError::CopyMeta {
             dir: to.display().to_string(),
             source,
         })?;
-        Ok((bytes, meta))
+        Ok((bytes, meta, copy))
     });
-    let (bytes, meta) = match copied {
+    let (bytes, meta, copy) = match copied {
         Ok(v) => v,
         Err(e) => {
             target.discard(n);
             return Err(e);
         }
     };
-    target.switch_to(n, meta).map_err(RestoreError::Target)?;
+    target.switch_to(n, meta, 1).map_err(RestoreError::Target)?;
     Ok(Restored {
-        report,
+        report: copy,
         live: generation,
         bytes,
     })
 }
 
-/// Copies every file of the store in `from` into `to`, streaming, each synced, then the
-/// directory synced. Returns the bytes copied.
+/// Opens the generation of `from` to restore from, and the tx to restore to (PIT-10): without
+/// `until`, the live one at its last tx; with it, the newest generation (the live one, then
+/// the older ones `--keep-generations` kept) that can be restored to what `until` means.
+fn choose(
+    fs: &Arc<dyn Fs>,
+    clock: &Arc<dyn Clock>,
+    from: &Path,
+    until: Option<Until>,
+) -> Result<Chosen, RestoreError> {
+    let mut guard = lock_existing(&**fs, from)?;
+    let candidates: Vec<PathBuf> = match (until, layout::read_pointer(&**fs, from)?) {
+        (None, _) => vec![layout::resolve(&**fs, from)?],
+        (Some(_), None) => vec![from.to_path_buf()],
+        (Some(_), Some(live)) => {
+            let mut older: Vec<u64> = fs
+                .read_dir(from)
+                .map_err(|e| StoreError::io(format!("reading {}", from.display()), e))?
+                .into_iter()
+                .filter(|e| e.is_dir)
+                .filter_map(|e| layout::parse_generation(&e.name))
+                .filter(|&g| g < live && is_finished(&**fs, &from.join(generation_name(g))))
+                .collect();
+            older.sort_unstable_by(|a, b| b.cmp(a));
+            let mut dirs = vec![layout::resolve(&**fs, from)?];
+            dirs.extend(older.into_iter().map(|g| from.join(generation_name(g))));
+            dirs
+        }
+    };
+    let mut ranges = Vec::new();
+    for dir in candidates {
+        let store = Store::open_locked(
+            fs.clone(),
+            clock.clone(),
+            &dir,
+            &StoreOptions::default(),
+            guard,
+        )?;
+        let last = store.status().last_committed_tx;
+        let Some(until) = until else {
+            let range = history::restorable(&**fs, store.dir(), last)?;
+            return Ok(Chosen {
+                store,
+                tx: last,
+                range,
+            });
+        };
+        let range = history::restorable(&**fs, store.dir(), last)?;
+        let tx = match until {
+            Until::Tx(tx) => Some(tx).filter(|&tx| range.holds(tx)),
+            Until::Time(ms) => history::tx_at_time(fs.clone(), store.dir(), &range, ms)?.ok(),
+        };
+        if let Some(tx) = tx {
+            return Ok(Chosen { store, tx, range });
+        }
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let times = history::time_range(fs.clone(), store.dir(), &range)?;
+        ranges.push((name, Span { range, times }));
+        guard = store.close_keeping_lock()?;
+    }
+    Err(RestoreError::NotKept {
+        dir: from.display().to_string(),
+        until: until
+            .expect("only a restore until a point can find none")
+            .to_string(),
+        kept: describe_ranges(&ranges),
+    })
+}
+
+/// What the generations can be restored to, for a refusal: "tx 10 to tx 25 (committed
+/// <time> to <time>) in generation-3; ...".
+fn describe_ranges(ranges: &[(String, Span)]) -> String {
+    ranges
+        .iter()
+        .map(|(name, Span { range: r, times })| {
+            let txs = if r.from_tx == r.to_tx {
+                format!("tx {} only", r.to_tx)
+            } else {
+                format!("tx {} to tx {}", r.from_tx, r.to_tx)
+            };
+            let times = times.map_or(String::new(), |(a, b)| {
+                format!(
+                    " (committed {} to {})",
+                    units::time_millis(a),
+                    units::time_millis(b)
+                )
+            });
+            format!("{txs}{times} in {name}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Brings a copy of a generation's record files back to an earlier tx (PIT-7).
+struct RewindTo<'a> {
+    fs: &'a Arc<dyn Fs>,
+    clock: &'a Arc<dyn Clock>,
+    /// The generation copied: its undo segments and logs.
+    source: &'a Path,
+    /// The copy of its record files.
+    copy: &'a Path,
+    store_id: StoreId,
+    format: FormatVersion,
+}
+
+impl RewindTo<'_> {
+    /// Rewinds the copy to the newest undo segment's tx at or before `tx`, makes it a store at
+    /// that tx, and replays the generation's logs into it up to `tx`. Returns the digest the
+    /// logs say the source had at `tx`.
+    fn rewind(&self, range: &Restorable, tx: u64) -> Result<Digest, RestoreError> {
+        let fs = &**self.fs;
+        let (at, state) = history::rewind(fs, self.source, self.copy, self.format, range, tx)?
+            .expect("a tx before the last needs a rewind");
+        initialize(fs, self.copy, self.store_id, self.format, state, at)?;
+        let mut store = Store::open(
+            self.fs.clone(),
+            self.clock.clone(),
+            self.copy,
+            &StoreOptions::default(),
+        )?;
+        let mut digest = state.digest;
+        if at < tx {
+            let mut reader = LogReader::open(self.fs.clone(), self.source, at + 1)?
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("the backup's logs no longer hold tx {}", at + 1))
+                })?
+                .reader;
+            let mut batch: Vec<TxEntry> = Vec::new();
+            let mut images = 0;
+            loop {
+                let entry = reader.next(tx)?;
+                let full = images >= REPLAY_IMAGES || batch.len() >= REPLAY_TXS;
+                if entry.is_none() || full {
+                    store.apply_committed_batch(&batch)?;
+                    batch.clear();
+                    images = 0;
+                }
+                let Some(entry) = entry else { break };
+                digest = entry.after.digest;
+                images += entry.records.len();
+                batch.push(entry);
+            }
+        }
+        if store.status().last_committed_tx != tx {
+            return Err(StoreError::Corrupt(format!(
+                "the backup's logs end at tx {} before tx {tx}",
+                store.status().last_committed_tx
+            ))
+            .into());
+        }
+        store.close()?;
+        Ok(digest)
+    }
+}
+
+/// A replay applies at most this many transactions, or this many images, per durable run.
+const REPLAY_TXS: usize = 4096;
+const REPLAY_IMAGES: usize = 1 << 16;
+
+/// Copies the files of the store in `from` into `to` (every one but its undo segments and
+/// manifest, or with `records_only` the record files alone, for a rewind), streaming, each
+/// synced, then the directory synced. Returns the bytes copied.
 fn copy_store_files(
     fs: &dyn Fs,
     from: &Path,
     to: &Path,
+    records_only: bool,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<u64, RestoreError> {
     let io = |what: String| move |e| StoreError::io(what, e);
@@ -204,7 +434,14 @@ fn copy_store_files(
         .read_dir(from)
         .map_err(io(format!("reading {}", from.display())))?
     {
-        if entry.is_dir || !entry.name.starts_with("neostore.") || entry.name.ends_with(".tmp") {
+        let wanted = if records_only {
+            RecordKind::ALL.iter().any(|k| k.file_name() == entry.name)
+        } else {
+            entry.name.starts_with("neostore.")
+                && !entry.name.ends_with(".tmp")
+                && history::parse_undo_name(&entry.name).is_none()
+        };
+        if entry.is_dir || !wanted {
             continue;
         }
         let src_path = from.join(&entry.name);

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::backup::history::UNDO_PREFIX;
 use crate::backup::manifest::MANIFEST_FILE;
 use crate::io::{parent_of, Fs, LockGuard};
 use crate::store::format::RecordKind;
@@ -62,6 +63,9 @@ pub struct Target {
     holds: Holds,
     /// Entries an interrupted run left, removed by [`Target::clean`] (BK-36).
     leftovers: Vec<Leftover>,
+    /// Finished generations older than the live one, newest first: what `--keep-generations`
+    /// kept (PIT-12).
+    older: Vec<u64>,
     /// The highest generation number present, live or not.
     max_generation: u64,
 }
@@ -76,6 +80,7 @@ struct Leftover {
 /// generation's manifest (MF-1), which a copy of a generation used as a plain backup carries.
 fn is_store_file(name: &str) -> bool {
     name.starts_with(MANIFEST_FILE)
+        || name.starts_with(UNDO_PREFIX)
         || name == META_FILE
         || name.starts_with(&format!("{META_FILE}."))
         || name.starts_with(LOG_PREFIX)
@@ -86,6 +91,13 @@ fn is_store_file(name: &str) -> bool {
 
 /// Says which top-level names the live backup owns (everything else of ours is a leftover).
 type Keeps = Box<dyn Fn(&str) -> bool>;
+
+/// Whether a generation directory was finished: a run writes its manifest before the pointer
+/// switch (MF-6), so one without is what an interrupted run left, or the work of a version
+/// from before manifests, which was never kept.
+pub fn is_finished(fs: &dyn Fs, dir: &Path) -> bool {
+    matches!(fs.metadata(&dir.join(MANIFEST_FILE)), Ok(Some(m)) if !m.is_dir)
+}
 
 /// A mount point's own directory, which is not ours and not someone's data.
 const LOST_FOUND: &str = "lost+found";
@@ -123,6 +135,7 @@ impl Target {
                     lock: None,
                     holds: Holds::Nothing,
                     leftovers: Vec::new(),
+                    older: Vec::new(),
                     max_generation: 0,
                 })
             }
@@ -196,6 +209,7 @@ impl Target {
             .max()
             .unwrap_or(0);
         let has = |name: &str| entries.iter().any(|e| e.name == name);
+        let mut older = Vec::new();
         let (holds, keep): (Holds, Keeps) = if has(POINTER_FILE) {
             let n = layout::read_pointer(&*fs, dir)
                 .map_err(pointer_err)?
@@ -208,12 +222,24 @@ impl Target {
             }
             let meta =
                 Meta::read(&*fs, &dir.join(&live_name)).map_err(|e| meta_err(&live_name, e))?;
+            // Finished generations older than the live one are kept for
+            // `--keep-generations` (PIT-12): `trim` decides how many stay.
+            older = entries
+                .iter()
+                .filter(|e| e.is_dir)
+                .filter_map(|e| parse_generation(&e.name))
+                .filter(|&g| g < n && is_finished(&*fs, &dir.join(generation_name(g))))
+                .collect();
+            older.sort_unstable_by(|a, b| b.cmp(a));
+            let kept: Vec<String> = older.iter().map(|&g| generation_name(g)).collect();
             (
                 Holds::Backup {
                     meta,
                     live: Live::Generation(n),
                 },
-                Box::new(move |name: &str| name == POINTER_FILE || name == live_name),
+                Box::new(move |name: &str| {
+                    name == POINTER_FILE || name == live_name || kept.iter().any(|k| k == name)
+                }),
             )
         } else if has(META_FILE) {
             let meta = Meta::read(&*fs, dir).map_err(|e| meta_err("", e))?;
@@ -247,6 +273,7 @@ impl Target {
             lock: Some(lock),
             holds,
             leftovers,
+            older,
             max_generation,
         })
     }
@@ -305,9 +332,10 @@ impl Target {
     }
 
     /// Makes generation `n` (complete and synced) the live backup (BK-32): switches the
-    /// pointer durably, then deletes the old backup. A failure to delete the old one is only
-    /// logged: the next run removes it as a leftover.
-    pub fn switch_to(&mut self, n: u64, meta: Meta) -> Result<(), TargetError> {
+    /// pointer durably, then removes the old backup, or with `keep` above 1 keeps it among the
+    /// older generations and removes those beyond `keep` (PIT-12). A failure to remove is only
+    /// logged: the next run removes it.
+    pub fn switch_to(&mut self, n: u64, meta: Meta, keep: u32) -> Result<(), TargetError> {
         layout::switch_pointer(&*self.fs, &self.dir, n).map_err(|e| self.io_err(e))?;
         let old = std::mem::replace(
             &mut self.holds,
@@ -320,17 +348,52 @@ impl Target {
             Holds::Backup {
                 live: Live::Generation(m),
                 ..
-            } if m != n => self.fs.remove_dir_all(&self.dir.join(generation_name(m))),
+            } if m != n => {
+                if is_finished(&*self.fs, &self.dir.join(generation_name(m))) {
+                    self.older.insert(0, m);
+                    Ok(())
+                } else {
+                    self.fs.remove_dir_all(&self.dir.join(generation_name(m)))
+                }
+            }
             Holds::Backup {
                 live: Live::Plain, ..
             } => self.remove_plain_store_files(),
             _ => Ok(()),
         };
         let synced = removed.and_then(|()| self.fs.sync_dir(&self.dir));
-        if let Err(e) = synced {
+        if let Err(e) = synced
+            .map_err(|e| self.io_err(e))
+            .and_then(|()| self.trim(keep))
+        {
             tracing::warn!("could not delete the previous backup ({e}); the next run will");
         }
         Ok(())
+    }
+
+    /// Removes the older generations beyond the newest `keep - 1` (the live one is the first
+    /// of `keep`), oldest first, so an interruption leaves the newest (PIT-12). Never the live
+    /// one.
+    pub fn trim(&mut self, keep: u32) -> Result<(), TargetError> {
+        let stay = (keep.max(1) - 1) as usize;
+        if self.older.len() <= stay {
+            return Ok(());
+        }
+        while self.older.len() > stay {
+            let g = *self.older.last().expect("more than stay");
+            let name = generation_name(g);
+            self.fs
+                .remove_dir_all(&self.dir.join(&name))
+                .map_err(|e| self.io_err(e))?;
+            self.older.pop();
+            tracing::info!("removed {name}: --keep-generations keeps {keep}");
+        }
+        self.fs.sync_dir(&self.dir).map_err(|e| self.io_err(e))
+    }
+
+    /// The finished generations older than the live one, newest first (PIT-12).
+    pub fn older(&self) -> &[u64] {
+        &self.older
     }
 
     fn remove_plain_store_files(&self) -> std::io::Result<()> {

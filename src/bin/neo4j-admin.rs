@@ -8,14 +8,16 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use online_backup::backup::catalogue::{catalogue, verification_name, Catalogue};
 use online_backup::backup::client::{self, BackupOptions, Kind, Lines, Mode, Plan, Verify};
+use online_backup::backup::history::Span;
 use online_backup::backup::manifest::{
     quick_check, rehash_after_upgrade, QuickCheck, QuickCheckError,
 };
-use online_backup::backup::restore::restore;
+use online_backup::backup::restore::{restore, Until};
 use online_backup::backup::tls::ClientTlsFiles;
 use online_backup::cli;
 use online_backup::io::Env;
 use online_backup::progress::{Bar, Phase};
+use online_backup::retention::RetentionPolicy;
 use online_backup::store::check::{check_with_progress, CheckReport};
 use online_backup::store::format::FormatVersion;
 use online_backup::store::generate::{generate, GenerateSpec};
@@ -113,6 +115,14 @@ enum Command {
         /// Replace the store DIR already holds.
         #[arg(long)]
         force: bool,
+        /// Restore the state right after this tx committed, from a backup that kept its
+        /// transactions (neo4j-backup --keep-transactions).
+        #[arg(long, value_name = "TX", conflicts_with = "until_time")]
+        until_tx: Option<u64>,
+        /// Restore the state before the first transaction committed after this time (UTC,
+        /// 2026-12-02T07:01:04.532Z), from a backup that kept its transactions.
+        #[arg(long, value_name = "TIME", value_parser = units::parse_time_millis)]
+        until_time: Option<u64>,
     },
 }
 
@@ -230,7 +240,7 @@ fn main() -> ExitCode {
             tls_cert,
             tls_key,
         } => {
-            let cat = match catalogue(&*env.fs, &dir) {
+            let cat = match catalogue(&env.fs, &dir) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
@@ -250,13 +260,22 @@ fn main() -> ExitCode {
                     }),
                     apply_run_txs: online_backup::backup::client::APPLY_RUN_TXS,
                     scrub_percent: 0,
+                    keep_transactions: RetentionPolicy::KeepRecoveryOnly,
+                    keep_generations: 1,
                 };
                 ask_server(&env, &opts)
             });
             print_catalogue(&cat, source.as_ref(), json);
             ExitCode::SUCCESS
         }
-        Command::Restore { from, store, force } => {
+        Command::Restore {
+            from,
+            store,
+            force,
+            until_tx,
+            until_time,
+        } => {
+            let until = until_tx.map(Until::Tx).or(until_time.map(Until::Time));
             let mut bar = Bar::stdout();
             let restored = restore(
                 env.fs.clone(),
@@ -265,6 +284,7 @@ fn main() -> ExitCode {
                 &from,
                 &store,
                 force,
+                until,
                 &mut |phase, done, total| bar.update(phase, done, total),
             );
             bar.finish();
@@ -426,6 +446,7 @@ fn print_catalogue(cat: &Catalogue, source: Option<&Result<Plan, String>>, json:
             .iter()
             .map(|g| {
                 let m = g.manifest.as_ref().ok().and_then(|m| m.as_ref());
+                let restorable = g.restorable.as_ref().and_then(|r| r.as_ref().ok());
                 serde_json::json!({
                     "number": g.number,
                     "live": g.live,
@@ -435,7 +456,10 @@ fn print_catalogue(cat: &Catalogue, source: Option<&Result<Plan, String>>, json:
                     "format_version": m.map(|m| m.format.0),
                     "first_tx": m.map(|m| m.first_tx),
                     "last_tx": m.map(|m| m.last_tx),
-                    "restores_to_txs": m.map(|m| [m.last_tx, m.last_tx]),
+                    "kept": g.kept,
+                    "restores_to_txs": restorable.map(|s| [s.range.from_tx, s.range.to_tx]),
+                    "restores_to_times": restorable.and_then(|s| s.times).map(|(a, b)| [units::time_millis(a), units::time_millis(b)]),
+                    "restorable_error": g.restorable.as_ref().and_then(|r| r.as_ref().err()),
                     "digest": m.map(|m| m.digest.to_string()),
                     "created_millis": m.map(|m| m.created_millis),
                     "written_millis": m.map(|m| m.written_millis),
@@ -466,6 +490,8 @@ fn print_catalogue(cat: &Catalogue, source: Option<&Result<Plan, String>>, json:
     for g in &cat.generations {
         let state = if g.live {
             "live"
+        } else if g.kept {
+            "older, kept by --keep-generations"
         } else {
             "left by an interrupted run; the next run removes it"
         };
@@ -484,10 +510,30 @@ fn print_catalogue(cat: &Catalogue, source: Option<&Result<Plan, String>>, json:
         out!("  store id:              {}", m.store_id);
         out!("  format version:        {}", m.format);
         out!("  transactions:          {} ..= {}", m.first_tx, m.last_tx);
-        out!(
-            "  restores to:           tx {} (its last; no transactions kept to go back)",
-            m.last_tx
-        );
+        match &g.restorable {
+            Some(Ok(Span { range: r, times })) if r.from_tx < r.to_tx => {
+                out!(
+                    "  restores to:           any tx from {} to {} (transactions kept)",
+                    r.from_tx,
+                    r.to_tx
+                );
+                if let Some((a, b)) = times {
+                    out!(
+                        "  restores to times:     {} to {}",
+                        units::time_millis(*a),
+                        units::time_millis(*b)
+                    );
+                }
+            }
+            Some(Err(e)) => out!(
+                "  restores to:           tx {} (its history cannot be read: {e})",
+                m.last_tx
+            ),
+            _ => out!(
+                "  restores to:           tx {} (its last; no transactions kept to go back)",
+                m.last_tx
+            ),
+        }
         out!(
             "  times:                 made {}, last written {}",
             units::date_millis(m.created_millis),

@@ -19,6 +19,7 @@ use online_backup::cli::{self, Parsed};
 use online_backup::config::DEFAULT_BACKUP_PORT;
 use online_backup::io::Env;
 use online_backup::progress::Bar;
+use online_backup::retention::RetentionPolicy;
 use online_backup::units;
 
 #[derive(Parser)]
@@ -64,6 +65,16 @@ struct Cli {
     /// of its blocks (2% reads every block within 50 runs; 0% scrubs nothing).
     #[arg(long, value_name = "PERCENT", default_value = "2%", value_parser = parse_percent)]
     scrub_budget: u32,
+    /// Keep the backup's own transaction logs, so that `neo4j-admin restore --until-tx` or
+    /// `--until-time` can bring back any tx they hold: `true` (all), `false` (only what
+    /// recovery needs, the default), or as keep_logical_logs: `7 days`, `100 txs`, `10 files`,
+    /// `1G size`.
+    #[arg(long, value_name = "RETENTION", default_value = "false", value_parser = parse_keep)]
+    keep_transactions: RetentionPolicy,
+    /// Keep this many finished generations, the live one counted: a full backup keeps the
+    /// previous ones, the oldest removed first (1 keeps only the live one).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    keep_generations: u32,
     /// Print a machine-readable summary on stdout.
     #[arg(long)]
     json: bool,
@@ -95,6 +106,13 @@ enum VerifyArg {
     True,
     False,
     Full,
+}
+
+/// `--keep-transactions`: a retention as `keep_logical_logs` takes it (PIT-3).
+fn parse_keep(s: &str) -> Result<RetentionPolicy, String> {
+    s.parse::<RetentionPolicy>().map_err(|e| {
+        format!("'{s}' is not a retention ({e}): true, false, or a number and one of files, size, txs, hours, days, such as '7 days'")
+    })
 }
 
 /// `--scrub-budget`: `N%` or `N`, a whole percentage from 0 to 100 (MF-11).
@@ -320,6 +338,8 @@ fn main() -> ExitCode {
         tls,
         apply_run_txs: online_backup::backup::client::APPLY_RUN_TXS,
         scrub_percent: cli.scrub_budget,
+        keep_transactions: cli.keep_transactions,
+        keep_generations: cli.keep_generations,
     };
     // Two workers: receiving the next chunk overlaps writing the last one.
     let runtime = match tokio::runtime::Builder::new_multi_thread()

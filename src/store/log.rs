@@ -16,7 +16,7 @@ use bytes::BufMut;
 use crate::codec::{DecodeError, Reader};
 use crate::digest::Digest;
 use crate::io::{FileHandle, Fs, ReadAhead};
-use crate::store::format::{BlockRecord, NodeRecord, RelRecord, BLOCK_DATA};
+use crate::store::format::{BlockRecord, NodeRecord, RecordKind, RelRecord, BLOCK_DATA};
 
 /// Log file names are this prefix plus the decimal log version (LOG-1).
 pub const LOG_PREFIX: &str = "neostore.transaction.db.";
@@ -106,6 +106,15 @@ pub struct TxState {
 }
 
 impl TxState {
+    /// The high-water mark of `kind`: the next id its record file hands out (ST-9).
+    pub fn mark(&self, kind: RecordKind) -> u64 {
+        match kind {
+            RecordKind::Node => self.next_node,
+            RecordKind::Rel => self.next_rel,
+            RecordKind::Block => self.next_block,
+        }
+    }
+
     /// The one encoding of a state, in log entries (LOG-5), the metadata's checkpoint (ST-10)
     /// and a full backup's start frame (PR-2): the digest (32 bytes), then nodes,
     /// relationships, next node, next relationship and next block (u64 each).

@@ -378,8 +378,9 @@ impl Store {
         Store::open_locked(fs, clock, &data_dir, options, guard)
     }
 
-    /// Opens the store whose files are in `dir`, whose lock the caller already holds.
-    fn open_locked(
+    /// Opens the store whose files are in `dir`, whose lock the caller already holds (for a
+    /// backup directory's generation, the directory's lock).
+    pub fn open_locked(
         fs: Arc<dyn Fs>,
         clock: Arc<dyn Clock>,
         dir: &Path,
@@ -643,6 +644,26 @@ impl Store {
         images: impl IntoIterator<Item = &'a log::RecordImage>,
     ) -> Result<Option<(RecordKind, u64)>, StoreError> {
         self.files.first_differing(images)
+    }
+
+    /// What the record files hold now of each record `images` will write, below the high-water
+    /// marks (records at or above them are allocated by the writes, and a rewind cuts the files
+    /// back to the marks instead): each record once, in file order. A point-in-time backup
+    /// keeps these before a run of transactions is applied (PIT-2).
+    pub fn images_before<'a>(
+        &self,
+        images: impl IntoIterator<Item = &'a log::RecordImage>,
+    ) -> Result<Vec<log::RecordImage>, StoreError> {
+        let mut keys: Vec<(RecordKind, u64)> = images
+            .into_iter()
+            .map(records::key_of)
+            .filter(|&(kind, id)| id < self.state.mark(kind))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.into_iter()
+            .map(|(kind, id)| self.files.image(kind, id))
+            .collect()
     }
 
     /// Durably marks the store as a backup whose verification failed, so that the next backup
@@ -1147,10 +1168,5 @@ pub fn initialize(
 /// record size. A full backup copies each file up to this at its checkpoint (PR-11); records
 /// above the mark belong to transactions after it, which the stream replays.
 pub fn record_file_limit(kind: RecordKind, state: &TxState, format: FormatVersion) -> u64 {
-    let next = match kind {
-        RecordKind::Node => state.next_node,
-        RecordKind::Rel => state.next_rel,
-        RecordKind::Block => state.next_block,
-    };
-    next.saturating_mul(kind.size(format) as u64)
+    state.mark(kind).saturating_mul(kind.size(format) as u64)
 }

@@ -113,6 +113,16 @@ impl RecordFiles {
         BlockRecord::decode(self.format, &raw).map_err(|e| Self::damaged(RecordKind::Block, id, e))
     }
 
+    /// Record `id` of `kind` as the file holds it now, as an image (a slot past the end reads
+    /// as "not in use", ST-7).
+    pub fn image(&self, kind: RecordKind, id: u64) -> Result<RecordImage, StoreError> {
+        Ok(match kind {
+            RecordKind::Node => RecordImage::Node(id, self.read_node(id)?),
+            RecordKind::Rel => RecordImage::Rel(id, self.read_rel(id)?),
+            RecordKind::Block => RecordImage::Block(id, self.read_block(id)?),
+        })
+    }
+
     /// The last image of each record among `images` (a later one replaces an earlier one), in
     /// file order: what a run of transactions leaves in the files. References only, a few
     /// words per image: the bytes are encoded run by run.

@@ -46,10 +46,41 @@ pub fn write_recorded(
 ) {
     for i in 0..n {
         let id = write_node(&server.http, i, pad);
-        let now = status(server);
-        assert_eq!(tx(&now), id);
-        history.insert(id, s(&now["digest"]));
+        record(server, id, history);
     }
+}
+
+/// Records the server's digest after tx `id`, its last (one writer).
+fn record(server: &ServerProcess, id: u64, history: &mut BTreeMap<u64, String>) {
+    let now = status(server);
+    assert_eq!(tx(&now), id);
+    history.insert(id, s(&now["digest"]));
+}
+
+/// Commits one transaction of `ops` (the JSON array of `POST /db/data/transaction`), records
+/// the server's digest after it, and returns its tx id and the ids it created.
+pub fn commit_recorded(
+    server: &ServerProcess,
+    ops: &str,
+    history: &mut BTreeMap<u64, String>,
+) -> (u64, Vec<u64>) {
+    let body = format!(r#"{{"ops": {ops}}}"#);
+    let (code, out) = crate::support::server::request(
+        &server.http,
+        "POST",
+        "/db/data/transaction",
+        body.as_bytes(),
+    );
+    assert_eq!(code, 200, "{ops}: {out}");
+    let id = out["tx_id"].as_u64().unwrap();
+    record(server, id, history);
+    let ids = out["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    (id, ids)
 }
 
 /// Runs a backup that must be refused with `code`, leaving `target` byte for byte as it was

@@ -16,6 +16,7 @@ mod directory;
 mod failures;
 mod fallback;
 mod full_incremental;
+mod history;
 mod hostile;
 mod manifest;
 mod output;

@@ -33,6 +33,8 @@ pub fn backup_options(addr: &str, target: &Path, mode: client::Mode) -> client::
         tls: None,
         apply_run_txs: client::APPLY_RUN_TXS,
         scrub_percent: client::SCRUB_PERCENT,
+        keep_transactions: online_backup::retention::RetentionPolicy::KeepRecoveryOnly,
+        keep_generations: 1,
     }
 }
 

@@ -4,6 +4,7 @@
 
 use super::error::{VerifyFailure, Violation};
 use super::{BackupError, Kind, Phase, Run, Verified, Verify};
+use crate::backup::history;
 use crate::backup::protocol::Message;
 use crate::digest::Digest;
 use crate::store::check::check_open_with_progress;
@@ -45,6 +46,9 @@ impl Run<'_> {
     ) -> Result<StreamEnd, BackupError> {
         let start_tx = store.status().last_committed_tx;
         let verify_touched = kind == Kind::Incremental && self.opts.verify == Verify::Default;
+        // An incremental that keeps transactions keeps what each run overwrites (PIT-2); a full
+        // backup's replay writes over a copy taken while it changed, which no rewind goes back to.
+        let undo = kind == Kind::Incremental && self.opts.keeps_transactions();
         let mut batch = Batch::default();
         let mut transactions = 0u64;
         // The state the next transaction must follow (BK-53): checked as it arrives, before it
@@ -77,11 +81,11 @@ impl Run<'_> {
                     if batch.entries.len() >= self.opts.apply_run_txs.clamp(1, APPLY_RUN_TXS)
                         || batch.bytes >= BATCH_BYTES
                     {
-                        self.apply_batch(store, &mut batch, start_tx, verify_touched)?;
+                        self.apply_batch(store, &mut batch, start_tx, verify_touched, undo)?;
                     }
                 }
                 Message::End { last_tx, digest } => {
-                    self.apply_batch(store, &mut batch, start_tx, verify_touched)?;
+                    self.apply_batch(store, &mut batch, start_tx, verify_touched, undo)?;
                     let verified = self.check_end(store, last_tx, digest, kind)?;
                     return Ok(StreamEnd {
                         last_tx,
@@ -95,20 +99,40 @@ impl Run<'_> {
         }
     }
 
-    /// Applies a run of transactions durably (BK-24), then, when verifying an incremental,
-    /// reads back every record they wrote (BK-27).
+    /// Applies a run of transactions durably (BK-24), after its undo segment when `undo`
+    /// (PIT-2), then, when verifying an incremental, reads back every record they wrote (BK-27).
     fn apply_batch(
         &mut self,
         store: &mut Store,
         batch: &mut Batch,
         start_tx: u64,
         verify_touched: bool,
+        undo: bool,
     ) -> Result<(), BackupError> {
-        if batch.entries.is_empty() {
+        let (Some(first), Some(last)) = (batch.entries.first(), batch.entries.last()) else {
             return Ok(());
-        }
+        };
         if let Some(keeper) = self.keeper.as_mut() {
             keeper.before_apply(&*self.env.fs, &batch.entries, store.status().format)?;
+        }
+        if undo {
+            // A run that failed before it logged anything left a segment of the same name,
+            // which the manifest may list by now: it is replaced, so it is pending first (MF-5).
+            let name = history::undo_name(first.tx_id - 1);
+            if let Some(keeper) = self.keeper.as_mut() {
+                if keeper.manifest.file(&name).is_some() {
+                    keeper.before_remove(&*self.env.fs, &[name])?;
+                }
+            }
+            let before = store.images_before(batch.entries.iter().flat_map(|e| &e.records))?;
+            history::write_segment(
+                &*self.env.fs,
+                store.dir(),
+                first.tx_id - 1,
+                last.tx_id,
+                &store.state(),
+                &before,
+            )?;
         }
         store.apply_committed_batch(&batch.entries)?;
         if verify_touched {

@@ -71,7 +71,7 @@ impl Run<'_> {
         let (n, gen_dir) = target.new_generation()?;
         match self.full_into(&gen_dir).await {
             Ok((end, checkpoint_tx, meta)) => {
-                target.switch_to(n, meta)?;
+                target.switch_to(n, meta, self.opts.keep_generations)?;
                 Ok(Summary {
                     kind: Kind::Full,
                     reason: reason.describe(&shown),
@@ -169,7 +169,7 @@ impl Run<'_> {
             self.env.fs.clone(),
             self.env.clock.clone(),
             gen_dir,
-            &backup_store_options(),
+            &backup_store_options(self.opts),
         )?;
         self.out.line(&format!(
             "copied {} of store files at checkpoint tx {checkpoint_tx}; now applying the transactions committed after it",

@@ -5,6 +5,7 @@ use super::error::VerifyFailure;
 use super::keeper::{manifest_err, Keeper};
 use super::{backup_store_options, incremental_reason, BackupError, Kind, Run, Summary};
 use crate::backup::decision::{Existing, ServerRefusal};
+use crate::backup::history;
 use crate::backup::manifest::{scrub_slice, Manifest, Scrubbed};
 use crate::backup::protocol::Message;
 use crate::backup::target::{Holds, Live, Target, TargetError};
@@ -36,14 +37,16 @@ impl Run<'_> {
             Answer::Accepted(first) => first,
             Answer::Refused(answer) => return Ok(Err(answer)),
         };
-        // Accepted: now the directory may change.
+        // Accepted: now the directory may change. Older generations beyond
+        // `--keep-generations` go too (PIT-12).
         target.clean()?;
+        target.trim(self.opts.keep_generations)?;
         let lock = target.take_lock();
         let mut store = match Store::open_with_lock(
             self.env.fs.clone(),
             self.env.clock.clone(),
             target.dir(),
-            &backup_store_options(),
+            &backup_store_options(self.opts),
             lock,
         ) {
             Ok(s) => s,
@@ -102,6 +105,7 @@ impl Run<'_> {
         match result {
             Ok(summary) => {
                 target.return_lock(store.close_keeping_lock()?);
+                self.prune_history(&gen_dir, summary.to_tx)?;
                 if let Some(keeper) = self.keeper.take() {
                     keeper.finish(
                         &*self.env.fs,
@@ -154,6 +158,30 @@ impl Run<'_> {
             fell_back: false,
             scrubbed: None,
         })
+    }
+
+    /// Removes the undo segments no rewind can use any more, or all of them when the backup no
+    /// longer keeps transactions (PIT-6), the manifest marking them first; says what the backup
+    /// can now be restored to.
+    fn prune_history(&mut self, dir: &Path, last_tx: u64) -> Result<(), BackupError> {
+        let fs = &*self.env.fs;
+        let range = if self.opts.keeps_transactions() {
+            Some(history::restorable(fs, dir, last_tx)?)
+        } else {
+            None
+        };
+        let keeper = &mut self.keeper;
+        history::prune(fs, dir, range.as_ref(), |names: &[String]| match keeper {
+            Some(k) => k.before_remove(fs, names),
+            None => Ok(()),
+        })?;
+        if let Some(r) = range {
+            self.out.line(&format!(
+                "transactions kept: the backup can be restored to any tx from {} to {}",
+                r.from_tx, r.to_tx
+            ));
+        }
+        Ok(())
     }
 
     /// Reads the run's slice of the backup against its manifest (MF-11), before anything is

@@ -140,6 +140,27 @@ impl Keeper {
         Ok(())
     }
 
+    /// Marks files the run is about to remove or replace whole (undo segments no rewind can
+    /// use, PIT-6, or one a failed run left at the tx this run starts from, PIT-4) as pending,
+    /// durably when the generation is live, so a crash before the end of the run leaves a
+    /// manifest that allows their absence or new bytes (MF-5).
+    pub(super) fn before_remove(
+        &mut self,
+        fs: &dyn Fs,
+        names: &[String],
+    ) -> Result<(), BackupError> {
+        let mut changed = false;
+        for name in names {
+            changed |= self.manifest.pending.add(name, 0, TO_END);
+        }
+        if changed && self.durable {
+            self.manifest
+                .write(fs, &self.dir)
+                .map_err(|e| StoreError::io("writing the manifest", e))?;
+        }
+        Ok(())
+    }
+
     /// Rehashes what the run wrote and writes the manifest at `last_tx` (MF-6, MF-8), once the
     /// store is closed. An incremental that applied nothing has nothing pending; closing may
     /// still have pruned a log file, which is dropped from the manifest.

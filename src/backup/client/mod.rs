@@ -74,17 +74,32 @@ pub struct BackupOptions {
     /// `--scrub-budget`: the percentage of the backup's blocks each incremental reads against
     /// the manifest (MF-11); 0 scrubs nothing.
     pub scrub_percent: u32,
+    /// `--keep-transactions`: which of its own logs the backup keeps, and with them the undo
+    /// segments that let it be restored to any tx they hold (PIT-3);
+    /// [`RetentionPolicy::KeepRecoveryOnly`] keeps only what recovery needs.
+    pub keep_transactions: RetentionPolicy,
+    /// `--keep-generations`: how many finished generations the directory keeps, the live one
+    /// counted (PIT-12); at least 1.
+    pub keep_generations: u32,
+}
+
+impl BackupOptions {
+    /// Whether the backup keeps transactions to be restored to earlier txs (PIT-3).
+    pub fn keeps_transactions(&self) -> bool {
+        self.keep_transactions != RetentionPolicy::KeepRecoveryOnly
+    }
 }
 
 /// The default `--scrub-budget` (MF-11): 2 % of the blocks per incremental, so every block is
 /// read within 50 runs.
 pub const SCRUB_PERCENT: u32 = 2;
 
-/// The options a backup's own store is opened with: retention keeps only what recovery needs
-/// (a backup serves no one's incremental), and the default rotation threshold.
-fn backup_store_options() -> StoreOptions {
+/// The options a backup's own store is opened with: retention keeps what `--keep-transactions`
+/// says, by default only what recovery needs (a backup serves no one's incremental), and the
+/// default rotation threshold.
+fn backup_store_options(opts: &BackupOptions) -> StoreOptions {
     StoreOptions {
-        retention: RetentionPolicy::KeepRecoveryOnly,
+        retention: opts.keep_transactions,
         ..StoreOptions::default()
     }
 }
