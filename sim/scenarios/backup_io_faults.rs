@@ -401,6 +401,11 @@ fn judge(
         ));
         inspection.manifest = Ok(ManifestState::Exact);
     }
+    if manifest_misled || damaged(&inspection) {
+        // A restore verifies the manifest and the records first (MF-10, PIT-11): it refuses
+        // this backup, rightly; the next run replaces it.
+        inspection.history = None;
+    }
     // The kind the run should take (SIM-21, invariant 4), pruning aside.
     let mut kind = match expect(state, run.job.mode, false, None) {
         Expect::Finish { kind, .. } => kind,
