@@ -321,31 +321,28 @@ pub fn time_range(
 }
 
 /// The tx `--until-time` means (PIT-9): the last one before the first tx, from the first
-/// whose time the logs know, committed after `millis`. `Err(first)` when even that first one
-/// was committed after it (or the logs know no time), with the first tx the logs time.
+/// whose time the logs know, committed after `millis`; `None` when even that first one was
+/// committed after it, or the logs know no time.
 pub fn tx_at_time(
     fs: std::sync::Arc<dyn Fs>,
     dir: &Path,
     r: &Restorable,
     millis: u64,
-) -> Result<Result<u64, Option<(u64, u64)>>, StoreError> {
+) -> Result<Option<u64>, StoreError> {
     let first = r.first_timed();
     if first > r.to_tx {
-        return Ok(Err(None));
+        return Ok(None);
     }
     let mut start = LogReader::open(fs, dir, first)?
         .ok_or_else(|| StoreError::Corrupt(format!("the logs no longer hold tx {first}")))?;
     let mut found = None;
     while let Some(entry) = start.reader.next(r.to_tx)? {
         if entry.timestamp_millis > millis {
-            if found.is_none() {
-                return Ok(Err(Some((entry.tx_id, entry.timestamp_millis))));
-            }
             break;
         }
         found = Some(entry.tx_id);
     }
-    Ok(found.ok_or(None))
+    Ok(found)
 }
 
 /// Rewinds the record files in `copy`, a copy of the generation in `dir` at `r.to_tx`, to

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::backup::history::{self, Restorable, Span};
 use crate::backup::manifest::{verify, Manifest, ManifestError};
-use crate::backup::target::{is_finished, Holds, Target, TargetError};
+use crate::backup::target::{older_generations, Holds, Target, TargetError};
 use crate::digest::Digest;
 use crate::io::{Blocking, Clock, Fs, OpenMode};
 use crate::progress::Phase;
@@ -271,15 +271,8 @@ fn choose(
         (None, _) => vec![layout::resolve(&**fs, from)?],
         (Some(_), None) => vec![from.to_path_buf()],
         (Some(_), Some(live)) => {
-            let mut older: Vec<u64> = fs
-                .read_dir(from)
-                .map_err(|e| StoreError::io(format!("reading {}", from.display()), e))?
-                .into_iter()
-                .filter(|e| e.is_dir)
-                .filter_map(|e| layout::parse_generation(&e.name))
-                .filter(|&g| g < live && is_finished(&**fs, &from.join(generation_name(g))))
-                .collect();
-            older.sort_unstable_by(|a, b| b.cmp(a));
+            let older = older_generations(&**fs, from, live)
+                .map_err(|e| StoreError::io(format!("reading {}", from.display()), e))?;
             let mut dirs = vec![layout::resolve(&**fs, from)?];
             dirs.extend(older.into_iter().map(|g| from.join(generation_name(g))));
             dirs
@@ -295,18 +288,11 @@ fn choose(
             guard,
         )?;
         let last = store.status().last_committed_tx;
-        let Some(until) = until else {
-            let range = history::restorable(&**fs, store.dir(), last)?;
-            return Ok(Chosen {
-                store,
-                tx: last,
-                range,
-            });
-        };
         let range = history::restorable(&**fs, store.dir(), last)?;
         let tx = match until {
-            Until::Tx(tx) => Some(tx).filter(|&tx| range.holds(tx)),
-            Until::Time(ms) => history::tx_at_time(fs.clone(), store.dir(), &range, ms)?.ok(),
+            None => Some(last),
+            Some(Until::Tx(tx)) => Some(tx).filter(|&tx| range.holds(tx)),
+            Some(Until::Time(ms)) => history::tx_at_time(fs.clone(), store.dir(), &range, ms)?,
         };
         if let Some(tx) = tx {
             return Ok(Chosen { store, tx, range });
@@ -321,9 +307,7 @@ fn choose(
     }
     Err(RestoreError::NotKept {
         dir: from.display().to_string(),
-        until: until
-            .expect("only a restore until a point can find none")
-            .to_string(),
+        until: until.map_or(String::new(), |u| u.to_string()),
         kept: describe_ranges(&ranges),
     })
 }
@@ -371,7 +355,7 @@ impl RewindTo<'_> {
     fn rewind(&self, range: &Restorable, tx: u64) -> Result<Digest, RestoreError> {
         let fs = &**self.fs;
         let (at, state) = history::rewind(fs, self.source, self.copy, self.format, range, tx)?
-            .expect("a tx before the last needs a rewind");
+            .ok_or_else(|| StoreError::Corrupt(format!("tx {tx} is the backup's last")))?;
         initialize(fs, self.copy, self.store_id, self.format, state, at)?;
         let mut store = Store::open(
             self.fs.clone(),

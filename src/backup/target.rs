@@ -95,8 +95,22 @@ type Keeps = Box<dyn Fn(&str) -> bool>;
 /// Whether a generation directory was finished: a run writes its manifest before the pointer
 /// switch (MF-6), so one without is what an interrupted run left, or the work of a version
 /// from before manifests, which was never kept.
-pub fn is_finished(fs: &dyn Fs, dir: &Path) -> bool {
+fn is_finished(fs: &dyn Fs, dir: &Path) -> bool {
     matches!(fs.metadata(&dir.join(MANIFEST_FILE)), Ok(Some(m)) if !m.is_dir)
+}
+
+/// The finished generations of the backup directory `dir` older than the live one, `live`,
+/// newest first: what `--keep-generations` kept (PIT-12).
+pub fn older_generations(fs: &dyn Fs, dir: &Path, live: u64) -> std::io::Result<Vec<u64>> {
+    let mut older: Vec<u64> = fs
+        .read_dir(dir)?
+        .into_iter()
+        .filter(|e| e.is_dir)
+        .filter_map(|e| parse_generation(&e.name))
+        .filter(|&g| g < live && is_finished(fs, &dir.join(generation_name(g))))
+        .collect();
+    older.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(older)
 }
 
 /// A mount point's own directory, which is not ours and not someone's data.
@@ -224,13 +238,7 @@ impl Target {
                 Meta::read(&*fs, &dir.join(&live_name)).map_err(|e| meta_err(&live_name, e))?;
             // Finished generations older than the live one are kept for
             // `--keep-generations` (PIT-12): `trim` decides how many stay.
-            older = entries
-                .iter()
-                .filter(|e| e.is_dir)
-                .filter_map(|e| parse_generation(&e.name))
-                .filter(|&g| g < n && is_finished(&*fs, &dir.join(generation_name(g))))
-                .collect();
-            older.sort_unstable_by(|a, b| b.cmp(a));
+            older = older_generations(&*fs, dir, n).map_err(io_err)?;
             let kept: Vec<String> = older.iter().map(|&g| generation_name(g)).collect();
             (
                 Holds::Backup {

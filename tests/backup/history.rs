@@ -490,4 +490,115 @@ mod segments {
             "PIT-11: a failed rewind leaves no live target"
         );
     }
+
+    // PIT-1: a segment of more images than one entry holds is written as entries of at most
+    // 4096 images, each a log entry of the segment's tx with the state at it; a rewind reads
+    // them all back and cuts the files to that state's marks. Only canonical names are
+    // segments.
+    #[test]
+    fn pit_1_a_large_segment_spans_entries_and_rewinds_whole() {
+        use online_backup::store::format::{NodeRecord, RecordKind};
+        use online_backup::store::log::{read_entry, ReadOutcome, RecordImage, TxState};
+        use online_backup::store::records::RecordFiles;
+
+        let dir = scratch();
+        let (b, copy) = (dir.path().join("b"), dir.path().join("copy"));
+        Store::create(
+            fs(),
+            clock(),
+            &b,
+            &StoreOptions::default(),
+            FormatVersion::V2,
+            3,
+        )
+        .unwrap()
+        .close()
+        .unwrap();
+        let images: Vec<RecordImage> = (0..5000u64)
+            .map(|id| {
+                RecordImage::Node(
+                    id,
+                    NodeRecord {
+                        in_use: true,
+                        first_rel: u64::MAX,
+                        payload_block: u64::MAX,
+                        payload_len: 0,
+                    },
+                )
+            })
+            .collect();
+        let state = TxState {
+            next_node: 4999,
+            ..TxState::empty()
+        };
+        history::write_segment(&*fs(), &b, 0, 1, &state, &images).unwrap();
+        std::fs::write(b.join("neostore.undo.00"), b"not canonical").unwrap();
+        assert_eq!(
+            history::list_segments(&*fs(), &b).unwrap(),
+            [0],
+            "PIT-1: only the canonical name is a segment"
+        );
+
+        let path = b.join(undo_name(0));
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], b"NEOUNDO\0", "PIT-1: the magic");
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+        assert_eq!(
+            (u32_at(8), u64_at(12), u64_at(20), u32_at(28)),
+            (1, 0, 1, 2),
+            "PIT-1: layout version, S, E, entries"
+        );
+        assert_eq!(
+            u32_at(60),
+            crc32c::crc32c(&bytes[..60]),
+            "PIT-1: the header's CRC32C"
+        );
+        let file = fs().open(&path, online_backup::io::OpenMode::Read).unwrap();
+        let mut at = 64;
+        let mut counts = Vec::new();
+        while let ReadOutcome::Entry(entry, next) =
+            read_entry(&*file, at, bytes.len() as u64).unwrap()
+        {
+            assert_eq!((entry.tx_id, entry.after), (0, state), "PIT-1: each entry");
+            counts.push(entry.records.len());
+            at = next;
+        }
+        assert_eq!(
+            (counts, at),
+            (vec![4096, 904], bytes.len() as u64),
+            "PIT-1: at most 4096 images an entry, nothing after the last"
+        );
+
+        // The rewind writes every image back, then cuts the node file to the mark (4999).
+        std::fs::create_dir(&copy).unwrap();
+        for kind in RecordKind::ALL {
+            std::fs::copy(b.join(kind.file_name()), copy.join(kind.file_name())).unwrap();
+        }
+        let range = history::restorable(&*fs(), &b, 1).unwrap();
+        assert_eq!((range.from_tx, range.to_tx), (0, 1), "PIT-5");
+        let (at, got) = history::rewind(&*fs(), &b, &copy, FormatVersion::V2, &range, 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (at, got),
+            (0, state),
+            "PIT-7: the state at the segment's tx"
+        );
+        let files = RecordFiles::open(&*fs(), &copy, FormatVersion::V2, false).unwrap();
+        let size = RecordKind::Node.size(FormatVersion::V2) as u64;
+        assert_eq!(
+            std::fs::metadata(copy.join(RecordKind::Node.file_name()))
+                .unwrap()
+                .len(),
+            4999 * size,
+            "PIT-7: the node file cut to the mark"
+        );
+        for id in [0, 4095, 4096, 4998] {
+            assert!(
+                files.read_node(id).unwrap().in_use,
+                "PIT-7: node {id} written back"
+            );
+        }
+    }
 }
