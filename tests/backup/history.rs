@@ -257,6 +257,11 @@ fn pit_12_kept_generations_are_listed_and_restored_from() {
     let keep2 = ["--keep-generations", "2", "--type", "full"];
 
     let t1 = work.run(&server, 8, &mut history);
+    let out = backup_from(&addr, &b, &["--keep-generations", "0"]).expect(2);
+    assert!(
+        out.stderr.contains("--keep-generations") && !b.exists(),
+        "PIT-12: at least one generation is kept; 0 is a usage error: {out:#?}"
+    );
     backup_from(&addr, &b, &keep2).expect(0);
     let t2 = work.run(&server, 8, &mut history);
     backup_from(&addr, &b, &keep2).expect(0);
