@@ -606,4 +606,96 @@ mod segments {
             );
         }
     }
+
+    // PIT-5: the chain stops at the first segment whose next tx the logs no longer hold (the
+    // oldest log file's previous tx says where they start), at a segment that does not reach
+    // the newer part of the chain, and at a header that is not one; PIT-1: a header is one only
+    // with the magic, the layout version, S below E and its CRC.
+    #[test]
+    fn pit_5_the_chain_needs_the_logs_after_each_segment() {
+        use online_backup::digest::Digest;
+        use online_backup::store::log::{log_path, LogHeader, TxState};
+
+        let dir = scratch();
+        let d = dir.path();
+        let state = TxState::empty();
+        for (from, to) in [(5, 10), (10, 20), (20, 30)] {
+            history::write_segment(&*fs(), d, from, to, &state, &[]).unwrap();
+        }
+        let logs_from = |prev_last_tx: u64| {
+            let header = LogHeader {
+                log_version: 3,
+                prev_last_tx,
+                prev_digest: Digest([0; 32]),
+            };
+            std::fs::write(log_path(d, 3), header.encode()).unwrap();
+            history::restorable(&*fs(), d, 30).unwrap().from_tx
+        };
+        assert_eq!(logs_from(4), 5, "PIT-5: the logs hold tx 5 on");
+        assert_eq!(
+            logs_from(5),
+            5,
+            "PIT-5: the logs hold tx 6 on, all a rewind to 5 replays"
+        );
+        assert_eq!(
+            logs_from(6),
+            10,
+            "PIT-5: tx 6 is gone: the chain stops at 10"
+        );
+        assert_eq!(logs_from(25), 30, "PIT-5: nothing to go back with");
+        logs_from(0);
+
+        // A segment that does not reach the next one's tx ends the chain there.
+        history::write_segment(&*fs(), d, 10, 19, &state, &[]).unwrap();
+        assert_eq!(
+            history::restorable(&*fs(), d, 30).unwrap().from_tx,
+            20,
+            "PIT-5: segment 10 ends at 19, before 20"
+        );
+        history::write_segment(&*fs(), d, 10, 20, &state, &[]).unwrap();
+
+        // An empty segment still carries the state and rewinds to it (a run that only created).
+        let r = history::restorable(&*fs(), d, 30).unwrap();
+        assert_eq!(r.from_tx, 5);
+        let copy = d.join("copy");
+        std::fs::create_dir(&copy).unwrap();
+        for kind in online_backup::store::format::RecordKind::ALL {
+            std::fs::write(copy.join(kind.file_name()), b"").unwrap();
+        }
+        let rewound = history::rewind(&*fs(), d, &copy, FormatVersion::V2, &r, 7).unwrap();
+        assert_eq!(
+            rewound,
+            Some((5, state)),
+            "PIT-7: back to 5, to replay 6 and 7"
+        );
+        assert_eq!(
+            history::rewind(&*fs(), d, &copy, FormatVersion::V2, &r, 30).unwrap(),
+            None,
+            "PIT-7: the last tx needs no rewind"
+        );
+
+        // Headers that are not one: each ends the chain at it.
+        let path = d.join(undo_name(20));
+        let good = std::fs::read(&path).unwrap();
+        let with = |at: usize, byte: u8| {
+            let mut b = good.clone();
+            b[at] = byte;
+            let crc = crc32c::crc32c(&b[..60]);
+            b[60..64].copy_from_slice(&crc.to_le_bytes());
+            std::fs::write(&path, &b).unwrap();
+            history::restorable(&*fs(), d, 30).unwrap().from_tx
+        };
+        assert_eq!(with(0, b'X'), 30, "PIT-1: another magic");
+        assert_eq!(with(8, 2), 30, "PIT-1: another layout version");
+        assert_eq!(with(20, 20), 30, "PIT-1: E not above S");
+        let mut bad_crc = good.clone();
+        bad_crc[63] ^= 1;
+        std::fs::write(&path, &bad_crc).unwrap();
+        assert_eq!(
+            history::restorable(&*fs(), d, 30).unwrap().from_tx,
+            30,
+            "PIT-1: a CRC that does not match"
+        );
+        assert_eq!(with(0, good[0]), 5, "the header as written");
+    }
 }
