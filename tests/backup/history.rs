@@ -25,18 +25,26 @@ struct Workload {
     nodes: Vec<u64>,
     rels: Vec<u64>,
     step: u64,
+    /// The server's digest after each tx.
+    history: BTreeMap<u64, String>,
 }
 
 impl Workload {
-    fn new() -> Workload {
-        Workload {
+    /// A scratch directory, a server in it whose logs rotate every few transactions, and the
+    /// workload that writes to it.
+    fn start() -> (tempfile::TempDir, ServerProcess, Workload) {
+        let dir = scratch();
+        let server = ServerProcess::start(&dir.path().join("db"), Some(&config()));
+        let work = Workload {
             nodes: Vec::new(),
             rels: Vec::new(),
             step: 0,
-        }
+            history: BTreeMap::new(),
+        };
+        (dir, server, work)
     }
 
-    fn run(&mut self, server: &ServerProcess, n: u64, history: &mut BTreeMap<u64, String>) -> u64 {
+    fn run(&mut self, server: &ServerProcess, n: u64) -> u64 {
         let mut last = 0;
         for _ in 0..n {
             let i = self.step;
@@ -65,7 +73,7 @@ impl Workload {
                     ),
                 },
             };
-            let (tx, ids) = commit_recorded(server, &ops, history);
+            let (tx, ids) = commit_recorded(server, &ops, &mut self.history);
             last = tx;
             match (i % 4, ids.as_slice()) {
                 (_, [a, b, r]) => {
@@ -93,15 +101,12 @@ fn restore_until(from: &Path, to: &Path, until: &[&str]) -> Out {
 // created.
 #[test]
 fn pit_8_restore_to_any_kept_tx_equals_the_servers_digest_then() {
-    let dir = scratch();
-    let server = ServerProcess::start(&dir.path().join("db"), Some(&config()));
+    let (dir, server, mut work) = Workload::start();
     let addr = server.backup.clone().unwrap();
-    let mut history = BTreeMap::new();
-    let mut work = Workload::new();
     let b = dir.path().join("backup");
     let keep = ["--keep-transactions", "true"];
 
-    work.run(&server, 24, &mut history);
+    work.run(&server, 24);
     let full = json_run(&addr, &b, &keep, 0);
     assert_eq!(full["mode"], "full");
     let u0 = full["to_tx"].as_u64().unwrap();
@@ -115,7 +120,7 @@ fn pit_8_restore_to_any_kept_tx_equals_the_servers_digest_then() {
         undo(&b).is_empty(),
         "PIT-2: a full backup writes no undo segment"
     );
-    let u1 = work.run(&server, 60, &mut history);
+    let u1 = work.run(&server, 60);
     let out = backup_from(&addr, &b, &keep).expect(0);
     assert!(
         out.stdout
@@ -127,7 +132,7 @@ fn pit_8_restore_to_any_kept_tx_equals_the_servers_digest_then() {
         [format!("neostore.undo.{u0}")],
         "PIT-2: the incremental's run kept what it overwrote, from the tx it started at"
     );
-    let u2 = work.run(&server, 40, &mut history);
+    let u2 = work.run(&server, 40);
     backup_from(&addr, &b, &keep).expect(0);
     let out = backup_from(&addr, &b, &["--keep-transactions", "3 weeks"]).expect(2);
     assert!(
@@ -163,7 +168,7 @@ fn pit_8_restore_to_any_kept_tx_equals_the_servers_digest_then() {
         );
         assert_eq!(
             s(&restored["digest"]),
-            history[&t],
+            work.history[&t],
             "PIT-7, PIT-8: the store restored to tx {t} has the server's digest at tx {t}"
         );
     }
@@ -187,14 +192,14 @@ fn pit_8_restore_to_any_kept_tx_equals_the_servers_digest_then() {
     restore_until(&b, &r, &["--until-time", &last]).expect(0);
     assert_eq!(
         s(&check_json(&r)["digest"]),
-        history[&u2],
+        work.history[&u2],
         "PIT-9: the last time restores the last tx"
     );
     let r = dir.path().join("at-first-time");
     restore_until(&b, &r, &["--until-time", &first]).expect(0);
     let at = tx(&check_json(&r));
     assert!(
-        (u0..u2).contains(&at) && s(&check_json(&r)["digest"]) == history[&at],
+        (u0..u2).contains(&at) && s(&check_json(&r)["digest"]) == work.history[&at],
         "PIT-9: the first time restores a tx from the start of the range: tx {at}"
     );
     let r = dir.path().join("too-early");
@@ -226,7 +231,7 @@ fn pit_8_restore_to_any_kept_tx_equals_the_servers_digest_then() {
     );
 
     // PIT-6: without --keep-transactions the next run drops what it kept.
-    work.run(&server, 3, &mut history);
+    work.run(&server, 3);
     backup_from(&addr, &b, &[]).expect(0);
     let live = b.join(current(&b));
     assert!(
@@ -242,11 +247,8 @@ fn pit_8_restore_to_any_kept_tx_equals_the_servers_digest_then() {
 // holds reads it, and a run with a smaller number removes the excess.
 #[test]
 fn pit_12_kept_generations_are_listed_and_restored_from() {
-    let dir = scratch();
-    let server = ServerProcess::start(&dir.path().join("db"), Some(&config()));
+    let (dir, server, mut work) = Workload::start();
     let addr = server.backup.clone().unwrap();
-    let mut history = BTreeMap::new();
-    let mut work = Workload::new();
     let b = dir.path().join("backup");
     let gens = |b: &Path| {
         names(b)
@@ -256,17 +258,17 @@ fn pit_12_kept_generations_are_listed_and_restored_from() {
     };
     let keep2 = ["--keep-generations", "2", "--type", "full"];
 
-    let t1 = work.run(&server, 8, &mut history);
+    let t1 = work.run(&server, 8);
     let out = backup_from(&addr, &b, &["--keep-generations", "0"]).expect(2);
     assert!(
         out.stderr.contains("--keep-generations") && !b.exists(),
         "PIT-12: at least one generation is kept; 0 is a usage error: {out:#?}"
     );
     backup_from(&addr, &b, &keep2).expect(0);
-    let t2 = work.run(&server, 8, &mut history);
+    let t2 = work.run(&server, 8);
     backup_from(&addr, &b, &keep2).expect(0);
     assert_eq!(gens(&b), ["generation-1", "generation-2"], "PIT-12");
-    work.run(&server, 8, &mut history);
+    work.run(&server, 8);
     backup_from(&addr, &b, &keep2).expect(0);
     assert_eq!(
         gens(&b),
@@ -283,7 +285,7 @@ fn pit_12_kept_generations_are_listed_and_restored_from() {
     restore_until(&b, &r, &["--until-tx", &t2.to_string()]).expect(0);
     assert_eq!(
         s(&check_json(&r)["digest"]),
-        history[&t2],
+        work.history[&t2],
         "PIT-10: a tx only the older generation holds is restored from it"
     );
     let out = restore_until(
@@ -299,7 +301,7 @@ fn pit_12_kept_generations_are_listed_and_restored_from() {
     );
 
     // An incremental with the default keeps only the live one.
-    work.run(&server, 2, &mut history);
+    work.run(&server, 2);
     backup_from(&addr, &b, &[]).expect(0);
     assert_eq!(gens(&b), ["generation-3"], "PIT-12");
     assert_same_as_server(&b, &server);
