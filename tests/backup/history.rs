@@ -656,6 +656,16 @@ mod segments {
         );
         history::write_segment(&*fs(), d, 10, 20, &state, &[]).unwrap();
 
+        // A segment under another segment's name is damaged: its header says which tx it
+        // brings back.
+        std::fs::copy(d.join(undo_name(20)), d.join(undo_name(25))).unwrap();
+        assert_eq!(
+            history::restorable(&*fs(), d, 30).unwrap().from_tx,
+            30,
+            "PIT-1: undo segment 25 holds segment 20"
+        );
+        std::fs::remove_file(d.join(undo_name(25))).unwrap();
+
         // An empty segment still carries the state and rewinds to it (a run that only created).
         let r = history::restorable(&*fs(), d, 30).unwrap();
         assert_eq!(r.from_tx, 5);
