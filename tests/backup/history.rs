@@ -240,6 +240,23 @@ fn pit_8_restore_to_any_kept_tx_equals_the_servers_digest_then() {
         names(&live)
     );
     admin(&["check", "--quick", path(&b)]).expect(0);
+    // Its one restorable tx, the last, is still timed by the log that holds it.
+    let info = admin(&["backup-info", path(&b), "--json"]).expect(0);
+    let doc: Value = serde_json::from_str(&info.stdout).unwrap();
+    let g = &doc["generations"][0];
+    let last = g["last_tx"].as_u64().unwrap();
+    assert_eq!(
+        g["restores_to_txs"],
+        serde_json::json!([last, last]),
+        "PIT-5"
+    );
+    let r = dir.path().join("last-only");
+    restore_until(&b, &r, &["--until-time", &s(&g["restores_to_times"][1])]).expect(0);
+    assert_eq!(
+        tx(&check_json(&r)),
+        last,
+        "PIT-9: the time of the one restorable tx restores it"
+    );
 }
 
 // PIT-12: --keep-generations keeps older finished generations, the oldest removed first and
