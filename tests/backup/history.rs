@@ -726,5 +726,24 @@ mod segments {
             "PIT-1: a CRC that does not match"
         );
         assert_eq!(with(0, good[0]), 5, "the header as written");
+
+        // PIT-6: a segment that cannot be removed fails the pruning (the next run tries
+        // again), after those before it went.
+        let failing = crate::support::faulty::Faulty {
+            fail_removals: Some(crate::support::faulty::Files::named(".undo.20")),
+            armed: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            ..Default::default()
+        };
+        let err = history::prune::<online_backup::store::StoreError>(&failing, d, None, |_| Ok(()))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("removing"),
+            "PIT-6: a failed removal is an error: {err}"
+        );
+        assert_eq!(
+            history::list_segments(&*fs(), d).unwrap(),
+            [20],
+            "PIT-6: segments 5 and 10 were removed first"
+        );
     }
 }
