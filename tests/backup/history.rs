@@ -662,6 +662,12 @@ mod segments {
             "PIT-5: tx 6 is gone: the chain stops at 10"
         );
         assert_eq!(logs_from(25), 30, "PIT-5: nothing to go back with");
+        std::fs::remove_file(log_path(d, 3)).unwrap();
+        assert_eq!(
+            history::restorable(&*fs(), d, 30).unwrap().from_tx,
+            30,
+            "PIT-5: without logs, nothing to go back with"
+        );
         logs_from(0);
 
         // A segment that does not reach the next one's tx ends the chain there.
