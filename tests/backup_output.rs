@@ -384,6 +384,25 @@ fn mf_13_backup_info_output() {
         out.one_error_line().contains("holds no backup"),
         "MF-13: {out:#?}"
     );
+    // A pointer naming a generation that is not there: no backup either.
+    let lost = dir.path().join("lost");
+    std::fs::create_dir_all(lost.join("generation-1")).unwrap();
+    std::fs::write(lost.join("CURRENT"), "generation-2\n").unwrap();
+    let out = admin(&["backup-info", lost.to_str().unwrap()]);
+    assert_eq!(out.code, Some(1), "MF-13: {out:#?}");
+    assert!(
+        out.one_error_line().contains("holds no backup"),
+        "MF-13: a pointer to a missing generation: {out:#?}"
+    );
+    // A file: one sentence saying so.
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "mine").unwrap();
+    let out = admin(&["backup-info", file.to_str().unwrap()]);
+    assert_eq!(out.code, Some(1), "MF-13: {out:#?}");
+    assert!(
+        out.one_error_line().contains("is a file"),
+        "MF-13: backup-info on a file: {out:#?}"
+    );
 }
 
 // PIT-5, PIT-9, PIT-12, MF-13: backup-info of a directory whose backups keep transactions and
@@ -427,4 +446,17 @@ fn pit_5_backup_info_lists_kept_history() {
         ],
         "PIT-5, PIT-12: {doc:#}"
     );
+    for g in doc["generations"].as_array().unwrap() {
+        let on_disk: u64 = std::fs::read_dir(g["dir"].as_str().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name() != "MANIFEST")
+            .map(|e| e.metadata().unwrap().len())
+            .sum();
+        assert_eq!(
+            g["bytes"].as_u64(),
+            Some(on_disk),
+            "MF-13: a generation's size is its files' ({g:#})"
+        );
+    }
 }

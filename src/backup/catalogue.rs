@@ -61,12 +61,6 @@ pub struct Catalogue {
     pub generations: Vec<Generation>,
 }
 
-impl Catalogue {
-    pub fn live(&self) -> Option<&Generation> {
-        self.generations.iter().find(|g| g.live)
-    }
-}
-
 /// Reads what the backup directory `dir` holds (MF-13).
 pub fn catalogue(fs: &Arc<dyn Fs>, dir: &Path) -> Result<Catalogue, CatalogueError> {
     let arc = fs.clone();
