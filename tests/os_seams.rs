@@ -206,6 +206,57 @@ async fn io_6_os_net_binds_and_connects_on_loopback() {
     assert_eq!(&client.await.unwrap(), b"pong");
 }
 
+/// How many bytes a server can send to a client that connected with `connect_paced(hint)` and
+/// reads nothing: the server writes until its writes have stalled for 300 ms.
+async fn unread_capacity(hint: usize) -> usize {
+    let mut listener = OsNet.bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let client = OsNet.connect_paced(&addr, hint).await.unwrap();
+    let (mut stream, _) = listener.accept().await.unwrap();
+    let chunk = vec![7u8; 64 << 10];
+    let mut sent = 0;
+    while let Ok(n) = tokio::time::timeout(Duration::from_millis(300), stream.write(&chunk)).await {
+        sent += n.unwrap();
+        assert!(
+            sent < 256 << 20,
+            "the server was never held back: {sent} bytes"
+        );
+    }
+    drop(client);
+    sent
+}
+
+// IO-14: connect_paced sets the receive buffer before connecting, so what a client that does not
+// read lets the server send grows with the hint: a small hint holds the server back megabytes
+// sooner than a large one.
+#[tokio::test]
+async fn io_14_connect_paced_bounds_what_the_server_can_send_unread() {
+    let small = unread_capacity(64 << 10).await;
+    let large = unread_capacity(8 << 20).await;
+    assert!(
+        large >= small + (4 << 20),
+        "IO-14: a 64 KiB hint let the server send {small} bytes unread, an 8 MiB one {large}"
+    );
+    let mut listener = OsNet.bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = tokio::spawn(async move {
+        let mut stream = OsNet
+            .connect_paced(&format!("localhost:{port}"), 64 << 10)
+            .await
+            .unwrap();
+        stream.write_all(b"ping").await.unwrap();
+    });
+    let (mut stream, _) = listener.accept().await.unwrap();
+    let mut request = [0; 4];
+    stream.read_exact(&mut request).await.unwrap();
+    assert_eq!(&request, b"ping", "IO-14: a paced connection carries bytes");
+    client.await.unwrap();
+    let refused = OsNet
+        .connect_paced("no-such-host.invalid:1", 64 << 10)
+        .await;
+    assert!(refused.is_err(), "IO-14: an unresolvable name is an error");
+}
+
 // IO-4: the production clock is the system clock.
 #[test]
 fn io_4_os_clock_reads_the_system_clock() {

@@ -234,6 +234,19 @@ pub trait Net: Send + Sync + Debug {
     fn bind<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Box<dyn Listener>>>;
     /// Connects to `addr` (`host:port`).
     fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Box<dyn Stream>>>;
+
+    /// Connects to `addr` asking that no more than about `recv_buffer` bytes received and not
+    /// yet read be held for this side (IO-14): a reader that paces itself then paces the
+    /// sender too, instead of letting it fill a buffer the system grows on its own. The
+    /// default ignores the hint: the simulated network bounds what it holds by itself.
+    fn connect_paced<'a>(
+        &'a self,
+        addr: &'a str,
+        recv_buffer: usize,
+    ) -> BoxFuture<'a, io::Result<Box<dyn Stream>>> {
+        let _ = recv_buffer;
+        self.connect(addr)
+    }
 }
 
 /// Where blocking work runs (IO-10): a commit's fsync under the store lock, a 1 MiB read of a

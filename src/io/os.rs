@@ -209,6 +209,40 @@ impl Net for OsNet {
             Ok(Box::new(stream) as Box<dyn Stream>)
         })
     }
+
+    fn connect_paced<'a>(
+        &'a self,
+        addr: &'a str,
+        recv_buffer: usize,
+    ) -> BoxFuture<'a, io::Result<Box<dyn Stream>>> {
+        Box::pin(async move {
+            // Setting the size before connecting fixes it (Linux stops growing the buffer on
+            // its own), and it is what the window offered to the sender is computed from.
+            let size = u32::try_from(recv_buffer).unwrap_or(u32::MAX);
+            let mut last = None;
+            for peer in tokio::net::lookup_host(addr).await? {
+                let socket = if peer.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                socket.set_recv_buffer_size(size)?;
+                match socket.connect(peer).await {
+                    Ok(stream) => {
+                        stream.set_nodelay(true)?;
+                        return Ok(Box::new(stream) as Box<dyn Stream>);
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{addr} resolves to no address"),
+                )
+            }))
+        })
+    }
 }
 
 /// rustls's `ring` provider: its key exchange and `secure_random` draw from the operating

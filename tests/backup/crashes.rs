@@ -329,6 +329,8 @@ fn bk_33_sigkill_of_the_tool_while_a_full_backup_replays_leaves_the_previous_bac
 
     // At 4 MiB/s the 11 MiB of files take three seconds, and the 7 MiB of transactions
     // committed meanwhile (shipped after the copy, replayed in runs of at most 4 MiB) two more.
+    // The paced receive buffer (BK-41) holds the server back within about 5 MiB (its own send
+    // buffer included), so it is still sending files a second after the first bytes land.
     let mut run = Watched::spawn(&addr, &b, &["--type", "full", "--max-rate", "4M"]);
     let new = b.join("generation-2");
     run.wait_for("bytes in the new generation's files", |_| {
@@ -337,7 +339,7 @@ fn bk_33_sigkill_of_the_tool_while_a_full_backup_replays_leaves_the_previous_bac
     write_big(&server, 45, None);
     assert!(
         !run.printed("copied "),
-        "the copy ended before the transactions committed during it: {}",
+        "BK-41, IO-14: the copy ended before the transactions committed during it: {}",
         run.output()
     );
     run.wait_for(

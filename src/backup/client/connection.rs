@@ -18,6 +18,16 @@ use crate::units;
 /// Bytes the connection reads ahead of the frame being decoded.
 const READ_BUFFER: usize = 16 << 10;
 
+/// The receive buffer asked for under `--max-rate` (BK-41): an eighth of a second at the rate,
+/// within 64 KiB to 4 MiB, so the server feels the pace within about a second of the start
+/// instead of after the tens of MiB a self-growing buffer absorbs, and a link with up to about
+/// 100 ms of round trip still carries the full rate.
+pub(super) fn paced_buffer(rate: u64) -> usize {
+    usize::try_from(rate / 8)
+        .unwrap_or(usize::MAX)
+        .clamp(64 << 10, 4 << 20)
+}
+
 /// The connection to the backup service, with the timeout applied to every read (BK-7).
 pub(super) struct Conn {
     /// Buffered, so that the many small frames of a transaction stream take one read of the
@@ -213,7 +223,12 @@ pub(super) async fn connect(
     tls: Option<&ClientTls>,
 ) -> Result<Conn, BackupError> {
     let timeout = opts.timeout;
-    let stream = match tokio::time::timeout(timeout, env.net.connect(addr)).await {
+    let pace = max_rate.filter(|&r| r > 0);
+    let connecting = match pace {
+        None => env.net.connect(addr),
+        Some(rate) => env.net.connect_paced(addr, paced_buffer(rate)),
+    };
+    let stream = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             let why = match e.kind() {
@@ -263,7 +278,7 @@ pub(super) async fn connect(
         timeout,
         received: 0,
         last_len: 0,
-        pace: max_rate.filter(|&r| r > 0).map(|rate| Pace {
+        pace: pace.map(|rate| Pace {
             rate,
             clock: env.clock.clone(),
             since: env.clock.now(),
