@@ -19,7 +19,9 @@
 //! - `counted_opens`: every open of the file adds one to the counter, armed or not;
 //! - `fail_metadata`: looking at the path fails with the given OS error;
 //! - `fail_locks`: locking any directory fails with the given OS error;
-//! - `fail_set_lens`: truncating or extending the file fails.
+//! - `fail_set_lens`: truncating or extending the file fails;
+//! - `flip_writes`: a write covering the given byte of the file writes that byte with its lowest
+//!   bit flipped, and says nothing (a disk that damages what it is given).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -67,6 +69,7 @@ pub struct Faulty {
     pub fail_metadata: Option<(Files, i32)>,
     pub fail_locks: Option<i32>,
     pub fail_set_lens: Option<Files>,
+    pub flip_writes: Option<(Files, u64)>,
 }
 
 #[derive(Debug)]
@@ -75,6 +78,8 @@ struct FaultyFile {
     fail: bool,
     forget: bool,
     fail_set_len: bool,
+    /// The byte whose lowest bit a write flips, if `flip_writes` selects the file.
+    flip: Option<u64>,
     armed: Arc<AtomicBool>,
     /// How long a sync takes at least, and the count it adds to, if `slow_syncs` selects it.
     slow: Option<(std::time::Duration, Arc<AtomicU64>)>,
@@ -151,7 +156,14 @@ impl FileHandle for FaultyFile {
         if armed && self.forget && offset + buf.len() as u64 <= self.inner.len()? {
             return Ok(());
         }
-        self.inner.write_all_at(buf, offset)?;
+        match self.flip {
+            Some(at) if armed && (offset..offset + buf.len() as u64).contains(&at) => {
+                let mut damaged = buf.to_vec();
+                damaged[(at - offset) as usize] ^= 1;
+                self.inner.write_all_at(&damaged, offset)?;
+            }
+            _ => self.inner.write_all_at(buf, offset)?,
+        }
         self.record(|| format!("write {offset} {}", buf.len()));
         Ok(())
     }
@@ -200,6 +212,11 @@ impl Fs for Faulty {
             fail: selects(&self.fail_writes),
             forget: selects(&self.forget_overwrites),
             fail_set_len: selects(&self.fail_set_lens),
+            flip: self
+                .flip_writes
+                .as_ref()
+                .filter(|(f, _)| f.select(path))
+                .map(|(_, at)| *at),
             armed: self.armed.clone(),
             slow: self
                 .slow_syncs
