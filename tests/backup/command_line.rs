@@ -122,7 +122,7 @@ fn bk_1_both_dash_styles_and_from_work() {
     }
 }
 
-// BK-41, BK-8: with --max-rate the average rate of a full backup never exceeds the limit by
+// BK-41, BK-8, BK-43: with --max-rate the average rate of a full backup never exceeds the limit by
 // more than 10% (an upper bound only: a slow machine cannot fail it); bad values are usage
 // errors.
 #[test]
@@ -135,9 +135,22 @@ fn bk_41_max_rate_bounds_the_average_rate() {
     let limit: u64 = 8 << 20;
     let b = dir.path().join("backup");
     let started = Instant::now();
-    let out = backup_from(&addr, &b, &["--max-rate", "8M", "-verify", "false"]).expect(0);
+    let out = json_run(&addr, &b, &["--max-rate", "8M", "-verify", "false"], 0);
     let took = started.elapsed().as_secs_f64();
     let bytes = dir_bytes(&b.join(current(&b)));
+    // BK-43: the summary's duration is the run's: no longer than the run took from outside,
+    // no shorter than the pace allows (less a frame), and the throughput is bytes over it.
+    let duration = out["duration_secs"].as_f64().unwrap();
+    let received = out["bytes"].as_u64().unwrap() as f64;
+    assert!(
+        duration <= took && duration >= (received - (4 << 20) as f64) / limit as f64,
+        "BK-43: a run paced to 8M that took {took:.2} s reports {duration:.2} s for {received} bytes"
+    );
+    let throughput = out["throughput_bytes_per_sec"].as_f64().unwrap();
+    assert!(
+        (throughput * duration - received).abs() <= received * 0.01,
+        "BK-43: throughput {throughput:.0} B/s is not {received} bytes over {duration:.2} s"
+    );
     assert!(
         bytes > 3 * limit / 2,
         "the store is too small to measure: {bytes}"

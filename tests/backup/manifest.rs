@@ -2,8 +2,8 @@
 //! naming each kind of damage by file and block.
 
 use online_backup::backup::manifest::{
-    hash_file, verify, BlockHasher, Finding, Manifest, Pending, Verification, BLOCK_SIZE,
-    MANIFEST_FILE, TO_END,
+    hash_file, verify, BlockHasher, FileEntry, Finding, Manifest, Pending, Verification,
+    BLOCK_SIZE, MANIFEST_FILE, TO_END,
 };
 use online_backup::digest::Digest;
 use online_backup::store::format::FormatVersion;
@@ -551,6 +551,51 @@ fn mf_11_a_scrub_reads_a_slice_from_its_cursor_and_goes_round() {
         "MF-11: a missing file is damage: {:?}",
         s.findings
     );
+    assert_eq!(
+        manifest
+            .check_blocks(&*fs(), dir.path(), "neostore.nodestore.db", 0, 2)
+            .unwrap(),
+        vec![Finding::Missing {
+            file: "neostore.nodestore.db".into()
+        }],
+        "MF-8: a file missing before a run rewrites it is damage, not an I/O error"
+    );
+}
+
+// MF-1, MF-2: the bounds of a manifest's fields are inclusive: a source of 255 bytes, a tool
+// version of 64 and 4,096 files are read back; one more of any is refused as damaged.
+#[test]
+fn mf_2_the_bounds_of_a_manifest_are_inclusive() {
+    let (_dir, manifest) = generation();
+    let decodes = |m: &Manifest| Manifest::decode(&m.encode()).map(|_| ());
+    let with = |source: usize, version: usize, files: usize| {
+        let mut m = manifest.clone();
+        m.source = "s".repeat(source);
+        m.tool_version = "v".repeat(version);
+        m.files = (0..files)
+            .map(|i| FileEntry {
+                name: format!("f{i:05}"),
+                size: 0,
+                blocks: Vec::new(),
+            })
+            .collect();
+        m
+    };
+    assert!(
+        decodes(&with(255, 64, 4096)).is_ok(),
+        "MF-1: a manifest at every bound is read back"
+    );
+    for (what, m) in [
+        ("a source of 256 bytes", with(256, 64, 1)),
+        ("a tool version of 65 bytes", with(255, 65, 1)),
+        ("4,097 files", with(1, 1, 4097)),
+    ] {
+        let err = decodes(&m).expect_err(what);
+        assert!(
+            err.to_string().contains("too"),
+            "MF-2: {what} is refused as damaged, saying why: {err}"
+        );
+    }
 }
 
 // MF-11: with --scrub-budget 10%, a flipped byte is found within ten incremental runs: that run
@@ -628,6 +673,52 @@ fn mf_11_mf_8_scrubbing_finds_a_flipped_block_within_its_bound() {
         assert_eq!(quick_json(&b, 0)["intact"], true, "MF-11: {case}");
     }
     assert_same_as_server(&b, &server);
+}
+
+// MF-8: the log a run appends to is checked before it does: damage already in the block its
+// appends go into (here inside an entry recovery does not read again) fails the incremental with
+// exit 6 naming that block, instead of being taken into the manifest by the rehash after.
+#[test]
+fn mf_8_damage_in_the_log_block_a_run_appends_to_is_found_first() {
+    let dir = scratch();
+    let db = dir.path().join("db");
+    let server = ServerProcess::start(&db, Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    let b = dir.path().join("backup");
+    write_nodes(&server, 2);
+    backup_from(&addr, &b, &[]).expect(0);
+    for _ in 0..3 {
+        write_nodes(&server, 5);
+        backup_from(&addr, &b, &["--scrub-budget", "0%"]).expect(0);
+    }
+    let logs: Vec<_> = std::fs::read_dir(live(&b))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("neostore.transaction.db."))
+        .collect();
+    let log = logs.iter().max().expect("the backup has a log").clone();
+    let path = live(&b).join(&log);
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(
+        bytes.len() > 256 && (bytes.len() as u64) < BLOCK_SIZE as u64,
+        "one block of entries: {}",
+        bytes.len()
+    );
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    std::fs::write(&path, bytes).unwrap();
+    write_nodes(&server, 1);
+    let out = backup_from(&addr, &b, &["--scrub-budget", "0%"]);
+    assert_eq!(
+        out.code,
+        Some(6),
+        "MF-8: damage in the log block a run appends to fails it: {out:#?}"
+    );
+    let line = out.one_error_line();
+    assert!(
+        line.contains(&format!("{log}: block 0 ")) && line.contains("about to rewrite"),
+        "MF-8: the damaged log block is named: {line}"
+    );
 }
 
 // MF-12: `neo4j-admin upgrade` of a backup rewrites its manifest: every file hashed again, in

@@ -243,6 +243,15 @@ fn bk_44_progress_bar_on_a_terminal_for_every_long_phase() {
         );
     }
     assert!(drawn.contains("done: incremental backup"), "{drawn:?}");
+    let applying: Vec<&str> = drawn
+        .split(['\r', '\n'])
+        .filter(|l| l.contains("applying transactions: "))
+        .collect();
+    assert!(
+        applying.iter().all(|l| l.contains(" of 30 transactions"))
+            && applying.iter().any(|l| l.contains(": 30 of 30 ")),
+        "BK-44: the bar counts the 30 transactions applied of the 30 the run ships: {applying:?}"
+    );
 }
 
 // SRV-7, CLI-5: the backup service's log lines are sentences too: a full backup, an incremental

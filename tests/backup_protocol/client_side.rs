@@ -141,8 +141,9 @@ async fn bk_28_verification_failure_marks_the_backup_unverified() {
     server.stop().await;
 }
 
-// BK-16, BK-17: a full backup that would not fit is refused before anything is written, both
-// into an empty directory and as the fallback over an existing backup, which stays as it was.
+// BK-16, BK-17, BK-42: a full backup that would not fit is refused before anything is written
+// (and its plan says so), both into an empty directory and as the fallback over an existing
+// backup, which stays as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bk_16_no_room_is_refused_before_writing() {
     let dir = support::scratch();
@@ -160,6 +161,18 @@ async fn bk_16_no_room_is_refused_before_writing() {
     let target = dir.path().join("backup");
     std::fs::create_dir(&target).unwrap();
     let mut lines = client::Lines::default();
+    // BK-42: the plan says so too, with the code the run exits with.
+    let err = client::plan(
+        &small,
+        &backup_options(&real, &target, client::Mode::Auto),
+        &mut lines,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.exit_code() == 1 && err.to_string().contains("not enough room"),
+        "BK-42: a plan without room for the full backup fails as the run would: {err}"
+    );
     let err = client::run(
         &small,
         &backup_options(&real, &target, client::Mode::Auto),
@@ -218,6 +231,43 @@ async fn bk_16_no_room_is_refused_before_writing() {
     .unwrap_err();
     assert!(err.to_string().contains("not enough room"), "{err}");
     assert!(before == snapshot(&target), "the existing backup changed");
+
+    // Exactly the room needed (the store files, a sixteenth more and 1 MiB) is enough; a byte
+    // less is not.
+    let bytes = client::plan(
+        &Env::os(),
+        &backup_options(&real, &dir.path().join("planned"), client::Mode::Auto),
+        &mut lines,
+    )
+    .await
+    .unwrap()
+    .bytes;
+    let needed = bytes + bytes / 16 + (1 << 20);
+    let with_free = |free: u64| Env {
+        fs: std::sync::Arc::new(support::faulty::Faulty {
+            free: Some(free),
+            ..Default::default()
+        }),
+        ..Env::os()
+    };
+    let err = client::run(
+        &with_free(needed - 1),
+        &backup_options(&real, &dir.path().join("short"), client::Mode::Auto),
+        &mut lines,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("not enough room"),
+        "BK-16: a byte short of {needed}: {err}"
+    );
+    client::run(
+        &with_free(needed),
+        &backup_options(&real, &dir.path().join("exact"), client::Mode::Auto),
+        &mut lines,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("BK-16: exactly {needed} bytes of room are enough: {e}"));
     server.stop().await;
 }
 
@@ -355,4 +405,23 @@ async fn bk_40_a_failed_read_of_the_metadata_is_an_io_failure() {
     );
     assert_eq!(live_meta(&target), before, "BK-17: nothing changed");
     server.stop().await;
+}
+
+// BK-41: under --max-rate the tool asks for a receive buffer of an eighth of a second at the
+// rate, no less than 64 KiB and no more than 4 MiB.
+#[test]
+fn bk_41_the_paced_receive_buffer_is_an_eighth_of_a_second_within_bounds() {
+    use client::paced_buffer;
+    assert_eq!(
+        [
+            paced_buffer(1),
+            paced_buffer(512 << 10),
+            paced_buffer(4 << 20),
+            paced_buffer(32 << 20),
+            paced_buffer(1 << 40),
+            paced_buffer(u64::MAX)
+        ],
+        [64 << 10, 64 << 10, 512 << 10, 4 << 20, 4 << 20, 4 << 20],
+        "BK-41"
+    );
 }

@@ -310,6 +310,36 @@ fn sec_5_an_expired_server_certificate_is_refused_by_the_tool() {
         )),
         "SEC-5: {line}"
     );
+    // The tool's own clock, as a person reads it (the day, not the second it read it).
+    let today = |t: SystemTime| httpdate::fmt_http_date(t)[..16].to_string();
+    assert!(
+        line.contains(&format!("(it is {}", today(now)))
+            || line.contains(&format!("(it is {}", today(SystemTime::now()))),
+        "SEC-5, SEC-11: the tool says what time it is there: {line}"
+    );
+}
+
+// SEC-10, SEC-11: a service certificate that is not for serving (issued for a client only) is
+// refused by the tool, which says why in the certificate's terms.
+#[test]
+fn sec_11_a_service_certificate_not_for_serving_is_refused() {
+    let dir = scratch();
+    let pki = Pki::new(dir.path());
+    let config = pki.server_config("");
+    pki.issue("server", Role::Client, &["localhost", "127.0.0.1"]);
+    let server = ServerProcess::start(&dir.path().join("db"), Some(&config));
+    pki.issue("client", Role::Client, &["backup"]);
+    let addr = server.backup.clone().unwrap();
+    let line = refused(
+        &addr,
+        &dir.path().join("backup"),
+        &pki.client_args("client"),
+    );
+    assert!(
+        line.contains(&format!("the certificate of the backup service at {addr}"))
+            && line.contains("its extended key usage does not allow this use"),
+        "SEC-11: {line}"
+    );
 }
 
 #[test]
@@ -417,6 +447,24 @@ fn sec_11_unusable_tls_files_fail_the_tool_before_it_connects() {
         )),
         "SEC-11: {line}"
     );
+    // A PEM file cut short, or with damaged base64, is named for what is wrong with it.
+    for (name, text, why) in [
+        (
+            "cut.crt",
+            "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n",
+            "a PEM block has no END line",
+        ),
+        (
+            "bad64.crt",
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+            "a PEM block's base64 is damaged",
+        ),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+        args[1] = pki.path(name);
+        let line = refused(&addr, &target, &args);
+        assert!(line.contains(why), "SEC-11: {name}: {line}");
+    }
     // None of these reached the server.
     assert!(
         !server.stderr().contains("refused the backup connection"),
@@ -519,4 +567,31 @@ fn sec_12_no_tls_beyond_loopback_warns_and_require_tls_refuses_to_start() {
         "SEC-12: {stderr}"
     );
     assert!(!store.exists(), "SEC-12: nothing was created: {stderr}");
+}
+
+// SEC-4: the names the allow-list is compared with are read whole from a subject whose DER
+// lengths take two bytes (a common name of 250 bytes), as from a short one.
+#[test]
+fn sec_4_names_are_read_from_a_subject_with_long_der_lengths() {
+    use online_backup::backup::tls::{certificate_names, Name};
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let valid = Validity::days_around(SystemTime::now(), 30);
+    let ca = Ca::new("ca", valid, Some([3; 32]));
+    let long = ["a", "b", "c"]
+        .iter()
+        .map(|c| c.repeat(63))
+        .chain(["d".repeat(58)])
+        .collect::<Vec<_>>()
+        .join(".");
+    assert_eq!(long.len(), 250);
+    for name in [long.as_str(), "backup"] {
+        let pem = ca.issue(Role::Client, &[name], valid, Some([4; 32]));
+        let der = CertificateDer::from_pem_slice(pem.cert.as_bytes()).unwrap();
+        assert_eq!(
+            certificate_names(&der),
+            [Name::Common(name.into()), Name::Dns(name.into())],
+            "SEC-4: the common name and the DNS name of {} bytes",
+            name.len()
+        );
+    }
 }

@@ -22,7 +22,7 @@ const READ_BUFFER: usize = 16 << 10;
 /// within 64 KiB to 4 MiB, so the server feels the pace within about a second of the start
 /// instead of after the tens of MiB a self-growing buffer absorbs, and a link with up to about
 /// 100 ms of round trip still carries the full rate.
-pub(super) fn paced_buffer(rate: u64) -> usize {
+pub fn paced_buffer(rate: u64) -> usize {
     usize::try_from(rate / 8)
         .unwrap_or(usize::MAX)
         .clamp(64 << 10, 4 << 20)

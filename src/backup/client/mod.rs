@@ -37,6 +37,7 @@ use crate::retention::RetentionPolicy;
 use crate::store::meta::StoreId;
 use crate::store::{peek_last_tx, StoreError, StoreOptions};
 pub use apply::APPLY_RUN_TXS;
+pub use connection::paced_buffer;
 use connection::{ask_incremental, connect, handshake, Answer, Conn};
 pub use error::{BackupError, VerifyFailure, Violation};
 pub use report::{transactions, BackupFacts, Kind, Lines, Observer, Summary, Verified};
