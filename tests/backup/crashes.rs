@@ -203,25 +203,6 @@ fn log_bytes(dir: &Path) -> u64 {
     bytes_of(dir, |n| n.starts_with("neostore.transaction.db."))
 }
 
-/// Commits `n` transactions of 200 nodes with 600-byte properties each (about 150 KiB of log
-/// apiece, so a backup applies them in several runs of at most 4 MiB), recording the digest
-/// after each in `history` when given one.
-fn write_big(server: &ServerProcess, n: usize, mut history: Option<&mut BTreeMap<u64, String>>) {
-    for i in 0..n {
-        let node = format!(
-            r#"{{"create_node": {{"labels": ["Big"], "props": {{"i": {i}, "s": "{}"}}}}}}"#,
-            "x".repeat(600)
-        );
-        let body = format!(r#"{{"ops": [{}]}}"#, vec![node; 200].join(", "));
-        let (code, out) = server.post("/db/data/transaction", &body);
-        assert_eq!(code, 200, "{out}");
-        if let Some(history) = history.as_deref_mut() {
-            let now = status(server);
-            history.insert(tx(&now), s(&now["digest"]));
-        }
-    }
-}
-
 /// The backup in `b` is still `old`: the same tx and digest, and it checks (BK-23).
 fn assert_still(b: &Path, old: &serde_json::Value, what: &str) {
     let report = check_json(b);

@@ -755,3 +755,42 @@ mod segments {
         );
     }
 }
+
+// PIT-3, RET-13: without --keep-transactions a backup's own store keeps only the logs recovery
+// needs: once its log has rotated (past 25 MiB of shipped transactions), the next run's
+// checkpoint prunes the older file; with `--keep-transactions true` the same runs keep it.
+#[test]
+fn pit_3_a_backup_keeps_only_the_logs_recovery_needs_by_default() {
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    let (lean, keeping) = (dir.path().join("lean"), dir.path().join("keeping"));
+    let logs = |b: &Path| {
+        std::fs::read_dir(b.join(current(b)))
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy()
+                    .starts_with("neostore.transaction.db.")
+            })
+            .count()
+    };
+    backup_from(&addr, &lean, &[]).expect(0);
+    backup_from(&addr, &keeping, &["--keep-transactions", "true"]).expect(0);
+    write_big(&server, 180, None);
+    for _ in 0..2 {
+        backup_from(&addr, &lean, &[]).expect(0);
+        backup_from(&addr, &keeping, &["--keep-transactions", "true"]).expect(0);
+        write_nodes(&server, 1);
+    }
+    assert!(
+        logs(&keeping) >= 2,
+        "PIT-3: the backup's log rotated and `true` kept the older file: {}",
+        logs(&keeping)
+    );
+    assert_eq!(
+        logs(&lean),
+        1,
+        "PIT-3, RET-13: by default only the log recovery needs is kept"
+    );
+}

@@ -212,6 +212,8 @@ fn bk_44_progress_bar_on_a_terminal_for_every_long_phase() {
     generate(&store, 20_000, &[]);
     let server = ServerProcess::start(&store, Some(EPHEMERAL));
     let addr = server.backup.clone().unwrap();
+    // The backup starts past tx 0, so the count applied is told from the tx reached.
+    write_nodes(&server, 2);
     let b = dir.path().join("backup");
     let (code, drawn) = backup_on_a_terminal(&addr, &b, &[]);
     assert_eq!(code, Some(0), "{drawn}");
