@@ -160,6 +160,14 @@ fn bk_41_max_rate_bounds_the_average_rate() {
         rate <= limit as f64 * 1.1,
         "{rate:.0} B/s over {took:.2} s exceeds --max-rate 8M by more than 10%: {out:#?}"
     );
+    // BK-9: the human summary gives the same rate, in its units.
+    write_nodes(&server, 20);
+    let out = backup_from(&addr, &b, &["--max-rate", "8M"]).expect(0);
+    let summary = out.summary();
+    assert!(
+        summary.contains("/s)") && !summary.contains("(0 B/s)"),
+        "BK-9: the summary line gives the run's rate: {summary}"
+    );
     for bad in ["0", "fast", "-5", "10X"] {
         let out = backup_from(&addr, &dir.path().join("x"), &["--max-rate", bad]).expect(2);
         out.one_error_line();
