@@ -104,6 +104,19 @@ fn refused(addr: &str, target: &Path, args: &[String]) -> String {
     line
 }
 
+/// A server whose certificate is issued for `role` with `names`, and the one line a backup that
+/// trusts its CA is refused with: the service's address and that line.
+fn refused_by_its_certificate(dir: &Path, role: Role, names: &[&str]) -> (String, String) {
+    let pki = Pki::new(dir);
+    let config = pki.server_config("");
+    pki.issue("server", role, names);
+    let server = ServerProcess::start(&dir.join("db"), Some(&config));
+    pki.issue("client", Role::Client, &["backup"]);
+    let addr = server.backup.clone().unwrap();
+    let line = refused(&addr, &dir.join("backup"), &pki.client_args("client"));
+    (addr, line)
+}
+
 #[test]
 fn sec_1_full_and_incremental_backups_over_tls() {
     let dir = scratch();
@@ -324,17 +337,8 @@ fn sec_5_an_expired_server_certificate_is_refused_by_the_tool() {
 #[test]
 fn sec_11_a_service_certificate_not_for_serving_is_refused() {
     let dir = scratch();
-    let pki = Pki::new(dir.path());
-    let config = pki.server_config("");
-    pki.issue("server", Role::Client, &["localhost", "127.0.0.1"]);
-    let server = ServerProcess::start(&dir.path().join("db"), Some(&config));
-    pki.issue("client", Role::Client, &["backup"]);
-    let addr = server.backup.clone().unwrap();
-    let line = refused(
-        &addr,
-        &dir.path().join("backup"),
-        &pki.client_args("client"),
-    );
+    let (addr, line) =
+        refused_by_its_certificate(dir.path(), Role::Client, &["localhost", "127.0.0.1"]);
     assert!(
         line.contains(&format!("the certificate of the backup service at {addr}"))
             && line.contains("its extended key usage does not allow this use"),
@@ -389,17 +393,8 @@ fn sec_8_a_tls_client_is_told_the_service_does_not_speak_tls() {
 #[test]
 fn sec_10_the_server_certificate_must_name_the_host() {
     let dir = scratch();
-    let pki = Pki::new(dir.path());
-    let config = pki.server_config("");
-    pki.issue("server", Role::Server, &["backup.example.com"]);
-    let server = ServerProcess::start(&dir.path().join("db"), Some(&config));
-    pki.issue("client", Role::Client, &["backup"]);
-    let addr = server.backup.clone().unwrap();
-    let line = refused(
-        &addr,
-        &dir.path().join("backup"),
-        &pki.client_args("client"),
-    );
+    let (addr, line) =
+        refused_by_its_certificate(dir.path(), Role::Server, &["backup.example.com"]);
     assert_eq!(
         line,
         format!("neo4j-backup: the certificate of the backup service at {addr} is not for 127.0.0.1: it names DNS backup.example.com (a host name must be one of its DNS names, an IP address one of its IP addresses)"),
