@@ -151,13 +151,15 @@ async fn bk_16_no_room_is_refused_before_writing() {
     generate_big(&store);
     let server = TestServer::start(&store, "").await;
     let real = server.backup_addr();
-    let small = Env {
+    // The real disk, reporting `free` bytes of room whatever it has.
+    let with_free = |free: u64| Env {
         fs: std::sync::Arc::new(support::faulty::Faulty {
-            free: Some(1 << 20),
+            free: Some(free),
             ..Default::default()
         }),
         ..Env::os()
     };
+    let small = with_free(1 << 20);
     let target = dir.path().join("backup");
     std::fs::create_dir(&target).unwrap();
     let mut lines = client::Lines::default();
@@ -243,13 +245,6 @@ async fn bk_16_no_room_is_refused_before_writing() {
     .unwrap()
     .bytes;
     let needed = bytes + bytes / 16 + (1 << 20);
-    let with_free = |free: u64| Env {
-        fs: std::sync::Arc::new(support::faulty::Faulty {
-            free: Some(free),
-            ..Default::default()
-        }),
-        ..Env::os()
-    };
     let err = client::run(
         &with_free(needed - 1),
         &backup_options(&real, &dir.path().join("short"), client::Mode::Auto),
