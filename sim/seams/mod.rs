@@ -7,7 +7,7 @@
 //!
 //! One file a seam: `fs.rs` (and how it corrects turmoil's filesystem, SIM-9), `net.rs`,
 //! `clock.rs`, `blocking.rs` (blocking work runs inline), `crypto.rs` (TLS's randomness and
-//! key exchange from the seed, IO-11), `faults.rs` (the faults a scenario arms on a host and
+//! key exchange from the seed, IO-11), `objects.rs` (in-memory object stores), `faults.rs` (the faults a scenario arms on a host and
 //! the phase of the backup run they strike, SIM-30 .. SIM-38), and `world.rs`, what they share:
 //! the trace, the clock offset, each host's power (SIM-7) and faults.
 
@@ -19,6 +19,7 @@ mod crypto;
 mod faults;
 mod fs;
 mod net;
+mod objects;
 mod world;
 
 pub use faults::{BackupPhase, FaultKind, FaultSpec, Fired, OpClass};

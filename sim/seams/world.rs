@@ -22,6 +22,7 @@ use super::faults::{
 };
 use super::fs::{FsState, SimFs};
 use super::net::SimNet;
+use super::objects::SimObjects;
 use crate::trace::Trace;
 
 /// How every simulated host's disk behaves. The runner applies it to turmoil's `FsConfig` too,
@@ -74,6 +75,8 @@ struct WorldInner {
     crypto: Arc<rustls::crypto::CryptoProvider>,
     /// The backup run under way and the faults that struck (SIM-36, SIM-38).
     faults: Arc<Mutex<FaultWorld>>,
+    /// The object stores every host reaches (spec/objects.md).
+    objects: Arc<SimObjects>,
 }
 
 impl fmt::Debug for SimWorld {
@@ -96,6 +99,7 @@ impl SimWorld {
             crypto: seeded_provider(seed),
             seed,
             faults: Arc::new(Mutex::new(FaultWorld::default())),
+            objects: Arc::new(SimObjects::default()),
         }))
     }
 
@@ -169,6 +173,7 @@ impl SimWorld {
                 )
             }),
             crypto: self.0.crypto.clone(),
+            objects: self.0.objects.clone(),
         }
     }
 

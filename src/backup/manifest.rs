@@ -119,6 +119,40 @@ impl FileEntry {
         }
     }
 
+    /// What a copy of this file hashed as it streamed (`got`) shows against this entry (MF-4):
+    /// the first damage, named by block, or `None` when it is intact.
+    pub fn compare(&self, got: &FileEntry, block_size: u64) -> Option<Finding> {
+        let differs = self
+            .blocks
+            .iter()
+            .zip(&got.blocks)
+            .position(|(a, b)| a != b);
+        let file = self.name.clone();
+        if got.size < self.size {
+            let block = differs.map_or(got.size / block_size, |b| b as u64);
+            Some(Finding::Truncated {
+                file,
+                size: got.size,
+                listed: self.size,
+                block,
+            })
+        } else if got.size > self.size {
+            let block = differs.map_or(self.size / block_size, |b| b as u64);
+            Some(Finding::Extended {
+                file,
+                size: got.size,
+                listed: self.size,
+                block,
+            })
+        } else {
+            differs.map(|b| Finding::Block {
+                file,
+                block: b as u64,
+                offset: b as u64 * block_size,
+            })
+        }
+    }
+
     /// The file hash (MF-3): BLAKE3 over the size and the block hashes, so that changing a
     /// block changes it without reading the other blocks again.
     pub fn file_hash(&self) -> [u8; HASH] {

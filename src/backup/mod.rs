@@ -9,7 +9,8 @@
 //! does), `target` (the backup directory: lock, generations, pointer switch, leftovers),
 //! `manifest` (what a generation holds, block by block, and verifying it), `catalogue`
 //! (`neo4j-admin backup-info`: the generations and what each can restore),
-//! `restore` (`neo4j-admin restore`: a verified copy of a backup into a store directory), `tls`
+//! `restore` (`neo4j-admin restore`: a verified copy of a backup into a store directory),
+//! `objects` (object storage targets, spec/objects.md), `tls`
 //! (TLS with client certificates on the backup port, spec/security.md).
 
 pub mod catalogue;
@@ -17,6 +18,7 @@ pub mod client;
 pub mod decision;
 pub mod history;
 pub mod manifest;
+pub mod objects;
 pub mod protocol;
 pub mod restore;
 pub mod service;

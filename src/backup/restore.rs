@@ -6,7 +6,9 @@
 //! (its manifest first, MF-10), copying it durably into a new generation of the target,
 //! rewinding the copy when restoring to an earlier tx (through `history`, PIT-7), checking the
 //! copy against the digest expected, and switching the target's pointer to it.
-//! Must not touch: the network, or the backup's files beyond opening it as a store (which
+//! From an object store (OBJ-8), the live generation is first downloaded into a staging
+//! directory beside the target ([`stage_objects`]), then restored from there.
+//! Must not touch: the network (but an object store's, through `Env::objects`), or the backup's files beyond opening it as a store (which
 //! recovers and checkpoints it, as every opener does). The target is never left broken: the
 //! copy becomes live only through the pointer switch (BK-32), so a crash leaves the previous
 //! target, and the next restore removes the unfinished generation (BK-36).
@@ -16,9 +18,10 @@ use std::sync::Arc;
 
 use crate::backup::history::{self, Restorable, Span};
 use crate::backup::manifest::{verify, Manifest, ManifestError};
+use crate::backup::objects::{download_generation, Lease, ObjectTarget, ObjectUrl, ObjectsError};
 use crate::backup::target::{older_generations, Holds, Target, TargetError};
 use crate::digest::Digest;
-use crate::io::{Blocking, Clock, Fs, OpenMode};
+use crate::io::{sibling_with_suffix, Blocking, Clock, Env, Fs, OpenMode};
 use crate::progress::Phase;
 use crate::store::check::{check_open_with_progress, check_with_progress, CheckReport};
 use crate::store::format::{FormatVersion, RecordKind};
@@ -74,6 +77,12 @@ pub enum RestoreError {
         copy: String,
         backup: String,
     },
+    /// The object store the backup is in failed or refused (OBJ-8, OBJ-10).
+    #[error("{0}")]
+    Objects(#[from] ObjectsError),
+    /// The staging directory of a restore from an object store is there already (OBJ-8).
+    #[error("{0} exists (left by an interrupted restore?); remove it and run again")]
+    StagingExists(String),
     #[error("the restored copy in {dir} does not check: its metadata: {source}; the target was left as it was")]
     CopyMeta {
         dir: String,
@@ -87,6 +96,7 @@ impl RestoreError {
     pub fn exit_code(&self) -> u8 {
         match self {
             RestoreError::Inconsistent { .. } | RestoreError::Damaged { .. } => 3,
+            RestoreError::Objects(e) => e.exit_code(),
             RestoreError::Manifest {
                 source: ManifestError::Damaged(_),
                 ..
@@ -149,21 +159,11 @@ pub fn restore(
     // The target first: a refusal costs nothing and changes nothing. It is judged without
     // creating it, and created (and locked) only once the backup has opened, so a restore from
     // a missing backup leaves a missing target missing (ADM-7).
-    let classify = |target: Result<Target, TargetError>| {
-        let target = target.map_err(|e| match e {
-            TargetError::NotABackup { dir, why } => RestoreError::Foreign { dir, why },
-            other => RestoreError::Target(other),
-        })?;
-        if matches!(target.holds(), Holds::Backup { .. }) && !force {
-            return Err(RestoreError::NotEmpty(to.display().to_string()));
-        }
-        Ok(target)
-    };
-    classify(Target::inspect(fs.clone(), to))?;
+    judge_target(Target::inspect(fs.clone(), to), to, force)?;
     // The backup, locked while it is copied, checked before a byte is.
     let chosen = choose(&fs, &clock, from, until)?;
     let store = chosen.store;
-    let mut target = classify(Target::open(fs.clone(), to))?;
+    let mut target = judge_target(Target::open(fs.clone(), to), to, force)?;
     // The manifest first, when the backup has one (MF-10): damage is named by file and block
     // at the speed of reading the files, before the consistency check reads them again.
     let shown = || from.display().to_string();
@@ -255,6 +255,79 @@ pub fn restore(
         live: generation,
         bytes,
     })
+}
+
+/// The restore's target as it may be used (ADM-7): a directory of other files is foreign, and
+/// one holding a store is replaced only with `force`.
+fn judge_target(
+    target: Result<Target, TargetError>,
+    to: &Path,
+    force: bool,
+) -> Result<Target, RestoreError> {
+    let target = target.map_err(|e| match e {
+        TargetError::NotABackup { dir, why } => RestoreError::Foreign { dir, why },
+        other => RestoreError::Target(other),
+    })?;
+    if matches!(target.holds(), Holds::Backup { .. }) && !force {
+        return Err(RestoreError::NotEmpty(to.display().to_string()));
+    }
+    Ok(target)
+}
+
+/// Where a restore into `to` from an object store stages what it downloads (OBJ-8).
+pub fn staging_dir(to: &Path) -> PathBuf {
+    sibling_with_suffix(to, ".staging")
+}
+
+/// Downloads the live generation of the object store backup `url` into [`staging_dir`] of `to`,
+/// under the target's lease, each object checked against the manifest as it arrives (OBJ-8);
+/// then [`restore`] restores from there, and [`remove_staging`] removes it. The target is
+/// judged first, so a refusal downloads nothing; a failed download leaves no staging directory.
+pub async fn stage_objects(
+    env: &Env,
+    url: &ObjectUrl,
+    to: &Path,
+    force: bool,
+) -> Result<PathBuf, RestoreError> {
+    judge_target(Target::inspect(env.fs.clone(), to), to, force)?;
+    let staging = staging_dir(to);
+    let there = env
+        .fs
+        .metadata(&staging)
+        .map_err(|e| StoreError::io(format!("reading {}", staging.display()), e))?;
+    if there.is_some() {
+        return Err(RestoreError::StagingExists(staging.display().to_string()));
+    }
+    let store = env
+        .objects
+        .open(&url.bucket)
+        .map_err(|e| ObjectsError::from_store(url, "opening", &e))?;
+    let lease = Lease::take(store.clone(), url, env).await?;
+    let downloaded = match ObjectTarget::read(store, url).await {
+        Ok(target) => download_generation(env, &target, &staging).await,
+        Err(e) => Err(e),
+    };
+    lease.release().await;
+    match downloaded {
+        Ok(_) => Ok(staging),
+        Err(e) => {
+            remove_staging(&*env.fs, &staging);
+            Err(e.into())
+        }
+    }
+}
+
+/// Removes a restore's staging directory (OBJ-8); a failure is logged, not fatal: the restore
+/// itself is done or refused by then.
+pub fn remove_staging(fs: &dyn Fs, staging: &Path) {
+    if let Ok(Some(_)) = fs.metadata(staging) {
+        let removed = fs
+            .remove_dir_all(staging)
+            .and_then(|()| fs.sync_dir(crate::io::parent_of(staging)));
+        if let Err(e) = removed {
+            tracing::warn!("could not remove {}: {e}", staging.display());
+        }
+    }
 }
 
 /// Opens the generation of `from` to restore from, and the tx to restore to (PIT-10): without

@@ -12,7 +12,8 @@ use online_backup::backup::history::Span;
 use online_backup::backup::manifest::{
     quick_check, rehash_after_upgrade, QuickCheck, QuickCheckError,
 };
-use online_backup::backup::restore::{restore, Until};
+use online_backup::backup::objects::ObjectUrl;
+use online_backup::backup::restore::{remove_staging, restore, stage_objects, Until};
 use online_backup::backup::tls::ClientTlsFiles;
 use online_backup::cli;
 use online_backup::io::Env;
@@ -146,6 +147,17 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     let env = Env::os();
+    let object_path = match &cli.command {
+        Command::Check { store, .. } => Some((store, "neo4j-admin check")),
+        Command::BackupInfo { dir, .. } => Some((dir, "neo4j-admin backup-info")),
+        Command::Upgrade { store } => Some((store, "neo4j-admin upgrade")),
+        _ => None,
+    };
+    if let Some(refused) =
+        object_path.and_then(|(path, command)| not_built_for_objects(path, command))
+    {
+        return refused;
+    }
     match cli.command {
         Command::Generate {
             store,
@@ -276,17 +288,34 @@ fn main() -> ExitCode {
             until_time,
         } => {
             let until = until_tx.map(Until::Tx).or(until_time.map(Until::Time));
+            // From an object store, the live generation is downloaded first (OBJ-8).
+            let staged = match ObjectUrl::of_path(&from) {
+                Err(e) => return usage(&format!("--from {e}")),
+                Ok(None) => Ok(None),
+                Ok(Some(url)) => match runtime() {
+                    Ok(rt) => rt
+                        .block_on(stage_objects(&env, &url, &store, force))
+                        .map(Some),
+                    Err(e) => return fail(&e),
+                },
+            };
             let mut bar = Bar::stdout();
-            let restored = restore(
-                env.fs.clone(),
-                env.clock.clone(),
-                &*env.blocking,
-                &from,
-                &store,
-                force,
-                until,
-                &mut |phase, done, total| bar.update(phase, done, total),
-            );
+            let restored = staged.and_then(|staging| {
+                let restored = restore(
+                    env.fs.clone(),
+                    env.clock.clone(),
+                    &*env.blocking,
+                    staging.as_deref().unwrap_or(&from),
+                    &store,
+                    force,
+                    until,
+                    &mut |phase, done, total| bar.update(phase, done, total),
+                );
+                if let Some(staging) = &staging {
+                    remove_staging(&*env.fs, staging);
+                }
+                restored
+            });
             bar.finish();
             match restored {
                 Ok(r) => {
@@ -414,13 +443,17 @@ fn report_quick(
 /// What the server says about the backup's next run (MF-13): the plan `neo4j-backup --plan`
 /// would print, or why there is none.
 fn ask_server(env: &Env, opts: &BackupOptions) -> Result<Plan, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime
+    runtime()?
         .block_on(client::plan(env, opts, &mut Lines::default()))
         .map_err(|e| e.to_string())
+}
+
+/// A runtime for what goes over the network: the server's answer, an object store.
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
 /// Prints what `backup-info` found (MF-13).
@@ -585,6 +618,23 @@ fn print_report(store: &std::path::Path, r: &CheckReport) {
         for f in &r.findings {
             out!("  - {f}");
         }
+    }
+}
+
+/// A usage error the parser could not see (an object store URL, OBJ-1): exit 2.
+fn usage(message: &str) -> ExitCode {
+    eprintln!("neo4j-admin: {message}");
+    ExitCode::from(2)
+}
+
+/// What is not built yet for an object store (OBJ-10): `Some` exit 1 when `path` names one.
+fn not_built_for_objects(path: &std::path::Path, command: &str) -> Option<ExitCode> {
+    match ObjectUrl::of_path(path) {
+        Ok(None) => None,
+        Err(e) => Some(usage(&e.to_string())),
+        Ok(Some(url)) => Some(fail(&format!(
+            "{command} of an object store ({url}) is not built yet; restore it into a directory with neo4j-admin restore --from {url} and run it there"
+        ))),
     }
 }
 

@@ -14,6 +14,7 @@ use online_backup::backup::client::{
     self, BackupError, BackupFacts, BackupOptions, Mode, Observer, Phase, ServerInfo, Summary,
     Verify,
 };
+use online_backup::backup::objects::ObjectUrl;
 use online_backup::backup::tls::ClientTlsFiles;
 use online_backup::cli::{self, Parsed};
 use online_backup::config::DEFAULT_BACKUP_PORT;
@@ -42,7 +43,8 @@ struct Cli {
     /// The server as host or host:port (the older form of -host and -port).
     #[arg(long)]
     from: Option<String>,
-    /// The backup directory.
+    /// The backup directory, or an object store: s3://bucket/prefix (credentials, region and
+    /// endpoint from the AWS_* environment variables).
     #[arg(long)]
     to: PathBuf,
     /// auto: incremental when possible, else full; full: always full; incremental: fail with
@@ -311,6 +313,10 @@ fn main() -> ExitCode {
         Ok(tls) => tls,
         Err(e) => return usage(e, cli.json),
     };
+    // An object store URL that names nothing usable is a usage error (OBJ-1).
+    if let Err(e) = ObjectUrl::of_path(&cli.to) {
+        return usage(&format!("-to {e}"), cli.json);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -292,6 +292,14 @@ pub async fn run_blocking<T: Send + 'static>(
     }
 }
 
+/// Object storage (spec/objects.md): the store behind each bucket. Production opens S3 (or any
+/// S3-compatible server) from the usual `AWS_*` environment variables with bounded timeouts and
+/// retries (OBJ-1, OBJ-2); simulations hand out in-memory stores. Opening makes no request:
+/// a bucket that does not exist, or credentials that are refused, show at the first one.
+pub trait Objects: Send + Sync + Debug {
+    fn open(&self, bucket: &str) -> object_store::Result<Arc<dyn object_store::ObjectStore>>;
+}
+
 /// The seams together, as every component that does I/O receives them.
 #[derive(Clone, Debug)]
 pub struct Env {
@@ -303,6 +311,8 @@ pub struct Env {
     /// provider in production; in simulation the same algorithms with the randomness (and the key
     /// exchange, which draws it) taken from the seed.
     pub crypto: Arc<rustls::crypto::CryptoProvider>,
+    /// Object storage targets (spec/objects.md).
+    pub objects: Arc<dyn Objects>,
 }
 
 impl Env {
@@ -315,6 +325,7 @@ impl Env {
             clock: Arc::new(os::OsClock),
             blocking: Arc::new(os::OsBlocking),
             crypto: Arc::new(os::crypto()),
+            objects: Arc::new(os::OsObjects),
         }
     }
 

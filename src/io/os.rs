@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use super::{
     Blocking, BoxFuture, Clock, DirEntry, FileHandle, Fs, Listener, LockGuard, Metadata, Net,
-    OpenMode, Stream,
+    Objects, OpenMode, Stream,
 };
 
 /// The system clock.
@@ -286,5 +286,44 @@ impl Blocking for OsBlocking {
                 }
             }
         });
+    }
+}
+
+/// S3, or any S3-compatible server, through `object_store` (OBJ-1, OBJ-2).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsObjects;
+
+impl Objects for OsObjects {
+    fn open(
+        &self,
+        bucket: &str,
+    ) -> object_store::Result<std::sync::Arc<dyn object_store::ObjectStore>> {
+        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+        use object_store::{BackoffConfig, ClientOptions, RetryConfig};
+        use std::time::Duration;
+        // reqwest's rustls takes the process's provider: ring, as the backup port's TLS. A
+        // second installation (another open) changes nothing.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        // Client options replace the ones `from_env` read, so plain HTTP is allowed here, for
+        // an endpoint that asks for it by name (OBJ-1).
+        let http = builder
+            .get_config_value(&AmazonS3ConfigKey::Endpoint)
+            .is_some_and(|e| e.starts_with("http://"));
+        let options = ClientOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(60))
+            .with_allow_http(http);
+        let retry = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(2),
+                base: 2.0,
+            },
+            max_retries: 2,
+            retry_timeout: Duration::from_secs(10),
+        };
+        let builder = builder.with_client_options(options).with_retry(retry);
+        Ok(std::sync::Arc::new(builder.build()?))
     }
 }

@@ -19,6 +19,7 @@ mod full_incremental;
 mod history;
 mod hostile;
 mod manifest;
+mod objects;
 mod output;
 mod protocol_by_hand;
 mod refusals;

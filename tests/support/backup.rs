@@ -28,7 +28,7 @@ pub struct Out {
 }
 
 impl Out {
-    fn from(o: std::process::Output) -> Out {
+    pub fn of(o: std::process::Output) -> Out {
         Out {
             code: o.status.code(),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -75,7 +75,7 @@ pub fn backup_cmd<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
 
 /// Runs `neo4j-backup` to the end.
 pub fn backup<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Out {
-    Out::from(backup_cmd(args).output().expect("run neo4j-backup"))
+    Out::of(backup_cmd(args).output().expect("run neo4j-backup"))
 }
 
 /// `neo4j-backup -from <addr> -to <dir> <more>`.
@@ -99,12 +99,12 @@ pub fn spawn_backup(addr: &str, dir: &Path, more: &[&str]) -> Child {
 
 /// Waits for a spawned command (with piped output) to finish.
 pub fn finish(child: Child) -> Out {
-    Out::from(child.wait_with_output().expect("wait"))
+    Out::of(child.wait_with_output().expect("wait"))
 }
 
 /// Runs `neo4j-admin` to the end.
 pub fn admin<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Out {
-    Out::from(
+    Out::of(
         Command::new(env!("CARGO_BIN_EXE_neo4j-admin"))
             .args(args)
             .output()

@@ -16,6 +16,7 @@ pub mod backup;
 pub mod faulty;
 #[path = "../kit/mod.rs"]
 pub mod kit;
+pub mod moto;
 pub mod server;
 
 pub use kit::model::Graph;

@@ -8,7 +8,7 @@ use crate::backup::history;
 use crate::backup::protocol::Message;
 use crate::digest::Digest;
 use crate::store::check::check_open_with_progress;
-use crate::store::log::TxEntry;
+use crate::store::log::{TxEntry, TxState};
 use crate::store::records::key_of;
 use crate::store::Store;
 
@@ -25,6 +25,27 @@ pub(super) struct StreamEnd {
     /// Transactions received and applied.
     pub(super) transactions: u64,
     pub(super) verified: Verified,
+}
+
+/// A shipped transaction as it arrives (BK-53): the `expected` tx, following the state
+/// `before` it, so nothing out of bounds is ever written. Both targets check each so.
+pub(super) fn check_tx(
+    entry: &TxEntry,
+    expected: u64,
+    before: &TxState,
+) -> Result<(), BackupError> {
+    if entry.tx_id != expected {
+        return Err(BackupError::Protocol(Violation::OutOfOrder {
+            got: entry.tx_id,
+            expected,
+        }));
+    }
+    entry.check_follows(before).map_err(|e| {
+        BackupError::Protocol(Violation::TxOutOfBounds {
+            tx: entry.tx_id,
+            why: e.to_string(),
+        })
+    })
 }
 
 /// Transactions received but not yet applied.
@@ -61,19 +82,7 @@ impl Run<'_> {
             };
             match msg {
                 Message::Tx(entry) => {
-                    let expected = start_tx + transactions + 1;
-                    if entry.tx_id != expected {
-                        return Err(BackupError::Protocol(Violation::OutOfOrder {
-                            got: entry.tx_id,
-                            expected,
-                        }));
-                    }
-                    entry.check_follows(&before).map_err(|e| {
-                        BackupError::Protocol(Violation::TxOutOfBounds {
-                            tx: entry.tx_id,
-                            why: e.to_string(),
-                        })
-                    })?;
+                    check_tx(&entry, start_tx + transactions + 1, &before)?;
                     before = entry.after;
                     transactions += 1;
                     batch.bytes += self.conn.last_len as usize;
@@ -162,6 +171,26 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// The end frame against what arrived (BK-52): it ends no earlier than the tx the welcome
+    /// announced, so a backup never ends older than the server was when the run began, and at
+    /// the tx the stream `reached`.
+    pub(super) fn check_end_frame(&self, reached: u64, last_tx: u64) -> Result<(), BackupError> {
+        if last_tx < self.server.last_committed_tx {
+            return Err(BackupError::Protocol(Violation::OlderThanWelcome {
+                what: "end",
+                got: last_tx,
+                announced: self.server.last_committed_tx,
+            }));
+        }
+        if reached != last_tx {
+            return Err(BackupError::Protocol(Violation::EndMismatch {
+                ended: reached,
+                said: last_tx,
+            }));
+        }
+        Ok(())
+    }
+
     /// The end frame's checks, then verification (BK-20, BK-26 .. BK-28).
     fn check_end(
         &mut self,
@@ -171,21 +200,7 @@ impl Run<'_> {
         kind: Kind,
     ) -> Result<Verified, BackupError> {
         let status = store.status();
-        // BK-52: the stream ends no earlier than the tx the welcome announced, so a backup
-        // never ends older than the server was when the run began.
-        if last_tx < self.server.last_committed_tx {
-            return Err(BackupError::Protocol(Violation::OlderThanWelcome {
-                what: "end",
-                got: last_tx,
-                announced: self.server.last_committed_tx,
-            }));
-        }
-        if status.last_committed_tx != last_tx {
-            return Err(BackupError::Protocol(Violation::EndMismatch {
-                ended: status.last_committed_tx,
-                said: last_tx,
-            }));
-        }
+        self.check_end_frame(status.last_committed_tx, last_tx)?;
         if status.digest != digest {
             return Err(BackupError::VerificationFailed(
                 VerifyFailure::DigestDiffers {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::backup::decision::{FullReason, Refusal as Refused};
+use crate::backup::objects::ObjectsError;
 use crate::backup::protocol::ProtocolError;
 use crate::backup::target::TargetError;
 use crate::backup::tls::{TlsFailure, TlsSetupError};
@@ -99,6 +100,9 @@ pub enum BackupError {
     RecoveredElsewhere { recovered: u64, peeked: u64 },
     #[error("the server sent something wrong: {0}")]
     Protocol(Violation),
+    /// An object store target failed or refused (OBJ-10).
+    #[error("{0}")]
+    Objects(#[from] ObjectsError),
 }
 
 /// What the server sent that the protocol does not allow (PR-11, PR-13, PR-15): the client
@@ -195,6 +199,7 @@ impl BackupError {
             BackupError::VersionMismatch { .. } => 5,
             BackupError::VerificationFailed(_) => 6,
             BackupError::IncrementalImpossible { .. } | BackupError::BackupAhead { .. } => 7,
+            BackupError::Objects(e) => e.exit_code(),
             _ => 1,
         }
     }

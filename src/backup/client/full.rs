@@ -201,20 +201,7 @@ impl Run<'_> {
         state: &TxState,
         files: u32,
     ) -> Result<(), BackupError> {
-        let expected = RecordKind::ALL.len() as u32;
-        if files != expected {
-            return Err(BackupError::Protocol(Violation::FileCount {
-                announced: files,
-                expected,
-            }));
-        }
-        if checkpoint_tx < self.server.last_committed_tx {
-            return Err(BackupError::Protocol(Violation::OlderThanWelcome {
-                what: "checkpoint",
-                got: checkpoint_tx,
-                announced: self.server.last_committed_tx,
-            }));
-        }
+        self.check_start_frame(checkpoint_tx, files)?;
         // What the files can hold at most; a server announcing more than the room left is
         // refused before a byte is written (a forged mark must not fill the disk).
         let most = RecordKind::ALL
@@ -241,18 +228,36 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Receives one file into `dir` (PR-11): only a record file's name is accepted, no longer
-    /// than the checkpoint's high-water mark of its kind allows (BK-51), chunks are written at
-    /// their offsets as they come and hashed into blocks as they are written (MF-6), the length
-    /// and CRC are checked, and the file is synced before the next one starts. Returns the
-    /// file's manifest entry.
-    async fn receive_file(
+    /// The start frame against the welcome (BK-51, BK-52): exactly the store's record files, a
+    /// checkpoint no older than the tx the welcome announced. Both targets check it first.
+    pub(super) fn check_start_frame(
+        &self,
+        checkpoint_tx: u64,
+        files: u32,
+    ) -> Result<(), BackupError> {
+        let expected = RecordKind::ALL.len() as u32;
+        if files != expected {
+            return Err(BackupError::Protocol(Violation::FileCount {
+                announced: files,
+                expected,
+            }));
+        }
+        if checkpoint_tx < self.server.last_committed_tx {
+            return Err(BackupError::Protocol(Violation::OlderThanWelcome {
+                what: "checkpoint",
+                got: checkpoint_tx,
+                announced: self.server.last_committed_tx,
+            }));
+        }
+        Ok(())
+    }
+
+    /// The next file's start (PR-11): only a record file's name is accepted, no longer than the
+    /// checkpoint's high-water mark of its kind allows (BK-51). Both targets receive files so.
+    pub(super) async fn file_start(
         &mut self,
-        dir: &std::path::Path,
         state: &TxState,
-        bytes: &mut u64,
-        buffers: &mut Vec<Vec<u8>>,
-    ) -> Result<FileEntry, BackupError> {
+    ) -> Result<(String, u64), BackupError> {
         let (name, len) = match self.conn.recv("a store file").await? {
             Message::FileStart { name, len } => (name, len),
             other => return Err(self.conn.unexpected(&other, "a file")),
@@ -270,6 +275,22 @@ impl Run<'_> {
                 limit,
             }));
         }
+        Ok((name, len))
+    }
+
+    /// Receives one file into `dir` (PR-11): only a record file's name is accepted, no longer
+    /// than the checkpoint's high-water mark of its kind allows (BK-51), chunks are written at
+    /// their offsets as they come and hashed into blocks as they are written (MF-6), the length
+    /// and CRC are checked, and the file is synced before the next one starts. Returns the
+    /// file's manifest entry.
+    async fn receive_file(
+        &mut self,
+        dir: &std::path::Path,
+        state: &TxState,
+        bytes: &mut u64,
+        buffers: &mut Vec<Vec<u8>>,
+    ) -> Result<FileEntry, BackupError> {
+        let (name, len) = self.file_start(state).await?;
         let path = dir.join(&name);
         let io_err = |e| StoreError::io(format!("writing {}", path.display()), e);
         let file: Arc<dyn FileHandle> = Arc::from(
@@ -306,8 +327,7 @@ impl Run<'_> {
             }
             Ok::<BlockHasher, std::io::Error>(hasher)
         })));
-        let mut at = 0u64;
-        let mut crc = 0u32;
+        let mut checks = FileChecks::new(&name, len);
         let total = self.server.store_bytes;
         let mut frame = buffers.pop().unwrap_or_default();
         loop {
@@ -316,33 +336,20 @@ impl Run<'_> {
                 .recv_into("the next file chunk", &mut frame)
                 .await?
             {
-                Frame::Chunk { crc: chunk_crc } => {
+                Frame::Chunk { crc } => {
                     let n = frame.len() - 1;
-                    if at + n as u64 > len {
-                        return Err(BackupError::Protocol(Violation::FileTooLong { name, len }));
-                    }
-                    crc = protocol::crc32c_combine(crc, chunk_crc, n);
+                    let at = checks.chunk(n, crc)?;
                     let next = free.try_recv().ok().or_else(|| buffers.pop());
                     let full = std::mem::replace(&mut frame, next.unwrap_or_default());
                     if chunks.send((at, full)).await.is_err() {
                         // The writer stopped on an error: report it.
                         break;
                     }
-                    at += n as u64;
                     *bytes += n as u64;
                     self.out.progress(Phase::Copy, *bytes, total);
                 }
-                Frame::Message(Message::FileEnd { crc: sent }) => {
-                    if at != len {
-                        return Err(BackupError::Protocol(Violation::FileTooShort {
-                            name,
-                            at,
-                            len,
-                        }));
-                    }
-                    if sent != crc {
-                        return Err(BackupError::Protocol(Violation::FileDamaged(name)));
-                    }
+                Frame::Message(Message::FileEnd { crc }) => {
+                    checks.end(crc)?;
                     break;
                 }
                 Frame::Message(other) => return Err(self.conn.unexpected(&other, "a file chunk")),
@@ -358,6 +365,59 @@ impl Run<'_> {
             file.sync().map_err(io_err)?;
         }
         Ok(hasher.finish(&name))
+    }
+}
+
+/// The checks of one file's chunks (PR-11): never past the announced length, and at the end
+/// exactly that length with the CRC the server sent. Both targets receive files through them.
+pub(super) struct FileChecks {
+    name: String,
+    len: u64,
+    /// Bytes received so far: where the next chunk goes.
+    at: u64,
+    /// The CRC32C of those bytes.
+    crc: u32,
+}
+
+impl FileChecks {
+    pub(super) fn new(name: &str, len: u64) -> FileChecks {
+        FileChecks {
+            name: name.to_string(),
+            len,
+            at: 0,
+            crc: 0,
+        }
+    }
+
+    /// A chunk of `n` bytes with CRC `crc`: where it goes in the file.
+    pub(super) fn chunk(&mut self, n: usize, crc: u32) -> Result<u64, BackupError> {
+        if self.at + n as u64 > self.len {
+            return Err(BackupError::Protocol(Violation::FileTooLong {
+                name: self.name.clone(),
+                len: self.len,
+            }));
+        }
+        self.crc = protocol::crc32c_combine(self.crc, crc, n);
+        let at = self.at;
+        self.at += n as u64;
+        Ok(at)
+    }
+
+    /// The file's end, with the CRC the server sent for all of it.
+    pub(super) fn end(&self, sent: u32) -> Result<(), BackupError> {
+        if self.at != self.len {
+            return Err(BackupError::Protocol(Violation::FileTooShort {
+                name: self.name.clone(),
+                at: self.at,
+                len: self.len,
+            }));
+        }
+        if sent != self.crc {
+            return Err(BackupError::Protocol(Violation::FileDamaged(
+                self.name.clone(),
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -195,7 +195,7 @@ impl Keeper {
         m.digest = digest;
         m.written_millis = now_millis;
         m.verification = match verified {
-            Verified::Skipped => Verification::None,
+            Verified::Skipped | Verified::Stream => Verification::None,
             Verified::Touched => Verification::Touched,
             Verified::FullScan => Verification::Full,
         };

@@ -20,6 +20,7 @@ mod error;
 mod full;
 mod incremental;
 mod keeper;
+mod objects;
 mod report;
 
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use crate::backup::decision::{self, Existing, Step};
 pub use crate::backup::decision::{FullReason, Mode, ServerInfo};
+use crate::backup::objects::{ObjectUrl, ObjectsError};
 use crate::backup::target::{Target, TargetError};
 use crate::backup::tls::{ClientTls, ClientTlsFiles};
 use crate::config::join_host_port;
@@ -40,6 +42,7 @@ pub use apply::APPLY_RUN_TXS;
 pub use connection::paced_buffer;
 use connection::{ask_incremental, connect, handshake, Answer, Conn};
 pub use error::{BackupError, VerifyFailure, Violation};
+use objects::run_objects;
 pub use report::{transactions, BackupFacts, Kind, Lines, Observer, Summary, Verified};
 
 /// How much to verify (`-verify`, BK-26 .. BK-28).
@@ -59,6 +62,7 @@ pub enum Verify {
 pub struct BackupOptions {
     pub host: String,
     pub port: u16,
+    /// The backup directory, or an object store spelled `s3://bucket/prefix` (OBJ-1).
     pub target: PathBuf,
     pub mode: Mode,
     pub verify: Verify,
@@ -114,6 +118,9 @@ pub async fn run(
     opts: &BackupOptions,
     out: &mut dyn Observer,
 ) -> Result<Summary, BackupError> {
+    if let Some(url) = ObjectUrl::of_path(&opts.target)? {
+        return run_objects(env, opts, &url, out).await;
+    }
     let existed = !matches!(env.fs.metadata(&opts.target), Ok(None));
     let result = run_in(env, opts, out).await;
     if result.is_err() && !existed {
@@ -251,6 +258,11 @@ pub async fn plan(
     opts: &BackupOptions,
     out: &mut dyn Observer,
 ) -> Result<Plan, BackupError> {
+    if ObjectUrl::of_path(&opts.target)?.is_some() {
+        return Err(BackupError::Objects(ObjectsError::NotBuilt {
+            what: "--plan for an object store is not built yet",
+        }));
+    }
     let addr = join_host_port(&opts.host, opts.port);
     let tls = load_tls(env, opts)?;
     let target = Target::inspect(env.fs.clone(), &opts.target)?;

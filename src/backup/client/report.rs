@@ -36,6 +36,10 @@ pub enum Verified {
     Touched,
     /// A full scan of every record and the recomputed digest.
     FullScan,
+    /// The stream's own checks only: every file's and transaction's checksum, the tx chain and
+    /// the end digest the last transaction carries; the records are checked when the backup
+    /// is restored (an object store target, OBJ-6).
+    Stream,
 }
 
 impl Verified {
@@ -45,6 +49,7 @@ impl Verified {
             Verified::Skipped => "skipped",
             Verified::Touched => "records_written",
             Verified::FullScan => "full_scan",
+            Verified::Stream => "stream_checks",
         }
     }
 
@@ -54,6 +59,7 @@ impl Verified {
             Verified::Skipped => "not verified (-verify false)",
             Verified::Touched => "verified (records written and digest)",
             Verified::FullScan => "verified (full scan and digest)",
+            Verified::Stream => "checked as it streamed (checksums, tx chain, digest); the records are checked on restore",
         }
     }
 }

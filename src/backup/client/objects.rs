@@ -1,0 +1,386 @@
+//! A backup into an object store (spec/objects.md): the lease taken, the target read, the same
+//! decision and refusals as a directory's, then a full backup uploaded as it arrives, the
+//! manifest, and the pointer written last (OBJ-4 .. OBJ-7, OBJ-9).
+
+use super::apply::check_tx;
+use super::connection::{connect, handshake};
+use super::{load_tls, BackupError, BackupOptions, Kind, Observer, Phase, Run, Summary, Verified};
+use crate::backup::decision::{self, Existing, FullReason, Step};
+use crate::backup::manifest::{FileEntry, Manifest, Verification, BLOCK_SIZE, MAX_SOURCE};
+use crate::backup::objects::{Lease, ObjectTarget, ObjectUrl, ObjectsError, Upload};
+use crate::backup::protocol::{Frame, Message, Request};
+use crate::config::join_host_port;
+use crate::digest::Digest;
+use crate::io::Env;
+use crate::store::log::{LogHeader, TxState, HEADER_SIZE, LOG_PREFIX};
+use crate::store::meta::{Checkpoint, Meta, META_FILE};
+use crate::units;
+
+/// Runs one backup into the object store `url` (OBJ-5 .. OBJ-7): refusals are decided before
+/// anything is written, and whatever fails, the previous generation stays live.
+pub async fn run_objects(
+    env: &Env,
+    opts: &BackupOptions,
+    url: &ObjectUrl,
+    out: &mut dyn Observer,
+) -> Result<Summary, BackupError> {
+    let started = env.clock.now();
+    // The TLS files first: one that cannot be read fails the run before anything (SEC-11).
+    let tls = load_tls(env, opts)?;
+    let store = env
+        .objects
+        .open(&url.bucket)
+        .map_err(|e| ObjectsError::from_store(url, "opening", &e))?;
+    let mut lease = Lease::take(store.clone(), url, env).await?;
+    let result = async {
+        let mut target = ObjectTarget::read(store, url).await?;
+        let addr = join_host_port(&opts.host, opts.port);
+        let mut conn = connect(env, opts, &addr, opts.max_rate, tls.as_ref()).await?;
+        let server = handshake(&mut conn).await?;
+        out.server(&addr, &server);
+        let existing = target.manifest().map(|m| Existing {
+            store_id: m.store_id,
+            format: m.format,
+            last_tx: m.last_tx,
+            digest: m.digest,
+            unverified: false,
+        });
+        if let Some(e) = &existing {
+            out.existing(&super::BackupFacts {
+                store_id: e.store_id,
+                format: e.format,
+                last_tx: e.last_tx,
+            });
+        }
+        // Refusals first (BK-13 .. BK-15, BK-46): nothing has been written yet.
+        let shown = url.to_string();
+        let reason = match decision::decide(existing.as_ref(), opts.mode, &server)
+            .map_err(|r| BackupError::refused(r, &shown, &addr))?
+        {
+            Step::Full(reason) => reason,
+            Step::AskIncremental(_) => {
+                return Err(BackupError::Objects(ObjectsError::NotBuilt {
+                    what: "an incremental backup into an object store is not built yet; run with --type full to take a new full backup",
+                }))
+            }
+        };
+        target.clean().await?;
+        let mut run = Run {
+            env,
+            opts,
+            out: &mut *out,
+            conn: &mut conn,
+            server,
+            started,
+            addr,
+            keeper: None,
+        };
+        run.full_to_objects(&mut target, &mut lease, reason, existing.as_ref())
+            .await
+    }
+    .await;
+    lease.release().await;
+    result
+}
+
+impl Run<'_> {
+    /// A full backup into a new generation of `target` (OBJ-6, OBJ-7): uploaded as it arrives,
+    /// then the manifest, then the pointer; on failure the generation is removed and the
+    /// previous one stays live.
+    async fn full_to_objects(
+        &mut self,
+        target: &mut ObjectTarget,
+        lease: &mut Lease,
+        reason: FullReason,
+        existing: Option<&Existing>,
+    ) -> Result<Summary, BackupError> {
+        let shown = target.url().to_string();
+        let kind = if reason.is_fallback() {
+            "falling back to a full backup"
+        } else {
+            "full backup"
+        };
+        self.out.line(&format!(
+            "{kind} from {} into {shown}: {}",
+            self.addr,
+            reason.describe(&shown)
+        ));
+        let n = target.next_generation();
+        let uploaded = self.upload_generation(target, lease, n).await;
+        let (last_tx, digest, transactions, checkpoint_tx) = match uploaded {
+            Ok(done) => done,
+            Err(e) => {
+                if let Err(removing) = target.remove_generation(n).await {
+                    tracing::warn!("could not remove the generation this run began: {removing}");
+                }
+                return Err(e);
+            }
+        };
+        lease.renew_if_due().await?;
+        target.switch_to(n, self.opts.keep_generations).await?;
+        Ok(Summary {
+            kind: Kind::Full,
+            reason: reason.describe(&shown),
+            full_reason: Some(reason),
+            store_id: self.server.store_id,
+            format: self.server.format,
+            from_tx: existing.map(|e| e.last_tx),
+            checkpoint_tx: Some(checkpoint_tx),
+            to_tx: last_tx,
+            digest,
+            bytes: self.conn.received,
+            transactions,
+            duration: self.elapsed(),
+            verified: Verified::Stream,
+            fell_back: reason.is_fallback(),
+            scrubbed: None,
+        })
+    }
+
+    /// Receives the full stream into generation `n` (OBJ-4, OBJ-6): the record files, the
+    /// metadata at the checkpoint, the log of every transaction after it, and the manifest.
+    /// Returns the last tx, its digest, the transactions shipped and the checkpoint.
+    async fn upload_generation(
+        &mut self,
+        target: &ObjectTarget,
+        lease: &mut Lease,
+        n: u64,
+    ) -> Result<(u64, Digest, u64, u64), BackupError> {
+        self.conn.send(&Message::Request(Request::Full)).await?;
+        let (checkpoint_tx, state, files) = match self.conn.recv("the full backup to start").await?
+        {
+            Message::FullStart {
+                checkpoint_tx,
+                state,
+                files,
+            } => (checkpoint_tx, state, files),
+            other => return Err(self.conn.unexpected(&other, "the full backup's start")),
+        };
+        self.check_start_frame(checkpoint_tx, files)?;
+        let mut entries: Vec<FileEntry> = Vec::new();
+        let mut bytes = 0u64;
+        let mut frame = Vec::new();
+        for _ in 0..files {
+            let (name, len) = self.file_start(&state).await?;
+            if entries.iter().any(|f| f.name == name) {
+                return Err(BackupError::Protocol(super::Violation::FileTwice(name)));
+            }
+            let mut upload = Upload::new(
+                target.store().clone(),
+                target.key(n, &name),
+                &name,
+                BLOCK_SIZE,
+            );
+            let received = self
+                .receive_object(
+                    target.url(),
+                    &mut upload,
+                    &name,
+                    len,
+                    &mut frame,
+                    &mut bytes,
+                    lease,
+                )
+                .await;
+            match received {
+                Ok(()) => entries.push(
+                    upload
+                        .finish()
+                        .await
+                        .map_err(|e| failed(target.url(), &name, &e))?,
+                ),
+                Err(e) => {
+                    upload.abort().await;
+                    return Err(e);
+                }
+            }
+        }
+        self.out.line(&format!(
+            "uploaded {} of store files at checkpoint tx {checkpoint_tx}; now the transactions committed after it",
+            units::bytes(bytes)
+        ));
+        // The metadata at the checkpoint, written by the client itself (BK-21), naming the log
+        // file recovery replays from (OBJ-4).
+        let meta = Meta {
+            store_id: self.server.store_id,
+            format: self.server.format,
+            checkpoint: Checkpoint::at(checkpoint_tx, 0, HEADER_SIZE, &state),
+            unverified: false,
+        };
+        entries.push(put_small(target, n, META_FILE, &meta.encode()).await?);
+        let log_name = format!("{LOG_PREFIX}0");
+        let mut log = Upload::new(
+            target.store().clone(),
+            target.key(n, &log_name),
+            &log_name,
+            BLOCK_SIZE,
+        );
+        let streamed = self
+            .stream_log(target.url(), &mut log, &state, checkpoint_tx, lease)
+            .await;
+        let (last_tx, digest, transactions) = match streamed {
+            Ok(end) => end,
+            Err(e) => {
+                log.abort().await;
+                return Err(e);
+            }
+        };
+        entries.push(
+            log.finish()
+                .await
+                .map_err(|e| failed(target.url(), &log_name, &e))?,
+        );
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let now = self.env.clock.now_millis();
+        let mut source = units::printable(&self.addr);
+        while source.len() > MAX_SOURCE {
+            source.pop();
+        }
+        let manifest = Manifest {
+            block_size: BLOCK_SIZE,
+            store_id: self.server.store_id,
+            format: self.server.format,
+            first_tx: last_tx,
+            last_tx,
+            digest,
+            created_millis: now,
+            written_millis: now,
+            verification: Verification::None,
+            last_full_verification: None,
+            scrub_cursor: 0,
+            scrubbed_since_full: 0,
+            source,
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            files: entries,
+            pending: Default::default(),
+        };
+        // The manifest before the pointer names the generation (OBJ-7, MF-6).
+        put_small(
+            target,
+            n,
+            crate::backup::manifest::MANIFEST_FILE,
+            &manifest.encode(),
+        )
+        .await?;
+        Ok((last_tx, digest, transactions, checkpoint_tx))
+    }
+
+    /// One record file's chunks into `upload` (PR-11, OBJ-6), checked as a directory's run
+    /// checks them.
+    #[allow(clippy::too_many_arguments)]
+    async fn receive_object(
+        &mut self,
+        url: &ObjectUrl,
+        upload: &mut Upload,
+        name: &str,
+        len: u64,
+        frame: &mut Vec<u8>,
+        bytes: &mut u64,
+        lease: &mut Lease,
+    ) -> Result<(), BackupError> {
+        let mut checks = super::full::FileChecks::new(name, len);
+        let total = self.server.store_bytes;
+        loop {
+            match self.conn.recv_into("the next file chunk", frame).await? {
+                Frame::Chunk { crc } => {
+                    let n = frame.len() - 1;
+                    checks.chunk(n, crc)?;
+                    upload
+                        .write(&frame[1..])
+                        .await
+                        .map_err(|e| failed(url, name, &e))?;
+                    *bytes += n as u64;
+                    self.out.progress(Phase::Copy, *bytes, total);
+                    lease.renew_if_due().await?;
+                }
+                Frame::Message(Message::FileEnd { crc }) => return checks.end(crc),
+                Frame::Message(other) => return Err(self.conn.unexpected(&other, "a file chunk")),
+            }
+        }
+    }
+
+    /// The transactions after the checkpoint into the log file (OBJ-4, OBJ-6), each checked as
+    /// it arrives (BK-53), then the end frame: at the last tx shipped, with that tx's digest.
+    /// Returns the last tx, its digest and how many were shipped.
+    async fn stream_log(
+        &mut self,
+        url: &ObjectUrl,
+        log: &mut Upload,
+        state: &TxState,
+        checkpoint_tx: u64,
+        lease: &mut Lease,
+    ) -> Result<(u64, Digest, u64), BackupError> {
+        let header = LogHeader {
+            log_version: 0,
+            prev_last_tx: checkpoint_tx,
+            prev_digest: state.digest,
+        };
+        let upload_err = |e: object_store::Error| failed(url, "the log", &e);
+        log.write(&header.encode()).await.map_err(upload_err)?;
+        let mut before = *state;
+        let mut reached = checkpoint_tx;
+        loop {
+            match self.conn.recv("the next transaction").await? {
+                Message::Tx(entry) => {
+                    check_tx(&entry, reached + 1, &before)?;
+                    log.write(&entry.encode_framed())
+                        .await
+                        .map_err(upload_err)?;
+                    before = entry.after;
+                    reached = entry.tx_id;
+                    let shipped = reached - checkpoint_tx;
+                    let expected = self.server.last_committed_tx.saturating_sub(checkpoint_tx);
+                    self.out
+                        .progress(Phase::Apply, shipped, expected.max(shipped));
+                    lease.renew_if_due().await?;
+                }
+                Message::End { last_tx, digest } => {
+                    self.check_end_frame(reached, last_tx)?;
+                    if before.digest != digest {
+                        return Err(BackupError::VerificationFailed(
+                            super::VerifyFailure::DigestDiffers {
+                                tx: last_tx,
+                                backup: before.digest,
+                                server: digest,
+                            },
+                        ));
+                    }
+                    return Ok((last_tx, digest, reached - checkpoint_tx));
+                }
+                other => return Err(self.conn.unexpected(&other, "a transaction or the end")),
+            }
+        }
+    }
+}
+
+/// A small object of generation `n`, in one request, and its manifest entry.
+async fn put_small(
+    target: &ObjectTarget,
+    n: u64,
+    name: &str,
+    bytes: &[u8],
+) -> Result<FileEntry, BackupError> {
+    let mut upload = Upload::new(
+        target.store().clone(),
+        target.key(n, name),
+        name,
+        BLOCK_SIZE,
+    );
+    upload
+        .write(bytes)
+        .await
+        .map_err(|e| failed(target.url(), name, &e))?;
+    upload
+        .finish()
+        .await
+        .map_err(|e| failed(target.url(), name, &e))
+}
+
+/// An upload the object store failed, as the sentence an operator can act on (OBJ-10).
+fn failed(url: &ObjectUrl, name: &str, e: &object_store::Error) -> BackupError {
+    BackupError::Objects(ObjectsError::from_store(
+        url,
+        &format!("uploading {name} to"),
+        e,
+    ))
+}

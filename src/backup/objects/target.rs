@@ -1,0 +1,462 @@
+//! An object target under its lease (OBJ-3, OBJ-5, OBJ-7, OBJ-9): what it holds, the pointer
+//! written last by a conditional put, and the generations removed only once no pointer can name
+//! them.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+
+use super::{ObjectUrl, ObjectsError};
+use crate::backup::manifest::{Manifest, MANIFEST_FILE, MAX_MANIFEST};
+use crate::io::{Clock, Env};
+use crate::store::layout::{generation_name, parse_generation, POINTER_FILE};
+use crate::units;
+
+/// The lease object's name under the prefix (OBJ-5).
+pub const LEASE_FILE: &str = "LEASE";
+/// How long a lease holds without being renewed (OBJ-5): a run renews it well before.
+pub const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+/// A run renews its lease when this much of it has gone.
+const RENEW_AFTER_MILLIS: u64 = 60_000;
+/// The pointer and the lease are never larger than this.
+const SMALL_OBJECT: u64 = 256;
+
+/// A run's hold on a target (OBJ-5): the `LEASE` object at the version this run last wrote.
+#[derive(Debug)]
+pub struct Lease {
+    store: Arc<dyn ObjectStore>,
+    url: ObjectUrl,
+    clock: Arc<dyn Clock>,
+    /// This run's token, so a lease is recognized as its own.
+    token: String,
+    /// The version the run last wrote: renewing replaces exactly it, so a run whose lease
+    /// another run took over finds out instead of taking it back.
+    version: UpdateVersion,
+    /// When the run last wrote it, milliseconds.
+    written: u64,
+}
+
+impl Lease {
+    /// Takes the target's lease: creates it if absent, takes it over if expired, and refuses
+    /// when another run holds it (OBJ-5).
+    pub async fn take(
+        store: Arc<dyn ObjectStore>,
+        url: &ObjectUrl,
+        env: &Env,
+    ) -> Result<Lease, ObjectsError> {
+        let clock = env.clock.clone();
+        let token = new_token(env);
+        let key = url.key(LEASE_FILE);
+        let now = clock.now_millis();
+        let body = lease_body(&token, now + LEASE_TTL.as_millis() as u64);
+        let fail = |doing: &str, e: &object_store::Error| ObjectsError::from_store(url, doing, e);
+        let created = store
+            .put_opts(&key, body.clone(), PutMode::Create.into())
+            .await;
+        let version = match created {
+            Ok(put) => UpdateVersion::from(put),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let (held, version) = match get_small(&*store, url, LEASE_FILE).await? {
+                    Some(found) => found,
+                    // Released between the two requests: the next run tries again.
+                    None => return Err(locked(url, now)),
+                };
+                let expires = parse_lease(&held).map_or(0, |(_, expires)| expires);
+                if expires > now {
+                    return Err(locked(url, expires));
+                }
+                tracing::warn!(
+                    "{url}: taking over a lease that expired at {} (a run that died left it)",
+                    units::time_millis(expires)
+                );
+                match store
+                    .put_opts(&key, body, PutMode::Update(version).into())
+                    .await
+                {
+                    Ok(put) => UpdateVersion::from(put),
+                    // Another run took it over first.
+                    Err(object_store::Error::Precondition { .. }) => return Err(locked(url, now)),
+                    Err(e) => return Err(fail("taking the lease of", &e)),
+                }
+            }
+            Err(e) => return Err(fail("taking the lease of", &e)),
+        };
+        Ok(Lease {
+            store,
+            url: url.clone(),
+            clock,
+            token,
+            version,
+            written: now,
+        })
+    }
+
+    /// Renews the lease once a minute has gone since it was last written (OBJ-5); a lease
+    /// another run changed stops this one.
+    pub async fn renew_if_due(&mut self) -> Result<(), ObjectsError> {
+        let now = self.clock.now_millis();
+        if now.saturating_sub(self.written) < RENEW_AFTER_MILLIS {
+            return Ok(());
+        }
+        let body = lease_body(&self.token, now + LEASE_TTL.as_millis() as u64);
+        let put = self
+            .store
+            .put_opts(
+                &self.url.key(LEASE_FILE),
+                body,
+                PutMode::Update(self.version.clone()).into(),
+            )
+            .await;
+        match put {
+            Ok(put) => {
+                self.version = UpdateVersion::from(put);
+                self.written = now;
+                Ok(())
+            }
+            Err(object_store::Error::Precondition { .. }) => Err(ObjectsError::LeaseLost {
+                url: self.url.to_string(),
+            }),
+            Err(e) => Err(ObjectsError::from_store(
+                &self.url,
+                "renewing the lease of",
+                &e,
+            )),
+        }
+    }
+
+    /// Gives the lease back: deletes it if it is still this run's (OBJ-5). A failure is logged;
+    /// the lease then expires on its own.
+    pub async fn release(self) {
+        let key = self.url.key(LEASE_FILE);
+        match get_small(&*self.store, &self.url, LEASE_FILE).await {
+            Ok(Some((held, _))) if parse_lease(&held).is_some_and(|(t, _)| t == self.token) => {
+                if let Err(e) = self.store.delete(&key).await {
+                    tracing::warn!("{}: could not release the lease: {e}", self.url);
+                }
+            }
+            Ok(_) => tracing::warn!("{}: the lease was no longer this run's", self.url),
+            Err(e) => tracing::warn!("{}: could not release the lease: {e}", self.url),
+        }
+    }
+}
+
+/// A token no other run has: 16 random bytes from the environment's randomness (seeded in
+/// simulation), in hex.
+fn new_token(env: &Env) -> String {
+    let mut bytes = [0u8; 16];
+    if env.crypto.secure_random.fill(&mut bytes).is_err() {
+        // Without randomness the clock still tells two runs apart.
+        bytes[..8].copy_from_slice(&env.clock.now_millis().to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn locked(url: &ObjectUrl, expires: u64) -> ObjectsError {
+    ObjectsError::Locked {
+        url: url.to_string(),
+        expires: units::time_millis(expires),
+    }
+}
+
+/// The lease's bytes: `neo4j-backup lease <token> <expiry millis>` and a newline.
+fn lease_body(token: &str, expires: u64) -> PutPayload {
+    PutPayload::from(format!("neo4j-backup lease {token} {expires}\n"))
+}
+
+/// The token and expiry of a lease's bytes; `None` for anything else (an unreadable lease is
+/// treated as expired: the run that wrote it is not this tool).
+fn parse_lease(bytes: &[u8]) -> Option<(String, u64)> {
+    let text = std::str::from_utf8(bytes).ok()?.strip_suffix('\n')?;
+    let rest = text.strip_prefix("neo4j-backup lease ")?;
+    let (token, expires) = rest.split_once(' ')?;
+    Some((token.to_string(), expires.parse().ok()?))
+}
+
+/// A small object's bytes and version (the pointer or the lease), or `None` if it does not
+/// exist.
+async fn get_small(
+    store: &dyn ObjectStore,
+    url: &ObjectUrl,
+    name: &str,
+) -> Result<Option<(Bytes, UpdateVersion)>, ObjectsError> {
+    get_bounded(store, url, name, SMALL_OBJECT).await
+}
+
+/// What an object target holds (OBJ-3).
+#[derive(Debug)]
+pub struct ObjectTarget {
+    store: Arc<dyn ObjectStore>,
+    url: ObjectUrl,
+    /// The live generation and the pointer's version as read, which the switch replaces
+    /// exactly (OBJ-7); `None` when the target has no pointer.
+    pointer: Option<(u64, UpdateVersion)>,
+    /// The live generation's manifest.
+    manifest: Option<Manifest>,
+    /// Every generation number present, ascending.
+    generations: Vec<u64>,
+    /// The highest generation number present when the target was read, leftovers counted: a
+    /// new generation takes the next, so no number is ever used twice.
+    highest: u64,
+}
+
+impl ObjectTarget {
+    /// Reads what the target holds, writing nothing: the pointer, the live generation's
+    /// manifest and the generations present. Anything else under the prefix, or a pointer or
+    /// manifest that cannot be read, makes it "not a valid backup" (exit 3, BK-13, BK-37).
+    pub async fn read(
+        store: Arc<dyn ObjectStore>,
+        url: &ObjectUrl,
+    ) -> Result<ObjectTarget, ObjectsError> {
+        let not_a_backup = |why: String| ObjectsError::NotABackup {
+            url: url.to_string(),
+            why,
+        };
+        let listed = store
+            .list_with_delimiter(url.root().as_ref())
+            .await
+            .map_err(|e| ObjectsError::from_store(url, "listing", &e))?;
+        let mut generations = Vec::new();
+        for dir in &listed.common_prefixes {
+            let name = dir.filename().unwrap_or_default();
+            match parse_generation(name) {
+                Some(n) => generations.push(n),
+                None => {
+                    return Err(not_a_backup(format!(
+                        "it holds {name}/, which no backup has"
+                    )))
+                }
+            }
+        }
+        generations.sort_unstable();
+        for object in &listed.objects {
+            let name = object.location.filename().unwrap_or_default();
+            if name != POINTER_FILE && name != LEASE_FILE {
+                return Err(not_a_backup(format!(
+                    "it holds {name}, which no backup has"
+                )));
+            }
+        }
+        let pointer = match get_small(&*store, url, POINTER_FILE).await? {
+            None => None,
+            Some((bytes, version)) => {
+                let n = std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|t| t.strip_suffix('\n'))
+                    .and_then(parse_generation)
+                    .ok_or_else(|| {
+                        not_a_backup(format!(
+                            "{POINTER_FILE} does not name a generation (it should hold one line like `generation-1`)"
+                        ))
+                    })?;
+                Some((n, version))
+            }
+        };
+        let manifest = match &pointer {
+            None => None,
+            Some((n, _)) => {
+                let name = format!("{}/{MANIFEST_FILE}", generation_name(*n));
+                let (bytes, _) = get_bounded(&*store, url, &name, MAX_MANIFEST)
+                    .await?
+                    .ok_or_else(|| {
+                        not_a_backup(format!(
+                            "{POINTER_FILE} names {}, which has no {MANIFEST_FILE}",
+                            generation_name(*n)
+                        ))
+                    })?;
+                Some(
+                    Manifest::decode(&bytes)
+                        .map_err(|e| not_a_backup(format!("{name} is damaged: {e}")))?,
+                )
+            }
+        };
+        Ok(ObjectTarget {
+            store,
+            url: url.clone(),
+            pointer,
+            manifest,
+            highest: generations.last().copied().unwrap_or(0),
+            generations,
+        })
+    }
+
+    /// The live generation's manifest, when the target holds a backup.
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_ref()
+    }
+
+    /// The live generation, when the target holds a backup.
+    pub fn live(&self) -> Option<u64> {
+        self.pointer.as_ref().map(|(n, _)| *n)
+    }
+
+    pub fn url(&self) -> &ObjectUrl {
+        &self.url
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Removes what interrupted runs left (OBJ-7, BK-36): every generation above the live one,
+    /// which no pointer ever named. Called once the run holds the lease and goes on.
+    pub async fn clean(&mut self) -> Result<(), ObjectsError> {
+        let live = self.live().unwrap_or(0);
+        let leftovers: Vec<u64> = self
+            .generations
+            .iter()
+            .copied()
+            .filter(|&n| n > live)
+            .collect();
+        for n in leftovers {
+            self.remove_generation(n).await?;
+        }
+        Ok(())
+    }
+
+    /// The number of the next generation: above every one present when the target was read,
+    /// leftovers included.
+    pub fn next_generation(&self) -> u64 {
+        self.highest + 1
+    }
+
+    /// The object `file` of generation `n`.
+    pub fn key(&self, n: u64, file: &str) -> object_store::path::Path {
+        self.url.key(&format!("{}/{file}", generation_name(n)))
+    }
+
+    /// Names generation `n` live (OBJ-7): a conditional put that creates the pointer or replaces
+    /// exactly the version this run read; then, the pointer written, removes the generations
+    /// `keep` no longer covers, oldest first (OBJ-9).
+    pub async fn switch_to(&mut self, n: u64, keep: u32) -> Result<(), ObjectsError> {
+        let mode = match &self.pointer {
+            None => PutMode::Create,
+            Some((_, version)) => PutMode::Update(version.clone()),
+        };
+        let body = PutPayload::from(Bytes::from(format!("{}\n", generation_name(n))));
+        let put = self
+            .store
+            .put_opts(&self.url.key(POINTER_FILE), body, PutOptions::from(mode))
+            .await;
+        let version = match put {
+            Ok(put) => UpdateVersion::from(put),
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ) => {
+                return Err(ObjectsError::PointerChanged {
+                    url: self.url.to_string(),
+                })
+            }
+            Err(e) => {
+                return Err(ObjectsError::from_store(
+                    &self.url,
+                    "switching the pointer of",
+                    &e,
+                ))
+            }
+        };
+        self.pointer = Some((n, version));
+        if !self.generations.contains(&n) {
+            self.generations.push(n);
+            self.generations.sort_unstable();
+        }
+        let older: Vec<u64> = self
+            .generations
+            .iter()
+            .copied()
+            .filter(|&g| g < n)
+            .collect();
+        let kept = keep.max(1) as usize - 1;
+        let remove = older.len().saturating_sub(kept);
+        for g in older.into_iter().take(remove) {
+            self.remove_generation(g).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every object of generation `n`, never the live one.
+    pub async fn remove_generation(&mut self, n: u64) -> Result<(), ObjectsError> {
+        if self.live() == Some(n) {
+            return Ok(());
+        }
+        let prefix = self.url.key(&generation_name(n));
+        let url = self.url.clone();
+        let fail = |e: object_store::Error| {
+            ObjectsError::from_store(&url, &format!("removing {} of", generation_name(n)), &e)
+        };
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(fail)?;
+        for key in objects {
+            match self.store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        self.generations.retain(|&g| g != n);
+        Ok(())
+    }
+}
+
+/// An object's bytes, at most `limit` of them, and its version; `None` if it does not exist.
+/// A larger object is refused before it is read: the target holds no valid backup.
+pub(super) async fn get_bounded(
+    store: &dyn ObjectStore,
+    url: &ObjectUrl,
+    name: &str,
+    limit: u64,
+) -> Result<Option<(Bytes, UpdateVersion)>, ObjectsError> {
+    let got = match store.get(&url.key(name)).await {
+        Ok(got) => got,
+        Err(object_store::Error::NotFound { ref source, .. })
+            if !source.to_string().contains("NoSuchBucket") =>
+        {
+            return Ok(None)
+        }
+        Err(e) => {
+            return Err(ObjectsError::from_store(
+                url,
+                &format!("reading {name} of"),
+                &e,
+            ))
+        }
+    };
+    if got.meta.size > limit {
+        return Err(ObjectsError::NotABackup {
+            url: url.to_string(),
+            why: format!(
+                "{name} is {} bytes, more than the {limit} it can be",
+                got.meta.size
+            ),
+        });
+    }
+    let version = UpdateVersion {
+        e_tag: got.meta.e_tag.clone(),
+        version: got.meta.version.clone(),
+    };
+    let bytes = got
+        .bytes()
+        .await
+        .map_err(|e| ObjectsError::from_store(url, &format!("reading {name} of"), &e))?;
+    Ok(Some((bytes, version)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn obj_5_a_lease_reads_back_its_token_and_expiry() {
+        let body = lease_body("abc", 42);
+        let bytes: Vec<u8> = body.iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(parse_lease(&bytes), Some(("abc".into(), 42)), "OBJ-5");
+        assert_eq!(parse_lease(b"something else\n"), None, "OBJ-5");
+        assert_eq!(parse_lease(b"neo4j-backup lease abc 42"), None, "OBJ-5");
+    }
+}

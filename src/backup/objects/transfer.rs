@@ -1,0 +1,216 @@
+//! Moving a generation's bytes: uploads whose memory is bounded whatever the object's size
+//! (OBJ-6), each hashed into its manifest entry as it is sent, and the download of a generation
+//! into a local directory, each object checked against the manifest as it arrives (OBJ-8).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+
+use super::{ObjectTarget, ObjectsError};
+use crate::backup::manifest::{BlockHasher, FileEntry, Finding, MANIFEST_FILE};
+use crate::io::{Env, FileHandle, OpenMode};
+
+/// The size of an upload's parts: S3's smallest. An upload holds at most one part being filled
+/// and one being sent (OBJ-6).
+pub const PART_SIZE: usize = 5 << 20;
+
+/// One object being uploaded, hashed into its manifest entry as its bytes go (OBJ-6). Small
+/// objects go in one request; one that reaches a part's size becomes a multipart upload.
+pub struct Upload {
+    store: Arc<dyn ObjectStore>,
+    key: ObjectPath,
+    /// The file name its manifest entry carries.
+    name: String,
+    /// Bytes not yet handed to a multipart upload (less than a part, plus the last write).
+    pending: Vec<u8>,
+    multipart: Option<WriteMultipart>,
+    hasher: BlockHasher,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload")
+            .field("key", &self.key)
+            .field("pending", &self.pending.len())
+            .field("multipart", &self.multipart.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upload {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        key: ObjectPath,
+        name: &str,
+        block_size: u32,
+    ) -> Upload {
+        Upload {
+            store,
+            key,
+            name: name.to_string(),
+            pending: Vec::new(),
+            multipart: None,
+            hasher: BlockHasher::new(block_size),
+        }
+    }
+
+    /// The object's next bytes. Waits while a part is still being sent, so at most one part
+    /// is in flight and one is filling.
+    pub async fn write(&mut self, data: &[u8]) -> object_store::Result<()> {
+        self.hasher.update(data);
+        if let Some(multipart) = &mut self.multipart {
+            multipart.wait_for_capacity(1).await?;
+            multipart.write(data);
+            return Ok(());
+        }
+        self.pending.extend_from_slice(data);
+        if self.pending.len() >= PART_SIZE {
+            let upload = self.store.put_multipart(&self.key).await?;
+            let mut multipart = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            multipart.write(&std::mem::take(&mut self.pending));
+            self.multipart = Some(multipart);
+        }
+        Ok(())
+    }
+
+    /// Completes the object and returns its manifest entry.
+    pub async fn finish(self) -> object_store::Result<FileEntry> {
+        match self.multipart {
+            // `finish` aborts the upload itself when a part or the completion fails.
+            Some(multipart) => multipart.finish().await?,
+            None => {
+                self.store
+                    .put(&self.key, PutPayload::from(self.pending))
+                    .await?
+            }
+        };
+        Ok(self.hasher.finish(&self.name))
+    }
+
+    /// Abandons the object: a multipart upload is aborted, so no parts are left behind
+    /// (OBJ-7). A failure to abort is logged.
+    pub async fn abort(self) {
+        if let Some(multipart) = self.multipart {
+            if let Err(e) = multipart.abort().await {
+                tracing::warn!("could not abort the upload of {}: {e}", self.key);
+            }
+        }
+    }
+}
+
+/// Downloads the live generation of `target` into the directory `dir`, which must not exist,
+/// checking each object against the manifest as it arrives (OBJ-8): a damaged, missing or
+/// extra object is damage, named with its block, and fails the download (exit 3). Every file is
+/// synced, and the directory. Returns the bytes downloaded.
+pub async fn download_generation(
+    env: &Env,
+    target: &ObjectTarget,
+    dir: &Path,
+) -> Result<u64, ObjectsError> {
+    let url = target.url();
+    let (Some(n), Some(manifest)) = (target.live(), target.manifest()) else {
+        return Err(ObjectsError::NotABackup {
+            url: url.to_string(),
+            why: "it holds no backup".to_string(),
+        });
+    };
+    let io = |doing: String| {
+        move |e: std::io::Error| ObjectsError::Failed {
+            url: url.to_string(),
+            doing,
+            detail: e.to_string(),
+        }
+    };
+    env.fs
+        .create_dir_all(dir)
+        .map_err(io(format!("creating {} for", dir.display())))?;
+    let mut findings = Vec::new();
+    // Objects the manifest does not list are damage (MF-4).
+    let prefix = target.key(n, "");
+    let mut listing = target.store().list(Some(&prefix));
+    while let Some(meta) = listing.next().await {
+        let meta = meta.map_err(|e| ObjectsError::from_store(url, "listing", &e))?;
+        let name = meta.location.filename().unwrap_or_default().to_string();
+        if name != MANIFEST_FILE && manifest.file(&name).is_none() {
+            findings.push(Finding::Unlisted { file: name });
+        }
+    }
+    let block_size = manifest.block_size as u64;
+    let mut bytes = 0;
+    for listed in &manifest.files {
+        let key = target.key(n, &listed.name);
+        let got = match target.store().get(&key).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => {
+                findings.push(Finding::Missing {
+                    file: listed.name.clone(),
+                });
+                continue;
+            }
+            Err(e) => {
+                return Err(ObjectsError::from_store(
+                    url,
+                    &format!(
+                        "reading {}/{} of",
+                        crate::store::layout::generation_name(n),
+                        listed.name
+                    ),
+                    &e,
+                ))
+            }
+        };
+        if got.meta.size > listed.size {
+            // Longer than listed: damage, found without reading it.
+            findings.push(Finding::Extended {
+                file: listed.name.clone(),
+                size: got.meta.size,
+                listed: listed.size,
+                block: listed.size / block_size,
+            });
+            continue;
+        }
+        let path = dir.join(&listed.name);
+        let file: Arc<dyn FileHandle> = Arc::from(
+            env.fs
+                .open(&path, OpenMode::CreateNew)
+                .map_err(io(format!("writing {} from", path.display())))?,
+        );
+        let mut hasher = BlockHasher::new(manifest.block_size);
+        let mut at = 0u64;
+        let mut stream = got.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ObjectsError::from_store(url, "downloading", &e))?;
+            if at + chunk.len() as u64 > listed.size {
+                break;
+            }
+            hasher.update(&chunk);
+            let n = chunk.len() as u64;
+            let writer = file.clone();
+            let wrote = env.blocking(move || writer.write_all_at(&chunk, at)).await;
+            wrote.map_err(io(format!("writing {} from", path.display())))?;
+            at += n;
+        }
+        let writer = file.clone();
+        env.blocking(move || writer.sync())
+            .await
+            .map_err(io(format!("syncing {} from", path.display())))?;
+        bytes += at;
+        if let Some(found) = listed.compare(&hasher.finish(&listed.name), block_size) {
+            findings.push(found);
+        }
+    }
+    env.fs
+        .sync_dir(dir)
+        .map_err(io(format!("syncing {} for", dir.display())))?;
+    if let Some(first) = findings.first() {
+        return Err(ObjectsError::Damaged {
+            url: url.to_string(),
+            count: findings.len(),
+            first: first.to_string(),
+        });
+    }
+    Ok(bytes)
+}

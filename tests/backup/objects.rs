@@ -1,0 +1,403 @@
+//! Backups into an object store (spec/objects.md, OBJ-): the real binaries against a real
+//! S3-compatible server (moto, `tests/support/moto.rs`) on loopback.
+
+use std::process::Command;
+
+use crate::helpers::*;
+use crate::support::backup::*;
+use crate::support::moto::Moto;
+use crate::support::scratch;
+use crate::support::server::ServerProcess;
+
+/// `neo4j-backup -from <addr> -to <url> <more>`, reaching `moto`.
+fn backup_to(moto: &Moto, addr: &str, url: &str, more: &[&str]) -> Out {
+    let mut cmd = backup_cmd(&["-from", addr, "-to", url]);
+    cmd.args(more).envs(moto.env());
+    Out::of(cmd.output().expect("run neo4j-backup"))
+}
+
+/// `neo4j-admin <args>`, reaching `moto`.
+fn admin_with(moto: &Moto, args: &[&str]) -> Out {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_neo4j-admin"));
+    cmd.args(args).envs(moto.env());
+    Out::of(cmd.output().expect("run neo4j-admin"))
+}
+
+const RECORD_FILES: [&str; 3] = [
+    "neostore.nodestore.db",
+    "neostore.propertystore.db",
+    "neostore.relationshipstore.db",
+];
+
+/// The objects of generation `n` under `prefix`: the store's files and the manifest (OBJ-3).
+fn generation_keys(prefix: &str, n: u64) -> Vec<String> {
+    let mut keys: Vec<String> = RECORD_FILES
+        .iter()
+        .chain(&["MANIFEST", "neostore.meta", "neostore.transaction.db.0"])
+        .map(|f| format!("{prefix}/generation-{n}/{f}"))
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn obj_4_obj_6_obj_8_a_full_backup_into_s3_restores_to_the_servers_state() {
+    let moto = Moto::start();
+    moto.create_bucket("backups");
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    write_nodes(&server, 20);
+    let url = "s3://backups/graph/db";
+    let out = backup_to(&moto, &addr, url, &[]).expect(0);
+    assert!(out.summary().contains("full backup"), "OBJ-6: {out:#?}");
+    let mut expected = generation_keys("graph/db", 1);
+    expected.push("graph/db/CURRENT".into());
+    expected.sort();
+    assert_eq!(
+        moto.keys("backups", "graph/db"),
+        expected,
+        "OBJ-3, OBJ-5: the generation, the pointer, and no lease left"
+    );
+    assert_eq!(
+        moto.get("backups", "graph/db/CURRENT"),
+        b"generation-1\n",
+        "OBJ-7"
+    );
+    assert_eq!(
+        moto.open_uploads("backups", "graph"),
+        0,
+        "OBJ-7: no parts left"
+    );
+
+    // Restored through a staging directory that is removed after (OBJ-8); the store is the
+    // server's, recovered from the fuzzy copy and the log (OBJ-4).
+    let r = dir.path().join("restored");
+    admin_with(&moto, &["restore", "--from", url, "--store", path(&r)]).expect(0);
+    assert_same_as_server(&r, &server);
+    assert!(
+        !dir.path().join("restored.staging").exists(),
+        "OBJ-8: the staging directory is removed"
+    );
+}
+
+#[test]
+fn obj_4_commits_during_the_upload_are_in_the_log_and_restored() {
+    let moto = Moto::start();
+    moto.create_bucket("backups");
+    let dir = scratch();
+    let db = dir.path().join("db");
+    generate(&db, 60_000, &[]);
+    let server = ServerProcess::start(&db, Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    // Writers commit while the files stream, slowed so that they land between the checkpoint
+    // and the end of the copy (the fuzzy part of OBJ-4).
+    let http = server.http.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                write_node(&http, i, 64);
+                i += 1;
+            }
+            i
+        })
+    };
+    let out = backup_to(
+        &moto,
+        &addr,
+        "s3://backups/x",
+        &["--max-rate", "8M", "--json"],
+    )
+    .expect(0);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&out.stdout).expect("--json");
+    let shipped = summary["transactions"].as_u64().unwrap();
+    assert!(
+        written > 0 && shipped > 0,
+        "OBJ-4: commits landed during the upload and were shipped ({written} written): {out:#?}"
+    );
+    // The restored store is the server's at the tx the backup reached, its digest recomputed
+    // from the records: the copy's fuzziness was repaired by the log's replay (OBJ-4).
+    let r = dir.path().join("restored");
+    admin_with(
+        &moto,
+        &["restore", "--from", "s3://backups/x", "--store", path(&r)],
+    )
+    .expect(0);
+    let restored = check_json(&r);
+    assert_eq!(
+        restored["last_committed_tx"], summary["to_tx"],
+        "OBJ-4: {restored}"
+    );
+    assert_eq!(restored["digest"], summary["digest"], "OBJ-4: {restored}");
+}
+
+#[test]
+fn obj_7_obj_9_generations_are_replaced_pointer_last_and_old_ones_kept_as_asked() {
+    let moto = Moto::start();
+    moto.create_bucket("gens");
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    write_nodes(&server, 5);
+    let url = "s3://gens/p";
+    backup_to(&moto, &addr, url, &[]).expect(0);
+    // OBJ-10: an incremental into an object store is not built yet, and says so.
+    let out = backup_to(&moto, &addr, url, &[]);
+    assert_eq!(out.code, Some(1), "OBJ-10: {out:#?}");
+    assert!(
+        out.one_error_line().contains("not built yet")
+            && out.one_error_line().contains("--type full"),
+        "OBJ-10: {out:#?}"
+    );
+    write_nodes(&server, 3);
+    backup_to(&moto, &addr, url, &["--type", "full"]).expect(0);
+    assert_eq!(moto.get("gens", "p/CURRENT"), b"generation-2\n", "OBJ-7");
+    let mut expected = generation_keys("p", 2);
+    expected.push("p/CURRENT".into());
+    expected.sort();
+    assert_eq!(
+        moto.keys("gens", "p"),
+        expected,
+        "OBJ-9: the generation the pointer left is removed once it moved"
+    );
+    backup_to(
+        &moto,
+        &addr,
+        url,
+        &["--type", "full", "--keep-generations", "2"],
+    )
+    .expect(0);
+    let keys = moto.keys("gens", "p");
+    assert!(
+        keys.iter().any(|k| k.starts_with("p/generation-2/"))
+            && keys.iter().any(|k| k.starts_with("p/generation-3/")),
+        "OBJ-9: two generations kept: {keys:?}"
+    );
+    // A generation an interrupted run left above the live one is removed by the next run
+    // (OBJ-7, BK-36).
+    moto.put("gens", "p/generation-4/neostore.nodestore.db", b"partial");
+    backup_to(
+        &moto,
+        &addr,
+        url,
+        &["--type", "full", "--keep-generations", "2"],
+    )
+    .expect(0);
+    let keys = moto.keys("gens", "p");
+    assert!(
+        !keys.iter().any(|k| k.starts_with("p/generation-4/"))
+            && keys.iter().any(|k| k.starts_with("p/generation-5/")),
+        "OBJ-7: the leftover is gone and the new generation took the next number: {keys:?}"
+    );
+    let r = dir.path().join("r");
+    admin_with(&moto, &["restore", "--from", url, "--store", path(&r)]).expect(0);
+    assert_same_as_server(&r, &server);
+}
+
+#[test]
+fn obj_5_a_live_lease_refuses_a_second_run_and_an_expired_one_is_taken_over() {
+    let moto = Moto::start();
+    moto.create_bucket("leased");
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 600_000;
+    moto.put(
+        "leased",
+        "x/LEASE",
+        format!("neo4j-backup lease other {later}\n").as_bytes(),
+    );
+    let out = backup_to(&moto, &addr, "s3://leased/x", &[]);
+    assert_eq!(out.code, Some(1), "OBJ-5: {out:#?}");
+    assert!(
+        out.one_error_line()
+            .contains("in use by another backup run"),
+        "OBJ-5: {out:#?}"
+    );
+    assert_eq!(
+        moto.keys("leased", "x"),
+        vec!["x/LEASE".to_string()],
+        "OBJ-5: nothing written"
+    );
+    // A lease whose run died (expired) is taken over, and released at the end.
+    moto.put("leased", "x/LEASE", b"neo4j-backup lease other 1\n");
+    backup_to(&moto, &addr, "s3://leased/x", &[]).expect(0);
+    assert!(
+        !moto.keys("leased", "x").contains(&"x/LEASE".to_string()),
+        "OBJ-5: released"
+    );
+    // Restores take it too: a restore while another run holds it is refused.
+    moto.put(
+        "leased",
+        "x/LEASE",
+        format!("neo4j-backup lease other {later}\n").as_bytes(),
+    );
+    let r = dir.path().join("r");
+    let out = admin_with(
+        &moto,
+        &["restore", "--from", "s3://leased/x", "--store", path(&r)],
+    );
+    assert_eq!(out.code, Some(1), "OBJ-5: {out:#?}");
+    assert!(!r.exists(), "OBJ-5: nothing restored");
+}
+
+#[test]
+fn obj_8_a_damaged_missing_or_extra_object_is_named_and_nothing_restored() {
+    let moto = Moto::start();
+    moto.create_bucket("dmg");
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    write_nodes(&server, 10);
+    backup_to(&moto, &addr, "s3://dmg/b", &[]).expect(0);
+    let key = "b/generation-1/neostore.nodestore.db";
+    let good = moto.get("dmg", key);
+    let restore = |name: &str| {
+        let r = dir.path().join(name);
+        let out = admin_with(
+            &moto,
+            &["restore", "--from", "s3://dmg/b", "--store", path(&r)],
+        );
+        assert!(
+            !dir.path().join(format!("{name}.staging")).exists(),
+            "OBJ-8: {out:#?}"
+        );
+        assert!(
+            !r.exists() || std::fs::read_dir(&r).unwrap().next().is_none(),
+            "OBJ-8: nothing restored: {out:#?}"
+        );
+        out
+    };
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 0x10;
+    moto.put("dmg", key, &flipped);
+    let out = restore("r1");
+    assert_eq!(out.code, Some(3), "OBJ-8: {out:#?}");
+    assert!(
+        out.one_error_line()
+            .contains("neostore.nodestore.db: block 0"),
+        "OBJ-8: the file and block are named: {out:#?}"
+    );
+    moto.put("dmg", key, &good[..good.len() - 1]);
+    let out = restore("r2");
+    assert_eq!(out.code, Some(3), "OBJ-8: {out:#?}");
+    assert!(
+        out.one_error_line().contains("truncated"),
+        "OBJ-8: {out:#?}"
+    );
+    moto.delete("dmg", key);
+    let out = restore("r3");
+    assert_eq!(out.code, Some(3), "OBJ-8: {out:#?}");
+    assert!(
+        out.one_error_line().contains("is missing"),
+        "OBJ-8: {out:#?}"
+    );
+    moto.put("dmg", key, &good);
+    moto.put("dmg", "b/generation-1/extra", b"x");
+    let out = restore("r4");
+    assert_eq!(out.code, Some(3), "OBJ-8: {out:#?}");
+    assert!(
+        out.one_error_line()
+            .contains("extra is not in the manifest"),
+        "OBJ-8: {out:#?}"
+    );
+    moto.delete("dmg", "b/generation-1/extra");
+    restore_ok(&moto, &dir.path().join("r5"), &server);
+}
+
+fn restore_ok(moto: &Moto, r: &std::path::Path, server: &ServerProcess) {
+    admin_with(
+        moto,
+        &["restore", "--from", "s3://dmg/b", "--store", path(r)],
+    )
+    .expect(0);
+    assert_same_as_server(r, server);
+}
+
+#[test]
+fn obj_1_obj_10_errors_are_one_sentence_an_operator_can_act_on() {
+    let moto = Moto::start();
+    moto.create_bucket("real");
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    // A URL that names nothing usable is a usage error (OBJ-1).
+    for (bad, why) in [
+        ("gs://bucket/x", "gs:// is not a supported object store"),
+        ("s3://B/x", "not a bucket name"),
+    ] {
+        let out = backup_to(&moto, &addr, bad, &[]);
+        assert_eq!(out.code, Some(2), "OBJ-1: {out:#?}");
+        assert!(out.one_error_line().contains(why), "OBJ-1: {out:#?}");
+    }
+    let out = backup_to(&moto, &addr, "s3://missing-bucket/x", &[]);
+    assert_eq!(out.code, Some(1), "OBJ-10: {out:#?}");
+    assert!(
+        out.one_error_line()
+            .contains("the bucket missing-bucket does not exist"),
+        "OBJ-10: {out:#?}"
+    );
+    // Nothing listens: refused within seconds, not minutes (OBJ-2).
+    let started = std::time::Instant::now();
+    let mut cmd = backup_cmd(&["-from", &addr, "-to", "s3://real/x"]);
+    cmd.envs(moto.env()).env(
+        "AWS_ENDPOINT_URL",
+        format!("http://127.0.0.1:{}", free_port()),
+    );
+    let out = Out::of(cmd.output().unwrap());
+    assert_eq!(out.code, Some(1), "OBJ-10: {out:#?}");
+    assert!(
+        out.one_error_line()
+            .contains("cannot reach the object store"),
+        "OBJ-10: {out:#?}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "OBJ-2: an unreachable endpoint fails in seconds"
+    );
+    // Foreign objects under the prefix: not a backup (exit 3), untouched.
+    moto.put("real", "notes/readme.txt", b"mine");
+    let out = backup_to(&moto, &addr, "s3://real/notes", &[]);
+    assert_eq!(out.code, Some(3), "OBJ-3: {out:#?}");
+    assert!(
+        out.one_error_line().contains("not a valid backup"),
+        "OBJ-3: {out:#?}"
+    );
+    assert_eq!(
+        moto.keys("real", "notes"),
+        vec!["notes/readme.txt".to_string()],
+        "OBJ-3"
+    );
+    // What is not built yet says so (OBJ-10).
+    for args in [
+        vec!["check", "s3://real/x"],
+        vec!["backup-info", "s3://real/x"],
+    ] {
+        let out = admin_with(&moto, &args);
+        assert_eq!(out.code, Some(1), "OBJ-10: {out:#?}");
+        assert!(
+            out.one_error_line().contains("not built yet"),
+            "OBJ-10: {out:#?}"
+        );
+    }
+    drop(server);
+    // Credentials the store refuses.
+    let checking = Moto::start_with(true);
+    let mut cmd = backup_cmd(&["-from", &addr, "-to", "s3://real/x"]);
+    cmd.envs(checking.env());
+    let out = Out::of(cmd.output().unwrap());
+    assert_eq!(out.code, Some(1), "OBJ-10: {out:#?}");
+    assert!(
+        out.one_error_line().contains("refused the credentials"),
+        "OBJ-10: {out:#?}"
+    );
+}
