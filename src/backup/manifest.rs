@@ -1264,6 +1264,16 @@ mod tests {
             ("name", edit(230, b"/"), "plain file name"),
             ("size", edit(156, &6u64.to_le_bytes()), "file hash of a"),
             ("huge size", edit(156, &u64::MAX.to_le_bytes()), "end early"),
+            (
+                // More blocks than the bytes left hold, but not absurdly many: the bound is
+                // the bytes left over a hash's size, before anything is allocated.
+                "a few blocks too many",
+                edit(
+                    156,
+                    &((((body.len() - 196) / 32 + 2) * 4096) as u64).to_le_bytes(),
+                ),
+                "block hashes end early",
+            ),
             ("file hash", edit(164, &[0; 32]), "file hash of a"),
             ("trailing", reseal(&[body, &[0]].concat()), "trailing"),
             ("pending flags", edit(body.len() - 5, &[2]), "pending flags"),
@@ -1293,6 +1303,21 @@ mod tests {
             Manifest::decode(&vec![0; MAX_MANIFEST as usize + 1]).is_err(),
             "MF-2: too long"
         );
+    }
+
+    #[test]
+    fn mf_11_a_scrub_of_a_generation_without_blocks_reads_nothing() {
+        let mut m = Manifest {
+            files: vec![entry("empty", 0, 4096, 0)],
+            ..sample()
+        };
+        assert_eq!(m.total_blocks(), 0, "MF-11");
+        let fs = crate::io::os::OsFs;
+        let scrubbed = m
+            .scrub(&fs, Path::new("/nonexistent"), 5)
+            .expect("MF-11: nothing to scrub is not an error");
+        assert_eq!((scrubbed.blocks, scrubbed.bytes), (0, 0), "MF-11");
+        assert!(scrubbed.findings.is_empty(), "MF-11");
     }
 
     #[test]
@@ -1327,8 +1352,25 @@ mod tests {
             m,
             "MF-1: pending round-trips"
         );
-        // Behind a valid checksum: the second range of "b" made to overlap, or run backwards.
+        // Behind a valid checksum: one range more than the bytes left can hold (each takes at
+        // least 19) is refused before anything is read or allocated.
         let body = &b[..b.len() - 32];
+        let empty = Manifest {
+            pending: Pending::default(),
+            ..m.clone()
+        }
+        .encode();
+        let count_at = empty.len() - 32 - 4;
+        let ranges = body.len() - (count_at + 4);
+        let mut more = body.to_vec();
+        more[count_at..count_at + 4].copy_from_slice(&((ranges / 19 + 1) as u32).to_le_bytes());
+        match Manifest::decode(&reseal(&more)) {
+            Err(ManifestError::Damaged(why)) => {
+                assert!(why.contains("pending ranges end early"), "MF-2: {why}")
+            }
+            other => panic!("MF-2: one range too many was not refused: {other:?}"),
+        }
+        // Behind a valid checksum: the second range of "b" made to overlap, or run backwards.
         let second = body.len() - (2 + 1 + 16);
         for (case, first, last, says) in [
             ("backwards", 30u64, 29u64, "ends before"),

@@ -750,3 +750,31 @@ fn mf_12_upgrading_a_backup_rewrites_its_manifest() {
     let out = admin(&["upgrade", path(&db)]).expect(0);
     assert!(!out.stdout.contains("manifest"), "MF-12: {out:#?}");
 }
+
+// MF-4: only a file that is not there is missing; one that cannot be opened for another reason
+// fails the verification as an I/O error, never reported as damage it may not be.
+#[test]
+fn mf_4_a_file_that_cannot_be_opened_is_an_error_not_a_missing_file() {
+    let (dir, manifest) = generation();
+    let failing = crate::support::faulty::Faulty {
+        fail_opens: Some((
+            crate::support::faulty::Files::named("neostore.meta"),
+            libc::EIO,
+        )),
+        armed: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        ..Default::default()
+    };
+    match verify(&failing, dir.path(), &manifest) {
+        Err(e) => assert!(e.to_string().contains("neostore.meta"), "MF-4: {e}"),
+        Ok(report) => panic!("MF-4: an EIO on open was reported as {:?}", report.findings),
+    }
+    std::fs::remove_file(dir.path().join("neostore.meta")).unwrap();
+    let report = verify(&*fs(), dir.path(), &manifest).unwrap();
+    assert_eq!(
+        report.findings,
+        vec![Finding::Missing {
+            file: "neostore.meta".into()
+        }],
+        "MF-4"
+    );
+}

@@ -324,3 +324,27 @@ exit $rc"#;
     assert!(free < needed && free <= 2 << 20, "{line}");
     assert_eq!(out.stdout.trim(), "left:", "{out:#?}");
 }
+
+// BK-13, BK-17: a backup whose logs cannot be read (a log file after a gap) is not a valid
+// backup for an incremental, and the directory is left as it was; `--type full` replaces it
+// (the checkpoint stands in for what the logs would have said).
+#[test]
+fn bk_13_a_backup_whose_logs_cannot_be_read_is_replaced_only_by_type_full() {
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    write_nodes(&server, 3);
+    let b = dir.path().join("backup");
+    backup_from(&addr, &b, &[]).expect(0);
+    std::fs::write(b.join(current(&b)).join("neostore.transaction.db.7"), b"x").unwrap();
+    let before = snapshot(&b);
+    let out = backup_from(&addr, &b, &[]);
+    assert_eq!(out.code, Some(3), "BK-13: {out:#?}");
+    assert!(
+        out.one_error_line().contains("follows a gap"),
+        "BK-13: {out:#?}"
+    );
+    assert_eq!(snapshot(&b), before, "BK-17: unchanged");
+    backup_from(&addr, &b, &["--type", "full"]).expect(0);
+    assert_same_as_server(&b, &server);
+}
