@@ -49,8 +49,9 @@ impl Failure {
                     FullReason::Unverified => Impossible::Unverified,
                     FullReason::LogsPruned { .. } => Impossible::LogsPruned,
                     FullReason::Diverged { .. } => Impossible::Diverged,
-                    // `--type incremental` never asks for a full backup.
-                    FullReason::Asked => Impossible::NoBackup,
+                    // `--type incremental` never asks for a full backup, and only object
+                    // stores consolidate (these simulations back up into directories).
+                    FullReason::Asked | FullReason::Consolidate { .. } => Impossible::NoBackup,
                 }))
             }
             _ => None,

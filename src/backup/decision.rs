@@ -64,6 +64,9 @@ pub enum FullReason {
         backup: Digest,
         server: Digest,
     },
+    /// An object store backup holds as many transaction segments as it may: a new full
+    /// generation consolidates them, so restore time stays bounded (OBJ-12).
+    Consolidate { segments: u32 },
 }
 
 impl FullReason {
@@ -85,6 +88,9 @@ impl FullReason {
             } => format!(
                 "the backup's history diverged from the server's: at tx {tx} the backup's digest is {backup} but the server's is {server}"
             ),
+            FullReason::Consolidate { segments } => format!(
+                "the backup in {dir} holds {segments} transaction segments, the most it keeps: a new full generation consolidates them"
+            ),
         }
     }
 
@@ -105,6 +111,7 @@ impl FullReason {
             FullReason::Unverified => "unverified",
             FullReason::LogsPruned { .. } => "logs_pruned",
             FullReason::Diverged { .. } => "diverged",
+            FullReason::Consolidate { .. } => "consolidate",
         }
     }
 }

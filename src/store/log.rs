@@ -342,18 +342,21 @@ pub fn log_path(dir: &Path, version: u64) -> PathBuf {
     dir.join(format!("{LOG_PREFIX}{version}"))
 }
 
+/// The version of the log file named `name`, if it is one.
+pub fn log_version_of(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix(LOG_PREFIX)?;
+    let v: u64 = digits.parse().ok()?;
+    // Only the canonical spelling names a log file ("01" or "+1" is someone else's).
+    (v.to_string() == digits).then_some(v)
+}
+
 /// The versions of the log files in `dir`, ascending (LOG-1).
 pub fn list_log_versions(fs: &dyn Fs, dir: &Path) -> std::io::Result<Vec<u64>> {
     let mut versions: Vec<u64> = fs
         .read_dir(dir)?
         .into_iter()
         .filter(|e| !e.is_dir)
-        .filter_map(|e| {
-            let digits = e.name.strip_prefix(LOG_PREFIX)?;
-            let v: u64 = digits.parse().ok()?;
-            // Only the canonical spelling names a log file ("01" or "+1" is someone else's).
-            (v.to_string() == digits).then_some(v)
-        })
+        .filter_map(|e| log_version_of(&e.name))
         .collect();
     versions.sort_unstable();
     Ok(versions)

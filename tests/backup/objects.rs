@@ -146,14 +146,6 @@ fn obj_7_obj_9_generations_are_replaced_pointer_last_and_old_ones_kept_as_asked(
     write_nodes(&server, 5);
     let url = "s3://gens/p";
     backup_to(&moto, &addr, url, &[]).expect(0);
-    // OBJ-10: an incremental into an object store is not built yet, and says so.
-    let out = backup_to(&moto, &addr, url, &[]);
-    assert_eq!(out.code, Some(1), "OBJ-10: {out:#?}");
-    assert!(
-        out.one_error_line().contains("not built yet")
-            && out.one_error_line().contains("--type full"),
-        "OBJ-10: {out:#?}"
-    );
     write_nodes(&server, 3);
     backup_to(&moto, &addr, url, &["--type", "full"]).expect(0);
     assert_eq!(moto.get("gens", "p/CURRENT"), b"generation-2\n", "OBJ-7");
@@ -378,9 +370,16 @@ fn obj_1_obj_10_errors_are_one_sentence_an_operator_can_act_on() {
         "OBJ-3"
     );
     // What is not built yet says so (OBJ-10).
+    let out = backup_to(&moto, &addr, "s3://real/x", &["--plan"]);
+    assert_eq!(out.code, Some(1), "OBJ-10: {out:#?}");
+    assert!(
+        out.one_error_line().contains("not built yet"),
+        "OBJ-10: {out:#?}"
+    );
     for args in [
         vec!["check", "s3://real/x"],
         vec!["backup-info", "s3://real/x"],
+        vec!["upgrade", "s3://real/x"],
     ] {
         let out = admin_with(&moto, &args);
         assert_eq!(out.code, Some(1), "OBJ-10: {out:#?}");
@@ -400,4 +399,107 @@ fn obj_1_obj_10_errors_are_one_sentence_an_operator_can_act_on() {
         out.one_error_line().contains("refused the credentials"),
         "OBJ-10: {out:#?}"
     );
+}
+
+#[test]
+fn obj_11_incrementals_append_segments_and_restore_to_the_servers_state() {
+    let moto = Moto::start();
+    moto.create_bucket("incr");
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    write_nodes(&server, 5);
+    let url = "s3://incr/g";
+    backup_to(&moto, &addr, url, &[]).expect(0);
+    let seg = |v: u64| format!("g/generation-1/neostore.transaction.db.{v}");
+    for round in 1..=3u64 {
+        write_nodes(&server, 4);
+        let out = backup_to(&moto, &addr, url, &["--json"]).expect(0);
+        let summary: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(summary["mode"], "incremental", "OBJ-11: {out:#?}");
+        assert_eq!(summary["transactions"], 4, "OBJ-11: {out:#?}");
+        assert!(
+            moto.keys("incr", "g").contains(&seg(round)),
+            "OBJ-11: one segment per run"
+        );
+    }
+    // Nothing new: nothing written.
+    let before = moto.keys("incr", "g");
+    let manifest = moto.get("incr", "g/generation-1/MANIFEST");
+    let out = backup_to(&moto, &addr, url, &[]).expect(0);
+    assert!(out.summary().contains("nothing new"), "OBJ-11: {out:#?}");
+    assert_eq!(moto.keys("incr", "g"), before, "OBJ-11: nothing written");
+    assert_eq!(
+        moto.get("incr", "g/generation-1/MANIFEST"),
+        manifest,
+        "OBJ-11"
+    );
+    // A segment an interrupted run left unlisted is not part of the generation: a restore
+    // ignores it, and the next run removes it.
+    moto.put("incr", &seg(9), b"half a segment");
+    let r = dir.path().join("r1");
+    admin_with(&moto, &["restore", "--from", url, "--store", path(&r)]).expect(0);
+    assert_same_as_server(&r, &server);
+    write_nodes(&server, 1);
+    backup_to(&moto, &addr, url, &[]).expect(0);
+    let keys = moto.keys("incr", "g");
+    assert!(
+        !keys.contains(&seg(9)) && keys.contains(&seg(4)),
+        "OBJ-11: the leftover removed, the next segment written: {keys:?}"
+    );
+    let r = dir.path().join("r2");
+    admin_with(&moto, &["restore", "--from", url, "--store", path(&r)]).expect(0);
+    assert_same_as_server(&r, &server);
+    // A segment that disagrees with the manifest: not a valid backup (exit 3), unchanged.
+    let good = moto.get("incr", &seg(4));
+    moto.put("incr", &seg(4), &good[..good.len() - 3]);
+    write_nodes(&server, 1);
+    let before = moto.keys("incr", "g");
+    let out = backup_to(&moto, &addr, url, &[]);
+    assert_eq!(out.code, Some(3), "OBJ-11: {out:#?}");
+    assert!(
+        out.one_error_line().contains("not a valid backup"),
+        "OBJ-11: {out:#?}"
+    );
+    assert_eq!(moto.keys("incr", "g"), before, "OBJ-11: unchanged");
+}
+
+#[test]
+fn obj_12_segments_past_the_bound_are_consolidated_by_a_full_generation() {
+    let moto = Moto::start();
+    moto.create_bucket("cons");
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    let url = "s3://cons/c";
+    backup_to(&moto, &addr, url, &[]).expect(0);
+    for _ in 0..32 {
+        write_nodes(&server, 1);
+        let out = backup_to(&moto, &addr, url, &["--json"]).expect(0);
+        assert!(
+            out.stdout.contains(r#""mode":"incremental""#),
+            "OBJ-12: {out:#?}"
+        );
+    }
+    write_nodes(&server, 1);
+    // At the bound, `--type incremental` is impossible (exit 7) ...
+    let out = backup_to(&moto, &addr, url, &["--type", "incremental"]);
+    assert_eq!(out.code, Some(7), "OBJ-12: {out:#?}");
+    assert!(
+        out.one_error_line().contains("32 transaction segments"),
+        "OBJ-12: {out:#?}"
+    );
+    // ... and `auto` takes a new full generation, which replaces the one with the segments.
+    let out = backup_to(&moto, &addr, url, &["--json"]).expect(0);
+    let summary: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(summary["mode"], "full", "OBJ-12: {out:#?}");
+    assert_eq!(summary["reason_code"], "consolidate", "OBJ-12: {out:#?}");
+    assert_eq!(moto.get("cons", "c/CURRENT"), b"generation-2\n", "OBJ-12");
+    let mut expected = generation_keys("c", 2);
+    expected.push("c/CURRENT".into());
+    expected.sort();
+    assert_eq!(moto.keys("cons", "c"), expected, "OBJ-12");
+    let r = dir.path().join("r");
+    admin_with(&moto, &["restore", "--from", url, "--store", path(&r)]).expect(0);
+    assert_same_as_server(&r, &server);
 }

@@ -3,16 +3,20 @@
 //! manifest, and the pointer written last (OBJ-4 .. OBJ-7, OBJ-9).
 
 use super::apply::check_tx;
-use super::connection::{connect, handshake};
-use super::{load_tls, BackupError, BackupOptions, Kind, Observer, Phase, Run, Summary, Verified};
+use super::connection::{ask_incremental, connect, handshake, Answer};
+use super::{
+    load_tls, BackupError, BackupOptions, Kind, Mode, Observer, Phase, Run, Summary, Verified,
+};
 use crate::backup::decision::{self, Existing, FullReason, Step};
 use crate::backup::manifest::{FileEntry, Manifest, Verification, BLOCK_SIZE, MAX_SOURCE};
-use crate::backup::objects::{Lease, ObjectTarget, ObjectUrl, ObjectsError, Upload};
+use crate::backup::objects::{
+    last_state, Lease, ObjectTarget, ObjectUrl, ObjectsError, Upload, MAX_SEGMENTS,
+};
 use crate::backup::protocol::{Frame, Message, Request};
 use crate::config::join_host_port;
 use crate::digest::Digest;
 use crate::io::Env;
-use crate::store::log::{LogHeader, TxState, HEADER_SIZE, LOG_PREFIX};
+use crate::store::log::{log_version_of, LogHeader, TxState, HEADER_SIZE, LOG_PREFIX};
 use crate::store::meta::{Checkpoint, Meta, META_FILE};
 use crate::units;
 
@@ -54,17 +58,8 @@ pub async fn run_objects(
         }
         // Refusals first (BK-13 .. BK-15, BK-46): nothing has been written yet.
         let shown = url.to_string();
-        let reason = match decision::decide(existing.as_ref(), opts.mode, &server)
-            .map_err(|r| BackupError::refused(r, &shown, &addr))?
-        {
-            Step::Full(reason) => reason,
-            Step::AskIncremental(_) => {
-                return Err(BackupError::Objects(ObjectsError::NotBuilt {
-                    what: "an incremental backup into an object store is not built yet; run with --type full to take a new full backup",
-                }))
-            }
-        };
-        target.clean().await?;
+        let step = decision::decide(existing.as_ref(), opts.mode, &server)
+            .map_err(|r| BackupError::refused(r, &shown, &addr))?;
         let mut run = Run {
             env,
             opts,
@@ -75,6 +70,40 @@ pub async fn run_objects(
             addr,
             keeper: None,
         };
+        let reason = match step {
+            Step::Full(reason) => reason,
+            Step::AskIncremental(_) if target.segments() >= MAX_SEGMENTS => {
+                let why = FullReason::Consolidate {
+                    segments: target.segments(),
+                };
+                if opts.mode == Mode::Incremental {
+                    return Err(BackupError::IncrementalImpossible { dir: shown, why });
+                }
+                why
+            }
+            Step::AskIncremental(backup) => {
+                run.out.line(&format!(
+                    "incremental backup from {} into {shown}: the backup is at tx {}, the server at tx {}",
+                    run.addr, backup.last_tx, run.server.last_committed_tx
+                ));
+                // The state the first shipped tx must follow, read (and checked against the
+                // manifest) before anything is asked or written (OBJ-11).
+                let state = last_state(&target).await?;
+                match ask_incremental(run.conn, &backup).await? {
+                    Answer::Accepted(first) => {
+                        target.clean().await?;
+                        return run
+                            .incremental_to_objects(&mut target, &mut lease, &backup, state, first)
+                            .await;
+                    }
+                    Answer::Refused(answer) => {
+                        decision::after_server_refusal(opts.mode, &backup, answer)
+                            .map_err(|r| BackupError::refused(r, &shown, &run.addr))?
+                    }
+                }
+            }
+        };
+        target.clean().await?;
         run.full_to_objects(&mut target, &mut lease, reason, existing.as_ref())
             .await
     }
@@ -215,8 +244,14 @@ impl Run<'_> {
             &log_name,
             BLOCK_SIZE,
         );
+        let header = LogHeader {
+            log_version: 0,
+            prev_last_tx: checkpoint_tx,
+            prev_digest: state.digest,
+        };
+        let url = target.url().clone();
         let streamed = self
-            .stream_log(target.url(), &mut log, &state, checkpoint_tx, lease)
+            .stream_log(&url, &mut log, &header, &state, None, lease)
             .await;
         let (last_tx, digest, transactions) = match streamed {
             Ok(end) => end,
@@ -299,28 +334,32 @@ impl Run<'_> {
         }
     }
 
-    /// The transactions after the checkpoint into the log file (OBJ-4, OBJ-6), each checked as
-    /// it arrives (BK-53), then the end frame: at the last tx shipped, with that tx's digest.
-    /// Returns the last tx, its digest and how many were shipped.
+    /// Shipped transactions into the log object `log` (OBJ-4, OBJ-6, OBJ-11), after its
+    /// `header`: each checked as it arrives against the state before it (BK-53), starting
+    /// with `first` when the server's answer already carried it; then the end frame, at the
+    /// last tx shipped with that tx's digest. Returns the last tx, its digest and how many
+    /// were shipped.
+    #[allow(clippy::too_many_arguments)]
     async fn stream_log(
         &mut self,
         url: &ObjectUrl,
         log: &mut Upload,
+        header: &LogHeader,
         state: &TxState,
-        checkpoint_tx: u64,
+        mut first: Option<Message>,
         lease: &mut Lease,
     ) -> Result<(u64, Digest, u64), BackupError> {
-        let header = LogHeader {
-            log_version: 0,
-            prev_last_tx: checkpoint_tx,
-            prev_digest: state.digest,
-        };
         let upload_err = |e: object_store::Error| failed(url, "the log", &e);
         log.write(&header.encode()).await.map_err(upload_err)?;
+        let from = header.prev_last_tx;
         let mut before = *state;
-        let mut reached = checkpoint_tx;
+        let mut reached = from;
         loop {
-            match self.conn.recv("the next transaction").await? {
+            let msg = match first.take() {
+                Some(m) => m,
+                None => self.conn.recv("the next transaction").await?,
+            };
+            match msg {
                 Message::Tx(entry) => {
                     check_tx(&entry, reached + 1, &before)?;
                     log.write(&entry.encode_framed())
@@ -328,8 +367,8 @@ impl Run<'_> {
                         .map_err(upload_err)?;
                     before = entry.after;
                     reached = entry.tx_id;
-                    let shipped = reached - checkpoint_tx;
-                    let expected = self.server.last_committed_tx.saturating_sub(checkpoint_tx);
+                    let shipped = reached - from;
+                    let expected = self.server.last_committed_tx.saturating_sub(from);
                     self.out
                         .progress(Phase::Apply, shipped, expected.max(shipped));
                     lease.renew_if_due().await?;
@@ -345,11 +384,96 @@ impl Run<'_> {
                             },
                         ));
                     }
-                    return Ok((last_tx, digest, reached - checkpoint_tx));
+                    return Ok((last_tx, digest, reached - from));
                 }
                 other => return Err(self.conn.unexpected(&other, "a transaction or the end")),
             }
         }
+    }
+
+    /// An incremental backup into the live generation (OBJ-11): the transactions after the
+    /// backup's last tx into a new segment object, then the manifest replaced by a conditional
+    /// put, the run's commit point. Nothing new writes nothing.
+    async fn incremental_to_objects(
+        &mut self,
+        target: &mut ObjectTarget,
+        lease: &mut Lease,
+        backup: &Existing,
+        state: TxState,
+        first: Message,
+    ) -> Result<Summary, BackupError> {
+        let shown = target.url().to_string();
+        let (Some(n), Some(manifest)) = (target.live(), target.manifest().cloned()) else {
+            return Err(ObjectsError::NotABackup {
+                url: shown,
+                why: "it holds no backup".to_string(),
+            }
+            .into());
+        };
+        let version = manifest
+            .files
+            .iter()
+            .filter_map(|f| log_version_of(&f.name))
+            .max()
+            .map_or(0, |v| v + 1);
+        let name = format!("{LOG_PREFIX}{version}");
+        let header = LogHeader {
+            log_version: version,
+            prev_last_tx: backup.last_tx,
+            prev_digest: backup.digest,
+        };
+        let mut segment = Upload::new(
+            target.store().clone(),
+            target.key(n, &name),
+            &name,
+            manifest.block_size,
+        );
+        let url = target.url().clone();
+        let streamed = self
+            .stream_log(&url, &mut segment, &header, &state, Some(first), lease)
+            .await;
+        let (last_tx, digest, transactions) = match streamed {
+            Ok(end) => end,
+            Err(e) => {
+                segment.abort().await;
+                return Err(e);
+            }
+        };
+        if transactions == 0 {
+            // Nothing new: the segment is never sent (it is smaller than a part).
+            segment.abort().await;
+        } else {
+            let entry = segment
+                .finish()
+                .await
+                .map_err(|e| failed(&url, &name, &e))?;
+            let mut next = manifest;
+            next.files.push(entry);
+            next.files.sort_by(|a, b| a.name.cmp(&b.name));
+            next.last_tx = last_tx;
+            next.digest = digest;
+            next.written_millis = self.env.clock.now_millis();
+            next.verification = Verification::None;
+            lease.renew_if_due().await?;
+            target.update_manifest(next).await?;
+        }
+        Ok(Summary {
+            kind: Kind::Incremental,
+            reason: super::incremental_reason(&shown, backup.last_tx),
+            full_reason: None,
+            store_id: self.server.store_id,
+            format: self.server.format,
+            from_tx: Some(backup.last_tx),
+            checkpoint_tx: None,
+            to_tx: last_tx,
+            digest,
+            bytes: self.conn.received,
+            transactions,
+            duration: self.elapsed(),
+            verified: Verified::Stream,
+            fell_back: false,
+            scrubbed: None,
+        })
     }
 }
 

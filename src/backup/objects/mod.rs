@@ -15,8 +15,8 @@
 mod target;
 mod transfer;
 
-pub use target::{Lease, ObjectTarget, LEASE_FILE, LEASE_TTL};
-pub use transfer::{download_generation, Upload, PART_SIZE};
+pub use target::{Lease, ObjectTarget, LEASE_FILE, LEASE_TTL, MAX_SEGMENTS};
+pub use transfer::{download_generation, last_state, Upload, PART_SIZE};
 
 use object_store::path::Path as ObjectPath;
 
@@ -146,7 +146,7 @@ pub enum ObjectsError {
         count: usize,
         first: String,
     },
-    #[error("{url}'s pointer was changed by another writer during this run; nothing was switched")]
+    #[error("{url}'s pointer or manifest was changed by another writer during this run; this run's work was not made live")]
     PointerChanged { url: String },
     #[error("the object store failed {doing} {url}: {detail}")]
     Failed {

@@ -12,8 +12,12 @@ use super::{ObjectUrl, ObjectsError};
 use crate::backup::manifest::{Manifest, MANIFEST_FILE, MAX_MANIFEST};
 use crate::io::{Clock, Env};
 use crate::store::layout::{generation_name, parse_generation, POINTER_FILE};
+use crate::store::log::log_version_of;
 use crate::units;
 
+/// The most transaction segments a generation holds (OBJ-12): the run after the one that
+/// reached it takes a new full generation, so a restore replays at most this many.
+pub const MAX_SEGMENTS: u32 = 32;
 /// The lease object's name under the prefix (OBJ-5).
 pub const LEASE_FILE: &str = "LEASE";
 /// How long a lease holds without being renewed (OBJ-5): a run renews it well before.
@@ -192,8 +196,10 @@ pub struct ObjectTarget {
     /// The live generation and the pointer's version as read, which the switch replaces
     /// exactly (OBJ-7); `None` when the target has no pointer.
     pointer: Option<(u64, UpdateVersion)>,
-    /// The live generation's manifest.
+    /// The live generation's manifest, and its version as read: an incremental replaces
+    /// exactly it (OBJ-11).
     manifest: Option<Manifest>,
+    manifest_version: Option<UpdateVersion>,
     /// Every generation number present, ascending.
     generations: Vec<u64>,
     /// The highest generation number present when the target was read, leftovers counted: a
@@ -253,11 +259,11 @@ impl ObjectTarget {
                 Some((n, version))
             }
         };
-        let manifest = match &pointer {
-            None => None,
+        let (manifest, manifest_version) = match &pointer {
+            None => (None, None),
             Some((n, _)) => {
                 let name = format!("{}/{MANIFEST_FILE}", generation_name(*n));
-                let (bytes, _) = get_bounded(&*store, url, &name, MAX_MANIFEST)
+                let (bytes, version) = get_bounded(&*store, url, &name, MAX_MANIFEST)
                     .await?
                     .ok_or_else(|| {
                         not_a_backup(format!(
@@ -265,10 +271,9 @@ impl ObjectTarget {
                             generation_name(*n)
                         ))
                     })?;
-                Some(
-                    Manifest::decode(&bytes)
-                        .map_err(|e| not_a_backup(format!("{name} is damaged: {e}")))?,
-                )
+                let manifest = Manifest::decode(&bytes)
+                    .map_err(|e| not_a_backup(format!("{name} is damaged: {e}")))?;
+                (Some(manifest), Some(version))
             }
         };
         Ok(ObjectTarget {
@@ -276,8 +281,20 @@ impl ObjectTarget {
             url: url.clone(),
             pointer,
             manifest,
+            manifest_version,
             highest: generations.last().copied().unwrap_or(0),
             generations,
+        })
+    }
+
+    /// The transaction segments the live generation holds: its log objects after the first
+    /// (OBJ-11).
+    pub fn segments(&self) -> u32 {
+        self.manifest.as_ref().map_or(0, |m| {
+            m.files
+                .iter()
+                .filter(|f| log_version_of(&f.name).is_some_and(|v| v > 0))
+                .count() as u32
         })
     }
 
@@ -299,9 +316,78 @@ impl ObjectTarget {
         &self.store
     }
 
-    /// Removes what interrupted runs left (OBJ-7, BK-36): every generation above the live one,
-    /// which no pointer ever named. Called once the run holds the lease and goes on.
+    /// Whether `name`, an object of the live generation, is the segment of an incremental that
+    /// was interrupted before its manifest listed it (OBJ-11): a log after the newest listed.
+    pub fn is_leftover_segment(&self, name: &str) -> bool {
+        let Some(manifest) = &self.manifest else {
+            return false;
+        };
+        let newest = manifest
+            .files
+            .iter()
+            .filter_map(|f| log_version_of(&f.name))
+            .max();
+        log_version_of(name).is_some_and(|v| newest.is_none_or(|newest| v > newest))
+            && manifest.file(name).is_none()
+    }
+
+    /// Replaces the live generation's manifest with `manifest` (OBJ-11): a conditional put on
+    /// the version read, the commit point of an incremental. A manifest another writer changed
+    /// is never overwritten.
+    pub async fn update_manifest(&mut self, manifest: Manifest) -> Result<(), ObjectsError> {
+        let (Some(n), Some(version)) = (self.live(), self.manifest_version.clone()) else {
+            return Err(ObjectsError::NotABackup {
+                url: self.url.to_string(),
+                why: "it holds no backup".to_string(),
+            });
+        };
+        let put = self
+            .store
+            .put_opts(
+                &self.key(n, MANIFEST_FILE),
+                PutPayload::from(manifest.encode()),
+                PutMode::Update(version).into(),
+            )
+            .await;
+        match put {
+            Ok(put) => {
+                self.manifest_version = Some(UpdateVersion::from(put));
+                self.manifest = Some(manifest);
+                Ok(())
+            }
+            Err(object_store::Error::Precondition { .. }) => Err(ObjectsError::PointerChanged {
+                url: self.url.to_string(),
+            }),
+            Err(e) => Err(ObjectsError::from_store(
+                &self.url,
+                "writing the manifest of",
+                &e,
+            )),
+        }
+    }
+
+    /// Removes what interrupted runs left (OBJ-7, OBJ-11, BK-36): every generation above the
+    /// live one, which no pointer ever named, and segments of the live one no manifest listed.
+    /// Called once the run holds the lease and goes on.
     pub async fn clean(&mut self) -> Result<(), ObjectsError> {
+        if let Some(n) = self.live() {
+            let prefix = self.key(n, "");
+            let objects: Vec<_> = self
+                .store
+                .list(Some(&prefix))
+                .map_ok(|m| m.location)
+                .try_collect()
+                .await
+                .map_err(|e| ObjectsError::from_store(&self.url, "listing", &e))?;
+            for key in objects {
+                if self.is_leftover_segment(key.filename().unwrap_or_default()) {
+                    match self.store.delete(&key).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(ObjectsError::from_store(&self.url, "cleaning", &e)),
+                    }
+                }
+            }
+        }
         let live = self.live().unwrap_or(0);
         let leftovers: Vec<u64> = self
             .generations

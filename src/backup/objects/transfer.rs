@@ -9,9 +9,14 @@ use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
+use super::target::get_bounded;
 use super::{ObjectTarget, ObjectsError};
 use crate::backup::manifest::{BlockHasher, FileEntry, Finding, MANIFEST_FILE};
 use crate::io::{Env, FileHandle, OpenMode};
+use crate::store::log::{
+    log_version_of, LogHeader, TxEntry, TxState, FRAME_SIZE, HEADER_SIZE, MAX_ENTRY,
+};
+use crate::store::meta::{Meta, META_FILE, META_SIZE};
 
 /// The size of an upload's parts: S3's smallest. An upload holds at most one part being filled
 /// and one being sent (OBJ-6).
@@ -134,6 +139,10 @@ pub async fn download_generation(
     while let Some(meta) = listing.next().await {
         let meta = meta.map_err(|e| ObjectsError::from_store(url, "listing", &e))?;
         let name = meta.location.filename().unwrap_or_default().to_string();
+        if target.is_leftover_segment(&name) {
+            // An interrupted incremental's segment: not part of the generation (OBJ-11).
+            continue;
+        }
         if name != MANIFEST_FILE && manifest.file(&name).is_none() {
             findings.push(Finding::Unlisted { file: name });
         }
@@ -213,4 +222,115 @@ pub async fn download_generation(
         });
     }
     Ok(bytes)
+}
+
+/// The state after the live generation's last tx (OBJ-11): the state the last entry of its
+/// newest log object carries, read as that object streams (memory bounded by one entry), or the
+/// metadata's checkpoint when its logs hold no entry. It must agree with the manifest's last tx
+/// and digest; anything else is damage (exit 3).
+pub async fn last_state(target: &ObjectTarget) -> Result<TxState, ObjectsError> {
+    let url = target.url();
+    let damaged = |why: String| ObjectsError::NotABackup {
+        url: url.to_string(),
+        why,
+    };
+    let (Some(n), Some(manifest)) = (target.live(), target.manifest()) else {
+        return Err(damaged("it holds no backup".to_string()));
+    };
+    let newest = manifest
+        .files
+        .iter()
+        .filter_map(|f| log_version_of(&f.name))
+        .max()
+        .ok_or_else(|| damaged("its live generation lists no log".to_string()))?;
+    let name = format!("{}{newest}", crate::store::log::LOG_PREFIX);
+    let got = target
+        .store()
+        .get(&target.key(n, &name))
+        .await
+        .map_err(|e| ObjectsError::from_store(url, &format!("reading {name} of"), &e))?;
+    let mut stream = got.into_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut header: Option<LogHeader> = None;
+    let mut last: Option<TxState> = None;
+    let mut last_tx = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ObjectsError::from_store(url, &format!("reading {name} of"), &e))?;
+        buf.extend_from_slice(&chunk);
+        if header.is_none() {
+            if buf.len() < HEADER_SIZE as usize {
+                continue;
+            }
+            let h = LogHeader::decode(&buf)
+                .filter(|h| h.log_version == newest)
+                .ok_or_else(|| damaged(format!("{name} has a damaged header")))?;
+            last_tx = h.prev_last_tx;
+            buf.drain(..HEADER_SIZE as usize);
+            header = Some(h);
+        }
+        // Every whole entry in the buffer; a partial one waits for more bytes.
+        loop {
+            if buf.len() < FRAME_SIZE as usize {
+                break;
+            }
+            let len = u32::from_le_bytes(buf[..4].try_into().expect("4"));
+            let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4"));
+            if len > MAX_ENTRY {
+                return Err(damaged(format!(
+                    "{name} holds an entry longer than any can be"
+                )));
+            }
+            let end = FRAME_SIZE as usize + len as usize;
+            if buf.len() < end {
+                break;
+            }
+            let body = &buf[FRAME_SIZE as usize..end];
+            let entry = (crc32c::crc32c(body) == crc)
+                .then(|| TxEntry::decode_body(body).ok())
+                .flatten()
+                .filter(|e| e.tx_id == last_tx + 1)
+                .ok_or_else(|| {
+                    damaged(format!("{name} holds a damaged entry after tx {last_tx}"))
+                })?;
+            last_tx = entry.tx_id;
+            last = Some(entry.after);
+            buf.drain(..end);
+        }
+    }
+    let Some(header) = header else {
+        return Err(damaged(format!("{name} is shorter than a log header")));
+    };
+    if !buf.is_empty() {
+        return Err(damaged(format!(
+            "{name} ends inside an entry after tx {last_tx}"
+        )));
+    }
+    let state = match last {
+        Some(state) => state,
+        None if newest == 0 => {
+            // No transaction after the checkpoint: the metadata's state is the last.
+            let (bytes, _) = get_bounded(
+                &**target.store(),
+                url,
+                &format!("{}/{META_FILE}", crate::store::layout::generation_name(n)),
+                META_SIZE as u64,
+            )
+            .await?
+            .ok_or_else(|| damaged(format!("its live generation has no {META_FILE}")))?;
+            let meta = Meta::decode(&bytes).map_err(|e| damaged(format!("{META_FILE}: {e}")))?;
+            meta.checkpoint.state()
+        }
+        None => return Err(damaged(format!("{name} holds no transaction"))),
+    };
+    if last_tx != manifest.last_tx
+        || (last.is_none() && header.prev_digest != state.digest)
+        || state.digest != manifest.digest
+    {
+        return Err(damaged(format!(
+            "its logs end at tx {last_tx} with digest {}, but its manifest says tx {} with digest {}",
+            state.digest, manifest.last_tx, manifest.digest
+        )));
+    }
+    Ok(state)
 }
