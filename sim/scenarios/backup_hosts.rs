@@ -331,6 +331,9 @@ async fn perform(h: &HostCtx, shared: &Arc<Mutex<Shared>>, job: Job) -> turmoil:
             h.check(plant(env, &target, &what)).await?;
             Ok(Reply::Done)
         }
+        Job::RestoreObjects { url, to } => {
+            Ok(Reply::Objects(restore_objects(env, &url, &to).await))
+        }
         Job::Restore { from, to } => {
             let live = h.check(layout::resolve(fs, &from)).await?;
             h.check(copy_tree(fs, &live, &to)).await?;
@@ -590,4 +593,43 @@ fn plant(env: &online_backup::io::Env, target: &Path, what: &Plant) -> Result<()
     }
     fs.sync_dir(parent)?;
     Ok(())
+}
+
+/// Restores the object store backup `url` into `to` as `neo4j-admin restore --from` does
+/// (OBJ-8): `None` when it holds no backup, else the restored store's tx and recomputed digest.
+/// The restored directory is removed after, so inspections do not fill the client's disk.
+async fn restore_objects(
+    env: &online_backup::io::Env,
+    url: &str,
+    to: &Path,
+) -> Result<Option<(u64, String)>, String> {
+    use online_backup::backup::objects::{ObjectUrl, ObjectsError};
+    use online_backup::backup::restore::{remove_staging, stage_objects, RestoreError};
+    let url = ObjectUrl::parse(url)?;
+    let staging = match stage_objects(env, &url, to, true).await {
+        Ok(staging) => staging,
+        Err(RestoreError::Objects(ObjectsError::NotABackup { why, .. }))
+            if why == "it holds no backup" =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let restored = restore(
+        env.fs.clone(),
+        env.clock.clone(),
+        &*env.blocking,
+        &staging,
+        to,
+        true,
+        None,
+        &mut |_, _, _| {},
+    );
+    remove_staging(&*env.fs, &staging);
+    let restored = restored.map_err(|e| e.to_string())?;
+    let _ = env.fs.remove_dir_all(to);
+    Ok(Some((
+        restored.report.last_committed_tx,
+        restored.report.digest,
+    )))
 }

@@ -390,6 +390,11 @@ pub enum Job {
         from: PathBuf,
         to: PathBuf,
     },
+    /// Restore the object store backup `url` into the new directory `to` (OBJ-8).
+    RestoreObjects {
+        url: String,
+        to: PathBuf,
+    },
     /// `GET /db/data/`.
     Status,
     /// Write the client's TLS files anew from [`Shared::tls`].
@@ -407,6 +412,9 @@ pub enum Reply {
     Inspect(Box<Inspection>),
     Done,
     Status(Option<Status>),
+    /// What [`Job::RestoreObjects`] restored: `None` when the target holds no backup, else the
+    /// restored tx and recomputed digest; `Err` when the restore failed.
+    Objects(Result<Option<(u64, String)>, String>),
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 //! [`SCENARIOS`]; the runner and both simulation tests pick it up from there.
 //!
 //! `backup_world` is no scenario: the hosts, driver handle and invariant checker the backup
-//! scenarios (`backup_chain`, `backup_faults`, `backup_io_faults`, `backup_tls`) share. Nor is `crash_rounds`: the driver of the
+//! scenarios (`backup_chain`, `backup_faults`, `backup_io_faults`, `backup_tls`, `backup_objects`) share. Nor is `crash_rounds`: the driver of the
 //! single-host crash scenarios (`log_crash`, `store_crash`).
 
 use crate::runner::Scenario;
@@ -12,6 +12,7 @@ pub mod backup_faults;
 pub mod backup_hosts;
 pub mod backup_io_faults;
 pub mod backup_judge;
+pub mod backup_objects;
 pub mod backup_tls;
 pub mod backup_world;
 pub mod crash_rounds;
@@ -30,4 +31,5 @@ pub const SCENARIOS: &[Scenario] = &[
     backup_faults::SCENARIO,
     backup_io_faults::SCENARIO,
     backup_tls::SCENARIO,
+    backup_objects::SCENARIO,
 ];

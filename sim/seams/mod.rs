@@ -23,6 +23,7 @@ mod objects;
 mod world;
 
 pub use faults::{BackupPhase, FaultKind, FaultSpec, Fired, OpClass};
+pub use objects::{ObjectFaultCounts, ObjectFaults};
 pub use world::{sim_env, DiskConfig, SimWorld};
 
 /// How an operation's result reads in the trace (SIM-6).

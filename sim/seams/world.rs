@@ -99,7 +99,7 @@ impl SimWorld {
             crypto: seeded_provider(seed),
             seed,
             faults: Arc::new(Mutex::new(FaultWorld::default())),
-            objects: Arc::new(SimObjects::default()),
+            objects: Arc::new(SimObjects::new(seed)),
         }))
     }
 
@@ -175,6 +175,11 @@ impl SimWorld {
             crypto: self.0.crypto.clone(),
             objects: self.0.objects.clone(),
         }
+    }
+
+    /// The object stores every host reaches, and the faults armed on them (SIM-40).
+    pub fn objects(&self) -> &SimObjects {
+        &self.0.objects
     }
 
     /// Moves every host's wall clock forward by `by` at once (SIM-10).

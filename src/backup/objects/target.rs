@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload, UpdateVersion};
 
 use super::{ObjectUrl, ObjectsError};
 use crate::backup::manifest::{Manifest, MANIFEST_FILE, MAX_MANIFEST};
@@ -52,15 +52,12 @@ impl Lease {
     ) -> Result<Lease, ObjectsError> {
         let clock = env.clock.clone();
         let token = new_token(env);
-        let key = url.key(LEASE_FILE);
         let now = clock.now_millis();
         let body = lease_body(&token, now + LEASE_TTL.as_millis() as u64);
         let fail = |doing: &str, e: &object_store::Error| ObjectsError::from_store(url, doing, e);
-        let created = store
-            .put_opts(&key, body.clone(), PutMode::Create.into())
-            .await;
+        let created = put_checked(&*store, url, LEASE_FILE, body.clone(), PutMode::Create).await;
         let version = match created {
-            Ok(put) => UpdateVersion::from(put),
+            Ok(version) => version,
             Err(object_store::Error::AlreadyExists { .. }) => {
                 let (held, version) = match get_small(&*store, url, LEASE_FILE).await? {
                     Some(found) => found,
@@ -75,11 +72,8 @@ impl Lease {
                     "{url}: taking over a lease that expired at {} (a run that died left it)",
                     units::time_millis(expires)
                 );
-                match store
-                    .put_opts(&key, body, PutMode::Update(version).into())
-                    .await
-                {
-                    Ok(put) => UpdateVersion::from(put),
+                match put_checked(&*store, url, LEASE_FILE, body, PutMode::Update(version)).await {
+                    Ok(version) => version,
                     // Another run took it over first.
                     Err(object_store::Error::Precondition { .. }) => return Err(locked(url, now)),
                     Err(e) => return Err(fail("taking the lease of", &e)),
@@ -105,17 +99,10 @@ impl Lease {
             return Ok(());
         }
         let body = lease_body(&self.token, now + LEASE_TTL.as_millis() as u64);
-        let put = self
-            .store
-            .put_opts(
-                &self.url.key(LEASE_FILE),
-                body,
-                PutMode::Update(self.version.clone()).into(),
-            )
-            .await;
-        match put {
-            Ok(put) => {
-                self.version = UpdateVersion::from(put);
+        let mode = PutMode::Update(self.version.clone());
+        match put_checked(&*self.store, &self.url, LEASE_FILE, body, mode).await {
+            Ok(version) => {
+                self.version = version;
                 self.written = now;
                 Ok(())
             }
@@ -165,8 +152,31 @@ fn locked(url: &ObjectUrl, expires: u64) -> ObjectsError {
 }
 
 /// The lease's bytes: `neo4j-backup lease <token> <expiry millis>` and a newline.
-fn lease_body(token: &str, expires: u64) -> PutPayload {
-    PutPayload::from(format!("neo4j-backup lease {token} {expires}\n"))
+fn lease_body(token: &str, expires: u64) -> Bytes {
+    Bytes::from(format!("neo4j-backup lease {token} {expires}\n"))
+}
+
+/// Puts `bytes` as the object `name` with `mode`. A put the store carried out but answered
+/// with an error (a lost answer, or a retry of a request that had landed) is found by reading
+/// the object back: when it holds exactly `bytes`, the put happened (OBJ-13). The objects put
+/// so (the lease, the pointer, the manifest) are each unique to the run that writes them.
+async fn put_checked(
+    store: &dyn ObjectStore,
+    url: &ObjectUrl,
+    name: &str,
+    bytes: Bytes,
+    mode: PutMode,
+) -> object_store::Result<UpdateVersion> {
+    let put = store
+        .put_opts(&url.key(name), PutPayload::from(bytes.clone()), mode.into())
+        .await;
+    match put {
+        Ok(put) => Ok(UpdateVersion::from(put)),
+        Err(e) => match get_bounded(store, url, name, bytes.len() as u64).await {
+            Ok(Some((held, version))) if held == bytes => Ok(version),
+            _ => Err(e),
+        },
+    }
 }
 
 /// The token and expiry of a lease's bytes; `None` for anything else (an unreadable lease is
@@ -341,17 +351,19 @@ impl ObjectTarget {
                 why: "it holds no backup".to_string(),
             });
         };
-        let put = self
-            .store
-            .put_opts(
-                &self.key(n, MANIFEST_FILE),
-                PutPayload::from(manifest.encode()),
-                PutMode::Update(version).into(),
-            )
-            .await;
+        let name = format!("{}/{MANIFEST_FILE}", generation_name(n));
+        let bytes = Bytes::from(manifest.encode());
+        let put = put_checked(
+            &*self.store,
+            &self.url,
+            &name,
+            bytes,
+            PutMode::Update(version),
+        )
+        .await;
         match put {
-            Ok(put) => {
-                self.manifest_version = Some(UpdateVersion::from(put));
+            Ok(version) => {
+                self.manifest_version = Some(version);
                 self.manifest = Some(manifest);
                 Ok(())
             }
@@ -420,13 +432,10 @@ impl ObjectTarget {
             None => PutMode::Create,
             Some((_, version)) => PutMode::Update(version.clone()),
         };
-        let body = PutPayload::from(Bytes::from(format!("{}\n", generation_name(n))));
-        let put = self
-            .store
-            .put_opts(&self.url.key(POINTER_FILE), body, PutOptions::from(mode))
-            .await;
+        let body = Bytes::from(format!("{}\n", generation_name(n)));
+        let put = put_checked(&*self.store, &self.url, POINTER_FILE, body, mode).await;
         let version = match put {
-            Ok(put) => UpdateVersion::from(put),
+            Ok(version) => version,
             Err(
                 object_store::Error::Precondition { .. }
                 | object_store::Error::AlreadyExists { .. },
@@ -540,8 +549,7 @@ mod tests {
     #[test]
     fn obj_5_a_lease_reads_back_its_token_and_expiry() {
         let body = lease_body("abc", 42);
-        let bytes: Vec<u8> = body.iter().flat_map(|b| b.to_vec()).collect();
-        assert_eq!(parse_lease(&bytes), Some(("abc".into(), 42)), "OBJ-5");
+        assert_eq!(parse_lease(&body), Some(("abc".into(), 42)), "OBJ-5");
         assert_eq!(parse_lease(b"something else\n"), None, "OBJ-5");
         assert_eq!(parse_lease(b"neo4j-backup lease abc 42"), None, "OBJ-5");
     }

@@ -1,0 +1,179 @@
+//! `backup_objects` (SIM-40): backups into an object store (spec/objects.md), the simulated
+//! world's in-memory store, while it fails: puts that fail, puts that land but whose answer is
+//! lost, lists that answer late. The writer commits
+//! between runs and during them. After every run, the faults disarmed, the driver restores the
+//! target as `neo4j-admin restore --from` does and checks:
+//!
+//! 1. It restores (OBJ-8) to exactly the source's state at some tx: the recomputed digest is
+//!    the writer's model's at that tx. Before the first successful run it may hold no backup.
+//! 2. Never older: that tx is at least the last one restored, and after a run that succeeded
+//!    it is the run's tx and digest (OBJ-7, OBJ-11). A run that failed may still have made its
+//!    work live (a pointer or manifest whose put landed but answered an error), never half of
+//!    it.
+//! 3. No lease is left when a run has ended (OBJ-5, OBJ-13), and after a successful run the
+//!    target holds only the pointer and the live generation (OBJ-7, OBJ-9, OBJ-11).
+//!
+//! Runs are `auto` (incremental once there is a backup), sometimes `--type full`; every fault
+//! kind strikes some run over the default seeds (checked by the test, SIM-40).
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+use online_backup::backup::client::Mode;
+use rand::Rng;
+
+use crate::runner::{Scenario, ScenarioCtx};
+use crate::scenarios::backup_world::{configure, BackupJob, BackupSim, Job, Reply, Setup, DISK};
+use crate::seams::ObjectFaults;
+
+pub const SCENARIO: Scenario = Scenario::new(
+    "backup_objects",
+    "object store targets: failing, lost-answer and slow requests; restorable, never older",
+    run,
+)
+.seeds(30)
+.configure(configure)
+.disk(DISK)
+.tables(&[crate::coverage::OBJECT_TABLE]);
+
+/// The bucket and prefix the runs back up into.
+const BUCKET: &str = "sim-backups";
+const URL: &str = "s3://sim-backups/db";
+
+fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
+    let setup = Setup::random(&mut ctx.rng);
+    let mut sim = BackupSim::start(ctx, &setup)?;
+    let warm_up = ctx.rng.random_range(5..20);
+    sim.commits(ctx, warm_up)?;
+    let mut reached: Option<u64> = None;
+    let rounds = ctx.rng.random_range(3..6);
+    for round in 0..rounds {
+        let faults = if ctx.rng.random_bool(0.6) {
+            let p = [0.0, 0.03, 0.15];
+            ObjectFaults {
+                put_fails: p[ctx.rng.random_range(0..3)],
+                put_lost: p[ctx.rng.random_range(0..3)],
+                slow_list: [Duration::ZERO, Duration::from_secs(3)][ctx.rng.random_range(0..2)],
+            }
+        } else {
+            ObjectFaults::default()
+        };
+        ctx.record(&format!("round {round}: faults {faults:?}"));
+        ctx.world.objects().arm(faults);
+        let mode = if ctx.rng.random_bool(0.2) {
+            Mode::Full
+        } else {
+            Mode::Auto
+        };
+        let job = BackupJob::new(URL, mode, &mut ctx.rng);
+        let run = sim.backup(ctx, job)?;
+        ctx.world.objects().arm(ObjectFaults::default());
+        let outcome = match &run.outcome {
+            Ok(s) => format!("{} to tx {}", s.kind.name(), s.to_tx),
+            Err(f) => format!("failed, exit {}: {}", f.exit, f.message),
+        };
+        ctx.record(&format!("round {round}: {outcome}"));
+        if let Err(f) = &run.outcome {
+            if f.exit != 1 {
+                return Err(format!(
+                    "OBJ-10: a failure of the object store is exit 1, not {}: {}",
+                    f.exit, f.message
+                )
+                .into());
+            }
+        }
+
+        // 1, 2: restorable, to the source's state, never older.
+        let to = std::path::PathBuf::from(format!("/scratch/objects-{round}"));
+        let restored = match sim.call(ctx, Job::RestoreObjects { url: URL.into(), to })? {
+            Reply::Objects(r) => r.map_err(|e| {
+                format!("SIM-40, OBJ-8: after round {round} ({outcome}) the backup does not restore: {e}")
+            })?,
+            other => return Err(format!("a restore job answered {other:?}").into()),
+        };
+        let digests = sim.digests();
+        match restored {
+            None if reached.is_some() || run.outcome.is_ok() => {
+                return Err(format!(
+                    "SIM-40, OBJ-7: after round {round} ({outcome}) the target holds no backup"
+                )
+                .into())
+            }
+            None => {}
+            Some((tx, digest)) => {
+                let source = digests.get(&tx).map(|d| d.to_string());
+                if source.as_deref() != Some(digest.as_str()) {
+                    return Err(format!(
+                        "SIM-40, OBJ-4: the backup restores to tx {tx} with digest {digest}, but the source's there is {source:?}"
+                    )
+                    .into());
+                }
+                if let Some(prev) = reached.filter(|&prev| tx < prev) {
+                    return Err(format!(
+                        "SIM-40, OBJ-7: round {round} ({outcome}) left a backup at tx {tx}, older than tx {prev} before it"
+                    )
+                    .into());
+                }
+                if let Ok(s) = &run.outcome {
+                    if s.to_tx != tx || s.digest.to_string() != digest {
+                        return Err(format!(
+                            "SIM-40, OBJ-7: the run reported tx {} digest {}, the backup restores to tx {tx} digest {digest}",
+                            s.to_tx, s.digest
+                        )
+                        .into());
+                    }
+                }
+                reached = Some(tx);
+            }
+        }
+
+        // 3: no lease left; after a success, only the pointer and the live generation.
+        let keys = keys(ctx)?;
+        if keys.iter().any(|k| k.ends_with("/LEASE")) {
+            return Err(format!(
+                "SIM-40, OBJ-5, OBJ-13: round {round} ({outcome}) ended and left its lease: {keys:?}"
+            )
+            .into());
+        }
+        if run.outcome.is_ok() {
+            let current = current(ctx)?;
+            let live = format!("db/{current}/");
+            if let Some(stray) = keys
+                .iter()
+                .find(|k| k.as_str() != "db/CURRENT" && !k.starts_with(&live))
+            {
+                return Err(format!(
+                    "SIM-40, OBJ-7, OBJ-9: after a successful run the target still holds {stray} beside {current}"
+                )
+                .into());
+            }
+        }
+        let n = ctx.rng.random_range(0..15);
+        sim.commits(ctx, n)?;
+    }
+    let counts = ctx.world.objects().counts();
+    ctx.record(&format!("object store faults: {counts:?}"));
+    Ok(())
+}
+
+/// Every key in the bucket, read straight from the in-memory store (no faults).
+fn keys(ctx: &ScenarioCtx) -> turmoil::Result<Vec<String>> {
+    let store = ctx.world.objects().bucket(BUCKET);
+    let keys: Vec<String> = futures::executor::block_on(
+        store
+            .list(None)
+            .map_ok(|m| m.location.to_string())
+            .try_collect(),
+    )?;
+    Ok(keys)
+}
+
+/// The generation the pointer names.
+fn current(ctx: &ScenarioCtx) -> turmoil::Result<String> {
+    let store = ctx.world.objects().bucket(BUCKET);
+    let bytes = futures::executor::block_on(async {
+        store.get(&"db/CURRENT".into()).await?.bytes().await
+    })?;
+    Ok(String::from_utf8_lossy(&bytes).trim_end().to_string())
+}
