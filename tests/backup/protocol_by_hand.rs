@@ -313,6 +313,13 @@ fn pr_20_a_stalled_backup_does_not_stop_commits_and_its_pin_goes_with_it() {
         "the logs after the checkpoint are pinned: {st}"
     );
     drop(w);
+    // A connection that fails other than by a TLS refusal is logged as failed (SEC-6 logs a
+    // refusal once, and only a refusal is not logged again).
+    let log = server.wait_for_stderr("the backup connection from 127.0.0.1:");
+    assert!(
+        log.contains(" failed: "),
+        "SEC-6: the dropped connection is logged as failed: {log}"
+    );
     let mut i = 0;
     while status(&server)["oldest_logged_tx"].as_u64().unwrap() <= c + 1 {
         write_node(&server.http, i, 1000);
