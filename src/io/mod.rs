@@ -298,6 +298,18 @@ pub async fn run_blocking<T: Send + 'static>(
 /// a bucket that does not exist, or credentials that are refused, show at the first one.
 pub trait Objects: Send + Sync + Debug {
     fn open(&self, bucket: &str) -> object_store::Result<Arc<dyn object_store::ObjectStore>>;
+
+    /// Aborts the multipart uploads begun under `prefix` in `bucket` and never completed nor
+    /// aborted: what a run killed mid-upload left (OBJ-7). Returns how many. A store without
+    /// such uploads (the simulations' in-memory one keeps none once its upload is dropped)
+    /// answers 0.
+    fn abort_orphans<'a>(
+        &'a self,
+        _bucket: &'a str,
+        _prefix: &'a str,
+    ) -> BoxFuture<'a, object_store::Result<usize>> {
+        Box::pin(async { Ok(0) })
+    }
 }
 
 /// The seams together, as every component that does I/O receives them.

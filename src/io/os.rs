@@ -293,11 +293,15 @@ impl Blocking for OsBlocking {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OsObjects;
 
-impl Objects for OsObjects {
-    fn open(
-        &self,
+impl OsObjects {
+    /// The S3 client of `bucket`, and the options its requests use (OBJ-1, OBJ-2).
+    fn s3(
         bucket: &str,
-    ) -> object_store::Result<std::sync::Arc<dyn object_store::ObjectStore>> {
+    ) -> object_store::Result<(
+        object_store::aws::AmazonS3,
+        object_store::aws::AmazonS3Builder,
+        object_store::ClientOptions,
+    )> {
         use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
         use object_store::{BackoffConfig, ClientOptions, RetryConfig};
         use std::time::Duration;
@@ -323,7 +327,107 @@ impl Objects for OsObjects {
             max_retries: 2,
             retry_timeout: Duration::from_secs(10),
         };
-        let builder = builder.with_client_options(options).with_retry(retry);
-        Ok(std::sync::Arc::new(builder.build()?))
+        let builder = builder
+            .with_client_options(options.clone())
+            .with_retry(retry);
+        Ok((builder.clone().build()?, builder, options))
+    }
+
+    /// `ListMultipartUploads` of `bucket` under `prefix` (first page), signed with the
+    /// client's own credentials: `object_store` has no call for it.
+    async fn list_uploads(
+        bucket: &str,
+        prefix: &str,
+    ) -> object_store::Result<Vec<(String, String)>> {
+        use object_store::aws::{AmazonS3ConfigKey, AwsAuthorizer};
+        use object_store::client::{HttpConnector, HttpRequestBody, ReqwestConnector};
+        let (s3, builder, options) = OsObjects::s3(bucket)?;
+        let generic = |e: Box<dyn std::error::Error + Send + Sync>| object_store::Error::Generic {
+            store: "S3",
+            source: e,
+        };
+        let region = builder
+            .get_config_value(&AmazonS3ConfigKey::Region)
+            .unwrap_or_else(|| "us-east-1".to_string());
+        let query: String = prefix
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let url = match builder.get_config_value(&AmazonS3ConfigKey::Endpoint) {
+            Some(endpoint) => format!(
+                "{}/{bucket}?uploads&prefix={query}",
+                endpoint.trim_end_matches('/')
+            ),
+            None => format!("https://{bucket}.s3.{region}.amazonaws.com/?uploads&prefix={query}"),
+        };
+        let credential = s3.credentials().get_credential().await?;
+        let mut request = hyper::http::Request::builder()
+            .method("GET")
+            .uri(url)
+            .body(HttpRequestBody::empty())
+            .map_err(|e| generic(Box::new(e)))?;
+        AwsAuthorizer::new(&credential, "s3", &region)
+            .try_authorize(&mut request, None)
+            .map_err(|e| generic(Box::new(e)))?;
+        let client = ReqwestConnector::default().connect(&options)?;
+        let response = client
+            .execute(request)
+            .await
+            .map_err(|e| generic(Box::new(e)))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .bytes()
+            .await
+            .map_err(|e| generic(Box::new(e)))?;
+        let text = String::from_utf8_lossy(&body);
+        if !status.is_success() {
+            return Err(generic(
+                format!("listing multipart uploads answered {status}: {text}").into(),
+            ));
+        }
+        let field = |chunk: &str, tag: &str| {
+            chunk
+                .split(&format!("<{tag}>"))
+                .nth(1)
+                .and_then(|s| s.split(&format!("</{tag}>")).next())
+                .map(str::to_string)
+        };
+        Ok(text
+            .split("<Upload>")
+            .skip(1)
+            .filter_map(|chunk| Some((field(chunk, "Key")?, field(chunk, "UploadId")?)))
+            .collect())
+    }
+}
+
+impl Objects for OsObjects {
+    fn open(
+        &self,
+        bucket: &str,
+    ) -> object_store::Result<std::sync::Arc<dyn object_store::ObjectStore>> {
+        Ok(std::sync::Arc::new(OsObjects::s3(bucket)?.0))
+    }
+
+    fn abort_orphans<'a>(
+        &'a self,
+        bucket: &'a str,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, object_store::Result<usize>> {
+        Box::pin(async move {
+            use object_store::multipart::MultipartStore;
+            let uploads = OsObjects::list_uploads(bucket, prefix).await?;
+            let (s3, _, _) = OsObjects::s3(bucket)?;
+            for (key, id) in &uploads {
+                s3.abort_multipart(&object_store::path::Path::from(key.as_str()), id)
+                    .await?;
+            }
+            Ok(uploads.len())
+        })
     }
 }

@@ -503,3 +503,65 @@ fn obj_12_segments_past_the_bound_are_consolidated_by_a_full_generation() {
     admin_with(&moto, &["restore", "--from", url, "--store", path(&r)]).expect(0);
     assert_same_as_server(&r, &server);
 }
+
+#[test]
+fn obj_7_a_run_killed_mid_upload_leaves_the_previous_generation_and_the_next_aborts_its_parts() {
+    let moto = Moto::start();
+    moto.create_bucket("killed");
+    let dir = scratch();
+    let db = dir.path().join("db");
+    generate(&db, 60_000, &[]);
+    let server = ServerProcess::start(&db, Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    let url = "s3://killed/k";
+    let first = backup_to(&moto, &addr, url, &["--json"]).expect(0);
+    let first: serde_json::Value = serde_json::from_str(&first.stdout).unwrap();
+    write_nodes(&server, 5);
+    // A full backup slowed down, killed once one of its parts is in the store.
+    let mut child = backup_cmd(&[
+        "-from",
+        &addr,
+        "-to",
+        url,
+        "--type",
+        "full",
+        "--max-rate",
+        "4M",
+    ])
+    .envs(moto.env())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    wait_until(
+        std::time::Duration::from_secs(60),
+        "a part of the second backup in the store",
+        || moto.open_uploads("killed", "k/") > 0,
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(moto.get("killed", "k/CURRENT"), b"generation-1\n", "OBJ-7");
+    // Its lease holds off the next run until it expires (OBJ-5); an expired one is taken over.
+    let out = backup_to(&moto, &addr, url, &[]);
+    assert!(
+        out.one_error_line()
+            .contains("in use by another backup run"),
+        "OBJ-5: {out:#?}"
+    );
+    moto.put("killed", "k/LEASE", b"neo4j-backup lease dead 1\n");
+    // The previous generation restores, as it was.
+    let r = dir.path().join("r");
+    admin_with(&moto, &["restore", "--from", url, "--store", path(&r)]).expect(0);
+    let restored = check_json(&r);
+    assert_eq!(restored["digest"], first["digest"], "OBJ-7: {restored}");
+    assert!(
+        moto.open_uploads("killed", "k/") > 0,
+        "the killed run's upload is still open before the next run"
+    );
+    // The next run aborts what the killed one left, and backs up.
+    backup_to(&moto, &addr, url, &[]).expect(0);
+    assert_eq!(moto.open_uploads("killed", "k/"), 0, "OBJ-7: no parts left");
+    let r = dir.path().join("r2");
+    admin_with(&moto, &["restore", "--from", url, "--store", path(&r)]).expect(0);
+    assert_same_as_server(&r, &server);
+}

@@ -91,7 +91,7 @@ pub async fn run_objects(
                 let state = last_state(&target).await?;
                 match ask_incremental(run.conn, &backup).await? {
                     Answer::Accepted(first) => {
-                        target.clean().await?;
+                        target.clean(&*env.objects).await?;
                         return run
                             .incremental_to_objects(&mut target, &mut lease, &backup, state, first)
                             .await;
@@ -103,7 +103,7 @@ pub async fn run_objects(
                 }
             }
         };
-        target.clean().await?;
+        target.clean(&*env.objects).await?;
         run.full_to_objects(&mut target, &mut lease, reason, existing.as_ref())
             .await
     }

@@ -10,7 +10,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload, UpdateVersi
 
 use super::{ObjectUrl, ObjectsError};
 use crate::backup::manifest::{Manifest, MANIFEST_FILE, MAX_MANIFEST};
-use crate::io::{Clock, Env};
+use crate::io::{Clock, Env, Objects};
 use crate::store::layout::{generation_name, parse_generation, POINTER_FILE};
 use crate::store::log::log_version_of;
 use crate::units;
@@ -20,10 +20,11 @@ use crate::units;
 pub const MAX_SEGMENTS: u32 = 32;
 /// The lease object's name under the prefix (OBJ-5).
 pub const LEASE_FILE: &str = "LEASE";
-/// How long a lease holds without being renewed (OBJ-5): a run renews it well before.
-pub const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long a lease holds without being renewed (OBJ-5): a run renews it well before, and a run
+/// that died blocks the next for at most this long.
+pub const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(120);
 /// A run renews its lease when this much of it has gone.
-const RENEW_AFTER_MILLIS: u64 = 60_000;
+const RENEW_AFTER_MILLIS: u64 = 20_000;
 /// The pointer and the lease are never larger than this.
 const SMALL_OBJECT: u64 = 256;
 
@@ -378,10 +379,28 @@ impl ObjectTarget {
         }
     }
 
-    /// Removes what interrupted runs left (OBJ-7, OBJ-11, BK-36): every generation above the
-    /// live one, which no pointer ever named, and segments of the live one no manifest listed.
-    /// Called once the run holds the lease and goes on.
-    pub async fn clean(&mut self) -> Result<(), ObjectsError> {
+    /// Removes what interrupted runs left (OBJ-7, OBJ-11, BK-36): the multipart uploads a
+    /// killed run never completed nor aborted, every generation above the live one, which no
+    /// pointer ever named, and segments of the live one no manifest listed. Called once the run
+    /// holds the lease and goes on.
+    pub async fn clean(&mut self, objects: &dyn Objects) -> Result<(), ObjectsError> {
+        let prefix = if self.url.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.url.prefix)
+        };
+        let aborted = objects
+            .abort_orphans(&self.url.bucket, &prefix)
+            .await
+            .map_err(|e| {
+                ObjectsError::from_store(&self.url, "aborting the unfinished uploads of", &e)
+            })?;
+        if aborted > 0 {
+            tracing::warn!(
+                "{}: aborted {aborted} multipart upload(s) an interrupted run left",
+                self.url
+            );
+        }
         if let Some(n) = self.live() {
             let prefix = self.key(n, "");
             let objects: Vec<_> = self
