@@ -46,6 +46,10 @@
 //!     `neo4j-admin check` (the full consistency check) of the backup the incrementals of rows 3
 //!     and 4 kept, alternated.
 //!
+//! 11. a full backup (`-verify false`) into an S3-compatible server (moto on loopback, as the
+//!     tests start it: `tests/support/moto.rs`) vs into a local directory, alternated; each S3
+//!     run replaces the last one's generation (`--type full`, one generation kept).
+//!
 //! Rows 7 and 8 run before the commit load (rows 5 and 6), which grows the first store and its
 //! logs, and so does the TLS row.
 
@@ -58,6 +62,9 @@ use std::time::SystemTime;
 #[path = "../tests/kit/certs.rs"]
 #[allow(dead_code)]
 mod certs;
+#[path = "../tests/support/moto.rs"]
+#[allow(dead_code)]
+mod moto;
 use std::time::{Duration, Instant};
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -609,6 +616,43 @@ fn main() {
     }
     let (incr_fulls, incrs, nones) = (secs(&incr_fulls), secs(&incrs), secs(&nones));
 
+    // 11. A full backup into moto's S3 vs into a local directory, alternated.
+    let objects = moto::Moto::start();
+    objects.create_bucket("bench");
+    let s3_env = objects.env();
+    let (mut s3s, mut locals) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let mut t = [Duration::ZERO; 2];
+        for step in 0..2 {
+            let to_s3 = (round + step) % 2 == 0;
+            if to_s3 {
+                sync();
+                let start = Instant::now();
+                let out = Command::new(env!("CARGO_BIN_EXE_neo4j-backup"))
+                    .args(["-from", &server.backup, "-to", "s3://bench/store"])
+                    .args(["-verify", "false", "--type", "full"])
+                    .envs(s3_env.iter().map(|(k, v)| (*k, v.as_str())))
+                    .output()
+                    .expect("start neo4j-backup");
+                t[0] = start.elapsed();
+                assert!(out.status.success(), "{out:?}");
+            } else {
+                let r;
+                (t[1], r) = timed_full(&server, &dir.join(format!("local-{round}")), "false");
+                rss = rss.max(r);
+            }
+        }
+        println!(
+            "round {round}: full backup to S3 (moto) {:.2} s, to a directory {:.2} s",
+            t[0].as_secs_f64(),
+            t[1].as_secs_f64()
+        );
+        s3s.push(t[0]);
+        locals.push(t[1]);
+    }
+    drop(objects);
+    let (s3s, locals) = (secs(&s3s), secs(&locals));
+
     // 10. check --quick vs check of that backup, alternated.
     let (mut quicks, mut checks) = (Vec::new(), Vec::new());
     for round in 0..rounds {
@@ -938,6 +982,17 @@ fn main() {
             ));
         }
     }
+    rows.push(Row::ratio(
+        "full backup into S3 (moto on loopback) / into a local directory".to_string(),
+        format!(
+            "{} / {}",
+            fmt_secs(spread(&s3s).median),
+            fmt_secs(spread(&locals).median)
+        ),
+        spread(&ratios(&s3s, &locals)),
+        "x",
+        Target::None,
+    ));
     rows.push(Row::ratio(
         "full backup over TLS / without TLS".to_string(),
         format!(
