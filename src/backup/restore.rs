@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::backup::history::{self, Restorable, Span};
 use crate::backup::manifest::{verify, Manifest, ManifestError};
-use crate::backup::objects::{download_generation, Lease, ObjectTarget, ObjectUrl, ObjectsError};
+use crate::backup::objects::{ObjectUrl, ObjectsError};
 use crate::backup::target::{older_generations, Holds, Target, TargetError};
 use crate::digest::Digest;
 use crate::io::{sibling_with_suffix, Blocking, Clock, Env, Fs, OpenMode};
@@ -298,23 +298,8 @@ pub async fn stage_objects(
     if there.is_some() {
         return Err(RestoreError::StagingExists(staging.display().to_string()));
     }
-    let store = env
-        .objects
-        .open(&url.bucket)
-        .map_err(|e| ObjectsError::from_store(url, "opening", &e))?;
-    let lease = Lease::take(store.clone(), url, env).await?;
-    let downloaded = match ObjectTarget::read(store, url).await {
-        Ok(target) => download_generation(env, &target, &staging).await,
-        Err(e) => Err(e),
-    };
-    lease.release().await;
-    match downloaded {
-        Ok(_) => Ok(staging),
-        Err(e) => {
-            remove_staging(&*env.fs, &staging);
-            Err(e.into())
-        }
-    }
+    crate::backup::objects::stage(env, url, &staging).await?;
+    Ok(staging)
 }
 
 /// Removes a restore's staging directory (OBJ-8); a failure is logged, not fatal: the restore

@@ -9,10 +9,8 @@ use clap::{Parser, Subcommand};
 use online_backup::backup::catalogue::{catalogue, verification_name, Catalogue};
 use online_backup::backup::client::{self, BackupOptions, Kind, Lines, Mode, Plan, Verify};
 use online_backup::backup::history::Span;
-use online_backup::backup::manifest::{
-    quick_check, rehash_after_upgrade, QuickCheck, QuickCheckError,
-};
-use online_backup::backup::objects::ObjectUrl;
+use online_backup::backup::manifest::{quick_check, rehash_after_upgrade, QuickCheck};
+use online_backup::backup::objects::{quick_check_objects, stage, ObjectUrl};
 use online_backup::backup::restore::{remove_staging, restore, stage_objects, Until};
 use online_backup::backup::tls::ClientTlsFiles;
 use online_backup::cli;
@@ -148,7 +146,6 @@ fn main() -> ExitCode {
     };
     let env = Env::os();
     let object_path = match &cli.command {
-        Command::Check { store, .. } => Some((store, "neo4j-admin check")),
         Command::BackupInfo { dir, .. } => Some((dir, "neo4j-admin backup-info")),
         Command::Upgrade { store } => Some((store, "neo4j-admin upgrade")),
         _ => None,
@@ -191,11 +188,50 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Command::Check { store, json, quick }
+            if ObjectUrl::of_path(&store).is_ok_and(|u| u.is_some()) =>
+        {
+            let url = ObjectUrl::of_path(&store)
+                .ok()
+                .flatten()
+                .expect("checked above");
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => return fail(&e),
+            };
+            if quick {
+                let checked = rt
+                    .block_on(quick_check_objects(&env, &url))
+                    .map_err(|e| (e.to_string(), e.exit_code()));
+                return report_quick(&store, json, checked);
+            }
+            // The live generation downloaded (checked against its manifest as it arrives),
+            // then checked as a directory is (OBJ-14).
+            let staging =
+                std::env::temp_dir().join(format!("neo4j-admin-check-{}", std::process::id()));
+            if let Err(e) = rt.block_on(stage(&env, &url, &staging)) {
+                eprintln!("neo4j-admin: {e}");
+                return ExitCode::from(e.exit_code());
+            }
+            let checked = check_with_progress(
+                env.fs.clone(),
+                env.clock.clone(),
+                &staging,
+                &*env.blocking,
+                &mut |_, _| {},
+            );
+            remove_staging(&*env.fs, &staging);
+            report_check(&store, json, checked)
+        }
         Command::Check {
             store,
             json,
             quick: true,
-        } => report_quick(&store, json, quick_check(&*env.fs, &store)),
+        } => report_quick(
+            &store,
+            json,
+            quick_check(&*env.fs, &store).map_err(|e| (e.to_string(), e.exit_code())),
+        ),
         Command::Check {
             store,
             json,
@@ -372,13 +408,13 @@ fn report_check(
 fn report_quick(
     dir: &std::path::Path,
     json: bool,
-    checked: Result<QuickCheck, QuickCheckError>,
+    checked: Result<QuickCheck, (String, u8)>,
 ) -> ExitCode {
     let q = match checked {
         Ok(q) => q,
-        Err(e) => {
-            eprintln!("neo4j-admin: {e}");
-            return ExitCode::from(e.exit_code());
+        Err((why, code)) => {
+            eprintln!("neo4j-admin: {why}");
+            return ExitCode::from(code);
         }
     };
     let m = &q.manifest;

@@ -377,7 +377,6 @@ fn obj_1_obj_10_errors_are_one_sentence_an_operator_can_act_on() {
         "OBJ-10: {out:#?}"
     );
     for args in [
-        vec!["check", "s3://real/x"],
         vec!["backup-info", "s3://real/x"],
         vec!["upgrade", "s3://real/x"],
     ] {
@@ -564,4 +563,44 @@ fn obj_7_a_run_killed_mid_upload_leaves_the_previous_generation_and_the_next_abo
     let r = dir.path().join("r2");
     admin_with(&moto, &["restore", "--from", url, "--store", path(&r)]).expect(0);
     assert_same_as_server(&r, &server);
+}
+
+#[test]
+fn obj_14_check_reads_an_object_store_backup_quick_or_whole() {
+    let moto = Moto::start();
+    moto.create_bucket("checked");
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    write_nodes(&server, 10);
+    let url = "s3://checked/c";
+    backup_to(&moto, &addr, url, &[]).expect(0);
+    write_nodes(&server, 2);
+    backup_to(&moto, &addr, url, &[]).expect(0);
+    let quick = admin_with(&moto, &["check", "--quick", "--json", url]).expect(0);
+    let quick: serde_json::Value = serde_json::from_str(&quick.stdout).unwrap();
+    assert_eq!(quick["intact"], true, "OBJ-14: {quick}");
+    assert_eq!(quick["blocks_checked"], quick["blocks"], "OBJ-14: {quick}");
+    let whole = admin_with(&moto, &["check", "--json", url]).expect(0);
+    let whole: serde_json::Value = serde_json::from_str(&whole.stdout).unwrap();
+    let s = status(&server);
+    assert_eq!(
+        whole["digest"], s["digest"],
+        "OBJ-14: the recovered copy's digest: {whole}"
+    );
+    assert_eq!(whole["consistent"], true, "OBJ-14: {whole}");
+    // A flipped byte is named with its object and block by both, exit 3.
+    let key = "c/generation-1/neostore.nodestore.db";
+    let mut bytes = moto.get("checked", key);
+    bytes[3] ^= 1;
+    moto.put("checked", key, &bytes);
+    for args in [vec!["check", "--quick", url], vec!["check", url]] {
+        let out = admin_with(&moto, &args);
+        assert_eq!(out.code, Some(3), "OBJ-14: {out:#?}");
+        assert!(
+            out.one_error_line()
+                .contains("neostore.nodestore.db: block 0"),
+            "OBJ-14: {out:#?}"
+        );
+    }
 }

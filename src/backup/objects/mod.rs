@@ -16,7 +16,10 @@ mod target;
 mod transfer;
 
 pub use target::{Lease, ObjectTarget, LEASE_FILE, LEASE_TTL, MAX_SEGMENTS};
-pub use transfer::{download_generation, last_state, Upload, PART_SIZE};
+pub use transfer::{
+    download_generation, fetch_generation, last_state, quick_check_objects, stage, Fetched, Upload,
+    PART_SIZE,
+};
 
 use object_store::path::Path as ObjectPath;
 

@@ -10,7 +10,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use super::target::get_bounded;
-use super::{ObjectTarget, ObjectsError};
+use super::{Lease, ObjectTarget, ObjectUrl, ObjectsError};
 use crate::backup::manifest::{BlockHasher, FileEntry, Finding, MANIFEST_FILE};
 use crate::io::{Env, FileHandle, OpenMode};
 use crate::store::log::{
@@ -106,6 +106,17 @@ impl Upload {
     }
 }
 
+/// What reading the live generation against its manifest found (OBJ-8, OBJ-14).
+#[derive(Debug, Default)]
+pub struct Fetched {
+    /// Bytes read.
+    pub bytes: u64,
+    /// Blocks read and found as listed.
+    pub blocks: u64,
+    /// Damage, named by object and block (MF-4): unlisted objects first, then in manifest order.
+    pub findings: Vec<Finding>,
+}
+
 /// Downloads the live generation of `target` into the directory `dir`, which must not exist,
 /// checking each object against the manifest as it arrives (OBJ-8): a damaged, missing or
 /// extra object is damage, named with its block, and fails the download (exit 3). Every file is
@@ -115,6 +126,26 @@ pub async fn download_generation(
     target: &ObjectTarget,
     dir: &Path,
 ) -> Result<u64, ObjectsError> {
+    let fetched = fetch_generation(env, target, Some(dir)).await?;
+    if let Some(first) = fetched.findings.first() {
+        return Err(ObjectsError::Damaged {
+            url: target.url().to_string(),
+            count: fetched.findings.len(),
+            first: first.to_string(),
+        });
+    }
+    Ok(fetched.bytes)
+}
+
+/// Reads every object of the live generation of `target` against its manifest, block by block
+/// as it streams (OBJ-8, OBJ-14), and writes each into `dir` when given (created first; every
+/// file synced, and the directory). An object longer than listed is damage found without
+/// reading it.
+pub async fn fetch_generation(
+    env: &Env,
+    target: &ObjectTarget,
+    dir: Option<&Path>,
+) -> Result<Fetched, ObjectsError> {
     let url = target.url();
     let (Some(n), Some(manifest)) = (target.live(), target.manifest()) else {
         return Err(ObjectsError::NotABackup {
@@ -129,10 +160,12 @@ pub async fn download_generation(
             detail: e.to_string(),
         }
     };
-    env.fs
-        .create_dir_all(dir)
-        .map_err(io(format!("creating {} for", dir.display())))?;
-    let mut findings = Vec::new();
+    if let Some(dir) = dir {
+        env.fs
+            .create_dir_all(dir)
+            .map_err(io(format!("creating {} for", dir.display())))?;
+    }
+    let mut fetched = Fetched::default();
     // Objects the manifest does not list are damage (MF-4).
     let prefix = target.key(n, "");
     let mut listing = target.store().list(Some(&prefix));
@@ -144,17 +177,16 @@ pub async fn download_generation(
             continue;
         }
         if name != MANIFEST_FILE && manifest.file(&name).is_none() {
-            findings.push(Finding::Unlisted { file: name });
+            fetched.findings.push(Finding::Unlisted { file: name });
         }
     }
     let block_size = manifest.block_size as u64;
-    let mut bytes = 0;
     for listed in &manifest.files {
         let key = target.key(n, &listed.name);
         let got = match target.store().get(&key).await {
             Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => {
-                findings.push(Finding::Missing {
+                fetched.findings.push(Finding::Missing {
                     file: listed.name.clone(),
                 });
                 continue;
@@ -173,7 +205,7 @@ pub async fn download_generation(
         };
         if got.meta.size > listed.size {
             // Longer than listed: damage, found without reading it.
-            findings.push(Finding::Extended {
+            fetched.findings.push(Finding::Extended {
                 file: listed.name.clone(),
                 size: got.meta.size,
                 listed: listed.size,
@@ -181,12 +213,17 @@ pub async fn download_generation(
             });
             continue;
         }
-        let path = dir.join(&listed.name);
-        let file: Arc<dyn FileHandle> = Arc::from(
-            env.fs
-                .open(&path, OpenMode::CreateNew)
-                .map_err(io(format!("writing {} from", path.display())))?,
-        );
+        let file: Option<(Arc<dyn FileHandle>, std::path::PathBuf)> = match dir {
+            Some(dir) => {
+                let path = dir.join(&listed.name);
+                let file = env
+                    .fs
+                    .open(&path, OpenMode::CreateNew)
+                    .map_err(io(format!("writing {} from", path.display())))?;
+                Some((Arc::from(file), path))
+            }
+            None => None,
+        };
         let mut hasher = BlockHasher::new(manifest.block_size);
         let mut at = 0u64;
         let mut stream = got.into_stream();
@@ -197,31 +234,98 @@ pub async fn download_generation(
             }
             hasher.update(&chunk);
             let n = chunk.len() as u64;
-            let writer = file.clone();
-            let wrote = env.blocking(move || writer.write_all_at(&chunk, at)).await;
-            wrote.map_err(io(format!("writing {} from", path.display())))?;
+            if let Some((file, path)) = &file {
+                let writer = file.clone();
+                env.blocking(move || writer.write_all_at(&chunk, at))
+                    .await
+                    .map_err(io(format!("writing {} from", path.display())))?;
+            }
             at += n;
         }
-        let writer = file.clone();
-        env.blocking(move || writer.sync())
-            .await
-            .map_err(io(format!("syncing {} from", path.display())))?;
-        bytes += at;
-        if let Some(found) = listed.compare(&hasher.finish(&listed.name), block_size) {
-            findings.push(found);
+        if let Some((file, path)) = &file {
+            let writer = file.clone();
+            env.blocking(move || writer.sync())
+                .await
+                .map_err(io(format!("syncing {} from", path.display())))?;
+        }
+        fetched.bytes += at;
+        match listed.compare(&hasher.finish(&listed.name), block_size) {
+            Some(found) => {
+                fetched.blocks += match &found {
+                    Finding::Block { block, .. }
+                    | Finding::Truncated { block, .. }
+                    | Finding::Extended { block, .. } => *block,
+                    _ => 0,
+                };
+                fetched.findings.push(found);
+            }
+            None => fetched.blocks += listed.blocks.len() as u64,
         }
     }
-    env.fs
-        .sync_dir(dir)
-        .map_err(io(format!("syncing {} for", dir.display())))?;
-    if let Some(first) = findings.first() {
-        return Err(ObjectsError::Damaged {
-            url: url.to_string(),
-            count: findings.len(),
-            first: first.to_string(),
-        });
+    if let Some(dir) = dir {
+        env.fs
+            .sync_dir(dir)
+            .map_err(io(format!("syncing {} for", dir.display())))?;
     }
-    Ok(bytes)
+    Ok(fetched)
+}
+
+/// Downloads the live generation of the object store backup `url` into `dir` under the
+/// target's lease (OBJ-8), so no run removes it meanwhile; a failed download leaves no `dir`.
+/// Returns the bytes downloaded.
+pub async fn stage(env: &Env, url: &ObjectUrl, dir: &Path) -> Result<u64, ObjectsError> {
+    let store = env
+        .objects
+        .open(&url.bucket)
+        .map_err(|e| ObjectsError::from_store(url, "opening", &e))?;
+    let lease = Lease::take(store.clone(), url, env).await?;
+    let downloaded = match ObjectTarget::read(store, url).await {
+        Ok(target) => download_generation(env, &target, dir).await,
+        Err(e) => Err(e),
+    };
+    lease.release().await;
+    if downloaded.is_err() {
+        if let Ok(Some(_)) = env.fs.metadata(dir) {
+            if let Err(e) = env.fs.remove_dir_all(dir) {
+                tracing::warn!("could not remove {}: {e}", dir.display());
+            }
+        }
+    }
+    downloaded
+}
+
+/// `neo4j-admin check --quick s3://...` (OBJ-14): every object of the live generation against
+/// its manifest, block by block as it streams, nothing written; read without the lease, as
+/// `backup-info` reads a directory without its lock.
+pub async fn quick_check_objects(
+    env: &Env,
+    url: &ObjectUrl,
+) -> Result<crate::backup::manifest::QuickCheck, ObjectsError> {
+    let store = env
+        .objects
+        .open(&url.bucket)
+        .map_err(|e| ObjectsError::from_store(url, "opening", &e))?;
+    let target = ObjectTarget::read(store, url).await?;
+    let fetched = fetch_generation(env, &target, None).await?;
+    let (Some(n), Some(manifest)) = (target.live(), target.manifest().cloned()) else {
+        return Err(ObjectsError::NotABackup {
+            url: url.to_string(),
+            why: "it holds no backup".to_string(),
+        });
+    };
+    Ok(crate::backup::manifest::QuickCheck {
+        generation: std::path::PathBuf::from(format!(
+            "{url}/{}",
+            crate::store::layout::generation_name(n)
+        )),
+        manifest,
+        report: crate::backup::manifest::VerifyReport {
+            findings: fetched.findings,
+            unchecked: Vec::new(),
+            blocks_checked: fetched.blocks,
+            bytes_read: fetched.bytes,
+        },
+    })
 }
 
 /// The state after the live generation's last tx (OBJ-11): the state the last entry of its
