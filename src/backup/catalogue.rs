@@ -114,6 +114,47 @@ pub fn catalogue(fs: &Arc<dyn Fs>, dir: &Path) -> Result<Catalogue, CatalogueErr
     })
 }
 
+/// Reads what the object store backup `url` holds (OBJ-15): its generations and their
+/// manifests, without the lease, as a directory is read without its lock. A generation of an
+/// object store restores to its last tx only.
+pub async fn catalogue_objects(
+    env: &crate::io::Env,
+    url: &crate::backup::objects::ObjectUrl,
+) -> Result<Catalogue, crate::backup::objects::ObjectsError> {
+    use crate::backup::objects::{ObjectTarget, ObjectsError};
+    let store = env
+        .objects
+        .open(&url.bucket)
+        .map_err(|e| ObjectsError::from_store(url, "opening", &e))?;
+    let target = ObjectTarget::read(store, url).await?;
+    let Some(live) = target.live() else {
+        return Err(ObjectsError::NotABackup {
+            url: url.to_string(),
+            why: "it holds no backup".to_string(),
+        });
+    };
+    let mut generations = Vec::new();
+    for &number in target.generations() {
+        let manifest = target.manifest_of(number).await;
+        let restorable = match &manifest {
+            Ok(Some(m)) => Some(Ok(history::Span::only(m.last_tx))),
+            _ => None,
+        };
+        generations.push(Generation {
+            number,
+            live: number == live,
+            kept: number < live && matches!(manifest, Ok(Some(_))),
+            dir: PathBuf::from(format!("{url}/{}", layout::generation_name(number))),
+            manifest,
+            restorable,
+        });
+    }
+    Ok(Catalogue {
+        dir: PathBuf::from(url.to_string()),
+        generations,
+    })
+}
+
 /// The name `backup-info` gives a verification (MF-13), as `--json` names a backup's (BK-43).
 pub fn verification_name(v: Verification) -> &'static str {
     match v {

@@ -291,6 +291,22 @@ pub struct Span {
     pub times: Option<(u64, u64)>,
 }
 
+impl Span {
+    /// A generation that can be restored to its last tx only, `tx`: one whose history is not
+    /// kept (an object store's, OBJ-15).
+    pub fn only(tx: u64) -> Span {
+        Span {
+            range: Restorable {
+                from_tx: tx,
+                to_tx: tx,
+                chain: Vec::new(),
+                first_logged: tx + 1,
+            },
+            times: None,
+        }
+    }
+}
+
 /// The [`Span`] of the generation in `dir` at `last_tx`.
 pub fn span(fs: std::sync::Arc<dyn Fs>, dir: &Path, last_tx: u64) -> Result<Span, StoreError> {
     let range = restorable(&*fs, dir, last_tx)?;

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use online_backup::backup::catalogue::{catalogue, verification_name, Catalogue};
+use online_backup::backup::catalogue::{
+    catalogue, catalogue_objects, verification_name, Catalogue,
+};
 use online_backup::backup::client::{self, BackupOptions, Kind, Lines, Mode, Plan, Verify};
 use online_backup::backup::history::Span;
 use online_backup::backup::manifest::{quick_check, rehash_after_upgrade, QuickCheck};
@@ -146,7 +148,6 @@ fn main() -> ExitCode {
     };
     let env = Env::os();
     let object_path = match &cli.command {
-        Command::BackupInfo { dir, .. } => Some((dir, "neo4j-admin backup-info")),
         Command::Upgrade { store } => Some((store, "neo4j-admin upgrade")),
         _ => None,
     };
@@ -288,9 +289,23 @@ fn main() -> ExitCode {
             tls_cert,
             tls_key,
         } => {
-            let cat = match catalogue(&env.fs, &dir) {
-                Ok(c) => c,
-                Err(e) => return fail(&e),
+            let cat = match ObjectUrl::of_path(&dir) {
+                Err(e) => return usage(&e.to_string()),
+                Ok(Some(url)) => {
+                    let listed = runtime().map(|rt| rt.block_on(catalogue_objects(&env, &url)));
+                    match listed {
+                        Err(e) => return fail(&e),
+                        Ok(Err(e)) => {
+                            eprintln!("neo4j-admin: {e}");
+                            return ExitCode::from(e.exit_code());
+                        }
+                        Ok(Ok(c)) => c,
+                    }
+                }
+                Ok(None) => match catalogue(&env.fs, &dir) {
+                    Ok(c) => c,
+                    Err(e) => return fail(&e),
+                },
             };
             let source = host.map(|host| {
                 let opts = BackupOptions {

@@ -376,17 +376,12 @@ fn obj_1_obj_10_errors_are_one_sentence_an_operator_can_act_on() {
         out.one_error_line().contains("not built yet"),
         "OBJ-10: {out:#?}"
     );
-    for args in [
-        vec!["backup-info", "s3://real/x"],
-        vec!["upgrade", "s3://real/x"],
-    ] {
-        let out = admin_with(&moto, &args);
-        assert_eq!(out.code, Some(1), "OBJ-10: {out:#?}");
-        assert!(
-            out.one_error_line().contains("not built yet"),
-            "OBJ-10: {out:#?}"
-        );
-    }
+    let out = admin_with(&moto, &["upgrade", "s3://real/x"]);
+    assert_eq!(out.code, Some(1), "OBJ-10: {out:#?}");
+    assert!(
+        out.one_error_line().contains("not built yet"),
+        "OBJ-10: {out:#?}"
+    );
     drop(server);
     // Credentials the store refuses.
     let checking = Moto::start_with(true);
@@ -603,4 +598,50 @@ fn obj_14_check_reads_an_object_store_backup_quick_or_whole() {
             "OBJ-14: {out:#?}"
         );
     }
+}
+
+#[test]
+fn obj_15_backup_info_lists_an_object_store_backups_generations() {
+    let moto = Moto::start();
+    moto.create_bucket("listed");
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    let url = "s3://listed/i";
+    let out = admin_with(&moto, &["backup-info", url]);
+    assert_eq!(out.code, Some(3), "OBJ-15: no backup yet: {out:#?}");
+    write_nodes(&server, 4);
+    backup_to(&moto, &addr, url, &[]).expect(0);
+    write_nodes(&server, 2);
+    backup_to(
+        &moto,
+        &addr,
+        url,
+        &["--type", "full", "--keep-generations", "2"],
+    )
+    .expect(0);
+    write_nodes(&server, 3);
+    let last = backup_to(&moto, &addr, url, &["--json"]).expect(0);
+    let last: serde_json::Value = serde_json::from_str(&last.stdout).unwrap();
+    let info = admin_with(&moto, &["backup-info", "--json", url]).expect(0);
+    let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
+    let gens = info["generations"].as_array().unwrap();
+    assert_eq!(gens.len(), 2, "OBJ-15: {info}");
+    assert_eq!(
+        (gens[0]["live"].as_bool(), gens[0]["kept"].as_bool()),
+        (Some(false), Some(true)),
+        "OBJ-15: {info}"
+    );
+    assert_eq!(gens[1]["live"], true, "OBJ-15: {info}");
+    assert_eq!(gens[1]["last_tx"], last["to_tx"], "OBJ-15: {info}");
+    assert_eq!(gens[1]["digest"], last["digest"], "OBJ-15: {info}");
+    assert_eq!(
+        gens[1]["restores_to_txs"],
+        serde_json::json!([last["to_tx"], last["to_tx"]]),
+        "OBJ-15: {info}"
+    );
+    assert_eq!(
+        gens[1]["dir"], "s3://listed/i/generation-2",
+        "OBJ-15: {info}"
+    );
 }

@@ -314,6 +314,23 @@ impl ObjectTarget {
         self.manifest.as_ref()
     }
 
+    /// Every generation number present, ascending.
+    pub fn generations(&self) -> &[u64] {
+        &self.generations
+    }
+
+    /// The manifest of generation `n`, read (`Ok(None)` when it has none).
+    pub async fn manifest_of(&self, n: u64) -> Result<Option<Manifest>, String> {
+        let name = format!("{}/{MANIFEST_FILE}", generation_name(n));
+        match get_bounded(&*self.store, &self.url, &name, MAX_MANIFEST).await {
+            Ok(None) => Ok(None),
+            Ok(Some((bytes, _))) => Manifest::decode(&bytes)
+                .map(Some)
+                .map_err(|e| format!("its manifest is damaged: {e}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// The live generation, when the target holds a backup.
     pub fn live(&self) -> Option<u64> {
         self.pointer.as_ref().map(|(n, _)| *n)
