@@ -50,17 +50,7 @@ impl Run<'_> {
         }
         target.clean()?;
         let shown = self.opts.target.display().to_string();
-        // One line says which kind and why; a fallback says so in the same line (BK-9).
-        let kind = if reason.is_fallback() {
-            "falling back to a full backup"
-        } else {
-            "full backup"
-        };
-        self.out.line(&format!(
-            "{kind} from {} into {shown}: {}",
-            self.addr,
-            reason.describe(&shown)
-        ));
+        self.announce_full(&reason, &shown);
         if let Some(old) = existing.filter(|e| e.format != self.server.format) {
             // BK-47: a backup in another format is replaced only once the new one is complete.
             self.out.line(&format!(
@@ -95,6 +85,21 @@ impl Run<'_> {
                 Err(e)
             }
         }
+    }
+
+    /// The line that says a full backup begins, and why (BK-9): a fallback says so in the same
+    /// line. Both targets announce it so.
+    pub(super) fn announce_full(&mut self, reason: &FullReason, shown: &str) {
+        let kind = if reason.is_fallback() {
+            "falling back to a full backup"
+        } else {
+            "full backup"
+        };
+        self.out.line(&format!(
+            "{kind} from {} into {shown}: {}",
+            self.addr,
+            reason.describe(shown)
+        ));
     }
 
     /// Receives the files into `gen_dir`, writes the metadata at the checkpoint and applies the

@@ -124,16 +124,7 @@ impl Run<'_> {
         existing: Option<&Existing>,
     ) -> Result<Summary, BackupError> {
         let shown = target.url().to_string();
-        let kind = if reason.is_fallback() {
-            "falling back to a full backup"
-        } else {
-            "full backup"
-        };
-        self.out.line(&format!(
-            "{kind} from {} into {shown}: {}",
-            self.addr,
-            reason.describe(&shown)
-        ));
+        self.announce_full(&reason, &shown);
         let n = target.next_generation();
         let uploaded = self.upload_generation(target, lease, n).await;
         let (last_tx, digest, transactions, checkpoint_tx) = match uploaded {

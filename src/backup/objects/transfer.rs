@@ -75,7 +75,8 @@ impl Upload {
         if self.pending.len() >= PART_SIZE {
             let upload = self.store.put_multipart(&self.key).await?;
             let mut multipart = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-            multipart.write(&std::mem::take(&mut self.pending));
+            // Handed over, not copied: one part's bytes in memory, not two.
+            multipart.put(bytes::Bytes::from(std::mem::take(&mut self.pending)));
             self.multipart = Some(multipart);
         }
         Ok(())
