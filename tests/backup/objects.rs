@@ -23,6 +23,17 @@ fn admin_with(moto: &Moto, args: &[&str]) -> Out {
     Out::of(cmd.output().expect("run neo4j-admin"))
 }
 
+/// A moto server with `bucket`, a scratch directory, and a server on an empty store in it with
+/// its backup address: what most tests here start from.
+fn world(bucket: &str) -> (Moto, tempfile::TempDir, ServerProcess, String) {
+    let moto = Moto::start();
+    moto.create_bucket(bucket);
+    let dir = scratch();
+    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    (moto, dir, server, addr)
+}
+
 const RECORD_FILES: [&str; 3] = [
     "neostore.nodestore.db",
     "neostore.propertystore.db",
@@ -42,11 +53,7 @@ fn generation_keys(prefix: &str, n: u64) -> Vec<String> {
 
 #[test]
 fn obj_4_obj_6_obj_8_a_full_backup_into_s3_restores_to_the_servers_state() {
-    let moto = Moto::start();
-    moto.create_bucket("backups");
-    let dir = scratch();
-    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
-    let addr = server.backup.clone().unwrap();
+    let (moto, dir, server, addr) = world("backups");
     write_nodes(&server, 20);
     let url = "s3://backups/graph/db";
     let out = backup_to(&moto, &addr, url, &[]).expect(0);
@@ -138,11 +145,7 @@ fn obj_4_commits_during_the_upload_are_in_the_log_and_restored() {
 
 #[test]
 fn obj_7_obj_9_generations_are_replaced_pointer_last_and_old_ones_kept_as_asked() {
-    let moto = Moto::start();
-    moto.create_bucket("gens");
-    let dir = scratch();
-    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
-    let addr = server.backup.clone().unwrap();
+    let (moto, dir, server, addr) = world("gens");
     write_nodes(&server, 5);
     let url = "s3://gens/p";
     backup_to(&moto, &addr, url, &[]).expect(0);
@@ -193,11 +196,7 @@ fn obj_7_obj_9_generations_are_replaced_pointer_last_and_old_ones_kept_as_asked(
 
 #[test]
 fn obj_5_a_live_lease_refuses_a_second_run_and_an_expired_one_is_taken_over() {
-    let moto = Moto::start();
-    moto.create_bucket("leased");
-    let dir = scratch();
-    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
-    let addr = server.backup.clone().unwrap();
+    let (moto, dir, _server, addr) = world("leased");
     let later = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -244,11 +243,7 @@ fn obj_5_a_live_lease_refuses_a_second_run_and_an_expired_one_is_taken_over() {
 
 #[test]
 fn obj_8_a_damaged_missing_or_extra_object_is_named_and_nothing_restored() {
-    let moto = Moto::start();
-    moto.create_bucket("dmg");
-    let dir = scratch();
-    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
-    let addr = server.backup.clone().unwrap();
+    let (moto, dir, server, addr) = world("dmg");
     write_nodes(&server, 10);
     backup_to(&moto, &addr, "s3://dmg/b", &[]).expect(0);
     let key = "b/generation-1/neostore.nodestore.db";
@@ -317,11 +312,7 @@ fn restore_ok(moto: &Moto, r: &std::path::Path, server: &ServerProcess) {
 
 #[test]
 fn obj_1_obj_10_errors_are_one_sentence_an_operator_can_act_on() {
-    let moto = Moto::start();
-    moto.create_bucket("real");
-    let dir = scratch();
-    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
-    let addr = server.backup.clone().unwrap();
+    let (moto, _dir, server, addr) = world("real");
     // A URL that names nothing usable is a usage error (OBJ-1).
     for (bad, why) in [
         ("gs://bucket/x", "gs:// is not a supported object store"),
@@ -397,11 +388,7 @@ fn obj_1_obj_10_errors_are_one_sentence_an_operator_can_act_on() {
 
 #[test]
 fn obj_11_incrementals_append_segments_and_restore_to_the_servers_state() {
-    let moto = Moto::start();
-    moto.create_bucket("incr");
-    let dir = scratch();
-    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
-    let addr = server.backup.clone().unwrap();
+    let (moto, dir, server, addr) = world("incr");
     write_nodes(&server, 5);
     let url = "s3://incr/g";
     backup_to(&moto, &addr, url, &[]).expect(0);
@@ -460,11 +447,7 @@ fn obj_11_incrementals_append_segments_and_restore_to_the_servers_state() {
 
 #[test]
 fn obj_12_segments_past_the_bound_are_consolidated_by_a_full_generation() {
-    let moto = Moto::start();
-    moto.create_bucket("cons");
-    let dir = scratch();
-    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
-    let addr = server.backup.clone().unwrap();
+    let (moto, dir, server, addr) = world("cons");
     let url = "s3://cons/c";
     backup_to(&moto, &addr, url, &[]).expect(0);
     for _ in 0..32 {
@@ -562,11 +545,7 @@ fn obj_7_a_run_killed_mid_upload_leaves_the_previous_generation_and_the_next_abo
 
 #[test]
 fn obj_14_check_reads_an_object_store_backup_quick_or_whole() {
-    let moto = Moto::start();
-    moto.create_bucket("checked");
-    let dir = scratch();
-    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
-    let addr = server.backup.clone().unwrap();
+    let (moto, _dir, server, addr) = world("checked");
     write_nodes(&server, 10);
     let url = "s3://checked/c";
     backup_to(&moto, &addr, url, &[]).expect(0);
@@ -602,11 +581,7 @@ fn obj_14_check_reads_an_object_store_backup_quick_or_whole() {
 
 #[test]
 fn obj_15_backup_info_lists_an_object_store_backups_generations() {
-    let moto = Moto::start();
-    moto.create_bucket("listed");
-    let dir = scratch();
-    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
-    let addr = server.backup.clone().unwrap();
+    let (moto, _dir, server, addr) = world("listed");
     let url = "s3://listed/i";
     let out = admin_with(&moto, &["backup-info", url]);
     assert_eq!(out.code, Some(3), "OBJ-15: no backup yet: {out:#?}");
