@@ -472,7 +472,11 @@ fn inspect(env: &online_backup::io::Env, target: &Path) -> Result<Inspection, Bo
                 .collect::<Vec<_>>(),
             q.report.unchecked
         )),
-        (Some(_), Ok(q)) if q.report.unchecked.is_empty() => Ok(ManifestState::Exact),
+        (Some(_), Ok(q)) if q.report.unchecked.is_empty() => Ok(ManifestState::Exact(Some((
+            q.manifest.store_id,
+            q.manifest.last_tx,
+            q.manifest.digest,
+        )))),
         (Some(_), Ok(_)) => Ok(ManifestState::Pending),
         (Some(_), Err(e)) => Err(e.to_string()),
     };

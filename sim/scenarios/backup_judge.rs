@@ -13,7 +13,7 @@ use online_backup::backup::target::TargetError;
 use online_backup::digest::Digest;
 use online_backup::store::check::CheckReport;
 use online_backup::store::layout::{self, POINTER_FILE};
-use online_backup::store::meta::META_FILE;
+use online_backup::store::meta::{StoreId, META_FILE};
 
 use crate::kit::http::Status;
 use crate::scenarios::backup_world::BackupJob;
@@ -159,8 +159,11 @@ pub type Restored = Result<(u64, Digest), String>;
 pub enum ManifestState {
     /// No generation (nothing, or a plain store): nothing to check.
     None,
-    /// Every block as listed.
-    Exact,
+    /// Every block as listed, and what the manifest declares of the store they make: its id,
+    /// last tx and the digest there (MF-1), to be compared with the store checked. `None` when
+    /// the manifest is known to have been misled (a read bit flip the client hashed) and is
+    /// to be replaced.
+    Exact(Option<(StoreId, u64, Digest)>),
     /// As listed except what an unfinished run declared pending (MF-5).
     Pending,
 }
@@ -376,7 +379,19 @@ fn valid_report(inspection: &Inspection) -> Result<Option<&CheckReport>, String>
             "invariant 2: the backup at tx {} records digest {} but a scan gives {}",
             r.last_committed_tx, r.recorded_digest, r.digest
         )),
-        Ok(Some(r)) => Ok(Some(r)),
+        Ok(Some(r)) => match inspection.manifest {
+            Ok(ManifestState::Exact(Some((id, tx, digest))))
+                if (id.to_string(), tx, digest.to_string())
+                    != (r.store_id.clone(), r.last_committed_tx, r.digest.clone()) =>
+            {
+                Err(format!(
+                    "SIM-21, MF-1, MF-6: the manifest declares store {id} at tx {tx} with digest {digest}, but its \
+                     files hold store {} at tx {} with digest {}",
+                    r.store_id, r.last_committed_tx, r.digest
+                ))
+            }
+            _ => Ok(Some(r)),
+        },
     }
 }
 

@@ -44,6 +44,10 @@ pub struct Generation {
     /// What it can be restored to (PIT-5), with the commit times of the first and last of those
     /// txs the logs hold; `None` without a manifest, `Err` when its files could not be read.
     pub restorable: Option<Result<Span, String>>,
+    /// Whether its metadata carries the unverified mark: a run's verification or scrub found
+    /// damage, and the next run takes a full backup (BK-28, MF-11). `None` when the metadata
+    /// cannot be read (an object store generation, or an unfinished one).
+    pub unverified: Option<bool>,
 }
 
 impl Generation {
@@ -98,6 +102,9 @@ pub fn catalogue(fs: &Arc<dyn Fs>, dir: &Path) -> Result<Catalogue, CatalogueErr
                 }
                 _ => None,
             };
+            let unverified = crate::store::meta::Meta::read(fs, &gen_dir)
+                .ok()
+                .map(|m| m.unverified);
             Generation {
                 number,
                 live: Some(number) == live,
@@ -105,6 +112,7 @@ pub fn catalogue(fs: &Arc<dyn Fs>, dir: &Path) -> Result<Catalogue, CatalogueErr
                 dir: gen_dir,
                 manifest,
                 restorable,
+                unverified,
             }
         })
         .collect();
@@ -147,6 +155,7 @@ pub async fn catalogue_objects(
             dir: PathBuf::from(format!("{url}/{}", layout::generation_name(number))),
             manifest,
             restorable,
+            unverified: None,
         });
     }
     Ok(Catalogue {

@@ -541,6 +541,7 @@ fn print_catalogue(cat: &Catalogue, source: Option<&Result<Plan, String>>, json:
                     "first_tx": m.map(|m| m.first_tx),
                     "last_tx": m.map(|m| m.last_tx),
                     "kept": g.kept,
+                    "marked_unverified": g.unverified,
                     "restores_to_txs": restorable.map(|s| [s.range.from_tx, s.range.to_tx]),
                     "restores_to_times": restorable.and_then(|s| s.times).map(|(a, b)| [units::time_millis(a), units::time_millis(b)]),
                     "restorable_error": g.restorable.as_ref().and_then(|r| r.as_ref().err()),
@@ -580,6 +581,9 @@ fn print_catalogue(cat: &Catalogue, source: Option<&Result<Plan, String>>, json:
             "left by an interrupted run; the next run removes it"
         };
         out!("generation {}:            {state}", g.number);
+        if g.unverified == Some(true) {
+            out!("  marked unverified:     a run found it damaged or failed to verify it; the next run takes a full backup");
+        }
         let m = match &g.manifest {
             Ok(Some(m)) => m,
             Ok(None) => {

@@ -259,6 +259,72 @@ fn pit_8_restore_to_any_kept_tx_equals_the_servers_digest_then() {
     );
 }
 
+// PIT-7, PIT-8: the backup's own logs rotate too (its store rotates at the default threshold,
+// 25 MiB): an incremental applies transactions of a few MiB each until its log file passes it,
+// and restores to txs before, between and after the backup's own rotation each equal the
+// server's digest then.
+#[test]
+fn pit_8_restore_across_a_rotation_of_the_backups_own_logs() {
+    let (dir, server, mut work) = Workload::start();
+    let addr = server.backup.clone().unwrap();
+    let b = dir.path().join("backup");
+    let keep = ["--keep-transactions", "true"];
+    work.run(&server, 6);
+    let u0 = json_run(&addr, &b, &keep, 0)["to_tx"].as_u64().unwrap();
+    // Transactions of six 1 MiB strings each (1 MiB is the longest string, ST): six of them
+    // pass the 25 MiB threshold of the backup's log.
+    let mut big = Vec::new();
+    for k in 0..6u64 {
+        let props: Vec<String> = (0..6)
+            .map(|p| {
+                format!(
+                    r#""s{p}": "{}""#,
+                    char::from(b'a' + (k * 6 + p) as u8 % 26)
+                        .to_string()
+                        .repeat(1 << 20)
+                )
+            })
+            .collect();
+        let ops = format!(
+            r#"[{{"create_node": {{"labels": ["Big"], "props": {{{}}}}}}}]"#,
+            props.join(", ")
+        );
+        big.push(commit_recorded(&server, &ops, &mut work.history).0);
+        work.run(&server, 2);
+    }
+    let u1 = work.run(&server, 3);
+    backup_from(&addr, &b, &keep).expect(0);
+    let logs = |b: &Path| {
+        names(&b.join(current(b)))
+            .into_iter()
+            .filter(|n| n.starts_with("neostore.transaction.db."))
+            .count()
+    };
+    assert!(
+        logs(&b) >= 2,
+        "PIT-8: the backup's own log rotated: {:?}",
+        names(&b.join(current(&b)))
+    );
+    let u2 = work.run(&server, 5);
+    backup_from(&addr, &b, &keep).expect(0);
+    for t in [u0, big[1], big[3] + 1, big[5], u1, u2 - 2, u2] {
+        let r = dir.path().join(format!("restored-{t}"));
+        let out = restore_until(&b, &r, &["--until-tx", &t.to_string()]).expect(0);
+        let restored = check_json(&r);
+        assert_eq!(
+            (tx(&restored), restored["consistent"].as_bool()),
+            (t, Some(true)),
+            "PIT-8: restored to tx {t}: {out:#?}"
+        );
+        assert_eq!(
+            s(&restored["digest"]),
+            work.history[&t],
+            "PIT-7, PIT-8: restored across the backup's own rotation to tx {t}, the server's digest then"
+        );
+        std::fs::remove_dir_all(&r).unwrap();
+    }
+}
+
 // PIT-12: --keep-generations keeps older finished generations, the oldest removed first and
 // never the live one; backup-info lists them as kept, a restore to a tx only an older one
 // holds reads it, and a run with a smaller number removes the excess.

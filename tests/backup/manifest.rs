@@ -362,18 +362,26 @@ fn mf_9_check_quick_names_every_damaged_file_and_block() {
         damage(&copy.join(&gen));
         let out = admin(&["check", "--quick", path(&copy)]);
         assert_eq!(out.code, Some(3), "MF-9: {what}: {out:#?}");
-        // The finding on stderr, and in the report (none when the manifest is unreadable).
+        // The finding on stderr, and in the report (there is none when the manifest itself is
+        // unreadable).
+        let unreadable = what == "the manifest damaged";
         assert!(
             out.one_error_line().contains(says)
-                && (out.stdout.contains(says) || out.stdout.is_empty()),
+                && (out.stdout.contains(says) || unreadable && out.stdout.is_empty()),
             "MF-9: {what}: wants {says:?}: {out:#?}"
         );
     };
+    let mut flipped = 0;
+    let mut empty = 0;
     for name in &files {
         let len = std::fs::metadata(b.join(&gen).join(name)).unwrap().len();
         if len == 0 {
+            // A file of no bytes has no block to flip; its truncation or extension is the
+            // manifest's business like any other file's.
+            empty += 1;
             continue;
         }
+        flipped += 1;
         let at = len / 2;
         let block = at / BLOCK_SIZE as u64;
         case(
@@ -397,7 +405,19 @@ fn mf_9_check_quick_names_every_damaged_file_and_block() {
                 .unwrap();
             f.set_len(10).unwrap();
         },
-        &format!("{nodes} is truncated: 10 bytes"),
+        &format!("{nodes} is truncated: 10 bytes where the manifest lists"),
+    );
+    let nodes_len = std::fs::metadata(b.join(&gen).join(nodes)).unwrap().len();
+    case(
+        "truncated inside a later block",
+        &|g| {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(g.join(nodes))
+                .unwrap();
+            f.set_len(nodes_len - 1).unwrap();
+        },
+        &format!("(from block {})", (nodes_len - 1) / BLOCK_SIZE as u64),
     );
     case(
         "extended",
@@ -408,7 +428,11 @@ fn mf_9_check_quick_names_every_damaged_file_and_block() {
                 .unwrap();
             std::io::Write::write_all(&mut &f, b"tail").unwrap();
         },
-        &format!("{nodes} is extended"),
+        &format!(
+            "{nodes} is extended: {} bytes where the manifest lists {nodes_len} (from block {})",
+            nodes_len + 4,
+            nodes_len / BLOCK_SIZE as u64
+        ),
     );
     case(
         "removed",
@@ -430,7 +454,20 @@ fn mf_9_check_quick_names_every_damaged_file_and_block() {
         },
         "the manifest is damaged",
     );
-    assert!(n > 5, "MF-9: every file was damaged once");
+    // backup-info of a backup whose manifest is damaged says so, and still exits 0: it could
+    // describe the directory.
+    let damaged = dir.path().join(format!("case-{n}"));
+    let info = admin(&["backup-info", path(&damaged)]).expect(0);
+    assert!(
+        info.stdout
+            .contains("manifest:              its manifest is damaged"),
+        "MF-13: {info:#?}"
+    );
+    assert!(
+        flipped >= 4 && flipped + empty == files.len(),
+        "MF-9: a byte flipped in every file of the generation that has one ({flipped} of {files:?})"
+    );
+    assert_eq!(n, flipped + 6, "MF-9: every case ran");
     // Nothing damaged: exit 0, every block read.
     let out = admin(&["check", "--quick", path(&b)]).expect(0);
     assert!(
@@ -664,6 +701,27 @@ fn mf_11_mf_8_scrubbing_finds_a_flipped_block_within_its_bound() {
             assert_eq!(run, 1, "MF-8: found by the first run that rewrites it");
         }
         assert!(!out.stdout.contains("done:"), "MF-11: not reported done");
+        // backup-info shows what happened: the live generation is marked unverified.
+        let info = admin(&["backup-info", path(&b)]).expect(0);
+        assert!(
+            info.stdout
+                .contains("marked unverified:     a run found it damaged")
+                && info.stdout.contains("the next run takes a full backup"),
+            "MF-13: {case}: backup-info shows the mark: {info:#?}"
+        );
+        let doc: serde_json::Value =
+            serde_json::from_str(&admin(&["backup-info", path(&b), "--json"]).expect(0).stdout)
+                .unwrap();
+        let live_gen = doc["generations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["live"] == true);
+        assert_eq!(
+            live_gen.map(|g| &g["marked_unverified"]),
+            Some(&serde_json::json!(true)),
+            "MF-13: {case}: {doc:#}"
+        );
         write_nodes(&server, 1);
         let out = backup_from(&addr, &b, &[]).expect(0);
         assert!(
@@ -671,6 +729,11 @@ fn mf_11_mf_8_scrubbing_finds_a_flipped_block_within_its_bound() {
             "MF-11: {case}: the next run is a full backup: {out:#?}"
         );
         assert_eq!(quick_json(&b, 0)["intact"], true, "MF-11: {case}");
+        let info = admin(&["backup-info", path(&b), "--json"]).expect(0);
+        assert!(
+            info.stdout.contains("\"marked_unverified\": false"),
+            "MF-13: {case}: the full backup after clears the mark: {info:#?}"
+        );
     }
     assert_same_as_server(&b, &server);
 }
