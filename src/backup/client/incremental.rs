@@ -4,39 +4,28 @@
 use super::error::VerifyFailure;
 use super::keeper::{manifest_err, Keeper};
 use super::{backup_store_options, incremental_reason, BackupError, Kind, Run, Summary};
-use crate::backup::decision::{Existing, ServerRefusal};
+use crate::backup::decision::Existing;
 use crate::backup::history;
 use crate::backup::manifest::{scrub_slice, Manifest, Scrubbed};
 use crate::backup::protocol::Message;
 use crate::backup::target::{Holds, Live, Target, TargetError};
 use crate::store::{Store, StoreError};
 use crate::units;
-use connection::{ask_incremental, Answer};
 use std::path::Path;
 
-use super::connection;
-
 impl Run<'_> {
-    /// An incremental backup in place (BK-11, BK-24). `Ok(Err(answer))` when the server
-    /// refuses (pruned logs, diverged history, ...): the backup is untouched and the caller
-    /// decides (`decision::after_server_refusal`).
+    /// An incremental backup in place (BK-11, BK-24), once the server accepted to send the
+    /// transactions after the backup's last tx, starting with `first`. Until then nothing was
+    /// written (BK-17): the backup's last tx and digest were read, not recovered, and
+    /// leftovers stay.
     pub(super) async fn incremental(
         &mut self,
         target: &mut Target,
         backup: &Existing,
-    ) -> Result<Result<Summary, ServerRefusal>, BackupError> {
-        // Nothing is written until the server accepts (BK-17): the backup's last tx and digest
-        // were read, not recovered, and leftovers stay until then.
+        first: Message,
+    ) -> Result<Summary, BackupError> {
         let shown = self.opts.target.display().to_string();
         let (from, digest) = (backup.last_tx, backup.digest);
-        self.out.line(&format!(
-            "incremental backup from {} into {shown}: the backup is at tx {from}, the server at tx {}",
-            self.addr, self.server.last_committed_tx
-        ));
-        let first = match ask_incremental(self.conn, backup).await? {
-            Answer::Accepted(first) => first,
-            Answer::Refused(answer) => return Ok(Err(answer)),
-        };
         // Accepted: now the directory may change. Older generations beyond
         // `--keep-generations` go too (PIT-12).
         target.clean()?;
@@ -115,7 +104,7 @@ impl Run<'_> {
                         summary.verified,
                     )?;
                 }
-                Ok(Ok(summary))
+                Ok(summary)
             }
             Err(BackupError::VerificationFailed(why)) => {
                 // BK-28: the next run must take a full backup. The metadata it rewrites is

@@ -22,6 +22,7 @@ mod incremental;
 mod keeper;
 mod objects;
 mod report;
+mod targets;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -145,7 +146,6 @@ async fn run_in(
     out: &mut dyn Observer,
 ) -> Result<Summary, BackupError> {
     let started = env.clock.now();
-    let addr = join_host_port(&opts.host, opts.port);
     let shown = opts.target.display().to_string();
     // The TLS files first: one that cannot be read fails the run before anything (SEC-11).
     let tls = load_tls(env, opts)?;
@@ -168,32 +168,7 @@ async fn run_in(
         }
     }
     let mut target = Target::open(env.fs.clone(), &opts.target)?;
-    let mut conn = connect(env, opts, &addr, opts.max_rate, tls.as_ref()).await?;
-    let server = handshake(&mut conn).await?;
-    out.server(&addr, &server);
-    // Refusals first (BK-13 .. BK-15, BK-46): nothing has been written yet.
-    let existing = existing_backup(env, &target, opts.mode, out)?;
-    let step = decision::decide(existing.as_ref(), opts.mode, &server)
-        .map_err(|r| BackupError::refused(r, &shown, &addr))?;
-    let mut ctx = Run {
-        env,
-        opts,
-        out,
-        conn: &mut conn,
-        server,
-        started,
-        addr,
-        keeper: None,
-    };
-    let reason = match step {
-        Step::Full(reason) => reason,
-        Step::AskIncremental(backup) => match ctx.incremental(&mut target, &backup).await? {
-            Ok(summary) => return Ok(summary),
-            Err(answer) => decision::after_server_refusal(opts.mode, &backup, answer)
-                .map_err(|r| BackupError::refused(r, &shown, &ctx.addr))?,
-        },
-    };
-    ctx.full(&mut target, reason, existing.as_ref()).await
+    targets::drive(env, opts, &mut target, tls.as_ref(), started, out).await
 }
 
 /// The backup the target holds, read without writing (BK-17), or `None`. Its last tx is what

@@ -3,25 +3,22 @@
 //! manifest, and the pointer written last (OBJ-4 .. OBJ-7, OBJ-9).
 
 use super::apply::check_tx;
-use super::connection::{ask_incremental, connect, handshake, Answer};
-use super::{
-    load_tls, BackupError, BackupOptions, Kind, Mode, Observer, Phase, Run, Summary, Verified,
-};
-use crate::backup::decision::{self, Existing, FullReason, Step};
+use super::targets::{drive, ObjectBackup};
+use super::{load_tls, BackupError, BackupOptions, Kind, Observer, Phase, Run, Summary, Verified};
+use crate::backup::decision::{Existing, FullReason};
 use crate::backup::manifest::{FileEntry, Manifest, Verification, BLOCK_SIZE, MAX_SOURCE};
-use crate::backup::objects::{
-    last_state, Lease, ObjectTarget, ObjectUrl, ObjectsError, Upload, MAX_SEGMENTS,
-};
+use crate::backup::objects::{Lease, ObjectTarget, ObjectUrl, ObjectsError, Upload};
 use crate::backup::protocol::{Frame, Message, Request};
-use crate::config::join_host_port;
 use crate::digest::Digest;
 use crate::io::Env;
 use crate::store::log::{log_version_of, LogHeader, TxState, HEADER_SIZE, LOG_PREFIX};
 use crate::store::meta::{Checkpoint, Meta, META_FILE};
 use crate::units;
 
-/// Runs one backup into the object store `url` (OBJ-5 .. OBJ-7): refusals are decided before
-/// anything is written, and whatever fails, the previous generation stays live.
+/// Runs one backup into the object store `url` (OBJ-5 .. OBJ-7): the lease taken, what the
+/// prefix holds read, then the run every target shares ([`drive`]); refusals are decided
+/// before anything is written, and whatever fails, the previous generation stays live. The
+/// lease is released however the run ends.
 pub async fn run_objects(
     env: &Env,
     opts: &BackupOptions,
@@ -35,80 +32,17 @@ pub async fn run_objects(
         .objects
         .open(&url.bucket)
         .map_err(|e| ObjectsError::from_store(url, "opening", &e))?;
-    let mut lease = Lease::take(store.clone(), url, env).await?;
-    let result = async {
-        let mut target = ObjectTarget::read(store, url).await?;
-        let addr = join_host_port(&opts.host, opts.port);
-        let mut conn = connect(env, opts, &addr, opts.max_rate, tls.as_ref()).await?;
-        let server = handshake(&mut conn).await?;
-        out.server(&addr, &server);
-        let existing = target.manifest().map(|m| Existing {
-            store_id: m.store_id,
-            format: m.format,
-            last_tx: m.last_tx,
-            digest: m.digest,
-            unverified: false,
-        });
-        if let Some(e) = &existing {
-            out.existing(&super::BackupFacts {
-                store_id: e.store_id,
-                format: e.format,
-                last_tx: e.last_tx,
-            });
+    let lease = Lease::take(store.clone(), url, env).await?;
+    let target = match ObjectTarget::read(store, url).await {
+        Ok(target) => target,
+        Err(e) => {
+            lease.release().await;
+            return Err(e.into());
         }
-        // Refusals first (BK-13 .. BK-15, BK-46): nothing has been written yet.
-        let shown = url.to_string();
-        let step = decision::decide(existing.as_ref(), opts.mode, &server)
-            .map_err(|r| BackupError::refused(r, &shown, &addr))?;
-        let mut run = Run {
-            env,
-            opts,
-            out: &mut *out,
-            conn: &mut conn,
-            server,
-            started,
-            addr,
-            keeper: None,
-        };
-        let reason = match step {
-            Step::Full(reason) => reason,
-            Step::AskIncremental(_) if target.segments() >= MAX_SEGMENTS => {
-                let why = FullReason::Consolidate {
-                    segments: target.segments(),
-                };
-                if opts.mode == Mode::Incremental {
-                    return Err(BackupError::IncrementalImpossible { dir: shown, why });
-                }
-                why
-            }
-            Step::AskIncremental(backup) => {
-                run.out.line(&format!(
-                    "incremental backup from {} into {shown}: the backup is at tx {}, the server at tx {}",
-                    run.addr, backup.last_tx, run.server.last_committed_tx
-                ));
-                // The state the first shipped tx must follow, read (and checked against the
-                // manifest) before anything is asked or written (OBJ-11).
-                let state = last_state(&target).await?;
-                match ask_incremental(run.conn, &backup).await? {
-                    Answer::Accepted(first) => {
-                        target.clean(&*env.objects).await?;
-                        return run
-                            .incremental_to_objects(&mut target, &mut lease, &backup, state, first)
-                            .await;
-                    }
-                    Answer::Refused(answer) => {
-                        decision::after_server_refusal(opts.mode, &backup, answer)
-                            .map_err(|r| BackupError::refused(r, &shown, &run.addr))?
-                    }
-                }
-            }
-        };
-        target.clean(&*env.objects).await?;
-        run.full_to_objects(&mut target, &mut lease, reason, existing.as_ref())
-            .await
-    }
-    .await;
-    lease.release().await;
+    };
+    let mut backup = ObjectBackup::new(target, lease);
+    let result = drive(env, opts, &mut backup, tls.as_ref(), started, out).await;
+    backup.lease.release().await;
     result
 }
 
@@ -116,7 +50,7 @@ impl Run<'_> {
     /// A full backup into a new generation of `target` (OBJ-6, OBJ-7): uploaded as it arrives,
     /// then the manifest, then the pointer; on failure the generation is removed and the
     /// previous one stays live.
-    async fn full_to_objects(
+    pub(super) async fn full_to_objects(
         &mut self,
         target: &mut ObjectTarget,
         lease: &mut Lease,
@@ -385,7 +319,7 @@ impl Run<'_> {
     /// An incremental backup into the live generation (OBJ-11): the transactions after the
     /// backup's last tx into a new segment object, then the manifest replaced by a conditional
     /// put, the run's commit point. Nothing new writes nothing.
-    async fn incremental_to_objects(
+    pub(super) async fn incremental_to_objects(
         &mut self,
         target: &mut ObjectTarget,
         lease: &mut Lease,
