@@ -369,11 +369,17 @@ fn main() -> ExitCode {
             }
             Ok(p) => {
                 say(&format!("neo4j-backup: plan: {}", describe_plan(&p, &opts)));
-                say(&format!(
-                    "neo4j-backup: plan: {} free at {}; nothing was changed",
-                    units::bytes(p.free),
-                    opts.target.display()
-                ));
+                say(&match p.free {
+                    Some(free) => format!(
+                        "neo4j-backup: plan: {} free at {}; nothing was changed",
+                        units::bytes(free),
+                        opts.target.display()
+                    ),
+                    None => format!(
+                        "neo4j-backup: plan: {} is an object store, with no free space to check; nothing was changed",
+                        opts.target.display()
+                    ),
+                });
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e, cli.json, &facts),

@@ -361,12 +361,6 @@ fn obj_1_obj_10_errors_are_one_sentence_an_operator_can_act_on() {
         "OBJ-3"
     );
     // What is not built yet says so (OBJ-10).
-    let out = backup_to(&moto, &addr, "s3://real/x", &["--plan"]);
-    assert_eq!(out.code, Some(1), "OBJ-10: {out:#?}");
-    assert!(
-        out.one_error_line().contains("not built yet"),
-        "OBJ-10: {out:#?}"
-    );
     let out = admin_with(&moto, &["upgrade", "s3://real/x"]);
     assert_eq!(out.code, Some(1), "OBJ-10: {out:#?}");
     assert!(
@@ -445,6 +439,58 @@ fn obj_11_incrementals_append_segments_and_restore_to_the_servers_state() {
     assert_eq!(moto.keys("incr", "g"), before, "OBJ-11: unchanged");
 }
 
+// OBJ-16: `--plan` into an object store asks the server as a run does and says what the run
+// would do, without the lease and writing nothing: a full backup into an empty prefix, an
+// incremental one onto a backup, with no free space line; a refusal exits as the run would.
+#[test]
+fn obj_16_a_plan_into_an_object_store_says_what_a_run_would_do() {
+    let (moto, _dir, server, addr) = world("plans");
+    let url = "s3://plans/p";
+    write_nodes(&server, 5);
+    let out = backup_to(&moto, &addr, url, &["--plan"]).expect(0);
+    assert!(
+        out.stdout.contains("plan: full backup")
+            && out
+                .stdout
+                .contains("is an object store, with no free space to check"),
+        "OBJ-16: {out:#?}"
+    );
+    assert!(
+        moto.keys("plans", "p").is_empty(),
+        "OBJ-16: a plan writes nothing, not even a lease"
+    );
+    backup_to(&moto, &addr, url, &[]).expect(0);
+    let keys = moto.keys("plans", "p");
+    write_nodes(&server, 3);
+    let out = backup_to(&moto, &addr, url, &["--plan", "--json"]).expect(0);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(plan["mode"], "incremental", "OBJ-16: {out:#?}");
+    assert_eq!(plan["from_tx"], 5, "OBJ-16: {out:#?}");
+    assert_eq!(plan["to_tx"], 8, "OBJ-16: {out:#?}");
+    assert_eq!(
+        plan["free_bytes"],
+        serde_json::Value::Null,
+        "OBJ-16: {out:#?}"
+    );
+    assert_eq!(
+        moto.keys("plans", "p"),
+        keys,
+        "OBJ-16: a plan writes nothing"
+    );
+    // Another store's backup: refused as the run would be (exit 4).
+    let dir2 = scratch();
+    let other = ServerProcess::start(&dir2.path().join("db"), Some(EPHEMERAL));
+    write_nodes(&other, 1);
+    let out = backup_to(&moto, other.backup.as_ref().unwrap(), url, &["--plan"]);
+    assert_eq!(out.code, Some(4), "OBJ-16, BK-14: {out:#?}");
+    // The plan matches the run: the incremental it announced.
+    let out = backup_to(&moto, &addr, url, &["--json"]).expect(0);
+    assert!(
+        out.stdout.contains(r#""mode":"incremental""#),
+        "OBJ-16: {out:#?}"
+    );
+}
+
 #[test]
 fn obj_12_segments_past_the_bound_are_consolidated_by_a_full_generation() {
     let (moto, dir, server, addr) = world("cons");
@@ -465,6 +511,25 @@ fn obj_12_segments_past_the_bound_are_consolidated_by_a_full_generation() {
     assert!(
         out.one_error_line().contains("32 transaction segments"),
         "OBJ-12: {out:#?}"
+    );
+    // A plan says so too, writing nothing (OBJ-16).
+    let before = moto.keys("cons", "c");
+    let out = backup_to(&moto, &addr, url, &["--plan", "--json"]).expect(0);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (&plan["mode"], &plan["reason_code"]),
+        (
+            &serde_json::json!("full"),
+            &serde_json::json!("consolidate")
+        ),
+        "OBJ-16: {out:#?}"
+    );
+    let out = backup_to(&moto, &addr, url, &["--plan", "--type", "incremental"]);
+    assert_eq!(out.code, Some(7), "OBJ-16: {out:#?}");
+    assert_eq!(
+        moto.keys("cons", "c"),
+        before,
+        "OBJ-16: a plan writes nothing"
     );
     // ... and `auto` takes a new full generation, which replaces the one with the segments.
     let out = backup_to(&moto, &addr, url, &["--json"]).expect(0);

@@ -27,12 +27,11 @@ mod targets;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::backup::decision::{self, Existing, Step};
+use crate::backup::decision::Existing;
 pub use crate::backup::decision::{FullReason, Mode, ServerInfo};
-use crate::backup::objects::{ObjectUrl, ObjectsError};
+use crate::backup::objects::{ObjectTarget, ObjectUrl, ObjectsError};
 use crate::backup::target::{Target, TargetError};
 use crate::backup::tls::{ClientTls, ClientTlsFiles};
-use crate::config::join_host_port;
 use crate::digest::Digest;
 use crate::io::{parent_of, Env};
 pub use crate::progress::Phase;
@@ -41,7 +40,7 @@ use crate::store::meta::StoreId;
 use crate::store::{peek_last_tx, StoreError, StoreOptions};
 pub use apply::APPLY_RUN_TXS;
 pub use connection::paced_buffer;
-use connection::{ask_incremental, connect, handshake, Answer, Conn};
+use connection::Conn;
 pub use error::{BackupError, VerifyFailure, Violation};
 use objects::run_objects;
 pub use report::{transactions, BackupFacts, Kind, Lines, Observer, Summary, Verified};
@@ -220,8 +219,9 @@ pub struct Plan {
     /// For a full backup, the store file bytes to copy; for an incremental, 0 (the transactions'
     /// size is not known before they are read).
     pub bytes: u64,
-    /// Free bytes on the target's file system (of its nearest existing ancestor).
-    pub free: u64,
+    /// Free bytes on the target's file system (of its nearest existing ancestor); `None` for
+    /// an object store, which has no such bound.
+    pub free: Option<u64>,
 }
 
 /// Says what [`run`] would do and why, changing nothing (BK-42): the same decision
@@ -233,70 +233,17 @@ pub async fn plan(
     opts: &BackupOptions,
     out: &mut dyn Observer,
 ) -> Result<Plan, BackupError> {
-    if ObjectUrl::of_path(&opts.target)?.is_some() {
-        return Err(BackupError::Objects(ObjectsError::NotBuilt {
-            what: "--plan for an object store is not built yet",
-        }));
-    }
-    let addr = join_host_port(&opts.host, opts.port);
     let tls = load_tls(env, opts)?;
-    let target = Target::inspect(env.fs.clone(), &opts.target)?;
-    let mut conn = connect(env, opts, &addr, None, tls.as_ref()).await?;
-    let server = handshake(&mut conn).await?;
-    out.server(&addr, &server);
-    let shown = opts.target.display().to_string();
-    let mut free_at = opts.target.clone();
-    while env.fs.metadata(&free_at).ok().flatten().is_none() {
-        free_at = crate::io::parent_of(&free_at).to_path_buf();
+    if let Some(url) = ObjectUrl::of_path(&opts.target)? {
+        let store = env
+            .objects
+            .open(&url.bucket)
+            .map_err(|e| ObjectsError::from_store(&url, "opening", &e))?;
+        let mut target = ObjectTarget::read(store, &url).await?;
+        return targets::plan(env, opts, &mut target, tls.as_ref(), out).await;
     }
-    let free = env
-        .fs
-        .available_space(&free_at)
-        .map_err(|source| TargetError::Io {
-            dir: shown.clone(),
-            source,
-        })?;
-    let existing = existing_backup(env, &target, opts.mode, out)?;
-    let from_tx = existing.map(|e| e.last_tx);
-    let step = decision::decide(existing.as_ref(), opts.mode, &server)
-        .map_err(|r| BackupError::refused(r, &shown, &addr))?;
-    let reason = match step {
-        Step::Full(reason) => reason,
-        Step::AskIncremental(backup) => match ask_incremental(&mut conn, &backup).await? {
-            Answer::Accepted(_) => {
-                return Ok(Plan {
-                    kind: Kind::Incremental,
-                    reason: incremental_reason(&shown, backup.last_tx),
-                    full_reason: None,
-                    store_id: server.store_id,
-                    from_tx,
-                    to_tx: server.last_committed_tx,
-                    bytes: 0,
-                    free,
-                })
-            }
-            Answer::Refused(answer) => decision::after_server_refusal(opts.mode, &backup, answer)
-                .map_err(|r| BackupError::refused(r, &shown, &addr))?,
-        },
-    };
-    let needed = room_needed(server.store_bytes);
-    if free < needed {
-        return Err(BackupError::NoRoom {
-            dir: shown,
-            needed,
-            available: free,
-        });
-    }
-    Ok(Plan {
-        kind: Kind::Full,
-        reason: reason.describe(&shown),
-        full_reason: Some(reason),
-        store_id: server.store_id,
-        from_tx,
-        to_tx: server.last_committed_tx,
-        bytes: server.store_bytes,
-        free,
-    })
+    let mut target = Target::inspect(env.fs.clone(), &opts.target)?;
+    targets::plan(env, opts, &mut target, tls.as_ref(), out).await
 }
 
 /// The tool's TLS, when `--tls-ca` was given (SEC-9, SEC-11).

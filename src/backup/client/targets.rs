@@ -10,24 +10,26 @@
 //! which both targets share (`apply`, `full`); nor any target's bytes, which each
 //! implementation writes.
 
+use std::path::Path;
 use std::time::SystemTime;
 
-use super::connection::{ask_incremental, connect, handshake, Answer};
-use super::{existing_backup, BackupError, BackupOptions, Observer, Run, Summary};
-use crate::backup::decision::{self, Existing, FullReason, Mode, Step};
+use super::connection::{ask_incremental, connect, handshake, Answer, Conn};
+use super::{
+    existing_backup, incremental_reason, room_needed, BackupError, BackupOptions, Kind, Observer,
+    Plan, Run, Summary,
+};
+use crate::backup::decision::{self, Existing, FullReason, Mode, ServerInfo, Step};
 use crate::backup::objects::{last_state, Lease, ObjectTarget, MAX_SEGMENTS};
 use crate::backup::protocol::Message;
-use crate::backup::target::Target;
+use crate::backup::target::{Target, TargetError};
 use crate::backup::tls::ClientTls;
 use crate::config::join_host_port;
-use crate::io::Env;
+use crate::io::{parent_of, Env};
 use crate::store::log::TxState;
 
-/// What a run needs of the place its backup goes (OBJ-1). Both implementations keep the same
-/// guarantees: nothing is written before the decision and the server's answer (BK-17), the
-/// live backup stays valid whatever fails, and a second concurrent run is refused (a lock or a
-/// lease, held by the value for the whole run).
-pub(super) trait BackupTarget {
+/// What a run, or a plan of one (BK-42), reads of the place its backup goes (OBJ-1), changing
+/// nothing.
+pub(super) trait TargetView {
     /// How the target is named in lines and errors: the directory, or the `s3://` URL.
     fn shown(&self) -> String;
 
@@ -44,12 +46,23 @@ pub(super) trait BackupTarget {
     /// generation reached its segment bound (OBJ-12). `None` for a directory.
     fn full_instead(&self) -> Option<FullReason>;
 
+    /// The free bytes where a full backup would go (BK-16, BK-42): the file system of the
+    /// directory (of its nearest existing ancestor); `None` for an object store, which has no
+    /// such bound to check.
+    fn free_space(&self, env: &Env, path: &Path) -> Result<Option<u64>, BackupError>;
+
     /// What must be read before the server is asked for transactions, so that a damaged
     /// backup is refused before anything is sent (the state after an object store's last tx,
     /// OBJ-11). Nothing for a directory: its last tx and digest were peeked with
-    /// [`BackupTarget::existing`].
+    /// [`TargetView::existing`].
     async fn prepare_incremental(&mut self) -> Result<(), BackupError>;
+}
 
+/// What a run needs of the place its backup goes (OBJ-1), beyond reading it. Both
+/// implementations keep the same guarantees: nothing is written before the decision and the
+/// server's answer (BK-17), the live backup stays valid whatever fails, and a second concurrent
+/// run is refused (a lock or a lease, held by the value for the whole run).
+pub(super) trait BackupTarget: TargetView {
     /// Catches the backup up: the server accepted and sent `first`, the first transaction
     /// after `backup`'s last tx or the end of the stream.
     async fn incremental(
@@ -68,9 +81,62 @@ pub(super) trait BackupTarget {
     ) -> Result<Summary, BackupError>;
 }
 
+/// What a run takes, decided with the server.
+enum Decided {
+    Full(FullReason),
+    /// The server accepted to send the transactions after `backup`'s last tx; `first` is the
+    /// first of them, or the end of the stream.
+    Incremental {
+        backup: Existing,
+        first: Message,
+    },
+}
+
+/// The decision (refusals before anything is written, BK-13 .. BK-15, BK-46), then, when an
+/// incremental backup is possible, the target's preparation and the server's answer to the
+/// request (BK-10, BK-11, OBJ-11, OBJ-12); a refusal by the server falls back as
+/// `decision::after_server_refusal` says. `announce` is told the backup about to be caught up,
+/// before anything is asked.
+#[allow(clippy::too_many_arguments)]
+async fn decide<T: TargetView>(
+    opts: &BackupOptions,
+    target: &mut T,
+    conn: &mut Conn,
+    server: &ServerInfo,
+    existing: Option<&Existing>,
+    shown: &str,
+    addr: &str,
+    announce: &mut dyn FnMut(&Existing),
+) -> Result<Decided, BackupError> {
+    let refused = |r| BackupError::refused(r, shown, addr);
+    let backup = match decision::decide(existing, opts.mode, server).map_err(refused)? {
+        Step::Full(reason) => return Ok(Decided::Full(reason)),
+        Step::AskIncremental(backup) => backup,
+    };
+    match target.full_instead() {
+        Some(why) if opts.mode == Mode::Incremental => Err(BackupError::IncrementalImpossible {
+            dir: shown.to_string(),
+            why,
+        }),
+        Some(why) => Ok(Decided::Full(why)),
+        None => {
+            announce(&backup);
+            target.prepare_incremental().await?;
+            match ask_incremental(conn, &backup).await? {
+                Answer::Accepted(first) => Ok(Decided::Incremental { backup, first }),
+                Answer::Refused(answer) => {
+                    decision::after_server_refusal(opts.mode, &backup, answer)
+                        .map(Decided::Full)
+                        .map_err(refused)
+                }
+            }
+        }
+    }
+}
+
 /// One run against `target` (BK-10 .. BK-47, OBJ-5 .. OBJ-12): connect, handshake, the backup
-/// the target holds, the decision (refusals before anything is written), then an incremental
-/// backup when one is possible and the server accepts, a full one otherwise.
+/// the target holds, the decision, then an incremental backup when one is possible and the
+/// server accepts, a full one otherwise.
 pub(super) async fn drive<T: BackupTarget>(
     env: &Env,
     opts: &BackupOptions,
@@ -84,10 +150,25 @@ pub(super) async fn drive<T: BackupTarget>(
     let mut conn = connect(env, opts, &addr, opts.max_rate, tls).await?;
     let server = handshake(&mut conn).await?;
     out.server(&addr, &server);
-    // Refusals first (BK-13 .. BK-15, BK-46): nothing has been written yet.
     let existing = target.existing(env, opts.mode, out)?;
-    let step = decision::decide(existing.as_ref(), opts.mode, &server)
-        .map_err(|r| BackupError::refused(r, &shown, &addr))?;
+    let to_tx = server.last_committed_tx;
+    let mut announce = |backup: &Existing| {
+        out.line(&format!(
+            "incremental backup from {addr} into {shown}: the backup is at tx {}, the server at tx {to_tx}",
+            backup.last_tx
+        ))
+    };
+    let decided = decide(
+        opts,
+        target,
+        &mut conn,
+        &server,
+        existing.as_ref(),
+        &shown,
+        &addr,
+        &mut announce,
+    )
+    .await?;
     let mut run = Run {
         env,
         opts,
@@ -98,36 +179,82 @@ pub(super) async fn drive<T: BackupTarget>(
         addr,
         keeper: None,
     };
-    let reason = match step {
-        Step::Full(reason) => reason,
-        Step::AskIncremental(backup) => match target.full_instead() {
-            Some(why) if opts.mode == Mode::Incremental => {
-                return Err(BackupError::IncrementalImpossible { dir: shown, why });
-            }
-            Some(why) => why,
-            None => {
-                run.out.line(&format!(
-                    "incremental backup from {} into {shown}: the backup is at tx {}, the server at tx {}",
-                    run.addr, backup.last_tx, run.server.last_committed_tx
-                ));
-                target.prepare_incremental().await?;
-                match ask_incremental(run.conn, &backup).await? {
-                    Answer::Accepted(first) => {
-                        return target.incremental(&mut run, &backup, first).await;
-                    }
-                    Answer::Refused(answer) => {
-                        decision::after_server_refusal(opts.mode, &backup, answer)
-                            .map_err(|r| BackupError::refused(r, &shown, &run.addr))?
-                    }
-                }
-            }
-        },
-    };
-    target.full(&mut run, reason, existing.as_ref()).await
+    match decided {
+        Decided::Incremental { backup, first } => {
+            target.incremental(&mut run, &backup, first).await
+        }
+        Decided::Full(reason) => target.full(&mut run, reason, existing.as_ref()).await,
+    }
 }
 
-/// A backup directory (BK-30): generations, a pointer, the directory's lock.
-impl BackupTarget for Target {
+/// What a run against `target` would do and why, changing nothing (BK-42): the same
+/// decision, then the server's answer to the same incremental request (its first answer read
+/// before the connection is dropped), so the same refusals with the same exit codes.
+pub(super) async fn plan<T: TargetView>(
+    env: &Env,
+    opts: &BackupOptions,
+    target: &mut T,
+    tls: Option<&ClientTls>,
+    out: &mut dyn Observer,
+) -> Result<Plan, BackupError> {
+    let addr = join_host_port(&opts.host, opts.port);
+    let shown = target.shown();
+    let mut conn = connect(env, opts, &addr, None, tls).await?;
+    let server = handshake(&mut conn).await?;
+    out.server(&addr, &server);
+    let free = target.free_space(env, &opts.target)?;
+    let existing = target.existing(env, opts.mode, out)?;
+    let from_tx = existing.as_ref().map(|e| e.last_tx);
+    let decided = decide(
+        opts,
+        target,
+        &mut conn,
+        &server,
+        existing.as_ref(),
+        &shown,
+        &addr,
+        &mut |_| {},
+    )
+    .await?;
+    let (kind, reason, full_reason, bytes) = match decided {
+        Decided::Incremental { backup, .. } => (
+            Kind::Incremental,
+            incremental_reason(&shown, backup.last_tx),
+            None,
+            0,
+        ),
+        Decided::Full(reason) => {
+            let needed = room_needed(server.store_bytes);
+            if let Some(available) = free.filter(|&free| free < needed) {
+                return Err(BackupError::NoRoom {
+                    dir: shown,
+                    needed,
+                    available,
+                });
+            }
+            (
+                Kind::Full,
+                reason.describe(&shown),
+                Some(reason),
+                server.store_bytes,
+            )
+        }
+    };
+    Ok(Plan {
+        kind,
+        reason,
+        full_reason,
+        store_id: server.store_id,
+        from_tx,
+        to_tx: server.last_committed_tx,
+        bytes,
+        free,
+    })
+}
+
+/// A backup directory (BK-30): generations, a pointer, the directory's lock (none when it
+/// is only inspected, for a plan).
+impl TargetView for Target {
     fn shown(&self) -> String {
         self.dir().display().to_string()
     }
@@ -145,10 +272,27 @@ impl BackupTarget for Target {
         None
     }
 
+    fn free_space(&self, env: &Env, path: &Path) -> Result<Option<u64>, BackupError> {
+        let mut at = path.to_path_buf();
+        while env.fs.metadata(&at).ok().flatten().is_none() {
+            at = parent_of(&at).to_path_buf();
+        }
+        let free = env
+            .fs
+            .available_space(&at)
+            .map_err(|source| TargetError::Io {
+                dir: path.display().to_string(),
+                source,
+            })?;
+        Ok(Some(free))
+    }
+
     async fn prepare_incremental(&mut self) -> Result<(), BackupError> {
         Ok(())
     }
+}
 
+impl BackupTarget for Target {
     async fn incremental(
         &mut self,
         run: &mut Run<'_>,
@@ -188,9 +332,11 @@ impl ObjectBackup {
     }
 }
 
-impl BackupTarget for ObjectBackup {
+/// An object store backup read without the lease, for a plan (BK-42): nothing is written, as
+/// `backup-info` reads one (OBJ-15).
+impl TargetView for ObjectTarget {
     fn shown(&self) -> String {
-        self.target.url().to_string()
+        self.url().to_string()
     }
 
     /// The live generation's manifest says what the backup holds. An object store backup is
@@ -201,7 +347,7 @@ impl BackupTarget for ObjectBackup {
         _mode: Mode,
         out: &mut dyn Observer,
     ) -> Result<Option<Existing>, BackupError> {
-        let existing = self.target.manifest().map(|m| Existing {
+        let existing = self.manifest().map(|m| Existing {
             store_id: m.store_id,
             format: m.format,
             last_tx: m.last_tx,
@@ -219,15 +365,52 @@ impl BackupTarget for ObjectBackup {
     }
 
     fn full_instead(&self) -> Option<FullReason> {
-        let segments = self.target.segments();
+        let segments = self.segments();
         (segments >= MAX_SEGMENTS).then_some(FullReason::Consolidate { segments })
     }
 
+    fn free_space(&self, _env: &Env, _path: &Path) -> Result<Option<u64>, BackupError> {
+        Ok(None)
+    }
+
+    /// The state after the last tx is read and checked, then dropped: a plan refuses a damaged
+    /// backup as a run would (OBJ-11).
+    async fn prepare_incremental(&mut self) -> Result<(), BackupError> {
+        last_state(self).await?;
+        Ok(())
+    }
+}
+
+impl TargetView for ObjectBackup {
+    fn shown(&self) -> String {
+        self.target.shown()
+    }
+
+    fn existing(
+        &self,
+        env: &Env,
+        mode: Mode,
+        out: &mut dyn Observer,
+    ) -> Result<Option<Existing>, BackupError> {
+        self.target.existing(env, mode, out)
+    }
+
+    fn full_instead(&self) -> Option<FullReason> {
+        self.target.full_instead()
+    }
+
+    fn free_space(&self, env: &Env, path: &Path) -> Result<Option<u64>, BackupError> {
+        self.target.free_space(env, path)
+    }
+
+    /// Kept for the run: the state the first shipped tx must follow (OBJ-11).
     async fn prepare_incremental(&mut self) -> Result<(), BackupError> {
         self.state = Some(last_state(&self.target).await?);
         Ok(())
     }
+}
 
+impl BackupTarget for ObjectBackup {
     async fn incremental(
         &mut self,
         run: &mut Run<'_>,
