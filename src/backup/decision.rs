@@ -64,9 +64,13 @@ pub enum FullReason {
         backup: Digest,
         server: Digest,
     },
-    /// An object store backup holds as many transaction segments as it may: a new full
-    /// generation consolidates them, so restore time stays bounded (OBJ-12).
-    Consolidate { segments: u32 },
+    /// An object store backup holds as many transaction segments as it may, or segments
+    /// larger than the store files they follow (`by_size`: their bytes and that bound): a new
+    /// full generation consolidates them, so restore time stays bounded (OBJ-12).
+    Consolidate {
+        segments: u32,
+        by_size: Option<(u64, u64)>,
+    },
 }
 
 impl FullReason {
@@ -88,8 +92,20 @@ impl FullReason {
             } => format!(
                 "the backup's history diverged from the server's: at tx {tx} the backup's digest is {backup} but the server's is {server}"
             ),
-            FullReason::Consolidate { segments } => format!(
+            FullReason::Consolidate {
+                segments,
+                by_size: None,
+            } => format!(
                 "the backup in {dir} holds {segments} transaction segments, the most it keeps: a new full generation consolidates them"
+            ),
+            FullReason::Consolidate {
+                segments,
+                by_size: Some((bytes, bound)),
+            } => format!(
+                "the backup in {dir} holds {segments} transaction segment{} of {}, more than {} (its store files, or 1 MiB at least): a new full generation consolidates them",
+                if *segments == 1 { "" } else { "s" },
+                crate::units::bytes(*bytes),
+                crate::units::bytes(*bound)
             ),
         }
     }

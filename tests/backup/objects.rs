@@ -439,6 +439,56 @@ fn obj_11_incrementals_append_segments_and_restore_to_the_servers_state() {
     assert_eq!(moto.keys("incr", "g"), before, "OBJ-11: unchanged");
 }
 
+// OBJ-12: segments larger than the store files they follow (at least 1 MiB) are consolidated
+// too, before their count reaches the bound: a restore never replays more than it copies.
+#[test]
+fn obj_12_segments_larger_than_the_store_are_consolidated() {
+    let (moto, dir, server, addr) = world("big");
+    let url = "s3://big/s";
+    write_nodes(&server, 3);
+    backup_to(&moto, &addr, url, &[]).expect(0);
+    // One incremental of about 2 MiB of transactions: over the 1 MiB bound of a small store.
+    for k in 0..2 {
+        let body = format!(
+            r#"{{"ops": [{{"create_node": {{"props": {{"s": "{}"}}}}}}]}}"#,
+            char::from(b'a' + k).to_string().repeat(800 << 10)
+        );
+        let (code, out) = crate::support::server::request(
+            &server.http,
+            "POST",
+            "/db/data/transaction",
+            body.as_bytes(),
+        );
+        assert_eq!(code, 200, "{out}");
+    }
+    let out = backup_to(&moto, &addr, url, &["--json"]).expect(0);
+    assert!(
+        out.stdout.contains(r#""mode":"incremental""#),
+        "OBJ-12: one segment first: {out:#?}"
+    );
+    write_nodes(&server, 1);
+    let out = backup_to(&moto, &addr, url, &["--json"]).expect(0);
+    let summary: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (&summary["mode"], &summary["reason_code"]),
+        (
+            &serde_json::json!("full"),
+            &serde_json::json!("consolidate")
+        ),
+        "OBJ-12: {out:#?}"
+    );
+    let reason = summary["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("holds 1 transaction segment of ")
+            && reason.contains(" MiB, more than 1.0 MiB (its store files"),
+        "OBJ-12: the reason gives the sizes: {reason}"
+    );
+    assert_eq!(moto.get("big", "s/CURRENT"), b"generation-2\n", "OBJ-12");
+    let r = dir.path().join("r");
+    admin_with(&moto, &["restore", "--from", url, "--store", path(&r)]).expect(0);
+    assert_same_as_server(&r, &server);
+}
+
 // OBJ-16: `--plan` into an object store asks the server as a run does and says what the run
 // would do, without the lease and writing nothing: a full backup into an empty prefix, an
 // incremental one onto a backup, with no free space line; a refusal exits as the run would.

@@ -366,7 +366,20 @@ impl TargetView for ObjectTarget {
 
     fn full_instead(&self) -> Option<FullReason> {
         let segments = self.segments();
-        (segments >= MAX_SEGMENTS).then_some(FullReason::Consolidate { segments })
+        let (bytes, bound) = self.segment_bytes();
+        if segments >= MAX_SEGMENTS {
+            Some(FullReason::Consolidate {
+                segments,
+                by_size: None,
+            })
+        } else if bytes > bound {
+            Some(FullReason::Consolidate {
+                segments,
+                by_size: Some((bytes, bound)),
+            })
+        } else {
+            None
+        }
     }
 
     fn free_space(&self, _env: &Env, _path: &Path) -> Result<Option<u64>, BackupError> {

@@ -15,7 +15,7 @@
 mod target;
 mod transfer;
 
-pub use target::{Lease, ObjectTarget, LEASE_FILE, LEASE_TTL, MAX_SEGMENTS};
+pub use target::{Lease, ObjectTarget, LEASE_FILE, LEASE_TTL, MAX_SEGMENTS, MIN_SEGMENT_BOUND};
 pub use transfer::{
     download_generation, fetch_generation, last_state, quick_check_objects, stage, Fetched, Upload,
     PART_SIZE,

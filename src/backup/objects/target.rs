@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload, UpdateVersion};
 
 use super::{ObjectUrl, ObjectsError};
-use crate::backup::manifest::{Manifest, MANIFEST_FILE, MAX_MANIFEST};
+use crate::backup::manifest::{FileEntry, Manifest, MANIFEST_FILE, MAX_MANIFEST};
 use crate::io::{Clock, Env, Objects};
 use crate::store::layout::{generation_name, parse_generation, POINTER_FILE};
 use crate::store::log::log_version_of;
@@ -18,6 +18,9 @@ use crate::units;
 /// The most transaction segments a generation holds (OBJ-12): the run after the one that
 /// reached it takes a new full generation, so a restore replays at most this many.
 pub const MAX_SEGMENTS: u32 = 32;
+/// The least the segments of a generation may grow to before a new full generation
+/// consolidates them (OBJ-12), however small its store: below it, replaying them costs little.
+pub const MIN_SEGMENT_BOUND: u64 = 1 << 20;
 /// The lease object's name under the prefix (OBJ-5).
 pub const LEASE_FILE: &str = "LEASE";
 /// How long a lease holds without being renewed (OBJ-5): a run renews it well before, and a run
@@ -307,6 +310,22 @@ impl ObjectTarget {
                 .filter(|f| log_version_of(&f.name).is_some_and(|v| v > 0))
                 .count() as u32
         })
+    }
+
+    /// The bytes of the live generation's transaction segments, and what they may grow to
+    /// before a new full generation consolidates them (OBJ-12): the bytes of the files the full
+    /// backup wrote (its record files, metadata and first log), and at least
+    /// [`MIN_SEGMENT_BOUND`].
+    pub fn segment_bytes(&self) -> (u64, u64) {
+        let Some(m) = &self.manifest else {
+            return (0, MIN_SEGMENT_BOUND);
+        };
+        let (segments, base): (Vec<_>, Vec<_>) = m
+            .files
+            .iter()
+            .partition(|f| log_version_of(&f.name).is_some_and(|v| v > 0));
+        let sum = |files: Vec<&FileEntry>| files.iter().map(|f| f.size).sum::<u64>();
+        (sum(segments), sum(base).max(MIN_SEGMENT_BOUND))
     }
 
     /// The live generation's manifest, when the target holds a backup.
