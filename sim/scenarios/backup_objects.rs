@@ -47,7 +47,7 @@ fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
     let warm_up = ctx.rng.random_range(5..20);
     sim.commits(ctx, warm_up)?;
     let mut reached: Option<u64> = None;
-    let rounds = ctx.rng.random_range(3..6);
+    let rounds = ctx.rng.random_range(2..5);
     for round in 0..rounds {
         let faults = if ctx.rng.random_bool(0.6) {
             let p = [0.0, 0.03, 0.15];
