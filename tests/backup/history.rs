@@ -94,6 +94,23 @@ fn restore_until(from: &Path, to: &Path, until: &[&str]) -> Out {
     admin(&args)
 }
 
+/// Restores the backup `b` into `r` to tx `t` and checks the store: at `t`, consistent, with
+/// the server's digest at `t` as `history` recorded it (PIT-7, PIT-8).
+fn restores_to(b: &Path, r: &Path, t: u64, history: &BTreeMap<u64, String>) {
+    let out = restore_until(b, r, &["--until-tx", &t.to_string()]).expect(0);
+    let restored = check_json(r);
+    assert_eq!(
+        (tx(&restored), restored["consistent"].as_bool()),
+        (t, Some(true)),
+        "PIT-8: restored to tx {t}: {out:#?}"
+    );
+    assert_eq!(
+        s(&restored["digest"]),
+        history[&t],
+        "PIT-7, PIT-8: the store restored to tx {t} has the server's digest at tx {t}"
+    );
+}
+
 // PIT-2 .. PIT-8, PIT-5: a backup that keeps its transactions, taken full then caught up by
 // two incrementals while the logs rotate, restores to the tx its full backup reached, to txs
 // inside each incremental and to their ends; each restored store checks, is at that tx and
@@ -158,18 +175,11 @@ fn pit_8_restore_to_any_kept_tx_equals_the_servers_digest_then() {
     );
 
     for t in [u0, u0 + 1, (u0 + u1) / 2, u1 - 1, u1, u1 + 7, u2 - 1, u2] {
-        let r = dir.path().join(format!("restored-{t}"));
-        let out = restore_until(&b, &r, &["--until-tx", &t.to_string()]).expect(0);
-        let restored = check_json(&r);
-        assert_eq!(
-            (tx(&restored), restored["consistent"].as_bool()),
-            (t, Some(true)),
-            "PIT-8: restored to tx {t}: {out:#?}"
-        );
-        assert_eq!(
-            s(&restored["digest"]),
-            work.history[&t],
-            "PIT-7, PIT-8: the store restored to tx {t} has the server's digest at tx {t}"
+        restores_to(
+            &b,
+            &dir.path().join(format!("restored-{t}")),
+            t,
+            &work.history,
         );
     }
 
@@ -309,18 +319,7 @@ fn pit_8_restore_across_a_rotation_of_the_backups_own_logs() {
     backup_from(&addr, &b, &keep).expect(0);
     for t in [u0, big[1], big[3] + 1, big[5], u1, u2 - 2, u2] {
         let r = dir.path().join(format!("restored-{t}"));
-        let out = restore_until(&b, &r, &["--until-tx", &t.to_string()]).expect(0);
-        let restored = check_json(&r);
-        assert_eq!(
-            (tx(&restored), restored["consistent"].as_bool()),
-            (t, Some(true)),
-            "PIT-8: restored to tx {t}: {out:#?}"
-        );
-        assert_eq!(
-            s(&restored["digest"]),
-            work.history[&t],
-            "PIT-7, PIT-8: restored across the backup's own rotation to tx {t}, the server's digest then"
-        );
+        restores_to(&b, &r, t, &work.history);
         std::fs::remove_dir_all(&r).unwrap();
     }
 }
