@@ -333,19 +333,14 @@ impl OsObjects {
         Ok((builder.clone().build()?, builder, options))
     }
 
-    /// `ListMultipartUploads` of `bucket` under `prefix` (first page), signed with the
-    /// client's own credentials: `object_store` has no call for it.
-    async fn list_uploads(
-        bucket: &str,
-        prefix: &str,
-    ) -> object_store::Result<Vec<(String, String)>> {
+    /// One page of `ListMultipartUploads` of `bucket` under `prefix` (the first: every page
+    /// before it was aborted), signed with the client's own credentials: `object_store` has no
+    /// call for it.
+    async fn list_uploads(bucket: &str, prefix: &str) -> object_store::Result<UploadsPage> {
+        use futures::StreamExt;
         use object_store::aws::{AmazonS3ConfigKey, AwsAuthorizer};
         use object_store::client::{HttpConnector, HttpRequestBody, ReqwestConnector};
         let (s3, builder, options) = OsObjects::s3(bucket)?;
-        let generic = |e: Box<dyn std::error::Error + Send + Sync>| object_store::Error::Generic {
-            store: "S3",
-            source: e,
-        };
         let region = builder
             .get_config_value(&AmazonS3ConfigKey::Region)
             .unwrap_or_else(|| "us-east-1".to_string());
@@ -370,27 +365,68 @@ impl OsObjects {
             .method("GET")
             .uri(url)
             .body(HttpRequestBody::empty())
-            .map_err(|e| generic(Box::new(e)))?;
+            .map_err(|e| store_error(Box::new(e)))?;
         AwsAuthorizer::new(&credential, "s3", &region)
             .try_authorize(&mut request, None)
-            .map_err(|e| generic(Box::new(e)))?;
+            .map_err(|e| store_error(Box::new(e)))?;
         let client = ReqwestConnector::default().connect(&options)?;
         let response = client
             .execute(request)
             .await
-            .map_err(|e| generic(Box::new(e)))?;
+            .map_err(|e| store_error(Box::new(e)))?;
         let status = response.status();
-        let body = response
-            .into_body()
-            .bytes()
-            .await
-            .map_err(|e| generic(Box::new(e)))?;
+        // The endpoint is a peer: its answer is read up to a bound, not whole (a page of 1,000
+        // uploads is about 400 KB).
+        let mut body = Vec::new();
+        let mut chunks = response.into_body().bytes_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| store_error(Box::new(e)))?;
+            if body.len() + chunk.len() > MAX_UPLOADS_PAGE {
+                return Err(store_error(
+                    format!(
+                        "the list of multipart uploads is longer than {MAX_UPLOADS_PAGE} bytes"
+                    )
+                    .into(),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
         let text = String::from_utf8_lossy(&body);
         if !status.is_success() {
-            return Err(generic(
+            return Err(store_error(
                 format!("listing multipart uploads answered {status}: {text}").into(),
             ));
         }
+        Ok(UploadsPage::parse(&text))
+    }
+}
+
+/// The most bytes one page of `ListMultipartUploads` may hold (1,000 uploads of keys up to
+/// 1,024 bytes, with their XML).
+const MAX_UPLOADS_PAGE: usize = 4 << 20;
+
+/// The most pages of unfinished uploads one run aborts (OBJ-17): 100,000 uploads, far more
+/// than killed runs leave; what is left is for the next run.
+const MAX_UPLOAD_PAGES: usize = 100;
+
+fn store_error(source: Box<dyn std::error::Error + Send + Sync>) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "S3",
+        source,
+    }
+}
+
+/// One page of `ListMultipartUploads`: each upload's key and id, and whether more follow.
+#[derive(Debug, PartialEq, Eq)]
+struct UploadsPage {
+    uploads: Vec<(String, String)>,
+    truncated: bool,
+}
+
+impl UploadsPage {
+    /// Reads the fields the aborts need from S3's XML answer; an upload without a key or an id
+    /// is skipped. Keys under a backup's prefix are the tool's own names (no XML escapes).
+    fn parse(xml: &str) -> UploadsPage {
         let field = |chunk: &str, tag: &str| {
             chunk
                 .split(&format!("<{tag}>"))
@@ -398,11 +434,50 @@ impl OsObjects {
                 .and_then(|s| s.split(&format!("</{tag}>")).next())
                 .map(str::to_string)
         };
-        Ok(text
-            .split("<Upload>")
-            .skip(1)
-            .filter_map(|chunk| Some((field(chunk, "Key")?, field(chunk, "UploadId")?)))
-            .collect())
+        let head = xml.split("<Upload>").next().unwrap_or_default();
+        UploadsPage {
+            uploads: xml
+                .split("<Upload>")
+                .skip(1)
+                .filter_map(|chunk| Some((field(chunk, "Key")?, field(chunk, "UploadId")?)))
+                .collect(),
+            truncated: field(head, "IsTruncated").is_some_and(|t| t.trim() == "true"),
+        }
+    }
+}
+
+/// What the aborts of one run have done so far (OBJ-17): each listing starts again from the
+/// first page, which the aborts before it emptied, until a page says none follow, `max_pages`
+/// pages were listed, or a page lists nothing new (an abort that did not take would otherwise
+/// be listed for ever).
+struct Aborts {
+    /// The ids of the uploads aborted, so one listed again is not aborted twice.
+    done: std::collections::BTreeSet<String>,
+    /// Pages still to list.
+    pages_left: usize,
+    /// Whether another page is to be listed.
+    more: bool,
+}
+
+impl Aborts {
+    fn new(max_pages: usize) -> Aborts {
+        Aborts {
+            done: std::collections::BTreeSet::new(),
+            pages_left: max_pages,
+            more: max_pages > 0,
+        }
+    }
+
+    /// The uploads of `page` to abort now, and whether to list another page after them.
+    fn take(&mut self, page: UploadsPage) -> Vec<(String, String)> {
+        let fresh: Vec<_> = page
+            .uploads
+            .into_iter()
+            .filter(|(_, id)| self.done.insert(id.clone()))
+            .collect();
+        self.pages_left -= 1;
+        self.more = page.truncated && !fresh.is_empty() && self.pages_left > 0;
+        fresh
     }
 }
 
@@ -421,13 +496,110 @@ impl Objects for OsObjects {
     ) -> BoxFuture<'a, object_store::Result<usize>> {
         Box::pin(async move {
             use object_store::multipart::MultipartStore;
-            let uploads = OsObjects::list_uploads(bucket, prefix).await?;
             let (s3, _, _) = OsObjects::s3(bucket)?;
-            for (key, id) in &uploads {
-                s3.abort_multipart(&object_store::path::Path::from(key.as_str()), id)
-                    .await?;
+            let mut aborts = Aborts::new(MAX_UPLOAD_PAGES);
+            while aborts.more {
+                let page = OsObjects::list_uploads(bucket, prefix).await?;
+                for (key, id) in aborts.take(page) {
+                    s3.abort_multipart(&object_store::path::Path::from(key.as_str()), &id)
+                        .await?;
+                }
             }
-            Ok(uploads.len())
+            Ok(aborts.done.len())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListMultipartUploadsResult>\
+        <Bucket>b</Bucket><KeyMarker></KeyMarker><IsTruncated>true</IsTruncated>\
+        <Upload><Key>p/generation-2/neostore.nodestore.db</Key><UploadId>u1</UploadId></Upload>\
+        <Upload><Key>p/generation-2/neostore.propertystore.db</Key><UploadId>u2</UploadId>\
+        <Initiated>2026-12-03T00:00:00.000Z</Initiated></Upload>\
+        <Upload><Key>p/no-id</Key></Upload></ListMultipartUploadsResult>";
+
+    #[test]
+    fn obj_17_a_page_gives_each_uploads_key_and_id_and_whether_more_follow() {
+        let page = UploadsPage::parse(PAGE);
+        assert_eq!(
+            page.uploads,
+            vec![
+                ("p/generation-2/neostore.nodestore.db".into(), "u1".into()),
+                (
+                    "p/generation-2/neostore.propertystore.db".into(),
+                    "u2".into()
+                ),
+            ],
+            "OBJ-17: an upload without an id is skipped"
+        );
+        assert!(page.truncated, "OBJ-17: IsTruncated true");
+        let last = UploadsPage::parse(&PAGE.replace(">true<", ">false<"));
+        assert!(!last.truncated, "OBJ-17: IsTruncated false");
+        assert!(!UploadsPage::parse("<ListMultipartUploadsResult/>").truncated);
+    }
+
+    /// Runs [`Aborts`] against a store of `n` unfinished uploads that lists `per_page` at a
+    /// time; `sticky` aborts are acknowledged but not carried out. Returns how many were
+    /// aborted, how many are left and how many listings were made.
+    fn run(n: usize, per_page: usize, sticky: bool, max_pages: usize) -> (usize, usize, usize) {
+        let mut left: Vec<String> = (0..n).map(|i| format!("u{i}")).collect();
+        let (mut aborts, mut listings) = (Aborts::new(max_pages), 0);
+        while aborts.more {
+            listings += 1;
+            let page = UploadsPage {
+                uploads: left
+                    .iter()
+                    .take(per_page)
+                    .map(|id| (format!("p/{id}"), id.clone()))
+                    .collect(),
+                truncated: left.len() > per_page,
+            };
+            for (_, id) in aborts.take(page) {
+                if !sticky {
+                    left.retain(|u| *u != id);
+                }
+            }
+        }
+        (aborts.done.len(), left.len(), listings)
+    }
+
+    #[test]
+    fn obj_17_every_page_of_unfinished_uploads_is_aborted() {
+        assert_eq!(
+            run(2_501, 1_000, false, 100),
+            (2_501, 0, 3),
+            "OBJ-17: three pages, one listing each, none left"
+        );
+        assert_eq!(
+            run(1_000, 1_000, false, 100),
+            (1_000, 0, 1),
+            "OBJ-17: a page not truncated is the last"
+        );
+        assert_eq!(
+            run(0, 1_000, false, 100),
+            (0, 0, 1),
+            "OBJ-17: nothing to abort"
+        );
+    }
+
+    #[test]
+    fn obj_17_a_run_aborts_at_most_its_page_bound() {
+        assert_eq!(
+            run(5_000, 1_000, false, 2),
+            (2_000, 3_000, 2),
+            "OBJ-17: two pages a run, the rest for the next"
+        );
+    }
+
+    #[test]
+    fn obj_17_aborts_that_do_not_take_end_the_run() {
+        assert_eq!(
+            run(3_000, 1_000, true, 100),
+            (1_000, 3_000, 2),
+            "OBJ-17: each upload aborted once; a page with nothing new ends the run"
+        );
     }
 }

@@ -92,42 +92,76 @@ enum Decided {
     },
 }
 
-/// The decision (refusals before anything is written, BK-13 .. BK-15, BK-46), then, when an
-/// incremental backup is possible, the target's preparation and the server's answer to the
-/// request (BK-10, BK-11, OBJ-11, OBJ-12); a refusal by the server falls back as
-/// `decision::after_server_refusal` says. `announce` is told the backup about to be caught up,
-/// before anything is asked.
-#[allow(clippy::too_many_arguments)]
-async fn decide<T: TargetView>(
-    opts: &BackupOptions,
-    target: &mut T,
-    conn: &mut Conn,
-    server: &ServerInfo,
-    existing: Option<&Existing>,
-    shown: &str,
-    addr: &str,
-    announce: &mut dyn FnMut(&Existing),
-) -> Result<Decided, BackupError> {
-    let refused = |r| BackupError::refused(r, shown, addr);
-    let backup = match decision::decide(existing, opts.mode, server).map_err(refused)? {
-        Step::Full(reason) => return Ok(Decided::Full(reason)),
-        Step::AskIncremental(backup) => backup,
-    };
-    match target.full_instead() {
-        Some(why) if opts.mode == Mode::Incremental => Err(BackupError::IncrementalImpossible {
-            dir: shown.to_string(),
-            why,
-        }),
-        Some(why) => Ok(Decided::Full(why)),
-        None => {
-            announce(&backup);
-            target.prepare_incremental().await?;
-            match ask_incremental(conn, &backup).await? {
-                Answer::Accepted(first) => Ok(Decided::Incremental { backup, first }),
-                Answer::Refused(answer) => {
-                    decision::after_server_refusal(opts.mode, &backup, answer)
-                        .map(Decided::Full)
-                        .map_err(refused)
+/// What a run, or a plan of one, knows once the server has answered its handshake: the
+/// connection, the server, and the names lines and errors use for both ends.
+struct Session {
+    conn: Conn,
+    server: ServerInfo,
+    /// `host:port` of the server, as lines and errors name it.
+    addr: String,
+    /// The target as lines and errors name it ([`TargetView::shown`]).
+    shown: String,
+}
+
+impl Session {
+    /// Connects (paced at `max_rate` when given, BK-41) and shakes hands; the server is told
+    /// to `out` before anything of the target is read.
+    async fn open(
+        env: &Env,
+        opts: &BackupOptions,
+        shown: String,
+        max_rate: Option<u64>,
+        tls: Option<&ClientTls>,
+        out: &mut dyn Observer,
+    ) -> Result<Session, BackupError> {
+        let addr = join_host_port(&opts.host, opts.port);
+        let mut conn = connect(env, opts, &addr, max_rate, tls).await?;
+        let server = handshake(&mut conn).await?;
+        out.server(&addr, &server);
+        Ok(Session {
+            conn,
+            server,
+            addr,
+            shown,
+        })
+    }
+
+    /// The decision (refusals before anything is written, BK-13 .. BK-15, BK-46), then, when
+    /// an incremental backup is possible, the target's preparation and the server's answer to
+    /// the request (BK-10, BK-11, OBJ-11, OBJ-12); a refusal by the server falls back as
+    /// `decision::after_server_refusal` says. `announce` is told the backup about to be caught
+    /// up, before anything is asked.
+    async fn decide<T: TargetView>(
+        &mut self,
+        opts: &BackupOptions,
+        target: &mut T,
+        existing: Option<&Existing>,
+        announce: &mut dyn FnMut(&Existing),
+    ) -> Result<Decided, BackupError> {
+        let (shown, addr) = (self.shown.as_str(), self.addr.as_str());
+        let refused = |r| BackupError::refused(r, shown, addr);
+        let backup = match decision::decide(existing, opts.mode, &self.server).map_err(refused)? {
+            Step::Full(reason) => return Ok(Decided::Full(reason)),
+            Step::AskIncremental(backup) => backup,
+        };
+        match target.full_instead() {
+            Some(why) if opts.mode == Mode::Incremental => {
+                Err(BackupError::IncrementalImpossible {
+                    dir: shown.to_string(),
+                    why,
+                })
+            }
+            Some(why) => Ok(Decided::Full(why)),
+            None => {
+                announce(&backup);
+                target.prepare_incremental().await?;
+                match ask_incremental(&mut self.conn, &backup).await? {
+                    Answer::Accepted(first) => Ok(Decided::Incremental { backup, first }),
+                    Answer::Refused(answer) => {
+                        decision::after_server_refusal(opts.mode, &backup, answer)
+                            .map(Decided::Full)
+                            .map_err(refused)
+                    }
                 }
             }
         }
@@ -145,30 +179,25 @@ pub(super) async fn drive<T: BackupTarget>(
     started: SystemTime,
     out: &mut dyn Observer,
 ) -> Result<Summary, BackupError> {
-    let addr = join_host_port(&opts.host, opts.port);
-    let shown = target.shown();
-    let mut conn = connect(env, opts, &addr, opts.max_rate, tls).await?;
-    let server = handshake(&mut conn).await?;
-    out.server(&addr, &server);
+    let mut session = Session::open(env, opts, target.shown(), opts.max_rate, tls, out).await?;
     let existing = target.existing(env, opts.mode, out)?;
-    let to_tx = server.last_committed_tx;
+    let to_tx = session.server.last_committed_tx;
+    let (addr, shown) = (session.addr.clone(), session.shown.clone());
     let mut announce = |backup: &Existing| {
         out.line(&format!(
             "incremental backup from {addr} into {shown}: the backup is at tx {}, the server at tx {to_tx}",
             backup.last_tx
         ))
     };
-    let decided = decide(
-        opts,
-        target,
-        &mut conn,
-        &server,
-        existing.as_ref(),
-        &shown,
-        &addr,
-        &mut announce,
-    )
-    .await?;
+    let decided = session
+        .decide(opts, target, existing.as_ref(), &mut announce)
+        .await?;
+    let Session {
+        mut conn,
+        server,
+        addr,
+        ..
+    } = session;
     let mut run = Run {
         env,
         opts,
@@ -197,25 +226,14 @@ pub(super) async fn plan<T: TargetView>(
     tls: Option<&ClientTls>,
     out: &mut dyn Observer,
 ) -> Result<Plan, BackupError> {
-    let addr = join_host_port(&opts.host, opts.port);
-    let shown = target.shown();
-    let mut conn = connect(env, opts, &addr, None, tls).await?;
-    let server = handshake(&mut conn).await?;
-    out.server(&addr, &server);
+    let mut session = Session::open(env, opts, target.shown(), None, tls, out).await?;
     let free = target.free_space(env, &opts.target)?;
     let existing = target.existing(env, opts.mode, out)?;
     let from_tx = existing.as_ref().map(|e| e.last_tx);
-    let decided = decide(
-        opts,
-        target,
-        &mut conn,
-        &server,
-        existing.as_ref(),
-        &shown,
-        &addr,
-        &mut |_| {},
-    )
-    .await?;
+    let decided = session
+        .decide(opts, target, existing.as_ref(), &mut |_| {})
+        .await?;
+    let Session { server, shown, .. } = session;
     let (kind, reason, full_reason, bytes) = match decided {
         Decided::Incremental { backup, .. } => (
             Kind::Incremental,
