@@ -424,8 +424,8 @@ struct UploadsPage {
 }
 
 impl UploadsPage {
-    /// Reads the fields the aborts need from S3's XML answer; an upload without a key or an id
-    /// is skipped. Keys under a backup's prefix are the tool's own names (no XML escapes).
+    /// Reads the fields the aborts need from S3's XML answer, wherever `IsTruncated` stands
+    /// among the uploads; an upload without a key or an id is skipped. Keys under a backup's prefix are the tool's own names (no XML escapes).
     fn parse(xml: &str) -> UploadsPage {
         let field = |chunk: &str, tag: &str| {
             chunk
@@ -434,14 +434,13 @@ impl UploadsPage {
                 .and_then(|s| s.split(&format!("</{tag}>")).next())
                 .map(str::to_string)
         };
-        let head = xml.split("<Upload>").next().unwrap_or_default();
         UploadsPage {
             uploads: xml
                 .split("<Upload>")
                 .skip(1)
                 .filter_map(|chunk| Some((field(chunk, "Key")?, field(chunk, "UploadId")?)))
                 .collect(),
-            truncated: field(head, "IsTruncated").is_some_and(|t| t.trim() == "true"),
+            truncated: field(xml, "IsTruncated").is_some_and(|t| t.trim() == "true"),
         }
     }
 }
@@ -539,6 +538,11 @@ mod tests {
         let last = UploadsPage::parse(&PAGE.replace(">true<", ">false<"));
         assert!(!last.truncated, "OBJ-17: IsTruncated false");
         assert!(!UploadsPage::parse("<ListMultipartUploadsResult/>").truncated);
+        let after = "<R><Upload><Key>k</Key><UploadId>u</UploadId></Upload><IsTruncated>true</IsTruncated></R>";
+        assert!(
+            UploadsPage::parse(after).truncated,
+            "OBJ-17: IsTruncated after the uploads"
+        );
     }
 
     /// Runs [`Aborts`] against a store of `n` unfinished uploads that lists `per_page` at a
