@@ -467,7 +467,8 @@ impl Aborts {
         }
     }
 
-    /// The uploads of `page` to abort now, and whether to list another page after them.
+    /// The uploads of `page` not aborted yet, to abort now; sets [`Aborts::more`] to whether
+    /// another page is to be listed after them.
     fn take(&mut self, page: UploadsPage) -> Vec<(String, String)> {
         let fresh: Vec<_> = page
             .uploads
