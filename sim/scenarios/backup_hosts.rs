@@ -331,9 +331,9 @@ async fn perform(h: &HostCtx, shared: &Arc<Mutex<Shared>>, job: Job) -> turmoil:
             h.check(plant(env, &target, &what)).await?;
             Ok(Reply::Done)
         }
-        Job::RestoreObjects { url, to } => {
-            Ok(Reply::Objects(restore_objects(env, &url, &to).await))
-        }
+        Job::RestoreObjects { url, to, until_tx } => Ok(Reply::Objects(
+            restore_objects(env, &url, &to, until_tx).await,
+        )),
         Job::Restore { from, to } => {
             let live = h.check(layout::resolve(fs, &from)).await?;
             h.check(copy_tree(fs, &live, &to)).await?;
@@ -600,17 +600,19 @@ fn plant(env: &online_backup::io::Env, target: &Path, what: &Plant) -> Result<()
 }
 
 /// Restores the object store backup `url` into `to` as `neo4j-admin restore --from` does
-/// (OBJ-8): `None` when it holds no backup, else the restored store's tx and recomputed digest.
-/// The restored directory is removed after, so inspections do not fill the client's disk.
+/// (OBJ-8), with `--until-tx` when `until_tx` is given (OBJ-18): `None` when it holds no
+/// backup, else the restored store's tx and recomputed digest. The restored directory is
+/// removed after, so inspections do not fill the client's disk.
 async fn restore_objects(
     env: &online_backup::io::Env,
     url: &str,
     to: &Path,
+    until_tx: Option<u64>,
 ) -> Result<Option<(u64, String)>, String> {
     use online_backup::backup::objects::{ObjectUrl, ObjectsError};
-    use online_backup::backup::restore::{remove_staging, stage_objects, RestoreError};
+    use online_backup::backup::restore::{remove_staging, stage_objects, RestoreError, Until};
     let url = ObjectUrl::parse(url)?;
-    let staging = match stage_objects(env, &url, to, true).await {
+    let staging = match stage_objects(env, &url, to, true, until_tx.map(Until::Tx)).await {
         Ok(staging) => staging,
         Err(RestoreError::Objects(ObjectsError::NotABackup { why, .. }))
             if why == "it holds no backup" =>

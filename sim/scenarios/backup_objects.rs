@@ -12,6 +12,8 @@
 //!    it.
 //! 3. No lease is left when a run has ended (OBJ-5, OBJ-13), and after a successful run the
 //!    target holds only the pointer and the live generation (OBJ-7, OBJ-9, OBJ-11).
+//! 4. On every other round, a restore to an earlier tx of the live generation (OBJ-18) is the
+//!    source's state there, or refused before its full backup's tx.
 //!
 //! Runs are `auto` (incremental once there is a backup), sometimes `--type full`; every fault
 //! kind strikes some run over the default seeds (checked by the test, SIM-40).
@@ -86,7 +88,14 @@ fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
 
         // 1, 2: restorable, to the source's state, never older.
         let to = std::path::PathBuf::from(format!("/scratch/objects-{round}"));
-        let restored = match sim.call(ctx, Job::RestoreObjects { url: URL.into(), to })? {
+        let restored = match sim.call(
+            ctx,
+            Job::RestoreObjects {
+                url: URL.into(),
+                to,
+                until_tx: None,
+            },
+        )? {
             Reply::Objects(r) => r.map_err(|e| {
                 format!("SIM-40, OBJ-8: after round {round} ({outcome}) the backup does not restore: {e}")
             })?,
@@ -125,6 +134,7 @@ fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
                     }
                 }
                 reached = Some(tx);
+                earlier_tx(ctx, &mut sim, round, tx)?;
             }
         }
 
@@ -155,6 +165,72 @@ fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
     let counts = ctx.world.objects().counts();
     ctx.record(&format!("object store faults: {counts:?}"));
     Ok(())
+}
+
+/// 4: restored to an earlier tx (OBJ-18), the live generation reaches every tx from its full
+/// backup's (its manifest's first tx) to `last`, each the source's state there, and none
+/// before (unless an older generation holds it): a tx picked from the seed, on every other
+/// round.
+fn earlier_tx(
+    ctx: &mut ScenarioCtx,
+    sim: &mut BackupSim,
+    round: u32,
+    last: u64,
+) -> turmoil::Result {
+    if !ctx.rng.random_bool(0.5) {
+        return Ok(());
+    }
+    let first = live_manifest(ctx)?.first_tx;
+    let refused = first > 0 && ctx.rng.random_bool(0.2);
+    let tx = if refused {
+        first - 1
+    } else {
+        ctx.rng.random_range(first..=last)
+    };
+    let to = std::path::PathBuf::from(format!("/scratch/objects-{round}-at-{tx}"));
+    let reply = sim.call(
+        ctx,
+        Job::RestoreObjects {
+            url: URL.into(),
+            to,
+            until_tx: Some(tx),
+        },
+    )?;
+    let Reply::Objects(restored) = reply else {
+        return Err(format!("a restore job answered {reply:?}").into());
+    };
+    ctx.record(&format!(
+        "round {round}: restore to tx {tx} (generation from tx {first}): {restored:?}"
+    ));
+    match restored {
+        Err(e) if refused && e.contains(&format!("cannot be restored to tx {tx}")) => Ok(()),
+        // Before the live generation's first tx, an older one a failed run left may hold it.
+        Ok(Some((at, digest)))
+            if at == tx
+                && sim.digests().get(&tx).map(|d| d.to_string()) == Some(digest.clone()) =>
+        {
+            Ok(())
+        }
+        other => Err(format!(
+            "SIM-40, OBJ-18: a restore to tx {tx} of a generation from tx {first} to tx {last} gave {other:?}, {}",
+            if refused { "not a refusal" } else { "not the source's state there" }
+        )
+        .into()),
+    }
+}
+
+/// The live generation's manifest, read straight from the in-memory store (no faults).
+fn live_manifest(ctx: &ScenarioCtx) -> turmoil::Result<online_backup::backup::manifest::Manifest> {
+    let current = current(ctx)?;
+    let store = ctx.world.objects().bucket(BUCKET);
+    let bytes = futures::executor::block_on(async {
+        store
+            .get(&format!("db/{current}/MANIFEST").as_str().into())
+            .await?
+            .bytes()
+            .await
+    })?;
+    Ok(online_backup::backup::manifest::Manifest::decode(&bytes)?)
 }
 
 /// Every key in the bucket, read straight from the in-memory store (no faults).

@@ -390,10 +390,12 @@ pub enum Job {
         from: PathBuf,
         to: PathBuf,
     },
-    /// Restore the object store backup `url` into the new directory `to` (OBJ-8).
+    /// Restore the object store backup `url` into the new directory `to` (OBJ-8), at its last
+    /// tx, or with `until_tx` at that tx (OBJ-18).
     RestoreObjects {
         url: String,
         to: PathBuf,
+        until_tx: Option<u64>,
     },
     /// `GET /db/data/`.
     Status,

@@ -124,7 +124,8 @@ pub fn catalogue(fs: &Arc<dyn Fs>, dir: &Path) -> Result<Catalogue, CatalogueErr
 
 /// Reads what the object store backup `url` holds (OBJ-15): its generations and their
 /// manifests, without the lease, as a directory is read without its lock. A generation of an
-/// object store restores to its last tx only.
+/// object store restores to every tx from its full backup's to its last (OBJ-18); the commit
+/// times are not listed, which would need its logs read.
 pub async fn catalogue_objects(
     env: &crate::io::Env,
     url: &crate::backup::objects::ObjectUrl,
@@ -145,7 +146,7 @@ pub async fn catalogue_objects(
     for &number in target.generations() {
         let manifest = target.manifest_of(number).await;
         let restorable = match &manifest {
-            Ok(Some(m)) => Some(Ok(history::Span::only(m.last_tx))),
+            Ok(Some(m)) => Some(Ok(history::Span::replayable(m.first_tx, m.last_tx))),
             _ => None,
         };
         generations.push(Generation {

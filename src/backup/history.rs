@@ -270,6 +270,24 @@ fn first_logged(fs: &dyn Fs, dir: &Path) -> Result<Option<u64>, StoreError> {
     Ok(Some(header.prev_last_tx + 1))
 }
 
+/// What a generation that recovery has not run on can be restored to (an object store's,
+/// OBJ-18): every tx from `from_tx`, the one its full backup reached, to `to_tx`, its last,
+/// by replaying its logs from its checkpoint. It keeps no undo segments; its logs in `dir`
+/// say which commit times are known.
+pub fn replayable(
+    fs: &dyn Fs,
+    dir: &Path,
+    from_tx: u64,
+    to_tx: u64,
+) -> Result<Restorable, StoreError> {
+    Ok(Restorable {
+        from_tx,
+        to_tx,
+        chain: Vec::new(),
+        first_logged: first_logged(fs, dir)?.unwrap_or(to_tx + 1),
+    })
+}
+
 impl Restorable {
     /// Whether the generation can be restored to `tx`.
     pub fn holds(&self, tx: u64) -> bool {
@@ -292,15 +310,16 @@ pub struct Span {
 }
 
 impl Span {
-    /// A generation that can be restored to its last tx only, `tx`: one whose history is not
-    /// kept (an object store's, OBJ-15).
-    pub fn only(tx: u64) -> Span {
+    /// A generation that can be restored to every tx from `from_tx` to `to_tx`, as its
+    /// manifest says without its logs being read, so with no commit times (an object store's,
+    /// OBJ-15, OBJ-18).
+    pub fn replayable(from_tx: u64, to_tx: u64) -> Span {
         Span {
             range: Restorable {
-                from_tx: tx,
-                to_tx: tx,
+                from_tx,
+                to_tx,
                 chain: Vec::new(),
-                first_logged: tx + 1,
+                first_logged: to_tx + 1,
             },
             times: None,
         }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::backup::history::{self, Restorable, Span};
 use crate::backup::manifest::{verify, Manifest, ManifestError};
-use crate::backup::objects::{ObjectUrl, ObjectsError};
+use crate::backup::objects::{ObjectTarget, ObjectUrl, ObjectsError};
 use crate::backup::target::{older_generations, Holds, Target, TargetError};
 use crate::digest::Digest;
 use crate::io::{sibling_with_suffix, Blocking, Clock, Env, Fs, OpenMode};
@@ -279,15 +279,19 @@ pub fn staging_dir(to: &Path) -> PathBuf {
     sibling_with_suffix(to, ".staging")
 }
 
-/// Downloads the live generation of the object store backup `url` into [`staging_dir`] of `to`,
-/// under the target's lease, each object checked against the manifest as it arrives (OBJ-8);
-/// then [`restore`] restores from there, and [`remove_staging`] removes it. The target is
-/// judged first, so a refusal downloads nothing; a failed download leaves no staging directory.
+/// Downloads the generation of the object store backup `url` to restore from into
+/// [`staging_dir`] of `to`, under the target's lease, each object checked against the
+/// manifest as it arrives (OBJ-8); then [`restore`] restores from there, without `until`, and
+/// [`remove_staging`] removes it. Without `until` that is the live generation; with it, the
+/// newest that can be restored to the point asked, its logs cut right after the tx it means,
+/// so the restore's recovery stops there (OBJ-18). The target is judged first, so a refusal
+/// downloads nothing; a failed download or a refusal leaves no staging directory.
 pub async fn stage_objects(
     env: &Env,
     url: &ObjectUrl,
     to: &Path,
     force: bool,
+    until: Option<Until>,
 ) -> Result<PathBuf, RestoreError> {
     judge_target(Target::inspect(env.fs.clone(), to), to, force)?;
     let staging = staging_dir(to);
@@ -298,8 +302,81 @@ pub async fn stage_objects(
     if there.is_some() {
         return Err(RestoreError::StagingExists(staging.display().to_string()));
     }
-    crate::backup::objects::stage(env, url, &staging).await?;
-    Ok(staging)
+    let staged = match until {
+        None => crate::backup::objects::stage(env, url, &staging)
+            .await
+            .map(drop)
+            .map_err(RestoreError::from),
+        Some(until) => {
+            crate::backup::objects::under_lease(env, url, async |target: &ObjectTarget| {
+                stage_until(env, target, &staging, until).await
+            })
+            .await
+        }
+    };
+    if staged.is_err() {
+        remove_staging(&*env.fs, &staging);
+    }
+    staged.map(|()| staging)
+}
+
+/// Downloads into `staging` the newest finished generation of `target` (the live one, then the
+/// ones `--keep-generations` kept) that can be restored to `until`, and cuts its logs right
+/// after the tx that means (OBJ-18). A generation is chosen for `--until-tx` by its manifest
+/// alone (every tx from its first to its last); for `--until-time` each is downloaded, newest
+/// first, until one holds a tx committed by then, since only its logs know the times.
+async fn stage_until(
+    env: &Env,
+    target: &ObjectTarget,
+    staging: &Path,
+    until: Until,
+) -> Result<(), RestoreError> {
+    let fs = &env.fs;
+    let (live, live_manifest) = crate::backup::objects::live_generation(target)?;
+    let mut ranges: Vec<(String, Span)> = Vec::new();
+    for &n in target.generations().iter().rev().filter(|&&n| n <= live) {
+        let manifest = if n == live {
+            live_manifest.clone()
+        } else {
+            match target.manifest_of(n).await {
+                Ok(Some(m)) => m,
+                // Without a manifest a generation is not finished: a leftover (BK-36).
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!("{}/{}: {e}", target.url(), generation_name(n));
+                    continue;
+                }
+            }
+        };
+        let name = generation_name(n);
+        let (first, last) = (manifest.first_tx, manifest.last_tx);
+        if let Until::Tx(tx) = until {
+            if !(first..=last).contains(&tx) {
+                ranges.push((name, Span::replayable(first, last)));
+                continue;
+            }
+        }
+        crate::backup::objects::download_generation(env, target, n, &manifest, staging).await?;
+        let range = history::replayable(&**fs, staging, first, last)?;
+        let tx = match until {
+            Until::Tx(tx) => Some(tx),
+            Until::Time(ms) => history::tx_at_time(fs.clone(), staging, &range, ms)?,
+        };
+        if let Some(tx) = tx {
+            // Every object was checked against the manifest as it arrived (the manifest itself
+            // is not staged); what is cut now is cut on purpose.
+            crate::store::log::cut_after(fs.clone(), staging, tx)?;
+            return Ok(());
+        }
+        let times = history::time_range(fs.clone(), staging, &range)?;
+        ranges.push((name, Span { range, times }));
+        remove_staging(&**fs, staging);
+    }
+    Err(RestoreError::NotKept {
+        dir: target.url().to_string(),
+        until: until.to_string(),
+        kept: describe_ranges(&ranges),
+    })
 }
 
 /// Removes a restore's staging directory (OBJ-8); a failure is logged, not fatal: the restore

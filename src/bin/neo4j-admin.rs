@@ -339,13 +339,14 @@ fn main() -> ExitCode {
             until_time,
         } => {
             let until = until_tx.map(Until::Tx).or(until_time.map(Until::Time));
-            // From an object store, the live generation is downloaded first (OBJ-8).
+            // From an object store, the generation is downloaded first (OBJ-8), its logs cut at
+            // the tx `until` means (OBJ-18), so the restore from there is to its last tx.
             let staged = match ObjectUrl::of_path(&from) {
                 Err(e) => return usage(&format!("--from {e}")),
                 Ok(None) => Ok(None),
                 Ok(Some(url)) => match runtime() {
                     Ok(rt) => rt
-                        .block_on(stage_objects(&env, &url, &store, force))
+                        .block_on(stage_objects(&env, &url, &store, force, until))
                         .map(Some),
                     Err(e) => return fail(&e),
                 },
@@ -359,7 +360,7 @@ fn main() -> ExitCode {
                     staging.as_deref().unwrap_or(&from),
                     &store,
                     force,
-                    until,
+                    until.filter(|_| staging.is_none()),
                     &mut |phase, done, total| bar.update(phase, done, total),
                 );
                 if let Some(staging) = &staging {

@@ -575,6 +575,44 @@ impl LogReader {
     }
 }
 
+/// Cuts the logs in `dir`, of a store that is not open, right after `tx`: the file holding
+/// the end of `tx` is cut there, the files after it removed, the file and the directory synced.
+/// Opening the store then recovers it to `tx` and no further: how a restore brings back an
+/// object store's generation, whose record files are a fuzzy copy at its checkpoint C, at a tx
+/// from the one its full backup reached to its last (OBJ-18). `tx` must be at least C; an
+/// error when the logs do not hold every tx up to it.
+pub fn cut_after(
+    fs: std::sync::Arc<dyn Fs>,
+    dir: &Path,
+    tx: u64,
+) -> Result<(), crate::store::StoreError> {
+    use crate::store::StoreError;
+    let io = |what: String| move |e| StoreError::io(what, e);
+    // A reader positioned at tx + 1 stands right after tx: in the file holding tx's end, or
+    // at the start of the next when tx ended a file.
+    let start = LogReader::open(fs.clone(), dir, tx + 1)?
+        .ok_or_else(|| StoreError::Corrupt(format!("the logs no longer hold tx {tx}")))?;
+    let (version, offset) = (start.reader.version, start.reader.offset);
+    drop(start);
+    let path = log_path(dir, version);
+    let file = fs
+        .open(&path, crate::io::OpenMode::ReadWrite)
+        .map_err(io(format!("opening {}", path.display())))?;
+    file.set_len(offset)
+        .map_err(io(format!("cutting {}", path.display())))?;
+    file.sync()
+        .map_err(io(format!("syncing {}", path.display())))?;
+    let versions =
+        list_log_versions(&*fs, dir).map_err(io(format!("listing {}", dir.display())))?;
+    for later in versions.into_iter().filter(|&v| v > version) {
+        let path = log_path(dir, later);
+        fs.remove_file(&path)
+            .map_err(io(format!("removing {}", path.display())))?;
+    }
+    fs.sync_dir(dir)
+        .map_err(io(format!("syncing {}", dir.display())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

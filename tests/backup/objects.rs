@@ -1,6 +1,7 @@
 //! Backups into an object store (spec/objects.md, OBJ-): the real binaries against a real
 //! S3-compatible server (moto, `tests/support/moto.rs`) on loopback.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 
 use crate::helpers::*;
@@ -141,6 +142,43 @@ fn obj_4_commits_during_the_upload_are_in_the_log_and_restored() {
         "OBJ-4: {restored}"
     );
     assert_eq!(restored["digest"], summary["digest"], "OBJ-4: {restored}");
+    // With the writers' later commits in a segment, the generation still restores to the tx
+    // its full backup reached (the segment cut off), and to none before it: the record files
+    // are fuzzy up to there (OBJ-18).
+    backup_to(&moto, &addr, "s3://backups/x", &[]).expect(0);
+    let full_tx = summary["to_tx"].as_u64().unwrap();
+    let until = |name: &str, tx: u64| {
+        let r = dir.path().join(name);
+        let out = admin_with(
+            &moto,
+            &[
+                "restore",
+                "--from",
+                "s3://backups/x",
+                "--store",
+                path(&r),
+                "--until-tx",
+                &tx.to_string(),
+            ],
+        );
+        (r, out)
+    };
+    let (r, out) = until("at-full", full_tx);
+    out.expect(0);
+    let restored = check_json(&r);
+    assert_eq!(
+        (&restored["last_committed_tx"], &restored["digest"]),
+        (&summary["to_tx"], &summary["digest"]),
+        "OBJ-18: {restored}"
+    );
+    let (r, out) = until("fuzzy", full_tx - 1);
+    assert_eq!(out.code, Some(1), "OBJ-18: {out:#?}");
+    assert!(
+        out.one_error_line()
+            .contains(&format!("it can be restored to tx {full_tx} to tx")),
+        "OBJ-18: {out:#?}"
+    );
+    assert!(!r.exists(), "OBJ-18: nothing created");
 }
 
 #[test]
@@ -703,13 +741,14 @@ fn obj_15_backup_info_lists_an_object_store_backups_generations() {
     write_nodes(&server, 4);
     backup_to(&moto, &addr, url, &[]).expect(0);
     write_nodes(&server, 2);
-    backup_to(
+    let full = backup_to(
         &moto,
         &addr,
         url,
-        &["--type", "full", "--keep-generations", "2"],
+        &["--type", "full", "--keep-generations", "2", "--json"],
     )
     .expect(0);
+    let full: serde_json::Value = serde_json::from_str(&full.stdout).unwrap();
     write_nodes(&server, 3);
     let last = backup_to(&moto, &addr, url, &["--json"]).expect(0);
     let last: serde_json::Value = serde_json::from_str(&last.stdout).unwrap();
@@ -727,11 +766,147 @@ fn obj_15_backup_info_lists_an_object_store_backups_generations() {
     assert_eq!(gens[1]["digest"], last["digest"], "OBJ-15: {info}");
     assert_eq!(
         gens[1]["restores_to_txs"],
-        serde_json::json!([last["to_tx"], last["to_tx"]]),
-        "OBJ-15: {info}"
+        serde_json::json!([full["to_tx"], last["to_tx"]]),
+        "OBJ-15, OBJ-18: from its full backup's tx to its last: {info}"
     );
     assert_eq!(
         gens[1]["dir"], "s3://listed/i/generation-2",
         "OBJ-15: {info}"
     );
+}
+
+/// Commits `n` one-node transactions, recording the server's digest after each in `history`.
+fn write_recorded(server: &ServerProcess, n: u64, history: &mut BTreeMap<u64, String>) -> u64 {
+    let mut last = 0;
+    for i in 0..n {
+        let ops = format!(r#"[{{"create_node": {{"labels": ["P"], "props": {{"i": {i}}}}}}}]"#);
+        last = commit_recorded(server, &ops, history).0;
+    }
+    last
+}
+
+/// The current time as `--until-time` takes it, between two commits a few milliseconds apart.
+fn time_between_commits() -> String {
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    online_backup::units::time_millis(now)
+}
+
+// OBJ-18: an object store generation restores to every tx from the one its full backup
+// reached to its last, by `--until-tx` or `--until-time`: each restored store checks, is at
+// that tx and has the server's digest there. A tx no generation holds is refused, naming what
+// each holds, with nothing created and no staging left; an older generation kept by
+// `--keep-generations` is restored from when only it holds the tx.
+#[test]
+fn obj_18_an_object_store_backup_restores_to_an_earlier_tx_or_time() {
+    let (moto, dir, server, addr) = world("pit");
+    let url = "s3://pit/h";
+    let mut history = BTreeMap::new();
+    let to_tx = |out: &Out| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v["to_tx"].as_u64().unwrap()
+    };
+    write_recorded(&server, 3, &mut history);
+    let first = to_tx(&backup_to(&moto, &addr, url, &["--json"]).expect(0));
+    write_recorded(&server, 4, &mut history);
+    let mid = to_tx(&backup_to(&moto, &addr, url, &["--json"]).expect(0));
+    let between = time_between_commits();
+    write_recorded(&server, 4, &mut history);
+    let last = to_tx(&backup_to(&moto, &addr, url, &["--json"]).expect(0));
+    assert_eq!((mid, last), (first + 4, first + 8), "the test's arithmetic");
+
+    let restore_until = |name: &str, until: &[&str]| {
+        let r = dir.path().join(name);
+        let mut args = vec!["restore", "--from", url, "--store", path(&r)];
+        args.extend_from_slice(until);
+        let out = admin_with(&moto, &args);
+        assert!(
+            !dir.path().join(format!("{name}.staging")).exists(),
+            "OBJ-18: the staging directory is removed: {out:#?}"
+        );
+        (r, out)
+    };
+    let restores_to = |name: &str, until: &[&str], tx: u64, history: &BTreeMap<u64, String>| {
+        let (r, out) = restore_until(name, until);
+        out.expect(0);
+        let restored = check_json(&r);
+        assert_eq!(
+            restored["last_committed_tx"].as_u64(),
+            Some(tx),
+            "OBJ-18: {until:?} restores tx {tx}"
+        );
+        assert_eq!(
+            restored["digest"].as_str(),
+            Some(history[&tx].as_str()),
+            "OBJ-18: the store restored to tx {tx} has the server's digest then"
+        );
+    };
+    for tx in [first, first + 1, mid, mid + 3, last] {
+        restores_to(
+            &format!("tx{tx}"),
+            &["--until-tx", &tx.to_string()],
+            tx,
+            &history,
+        );
+    }
+    restores_to("by-time", &["--until-time", &between], mid, &history);
+
+    // Before the full backup's tx: refused, naming what the generation holds.
+    let (r, out) = restore_until("early", &["--until-tx", &(first - 1).to_string()]);
+    assert_eq!(out.code, Some(1), "OBJ-18: {out:#?}");
+    assert!(
+        out.one_error_line().contains(&format!(
+            "it can be restored to tx {first} to tx {last} in generation-1"
+        )),
+        "OBJ-18: {out:#?}"
+    );
+    assert!(!r.exists(), "OBJ-18: nothing created");
+    let (r, out) = restore_until("too-early", &["--until-time", "2001-01-01T00:00:00Z"]);
+    assert_eq!(out.code, Some(1), "OBJ-18: {out:#?}");
+    assert!(
+        out.one_error_line()
+            .contains("cannot be restored to 2001-01-01T00:00:00.000Z"),
+        "OBJ-18: {out:#?}"
+    );
+    assert!(!r.exists(), "OBJ-18: nothing created");
+
+    // A new full generation, the old one kept: a tx only the old one holds is restored from it.
+    write_recorded(&server, 2, &mut history);
+    let second = to_tx(
+        &backup_to(
+            &moto,
+            &addr,
+            url,
+            &["--type", "full", "--keep-generations", "2", "--json"],
+        )
+        .expect(0),
+    );
+    restores_to(
+        "from-kept",
+        &["--until-tx", &mid.to_string()],
+        mid,
+        &history,
+    );
+    restores_to(
+        "from-live",
+        &["--until-tx", &second.to_string()],
+        second,
+        &history,
+    );
+    let (_, out) = restore_until("none", &["--until-tx", "1"]);
+    assert_eq!(out.code, Some(1), "OBJ-18: {out:#?}");
+    assert!(
+        out.one_error_line().contains(&format!(
+            "tx {second} only in generation-2; tx {first} to tx {last} in generation-1"
+        )),
+        "OBJ-18: every generation is named: {out:#?}"
+    );
+    // Without --until-tx, the live generation at its last tx, as before (OBJ-8).
+    let (r, out) = restore_until("live", &[]);
+    out.expect(0);
+    assert_same_as_server(&r, &server);
 }

@@ -137,6 +137,19 @@ impl Lease {
     }
 }
 
+/// Whether `name`, an object of the generation whose manifest is `manifest`, is the segment
+/// of an incremental that was interrupted before the manifest listed it (OBJ-11): a log after
+/// the newest listed.
+pub fn is_leftover_segment(manifest: &Manifest, name: &str) -> bool {
+    let newest = manifest
+        .files
+        .iter()
+        .filter_map(|f| log_version_of(&f.name))
+        .max();
+    log_version_of(name).is_some_and(|v| newest.is_none_or(|newest| v > newest))
+        && manifest.file(name).is_none()
+}
+
 /// A token no other run has: 16 random bytes from the environment's randomness (seeded in
 /// simulation), in hex.
 fn new_token(env: &Env) -> String {
@@ -366,16 +379,9 @@ impl ObjectTarget {
     /// Whether `name`, an object of the live generation, is the segment of an incremental that
     /// was interrupted before its manifest listed it (OBJ-11): a log after the newest listed.
     pub fn is_leftover_segment(&self, name: &str) -> bool {
-        let Some(manifest) = &self.manifest else {
-            return false;
-        };
-        let newest = manifest
-            .files
-            .iter()
-            .filter_map(|f| log_version_of(&f.name))
-            .max();
-        log_version_of(name).is_some_and(|v| newest.is_none_or(|newest| v > newest))
-            && manifest.file(name).is_none()
+        self.manifest
+            .as_ref()
+            .is_some_and(|manifest| is_leftover_segment(manifest, name))
     }
 
     /// Replaces the live generation's manifest with `manifest` (OBJ-11): a conditional put on

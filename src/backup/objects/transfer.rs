@@ -9,9 +9,9 @@ use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
-use super::target::get_bounded;
+use super::target::{get_bounded, is_leftover_segment};
 use super::{Lease, ObjectTarget, ObjectUrl, ObjectsError};
-use crate::backup::manifest::{BlockHasher, FileEntry, Finding, MANIFEST_FILE};
+use crate::backup::manifest::{BlockHasher, FileEntry, Finding, Manifest, MANIFEST_FILE};
 use crate::io::{Env, FileHandle, OpenMode};
 use crate::store::log::{
     log_version_of, LogHeader, TxEntry, TxState, FRAME_SIZE, HEADER_SIZE, MAX_ENTRY,
@@ -118,16 +118,18 @@ pub struct Fetched {
     pub findings: Vec<Finding>,
 }
 
-/// Downloads the live generation of `target` into the directory `dir`, which must not exist,
-/// checking each object against the manifest as it arrives (OBJ-8): a damaged, missing or
-/// extra object is damage, named with its block, and fails the download (exit 3). Every file is
-/// synced, and the directory. Returns the bytes downloaded.
+/// Downloads generation `n` of `target`, whose manifest is `manifest`, into the directory
+/// `dir`, which must not exist, checking each object against the manifest as it arrives
+/// (OBJ-8): a damaged, missing or extra object is damage, named with its block, and fails the
+/// download (exit 3). Every file is synced, and the directory. Returns the bytes downloaded.
 pub async fn download_generation(
     env: &Env,
     target: &ObjectTarget,
+    n: u64,
+    manifest: &Manifest,
     dir: &Path,
 ) -> Result<u64, ObjectsError> {
-    let fetched = fetch_generation(env, target, Some(dir)).await?;
+    let fetched = fetch_generation(env, target, n, manifest, Some(dir)).await?;
     if let Some(first) = fetched.findings.first() {
         return Err(ObjectsError::Damaged {
             url: target.url().to_string(),
@@ -138,22 +140,30 @@ pub async fn download_generation(
     Ok(fetched.bytes)
 }
 
-/// Reads every object of the live generation of `target` against its manifest, block by block
-/// as it streams (OBJ-8, OBJ-14), and writes each into `dir` when given (created first; every
+/// The live generation of `target` and its manifest; a target without one holds no backup
+/// (exit 3).
+pub fn live_generation(target: &ObjectTarget) -> Result<(u64, &Manifest), ObjectsError> {
+    match (target.live(), target.manifest()) {
+        (Some(n), Some(manifest)) => Ok((n, manifest)),
+        _ => Err(ObjectsError::NotABackup {
+            url: target.url().to_string(),
+            why: "it holds no backup".to_string(),
+        }),
+    }
+}
+
+/// Reads every object of generation `n` of `target` against its manifest, block by block as
+/// it streams (OBJ-8, OBJ-14), and writes each into `dir` when given (created first; every
 /// file synced, and the directory). An object longer than listed is damage found without
 /// reading it.
 pub async fn fetch_generation(
     env: &Env,
     target: &ObjectTarget,
+    n: u64,
+    manifest: &Manifest,
     dir: Option<&Path>,
 ) -> Result<Fetched, ObjectsError> {
     let url = target.url();
-    let (Some(n), Some(manifest)) = (target.live(), target.manifest()) else {
-        return Err(ObjectsError::NotABackup {
-            url: url.to_string(),
-            why: "it holds no backup".to_string(),
-        });
-    };
     let io = |doing: String| {
         move |e: std::io::Error| ObjectsError::Failed {
             url: url.to_string(),
@@ -173,7 +183,7 @@ pub async fn fetch_generation(
     while let Some(meta) = listing.next().await {
         let meta = meta.map_err(|e| ObjectsError::from_store(url, "listing", &e))?;
         let name = meta.location.filename().unwrap_or_default().to_string();
-        if target.is_leftover_segment(&name) {
+        if is_leftover_segment(manifest, &name) {
             // An interrupted incremental's segment: not part of the generation (OBJ-11).
             continue;
         }
@@ -271,20 +281,36 @@ pub async fn fetch_generation(
     Ok(fetched)
 }
 
-/// Downloads the live generation of the object store backup `url` into `dir` under the
-/// target's lease (OBJ-8), so no run removes it meanwhile; a failed download leaves no `dir`.
-/// Returns the bytes downloaded.
-pub async fn stage(env: &Env, url: &ObjectUrl, dir: &Path) -> Result<u64, ObjectsError> {
+/// Runs `work` on what the object store backup `url` holds, read under the target's lease
+/// (OBJ-5), so no run changes or removes it meanwhile; the lease is released after, whatever
+/// `work` returned.
+pub async fn under_lease<T, E: From<ObjectsError>>(
+    env: &Env,
+    url: &ObjectUrl,
+    work: impl AsyncFnOnce(&ObjectTarget) -> Result<T, E>,
+) -> Result<T, E> {
     let store = env
         .objects
         .open(&url.bucket)
         .map_err(|e| ObjectsError::from_store(url, "opening", &e))?;
     let lease = Lease::take(store.clone(), url, env).await?;
-    let downloaded = match ObjectTarget::read(store, url).await {
-        Ok(target) => download_generation(env, &target, dir).await,
-        Err(e) => Err(e),
+    let done = match ObjectTarget::read(store, url).await {
+        Ok(target) => work(&target).await,
+        Err(e) => Err(e.into()),
     };
     lease.release().await;
+    done
+}
+
+/// Downloads the live generation of the object store backup `url` into `dir` under the
+/// target's lease (OBJ-8), so no run removes it meanwhile; a failed download leaves no `dir`.
+/// Returns the bytes downloaded.
+pub async fn stage(env: &Env, url: &ObjectUrl, dir: &Path) -> Result<u64, ObjectsError> {
+    let downloaded = under_lease(env, url, async |target: &ObjectTarget| {
+        let (n, manifest) = live_generation(target)?;
+        download_generation(env, target, n, manifest, dir).await
+    })
+    .await;
     if downloaded.is_err() {
         if let Ok(Some(_)) = env.fs.metadata(dir) {
             if let Err(e) = env.fs.remove_dir_all(dir) {
@@ -307,13 +333,9 @@ pub async fn quick_check_objects(
         .open(&url.bucket)
         .map_err(|e| ObjectsError::from_store(url, "opening", &e))?;
     let target = ObjectTarget::read(store, url).await?;
-    let fetched = fetch_generation(env, &target, None).await?;
-    let (Some(n), Some(manifest)) = (target.live(), target.manifest().cloned()) else {
-        return Err(ObjectsError::NotABackup {
-            url: url.to_string(),
-            why: "it holds no backup".to_string(),
-        });
-    };
+    let (n, manifest) = live_generation(&target)?;
+    let fetched = fetch_generation(env, &target, n, manifest, None).await?;
+    let manifest = manifest.clone();
     Ok(crate::backup::manifest::QuickCheck {
         generation: std::path::PathBuf::from(format!(
             "{url}/{}",
