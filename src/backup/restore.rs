@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::backup::history::{self, Restorable, Span};
 use crate::backup::manifest::{verify, Manifest, ManifestError};
-use crate::backup::objects::{ObjectTarget, ObjectUrl, ObjectsError};
+use crate::backup::objects::{Lease, ObjectTarget, ObjectUrl, ObjectsError};
 use crate::backup::target::{older_generations, Holds, Target, TargetError};
 use crate::digest::Digest;
 use crate::io::{sibling_with_suffix, Blocking, Clock, Env, Fs, OpenMode};
@@ -308,9 +308,13 @@ pub async fn stage_objects(
             .map(drop)
             .map_err(RestoreError::from),
         Some(until) => {
-            crate::backup::objects::under_lease(env, url, async |target: &ObjectTarget| {
-                stage_until(env, target, &staging, until).await
-            })
+            crate::backup::objects::under_lease(
+                env,
+                url,
+                async |target: &mut ObjectTarget, _: &mut Lease| {
+                    stage_until(env, target, &staging, until).await
+                },
+            )
             .await
         }
     };

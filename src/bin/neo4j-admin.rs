@@ -15,6 +15,7 @@ use online_backup::backup::manifest::{quick_check, rehash_after_upgrade, QuickCh
 use online_backup::backup::objects::{quick_check_objects, stage, ObjectUrl};
 use online_backup::backup::restore::{remove_staging, restore, stage_objects, Until};
 use online_backup::backup::tls::ClientTlsFiles;
+use online_backup::backup::upgrade::{upgrade_objects, ObjectUpgrade};
 use online_backup::cli;
 use online_backup::io::Env;
 use online_backup::progress::{Bar, Phase};
@@ -22,6 +23,7 @@ use online_backup::retention::RetentionPolicy;
 use online_backup::store::check::{check_with_progress, CheckReport};
 use online_backup::store::format::FormatVersion;
 use online_backup::store::generate::{generate, GenerateSpec};
+use online_backup::store::layout::generation_name;
 use online_backup::store::upgrade::{upgrade, UpgradeOutcome};
 use online_backup::store::StoreError;
 use online_backup::units;
@@ -76,7 +78,8 @@ enum Command {
     /// Migrate a store of the previous format version to the current one, keeping its store id
     /// and digest.
     Upgrade {
-        /// The store directory.
+        /// The store directory, a backup directory, or a backup in an object store
+        /// (s3://bucket/prefix).
         store: PathBuf,
     },
     /// Say what a backup directory holds: its generations, the transactions and times each can
@@ -147,15 +150,6 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     let env = Env::os();
-    let object_path = match &cli.command {
-        Command::Upgrade { store } => Some((store, "neo4j-admin upgrade")),
-        _ => None,
-    };
-    if let Some(refused) =
-        object_path.and_then(|(path, command)| not_built_for_objects(path, command))
-    {
-        return refused;
-    }
     match cli.command {
         Command::Generate {
             store,
@@ -189,6 +183,11 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Command::Upgrade { store } => match ObjectUrl::of_path(&store) {
+            Err(e) => usage(&e.to_string()),
+            Ok(None) => upgrade_dir(&env, &store),
+            Ok(Some(url)) => upgrade_url(&env, &url),
+        },
         Command::Check { store, json, quick }
             if ObjectUrl::of_path(&store).is_ok_and(|u| u.is_some()) =>
         {
@@ -254,32 +253,6 @@ fn main() -> ExitCode {
             bar.finish();
             report_check(&store, json, checked)
         }
-        Command::Upgrade { store } => match upgrade(env.fs.clone(), env.clock.clone(), &store) {
-            Ok(UpgradeOutcome::Upgraded { from, to }) => {
-                out!(
-                    "upgraded {} from format {from} to format {to}",
-                    store.display()
-                );
-                // A backup's manifest describes the files as they were (MF-12).
-                match rehash_after_upgrade(&*env.fs, &store, env.clock.now_millis()) {
-                    Ok(true) => out!("rewrote the manifest of {}", store.display()),
-                    Ok(false) => {}
-                    Err(e) => {
-                        eprintln!("neo4j-admin: upgraded, but the manifest could not be rewritten ({e}); the next backup run will take a full backup");
-                        return ExitCode::from(1);
-                    }
-                }
-                ExitCode::SUCCESS
-            }
-            Ok(UpgradeOutcome::AlreadyCurrent(v)) => {
-                out!(
-                    "{} is already at the current format {v}; nothing to do",
-                    store.display()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(&e),
-        },
         Command::BackupInfo {
             dir,
             json,
@@ -683,14 +656,65 @@ fn usage(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// What is not built yet for an object store (OBJ-10): `Some` exit 1 when `path` names one.
-fn not_built_for_objects(path: &std::path::Path, command: &str) -> Option<ExitCode> {
-    match ObjectUrl::of_path(path) {
-        Ok(None) => None,
-        Err(e) => Some(usage(&e.to_string())),
-        Ok(Some(url)) => Some(fail(&format!(
-            "{command} of an object store ({url}) is not built yet; restore it into a directory with neo4j-admin restore --from {url} and run it there"
-        ))),
+/// `neo4j-admin upgrade DIR` (ADM-5): the store or backup directory upgraded in place.
+fn upgrade_dir(env: &Env, store: &std::path::Path) -> ExitCode {
+    match upgrade(env.fs.clone(), env.clock.clone(), store) {
+        Ok(UpgradeOutcome::Upgraded { from, to }) => {
+            out!(
+                "upgraded {} from format {from} to format {to}",
+                store.display()
+            );
+            // A backup's manifest describes the files as they were (MF-12).
+            match rehash_after_upgrade(&*env.fs, store, env.clock.now_millis()) {
+                Ok(true) => out!("rewrote the manifest of {}", store.display()),
+                Ok(false) => {}
+                Err(e) => {
+                    eprintln!("neo4j-admin: upgraded, but the manifest could not be rewritten ({e}); the next backup run will take a full backup");
+                    return ExitCode::from(1);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(UpgradeOutcome::AlreadyCurrent(v)) => {
+            out!(
+                "{} is already at the current format {v}; nothing to do",
+                store.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// `neo4j-admin upgrade s3://...` (OBJ-19): the live generation downloaded, upgraded and
+/// checked here, then uploaded as a new generation.
+fn upgrade_url(env: &Env, url: &ObjectUrl) -> ExitCode {
+    let work = std::env::temp_dir().join(format!("neo4j-admin-upgrade-{}", std::process::id()));
+    let upgraded = match runtime() {
+        Ok(rt) => rt.block_on(upgrade_objects(env, url, &work)),
+        Err(e) => return fail(&e),
+    };
+    match upgraded {
+        Ok(ObjectUpgrade::Upgraded {
+            from,
+            generation,
+            tx,
+        }) => {
+            out!(
+                "upgraded {url} from format {from} to format {}: {} at tx {tx} is live, checked; the previous generation is kept",
+                FormatVersion::CURRENT,
+                generation_name(generation)
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(ObjectUpgrade::AlreadyCurrent(v)) => {
+            out!("{url} is already at the current format {v}; nothing to do");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("neo4j-admin: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 

@@ -398,13 +398,14 @@ fn obj_1_obj_10_errors_are_one_sentence_an_operator_can_act_on() {
         vec!["notes/readme.txt".to_string()],
         "OBJ-3"
     );
-    // What is not built yet says so (OBJ-10).
+    // An upgrade of a prefix that holds no backup: exit 3, nothing left behind (OBJ-19).
     let out = admin_with(&moto, &["upgrade", "s3://real/x"]);
-    assert_eq!(out.code, Some(1), "OBJ-10: {out:#?}");
+    assert_eq!(out.code, Some(3), "OBJ-19: {out:#?}");
     assert!(
-        out.one_error_line().contains("not built yet"),
-        "OBJ-10: {out:#?}"
+        out.one_error_line().contains("holds no backup"),
+        "OBJ-19: {out:#?}"
     );
+    assert!(moto.keys("real", "x").is_empty(), "OBJ-19: no lease left");
     drop(server);
     // Credentials the store refuses.
     let checking = Moto::start_with(true);
@@ -909,4 +910,85 @@ fn obj_18_an_object_store_backup_restores_to_an_earlier_tx_or_time() {
     let (r, out) = restore_until("live", &[]);
     out.expect(0);
     assert_same_as_server(&r, &server);
+}
+
+// OBJ-19, BK-15: a backup in an object store of a format-1 server, refused once the server is
+// upgraded, is upgraded by `neo4j-admin upgrade s3://...` into a new generation (the old one
+// kept), after which incrementals go on and it restores to the server's state; a second
+// upgrade writes nothing.
+#[test]
+fn obj_19_an_object_store_backup_is_upgraded_into_a_new_generation() {
+    let moto = Moto::start();
+    moto.create_bucket("old");
+    let dir = scratch();
+    let db = dir.path().join("db");
+    generate(&db, 200, &["--format-version", "1"]);
+    let url = "s3://old/b";
+    let server = ServerProcess::start(&db, Some(EPHEMERAL));
+    write_nodes(&server, 3);
+    backup_to(&moto, server.backup.as_deref().unwrap(), url, &[]).expect(0);
+    write_nodes(&server, 3);
+    backup_to(&moto, server.backup.as_deref().unwrap(), url, &[]).expect(0);
+    assert_eq!(server.terminate(), Some(0));
+    admin(&["upgrade", path(&db)]).expect(0);
+    let server = ServerProcess::start(&db, Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    let out = backup_to(&moto, &addr, url, &[]);
+    assert_eq!(out.code, Some(5), "BK-15: {out:#?}");
+    assert!(
+        out.one_error_line()
+            .contains(&format!("neo4j-admin upgrade {url}")),
+        "BK-15: the refusal names the way on: {out:#?}"
+    );
+
+    let out = admin_with(&moto, &["upgrade", url]).expect(0);
+    assert!(
+        out.stdout.contains(&format!(
+            "upgraded {url} from format 1 to format 2: generation-2 at tx"
+        )),
+        "OBJ-19: {out:#?}"
+    );
+    let info = admin_with(&moto, &["backup-info", "--json", url]).expect(0);
+    let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
+    let gens = info["generations"].as_array().unwrap();
+    assert_eq!(
+        gens.len(),
+        2,
+        "OBJ-19: the previous generation is kept: {info}"
+    );
+    assert_eq!(
+        (gens[0]["kept"].as_bool(), gens[1]["live"].as_bool()),
+        (Some(true), Some(true)),
+        "OBJ-19: {info}"
+    );
+    assert_eq!(
+        (&gens[0]["format_version"], &gens[1]["format_version"]),
+        (&serde_json::json!(1), &serde_json::json!(2)),
+        "OBJ-19: {info}"
+    );
+    assert_eq!(
+        (&gens[0]["digest"], &gens[0]["last_tx"]),
+        (&gens[1]["digest"], &gens[1]["last_tx"]),
+        "OBJ-19, ADM-5: the same state in the new format: {info}"
+    );
+    // A second upgrade has nothing to do and writes nothing.
+    let before = moto.keys("old", "b");
+    let out = admin_with(&moto, &["upgrade", url]).expect(0);
+    assert!(
+        out.stdout.contains("already at the current format 2"),
+        "OBJ-19: {out:#?}"
+    );
+    assert_eq!(moto.keys("old", "b"), before, "OBJ-19: nothing written");
+    // Incrementals go on from the upgraded generation; it restores to the server's state.
+    write_nodes(&server, 2);
+    let out = backup_to(&moto, &addr, url, &["--json"]).expect(0);
+    let summary: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(summary["mode"], "incremental", "OBJ-19: {out:#?}");
+    let r = dir.path().join("restored");
+    admin_with(&moto, &["restore", "--from", url, "--store", path(&r)]).expect(0);
+    assert_eq!(
+        assert_same_as_server(&r, &server)["format_version"],
+        "2",
+        "OBJ-19"
+    );
 }

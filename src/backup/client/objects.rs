@@ -7,7 +7,7 @@ use super::targets::{drive, ObjectBackup};
 use super::{load_tls, BackupError, BackupOptions, Kind, Observer, Phase, Run, Summary, Verified};
 use crate::backup::decision::{Existing, FullReason};
 use crate::backup::manifest::{FileEntry, Manifest, Verification, BLOCK_SIZE, MAX_SOURCE};
-use crate::backup::objects::{Lease, ObjectTarget, ObjectUrl, ObjectsError, Upload};
+use crate::backup::objects::{put_object, Lease, ObjectTarget, ObjectUrl, ObjectsError, Upload};
 use crate::backup::protocol::{Frame, Message, Request};
 use crate::digest::Digest;
 use crate::io::Env;
@@ -161,7 +161,7 @@ impl Run<'_> {
             checkpoint: Checkpoint::at(checkpoint_tx, 0, HEADER_SIZE, &state),
             unverified: false,
         };
-        entries.push(put_small(target, n, META_FILE, &meta.encode()).await?);
+        entries.push(put_object(target, n, META_FILE, &meta.encode()).await?);
         let log_name = format!("{LOG_PREFIX}0");
         let mut log = Upload::new(
             target.store().clone(),
@@ -215,7 +215,7 @@ impl Run<'_> {
             pending: Default::default(),
         };
         // The manifest before the pointer names the generation (OBJ-7, MF-6).
-        put_small(
+        put_object(
             target,
             n,
             crate::backup::manifest::MANIFEST_FILE,
@@ -400,29 +400,6 @@ impl Run<'_> {
             scrubbed: None,
         })
     }
-}
-
-/// A small object of generation `n`, in one request, and its manifest entry.
-async fn put_small(
-    target: &ObjectTarget,
-    n: u64,
-    name: &str,
-    bytes: &[u8],
-) -> Result<FileEntry, BackupError> {
-    let mut upload = Upload::new(
-        target.store().clone(),
-        target.key(n, name),
-        name,
-        BLOCK_SIZE,
-    );
-    upload
-        .write(bytes)
-        .await
-        .map_err(|e| failed(target.url(), name, &e))?;
-    upload
-        .finish()
-        .await
-        .map_err(|e| failed(target.url(), name, &e))
 }
 
 /// An upload the object store failed, as the sentence an operator can act on (OBJ-10).

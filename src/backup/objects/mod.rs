@@ -17,8 +17,8 @@ mod transfer;
 
 pub use target::{Lease, ObjectTarget, LEASE_FILE, LEASE_TTL, MAX_SEGMENTS, MIN_SEGMENT_BOUND};
 pub use transfer::{
-    download_generation, fetch_generation, last_state, live_generation, quick_check_objects, stage,
-    under_lease, Fetched, Upload, PART_SIZE,
+    download_generation, fetch_generation, last_state, live_generation, put_object,
+    quick_check_objects, stage, under_lease, Fetched, Upload, PART_SIZE,
 };
 
 use object_store::path::Path as ObjectPath;

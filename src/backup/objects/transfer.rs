@@ -11,7 +11,9 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use super::target::{get_bounded, is_leftover_segment};
 use super::{Lease, ObjectTarget, ObjectUrl, ObjectsError};
-use crate::backup::manifest::{BlockHasher, FileEntry, Finding, Manifest, MANIFEST_FILE};
+use crate::backup::manifest::{
+    BlockHasher, FileEntry, Finding, Manifest, BLOCK_SIZE, MANIFEST_FILE,
+};
 use crate::io::{Env, FileHandle, OpenMode};
 use crate::store::log::{
     log_version_of, LogHeader, TxEntry, TxState, FRAME_SIZE, HEADER_SIZE, MAX_ENTRY,
@@ -105,6 +107,27 @@ impl Upload {
             }
         }
     }
+}
+
+/// Uploads `bytes` as the object `name` of generation `n` of `target`, in one request, and
+/// gives its manifest entry.
+pub async fn put_object(
+    target: &ObjectTarget,
+    n: u64,
+    name: &str,
+    bytes: &[u8],
+) -> Result<FileEntry, ObjectsError> {
+    let mut upload = Upload::new(
+        target.store().clone(),
+        target.key(n, name),
+        name,
+        BLOCK_SIZE,
+    );
+    let failed = |e: object_store::Error| {
+        ObjectsError::from_store(target.url(), &format!("uploading {name} to"), &e)
+    };
+    upload.write(bytes).await.map_err(failed)?;
+    upload.finish().await.map_err(failed)
 }
 
 /// What reading the live generation against its manifest found (OBJ-8, OBJ-14).
@@ -282,20 +305,20 @@ pub async fn fetch_generation(
 }
 
 /// Runs `work` on what the object store backup `url` holds, read under the target's lease
-/// (OBJ-5), so no run changes or removes it meanwhile; the lease is released after, whatever
-/// `work` returned.
+/// (OBJ-5), so no run changes or removes it meanwhile (`work` renews the lease as it goes); the
+/// lease is released after, whatever `work` returned.
 pub async fn under_lease<T, E: From<ObjectsError>>(
     env: &Env,
     url: &ObjectUrl,
-    work: impl AsyncFnOnce(&ObjectTarget) -> Result<T, E>,
+    work: impl AsyncFnOnce(&mut ObjectTarget, &mut Lease) -> Result<T, E>,
 ) -> Result<T, E> {
     let store = env
         .objects
         .open(&url.bucket)
         .map_err(|e| ObjectsError::from_store(url, "opening", &e))?;
-    let lease = Lease::take(store.clone(), url, env).await?;
+    let mut lease = Lease::take(store.clone(), url, env).await?;
     let done = match ObjectTarget::read(store, url).await {
-        Ok(target) => work(&target).await,
+        Ok(mut target) => work(&mut target, &mut lease).await,
         Err(e) => Err(e.into()),
     };
     lease.release().await;
@@ -306,10 +329,14 @@ pub async fn under_lease<T, E: From<ObjectsError>>(
 /// target's lease (OBJ-8), so no run removes it meanwhile; a failed download leaves no `dir`.
 /// Returns the bytes downloaded.
 pub async fn stage(env: &Env, url: &ObjectUrl, dir: &Path) -> Result<u64, ObjectsError> {
-    let downloaded = under_lease(env, url, async |target: &ObjectTarget| {
-        let (n, manifest) = live_generation(target)?;
-        download_generation(env, target, n, manifest, dir).await
-    })
+    let downloaded = under_lease(
+        env,
+        url,
+        async |target: &mut ObjectTarget, _: &mut Lease| {
+            let (n, manifest) = live_generation(target)?;
+            download_generation(env, target, n, manifest, dir).await
+        },
+    )
     .await;
     if downloaded.is_err() {
         if let Ok(Some(_)) = env.fs.metadata(dir) {

@@ -1,0 +1,275 @@
+//! `neo4j-admin upgrade s3://...` (spec/objects.md, OBJ-19): a backup in an object store
+//! brought to the current store format, as `neo4j-admin upgrade DIR` brings a directory
+//! (ADM-5).
+//!
+//! Owns: the steps of an object store's upgrade, under the target's lease: the live generation
+//! downloaded into a local working directory and checked against its manifest, upgraded and
+//! checked there, then uploaded as a new generation whose pointer switch is the commit point.
+//! Must not touch: the generations present. Objects are never rewritten (OBJ-3), so the
+//! upgraded store is a new generation, and the previous live one is kept as an older one
+//! (OBJ-9), never removed here: the next backup run's `--keep-generations` decides. The
+//! working directory is the caller's to name and is removed after.
+
+use std::path::Path;
+
+use crate::backup::manifest::{Manifest, Verification, BLOCK_SIZE, MANIFEST_FILE};
+use crate::backup::objects::{
+    download_generation, live_generation, put_object, under_lease, Lease, ObjectTarget, ObjectUrl,
+    ObjectsError, Upload,
+};
+use crate::io::{Env, OpenMode};
+use crate::store::check::check_with_progress;
+use crate::store::format::{FormatVersion, RecordKind};
+use crate::store::layout::generation_name;
+use crate::store::log::{LogHeader, HEADER_SIZE, LOG_PREFIX};
+use crate::store::meta::{Checkpoint, Meta, META_FILE};
+use crate::store::upgrade::{upgrade, UpgradeOutcome};
+use crate::store::StoreError;
+
+/// Bytes read from a local file per upload write.
+const CHUNK: usize = 1 << 20;
+
+/// Why an object store's upgrade did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectUpgradeError {
+    #[error("{0}")]
+    Objects(#[from] ObjectsError),
+    /// The downloaded copy could not be upgraded or checked on this machine.
+    #[error("{url}: upgrading its downloaded copy failed: {source}; nothing was changed")]
+    Local {
+        url: String,
+        #[source]
+        source: StoreError,
+    },
+    /// The upgraded copy does not check: the backup was damaged in a way its manifest did not
+    /// show (exit 3).
+    #[error("the backup in {url} does not check once upgraded ({count} problem(s), the first: {first}); nothing was changed")]
+    Inconsistent {
+        url: String,
+        count: u64,
+        first: String,
+    },
+}
+
+impl ObjectUpgradeError {
+    /// The exit code of `neo4j-admin upgrade s3://...` (OBJ-10, OBJ-19).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ObjectUpgradeError::Objects(e) => e.exit_code(),
+            ObjectUpgradeError::Local { .. } => 1,
+            ObjectUpgradeError::Inconsistent { .. } => 3,
+        }
+    }
+}
+
+/// What an object store's upgrade did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ObjectUpgrade {
+    /// The live generation was in `from`; generation `generation`, at tx `tx`, is now live in
+    /// the current format.
+    Upgraded {
+        from: FormatVersion,
+        generation: u64,
+        tx: u64,
+    },
+    /// The live generation is in the current format already: nothing was written.
+    AlreadyCurrent(FormatVersion),
+}
+
+/// Upgrades the backup in the object store `url` to [`FormatVersion::CURRENT`] (OBJ-19), using
+/// the local directory `work`, which must not exist and is removed after.
+pub async fn upgrade_objects(
+    env: &Env,
+    url: &ObjectUrl,
+    work: &Path,
+) -> Result<ObjectUpgrade, ObjectUpgradeError> {
+    let done = under_lease(
+        env,
+        url,
+        async |target: &mut ObjectTarget, lease: &mut Lease| {
+            upgrade_live(env, target, lease, work).await
+        },
+    )
+    .await;
+    if let Ok(Some(_)) = env.fs.metadata(work) {
+        if let Err(e) = env.fs.remove_dir_all(work) {
+            tracing::warn!("could not remove {}: {e}", work.display());
+        }
+    }
+    done
+}
+
+async fn upgrade_live(
+    env: &Env,
+    target: &mut ObjectTarget,
+    lease: &mut Lease,
+    work: &Path,
+) -> Result<ObjectUpgrade, ObjectUpgradeError> {
+    let url = target.url().to_string();
+    let (live, manifest) = live_generation(target)?;
+    let manifest = manifest.clone();
+    if manifest.format == FormatVersion::CURRENT {
+        return Ok(ObjectUpgrade::AlreadyCurrent(manifest.format));
+    }
+    // What an interrupted run left goes first, as a run's start does (OBJ-7).
+    target.clean(&*env.objects).await?;
+    download_generation(env, target, live, &manifest, work).await?;
+    lease.renew_if_due().await?;
+    let local = |source: StoreError| ObjectUpgradeError::Local {
+        url: url.clone(),
+        source,
+    };
+    // Opening recovers the fuzzy copy (OBJ-4); the upgrade converts the records one for one
+    // and keeps the store id and digest (ADM-5); the check proves the result.
+    let from = match upgrade(env.fs.clone(), env.clock.clone(), work).map_err(local)? {
+        UpgradeOutcome::Upgraded { from, .. } => from,
+        UpgradeOutcome::AlreadyCurrent(v) => {
+            return Err(local(StoreError::Corrupt(format!(
+                "its manifest says format {} but its metadata says format {v}",
+                manifest.format
+            ))))
+        }
+    };
+    let report = check_with_progress(
+        env.fs.clone(),
+        env.clock.clone(),
+        work,
+        &*env.blocking,
+        &mut |_, _| {},
+    )
+    .map_err(local)?;
+    if !report.consistent {
+        return Err(ObjectUpgradeError::Inconsistent {
+            url,
+            count: report.finding_count,
+            first: report.findings.first().cloned().unwrap_or_default(),
+        });
+    }
+    let meta = Meta::read(&*env.fs, work).map_err(|e| {
+        local(StoreError::Corrupt(format!(
+            "the upgraded copy's metadata: {e}"
+        )))
+    })?;
+    lease.renew_if_due().await?;
+    let n = target.next_generation();
+    let uploaded = upload_generation(env, target, lease, work, n, &meta, &manifest).await;
+    if let Err(e) = uploaded {
+        // What was uploaded is a leftover no pointer names; the next run would remove it too.
+        if let Err(left) = target.remove_generation(n).await {
+            tracing::warn!(
+                "{url}: could not remove the unfinished {}: {left}",
+                generation_name(n)
+            );
+        }
+        return Err(e);
+    }
+    // Every generation present is kept: the previous live one joins the older ones (OBJ-9).
+    let keep = u32::try_from(target.generations().len() + 1).unwrap_or(u32::MAX);
+    target.switch_to(n, keep).await?;
+    Ok(ObjectUpgrade::Upgraded {
+        from,
+        generation: n,
+        tx: meta.checkpoint.last_tx,
+    })
+}
+
+/// Uploads the upgraded store in `work` as generation `n` (OBJ-3, OBJ-4): its record files,
+/// its metadata at its last tx naming an empty first log, that log's header, then the
+/// manifest, which carries over the source of `previous`, the manifest of the generation it
+/// was upgraded from.
+async fn upload_generation(
+    env: &Env,
+    target: &ObjectTarget,
+    lease: &mut Lease,
+    work: &Path,
+    n: u64,
+    meta: &Meta,
+    previous: &Manifest,
+) -> Result<(), ObjectUpgradeError> {
+    let url = target.url().to_string();
+    let last_tx = meta.checkpoint.last_tx;
+    let state = meta.checkpoint.state;
+    let mut files = Vec::new();
+    let mut buf = vec![0u8; CHUNK];
+    for kind in RecordKind::ALL {
+        let name = kind.file_name();
+        let path = work.join(name);
+        let io = |doing: &str| {
+            let (url, doing) = (url.clone(), format!("{doing} {}", path.display()));
+            move |e: std::io::Error| ObjectUpgradeError::Local {
+                url,
+                source: StoreError::io(doing, e),
+            }
+        };
+        let file = env.fs.open(&path, OpenMode::Read).map_err(io("opening"))?;
+        let len = file.len().map_err(io("reading"))?;
+        let mut upload = Upload::new(
+            target.store().clone(),
+            target.key(n, name),
+            name,
+            BLOCK_SIZE,
+        );
+        let failed = |e: object_store::Error| {
+            ObjectsError::from_store(target.url(), &format!("uploading {name} to"), &e)
+        };
+        let mut at = 0u64;
+        while at < len {
+            let want = ((len - at) as usize).min(CHUNK);
+            let read = file
+                .read_exact_at(&mut buf[..want], at)
+                .map_err(io("reading"));
+            let sent = match read {
+                Ok(()) => upload
+                    .write(&buf[..want])
+                    .await
+                    .map_err(|e| failed(e).into()),
+                Err(e) => Err(e),
+            };
+            let renewed = match sent {
+                Ok(()) => lease.renew_if_due().await.map_err(ObjectUpgradeError::from),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = renewed {
+                upload.abort().await;
+                return Err(e);
+            }
+            at += want as u64;
+        }
+        files.push(upload.finish().await.map_err(failed)?);
+    }
+    let meta = Meta {
+        checkpoint: Checkpoint::at(last_tx, 0, HEADER_SIZE, &state),
+        unverified: false,
+        ..meta.clone()
+    };
+    files.push(put_object(target, n, META_FILE, &meta.encode()).await?);
+    let header = LogHeader {
+        log_version: 0,
+        prev_last_tx: last_tx,
+        prev_digest: state.digest,
+    };
+    files.push(put_object(target, n, &format!("{LOG_PREFIX}0"), &header.encode()).await?);
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    let now = env.clock.now_millis();
+    let manifest = Manifest {
+        block_size: BLOCK_SIZE,
+        store_id: meta.store_id,
+        format: meta.format,
+        first_tx: last_tx,
+        last_tx,
+        digest: state.digest,
+        created_millis: now,
+        written_millis: now,
+        verification: Verification::Full,
+        last_full_verification: Some((now, last_tx)),
+        scrub_cursor: 0,
+        scrubbed_since_full: 0,
+        source: previous.source.clone(),
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        files,
+        pending: Default::default(),
+    };
+    // The manifest before the pointer names the generation (OBJ-7, MF-6).
+    put_object(target, n, MANIFEST_FILE, &manifest.encode()).await?;
+    Ok(())
+}
