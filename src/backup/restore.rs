@@ -311,8 +311,8 @@ pub async fn stage_objects(
             crate::backup::objects::under_lease(
                 env,
                 url,
-                async |target: &mut ObjectTarget, _: &mut Lease| {
-                    stage_until(env, target, &staging, until).await
+                async |target: &mut ObjectTarget, lease: &mut Lease| {
+                    stage_until(env, target, lease, &staging, until).await
                 },
             )
             .await
@@ -332,6 +332,7 @@ pub async fn stage_objects(
 async fn stage_until(
     env: &Env,
     target: &ObjectTarget,
+    lease: &mut Lease,
     staging: &Path,
     until: Until,
 ) -> Result<(), RestoreError> {
@@ -360,7 +361,8 @@ async fn stage_until(
                 continue;
             }
         }
-        crate::backup::objects::download_generation(env, target, n, &manifest, staging).await?;
+        crate::backup::objects::download_generation(env, target, n, &manifest, staging, lease)
+            .await?;
         let range = history::replayable(&**fs, staging, first, last)?;
         let tx = match until {
             Until::Tx(tx) => Some(tx),

@@ -113,8 +113,7 @@ async fn upgrade_live(
     }
     // What an interrupted run left goes first, as a run's start does (OBJ-7).
     target.clean(&*env.objects).await?;
-    download_generation(env, target, live, &manifest, work).await?;
-    lease.renew_if_due().await?;
+    download_generation(env, target, live, &manifest, work, lease).await?;
     let local = |source: StoreError| ObjectUpgradeError::Local {
         url: url.clone(),
         source,

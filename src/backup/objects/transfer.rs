@@ -144,15 +144,17 @@ pub struct Fetched {
 /// Downloads generation `n` of `target`, whose manifest is `manifest`, into the directory
 /// `dir`, which must not exist, checking each object against the manifest as it arrives
 /// (OBJ-8): a damaged, missing or extra object is damage, named with its block, and fails the
-/// download (exit 3). Every file is synced, and the directory. Returns the bytes downloaded.
+/// download (exit 3). Every file is synced, and the directory. `lease` is renewed as the bytes
+/// come, however long they take (OBJ-5). Returns the bytes downloaded.
 pub async fn download_generation(
     env: &Env,
     target: &ObjectTarget,
     n: u64,
     manifest: &Manifest,
     dir: &Path,
+    lease: &mut Lease,
 ) -> Result<u64, ObjectsError> {
-    let fetched = fetch_generation(env, target, n, manifest, Some(dir)).await?;
+    let fetched = fetch_generation(env, target, n, manifest, Some((dir, lease))).await?;
     if let Some(first) = fetched.findings.first() {
         return Err(ObjectsError::Damaged {
             url: target.url().to_string(),
@@ -176,16 +178,18 @@ pub fn live_generation(target: &ObjectTarget) -> Result<(u64, &Manifest), Object
 }
 
 /// Reads every object of generation `n` of `target` against its manifest, block by block as
-/// it streams (OBJ-8, OBJ-14), and writes each into `dir` when given (created first; every
-/// file synced, and the directory). An object longer than listed is damage found without
+/// it streams (OBJ-8, OBJ-14), and, when given a directory and the lease the download holds,
+/// writes each into the directory (created first; every file synced, and the directory),
+/// renewing the lease as it goes. An object longer than listed is damage found without
 /// reading it.
 pub async fn fetch_generation(
     env: &Env,
     target: &ObjectTarget,
     n: u64,
     manifest: &Manifest,
-    dir: Option<&Path>,
+    mut into: Option<(&Path, &mut Lease)>,
 ) -> Result<Fetched, ObjectsError> {
+    let dir = into.as_ref().map(|(dir, _)| *dir);
     let url = target.url();
     let io = |doing: String| {
         move |e: std::io::Error| ObjectsError::Failed {
@@ -267,6 +271,9 @@ pub async fn fetch_generation(
                 break;
             }
             hasher.update(&chunk);
+            if let Some((_, lease)) = into.as_mut() {
+                lease.renew_if_due().await?;
+            }
             let n = chunk.len() as u64;
             if let Some((file, path)) = &file {
                 let writer = file.clone();
@@ -332,9 +339,9 @@ pub async fn stage(env: &Env, url: &ObjectUrl, dir: &Path) -> Result<u64, Object
     let downloaded = under_lease(
         env,
         url,
-        async |target: &mut ObjectTarget, _: &mut Lease| {
+        async |target: &mut ObjectTarget, lease: &mut Lease| {
             let (n, manifest) = live_generation(target)?;
-            download_generation(env, target, n, manifest, dir).await
+            download_generation(env, target, n, manifest, dir, lease).await
         },
     )
     .await;
