@@ -144,6 +144,17 @@ async fn upgrade_live(
             first: report.findings.first().cloned().unwrap_or_default(),
         });
     }
+    // The state it reached must be the one its manifest names (MF-1).
+    if report.last_committed_tx != manifest.last_tx || report.digest != manifest.digest.to_hex() {
+        return Err(ObjectUpgradeError::Inconsistent {
+            url,
+            count: 1,
+            first: format!(
+                "it recovers to tx {} with digest {}, but its manifest says tx {} with digest {}",
+                report.last_committed_tx, report.digest, manifest.last_tx, manifest.digest
+            ),
+        });
+    }
     let meta = Meta::read(&*env.fs, work).map_err(|e| {
         local(StoreError::Corrupt(format!(
             "the upgraded copy's metadata: {e}"

@@ -941,6 +941,23 @@ fn obj_19_an_object_store_backup_is_upgraded_into_a_new_generation() {
         "BK-15: the refusal names the way on: {out:#?}"
     );
 
+    // A manifest whose digest is not the state its generation recovers to: exit 3, nothing
+    // changed.
+    let key = "b/generation-1/MANIFEST";
+    let good = moto.get("old", key);
+    let mut lying = online_backup::backup::manifest::Manifest::decode(&good).unwrap();
+    lying.digest = online_backup::digest::Digest([7; 32]);
+    moto.put("old", key, &lying.encode());
+    let before = moto.keys("old", "b");
+    let out = admin_with(&moto, &["upgrade", url]);
+    assert_eq!(out.code, Some(3), "OBJ-19: {out:#?}");
+    assert!(
+        out.one_error_line().contains("but its manifest says tx"),
+        "OBJ-19: {out:#?}"
+    );
+    assert_eq!(moto.keys("old", "b"), before, "OBJ-19: nothing changed");
+    moto.put("old", key, &good);
+
     let out = admin_with(&moto, &["upgrade", url]).expect(0);
     assert!(
         out.stdout.contains(&format!(
