@@ -265,6 +265,9 @@ mod tests {
             "backups/graph/CURRENT",
             "OBJ-1"
         );
+        for good in ["s3://my.bucket-2/x", "s3://123", "s3://a.b", "s3://a-b"] {
+            assert!(ObjectUrl::parse(good).is_ok(), "OBJ-1: {good}");
+        }
         let top = ObjectUrl::parse("s3://abc").unwrap();
         assert_eq!(top.key("CURRENT").as_ref(), "CURRENT", "OBJ-1");
         assert!(top.root().is_none(), "OBJ-1");
@@ -272,6 +275,8 @@ mod tests {
             ("gs://bucket/x", "gs:// is not a supported"),
             ("s3://ab/x", "not a bucket name"),
             ("s3://Bucket/x", "not a bucket name"),
+            ("s3://buck_et/x", "not a bucket name"),
+            (&format!("s3://{}", "b".repeat(64)), "not a bucket name"),
             ("s3://bucket/a//b", "not a prefix"),
             ("s3://bucket/a/../b", "not a prefix"),
         ] {
