@@ -283,6 +283,11 @@ mod tests {
             let e = ObjectUrl::parse(bad).unwrap_err();
             assert!(e.contains(why), "OBJ-1: {bad}: {e}");
         }
+        let longest = format!("s3://bucket/{}", "a".repeat(MAX_PREFIX));
+        assert!(
+            ObjectUrl::parse(&longest).is_ok(),
+            "OBJ-1: {MAX_PREFIX} bytes"
+        );
         let long = format!("s3://bucket/{}", "a".repeat(MAX_PREFIX + 1));
         assert!(
             ObjectUrl::parse(&long).unwrap_err().contains("more than"),
@@ -292,5 +297,73 @@ mod tests {
         assert!(ObjectUrl::is_url("gs://b"), "OBJ-1");
         assert!(!ObjectUrl::is_url("/var/backups/x"), "OBJ-1");
         assert!(!ObjectUrl::is_url("dir/a://b"), "OBJ-1");
+        // A bad URL is a usage error; a local path is not a URL.
+        let bad = ObjectUrl::of_path(std::path::Path::new("gs://b/x")).unwrap_err();
+        assert_eq!(bad.exit_code(), 2, "OBJ-1: {bad}");
+        assert!(
+            ObjectUrl::of_path(std::path::Path::new("/var/b"))
+                .unwrap()
+                .is_none(),
+            "OBJ-1"
+        );
+    }
+
+    // OBJ-10: what the store answered becomes the sentence an operator acts on, by the error's
+    // kind or by the code in its text; anything else says what was being done.
+    #[test]
+    fn obj_10_store_errors_are_named_by_kind_or_code() {
+        let url = ObjectUrl::parse("s3://bkt/p").unwrap();
+        let generic = |text: &str| object_store::Error::Generic {
+            store: "S3",
+            source: text.to_string().into(),
+        };
+        let denied = object_store::Error::PermissionDenied {
+            path: "p/x".to_string(),
+            source: "no".into(),
+        };
+        let unauthenticated = object_store::Error::Unauthenticated {
+            path: "p/x".to_string(),
+            source: "no".into(),
+        };
+        for e in [&denied, &unauthenticated] {
+            assert!(
+                matches!(
+                    ObjectsError::from_store(&url, "reading", e),
+                    ObjectsError::CredentialsRefused { .. }
+                ),
+                "OBJ-10: {e}"
+            );
+        }
+        for code in [
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "AccessDenied",
+            "403 Forbidden",
+        ] {
+            let e = ObjectsError::from_store(&url, "reading", &generic(&format!("answer: {code}")));
+            assert!(
+                matches!(e, ObjectsError::CredentialsRefused { .. }),
+                "OBJ-10: {code}: {e}"
+            );
+            assert_eq!(e.exit_code(), 1, "OBJ-10");
+        }
+        let e = ObjectsError::from_store(&url, "reading", &generic("<Code>NoSuchBucket</Code>"));
+        assert!(
+            matches!(&e, ObjectsError::BucketMissing { bucket } if bucket == "bkt"),
+            "OBJ-10: {e}"
+        );
+        let e = ObjectsError::from_store(&url, "reading CURRENT of", &generic("500 busy"));
+        assert!(
+            matches!(&e, ObjectsError::Failed { doing, .. } if doing == "reading CURRENT of"),
+            "OBJ-10: {e}"
+        );
+        let long = generic(&format!("line one\nline two {}", "x".repeat(400)));
+        let ObjectsError::Failed { detail, .. } = ObjectsError::from_store(&url, "x", &long) else {
+            panic!("OBJ-10: a generic error is a failure");
+        };
+        assert!(
+            !detail.contains('\n') && detail.ends_with("...") && detail.chars().count() == 303,
+            "OBJ-10: one line of at most 300 characters: {detail}"
+        );
     }
 }
