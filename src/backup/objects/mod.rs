@@ -357,6 +357,29 @@ mod tests {
             matches!(&e, ObjectsError::Failed { doing, .. } if doing == "reading CURRENT of"),
             "OBJ-10: {e}"
         );
+        // The code may sit deep in the error's sources, below a message that does not repeat it.
+        #[derive(Debug)]
+        struct Wrapped(std::io::Error);
+        impl std::fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the request failed")
+            }
+        }
+        impl std::error::Error for Wrapped {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let deep = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(Wrapped(std::io::Error::other("InvalidAccessKeyId"))),
+        };
+        let e = ObjectsError::from_store(&url, "reading", &deep);
+        assert!(
+            matches!(&e, ObjectsError::CredentialsRefused { detail, .. }
+                if detail.contains("the request failed: InvalidAccessKeyId")),
+            "OBJ-10: {e}"
+        );
         let long = generic(&format!("line one\nline two {}", "x".repeat(400)));
         let ObjectsError::Failed { detail, .. } = ObjectsError::from_store(&url, "x", &long) else {
             panic!("OBJ-10: a generic error is a failure");
