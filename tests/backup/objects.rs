@@ -922,7 +922,8 @@ fn obj_19_an_object_store_backup_is_upgraded_into_a_new_generation() {
     moto.create_bucket("old");
     let dir = scratch();
     let db = dir.path().join("db");
-    generate(&db, 200, &["--format-version", "1"]);
+    // Record files of several 1 MiB reads, one past S3's 5 MiB part (a multipart upload).
+    generate(&db, 20_000, &["--format-version", "1"]);
     let url = "s3://old/b";
     let server = ServerProcess::start(&db, Some(EPHEMERAL));
     write_nodes(&server, 3);
