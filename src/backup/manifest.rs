@@ -29,6 +29,16 @@ pub const MAX_MANIFEST: u64 = 64 << 20;
 const MAX_FILES: u32 = 4096;
 /// The longest source a manifest holds (MF-1).
 pub const MAX_SOURCE: usize = 255;
+
+/// The source a manifest records for a backup from `addr` (MF-1): made printable (control
+/// characters escaped), cut to [`MAX_SOURCE`] bytes.
+pub fn source_of(addr: &str) -> String {
+    let mut source = crate::units::printable(addr);
+    while source.len() > MAX_SOURCE {
+        source.pop();
+    }
+    source
+}
 const MAX_TOOL_VERSION: usize = 64;
 const HASH: usize = 32;
 
@@ -1101,6 +1111,28 @@ pub fn rehash_after_upgrade(
 
 #[cfg(test)]
 mod tests {
+    // MF-1: the source is the address made printable, at most 255 bytes of it.
+    #[test]
+    fn mf_1_the_source_is_printable_and_bounded() {
+        assert_eq!(super::source_of("db1:6362"), "db1:6362", "MF-1");
+        assert_eq!(
+            super::source_of("db\u{7}1:6362"),
+            "db\\u{7}1:6362",
+            "MF-1: a control character escaped"
+        );
+        let exact = "a".repeat(super::MAX_SOURCE);
+        assert_eq!(super::source_of(&exact), exact, "MF-1: 255 bytes are kept");
+        let over = format!("{exact}b");
+        assert_eq!(super::source_of(&over), exact, "MF-1: cut to 255 bytes");
+        let wide = "\u{e9}".repeat(200);
+        let cut = super::source_of(&wide);
+        assert!(
+            cut.len() <= super::MAX_SOURCE && cut.len() >= super::MAX_SOURCE - 1,
+            "MF-1: cut at a character boundary: {} bytes",
+            cut.len()
+        );
+    }
+
     use super::*;
 
     fn entry(name: &str, size: u64, block_size: u32, seed: u8) -> FileEntry {

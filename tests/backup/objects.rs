@@ -72,6 +72,20 @@ fn obj_4_obj_6_obj_8_a_full_backup_into_s3_restores_to_the_servers_state() {
         b"generation-1\n",
         "OBJ-7"
     );
+    let store_bytes: usize = RECORD_FILES
+        .iter()
+        .map(|f| {
+            moto.get("backups", &format!("graph/db/generation-1/{f}"))
+                .len()
+        })
+        .sum();
+    assert!(
+        out.stdout.contains(&format!(
+            "uploaded {} of store files",
+            online_backup::units::bytes(store_bytes as u64)
+        )),
+        "OBJ-6: the bytes of the record files are counted: {out:#?}"
+    );
     assert_eq!(
         moto.open_uploads("backups", "graph"),
         0,

@@ -10,7 +10,7 @@ use super::keeper::Keeper;
 use super::{backup_store_options, room_needed, BackupError, Kind, Phase, Run, Summary};
 use crate::backup::decision::{Existing, FullReason};
 use crate::backup::manifest::{
-    BlockHasher, FileEntry, Manifest, Verification, BLOCK_SIZE, MAX_SOURCE,
+    source_of, BlockHasher, FileEntry, Manifest, Verification, BLOCK_SIZE,
 };
 use crate::backup::protocol::{self, Frame, Message, Request};
 use crate::backup::target::{Target, TargetError};
@@ -136,10 +136,7 @@ impl Run<'_> {
         }
         copied.sort_by(|a, b| a.name.cmp(&b.name));
         let now = self.env.clock.now_millis();
-        let mut source = units::printable(&self.addr);
-        while source.len() > MAX_SOURCE {
-            source.pop();
-        }
+        let source = source_of(&self.addr);
         self.keeper = Some(Keeper::new_generation(
             gen_dir,
             Manifest {

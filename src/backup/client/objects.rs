@@ -6,7 +6,7 @@ use super::apply::check_tx;
 use super::targets::{drive, ObjectBackup};
 use super::{load_tls, BackupError, BackupOptions, Kind, Observer, Phase, Run, Summary, Verified};
 use crate::backup::decision::{Existing, FullReason};
-use crate::backup::manifest::{FileEntry, Manifest, Verification, BLOCK_SIZE, MAX_SOURCE};
+use crate::backup::manifest::{source_of, FileEntry, Manifest, Verification, BLOCK_SIZE};
 use crate::backup::objects::{put_object, Lease, ObjectTarget, ObjectUrl, ObjectsError, Upload};
 use crate::backup::protocol::{Frame, Message, Request};
 use crate::digest::Digest;
@@ -192,10 +192,7 @@ impl Run<'_> {
         );
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         let now = self.env.clock.now_millis();
-        let mut source = units::printable(&self.addr);
-        while source.len() > MAX_SOURCE {
-            source.pop();
-        }
+        let source = source_of(&self.addr);
         let manifest = Manifest {
             block_size: BLOCK_SIZE,
             store_id: self.server.store_id,
