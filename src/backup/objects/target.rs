@@ -95,7 +95,7 @@ impl Lease {
         })
     }
 
-    /// Renews the lease once a minute has gone since it was last written (OBJ-5); a lease
+    /// Renews the lease once 20 seconds have gone since it was last written (OBJ-5); a lease
     /// another run changed stops this one.
     pub async fn renew_if_due(&mut self) -> Result<(), ObjectsError> {
         let now = self.clock.now_millis();
@@ -613,5 +613,68 @@ mod tests {
         assert_eq!(parse_lease(&body), Some(("abc".into(), 42)), "OBJ-5");
         assert_eq!(parse_lease(b"something else\n"), None, "OBJ-5");
         assert_eq!(parse_lease(b"neo4j-backup lease abc 42"), None, "OBJ-5");
+    }
+
+    /// A clock that moves only when told.
+    #[derive(Debug)]
+    struct Manual(std::sync::atomic::AtomicU64);
+
+    impl crate::io::Clock for Manual {
+        fn now(&self) -> std::time::SystemTime {
+            std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(self.0.load(std::sync::atomic::Ordering::SeqCst))
+        }
+    }
+
+    // OBJ-5: a lease is renewed once 20 s have gone since it was written, not before, with a
+    // new expiry 2 minutes ahead; a lease another run changed stops its run; one still live
+    // refuses a second run, and one whose expiry has come is taken over.
+    #[test]
+    fn obj_5_a_lease_is_renewed_when_due_refused_while_live_and_taken_over_once_expired() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let clock = Arc::new(Manual(std::sync::atomic::AtomicU64::new(1_000_000)));
+        let env = Env {
+            clock: clock.clone(),
+            ..Env::os()
+        };
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let url = ObjectUrl::parse("s3://bucket/p").unwrap();
+        let expiry = async |store: &Arc<dyn ObjectStore>| {
+            let got = get_small(&**store, &url, LEASE_FILE).await;
+            parse_lease(&got.unwrap().unwrap().0).unwrap().1
+        };
+        futures::executor::block_on(async {
+            let mut lease = Lease::take(store.clone(), &url, &env).await.unwrap();
+            assert_eq!(expiry(&store).await, 1_000_000 + 120_000, "OBJ-5");
+            clock.0.store(1_000_000 + RENEW_AFTER_MILLIS - 1, SeqCst);
+            lease.renew_if_due().await.unwrap();
+            assert_eq!(expiry(&store).await, 1_120_000, "OBJ-5: not due yet");
+            clock.0.store(1_000_000 + RENEW_AFTER_MILLIS, SeqCst);
+            lease.renew_if_due().await.unwrap();
+            assert_eq!(
+                expiry(&store).await,
+                1_000_000 + RENEW_AFTER_MILLIS + 120_000,
+                "OBJ-5: renewed when due"
+            );
+            // A second run while it is live is refused, naming the expiry.
+            let refused = Lease::take(store.clone(), &url, &env).await.unwrap_err();
+            assert!(
+                matches!(refused, ObjectsError::Locked { .. }),
+                "OBJ-5: {refused}"
+            );
+            // At its expiry it is taken over, and the first run's next renewal finds it lost.
+            clock
+                .0
+                .store(1_000_000 + RENEW_AFTER_MILLIS + 120_000, SeqCst);
+            let _second = Lease::take(store.clone(), &url, &env).await.unwrap();
+            clock
+                .0
+                .store(1_000_000 + 3 * RENEW_AFTER_MILLIS + 120_000, SeqCst);
+            let lost = lease.renew_if_due().await.unwrap_err();
+            assert!(
+                matches!(lost, ObjectsError::LeaseLost { .. }),
+                "OBJ-5: {lost}"
+            );
+        });
     }
 }
