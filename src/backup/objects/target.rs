@@ -666,7 +666,7 @@ mod tests {
             clock
                 .0
                 .store(1_000_000 + RENEW_AFTER_MILLIS + 120_000, SeqCst);
-            let _second = Lease::take(store.clone(), &url, &env).await.unwrap();
+            let second = Lease::take(store.clone(), &url, &env).await.unwrap();
             clock
                 .0
                 .store(1_000_000 + 3 * RENEW_AFTER_MILLIS + 120_000, SeqCst);
@@ -674,6 +674,22 @@ mod tests {
             assert!(
                 matches!(lost, ObjectsError::LeaseLost { .. }),
                 "OBJ-5: {lost}"
+            );
+            // Its release leaves the lease that is no longer its own; the owner's removes it.
+            let held = expiry(&store).await;
+            lease.release().await;
+            assert_eq!(
+                expiry(&store).await,
+                held,
+                "OBJ-5: another run's lease is kept"
+            );
+            second.release().await;
+            assert!(
+                get_small(&*store, &url, LEASE_FILE)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "OBJ-5: released"
             );
         });
     }
