@@ -6,8 +6,10 @@
 //! (its manifest first, MF-10), copying it durably into a new generation of the target,
 //! rewinding the copy when restoring to an earlier tx (through `history`, PIT-7), checking the
 //! copy against the digest expected, and switching the target's pointer to it.
-//! From an object store (OBJ-8), the live generation is first downloaded into a staging
-//! directory beside the target ([`stage_objects`]), then restored from there.
+//! From an object store (OBJ-8), the generation is first downloaded into a staging directory
+//! beside the target ([`stage_objects`]), then restored from there: the live one, or with
+//! `--until-tx`/`--until-time` the newest that holds the point, its staged logs cut right after
+//! the tx (OBJ-18), so the restore's recovery stops there.
 //! Must not touch: the network (but an object store's, through `Env::objects`), or the backup's files beyond opening it as a store (which
 //! recovers and checkpoints it, as every opener does). The target is never left broken: the
 //! copy becomes live only through the pointer switch (BK-32), so a crash leaves the previous
