@@ -213,15 +213,8 @@ async fn upload_generation(
         };
         let file = env.fs.open(&path, OpenMode::Read).map_err(io("opening"))?;
         let len = file.len().map_err(io("reading"))?;
-        let mut upload = Upload::new(
-            target.store().clone(),
-            target.key(n, name),
-            name,
-            BLOCK_SIZE,
-        );
-        let failed = |e: object_store::Error| {
-            ObjectsError::from_store(target.url(), &format!("uploading {name} to"), &e)
-        };
+        let mut upload = Upload::of(target, n, name, BLOCK_SIZE);
+        let failed = |e: object_store::Error| ObjectsError::uploading(target.url(), name, &e);
         let mut at = 0u64;
         while at < len {
             let want = ((len - at) as usize).min(CHUNK);

@@ -119,12 +119,7 @@ impl Run<'_> {
             if entries.iter().any(|f| f.name == name) {
                 return Err(BackupError::Protocol(super::Violation::FileTwice(name)));
             }
-            let mut upload = Upload::new(
-                target.store().clone(),
-                target.key(n, &name),
-                &name,
-                BLOCK_SIZE,
-            );
+            let mut upload = Upload::of(target, n, &name, BLOCK_SIZE);
             let received = self
                 .receive_object(
                     target.url(),
@@ -163,12 +158,7 @@ impl Run<'_> {
         };
         entries.push(put_object(target, n, META_FILE, &meta.encode()).await?);
         let log_name = format!("{LOG_PREFIX}0");
-        let mut log = Upload::new(
-            target.store().clone(),
-            target.key(n, &log_name),
-            &log_name,
-            BLOCK_SIZE,
-        );
+        let mut log = Upload::of(target, n, &log_name, BLOCK_SIZE);
         let header = LogHeader {
             log_version: 0,
             prev_last_tx: checkpoint_tx,
@@ -344,12 +334,7 @@ impl Run<'_> {
             prev_last_tx: backup.last_tx,
             prev_digest: backup.digest,
         };
-        let mut segment = Upload::new(
-            target.store().clone(),
-            target.key(n, &name),
-            &name,
-            manifest.block_size,
-        );
+        let mut segment = Upload::of(target, n, &name, manifest.block_size);
         let url = target.url().clone();
         let streamed = self
             .stream_log(&url, &mut segment, &header, &state, Some(first), lease)
@@ -401,9 +386,5 @@ impl Run<'_> {
 
 /// An upload the object store failed, as the sentence an operator can act on (OBJ-10).
 fn failed(url: &ObjectUrl, name: &str, e: &object_store::Error) -> BackupError {
-    BackupError::Objects(ObjectsError::from_store(
-        url,
-        &format!("uploading {name} to"),
-        e,
-    ))
+    BackupError::Objects(ObjectsError::uploading(url, name, e))
 }

@@ -172,6 +172,11 @@ impl ObjectsError {
         }
     }
 
+    /// An upload of the object `name` that the store failed (OBJ-10).
+    pub fn uploading(url: &ObjectUrl, name: &str, e: &object_store::Error) -> ObjectsError {
+        ObjectsError::from_store(url, &format!("uploading {name} to"), e)
+    }
+
     /// What the object store answered, as the sentence an operator can act on (OBJ-10).
     pub fn from_store(url: &ObjectUrl, doing: &str, e: &object_store::Error) -> ObjectsError {
         let text = chain(e);

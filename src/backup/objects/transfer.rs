@@ -48,6 +48,16 @@ impl std::fmt::Debug for Upload {
 }
 
 impl Upload {
+    /// An upload of the object `name` of generation `n` of `target`.
+    pub fn of(target: &ObjectTarget, n: u64, name: &str, block_size: u32) -> Upload {
+        Upload::new(
+            target.store().clone(),
+            target.key(n, name),
+            name,
+            block_size,
+        )
+    }
+
     pub fn new(
         store: Arc<dyn ObjectStore>,
         key: ObjectPath,
@@ -117,15 +127,8 @@ pub async fn put_object(
     name: &str,
     bytes: &[u8],
 ) -> Result<FileEntry, ObjectsError> {
-    let mut upload = Upload::new(
-        target.store().clone(),
-        target.key(n, name),
-        name,
-        BLOCK_SIZE,
-    );
-    let failed = |e: object_store::Error| {
-        ObjectsError::from_store(target.url(), &format!("uploading {name} to"), &e)
-    };
+    let mut upload = Upload::of(target, n, name, BLOCK_SIZE);
+    let failed = |e: object_store::Error| ObjectsError::uploading(target.url(), name, &e);
     upload.write(bytes).await.map_err(failed)?;
     upload.finish().await.map_err(failed)
 }
