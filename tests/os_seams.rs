@@ -269,6 +269,24 @@ fn io_4_os_clock_reads_the_system_clock() {
     assert!(before <= now_millis && now_millis <= after);
 }
 
+#[test]
+fn io_15_os_monotonic_clock_measures_elapsed_time() {
+    let mark = OsClock.monotonic();
+    let started = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let measured = OsClock.since(mark);
+    let outside = started.elapsed();
+    assert!(
+        measured >= std::time::Duration::from_millis(30)
+            && measured <= outside + std::time::Duration::from_millis(1),
+        "IO-15: 30 ms slept measured as {measured:?} (from outside {outside:?})"
+    );
+    assert!(
+        OsClock.monotonic() >= mark + measured,
+        "IO-15: the monotonic clock went back"
+    );
+}
+
 // IO-10: in production, blocking work runs off the async workers: on a one-thread runtime, a
 // job that blocks for 300 ms leaves the runtime free to run other tasks meanwhile, gives back
 // what it returned, and a panic in it reaches the caller.

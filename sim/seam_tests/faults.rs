@@ -221,6 +221,7 @@ fn sim_34_a_clock_jumps_on_one_host() {
     back.amount = Duration::from_secs(600);
     on_host("clock back", vec![back], |h| {
         let other = h.world.host_clock("elsewhere");
+        let mark = h.env.clock.monotonic();
         h.world.backup_started(HOST, "nobody", p("/t"));
         h.env.fs.metadata(p("/")).map_err(e("metadata"))?;
         let behind = other
@@ -231,6 +232,18 @@ fn sim_34_a_clock_jumps_on_one_host() {
             "SIM-34: behind by ten minutes",
             behind,
             Duration::from_secs(600),
+        )?;
+        // IO-15: the jump moved the wall clock only; what durations are measured with neither
+        // went back nor differs between the hosts.
+        expect(
+            "IO-15: the monotonic reading did not go back",
+            h.env.clock.monotonic() >= mark && h.env.clock.since(mark) < Duration::from_secs(1),
+            true,
+        )?;
+        expect(
+            "IO-15: both hosts measure the same monotonic time",
+            h.env.clock.monotonic(),
+            other.monotonic(),
         )
     });
 }

@@ -57,4 +57,9 @@ impl Clock for SimClock {
             shared - Duration::from_millis(own.unsigned_abs())
         }
     }
+    /// Simulated time plus the shared advances, which only go forward; a host's own jumps
+    /// (SIM-34) move its wall clock, never this (IO-15).
+    fn monotonic(&self) -> Duration {
+        self.trace.now() + self.offset()
+    }
 }

@@ -31,8 +31,19 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Wall-clock time. In simulation it is turmoil's epoch plus simulated elapsed time plus an
 /// offset a test can advance by days in one step (rule IO-4).
 pub trait Clock: Send + Sync + Debug {
-    /// The current wall-clock time.
+    /// The current wall-clock time. It can jump back or forward (an operator or NTP sets it),
+    /// so it dates things; it never measures how long something took.
     fn now(&self) -> SystemTime;
+
+    /// Time since a fixed origin, never going back: what durations and rates are measured with
+    /// (IO-15). A run's reported duration and the pacing of `--max-rate` use it, so a wall clock
+    /// stepped during a run cannot make either wrong.
+    fn monotonic(&self) -> Duration;
+
+    /// How long since `mark`, a reading of [`Clock::monotonic`].
+    fn since(&self, mark: Duration) -> Duration {
+        self.monotonic().saturating_sub(mark)
+    }
 
     /// Milliseconds since the Unix epoch (0 for a clock set before 1970).
     fn now_millis(&self) -> u64 {

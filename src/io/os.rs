@@ -9,7 +9,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::time::SystemTime;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{
     Blocking, BoxFuture, Clock, DirEntry, FileHandle, Fs, Listener, LockGuard, Metadata, Net,
@@ -23,6 +24,11 @@ pub struct OsClock;
 impl Clock for OsClock {
     fn now(&self) -> SystemTime {
         SystemTime::now()
+    }
+    fn monotonic(&self) -> Duration {
+        // The origin is the first reading in the process; only differences matter.
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        ORIGIN.get_or_init(Instant::now).elapsed()
     }
 }
 

@@ -50,7 +50,7 @@ pub(super) struct Conn {
 struct Pace {
     rate: u64,
     clock: Arc<dyn crate::io::Clock>,
-    since: std::time::SystemTime,
+    since: Duration,
 }
 
 impl Conn {
@@ -132,11 +132,7 @@ impl Conn {
         self.last_len = len;
         if let Some(pace) = &self.pace {
             let due = Duration::from_secs_f64(self.received as f64 / pace.rate as f64);
-            let elapsed = pace
-                .clock
-                .now()
-                .duration_since(pace.since)
-                .unwrap_or_default();
+            let elapsed = pace.clock.since(pace.since);
             if due > elapsed {
                 tokio::time::sleep(due - elapsed).await;
             }
@@ -281,7 +277,7 @@ pub(super) async fn connect(
         pace: pace.map(|rate| Pace {
             rate,
             clock: env.clock.clone(),
-            since: env.clock.now(),
+            since: env.clock.monotonic(),
         }),
     })
 }

@@ -144,7 +144,7 @@ async fn run_in(
     opts: &BackupOptions,
     out: &mut dyn Observer,
 ) -> Result<Summary, BackupError> {
-    let started = env.clock.now();
+    let started = env.clock.monotonic();
     let shown = opts.target.display().to_string();
     // The TLS files first: one that cannot be read fails the run before anything (SEC-11).
     let tls = load_tls(env, opts)?;
@@ -288,7 +288,8 @@ struct Run<'a> {
     out: &'a mut dyn Observer,
     conn: &'a mut Conn,
     server: ServerInfo,
-    started: std::time::SystemTime,
+    /// When the run began, a reading of [`crate::io::Clock::monotonic`] (IO-15).
+    started: Duration,
     addr: String,
     /// The manifest of the generation the run writes, when it keeps one (MF-6).
     keeper: Option<keeper::Keeper>,
@@ -296,10 +297,6 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn elapsed(&self) -> Duration {
-        self.env
-            .clock
-            .now()
-            .duration_since(self.started)
-            .unwrap_or_default()
+        self.env.clock.since(self.started)
     }
 }

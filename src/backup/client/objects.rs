@@ -25,7 +25,7 @@ pub async fn run_objects(
     url: &ObjectUrl,
     out: &mut dyn Observer,
 ) -> Result<Summary, BackupError> {
-    let started = env.clock.now();
+    let started = env.clock.monotonic();
     // The TLS files first: one that cannot be read fails the run before anything (SEC-11).
     let tls = load_tls(env, opts)?;
     let store = env

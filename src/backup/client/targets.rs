@@ -11,7 +11,7 @@
 //! implementation writes.
 
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::Duration;
 
 use super::connection::{ask_incremental, connect, handshake, Answer, Conn};
 use super::{
@@ -176,7 +176,7 @@ pub(super) async fn drive<T: BackupTarget>(
     opts: &BackupOptions,
     target: &mut T,
     tls: Option<&ClientTls>,
-    started: SystemTime,
+    started: Duration,
     out: &mut dyn Observer,
 ) -> Result<Summary, BackupError> {
     let mut session = Session::open(env, opts, target.shown(), opts.max_rate, tls, out).await?;

@@ -624,6 +624,9 @@ mod tests {
             std::time::UNIX_EPOCH
                 + std::time::Duration::from_millis(self.0.load(std::sync::atomic::Ordering::SeqCst))
         }
+        fn monotonic(&self) -> std::time::Duration {
+            std::time::Duration::from_millis(self.0.load(std::sync::atomic::Ordering::SeqCst))
+        }
     }
 
     // OBJ-5: a lease is renewed once 20 s have gone since it was written, not before, with a
