@@ -451,6 +451,21 @@ fn obj_11_incrementals_append_segments_and_restore_to_the_servers_state() {
             "OBJ-11: one segment per run"
         );
     }
+    // BK-44: on a terminal the bar counts the transactions this run ships of those expected,
+    // not the tx reached.
+    write_nodes(&server, 4);
+    let mut cmd = backup_cmd(&["-from", &addr, "-to", url]);
+    cmd.envs(moto.env());
+    let (code, drawn) = on_a_terminal(cmd);
+    assert_eq!(code, Some(0), "{drawn}");
+    let applying: Vec<&str> = drawn
+        .split(['\r', '\n'])
+        .filter(|l| l.contains("applying transactions: "))
+        .collect();
+    assert!(
+        !applying.is_empty() && applying.iter().all(|l| l.contains(" of 4 transactions")),
+        "BK-44, OBJ-11: the bar counts the 4 transactions the run ships: {applying:?}"
+    );
     // Nothing new: nothing written.
     let before = moto.keys("incr", "g");
     let manifest = moto.get("incr", "g/generation-1/MANIFEST");
@@ -472,15 +487,15 @@ fn obj_11_incrementals_append_segments_and_restore_to_the_servers_state() {
     backup_to(&moto, &addr, url, &[]).expect(0);
     let keys = moto.keys("incr", "g");
     assert!(
-        !keys.contains(&seg(9)) && keys.contains(&seg(4)),
+        !keys.contains(&seg(9)) && keys.contains(&seg(5)),
         "OBJ-11: the leftover removed, the next segment written: {keys:?}"
     );
     let r = dir.path().join("r2");
     admin_with(&moto, &["restore", "--from", url, "--store", path(&r)]).expect(0);
     assert_same_as_server(&r, &server);
     // A segment that disagrees with the manifest: not a valid backup (exit 3), unchanged.
-    let good = moto.get("incr", &seg(4));
-    moto.put("incr", &seg(4), &good[..good.len() - 3]);
+    let good = moto.get("incr", &seg(5));
+    moto.put("incr", &seg(5), &good[..good.len() - 3]);
     write_nodes(&server, 1);
     let before = moto.keys("incr", "g");
     let out = backup_to(&moto, &addr, url, &[]);
