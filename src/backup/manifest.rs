@@ -1337,6 +1337,123 @@ mod tests {
         );
     }
 
+    // MF-1, MF-2: every bound accepts its edge and refuses one past it, and every value of an
+    // enumerated field decodes.
+    #[test]
+    fn mf_2_every_bound_holds_at_its_edge() {
+        let decodes = |m: &Manifest| Manifest::decode(&m.encode());
+        let accepted = |case: &str, m: Manifest| match decodes(&m) {
+            Ok(back) => assert_eq!(back, m, "MF-1: {case} round-trips"),
+            Err(e) => panic!("MF-1: {case} is accepted, not refused: {e}"),
+        };
+        let blocks_of = |block_size: u32| Manifest {
+            block_size,
+            files: vec![
+                entry("a", 5, block_size, 1),
+                entry("b", 3 * 4096 + 1, block_size, 9),
+            ],
+            ..sample()
+        };
+        let refused = |case: &str, m: Manifest| {
+            assert!(
+                matches!(decodes(&m), Err(ManifestError::Damaged(_))),
+                "MF-2: {case} is refused"
+            );
+        };
+        accepted("a block size of 64 MiB", blocks_of(64 << 20));
+        refused("a block size of 128 MiB", blocks_of(128 << 20));
+        refused("a block size of 2 KiB", blocks_of(2048));
+        accepted(
+            "the first tx equal to the last",
+            Manifest {
+                first_tx: 9,
+                ..sample()
+            },
+        );
+        accepted(
+            "a source of 255 bytes",
+            Manifest {
+                source: "s".repeat(MAX_SOURCE),
+                ..sample()
+            },
+        );
+        refused(
+            "a source of 256 bytes",
+            Manifest {
+                source: "s".repeat(MAX_SOURCE + 1),
+                ..sample()
+            },
+        );
+        accepted(
+            "a tool version of 64 bytes",
+            Manifest {
+                tool_version: "v".repeat(MAX_TOOL_VERSION),
+                ..sample()
+            },
+        );
+        refused(
+            "a tool version of 65 bytes",
+            Manifest {
+                tool_version: "v".repeat(MAX_TOOL_VERSION + 1),
+                ..sample()
+            },
+        );
+        let many = |n: u32| Manifest {
+            files: (0..n)
+                .map(|i| entry(&format!("f{i:05}"), 0, 4096, 0))
+                .collect(),
+            ..sample()
+        };
+        accepted("4,096 files", many(MAX_FILES));
+        refused("4,097 files", many(MAX_FILES + 1));
+        accepted(
+            "a file name of 255 bytes",
+            Manifest {
+                files: vec![entry(&"n".repeat(255), 5, 4096, 1)],
+                ..sample()
+            },
+        );
+        refused(
+            "a file name of 256 bytes",
+            Manifest {
+                files: vec![entry(&"n".repeat(256), 5, 4096, 1)],
+                ..sample()
+            },
+        );
+        for bad in ["", ".", "..", "a/b", "a\0b", "MANIFEST"] {
+            refused(
+                &format!("the file name {bad:?}"),
+                Manifest {
+                    files: vec![entry(bad, 5, 4096, 1)],
+                    ..sample()
+                },
+            );
+        }
+        for verification in [
+            Verification::None,
+            Verification::Touched,
+            Verification::Full,
+        ] {
+            accepted(
+                &format!("verification {verification:?}"),
+                Manifest {
+                    verification,
+                    ..sample()
+                },
+            );
+        }
+        accepted(
+            "a pending section that allows new files",
+            Manifest {
+                pending: Pending {
+                    ranges: Default::default(),
+                    new_files: true,
+                },
+                ..sample()
+            },
+        );
+    }
+
     #[test]
     fn mf_11_a_scrub_of_a_generation_without_blocks_reads_nothing() {
         let mut m = Manifest {
