@@ -433,23 +433,27 @@ pub async fn last_state(target: &ObjectTarget) -> Result<TxState, ObjectsError> 
             buf.drain(..HEADER_SIZE as usize);
             header = Some(h);
         }
-        // Every whole entry in the buffer; a partial one waits for more bytes.
+        // Every whole entry in the buffer; a partial one waits for more bytes. The entries
+        // read are dropped from the buffer once per chunk, not one by one (each drop moves
+        // what is left).
+        let mut at = 0;
         loop {
-            if buf.len() < FRAME_SIZE as usize {
+            let rest = &buf[at..];
+            if rest.len() < FRAME_SIZE as usize {
                 break;
             }
-            let len = u32::from_le_bytes(buf[..4].try_into().expect("4"));
-            let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4"));
+            let len = u32::from_le_bytes(rest[..4].try_into().expect("4"));
+            let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4"));
             if len > MAX_ENTRY {
                 return Err(damaged(format!(
                     "{name} holds an entry longer than any can be"
                 )));
             }
             let end = FRAME_SIZE as usize + len as usize;
-            if buf.len() < end {
+            if rest.len() < end {
                 break;
             }
-            let body = &buf[FRAME_SIZE as usize..end];
+            let body = &rest[FRAME_SIZE as usize..end];
             let entry = (crc32c::crc32c(body) == crc)
                 .then(|| TxEntry::decode_body(body).ok())
                 .flatten()
@@ -459,8 +463,9 @@ pub async fn last_state(target: &ObjectTarget) -> Result<TxState, ObjectsError> 
                 })?;
             last_tx = entry.tx_id;
             last = Some(entry.after);
-            buf.drain(..end);
+            at += end;
         }
+        buf.drain(..at);
     }
     let Some(header) = header else {
         return Err(damaged(format!("{name} is shorter than a log header")));
