@@ -503,3 +503,186 @@ pub async fn last_state(target: &ObjectTarget) -> Result<TxState, ObjectsError> 
     }
     Ok(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::manifest::Verification;
+    use crate::digest::Digest;
+    use crate::store::format::FormatVersion;
+    use crate::store::layout::POINTER_FILE;
+    use crate::store::log::LOG_PREFIX;
+    use crate::store::meta::StoreId;
+
+    fn state(tx: u64) -> TxState {
+        TxState {
+            digest: Digest([tx as u8; 32]),
+            nodes: tx,
+            relationships: 0,
+            next_node: tx,
+            next_rel: 0,
+            next_block: 0,
+        }
+    }
+
+    fn header(version: u64, prev: u64) -> Vec<u8> {
+        LogHeader {
+            log_version: version,
+            prev_last_tx: prev,
+            prev_digest: state(prev).digest,
+        }
+        .encode()
+        .to_vec()
+    }
+
+    fn entry(tx: u64) -> Vec<u8> {
+        TxEntry {
+            tx_id: tx,
+            timestamp_millis: 1000 + tx,
+            after: state(tx),
+            records: Vec::new(),
+        }
+        .encode_framed()
+    }
+
+    /// An in-memory target whose live generation-1 lists `logs` (name suffix, bytes) and
+    /// whose manifest says `last_tx` with `state(last_tx)`'s digest; what `last_state` says.
+    async fn last_state_of(logs: &[(u64, Vec<u8>)], last_tx: u64) -> Result<TxState, String> {
+        let url = ObjectUrl::parse("s3://bucket/db").expect("a URL");
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let put = |name: String, bytes: Vec<u8>| {
+            let (store, key) = (store.clone(), url.key(&name));
+            async move { store.put(&key, PutPayload::from(bytes)).await.expect("put") }
+        };
+        put(POINTER_FILE.to_string(), b"generation-1\n".to_vec()).await;
+        let manifest = Manifest {
+            block_size: BLOCK_SIZE,
+            store_id: StoreId {
+                created_millis: 1,
+                random: 2,
+            },
+            format: FormatVersion(2),
+            first_tx: 1,
+            last_tx,
+            digest: state(last_tx).digest,
+            created_millis: 1,
+            written_millis: 1,
+            verification: Verification::Touched,
+            last_full_verification: None,
+            scrub_cursor: 0,
+            scrubbed_since_full: 0,
+            source: "db:6362".to_string(),
+            tool_version: "test".to_string(),
+            files: logs
+                .iter()
+                .map(|(v, bytes)| FileEntry {
+                    name: format!("{LOG_PREFIX}{v}"),
+                    size: bytes.len() as u64,
+                    blocks: vec![[0; 32]],
+                })
+                .collect(),
+            pending: Default::default(),
+        };
+        put(format!("generation-1/{MANIFEST_FILE}"), manifest.encode()).await;
+        for (v, bytes) in logs {
+            put(format!("generation-1/{LOG_PREFIX}{v}"), bytes.clone()).await;
+        }
+        let target = ObjectTarget::read(store.clone(), &url)
+            .await
+            .map_err(|e| e.to_string())?;
+        last_state(&target).await.map_err(|e| e.to_string())
+    }
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(f)
+    }
+
+    // OBJ-11: the state after the live generation's last tx is read from its newest log
+    // object, which must hold whole entries in order after its header and end where its
+    // manifest says; every other shape is damage, named.
+    #[test]
+    fn obj_11_the_last_state_is_the_newest_logs_last_entry_and_agrees_with_the_manifest() {
+        let log = |version: u64, prev: u64, txs: std::ops::RangeInclusive<u64>| {
+            let mut b = header(version, prev);
+            for tx in txs {
+                b.extend(entry(tx));
+            }
+            b
+        };
+        let whole = log(1, 5, 6..=8);
+        let got = run(last_state_of(
+            &[(0, log(0, 3, 4..=5)), (1, whole.clone())],
+            8,
+        ));
+        assert_eq!(got, Ok(state(8)), "OBJ-11: the newest log's last entry");
+        let refused = |case: &str, logs: &[(u64, Vec<u8>)], last_tx: u64, says: &str| match run(
+            last_state_of(logs, last_tx),
+        ) {
+            Err(e) => assert!(e.contains(says), "OBJ-11: {case}: {e}"),
+            Ok(s) => panic!("OBJ-11: {case} was accepted at {s:?}"),
+        };
+        refused(
+            "a manifest past the logs",
+            &[(1, whole.clone())],
+            9,
+            "end at tx 8",
+        );
+        refused(
+            "a manifest short of the logs",
+            &[(1, whole.clone())],
+            7,
+            "end at tx 8",
+        );
+        refused(
+            "a segment with a header only",
+            &[(0, log(0, 3, 4..=5)), (1, header(1, 5))],
+            5,
+            "holds no transaction",
+        );
+        refused(
+            "a header of another log",
+            &[(1, log(2, 5, 6..=8))],
+            8,
+            "damaged header",
+        );
+        refused(
+            "a cut header",
+            &[(1, header(1, 5)[..40].to_vec())],
+            5,
+            "shorter than a log header",
+        );
+        refused(
+            "an entry cut short",
+            &[(1, whole[..whole.len() - 3].to_vec())],
+            8,
+            "ends inside an entry after tx 7",
+        );
+        let mut flipped = whole.clone();
+        let second = HEADER_SIZE as usize + entry(6).len();
+        flipped[second + FRAME_SIZE as usize + 2] ^= 1;
+        refused(
+            "an entry whose checksum fails",
+            &[(1, flipped)],
+            8,
+            "damaged entry after tx 6",
+        );
+        refused(
+            "a tx out of order",
+            &[(1, [header(1, 5), entry(6), entry(8)].concat())],
+            8,
+            "damaged entry after tx 6",
+        );
+        let mut huge = header(1, 5);
+        huge.extend((MAX_ENTRY + 1).to_le_bytes());
+        huge.extend([0; 4]);
+        refused(
+            "an entry longer than any can be",
+            &[(1, huge)],
+            5,
+            "longer than any can be",
+        );
+    }
+}
