@@ -255,6 +255,75 @@ fn short(text: &str) -> String {
     }
 }
 
+/// Object store targets built in memory for the unit tests of this module's files.
+#[cfg(test)]
+mod testing {
+    use std::sync::Arc;
+
+    use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+    use super::{ObjectTarget, ObjectUrl, ObjectsError};
+    use crate::backup::manifest::{FileEntry, Manifest, Verification, BLOCK_SIZE, MANIFEST_FILE};
+    use crate::digest::Digest;
+    use crate::store::format::FormatVersion;
+    use crate::store::layout::POINTER_FILE;
+    use crate::store::meta::StoreId;
+
+    /// `s3://bucket/db` in memory, its live generation-1 holding `files` (name, bytes) and a
+    /// manifest that lists them (block hashes not computed) at `last_tx` with `digest`.
+    pub async fn target_with(
+        files: &[(String, Vec<u8>)],
+        last_tx: u64,
+        digest: Digest,
+    ) -> Result<ObjectTarget, ObjectsError> {
+        let url = ObjectUrl::parse("s3://bucket/db").expect("a URL");
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let put = |name: String, bytes: Vec<u8>| {
+            let (store, key) = (store.clone(), url.key(&name));
+            async move { store.put(&key, PutPayload::from(bytes)).await.expect("put") }
+        };
+        put(POINTER_FILE.to_string(), b"generation-1\n".to_vec()).await;
+        let mut listed: Vec<&(String, Vec<u8>)> = files.iter().collect();
+        listed.sort();
+        let manifest = Manifest {
+            block_size: BLOCK_SIZE,
+            store_id: StoreId {
+                created_millis: 1,
+                random: 2,
+            },
+            format: FormatVersion(2),
+            first_tx: 1,
+            last_tx,
+            digest,
+            created_millis: 1,
+            written_millis: 1,
+            verification: Verification::Touched,
+            last_full_verification: None,
+            scrub_cursor: 0,
+            scrubbed_since_full: 0,
+            source: "db:6362".to_string(),
+            tool_version: "test".to_string(),
+            files: listed
+                .iter()
+                .map(|(name, bytes)| FileEntry {
+                    name: name.clone(),
+                    size: bytes.len() as u64,
+                    blocks: vec![
+                        [0; 32];
+                        (bytes.len() as u64).div_ceil(BLOCK_SIZE as u64) as usize
+                    ],
+                })
+                .collect(),
+            pending: Default::default(),
+        };
+        put(format!("generation-1/{MANIFEST_FILE}"), manifest.encode()).await;
+        for (name, bytes) in files {
+            put(format!("generation-1/{name}"), bytes.clone()).await;
+        }
+        ObjectTarget::read(store, &url).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

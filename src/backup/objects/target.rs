@@ -615,6 +615,49 @@ mod tests {
         assert_eq!(parse_lease(b"neo4j-backup lease abc 42"), None, "OBJ-5");
     }
 
+    // OBJ-11, OBJ-12: the segments are the logs after log 0; what they may grow to is the
+    // bytes of the files the full backup wrote, log 0 among them, and at least 1 MiB.
+    #[test]
+    fn obj_12_segment_bytes_count_the_logs_after_the_first_against_the_full_backups_files() {
+        let files = |records: usize| -> Vec<(String, Vec<u8>)> {
+            vec![
+                ("neostore.nodestore.db".into(), vec![1; records]),
+                ("neostore.meta".into(), vec![2; 100]),
+                ("neostore.transaction.db.0".into(), vec![3; 1000]),
+                ("neostore.transaction.db.1".into(), vec![4; 200]),
+                ("neostore.transaction.db.2".into(), vec![5; 300]),
+            ]
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let big = rt
+            .block_on(super::super::testing::target_with(
+                &files(3 << 20),
+                9,
+                crate::digest::Digest([0; 32]),
+            ))
+            .expect("a target");
+        assert_eq!(big.segments(), 2, "OBJ-11: two segments after log 0");
+        assert_eq!(
+            big.segment_bytes(),
+            (500, (3 << 20) + 100 + 1000),
+            "OBJ-12: segments against the full backup's files, log 0 counted with them"
+        );
+        let small = rt
+            .block_on(super::super::testing::target_with(
+                &files(10),
+                9,
+                crate::digest::Digest([0; 32]),
+            ))
+            .expect("a target");
+        assert_eq!(
+            small.segment_bytes(),
+            (500, MIN_SEGMENT_BOUND),
+            "OBJ-12: at least 1 MiB"
+        );
+    }
+
     /// A clock that moves only when told.
     #[derive(Debug)]
     struct Manual(std::sync::atomic::AtomicU64);

@@ -507,12 +507,8 @@ pub async fn last_state(target: &ObjectTarget) -> Result<TxState, ObjectsError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::manifest::Verification;
     use crate::digest::Digest;
-    use crate::store::format::FormatVersion;
-    use crate::store::layout::POINTER_FILE;
     use crate::store::log::LOG_PREFIX;
-    use crate::store::meta::StoreId;
 
     fn state(tx: u64) -> TxState {
         TxState {
@@ -545,49 +541,14 @@ mod tests {
         .encode_framed()
     }
 
-    /// An in-memory target whose live generation-1 lists `logs` (name suffix, bytes) and
+    /// An in-memory target whose live generation-1 holds `logs` (log version, bytes) and
     /// whose manifest says `last_tx` with `state(last_tx)`'s digest; what `last_state` says.
     async fn last_state_of(logs: &[(u64, Vec<u8>)], last_tx: u64) -> Result<TxState, String> {
-        let url = ObjectUrl::parse("s3://bucket/db").expect("a URL");
-        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-        let put = |name: String, bytes: Vec<u8>| {
-            let (store, key) = (store.clone(), url.key(&name));
-            async move { store.put(&key, PutPayload::from(bytes)).await.expect("put") }
-        };
-        put(POINTER_FILE.to_string(), b"generation-1\n".to_vec()).await;
-        let manifest = Manifest {
-            block_size: BLOCK_SIZE,
-            store_id: StoreId {
-                created_millis: 1,
-                random: 2,
-            },
-            format: FormatVersion(2),
-            first_tx: 1,
-            last_tx,
-            digest: state(last_tx).digest,
-            created_millis: 1,
-            written_millis: 1,
-            verification: Verification::Touched,
-            last_full_verification: None,
-            scrub_cursor: 0,
-            scrubbed_since_full: 0,
-            source: "db:6362".to_string(),
-            tool_version: "test".to_string(),
-            files: logs
-                .iter()
-                .map(|(v, bytes)| FileEntry {
-                    name: format!("{LOG_PREFIX}{v}"),
-                    size: bytes.len() as u64,
-                    blocks: vec![[0; 32]],
-                })
-                .collect(),
-            pending: Default::default(),
-        };
-        put(format!("generation-1/{MANIFEST_FILE}"), manifest.encode()).await;
-        for (v, bytes) in logs {
-            put(format!("generation-1/{LOG_PREFIX}{v}"), bytes.clone()).await;
-        }
-        let target = ObjectTarget::read(store.clone(), &url)
+        let files: Vec<(String, Vec<u8>)> = logs
+            .iter()
+            .map(|(v, bytes)| (format!("{LOG_PREFIX}{v}"), bytes.clone()))
+            .collect();
+        let target = super::super::testing::target_with(&files, last_tx, state(last_tx).digest)
             .await
             .map_err(|e| e.to_string())?;
         last_state(&target).await.map_err(|e| e.to_string())
