@@ -675,6 +675,10 @@ fn obj_7_a_run_killed_mid_upload_leaves_the_previous_generation_and_the_next_abo
     let addr = server.backup.clone().unwrap();
     let url = "s3://killed/k";
     let first = backup_to(&moto, &addr, url, &["--json"]).expect(0);
+    assert!(
+        !first.stderr.contains("multipart"),
+        "OBJ-7: a run that found no unfinished upload says nothing of it: {first:#?}"
+    );
     let first: serde_json::Value = serde_json::from_str(&first.stdout).unwrap();
     write_nodes(&server, 5);
     // A full backup slowed down, killed once one of its parts is in the store.
@@ -718,9 +722,14 @@ fn obj_7_a_run_killed_mid_upload_leaves_the_previous_generation_and_the_next_abo
         moto.open_uploads("killed", "k/") > 0,
         "the killed run's upload is still open before the next run"
     );
-    // The next run aborts what the killed one left, and backs up.
-    backup_to(&moto, &addr, url, &[]).expect(0);
+    // The next run aborts what the killed one left, says so, and backs up.
+    let next = backup_to(&moto, &addr, url, &[]).expect(0);
     assert_eq!(moto.open_uploads("killed", "k/"), 0, "OBJ-7: no parts left");
+    assert!(
+        next.stderr.contains("multipart upload(s) an interrupted run left")
+            && !next.stderr.contains("aborted 0"),
+        "OBJ-7: the run says what it aborted: {next:#?}"
+    );
     let r = dir.path().join("r2");
     admin_with(&moto, &["restore", "--from", url, "--store", path(&r)]).expect(0);
     assert_same_as_server(&r, &server);
