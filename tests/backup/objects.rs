@@ -726,7 +726,8 @@ fn obj_7_a_run_killed_mid_upload_leaves_the_previous_generation_and_the_next_abo
     let next = backup_to(&moto, &addr, url, &[]).expect(0);
     assert_eq!(moto.open_uploads("killed", "k/"), 0, "OBJ-7: no parts left");
     assert!(
-        next.stderr.contains("multipart upload(s) an interrupted run left")
+        next.stderr
+            .contains("multipart upload(s) an interrupted run left")
             && !next.stderr.contains("aborted 0"),
         "OBJ-7: the run says what it aborted: {next:#?}"
     );
