@@ -28,8 +28,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// A boxed future, so the network traits stay object safe without a macro crate.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Wall-clock time. In simulation it is turmoil's epoch plus simulated elapsed time plus an
-/// offset a test can advance by days in one step (rule IO-4).
+/// Wall-clock time (IO-4), and a monotonic reading for durations (IO-15). In simulation the
+/// wall clock is turmoil's epoch plus simulated elapsed time plus an offset a test can advance
+/// by days in one step, plus the host's own jumps; the monotonic reading leaves the jumps out.
 pub trait Clock: Send + Sync + Debug {
     /// The current wall-clock time. It can jump back or forward (an operator or NTP sets it),
     /// so it dates things; it never measures how long something took.
