@@ -658,6 +658,66 @@ mod tests {
         );
     }
 
+    /// Object storage whose uploads a killed run never left: `clean` finds none to abort.
+    #[derive(Debug)]
+    struct NoUploads;
+
+    impl crate::io::Objects for NoUploads {
+        fn open(&self, _bucket: &str) -> object_store::Result<Arc<dyn ObjectStore>> {
+            Ok(Arc::new(object_store::memory::InMemory::new()))
+        }
+    }
+
+    // OBJ-7, OBJ-9: a run that removes a killed run's generation above the live one and then
+    // switches to its own full backup still removes the generations `keep` no longer covers:
+    // removing the leftover forgets it alone, not the others.
+    #[test]
+    fn obj_9_a_run_that_cleaned_a_leftover_generation_still_removes_the_old_live_one() {
+        let file = |name: &str| {
+            (
+                "neostore.nodestore.db".to_string(),
+                name.as_bytes().to_vec(),
+            )
+        };
+        futures::executor::block_on(async {
+            let first = super::super::testing::target_with(
+                &[file("one")],
+                9,
+                crate::digest::Digest([0; 32]),
+            )
+            .await
+            .expect("a target");
+            let (store, url) = (first.store().clone(), first.url().clone());
+            let put = async |key: &str| {
+                store
+                    .put(&url.key(key), PutPayload::from(b"x".to_vec()))
+                    .await
+                    .expect("put");
+            };
+            put("generation-2/neostore.nodestore.db").await;
+            let mut target = ObjectTarget::read(store.clone(), &url).await.expect("read");
+            assert_eq!(target.generations(), [1, 2], "OBJ-7");
+            target.clean(&NoUploads).await.expect("clean");
+            assert_eq!(target.generations(), [1], "OBJ-7: the leftover is gone");
+            let n = target.next_generation();
+            assert_eq!(n, 3, "OBJ-7: numbers are never reused");
+            put("generation-3/neostore.nodestore.db").await;
+            target.switch_to(n, 1).await.expect("switch");
+            let mut left: Vec<String> = store
+                .list(None)
+                .map_ok(|m| m.location.to_string())
+                .try_collect()
+                .await
+                .expect("list");
+            left.sort();
+            assert_eq!(
+                left,
+                ["db/CURRENT", "db/generation-3/neostore.nodestore.db"],
+                "OBJ-9: keep 1 leaves the live generation alone"
+            );
+        });
+    }
+
     /// A clock that moves only when told.
     #[derive(Debug)]
     struct Manual(std::sync::atomic::AtomicU64);
