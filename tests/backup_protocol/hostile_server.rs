@@ -229,6 +229,89 @@ async fn bk_51_marks_implying_more_than_the_room_are_refused() {
     server.stop().await;
 }
 
+// The room a forged checkpoint's marks imply is checked at its edge: marks whose record files
+// fill exactly the free space are accepted, a byte less room is refused before a byte is
+// written (BK-51, BK-16).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bk_51_marks_implying_exactly_the_room_are_accepted_and_one_byte_more_refused() {
+    let dir = support::scratch();
+    let (server, target, _) = backed_up(dir.path()).await;
+    // Marks far above the store's files (so the room they imply is checked), not so far that a
+    // run accepting them writes much: it copies the files as they are.
+    let forge = |state: online_backup::store::log::TxState| online_backup::store::log::TxState {
+        next_node: state.next_node + 1_000_000,
+        next_rel: state.next_rel + 1_000_000,
+        next_block: state.next_block + 1_000_000,
+        ..state
+    };
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let implied = seen.clone();
+    let proxy = rewriting_proxy(
+        server.backup_addr(),
+        Arc::new(move |m| match m {
+            Message::FullStart {
+                checkpoint_tx,
+                state,
+                files,
+            } => {
+                let state = forge(state);
+                let most = RecordKind::ALL
+                    .iter()
+                    .map(|&k| {
+                        online_backup::store::record_file_limit(k, &state, FormatVersion::CURRENT)
+                    })
+                    .sum::<u64>();
+                *implied.lock().unwrap() = Some(most);
+                vec![Message::FullStart {
+                    checkpoint_tx,
+                    state,
+                    files,
+                }]
+            }
+            other => vec![other],
+        }),
+    )
+    .await;
+    let with_free = |free: u64| Env {
+        fs: Arc::new(support::faulty::Faulty {
+            free: Some(free),
+            ..Default::default()
+        }),
+        ..Env::os()
+    };
+    let run = async |free: u64| {
+        let outcome = client::run(
+            &with_free(free),
+            &backup_options(&proxy, &target, client::Mode::Full),
+            &mut client::Lines::default(),
+        )
+        .await;
+        let most = seen.lock().unwrap().take();
+        (outcome, most.expect("the server sent a full start"))
+    };
+    // A first run, with room to spare, learns the room the forged marks imply.
+    let (_, most) = run(u64::MAX / 4).await;
+    let pointer = std::fs::read(target.join("CURRENT")).unwrap();
+    let tx = super::client_side::live_meta(&target).checkpoint.last_tx;
+    let (refused, again) = run(most - 1).await;
+    assert_eq!(again, most, "the same marks each run");
+    let refused = refused.expect_err("BK-51: one byte less room than the marks imply is refused");
+    assert!(
+        refused.to_string().contains("not enough room"),
+        "BK-51: {refused}"
+    );
+    unchanged(&target, tx, &pointer, "BK-51");
+    let (exact, again) = run(most).await;
+    assert_eq!(again, most, "the same marks each run");
+    if let Err(e) = exact {
+        assert!(
+            !e.to_string().contains("not enough room"),
+            "BK-51: exactly the room the marks imply is enough: {e}"
+        );
+    }
+    server.stop().await;
+}
+
 // A full backup whose checkpoint is older than the tx the welcome announced is refused: it
 // would replace the backup with an older state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
