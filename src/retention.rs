@@ -158,7 +158,8 @@ struct PinTable {
 #[derive(Clone, Copy, Debug)]
 struct Pin {
     from_tx: u64,
-    /// The last time the pin was taken, touched or advanced.
+    /// The last time the pin was taken, touched or advanced: a monotonic reading
+    /// (`Clock::monotonic_millis`, RET-11), which no wall-clock step moves.
     last_active_millis: u64,
 }
 

@@ -385,7 +385,7 @@ async fn full<W: AsyncWrite + Unpin>(w: &mut W, ctx: &ServiceContext) -> Result<
             } else {
                 cp.last_tx + 1
             };
-            let pin = pins.pin(from, clock.now_millis());
+            let pin = pins.pin(from, clock.monotonic_millis());
             let format = s.meta().format;
             Ok((cp.last_tx, cp.state(), format, s.dir().to_path_buf(), pin))
         })
@@ -489,7 +489,7 @@ async fn send_file<W: AsyncWrite + Unpin>(
             w.write_all(&frame).await.map_err(ProtocolError::from)?;
         }
         spare = frame;
-        pin.touch(ctx.env.clock.now_millis());
+        pin.touch(ctx.env.clock.monotonic_millis());
         if !pin.is_live() {
             return Err(ServiceError::PinExpired);
         }
@@ -581,7 +581,7 @@ async fn send_entries<W: AsyncWrite + Unpin>(
             let tx = entry.tx_id;
             send(w, &Message::Tx(Box::new(entry))).await?;
             if tx % PIN_ADVANCE_EVERY == 0 {
-                pin.advance(tx + 1, ctx.env.clock.now_millis());
+                pin.advance(tx + 1, ctx.env.clock.monotonic_millis());
                 if !pin.is_live() {
                     return Err(ServiceError::PinExpired);
                 }
@@ -622,7 +622,7 @@ async fn incremental<W: AsyncWrite + Unpin>(
     let (status, summary, dir, pin) = ctx
         .db
         .read_with(move |s| {
-            let pin = pins.pin(last_tx.saturating_add(1), clock.now_millis());
+            let pin = pins.pin(last_tx.saturating_add(1), clock.monotonic_millis());
             Ok((s.status(), s.log_summary()?, s.dir().to_path_buf(), pin))
         })
         .await?;

@@ -46,6 +46,12 @@ pub trait Clock: Send + Sync + Debug {
         self.monotonic().saturating_sub(mark)
     }
 
+    /// [`Clock::monotonic`] in milliseconds: what the backup pins' idleness is measured in
+    /// (RET-11), so a wall clock set forward releases no pin of a backup that is making progress.
+    fn monotonic_millis(&self) -> u64 {
+        self.monotonic().as_millis() as u64
+    }
+
     /// Milliseconds since the Unix epoch (0 for a clock set before 1970).
     fn now_millis(&self) -> u64 {
         self.now()

@@ -1025,7 +1025,10 @@ impl Store {
             policy: self.options.retention,
             now_millis: now,
             recovery_version: self.meta.checkpoint.log_version,
-            pinned_from_tx: self.options.pins.oldest_pinned_tx(now),
+            pinned_from_tx: self
+                .options
+                .pins
+                .oldest_pinned_tx(self.clock.monotonic_millis()),
         });
         let mut deleted = 0;
         for version in &doomed {

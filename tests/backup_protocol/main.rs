@@ -34,8 +34,32 @@ pub struct TestServer {
     done: tokio::task::JoinHandle<()>,
 }
 
+/// The system clock, whose wall-clock reading can be set forward as an operator's (or NTP's)
+/// step would; its monotonic reading goes on undisturbed (IO-15).
+#[derive(Debug, Default)]
+pub struct SteppedClock {
+    /// How far the wall clock was set forward, milliseconds.
+    pub ahead_millis: std::sync::atomic::AtomicU64,
+}
+
+impl online_backup::io::Clock for SteppedClock {
+    fn now(&self) -> std::time::SystemTime {
+        online_backup::io::os::OsClock.now()
+            + Duration::from_millis(self.ahead_millis.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    fn monotonic(&self) -> Duration {
+        online_backup::io::os::OsClock.monotonic()
+    }
+}
+
 impl TestServer {
     pub async fn start(store: &Path, extra_config: &str) -> TestServer {
+        TestServer::start_in(Env::os(), store, extra_config).await
+    }
+
+    /// [`TestServer::start`] on the seams of `env`.
+    pub async fn start_in(env: Env, store: &Path, extra_config: &str) -> TestServer {
         let text =
             format!("http_server=127.0.0.1:0\nonline_backup_server=127.0.0.1:0\n{extra_config}");
         let (config, _) = Config::parse(&text).unwrap();
@@ -51,7 +75,7 @@ impl TestServer {
             let shutdown = async move {
                 let _ = stop_rx.await;
             };
-            run(Env::os(), options, shutdown, move |b: &Bound| {
+            run(env, options, shutdown, move |b: &Bound| {
                 let _ = ready_tx.send(b.clone());
             })
             .await

@@ -311,6 +311,45 @@ async fn pr_17_a_running_backup_pins_its_logs() {
     server.stop().await;
 }
 
+// RET-11, IO-15: a pin's idleness is measured on the monotonic clock: the server's wall clock
+// set forward by days in the middle of a full backup releases no pin of a connection that is
+// making progress, and the stream ends with its end frame. Measured on the wall clock, the
+// next frame found the pin two days idle and ended the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ret_11_a_wall_clock_set_forward_mid_stream_releases_no_pin() {
+    let dir = support::scratch();
+    let store = dir.path().join("db");
+    generate_big(&store);
+    let clock = std::sync::Arc::new(SteppedClock::default());
+    let env = Env {
+        clock: clock.clone(),
+        ..Env::os()
+    };
+    let server = TestServer::start_in(env, &store, "").await;
+    server.commit_nodes(3).await;
+    let (mut c, _) = Client::connect(&server.backup_addr()).await;
+    c.send(&Message::Request(Request::Full)).await;
+    assert!(
+        matches!(c.recv().await, Message::FullStart { .. }),
+        "a full start"
+    );
+    // The server is mid-file (the store is larger than the socket buffers hold).
+    clock
+        .ahead_millis
+        .store(2 * 24 * 3600 * 1000, std::sync::atomic::Ordering::SeqCst);
+    loop {
+        let got = tokio::time::timeout(Duration::from_secs(30), read_message(&mut c.stream))
+            .await
+            .expect("RET-11: the server went on within 30 s");
+        match got {
+            Ok(Message::End { .. }) => break,
+            Ok(_) => {}
+            Err(e) => panic!("RET-11: the stream ended before its end frame: {e}"),
+        }
+    }
+    server.stop().await;
+}
+
 // PR-19: shutting the server down closes a backup connection mid-stream; the client sees the
 // close, not a hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ fn ret_13_pruning_at_checkpoints_respects_pins() {
         pins: pins.clone(),
     };
     let mut store = Store::create(fs(), clock(), dir.path(), &opts, FormatVersion::V2, 1).unwrap();
-    let now = clock().now_millis();
+    let now = clock().monotonic_millis();
     let pin = pins.pin(1, now);
     for _ in 0..30 {
         store.commit(&[node(&["A"])]).unwrap();
