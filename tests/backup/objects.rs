@@ -736,6 +736,40 @@ fn obj_7_a_run_killed_mid_upload_leaves_the_previous_generation_and_the_next_abo
     assert_same_as_server(&r, &server);
 }
 
+// OBJ-7: a run that fails mid-upload (here its server dies under it) aborts the multipart
+// upload it had begun before it exits: no parts are left for the next run to find.
+#[test]
+fn obj_7_a_run_that_fails_mid_upload_aborts_its_parts() {
+    let moto = Moto::start();
+    moto.create_bucket("failed");
+    let dir = scratch();
+    let db = dir.path().join("db");
+    generate(&db, 60_000, &[]);
+    let server = ServerProcess::start(&db, Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    let child = backup_cmd(&["-from", &addr, "-to", "s3://failed/f", "--max-rate", "4M"])
+        .envs(moto.env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The property store (24 MB) is the largest file and the last sent: a part of it in the
+    // store, the upload has most of its bytes still to come.
+    wait_until(
+        std::time::Duration::from_secs(60),
+        "a part of the property store in the store",
+        || moto.open_uploads("failed", "f/generation-1/neostore.propertystore.db") > 0,
+    );
+    server.kill();
+    let out = Out::of(child.wait_with_output().unwrap());
+    assert_eq!(out.code, Some(1), "OBJ-7: {out:#?}");
+    assert_eq!(
+        moto.open_uploads("failed", "f/"),
+        0,
+        "OBJ-7: the failed run aborted its upload: {out:#?}"
+    );
+}
+
 #[test]
 fn obj_14_check_reads_an_object_store_backup_quick_or_whole() {
     let (moto, _dir, server, addr) = world("checked");
