@@ -510,6 +510,51 @@ mod tests {
     use crate::digest::Digest;
     use crate::store::log::LOG_PREFIX;
 
+    // OBJ-6: an object smaller than a part is held and sent in one request; the write that
+    // brings it to a part's size starts a multipart upload and hands the part over, so no more
+    // than a part is held; both complete to the bytes written.
+    #[test]
+    fn obj_6_an_object_becomes_a_multipart_upload_when_it_reaches_a_parts_size() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let shape = |u: &Upload| format!("{u:?}");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            let mut small = Upload::new(store.clone(), "small".into(), "small", BLOCK_SIZE);
+            small.write(&[1; 10]).await.unwrap();
+            assert_eq!(
+                shape(&small),
+                r#"Upload { key: Path { raw: "small" }, pending: 10, multipart: false, .. }"#,
+                "OBJ-6"
+            );
+            small.finish().await.unwrap();
+            let mut big = Upload::new(store.clone(), "big".into(), "big", BLOCK_SIZE);
+            big.write(&vec![2; PART_SIZE - 1]).await.unwrap();
+            assert!(shape(&big).contains("multipart: false"), "OBJ-6: {big:?}");
+            big.write(&[3]).await.unwrap();
+            assert!(
+                shape(&big).contains("pending: 0, multipart: true"),
+                "OBJ-6: exactly a part's size starts the multipart upload: {big:?}"
+            );
+            big.write(&[4; 7]).await.unwrap();
+            big.finish().await.unwrap();
+            let got = |key: &'static str| {
+                let store = store.clone();
+                async move { store.get(&key.into()).await.unwrap().bytes().await.unwrap() }
+            };
+            assert_eq!(got("small").await.as_ref(), &[1; 10], "OBJ-6");
+            let big = got("big").await;
+            assert_eq!(big.len(), PART_SIZE + 7, "OBJ-6");
+            assert!(
+                big[..PART_SIZE - 1].iter().all(|&b| b == 2)
+                    && big[PART_SIZE - 1] == 3
+                    && big[PART_SIZE..].iter().all(|&b| b == 4),
+                "OBJ-6: the bytes as written"
+            );
+        });
+    }
+
     fn state(tx: u64) -> TxState {
         TxState {
             digest: Digest([tx as u8; 32]),
