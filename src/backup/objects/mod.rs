@@ -263,14 +263,14 @@ mod testing {
     use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
     use super::{ObjectTarget, ObjectUrl, ObjectsError};
-    use crate::backup::manifest::{FileEntry, Manifest, Verification, BLOCK_SIZE, MANIFEST_FILE};
+    use crate::backup::manifest::{BlockHasher, Manifest, Verification, BLOCK_SIZE, MANIFEST_FILE};
     use crate::digest::Digest;
     use crate::store::format::FormatVersion;
     use crate::store::layout::POINTER_FILE;
     use crate::store::meta::StoreId;
 
     /// `s3://bucket/db` in memory, its live generation-1 holding `files` (name, bytes) and a
-    /// manifest that lists them (block hashes not computed) at `last_tx` with `digest`.
+    /// manifest that lists them, with their blocks' hashes, at `last_tx` with `digest`.
     pub async fn target_with(
         files: &[(String, Vec<u8>)],
         last_tx: u64,
@@ -305,13 +305,10 @@ mod testing {
             tool_version: "test".to_string(),
             files: listed
                 .iter()
-                .map(|(name, bytes)| FileEntry {
-                    name: name.clone(),
-                    size: bytes.len() as u64,
-                    blocks: vec![
-                        [0; 32];
-                        (bytes.len() as u64).div_ceil(BLOCK_SIZE as u64) as usize
-                    ],
+                .map(|(name, bytes)| {
+                    let mut hasher = BlockHasher::new(BLOCK_SIZE);
+                    hasher.update(bytes);
+                    hasher.finish(name)
                 })
                 .collect(),
             pending: Default::default(),

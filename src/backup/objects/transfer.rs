@@ -555,6 +555,77 @@ mod tests {
         });
     }
 
+    // OBJ-14, MF-9: a quick check of an object store backup reports the bytes it read and the
+    // blocks it found as listed (a damaged object's up to its first damaged block), and names
+    // an object longer than listed from the block where the listed bytes end.
+    #[test]
+    fn obj_14_a_quick_check_counts_what_it_read_and_names_where_damage_begins() {
+        let big: Vec<u8> = (0..BLOCK_SIZE as usize * 5 / 2).map(|i| i as u8).collect();
+        let files = vec![
+            ("a".to_string(), big.clone()),
+            ("b".to_string(), vec![7; 10]),
+        ];
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            let target = super::super::testing::target_with(&files, 9, Digest([0; 32]))
+                .await
+                .expect("a target");
+            let manifest = target.manifest_of(1).await.unwrap().expect("a manifest");
+            let env = Env::os();
+            let fetch = async || {
+                fetch_generation(&env, &target, 1, &manifest, None)
+                    .await
+                    .expect("fetched")
+            };
+            let intact = fetch().await;
+            assert_eq!(intact.findings, [], "OBJ-14");
+            assert_eq!(intact.bytes, big.len() as u64 + 10, "MF-9: bytes read");
+            assert_eq!(intact.blocks, 4, "MF-9: three blocks of a, one of b");
+            let put = async |name: &str, bytes: Vec<u8>| {
+                let key = target.key(1, name);
+                target
+                    .store()
+                    .put(&key, PutPayload::from(bytes))
+                    .await
+                    .unwrap();
+            };
+            let mut flipped = big.clone();
+            flipped[BLOCK_SIZE as usize + 3] ^= 1;
+            put("a", flipped).await;
+            let damaged = fetch().await;
+            assert_eq!(
+                damaged.findings,
+                [Finding::Block {
+                    file: "a".into(),
+                    block: 1,
+                    offset: BLOCK_SIZE as u64
+                }],
+                "OBJ-14"
+            );
+            assert_eq!(damaged.bytes, big.len() as u64 + 10, "MF-9: bytes read");
+            assert_eq!(
+                damaged.blocks, 2,
+                "MF-9: a's block before the damage, and b's"
+            );
+            put("a", big.clone()).await;
+            put("b", vec![7; 11]).await;
+            let extended = fetch().await;
+            assert_eq!(
+                extended.findings,
+                [Finding::Extended {
+                    file: "b".into(),
+                    size: 11,
+                    listed: 10,
+                    block: 0
+                }],
+                "OBJ-14: longer than listed, from the block where the listed bytes end"
+            );
+            assert_eq!(extended.blocks, 3, "MF-9: b is not read");
+        });
+    }
+
     fn state(tx: u64) -> TxState {
         TxState {
             digest: Digest([tx as u8; 32]),
