@@ -660,11 +660,20 @@ mod tests {
     /// An in-memory target whose live generation-1 holds `logs` (log version, bytes) and
     /// whose manifest says `last_tx` with `state(last_tx)`'s digest; what `last_state` says.
     async fn last_state_of(logs: &[(u64, Vec<u8>)], last_tx: u64) -> Result<TxState, String> {
+        last_state_with(logs, last_tx, state(last_tx).digest).await
+    }
+
+    /// [`last_state_of`] with a manifest that says `digest` at `last_tx`.
+    async fn last_state_with(
+        logs: &[(u64, Vec<u8>)],
+        last_tx: u64,
+        digest: Digest,
+    ) -> Result<TxState, String> {
         let files: Vec<(String, Vec<u8>)> = logs
             .iter()
             .map(|(v, bytes)| (format!("{LOG_PREFIX}{v}"), bytes.clone()))
             .collect();
-        let target = super::super::testing::target_with(&files, last_tx, state(last_tx).digest)
+        let target = super::super::testing::target_with(&files, last_tx, digest)
             .await
             .map_err(|e| e.to_string())?;
         last_state(&target).await.map_err(|e| e.to_string())
@@ -713,6 +722,24 @@ mod tests {
             7,
             "end at tx 8",
         );
+        // Tx and digest are each checked: either one differing is damage.
+        for (case, last_tx, digest) in [
+            (
+                "a manifest at the logs' tx with another digest",
+                8,
+                state(7).digest,
+            ),
+            (
+                "a manifest past the logs with their digest",
+                9,
+                state(8).digest,
+            ),
+        ] {
+            match run(last_state_with(&[(1, whole.clone())], last_tx, digest)) {
+                Err(e) => assert!(e.contains("end at tx 8"), "OBJ-11: {case}: {e}"),
+                Ok(s) => panic!("OBJ-11: {case} was accepted at {s:?}"),
+            }
+        }
         refused(
             "a segment with a header only",
             &[(0, log(0, 3, 4..=5)), (1, header(1, 5))],
@@ -751,6 +778,16 @@ mod tests {
             &[(1, [header(1, 5), entry(6), entry(8)].concat())],
             8,
             "damaged entry after tx 6",
+        );
+        // An entry of exactly the largest size is read (here, cut short), one byte more is not.
+        let mut largest = header(1, 5);
+        largest.extend(MAX_ENTRY.to_le_bytes());
+        largest.extend([0; 4]);
+        refused(
+            "an entry of the largest size cut short",
+            &[(1, largest)],
+            5,
+            "ends inside an entry after tx 5",
         );
         let mut huge = header(1, 5);
         huge.extend((MAX_ENTRY + 1).to_le_bytes());
