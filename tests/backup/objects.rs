@@ -17,6 +17,18 @@ fn backup_to(moto: &Moto, addr: &str, url: &str, more: &[&str]) -> Out {
     Out::of(cmd.output().expect("run neo4j-backup"))
 }
 
+/// `neo4j-backup -from <addr> -to <url> <more>` reaching `moto`, started and slowed to 4 MB/s
+/// so that a test can act while its parts go up; its stderr is piped.
+fn slowed_backup(moto: &Moto, addr: &str, url: &str, more: &[&str]) -> std::process::Child {
+    let mut cmd = backup_cmd(&["-from", addr, "-to", url, "--max-rate", "4M"]);
+    cmd.args(more)
+        .envs(moto.env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start neo4j-backup")
+}
+
 /// `neo4j-admin <args>`, reaching `moto`.
 fn admin_with(moto: &Moto, args: &[&str]) -> Out {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_neo4j-admin"));
@@ -682,21 +694,7 @@ fn obj_7_a_run_killed_mid_upload_leaves_the_previous_generation_and_the_next_abo
     let first: serde_json::Value = serde_json::from_str(&first.stdout).unwrap();
     write_nodes(&server, 5);
     // A full backup slowed down, killed once one of its parts is in the store.
-    let mut child = backup_cmd(&[
-        "-from",
-        &addr,
-        "-to",
-        url,
-        "--type",
-        "full",
-        "--max-rate",
-        "4M",
-    ])
-    .envs(moto.env())
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut child = slowed_backup(&moto, &addr, url, &["--type", "full"]);
     wait_until(
         std::time::Duration::from_secs(60),
         "a part of the second backup in the store",
@@ -747,12 +745,7 @@ fn obj_7_a_run_that_fails_mid_upload_aborts_its_parts() {
     generate(&db, 60_000, &[]);
     let server = ServerProcess::start(&db, Some(EPHEMERAL));
     let addr = server.backup.clone().unwrap();
-    let child = backup_cmd(&["-from", &addr, "-to", "s3://failed/f", "--max-rate", "4M"])
-        .envs(moto.env())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = slowed_backup(&moto, &addr, "s3://failed/f", &[]);
     // The property store (24 MB) is the largest file and the last sent: a part of it in the
     // store, the upload has most of its bytes still to come.
     wait_until(
