@@ -658,7 +658,7 @@ mod tests {
         );
     }
 
-    /// Object storage whose uploads a killed run never left: `clean` finds none to abort.
+    /// Object storage holding no upload a killed run left: `clean` finds none to abort.
     #[derive(Debug)]
     struct NoUploads;
 
@@ -673,10 +673,10 @@ mod tests {
     // removing the leftover forgets it alone, not the others.
     #[test]
     fn obj_9_a_run_that_cleaned_a_leftover_generation_still_removes_the_old_live_one() {
-        let file = |name: &str| {
+        let file = |content: &str| {
             (
                 "neostore.nodestore.db".to_string(),
-                name.as_bytes().to_vec(),
+                content.as_bytes().to_vec(),
             )
         };
         futures::executor::block_on(async {
