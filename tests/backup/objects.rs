@@ -47,6 +47,19 @@ fn world(bucket: &str) -> (Moto, tempfile::TempDir, ServerProcess, String) {
     (moto, dir, server, addr)
 }
 
+/// [`world`] on a generated store of 60,000 nodes (34 MB of records, its property store 24 MB):
+/// a backup of it takes long enough, slowed, for a test to act while it goes.
+fn big_world(bucket: &str) -> (Moto, tempfile::TempDir, ServerProcess, String) {
+    let moto = Moto::start();
+    moto.create_bucket(bucket);
+    let dir = scratch();
+    let db = dir.path().join("db");
+    generate(&db, 60_000, &[]);
+    let server = ServerProcess::start(&db, Some(EPHEMERAL));
+    let addr = server.backup.clone().unwrap();
+    (moto, dir, server, addr)
+}
+
 const RECORD_FILES: [&str; 3] = [
     "neostore.nodestore.db",
     "neostore.propertystore.db",
@@ -117,13 +130,7 @@ fn obj_4_obj_6_obj_8_a_full_backup_into_s3_restores_to_the_servers_state() {
 
 #[test]
 fn obj_4_commits_during_the_upload_are_in_the_log_and_restored() {
-    let moto = Moto::start();
-    moto.create_bucket("backups");
-    let dir = scratch();
-    let db = dir.path().join("db");
-    generate(&db, 60_000, &[]);
-    let server = ServerProcess::start(&db, Some(EPHEMERAL));
-    let addr = server.backup.clone().unwrap();
+    let (moto, dir, server, addr) = big_world("backups");
     // Writers commit while the files stream, slowed so that they land between the checkpoint
     // and the end of the copy (the fuzzy part of OBJ-4).
     let http = server.http.clone();
@@ -678,13 +685,7 @@ fn obj_12_segments_past_the_bound_are_consolidated_by_a_full_generation() {
 
 #[test]
 fn obj_7_a_run_killed_mid_upload_leaves_the_previous_generation_and_the_next_aborts_its_parts() {
-    let moto = Moto::start();
-    moto.create_bucket("killed");
-    let dir = scratch();
-    let db = dir.path().join("db");
-    generate(&db, 60_000, &[]);
-    let server = ServerProcess::start(&db, Some(EPHEMERAL));
-    let addr = server.backup.clone().unwrap();
+    let (moto, dir, server, addr) = big_world("killed");
     let url = "s3://killed/k";
     let first = backup_to(&moto, &addr, url, &["--json"]).expect(0);
     assert!(
@@ -738,13 +739,7 @@ fn obj_7_a_run_killed_mid_upload_leaves_the_previous_generation_and_the_next_abo
 // upload it had begun before it exits: no parts are left for the next run to find.
 #[test]
 fn obj_7_a_run_that_fails_mid_upload_aborts_its_parts() {
-    let moto = Moto::start();
-    moto.create_bucket("failed");
-    let dir = scratch();
-    let db = dir.path().join("db");
-    generate(&db, 60_000, &[]);
-    let server = ServerProcess::start(&db, Some(EPHEMERAL));
-    let addr = server.backup.clone().unwrap();
+    let (moto, _dir, server, addr) = big_world("failed");
     let child = slowed_backup(&moto, &addr, "s3://failed/f", &[]);
     // The property store (24 MB) is the largest file and the last sent: a part of it in the
     // store, the upload has most of its bytes still to come.
