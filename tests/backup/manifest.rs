@@ -508,6 +508,33 @@ fn mf_10_restore_refuses_a_backup_its_manifest_finds_damaged() {
     );
 }
 
+// MF-10, ADM-8: a backup whose manifest itself does not decode is refused the same way: exit 3,
+// one sentence naming the manifest, nothing restored.
+#[test]
+fn mf_10_restore_refuses_a_backup_whose_manifest_is_damaged() {
+    let dir = scratch();
+    let (b, _) = small_backup(dir.path());
+    let m = live(&b).join(MANIFEST_FILE);
+    let mut bytes = std::fs::read(&m).unwrap();
+    bytes[60] ^= 0x80;
+    std::fs::write(&m, bytes).unwrap();
+    let to = dir.path().join("restored");
+    let out = admin(&["restore", "--from", path(&b), "--store", path(&to)]);
+    assert_eq!(
+        out.code,
+        Some(3),
+        "MF-10, ADM-8: a damaged manifest exits 3: {out:#?}"
+    );
+    assert!(
+        out.one_error_line().contains("manifest"),
+        "MF-10: the sentence names the manifest: {out:#?}"
+    );
+    assert!(
+        !to.exists() || names(&to).is_empty(),
+        "MF-10: nothing restored"
+    );
+}
+
 // MF-7: an incremental into a backup whose manifest is damaged fails with exit 6 and marks the
 // backup unverified; the next run takes a full backup, whose new manifest checks.
 #[test]

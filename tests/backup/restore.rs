@@ -162,6 +162,7 @@ fn adm_6_restore_copies_large_files_and_only_the_stores_own() {
 
 /// Restores through the library, with a disk that damages what the copy writes.
 mod damaged_copy {
+    use std::path::Path;
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
@@ -169,6 +170,7 @@ mod damaged_copy {
     use online_backup::graph::{Op, Value};
     use online_backup::io::os::OsBlocking;
     use online_backup::store::format::FormatVersion;
+    use online_backup::store::layout::generation_name;
     use online_backup::store::{Store, StoreOptions};
 
     use crate::support::faulty::{Faulty, Files};
@@ -186,24 +188,7 @@ mod damaged_copy {
     fn adm_6_a_copy_damaged_on_its_way_is_refused_and_the_target_left_empty() {
         let dir = scratch();
         let (from, to) = (dir.path().join("backup"), dir.path().join("restored"));
-        let mut s = Store::create(
-            fs(),
-            clock(),
-            &from,
-            &StoreOptions::default(),
-            FormatVersion::V1,
-            11,
-        )
-        .unwrap();
-        for i in 0..20 {
-            let value = if i == 13 { MARK } else { i };
-            s.commit(&[Op::CreateNode {
-                labels: vec!["N".into()],
-                props: [("n".to_string(), Value::Int(value))].into_iter().collect(),
-            }])
-            .unwrap();
-        }
-        s.close().unwrap();
+        twenty_nodes(&from, MARK);
         let blocks = std::fs::read(from.join("neostore.propertystore.db")).unwrap();
         let at = blocks
             .windows(8)
@@ -221,28 +206,83 @@ mod damaged_copy {
             )),
             ..Default::default()
         };
+        assert_copy_refused(damaging, &from, &to, "a copy damaged on its way");
+    }
+
+    /// A store of 20 nodes at `dir`, each with an integer property, the 14th `marked`.
+    fn twenty_nodes(dir: &Path, marked: i64) {
+        let mut s = Store::create(
+            fs(),
+            clock(),
+            dir,
+            &StoreOptions::default(),
+            FormatVersion::V1,
+            11,
+        )
+        .unwrap();
+        for i in 0..20 {
+            let value = if i == 13 { marked } else { i };
+            s.commit(&[Op::CreateNode {
+                labels: vec!["N".into()],
+                props: [("n".to_string(), Value::Int(value))].into_iter().collect(),
+            }])
+            .unwrap();
+        }
+        s.close().unwrap();
+    }
+
+    // ADM-6, ADM-8: a copy that is a consistent store, at the backup's tx, but not the backup
+    // (a disk whose writes landed another store's bytes) is never switched to: the check of the
+    // copy finds nothing wrong with it, only that its digest is not the backup's.
+    #[test]
+    fn adm_6_a_consistent_copy_of_other_data_is_refused() {
+        let dir = scratch();
+        let (from, other, to) = (
+            dir.path().join("backup"),
+            dir.path().join("other"),
+            dir.path().join("restored"),
+        );
+        twenty_nodes(&from, MARK);
+        twenty_nodes(&other, MARK + 1);
+        let misdirecting = Faulty {
+            armed: Arc::new(AtomicBool::new(true)),
+            misdirect_writes: Some((
+                Files {
+                    under: Some(to.join(generation_name(1))),
+                    name: "",
+                },
+                other.clone(),
+            )),
+            ..Default::default()
+        };
+        assert_copy_refused(misdirecting, &from, &to, "a consistent copy of other data");
+    }
+
+    /// Restores `from` into `to` through `disk`, and asserts the copy (`what`) is refused with
+    /// exit 1 because its digest is not the backup's, and nothing is restored.
+    fn assert_copy_refused(disk: Faulty, from: &Path, to: &Path, what: &str) {
         let err = restore(
-            Arc::new(damaging),
+            Arc::new(disk),
             clock(),
             &OsBlocking,
-            &from,
-            &to,
+            from,
+            to,
             false,
             None,
             &mut |_, _, _| {},
         )
         .map(|r| r.report.digest)
-        .expect_err("ADM-6: a copy whose digest differs is refused");
+        .expect_err(&format!("ADM-6: {what} is refused"));
         assert!(
             matches!(err, RestoreError::CopyDiffers { .. }) && err.exit_code() == 1,
-            "ADM-6, ADM-8: the damaged copy is refused with exit 1: {err}"
+            "ADM-6, ADM-8: {what} is refused with exit 1, naming both digests: {err}"
         );
-        let left: Vec<_> = std::fs::read_dir(&to)
+        let left: Vec<_> = std::fs::read_dir(to)
             .map(|d| d.map(|e| e.unwrap().file_name()).collect())
             .unwrap_or_default();
         assert!(
             left.iter().all(|n| n.to_string_lossy().starts_with('.')),
-            "ADM-6: nothing is restored: {left:?}"
+            "ADM-6: {what}: nothing is restored: {left:?}"
         );
     }
 }

@@ -21,7 +21,10 @@
 //! - `fail_locks`: locking any directory fails with the given OS error;
 //! - `fail_set_lens`: truncating or extending the file fails;
 //! - `flip_writes`: a write covering the given byte of the file writes that byte with its lowest
-//!   bit flipped, and says nothing (a disk that damages what it is given).
+//!   bit flipped, and says nothing (a disk that damages what it is given);
+//! - `misdirect_writes`: a write to the file writes instead the same bytes' range of the file of
+//!   the same name in the given directory, and says nothing (a disk whose writes land other data:
+//!   what it leaves is well formed, only not what it was given).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -70,6 +73,7 @@ pub struct Faulty {
     pub fail_locks: Option<i32>,
     pub fail_set_lens: Option<Files>,
     pub flip_writes: Option<(Files, u64)>,
+    pub misdirect_writes: Option<(Files, PathBuf)>,
 }
 
 #[derive(Debug)]
@@ -80,6 +84,8 @@ struct FaultyFile {
     fail_set_len: bool,
     /// The byte whose lowest bit a write flips, if `flip_writes` selects the file.
     flip: Option<u64>,
+    /// The file whose bytes a write writes instead, if `misdirect_writes` selects the file.
+    misdirect: Option<PathBuf>,
     armed: Arc<AtomicBool>,
     /// How long a sync takes at least, and the count it adds to, if `slow_syncs` selects it.
     slow: Option<(std::time::Duration, Arc<AtomicU64>)>,
@@ -156,8 +162,14 @@ impl FileHandle for FaultyFile {
         if armed && self.forget && offset + buf.len() as u64 <= self.inner.len()? {
             return Ok(());
         }
-        match self.flip {
-            Some(at) if armed && (offset..offset + buf.len() as u64).contains(&at) => {
+        match (self.flip, &self.misdirect) {
+            (_, Some(other)) if armed => {
+                let mut instead = vec![0; buf.len()];
+                OsFs.open(other, OpenMode::Read)?
+                    .read_exact_at(&mut instead, offset)?;
+                self.inner.write_all_at(&instead, offset)?;
+            }
+            (Some(at), _) if armed && (offset..offset + buf.len() as u64).contains(&at) => {
                 let mut damaged = buf.to_vec();
                 damaged[(at - offset) as usize] ^= 1;
                 self.inner.write_all_at(&damaged, offset)?;
@@ -217,6 +229,11 @@ impl Fs for Faulty {
                 .as_ref()
                 .filter(|(f, _)| f.select(path))
                 .map(|(_, at)| *at),
+            misdirect: self
+                .misdirect_writes
+                .as_ref()
+                .filter(|(f, _)| f.select(path))
+                .and_then(|(_, dir)| Some(dir.join(path.file_name()?))),
             armed: self.armed.clone(),
             slow: self
                 .slow_syncs
