@@ -513,20 +513,15 @@ impl RewindTo<'_> {
                     StoreError::Corrupt(format!("the backup's logs no longer hold tx {}", at + 1))
                 })?
                 .reader;
-            let mut batch: Vec<TxEntry> = Vec::new();
-            let mut images = 0;
+            let mut run = ReplayRun::default();
             loop {
                 let entry = reader.next(tx)?;
-                let full = images >= REPLAY_IMAGES || batch.len() >= REPLAY_TXS;
-                if entry.is_none() || full {
-                    store.apply_committed_batch(&batch)?;
-                    batch.clear();
-                    images = 0;
+                if entry.is_none() || run.is_full() {
+                    store.apply_committed_batch(&run.take())?;
                 }
                 let Some(entry) = entry else { break };
                 digest = entry.after.digest;
-                images += entry.records.len();
-                batch.push(entry);
+                run.push(entry);
             }
         }
         if store.status().last_committed_tx != tx {
@@ -541,9 +536,37 @@ impl RewindTo<'_> {
     }
 }
 
-/// A replay applies at most this many transactions, or this many images, per durable run.
+/// A replay applies at most this many transactions, or this many images, per durable run
+/// (PIT-7).
 const REPLAY_TXS: usize = 4096;
 const REPLAY_IMAGES: usize = 1 << 16;
+
+/// The transactions a rewind has read and not yet applied: one durable run, bounded by
+/// [`REPLAY_TXS`] and [`REPLAY_IMAGES`] so memory stays bounded whatever the range replayed.
+#[derive(Default)]
+struct ReplayRun {
+    entries: Vec<TxEntry>,
+    /// The record images `entries` carry.
+    images: usize,
+}
+
+impl ReplayRun {
+    /// Whether the run must be applied before another transaction joins it.
+    fn is_full(&self) -> bool {
+        self.images >= REPLAY_IMAGES || self.entries.len() >= REPLAY_TXS
+    }
+
+    fn push(&mut self, entry: TxEntry) {
+        self.images += entry.records.len();
+        self.entries.push(entry);
+    }
+
+    /// The run's transactions, leaving it empty.
+    fn take(&mut self) -> Vec<TxEntry> {
+        self.images = 0;
+        std::mem::take(&mut self.entries)
+    }
+}
 
 /// Copies the files of the store in `from` into `to` (every one but its undo segments and
 /// manifest, or with `records_only` the record files alone, for a rewind), streaming, each
@@ -606,4 +629,65 @@ fn copy_store_files(
     fs.sync_dir(to)
         .map_err(io(format!("syncing {}", to.display())))?;
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::format::NodeRecord;
+    use crate::store::log::{RecordImage, TxState};
+
+    /// A transaction carrying `images` record images.
+    fn tx(images: usize) -> TxEntry {
+        TxEntry {
+            tx_id: 1,
+            timestamp_millis: 0,
+            after: TxState::empty(),
+            records: (0..images as u64)
+                .map(|id| RecordImage::Node(id, NodeRecord::unused()))
+                .collect(),
+        }
+    }
+
+    /// Pushes `txs` transactions of `images` images each into `run`, and says whether it is
+    /// full then.
+    fn full_after(run: &mut ReplayRun, txs: usize, images: usize) -> bool {
+        for _ in 0..txs {
+            run.push(tx(images));
+        }
+        run.is_full()
+    }
+
+    #[test]
+    fn pit_7_a_replay_run_is_bounded_by_its_transactions_and_images() {
+        let mut run = ReplayRun::default();
+        assert!(!run.is_full(), "PIT-7: an empty run is not full");
+        assert!(
+            !full_after(&mut run, REPLAY_TXS - 1, 1),
+            "PIT-7: {} transactions of one image each are not a full run",
+            REPLAY_TXS - 1
+        );
+        assert!(
+            full_after(&mut run, 1, 1),
+            "PIT-7: {REPLAY_TXS} transactions are a full run, whatever their images"
+        );
+        assert_eq!(
+            (run.take().len(), run.is_full()),
+            (REPLAY_TXS, false),
+            "PIT-7: taking the run hands over every transaction and leaves it empty"
+        );
+        assert!(
+            !full_after(&mut run, 1, REPLAY_IMAGES - 1),
+            "PIT-7: one image short of the bound is not a full run"
+        );
+        assert!(
+            full_after(&mut run, 1, 1),
+            "PIT-7: {REPLAY_IMAGES} images are a full run, in two transactions"
+        );
+        assert_eq!(run.take().len(), 2, "PIT-7: the run held both transactions");
+        assert!(
+            !full_after(&mut run, 1, 0),
+            "PIT-7: a taken run counts its images afresh"
+        );
+    }
 }

@@ -160,8 +160,9 @@ fn adm_6_restore_copies_large_files_and_only_the_stores_own() {
     }
 }
 
-/// Restores through the library, with a disk that damages what the copy writes.
-mod damaged_copy {
+/// Restores through the library: the copy's progress as it is reported, and disks that damage
+/// what the copy writes.
+mod through_the_library {
     use std::path::Path;
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
@@ -169,6 +170,7 @@ mod damaged_copy {
     use online_backup::backup::restore::{restore, RestoreError};
     use online_backup::graph::{Op, Value};
     use online_backup::io::os::OsBlocking;
+    use online_backup::progress::Phase;
     use online_backup::store::format::FormatVersion;
     use online_backup::store::layout::generation_name;
     use online_backup::store::{Store, StoreOptions};
@@ -207,6 +209,45 @@ mod damaged_copy {
             ..Default::default()
         };
         assert_copy_refused(damaging, &from, &to, "a copy damaged on its way");
+    }
+
+    // CLI-6, ADM-6: the copy reports its progress as bytes copied of the bytes to copy, rising
+    // with each chunk to the whole, which is what the restore says it copied.
+    #[test]
+    fn cli_6_the_copy_reports_the_bytes_copied_of_the_whole() {
+        let dir = scratch();
+        let (from, to) = (dir.path().join("backup"), dir.path().join("restored"));
+        twenty_nodes(&from, MARK);
+        let mut copied = Vec::new();
+        let restored = restore(
+            fs(),
+            clock(),
+            &OsBlocking,
+            &from,
+            &to,
+            false,
+            None,
+            &mut |phase, done, total| {
+                if phase == Phase::CopyFiles {
+                    copied.push((done, total));
+                }
+            },
+        )
+        .expect("ADM-6: the restore succeeds");
+        let whole = restored.bytes;
+        assert!(
+            whole > 0 && copied.iter().all(|&(_, total)| total == whole),
+            "CLI-6: the copy's total is the bytes it copies, {whole}: {copied:?}"
+        );
+        assert!(
+            copied.windows(2).all(|w| w[0].0 < w[1].0) && copied.first().is_some_and(|c| c.0 > 0),
+            "CLI-6: the bytes copied rise with each chunk: {copied:?}"
+        );
+        assert_eq!(
+            copied.last().map(|c| c.0),
+            Some(whole),
+            "CLI-6: the copy ends having copied the whole: {copied:?}"
+        );
     }
 
     /// A store of 20 nodes at `dir`, each with an integer property, the 14th `marked`.
