@@ -99,6 +99,19 @@ pub fn refused(addr: &str, target: &Path, more: &[&str], code: i32) -> String {
     line
 }
 
+/// Restores `from` into `to`, which must be refused with exit 3 (ADM-8, MF-10) for `why`,
+/// restoring nothing; returns the one error line.
+pub fn restore_refused(from: &Path, to: &Path, why: &str) -> String {
+    let out = admin(&["restore", "--from", path(from), "--store", path(to)]);
+    assert_eq!(out.code, Some(3), "ADM-8, MF-10: {why} exits 3: {out:#?}");
+    assert!(
+        !to.exists() || names(to).is_empty(),
+        "ADM-8, MF-10: {why}: nothing is restored: {:?}",
+        names(to)
+    );
+    out.one_error_line().to_string()
+}
+
 pub fn record_file_bytes(store: &Path) -> u64 {
     ["nodestore", "relationshipstore", "propertystore"]
         .iter()
