@@ -1,12 +1,13 @@
-//! `neo4j-admin upgrade s3://...` (spec/objects.md, OBJ-19): a backup in an object store
-//! brought to the current store format, as `neo4j-admin upgrade DIR` brings a directory
-//! (ADM-5).
+//! The two rewrites of a backup in an object store (spec/objects.md): `neo4j-admin upgrade
+//! s3://...` (OBJ-19) brings it to the current store format, as `neo4j-admin upgrade DIR` brings
+//! a directory (ADM-5); `neo4j-admin aggregate s3://...` (OBJ-20) folds the transactions its
+//! log objects hold into its record files, so a restore replays none.
 //!
-//! Owns: the steps of an object store's upgrade, under the target's lease: the live generation
-//! downloaded into a local working directory and checked against its manifest, upgraded and
+//! Owns: the steps both take, under the target's lease: the live generation downloaded into a
+//! local working directory and checked against its manifest, recovered (and upgraded) and
 //! checked there, then uploaded as a new generation whose pointer switch is the commit point.
 //! Must not touch: the generations present. Objects are never rewritten (OBJ-3), so the
-//! upgraded store is a new generation, and the previous live one is kept as an older one
+//! rewritten store is a new generation, and the previous live one is kept as an older one
 //! (OBJ-9), never removed here: the next backup run's `--keep-generations` decides. The
 //! working directory is the caller's to name and is removed after.
 
@@ -24,35 +25,65 @@ use crate::store::layout::generation_name;
 use crate::store::log::{LogHeader, HEADER_SIZE, LOG_PREFIX};
 use crate::store::meta::{Checkpoint, Meta, META_FILE};
 use crate::store::upgrade::{upgrade, UpgradeOutcome};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError, StoreOptions};
 
 /// Bytes read from a local file per upload write.
 const CHUNK: usize = 1 << 20;
 
-/// Why an object store's upgrade did not happen.
+/// Which rewrite of the live generation a run makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rewrite {
+    /// To the current format (OBJ-19).
+    Upgrade,
+    /// Its logs folded into its record files, in the format it has (OBJ-20).
+    Aggregate,
+}
+
+impl Rewrite {
+    /// The rewrite as the verb of a sentence.
+    fn doing(self) -> &'static str {
+        match self {
+            Rewrite::Upgrade => "upgrading",
+            Rewrite::Aggregate => "aggregating",
+        }
+    }
+
+    /// The rewritten copy, as the end of a sentence.
+    fn done(self) -> &'static str {
+        match self {
+            Rewrite::Upgrade => "upgraded",
+            Rewrite::Aggregate => "aggregated",
+        }
+    }
+}
+
+/// Why an object store's upgrade or aggregation did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectUpgradeError {
     #[error("{0}")]
     Objects(#[from] ObjectsError),
-    /// The downloaded copy could not be upgraded or checked on this machine.
-    #[error("{url}: upgrading its downloaded copy failed: {source}; nothing was changed")]
+    /// The downloaded copy could not be rewritten or checked on this machine.
+    #[error("{url}: {} its downloaded copy failed: {source}; nothing was changed", .rewrite.doing())]
     Local {
         url: String,
+        rewrite: Rewrite,
         #[source]
         source: StoreError,
     },
-    /// The upgraded copy does not check: the backup was damaged in a way its manifest did not
+    /// The rewritten copy does not check: the backup was damaged in a way its manifest did not
     /// show (exit 3).
-    #[error("the backup in {url} does not check once upgraded ({count} problem(s), the first: {first}); nothing was changed")]
+    #[error("the backup in {url} does not check once {} ({count} problem(s), the first: {first}); nothing was changed", .rewrite.done())]
     Inconsistent {
         url: String,
+        rewrite: Rewrite,
         count: u64,
         first: String,
     },
 }
 
 impl ObjectUpgradeError {
-    /// The exit code of `neo4j-admin upgrade s3://...` (OBJ-10, OBJ-19).
+    /// The exit code of `neo4j-admin upgrade s3://...` and `aggregate s3://...` (OBJ-10,
+    /// OBJ-19, OBJ-20).
     pub fn exit_code(&self) -> u8 {
         match self {
             ObjectUpgradeError::Objects(e) => e.exit_code(),
@@ -74,20 +105,31 @@ pub enum ObjectUpgrade {
     },
     /// The live generation is in the current format already: nothing was written.
     AlreadyCurrent(FormatVersion),
+    /// The live generation's `replayed` transactions after its checkpoint are in the record
+    /// files of generation `generation`, now live at tx `tx` (OBJ-20).
+    Aggregated {
+        replayed: u64,
+        generation: u64,
+        tx: u64,
+    },
+    /// The live generation's logs hold no transaction: nothing was written (OBJ-20).
+    NothingToFold { tx: u64 },
 }
 
-/// Upgrades the backup in the object store `url` to [`FormatVersion::CURRENT`] (OBJ-19), using
-/// the local directory `work`, which must not exist and is removed after.
+/// Upgrades the backup in the object store `url` to [`FormatVersion::CURRENT`] (OBJ-19), or
+/// folds its logs into its record files (OBJ-20), as `rewrite` says, using the local directory
+/// `work`, which must not exist and is removed after.
 pub async fn upgrade_objects(
     env: &Env,
     url: &ObjectUrl,
     work: &Path,
+    rewrite: Rewrite,
 ) -> Result<ObjectUpgrade, ObjectUpgradeError> {
     let done = under_lease(
         env,
         url,
         async |target: &mut ObjectTarget, lease: &mut Lease| {
-            upgrade_live(env, target, lease, work).await
+            rewrite_live(env, target, lease, work, rewrite).await
         },
     )
     .await;
@@ -99,34 +141,64 @@ pub async fn upgrade_objects(
     done
 }
 
-async fn upgrade_live(
+async fn rewrite_live(
     env: &Env,
     target: &mut ObjectTarget,
     lease: &mut Lease,
     work: &Path,
+    rewrite: Rewrite,
 ) -> Result<ObjectUpgrade, ObjectUpgradeError> {
     let url = target.url().to_string();
     let (live, manifest) = live_generation(target)?;
     let manifest = manifest.clone();
-    if manifest.format == FormatVersion::CURRENT {
-        return Ok(ObjectUpgrade::AlreadyCurrent(manifest.format));
+    match rewrite {
+        Rewrite::Upgrade if manifest.format == FormatVersion::CURRENT => {
+            return Ok(ObjectUpgrade::AlreadyCurrent(manifest.format));
+        }
+        Rewrite::Aggregate if holds_no_transaction(&manifest) => {
+            return Ok(ObjectUpgrade::NothingToFold {
+                tx: manifest.last_tx,
+            });
+        }
+        _ => {}
     }
     // What an interrupted run left goes first, as a run's start does (OBJ-7).
     target.clean(&*env.objects).await?;
     download_generation(env, target, live, &manifest, work, lease).await?;
     let local = |source: StoreError| ObjectUpgradeError::Local {
         url: url.clone(),
+        rewrite,
         source,
     };
-    // Opening recovers the fuzzy copy (OBJ-4); the upgrade converts the records one for one
-    // and keeps the store id and digest (ADM-5); the check proves the result.
-    let from = match upgrade(env.fs.clone(), env.clock.clone(), work).map_err(local)? {
-        UpgradeOutcome::Upgraded { from, .. } => from,
-        UpgradeOutcome::AlreadyCurrent(v) => {
-            return Err(local(StoreError::Corrupt(format!(
-                "its manifest says format {} but its metadata says format {v}",
-                manifest.format
-            ))))
+    let checkpoint = Meta::read(&*env.fs, work)
+        .map_err(|e| local(StoreError::Corrupt(format!("its metadata: {e}"))))?
+        .checkpoint
+        .last_tx;
+    // Opening recovers the fuzzy copy (OBJ-4) and replays its logs into its record files;
+    // closing checkpoints. The upgrade converts the records one for one and keeps the store id
+    // and digest (ADM-5). The check proves the result.
+    let from = match rewrite {
+        Rewrite::Upgrade => {
+            match upgrade(env.fs.clone(), env.clock.clone(), work).map_err(local)? {
+                UpgradeOutcome::Upgraded { from, .. } => from,
+                UpgradeOutcome::AlreadyCurrent(v) => {
+                    return Err(local(StoreError::Corrupt(format!(
+                        "its manifest says format {} but its metadata says format {v}",
+                        manifest.format
+                    ))))
+                }
+            }
+        }
+        Rewrite::Aggregate => {
+            let store = Store::open(
+                env.fs.clone(),
+                env.clock.clone(),
+                work,
+                &StoreOptions::default(),
+            )
+            .map_err(local)?;
+            store.close().map_err(local)?;
+            manifest.format
         }
     };
     let report = check_with_progress(
@@ -140,6 +212,7 @@ async fn upgrade_live(
     if !report.consistent {
         return Err(ObjectUpgradeError::Inconsistent {
             url,
+            rewrite,
             count: report.finding_count,
             first: report.findings.first().cloned().unwrap_or_default(),
         });
@@ -148,6 +221,7 @@ async fn upgrade_live(
     if report.last_committed_tx != manifest.last_tx || report.digest != manifest.digest.to_hex() {
         return Err(ObjectUpgradeError::Inconsistent {
             url,
+            rewrite,
             count: 1,
             first: format!(
                 "it recovers to tx {} with digest {}, but its manifest says tx {} with digest {}",
@@ -157,12 +231,25 @@ async fn upgrade_live(
     }
     let meta = Meta::read(&*env.fs, work).map_err(|e| {
         local(StoreError::Corrupt(format!(
-            "the upgraded copy's metadata: {e}"
+            "the {} copy's metadata: {e}",
+            rewrite.done()
         )))
     })?;
     lease.renew_if_due().await?;
     let n = target.next_generation();
-    let uploaded = upload_generation(env, target, lease, work, n, &meta, &manifest).await;
+    let uploaded = upload_generation(
+        env,
+        target,
+        lease,
+        n,
+        Rewritten {
+            work,
+            meta: &meta,
+            previous: &manifest,
+            rewrite,
+        },
+    )
+    .await;
     if let Err(e) = uploaded {
         // What was uploaded is a leftover no pointer names; the next run would remove it too.
         if let Err(left) = target.remove_generation(n).await {
@@ -176,26 +263,58 @@ async fn upgrade_live(
     // Every generation present is kept: the previous live one joins the older ones (OBJ-9).
     let keep = u32::try_from(target.generations().len() + 1).unwrap_or(u32::MAX);
     target.switch_to(n, keep).await?;
-    Ok(ObjectUpgrade::Upgraded {
-        from,
-        generation: n,
-        tx: meta.checkpoint.last_tx,
+    let tx = meta.checkpoint.last_tx;
+    Ok(match rewrite {
+        Rewrite::Upgrade => ObjectUpgrade::Upgraded {
+            from,
+            generation: n,
+            tx,
+        },
+        Rewrite::Aggregate => ObjectUpgrade::Aggregated {
+            replayed: tx - checkpoint.min(tx),
+            generation: n,
+            tx,
+        },
     })
 }
 
-/// Uploads the upgraded store in `work` as generation `n` (OBJ-3, OBJ-4): its record files,
-/// its metadata at its last tx naming an empty first log, that log's header, then the
-/// manifest, which carries over the source of `previous`, the manifest of the generation it
-/// was upgraded from.
+/// Whether a generation's logs hold no transaction (OBJ-20): one log object, a bare header, as
+/// an upgrade or an aggregation leaves it.
+fn holds_no_transaction(manifest: &Manifest) -> bool {
+    let mut logs = manifest
+        .files
+        .iter()
+        .filter(|f| f.name.starts_with(LOG_PREFIX));
+    matches!((logs.next(), logs.next()), (Some(log), None) if log.size == HEADER_SIZE)
+}
+
+/// A rewritten store on this machine, ready to upload.
+struct Rewritten<'a> {
+    /// The working directory that holds it.
+    work: &'a Path,
+    /// Its metadata, checkpointed at its last tx.
+    meta: &'a Meta,
+    /// The manifest of the generation it was rewritten from, whose source is carried over.
+    previous: &'a Manifest,
+    /// How it was rewritten, for the errors.
+    rewrite: Rewrite,
+}
+
+/// Uploads the rewritten store as generation `n` (OBJ-3, OBJ-4): its record files, its
+/// metadata at its last tx naming an empty first log, that log's header, then the manifest.
 async fn upload_generation(
     env: &Env,
     target: &ObjectTarget,
     lease: &mut Lease,
-    work: &Path,
     n: u64,
-    meta: &Meta,
-    previous: &Manifest,
+    copy: Rewritten<'_>,
 ) -> Result<(), ObjectUpgradeError> {
+    let Rewritten {
+        work,
+        meta,
+        previous,
+        rewrite,
+    } = copy;
     let url = target.url().to_string();
     let last_tx = meta.checkpoint.last_tx;
     let state = meta.checkpoint.state;
@@ -208,6 +327,7 @@ async fn upload_generation(
             let (url, doing) = (url.clone(), format!("{doing} {}", path.display()));
             move |e: std::io::Error| ObjectUpgradeError::Local {
                 url,
+                rewrite,
                 source: StoreError::io(doing, e),
             }
         };

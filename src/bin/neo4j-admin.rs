@@ -15,7 +15,7 @@ use online_backup::backup::manifest::{quick_check, rehash_after_upgrade, QuickCh
 use online_backup::backup::objects::{quick_check_objects, stage, ObjectUrl};
 use online_backup::backup::restore::{remove_staging, restore, stage_objects, Until};
 use online_backup::backup::tls::ClientTlsFiles;
-use online_backup::backup::upgrade::{upgrade_objects, ObjectUpgrade};
+use online_backup::backup::upgrade::{upgrade_objects, ObjectUpgrade, Rewrite};
 use online_backup::cli;
 use online_backup::io::Env;
 use online_backup::progress::{Bar, Phase};
@@ -81,6 +81,13 @@ enum Command {
         /// The store directory, a backup directory, or a backup in an object store
         /// (s3://bucket/prefix).
         store: PathBuf,
+    },
+    /// Fold the transaction segments of a backup in an object store into a new generation
+    /// whose record files hold them, so a restore replays none; the previous generation is
+    /// kept.
+    Aggregate {
+        /// The backup in an object store (s3://bucket/prefix).
+        backup: PathBuf,
     },
     /// Say what a backup directory holds: its generations, the transactions and times each can
     /// restore, size, verification and scrubbing; with --host, whether the server's logs still
@@ -186,7 +193,15 @@ fn main() -> ExitCode {
         Command::Upgrade { store } => match ObjectUrl::of_path(&store) {
             Err(e) => usage(&e.to_string()),
             Ok(None) => upgrade_dir(&env, &store),
-            Ok(Some(url)) => upgrade_url(&env, &url),
+            Ok(Some(url)) => rewrite_url(&env, &url, Rewrite::Upgrade),
+        },
+        Command::Aggregate { backup } => match ObjectUrl::of_path(&backup) {
+            Err(e) => usage(&e.to_string()),
+            Ok(None) => usage(&format!(
+                "aggregate takes a backup in an object store (s3://bucket/prefix), not {}: a backup directory holds no segments, each incremental is applied to its files",
+                backup.display()
+            )),
+            Ok(Some(url)) => rewrite_url(&env, &url, Rewrite::Aggregate),
         },
         Command::Check { store, json, quick }
             if ObjectUrl::of_path(&store).is_ok_and(|u| u.is_some()) =>
@@ -686,12 +701,13 @@ fn upgrade_dir(env: &Env, store: &std::path::Path) -> ExitCode {
     }
 }
 
-/// `neo4j-admin upgrade s3://...` (OBJ-19): the live generation downloaded, upgraded and
-/// checked here, then uploaded as a new generation.
-fn upgrade_url(env: &Env, url: &ObjectUrl) -> ExitCode {
-    let work = std::env::temp_dir().join(format!("neo4j-admin-upgrade-{}", std::process::id()));
+/// `neo4j-admin upgrade s3://...` (OBJ-19) and `neo4j-admin aggregate s3://...` (OBJ-20): the
+/// live generation downloaded, recovered (and upgraded) and checked here, then uploaded as a
+/// new generation.
+fn rewrite_url(env: &Env, url: &ObjectUrl, rewrite: Rewrite) -> ExitCode {
+    let work = std::env::temp_dir().join(format!("neo4j-admin-rewrite-{}", std::process::id()));
     let upgraded = match runtime() {
-        Ok(rt) => rt.block_on(upgrade_objects(env, url, &work)),
+        Ok(rt) => rt.block_on(upgrade_objects(env, url, &work, rewrite)),
         Err(e) => return fail(&e),
     };
     match upgraded {
@@ -709,6 +725,21 @@ fn upgrade_url(env: &Env, url: &ObjectUrl) -> ExitCode {
         }
         Ok(ObjectUpgrade::AlreadyCurrent(v)) => {
             out!("{url} is already at the current format {v}; nothing to do");
+            ExitCode::SUCCESS
+        }
+        Ok(ObjectUpgrade::Aggregated {
+            replayed,
+            generation,
+            tx,
+        }) => {
+            out!(
+                "aggregated {url}: {replayed} transaction(s) folded into the record files of {} at tx {tx}, live, checked; the previous generation is kept",
+                generation_name(generation)
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(ObjectUpgrade::NothingToFold { tx }) => {
+            out!("{url} holds no transaction to fold (its files are at tx {tx}); nothing to do");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -1075,3 +1075,151 @@ fn obj_19_an_object_store_backup_is_upgraded_into_a_new_generation() {
         "OBJ-19"
     );
 }
+
+// OBJ-20: `neo4j-admin aggregate s3://...` folds a generation's segments into the record files of
+// a new generation (the old one kept, still restorable to its earlier txs); the new one
+// restores to the server's state, a second aggregate writes nothing, incrementals append to the
+// new generation, a manifest the fold disagrees with changes nothing, and a directory is a
+// usage error.
+#[test]
+fn obj_20_aggregate_folds_the_segments_into_a_new_generation() {
+    let (moto, dir, server, addr) = world("agg");
+    let url = "s3://agg/f";
+    let mut history = BTreeMap::new();
+    let to_tx = |out: &Out| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v["to_tx"].as_u64().unwrap()
+    };
+    write_recorded(&server, 3, &mut history);
+    let first = to_tx(&backup_to(&moto, &addr, url, &["--json"]).expect(0));
+    for _ in 0..3 {
+        write_recorded(&server, 4, &mut history);
+        backup_to(&moto, &addr, url, &[]).expect(0);
+    }
+    let last = first + 12;
+    let generation = |n: u64| {
+        let prefix = format!("f/generation-{n}/");
+        moto.keys("agg", "f")
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    let logs = |n: u64| {
+        generation(n)
+            .into_iter()
+            .filter(|k| k.starts_with("neostore.transaction.db."))
+            .count()
+    };
+    assert_eq!(logs(1), 4, "the full backup's log and three segments");
+
+    // A manifest whose digest is not the state its generation recovers to: exit 3, nothing
+    // changed.
+    let key = "f/generation-1/MANIFEST";
+    let good = moto.get("agg", key);
+    let mut lying = online_backup::backup::manifest::Manifest::decode(&good).unwrap();
+    lying.digest = online_backup::digest::Digest([7; 32]);
+    moto.put("agg", key, &lying.encode());
+    let before = moto.keys("agg", "f");
+    let out = admin_with(&moto, &["aggregate", url]);
+    assert_eq!(out.code, Some(3), "OBJ-20: {out:#?}");
+    assert!(
+        out.one_error_line()
+            .contains("does not check once aggregated"),
+        "OBJ-20: {out:#?}"
+    );
+    assert_eq!(moto.keys("agg", "f"), before, "OBJ-20: nothing changed");
+    moto.put("agg", key, &good);
+
+    let out = admin_with(&moto, &["aggregate", url]).expect(0);
+    let folded: u64 = out
+        .stdout
+        .strip_prefix(&format!("aggregated {url}: "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("OBJ-20: {out:#?}"));
+    assert!(
+        (12..=last).contains(&folded)
+            && out.stdout.contains(&format!(
+                "transaction(s) folded into the record files of generation-2 at tx {last}, live, checked"
+            )),
+        "OBJ-20: the three segments' 12 txs at least, and those after the checkpoint: {out:#?}"
+    );
+    assert_eq!(logs(2), 1, "OBJ-20: one log object, a bare header");
+    let info = admin_with(&moto, &["backup-info", "--json", url]).expect(0);
+    let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
+    let gens = info["generations"].as_array().unwrap();
+    assert_eq!(
+        gens.len(),
+        2,
+        "OBJ-20: the previous generation kept: {info}"
+    );
+    assert_eq!(
+        (gens[0]["kept"].as_bool(), gens[1]["live"].as_bool()),
+        (Some(true), Some(true)),
+        "OBJ-20: {info}"
+    );
+    assert_eq!(
+        (&gens[0]["digest"], &gens[1]["digest"]),
+        (&gens[1]["digest"], &serde_json::json!(history[&last])),
+        "OBJ-20: the same state, the server's at tx {last}: {info}"
+    );
+    assert_eq!(
+        gens[1]["restores_to_txs"],
+        serde_json::json!([last, last]),
+        "OBJ-20: the folded generation restores to its last tx alone: {info}"
+    );
+    let r = dir.path().join("folded");
+    admin_with(&moto, &["restore", "--from", url, "--store", path(&r)]).expect(0);
+    assert_same_as_server(&r, &server);
+    // The txs before it are still restored, from the generation kept.
+    let r = dir.path().join("earlier");
+    let until = (first + 5).to_string();
+    admin_with(
+        &moto,
+        &[
+            "restore",
+            "--from",
+            url,
+            "--store",
+            path(&r),
+            "--until-tx",
+            &until,
+        ],
+    )
+    .expect(0);
+    assert_eq!(
+        check_json(&r)["digest"].as_str(),
+        Some(history[&(first + 5)].as_str()),
+        "OBJ-20, OBJ-18: the kept generation restores to tx {until}"
+    );
+
+    // A second aggregate has nothing to fold and writes nothing.
+    let before = moto.keys("agg", "f");
+    let out = admin_with(&moto, &["aggregate", url]).expect(0);
+    assert!(
+        out.stdout.contains(&format!(
+            "holds no transaction to fold (its files are at tx {last})"
+        )),
+        "OBJ-20: {out:#?}"
+    );
+    assert_eq!(moto.keys("agg", "f"), before, "OBJ-20: nothing written");
+
+    // Incrementals append to the folded generation, which restores to the server's state.
+    write_recorded(&server, 2, &mut history);
+    let out = backup_to(&moto, &addr, url, &["--json"]).expect(0);
+    let summary: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(summary["mode"], "incremental", "OBJ-20: {out:#?}");
+    assert_eq!(logs(2), 2, "OBJ-20: its first segment");
+    let r = dir.path().join("after");
+    admin_with(&moto, &["restore", "--from", url, "--store", path(&r)]).expect(0);
+    assert_same_as_server(&r, &server);
+
+    // A backup directory holds no segments: a usage error.
+    let out = admin_with(&moto, &["aggregate", path(&r)]);
+    assert_eq!(out.code, Some(2), "OBJ-20: {out:#?}");
+    assert!(
+        out.one_error_line()
+            .contains("aggregate takes a backup in an object store"),
+        "OBJ-20: {out:#?}"
+    );
+}

@@ -157,9 +157,6 @@ pub enum ObjectsError {
         doing: String,
         detail: String,
     },
-    /// What is not built yet for object stores, as a sentence.
-    #[error("{what}")]
-    NotBuilt { what: &'static str },
 }
 
 impl ObjectsError {

@@ -392,4 +392,76 @@ mod tests {
         assert_eq!(presented_name("IpAddress(10.0.0.1)"), "IP 10.0.0.1");
         assert_eq!(presented_name("DirectoryName"), "DirectoryName");
     }
+
+    #[test]
+    fn sec_6_alerts_are_named_as_the_tls_specifications_name_them() {
+        // RFC 8446 section 6, with RFC 6066's unrecognized_name and RFC 7301's last one.
+        let named = [
+            (0, "close_notify"),
+            (10, "unexpected_message"),
+            (20, "bad_record_mac"),
+            (40, "handshake_failure"),
+            (42, "bad_certificate"),
+            (43, "unsupported_certificate"),
+            (44, "certificate_revoked"),
+            (45, "certificate_expired"),
+            (46, "certificate_unknown"),
+            (47, "illegal_parameter"),
+            (48, "unknown_ca"),
+            (49, "access_denied"),
+            (50, "decode_error"),
+            (51, "decrypt_error"),
+            (70, "protocol_version"),
+            (80, "internal_error"),
+            (109, "missing_extension"),
+            (112, "unrecognized_name"),
+            (116, "certificate_required"),
+            (120, "no_application_protocol"),
+        ];
+        for (number, name) in named {
+            assert_eq!(
+                alert_name(AlertDescription::from(number)),
+                name,
+                "SEC-6: alert {number}"
+            );
+        }
+        for number in [90u8, 200] {
+            assert_eq!(
+                alert_name(AlertDescription::from(number)),
+                format!("number {number}"),
+                "SEC-6: an alert without a sentence of its own is named by its number"
+            );
+        }
+    }
+
+    #[test]
+    fn sec_6_certificate_problems_are_said_in_words() {
+        use CertificateError as C;
+        let said = [
+            (C::BadEncoding, "it is not a well-formed certificate"),
+            (C::BadSignature, "its signature does not verify"),
+            (C::Revoked, "it is revoked"),
+            (
+                C::UnhandledCriticalExtension,
+                "it has a critical extension this product does not know",
+            ),
+            (
+                C::InvalidPurpose,
+                "its extended key usage does not allow this use",
+            ),
+            (C::UnknownRevocationStatus, "it is not acceptable"),
+        ];
+        for (problem, words) in said {
+            assert_eq!(certificate_problem(&problem), words, "SEC-6: {problem:?}");
+            let e = io::Error::new(
+                io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(problem),
+            );
+            assert_eq!(
+                server_side(&e, None),
+                format!("the client's certificate was refused: {words}"),
+                "SEC-6"
+            );
+        }
+    }
 }
