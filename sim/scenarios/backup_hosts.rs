@@ -334,6 +334,7 @@ async fn perform(h: &HostCtx, shared: &Arc<Mutex<Shared>>, job: Job) -> turmoil:
         Job::RestoreObjects { url, to, until_tx } => Ok(Reply::Objects(
             restore_objects(env, &url, &to, until_tx).await,
         )),
+        Job::Aggregate { url, work } => Ok(Reply::Aggregated(aggregate(env, &url, &work).await)),
         Job::Restore { from, to } => {
             let live = h.check(layout::resolve(fs, &from)).await?;
             h.check(copy_tree(fs, &live, &to)).await?;
@@ -597,6 +598,25 @@ fn plant(env: &online_backup::io::Env, target: &Path, what: &Plant) -> Result<()
     }
     fs.sync_dir(parent)?;
     Ok(())
+}
+
+/// Aggregates the object store backup `url` as `neo4j-admin aggregate` does (OBJ-20), in the
+/// working directory `work`: the tx of the new generation, `None` when there was nothing to
+/// fold, or the exit code and sentence of a failure.
+async fn aggregate(
+    env: &online_backup::io::Env,
+    url: &str,
+    work: &Path,
+) -> Result<Option<u64>, (u8, String)> {
+    use online_backup::backup::objects::ObjectUrl;
+    use online_backup::backup::upgrade::{upgrade_objects, ObjectUpgrade, Rewrite};
+    let url = ObjectUrl::parse(url).map_err(|e| (2, e))?;
+    match upgrade_objects(env, &url, work, Rewrite::Aggregate).await {
+        Ok(ObjectUpgrade::Aggregated { tx, .. }) => Ok(Some(tx)),
+        Ok(ObjectUpgrade::NothingToFold { .. }) => Ok(None),
+        Ok(other) => Err((0, format!("an aggregate answered {other:?}"))),
+        Err(e) => Err((e.exit_code(), e.to_string())),
+    }
 }
 
 /// Restores the object store backup `url` into `to` as `neo4j-admin restore --from` does

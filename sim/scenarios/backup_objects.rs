@@ -14,6 +14,10 @@
 //!    target holds only the pointer and the live generation (OBJ-7, OBJ-9, OBJ-11).
 //! 4. On every other round, a restore to an earlier tx of the live generation (OBJ-18) is the
 //!    source's state there, or refused before its full backup's tx.
+//! 5. Some rounds end with `neo4j-admin aggregate` (OBJ-20), under the round's faults: it
+//!    fails only as the object store does (exit 1) and changes no state: the target restores
+//!    to the same tx and digest as before it, its new generation (when it made one) is at that
+//!    tx, and it leaves no lease.
 //!
 //! Runs are `auto` (incremental once there is a backup), sometimes `--type full`; every fault
 //! kind strikes some run over the default seeds (checked by the test, SIM-40).
@@ -159,11 +163,88 @@ fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
                 .into());
             }
         }
+        if let Some(tx) = reached.filter(|_| ctx.rng.random_bool(0.25)) {
+            aggregate(ctx, &mut sim, round, faults, tx)?;
+        }
         let n = ctx.rng.random_range(0..15);
         sim.commits(ctx, n)?;
     }
     let counts = ctx.world.objects().counts();
     ctx.record(&format!("object store faults: {counts:?}"));
+    Ok(())
+}
+
+/// 5: `neo4j-admin aggregate` (OBJ-20) under `faults`, of a target that restores to tx `tx`:
+/// it fails only with exit 1, and afterwards the target restores to the same state, with no
+/// lease left.
+fn aggregate(
+    ctx: &mut ScenarioCtx,
+    sim: &mut BackupSim,
+    round: u32,
+    faults: ObjectFaults,
+    tx: u64,
+) -> turmoil::Result {
+    ctx.world.objects().arm(faults);
+    let work = std::path::PathBuf::from(format!("/scratch/aggregate-{round}"));
+    let reply = sim.call(
+        ctx,
+        Job::Aggregate {
+            url: URL.into(),
+            work,
+        },
+    )?;
+    ctx.world.objects().arm(ObjectFaults::default());
+    let Reply::Aggregated(done) = reply else {
+        return Err(format!("an aggregate job answered {reply:?}").into());
+    };
+    ctx.record(&format!("round {round}: aggregate {done:?}"));
+    match &done {
+        Ok(Some(at)) if *at != tx => {
+            return Err(format!(
+                "SIM-40, OBJ-20: round {round}'s aggregate made a generation at tx {at}, of a backup at tx {tx}"
+            )
+            .into())
+        }
+        Err((exit, message)) if *exit != 1 => {
+            return Err(format!(
+                "SIM-40, OBJ-10, OBJ-20: an aggregate failed with exit {exit}, not 1: {message}"
+            )
+            .into())
+        }
+        _ => {}
+    }
+    let to = std::path::PathBuf::from(format!("/scratch/objects-{round}-aggregated"));
+    let restored = match sim.call(
+        ctx,
+        Job::RestoreObjects {
+            url: URL.into(),
+            to,
+            until_tx: None,
+        },
+    )? {
+        Reply::Objects(r) => r.map_err(|e| {
+            format!("SIM-40, OBJ-20: after round {round}'s aggregate ({done:?}) the backup does not restore: {e}")
+        })?,
+        other => return Err(format!("a restore job answered {other:?}").into()),
+    };
+    let source = sim.digests().get(&tx).map(|d| d.to_string());
+    if restored
+        .as_ref()
+        .map(|(at, digest)| (*at, Some(digest.clone())))
+        != Some((tx, source))
+    {
+        return Err(format!(
+            "SIM-40, OBJ-20: after round {round}'s aggregate ({done:?}) the backup restores to {restored:?}, not the source's state at tx {tx}"
+        )
+        .into());
+    }
+    let keys = keys(ctx)?;
+    if keys.iter().any(|k| k.ends_with("/LEASE")) {
+        return Err(format!(
+            "SIM-40, OBJ-5, OBJ-20: round {round}'s aggregate ended and left its lease: {keys:?}"
+        )
+        .into());
+    }
     Ok(())
 }
 

@@ -397,6 +397,12 @@ pub enum Job {
         to: PathBuf,
         until_tx: Option<u64>,
     },
+    /// `neo4j-admin aggregate` of the object store backup `url` (OBJ-20), working in the new
+    /// directory `work`.
+    Aggregate {
+        url: String,
+        work: PathBuf,
+    },
     /// `GET /db/data/`.
     Status,
     /// Write the client's TLS files anew from [`Shared::tls`].
@@ -417,6 +423,9 @@ pub enum Reply {
     /// What [`Job::RestoreObjects`] restored: `None` when the target holds no backup, else the
     /// restored tx and recomputed digest; `Err` when the restore failed.
     Objects(Result<Option<(u64, String)>, String>),
+    /// What [`Job::Aggregate`] did: the tx its new generation is at, `None` when there was
+    /// nothing to fold; `Err` the exit code and sentence of a failure.
+    Aggregated(Result<Option<u64>, (u8, String)>),
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -375,6 +375,9 @@ impl Message {
                 if rest.len() > CHUNK_SIZE {
                     return Err(malformed("a file chunk larger than the chunk size"));
                 }
+                if rest.is_empty() {
+                    return Err(malformed(EMPTY_CHUNK));
+                }
                 Message::FileChunk(rest.to_vec())
             }
             kind::FILE_END => Message::FileEnd { crc: r.u32()? },
@@ -556,6 +559,10 @@ pub enum Frame {
     Message(Message),
 }
 
+/// Why an empty file chunk is refused (PR-11): it carries nothing, and a peer that sent them
+/// without end would hold the receiver forever without moving the file on.
+const EMPTY_CHUNK: &str = "an empty file chunk (a chunk carries 1 byte to 1 MiB)";
+
 /// [`read_message_within`] for the copy path of a full backup: the body is read into `buf`
 /// (its allocation reused, nothing zeroed) and read once for its CRC; a file chunk stays there
 /// rather than being copied into a [`Message`]. Returns the frame and its size on the wire.
@@ -591,6 +598,9 @@ pub async fn read_frame_into<R: AsyncRead + Unpin + ?Sized>(
         }
         if len - 1 > CHUNK_SIZE {
             return Err(malformed("a file chunk larger than the chunk size"));
+        }
+        if len == 1 {
+            return Err(malformed(EMPTY_CHUNK));
         }
         return Ok((Frame::Chunk { crc: chunk_crc }, size));
     }
@@ -874,6 +884,30 @@ mod tests {
         let mut b = Vec::new();
         write_chunk(&mut b, &data).await.unwrap();
         assert_eq!(a, b);
+    }
+
+    #[tokio::test]
+    async fn pr_11_an_empty_file_chunk_is_refused_on_both_read_paths() {
+        let mut wire = Vec::new();
+        write_chunk(&mut wire, &[]).await.unwrap();
+        let refused = |r: Result<(), ProtocolError>| {
+            let why = r.expect_err("PR-11: an empty chunk is refused").to_string();
+            assert!(why.contains("an empty file chunk"), "PR-11: {why}");
+        };
+        refused(read_message(&mut wire.as_slice()).await.map(|_| ()));
+        let mut buf = Vec::new();
+        refused(
+            read_frame_into(&mut wire.as_slice(), MAX_FRAME, &mut buf)
+                .await
+                .map(|_| ()),
+        );
+        // One byte is a chunk.
+        let mut wire = Vec::new();
+        write_chunk(&mut wire, &[9]).await.unwrap();
+        let (frame, _) = read_frame_into(&mut wire.as_slice(), MAX_FRAME, &mut buf)
+            .await
+            .expect("PR-11: a chunk of one byte");
+        assert!(matches!(frame, Frame::Chunk { .. }), "PR-11: {frame:?}");
     }
 
     // PR-1, PR-11: combining CRCs gives the CRC of the bytes together, as the crate's does.

@@ -812,7 +812,8 @@ fn obj_15_backup_info_lists_an_object_store_backups_generations() {
     .expect(0);
     let full: serde_json::Value = serde_json::from_str(&full.stdout).unwrap();
     write_nodes(&server, 3);
-    let last = backup_to(&moto, &addr, url, &["--json"]).expect(0);
+    // The option is given on each run (OBJ-9, PIT-12).
+    let last = backup_to(&moto, &addr, url, &["--json", "--keep-generations", "2"]).expect(0);
     let last: serde_json::Value = serde_json::from_str(&last.stdout).unwrap();
     let info = admin_with(&moto, &["backup-info", "--json", url]).expect(0);
     let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
@@ -1204,12 +1205,19 @@ fn obj_20_aggregate_folds_the_segments_into_a_new_generation() {
     );
     assert_eq!(moto.keys("agg", "f"), before, "OBJ-20: nothing written");
 
-    // Incrementals append to the folded generation, which restores to the server's state.
+    // Incrementals append to the folded generation, which restores to the server's state; the
+    // generation kept goes when `--keep-generations` no longer covers it.
     write_recorded(&server, 2, &mut history);
-    let out = backup_to(&moto, &addr, url, &["--json"]).expect(0);
+    let out = backup_to(&moto, &addr, url, &["--json", "--keep-generations", "2"]).expect(0);
     let summary: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(summary["mode"], "incremental", "OBJ-20: {out:#?}");
     assert_eq!(logs(2), 2, "OBJ-20: its first segment");
+    assert!(!generation(1).is_empty(), "OBJ-9: two generations kept");
+    backup_to(&moto, &addr, url, &[]).expect(0);
+    assert!(
+        generation(1).is_empty() && !generation(2).is_empty(),
+        "OBJ-9, PIT-12: an incremental with nothing new removes the excess"
+    );
     let r = dir.path().join("after");
     admin_with(&moto, &["restore", "--from", url, "--store", path(&r)]).expect(0);
     assert_same_as_server(&r, &server);

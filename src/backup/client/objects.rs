@@ -364,6 +364,9 @@ impl Run<'_> {
             lease.renew_if_due().await?;
             target.update_manifest(next).await?;
         }
+        // The server accepted the run: the excess of older generations goes, as a
+        // directory's incremental removes it (OBJ-9, PIT-12).
+        target.remove_excess(self.opts.keep_generations).await?;
         Ok(Summary {
             kind: Kind::Incremental,
             reason: super::incremental_reason(&shown, backup.last_tx),

@@ -518,11 +518,20 @@ impl ObjectTarget {
             self.generations.push(n);
             self.generations.sort_unstable();
         }
+        self.remove_excess(keep).await
+    }
+
+    /// Removes the generations older than the live one beyond the `keep - 1` newest, oldest
+    /// first (OBJ-9, PIT-12: `keep` counts the live one). Nothing without a live generation.
+    pub async fn remove_excess(&mut self, keep: u32) -> Result<(), ObjectsError> {
+        let Some(live) = self.live() else {
+            return Ok(());
+        };
         let older: Vec<u64> = self
             .generations
             .iter()
             .copied()
-            .filter(|&g| g < n)
+            .filter(|&g| g < live)
             .collect();
         let kept = keep.max(1) as usize - 1;
         let remove = older.len().saturating_sub(kept);
