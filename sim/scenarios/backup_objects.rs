@@ -19,6 +19,10 @@
 //!    to the same tx and digest as before it, its new generation (when it made one) is at that
 //!    tx, and it leaves no lease.
 //!
+//! Besides, a successful run is never older than the server when it began (invariant 1), and
+//! under `auto` with a backup there it is an incremental unless the server's logs are gone or
+//! the segments reached their bound (invariant 4, BK-25, OBJ-12).
+//!
 //! Runs are `auto` (incremental once there is a backup), sometimes `--type full`; every fault
 //! kind strikes some run over the default seeds (checked by the test, SIM-40).
 
@@ -26,7 +30,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
-use online_backup::backup::client::Mode;
+use online_backup::backup::client::{FullReason, Kind, Mode};
 use rand::Rng;
 
 use crate::runner::{Scenario, ScenarioCtx};
@@ -80,6 +84,29 @@ fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
             Err(f) => format!("failed, exit {}: {}", f.exit, f.message),
         };
         ctx.record(&format!("round {round}: {outcome}"));
+        if let Ok(s) = &run.outcome {
+            // Invariant 1: never older than the server when the run began.
+            if s.to_tx < run.began_after {
+                return Err(format!(
+                    "SIM-40, BK-52: round {round} backed up to tx {}, but the server had tx {} when it began",
+                    s.to_tx, run.began_after
+                )
+                .into());
+            }
+            // Invariant 4: with a backup there, `auto` takes an incremental, unless the
+            // server's logs are gone or the segments reached their bound.
+            let full_allowed = matches!(
+                s.full_reason,
+                Some(FullReason::LogsPruned { .. } | FullReason::Consolidate { .. })
+            );
+            if mode == Mode::Auto && reached.is_some() && s.kind == Kind::Full && !full_allowed {
+                return Err(format!(
+                    "SIM-40, BK-25: round {round} took a full backup of a target that holds one ({:?})",
+                    s.full_reason
+                )
+                .into());
+            }
+        }
         if let Err(f) = &run.outcome {
             if f.exit != 1 {
                 return Err(format!(
