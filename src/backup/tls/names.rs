@@ -165,6 +165,59 @@ mod tests {
     }
 
     #[test]
+    fn sec_4_der_lengths_are_read_in_short_and_long_form_and_bounded() {
+        let with = |head: &[u8], len: usize, after: &[u8]| {
+            let mut v = head.to_vec();
+            v.extend((0..len).map(|i| i as u8));
+            v.extend_from_slice(after);
+            v
+        };
+        let content = |len: usize| (0..len).map(|i| i as u8).collect::<Vec<_>>();
+        let cases: [(Vec<u8>, Option<(usize, usize)>); 10] = [
+            (vec![], None),
+            (vec![0x04], None),
+            (with(&[0x04, 0x7f], 127, &[9]), Some((127, 1))),
+            (with(&[0x04, 3], 2, &[]), None),
+            // 0x80, the indefinite form, is not DER.
+            (with(&[0x04, 0x80], 128, &[]), None),
+            (with(&[0x04, 0x81, 200], 200, &[9, 9]), Some((200, 2))),
+            (with(&[0x04, 0x82, 0x01, 0x02], 258, &[]), Some((258, 0))),
+            (with(&[0x04, 0x84, 0, 0, 0, 3], 3, &[]), Some((3, 0))),
+            // More than 4 length bytes, or fewer than announced: refused.
+            (with(&[0x04, 0x85, 0, 0, 0, 0, 3], 3, &[]), None),
+            (with(&[0x04, 0x82, 0x01], 0, &[]), None),
+        ];
+        for (input, want) in cases {
+            let got = der_next(&input).map(|(tag, c, rest)| {
+                assert_eq!(tag, 0x04, "SEC-4");
+                assert_eq!(c, &content(c.len())[..], "SEC-4: {input:02x?}");
+                (c.len(), rest.len())
+            });
+            assert_eq!(got, want, "SEC-4: {:02x?}", &input[..input.len().min(8)]);
+        }
+    }
+
+    #[test]
+    fn sec_4_a_long_common_name_is_read_whole() {
+        let long = "a".repeat(300);
+        let tlv = |tag: u8, content: &[u8]| {
+            let mut v = vec![tag];
+            match content.len() {
+                n if n < 0x80 => v.push(n as u8),
+                n if n < 0x100 => v.extend([0x81, n as u8]),
+                n => v.extend([0x82, (n >> 8) as u8, n as u8]),
+            }
+            v.extend_from_slice(content);
+            v
+        };
+        let mut atv = tlv(OID, COMMON_NAME);
+        atv.extend(tlv(0x0c, long.as_bytes()));
+        let subject = tlv(SET, &tlv(SEQUENCE, &atv));
+        assert_eq!(common_names(&subject), vec![long], "SEC-4");
+        assert_eq!(shown(&[]), "no name", "SEC-6");
+    }
+
+    #[test]
     fn allowed_ignores_ascii_case_and_compares_whole_names() {
         let names = [
             Name::Common("Backup Operator".into()),
