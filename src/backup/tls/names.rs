@@ -173,7 +173,9 @@ mod tests {
             v
         };
         let content = |len: usize| (0..len).map(|i| i as u8).collect::<Vec<_>>();
-        let cases: [(Vec<u8>, Option<(usize, usize)>); 10] = [
+        // The input, and the content's and the rest's lengths read from it.
+        type Case = (Vec<u8>, Option<(usize, usize)>);
+        let cases: [Case; 10] = [
             (vec![], None),
             (vec![0x04], None),
             (with(&[0x04, 0x7f], 127, &[9]), Some((127, 1))),
