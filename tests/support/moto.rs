@@ -31,7 +31,8 @@ pub struct Moto {
 fn moto_server() -> &'static PathBuf {
     static EXE: OnceLock<PathBuf> = OnceLock::new();
     EXE.get_or_init(|| {
-        if let Some(exe) = std::env::var_os("MOTO_SERVER") {
+        // Set but empty is unset, as `.ci/run` reads it.
+        if let Some(exe) = std::env::var_os("MOTO_SERVER").filter(|v| !v.is_empty()) {
             return PathBuf::from(exe);
         }
         let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/moto");
