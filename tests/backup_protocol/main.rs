@@ -115,11 +115,16 @@ impl TestServer {
     }
 
     pub async fn commit_nodes(&self, n: usize) -> u64 {
+        self.commit_padded(n, 200).await
+    }
+
+    /// Commits `n` one-node transactions, each node carrying `pad` bytes; the last tx id.
+    pub async fn commit_padded(&self, n: usize, pad: usize) -> u64 {
         let mut last = 0;
         for i in 0..n {
             let body = format!(
                 r#"{{"ops":[{{"create_node":{{"labels":["P"],"props":{{"i":{i},"pad":"{}"}}}}}}]}}"#,
-                "x".repeat(200)
+                "x".repeat(pad)
             );
             last = self.http("POST", "/db/data/transaction", &body).await["tx_id"]
                 .as_u64()
@@ -160,7 +165,18 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: &str) -> (Client, Message) {
-        let stream = TcpStream::connect(addr).await.unwrap();
+        Client::greet(TcpStream::connect(addr).await.unwrap()).await
+    }
+
+    /// [`Client::connect`] with a receive buffer of a few KiB: a server that outpaces the reads
+    /// is held up by TCP's flow control once its own send buffer is full.
+    pub async fn connect_narrow(addr: &str) -> (Client, Message) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        Client::greet(socket.connect(addr.parse().unwrap()).await.unwrap()).await
+    }
+
+    async fn greet(stream: TcpStream) -> (Client, Message) {
         let mut c = Client { stream };
         c.send(&Message::Hello {
             version: PROTOCOL_VERSION,

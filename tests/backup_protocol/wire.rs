@@ -311,6 +311,68 @@ async fn pr_17_a_running_backup_pins_its_logs() {
     server.stop().await;
 }
 
+// PR-17, RET-12: as it ships transactions the server advances the stream's pin past what it has
+// sent (every 1,024 txs), so a long incremental stream whose client lags holds back only the
+// logs it has yet to send: retention prunes the rest under it, and the stream still reaches its
+// end unbroken. The client reads slowly through a narrow window, so the server stays well
+// short of the end (its send buffer holds at most 4 MiB, about 1,000 of these txs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pr_17_the_pin_advances_past_what_a_lagging_stream_has_sent() {
+    const PAD: usize = 4096;
+    let dir = support::scratch();
+    let server = TestServer::start(
+        &dir.path().join("db"),
+        "logical_log_rotation_threshold=256k\nkeep_logical_logs=5000 txs\n",
+    )
+    .await;
+    let first = server.commit_padded(1, PAD).await;
+    let from = server.status().await;
+    let last = server.commit_padded(4000, PAD).await;
+    let (mut c, welcome) = Client::connect_narrow(&server.backup_addr()).await;
+    let (id, format, _, oldest, _) = welcome_fields(&welcome);
+    assert!(
+        oldest <= first + 1,
+        "the logs from tx {} are there",
+        first + 1
+    );
+    c.send(&Message::Request(Request::Incremental {
+        store_id: id,
+        format,
+        last_tx: first,
+        digest: Digest::from_hex(&digest_of(&from)).unwrap(),
+    }))
+    .await;
+    let mut next = first + 1;
+    let mut receive = async |c: &mut Client, until: u64| loop {
+        match c.recv().await {
+            Message::Tx(e) => {
+                assert_eq!(e.tx_id, next, "PR-17: the stream is unbroken");
+                next += 1;
+                if e.tx_id == until {
+                    return None;
+                }
+            }
+            Message::End { last_tx, .. } => return Some(last_tx),
+            other => panic!("expected a transaction, got {other:?}"),
+        }
+    };
+    assert_eq!(receive(&mut c, 2100).await, None);
+    // The server has sent tx 2,048 and advanced the pin past it; retention, which now keeps
+    // the last 5,000 txs, prunes up to it as these commits rotate the logs.
+    server.commit_padded(4000, PAD).await;
+    let oldest = server.status().await["oldest_logged_tx"].as_u64().unwrap();
+    assert!(
+        oldest > 1100,
+        "PR-17, RET-12: the pin held the logs from tx {oldest}; it should have advanced past tx 2,048"
+    );
+    assert_eq!(
+        receive(&mut c, u64::MAX).await,
+        Some(last),
+        "PR-17: the stream reaches its end"
+    );
+    server.stop().await;
+}
+
 // RET-11, IO-15: a pin's idleness is measured on the monotonic clock: the server's wall clock
 // set forward by days in the middle of a full backup releases no pin of a connection that is
 // making progress, and the stream ends with its end frame. Measured on the wall clock, the
