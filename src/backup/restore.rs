@@ -30,6 +30,7 @@ use crate::store::format::{FormatVersion, RecordKind};
 use crate::store::layout::{self, generation_name};
 use crate::store::log::{LogReader, TxEntry};
 use crate::store::meta::{Meta, MetaError, StoreId};
+use crate::store::run::TxRun;
 use crate::store::{initialize, lock_existing, Store, StoreError, StoreOptions};
 use crate::units;
 
@@ -513,7 +514,7 @@ impl RewindTo<'_> {
                     StoreError::Corrupt(format!("the backup's logs no longer hold tx {}", at + 1))
                 })?
                 .reader;
-            let mut run = ReplayRun::default();
+            let mut run = replay_run();
             loop {
                 let entry = reader.next(tx)?;
                 if entry.is_none() || run.is_full() {
@@ -521,7 +522,7 @@ impl RewindTo<'_> {
                 }
                 let Some(entry) = entry else { break };
                 digest = entry.after.digest;
-                run.push(entry);
+                push_replayed(&mut run, entry);
             }
         }
         if store.status().last_committed_tx != tx {
@@ -543,29 +544,14 @@ const REPLAY_IMAGES: usize = 1 << 16;
 
 /// The transactions a rewind has read and not yet applied: one durable run, bounded by
 /// [`REPLAY_TXS`] and [`REPLAY_IMAGES`] so memory stays bounded whatever the range replayed.
-#[derive(Default)]
-struct ReplayRun {
-    entries: Vec<TxEntry>,
-    /// The record images `entries` carry.
-    images: usize,
+fn replay_run() -> TxRun {
+    TxRun::new(REPLAY_TXS, REPLAY_IMAGES)
 }
 
-impl ReplayRun {
-    /// Whether the run must be applied before another transaction joins it.
-    fn is_full(&self) -> bool {
-        self.images >= REPLAY_IMAGES || self.entries.len() >= REPLAY_TXS
-    }
-
-    fn push(&mut self, entry: TxEntry) {
-        self.images += entry.records.len();
-        self.entries.push(entry);
-    }
-
-    /// The run's transactions, leaving it empty.
-    fn take(&mut self) -> Vec<TxEntry> {
-        self.images = 0;
-        std::mem::take(&mut self.entries)
-    }
+/// Adds a transaction to a rewind's run, weighed by its record images.
+fn push_replayed(run: &mut TxRun, entry: TxEntry) {
+    let images = entry.records.len();
+    run.push(entry, images);
 }
 
 /// Copies the files of the store in `from` into `to` (every one but its undo segments and
@@ -651,16 +637,16 @@ mod tests {
 
     /// Pushes `txs` transactions of `images` images each into `run`, and says whether it is
     /// full then.
-    fn full_after(run: &mut ReplayRun, txs: usize, images: usize) -> bool {
+    fn full_after(run: &mut TxRun, txs: usize, images: usize) -> bool {
         for _ in 0..txs {
-            run.push(tx(images));
+            push_replayed(run, tx(images));
         }
         run.is_full()
     }
 
     #[test]
     fn pit_7_a_replay_run_is_bounded_by_its_transactions_and_images() {
-        let mut run = ReplayRun::default();
+        let mut run = replay_run();
         assert!(!run.is_full(), "PIT-7: an empty run is not full");
         assert!(
             !full_after(&mut run, REPLAY_TXS - 1, 1),

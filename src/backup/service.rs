@@ -26,6 +26,7 @@ use crate::io::{Env, FileHandle, Listener, OpenMode, Stream};
 use crate::retention::{PinGuard, Pins, PIN_IDLE_TIMEOUT};
 use crate::store::format::RecordKind;
 use crate::store::log::{LogReader, TxEntry, TxState};
+use crate::store::run::TxRun;
 use crate::store::{record_file_limit, StoreError};
 
 /// How many transactions are shipped between two advances of the connection's pin.
@@ -593,16 +594,15 @@ async fn send_entries<W: AsyncWrite + Unpin>(
 /// The entries a reader has next, up to `upto`: at most [`RUN_ENTRIES`] of them or about
 /// [`RUN_BYTES`] of bodies, whichever comes first; empty at the end.
 fn read_run(reader: &mut LogReader, upto: u64) -> Result<Vec<TxEntry>, StoreError> {
-    let mut run = Vec::new();
-    let mut bytes = 0;
-    while run.len() < RUN_ENTRIES && bytes < RUN_BYTES {
+    let mut run = TxRun::new(RUN_ENTRIES, RUN_BYTES);
+    while !run.is_full() {
         let Some(entry) = reader.next(upto)? else {
             break;
         };
-        bytes += entry.records.len() * 64 + 128;
-        run.push(entry);
+        let bytes = entry.records.len() * 64 + 128;
+        run.push(entry, bytes);
     }
-    Ok(run)
+    Ok(run.take())
 }
 
 /// An incremental backup (PR-14 .. PR-17): pin from the backup's next tx first, then check the

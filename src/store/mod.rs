@@ -19,6 +19,7 @@ pub mod log;
 pub mod meta;
 pub mod records;
 mod recovery;
+pub mod run;
 pub mod tx;
 pub mod upgrade;
 

@@ -10,6 +10,7 @@ use crate::digest::Digest;
 use crate::store::check::check_open_with_progress;
 use crate::store::log::{TxEntry, TxState};
 use crate::store::records::key_of;
+use crate::store::run::TxRun;
 use crate::store::Store;
 
 /// Transactions are applied in runs of at most this many (one log fsync per run, BK-24), unless
@@ -48,13 +49,6 @@ pub(super) fn check_tx(
     })
 }
 
-/// Transactions received but not yet applied.
-#[derive(Default)]
-struct Batch {
-    entries: Vec<TxEntry>,
-    bytes: usize,
-}
-
 impl Run<'_> {
     /// Receives transactions up to the end frame and applies them in runs (BK-24), then checks
     /// the end frame and verifies (BK-20, BK-26 .. BK-28). The one loop of both kinds: an
@@ -70,7 +64,8 @@ impl Run<'_> {
         // An incremental that keeps transactions keeps what each run overwrites (PIT-2); a full
         // backup's replay writes over a copy taken while it changed, which no rewind goes back to.
         let undo = kind == Kind::Incremental && self.opts.keeps_transactions();
-        let mut batch = Batch::default();
+        // Transactions received but not yet applied, weighed by their bytes on the wire.
+        let mut batch = TxRun::new(self.opts.apply_run_txs.clamp(1, APPLY_RUN_TXS), BATCH_BYTES);
         let mut transactions = 0u64;
         // The state the next transaction must follow (BK-53): checked as it arrives, before it
         // is kept for a run, so nothing out of bounds is ever written.
@@ -85,11 +80,8 @@ impl Run<'_> {
                     check_tx(&entry, start_tx + transactions + 1, &before)?;
                     before = entry.after;
                     transactions += 1;
-                    batch.bytes += self.conn.last_len as usize;
-                    batch.entries.push(*entry);
-                    if batch.entries.len() >= self.opts.apply_run_txs.clamp(1, APPLY_RUN_TXS)
-                        || batch.bytes >= BATCH_BYTES
-                    {
+                    batch.push(*entry, self.conn.last_len as usize);
+                    if batch.is_full() {
                         self.apply_batch(store, &mut batch, start_tx, verify_touched, undo)?;
                     }
                 }
@@ -113,16 +105,16 @@ impl Run<'_> {
     fn apply_batch(
         &mut self,
         store: &mut Store,
-        batch: &mut Batch,
+        batch: &mut TxRun,
         start_tx: u64,
         verify_touched: bool,
         undo: bool,
     ) -> Result<(), BackupError> {
-        let (Some(first), Some(last)) = (batch.entries.first(), batch.entries.last()) else {
+        let (Some(first), Some(last)) = (batch.entries().first(), batch.entries().last()) else {
             return Ok(());
         };
         if let Some(keeper) = self.keeper.as_mut() {
-            keeper.before_apply(&*self.env.fs, &batch.entries, store.status().format)?;
+            keeper.before_apply(&*self.env.fs, batch.entries(), store.status().format)?;
         }
         if undo {
             // A run that failed before it logged anything left a segment of the same name,
@@ -133,7 +125,7 @@ impl Run<'_> {
                     keeper.before_remove(&*self.env.fs, &[name])?;
                 }
             }
-            let before = store.images_before(batch.entries.iter().flat_map(|e| &e.records))?;
+            let before = store.images_before(batch.entries().iter().flat_map(|e| &e.records))?;
             history::write_segment(
                 &*self.env.fs,
                 store.dir(),
@@ -143,16 +135,16 @@ impl Run<'_> {
                 &before,
             )?;
         }
-        store.apply_committed_batch(&batch.entries)?;
+        store.apply_committed_batch(batch.entries())?;
         if verify_touched {
             // Each record's last image in the run is what the file must now hold; runs of
             // neighbouring records are read back at once.
             let differing =
-                store.first_record_differing(batch.entries.iter().flat_map(|e| &e.records))?;
+                store.first_record_differing(batch.entries().iter().flat_map(|e| &e.records))?;
             if let Some(record) = differing {
                 // The last tx of the run that wrote the record.
                 let tx = batch
-                    .entries
+                    .entries()
                     .iter()
                     .rev()
                     .find(|e| e.records.iter().any(|i| key_of(i) == record))
@@ -162,8 +154,7 @@ impl Run<'_> {
                 ));
             }
         }
-        batch.entries.clear();
-        batch.bytes = 0;
+        batch.take();
         let applied = store.status().last_committed_tx - start_tx;
         let expected = self.server.last_committed_tx.saturating_sub(start_tx);
         self.out
