@@ -119,19 +119,8 @@ fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
 
         // 1, 2: restorable, to the source's state, never older.
         let to = std::path::PathBuf::from(format!("/scratch/objects-{round}"));
-        let restored = match sim.call(
-            ctx,
-            Job::RestoreObjects {
-                url: URL.into(),
-                to,
-                until_tx: None,
-            },
-        )? {
-            Reply::Objects(r) => r.map_err(|e| {
-                format!("SIM-40, OBJ-8: after round {round} ({outcome}) the backup does not restore: {e}")
-            })?,
-            other => return Err(format!("a restore job answered {other:?}").into()),
-        };
+        let after = format!("round {round} ({outcome})");
+        let restored = restore_live(ctx, &mut sim, to, "OBJ-8", &after)?;
         let digests = sim.digests();
         match restored {
             None if reached.is_some() || run.outcome.is_ok() => {
@@ -201,6 +190,29 @@ fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
     Ok(())
 }
 
+/// Restores the target's live generation into `to` as `neo4j-admin restore --from` does
+/// (OBJ-8): `None` when it holds no backup, else the tx and recomputed digest restored. A
+/// failure is an error naming `rule` and what the restore came `after`.
+fn restore_live(
+    ctx: &mut ScenarioCtx,
+    sim: &mut BackupSim,
+    to: std::path::PathBuf,
+    rule: &str,
+    after: &str,
+) -> turmoil::Result<Option<(u64, String)>> {
+    let job = Job::RestoreObjects {
+        url: URL.into(),
+        to,
+        until_tx: None,
+    };
+    match sim.call(ctx, job)? {
+        Reply::Objects(r) => Ok(r.map_err(|e| {
+            format!("SIM-40, {rule}: after {after} the backup does not restore: {e}")
+        })?),
+        other => Err(format!("a restore job answered {other:?}").into()),
+    }
+}
+
 /// 5: `neo4j-admin aggregate` (OBJ-20) under `faults`, of a target that restores to tx `tx`:
 /// it fails only with exit 1, and afterwards the target restores to the same state, with no
 /// lease left.
@@ -241,19 +253,8 @@ fn aggregate(
         _ => {}
     }
     let to = std::path::PathBuf::from(format!("/scratch/objects-{round}-aggregated"));
-    let restored = match sim.call(
-        ctx,
-        Job::RestoreObjects {
-            url: URL.into(),
-            to,
-            until_tx: None,
-        },
-    )? {
-        Reply::Objects(r) => r.map_err(|e| {
-            format!("SIM-40, OBJ-20: after round {round}'s aggregate ({done:?}) the backup does not restore: {e}")
-        })?,
-        other => return Err(format!("a restore job answered {other:?}").into()),
-    };
+    let after = format!("round {round}'s aggregate ({done:?})");
+    let restored = restore_live(ctx, sim, to, "OBJ-20", &after)?;
     let source = sim.digests().get(&tx).map(|d| d.to_string());
     if restored
         .as_ref()

@@ -842,6 +842,29 @@ fn obj_15_backup_info_lists_an_object_store_backups_generations() {
     );
 }
 
+/// `backup-info --json` of `url` after a rewrite into a new generation (OBJ-19, OBJ-20): its
+/// two generations, the previous one kept and the new one live, checked for `rule`.
+fn kept_and_live(
+    moto: &Moto,
+    url: &str,
+    rule: &str,
+) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let out = admin_with(moto, &["backup-info", "--json", url]).expect(0);
+    let info: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let gens = info["generations"].as_array().unwrap().clone();
+    assert_eq!(
+        gens.len(),
+        2,
+        "{rule}: the previous generation is kept: {info}"
+    );
+    assert_eq!(
+        (gens[0]["kept"].as_bool(), gens[1]["live"].as_bool()),
+        (Some(true), Some(true)),
+        "{rule}: {info}"
+    );
+    (info, gens)
+}
+
 /// Commits `n` one-node transactions, recording the server's digest after each in `history`.
 fn write_recorded(server: &ServerProcess, n: u64, history: &mut BTreeMap<u64, String>) -> u64 {
     let mut last = 0;
@@ -1032,19 +1055,7 @@ fn obj_19_an_object_store_backup_is_upgraded_into_a_new_generation() {
         )),
         "OBJ-19: {out:#?}"
     );
-    let info = admin_with(&moto, &["backup-info", "--json", url]).expect(0);
-    let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
-    let gens = info["generations"].as_array().unwrap();
-    assert_eq!(
-        gens.len(),
-        2,
-        "OBJ-19: the previous generation is kept: {info}"
-    );
-    assert_eq!(
-        (gens[0]["kept"].as_bool(), gens[1]["live"].as_bool()),
-        (Some(true), Some(true)),
-        "OBJ-19: {info}"
-    );
+    let (info, gens) = kept_and_live(&moto, url, "OBJ-19");
     assert_eq!(
         (&gens[0]["format_version"], &gens[1]["format_version"]),
         (&serde_json::json!(1), &serde_json::json!(2)),
@@ -1146,19 +1157,7 @@ fn obj_20_aggregate_folds_the_segments_into_a_new_generation() {
         "OBJ-20: the three segments' 12 txs at least, and those after the checkpoint: {out:#?}"
     );
     assert_eq!(logs(2), 1, "OBJ-20: one log object, a bare header");
-    let info = admin_with(&moto, &["backup-info", "--json", url]).expect(0);
-    let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
-    let gens = info["generations"].as_array().unwrap();
-    assert_eq!(
-        gens.len(),
-        2,
-        "OBJ-20: the previous generation kept: {info}"
-    );
-    assert_eq!(
-        (gens[0]["kept"].as_bool(), gens[1]["live"].as_bool()),
-        (Some(true), Some(true)),
-        "OBJ-20: {info}"
-    );
+    let (info, gens) = kept_and_live(&moto, url, "OBJ-20");
     assert_eq!(
         (&gens[0]["digest"], &gens[1]["digest"]),
         (&gens[1]["digest"], &serde_json::json!(history[&last])),
