@@ -865,6 +865,12 @@ fn kept_and_live(
     (info, gens)
 }
 
+/// The tx a run's `--json` summary says it backed up to.
+fn backed_up_to(out: &Out) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    v["to_tx"].as_u64().unwrap()
+}
+
 /// Commits `n` one-node transactions, recording the server's digest after each in `history`.
 fn write_recorded(server: &ServerProcess, n: u64, history: &mut BTreeMap<u64, String>) -> u64 {
     let mut last = 0;
@@ -896,17 +902,13 @@ fn obj_18_an_object_store_backup_restores_to_an_earlier_tx_or_time() {
     let (moto, dir, server, addr) = world("pit");
     let url = "s3://pit/h";
     let mut history = BTreeMap::new();
-    let to_tx = |out: &Out| -> u64 {
-        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-        v["to_tx"].as_u64().unwrap()
-    };
     write_recorded(&server, 3, &mut history);
-    let first = to_tx(&backup_to(&moto, &addr, url, &["--json"]).expect(0));
+    let first = backed_up_to(&backup_to(&moto, &addr, url, &["--json"]).expect(0));
     write_recorded(&server, 4, &mut history);
-    let mid = to_tx(&backup_to(&moto, &addr, url, &["--json"]).expect(0));
+    let mid = backed_up_to(&backup_to(&moto, &addr, url, &["--json"]).expect(0));
     let between = time_between_commits();
     write_recorded(&server, 4, &mut history);
-    let last = to_tx(&backup_to(&moto, &addr, url, &["--json"]).expect(0));
+    let last = backed_up_to(&backup_to(&moto, &addr, url, &["--json"]).expect(0));
     assert_eq!((mid, last), (first + 4, first + 8), "the test's arithmetic");
 
     let restore_until = |name: &str, until: &[&str]| {
@@ -966,7 +968,7 @@ fn obj_18_an_object_store_backup_restores_to_an_earlier_tx_or_time() {
 
     // A new full generation, the old one kept: a tx only the old one holds is restored from it.
     write_recorded(&server, 2, &mut history);
-    let second = to_tx(
+    let second = backed_up_to(
         &backup_to(
             &moto,
             &addr,
@@ -1098,12 +1100,8 @@ fn obj_20_aggregate_folds_the_segments_into_a_new_generation() {
     let (moto, dir, server, addr) = world("agg");
     let url = "s3://agg/f";
     let mut history = BTreeMap::new();
-    let to_tx = |out: &Out| -> u64 {
-        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-        v["to_tx"].as_u64().unwrap()
-    };
     write_recorded(&server, 3, &mut history);
-    let first = to_tx(&backup_to(&moto, &addr, url, &["--json"]).expect(0));
+    let first = backed_up_to(&backup_to(&moto, &addr, url, &["--json"]).expect(0));
     for _ in 0..3 {
         write_recorded(&server, 4, &mut history);
         backup_to(&moto, &addr, url, &[]).expect(0);
