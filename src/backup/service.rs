@@ -26,14 +26,14 @@ use crate::io::{Env, FileHandle, Listener, OpenMode, Stream};
 use crate::retention::{PinGuard, Pins, PIN_IDLE_TIMEOUT};
 use crate::store::format::RecordKind;
 use crate::store::log::{LogReader, TxEntry, TxState};
-use crate::store::run::TxRun;
+use crate::store::run::{memory_of, TxRun};
 use crate::store::{record_file_limit, StoreError};
 
 /// How many transactions are shipped between two advances of the connection's pin.
 const PIN_ADVANCE_EVERY: u64 = 1024;
 /// A run of log entries read in one blocking job: at most this many ...
 const RUN_ENTRIES: usize = 256;
-/// ... or about this many bytes of them (a rough size, from their record count).
+/// ... or about this many bytes of them in memory ([`memory_of`]).
 const RUN_BYTES: usize = 1 << 20;
 
 /// The connection's write buffer: many transactions a write, and less than a chunk's frame.
@@ -599,7 +599,7 @@ fn read_run(reader: &mut LogReader, upto: u64) -> Result<Vec<TxEntry>, StoreErro
         let Some(entry) = reader.next(upto)? else {
             break;
         };
-        let bytes = entry.records.len() * 64 + 128;
+        let bytes = memory_of(&entry);
         run.push(entry, bytes);
     }
     Ok(run.take())

@@ -5,7 +5,13 @@
 //!
 //! Owns: the bound and the entries. Must not touch: reading, sending or applying them.
 
-use crate::store::log::TxEntry;
+use crate::store::log::{RecordImage, TxEntry};
+
+/// The memory `entry` takes: itself and its record images (a block record's image carries its
+/// data inline, so it is larger than its bytes on disk). A weight for runs bounded in bytes.
+pub fn memory_of(entry: &TxEntry) -> usize {
+    std::mem::size_of::<TxEntry>() + entry.records.len() * std::mem::size_of::<RecordImage>()
+}
 
 /// Transactions read and not yet used, at most `max_entries` of them or `max_weight` of
 /// weight, whichever comes first.
@@ -76,6 +82,27 @@ mod tests {
             run.push(tx(id as u64), weight);
         }
         run.is_full()
+    }
+
+    #[test]
+    fn pr_6_an_entrys_memory_counts_every_image_whole() {
+        use crate::store::format::BlockRecord;
+        let image = std::mem::size_of::<RecordImage>();
+        assert!(
+            image >= std::mem::size_of::<BlockRecord>(),
+            "PR-6: an image holds a block's data"
+        );
+        let mut entry = tx(1);
+        let alone = memory_of(&entry);
+        assert!(alone >= std::mem::size_of::<TxEntry>(), "PR-6: {alone}");
+        entry.records = (0..1000)
+            .map(|id| RecordImage::Block(id, BlockRecord::unused()))
+            .collect();
+        let counted = memory_of(&entry);
+        assert!(
+            (alone + 1000 * image..=2 * (alone + 1000 * image)).contains(&counted),
+            "PR-6: 1,000 images of {image} bytes and the entry ({alone}) weigh {counted}"
+        );
     }
 
     #[test]
