@@ -617,12 +617,15 @@ async fn incremental<W: AsyncWrite + Unpin>(
     digest: crate::digest::Digest,
 ) -> Result<(), ServiceError> {
     let (clock, pins) = (ctx.env.clock.clone(), ctx.pins.clone());
+    // The first tx the backup needs: pinned, looked for, named in a refusal. (`last_tx` is the
+    // peer's: a value past the server's last tx is refused below before any other use.)
+    let needed = last_tx.saturating_add(1);
     // Pin before looking at the logs (RET-3), under the store lock so no checkpoint prunes in
     // between.
     let (status, summary, dir, pin) = ctx
         .db
         .read_with(move |s| {
-            let pin = pins.pin(last_tx.saturating_add(1), clock.monotonic_millis());
+            let pin = pins.pin(needed, clock.monotonic_millis());
             Ok((s.status(), s.log_summary()?, s.dir().to_path_buf(), pin))
         })
         .await?;
@@ -640,9 +643,9 @@ async fn incremental<W: AsyncWrite + Unpin>(
             server_digest: None,
             server_last_tx: status.last_committed_tx,
         })
-    } else if last_tx + 1 < summary.oldest_logged_tx {
+    } else if needed < summary.oldest_logged_tx {
         Some(Refusal::LogsPruned {
-            needed: last_tx + 1,
+            needed,
             oldest: summary.oldest_logged_tx,
         })
     } else {
@@ -658,7 +661,7 @@ async fn incremental<W: AsyncWrite + Unpin>(
         let (fs, at) = (ctx.env.fs.clone(), dir.clone());
         let opened = ctx
             .env
-            .blocking(move || LogReader::open(fs, &at, last_tx + 1))
+            .blocking(move || LogReader::open(fs, &at, needed))
             .await?;
         match opened {
             Some(start) => (start.digest_before, Some(start.reader)),
@@ -666,7 +669,7 @@ async fn incremental<W: AsyncWrite + Unpin>(
                 return refuse(
                     w,
                     Refusal::LogsPruned {
-                        needed: last_tx + 1,
+                        needed,
                         oldest: summary.oldest_logged_tx,
                     },
                 )
