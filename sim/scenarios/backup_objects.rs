@@ -18,6 +18,8 @@
 //!    fails only as the object store does (exit 1) and changes no state: the target restores
 //!    to the same tx and digest as before it, its new generation (when it made one) is at that
 //!    tx, and it leaves no lease.
+//! 6. Now and then a run finds an object no backup has under the prefix: it is refused with
+//!    exit 3 and leaves every object as it was, byte for byte (invariant 3).
 //!
 //! Besides, a successful run is never older than the server when it began (invariant 1), and
 //! under `auto` with a backup there it is an incremental unless the server's logs are gone or
@@ -182,12 +184,60 @@ fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
         if let Some(tx) = reached.filter(|_| ctx.rng.random_bool(0.25)) {
             aggregate(ctx, &mut sim, round, faults, tx)?;
         }
+        if ctx.rng.random_bool(0.15) {
+            refused(ctx, &mut sim, round)?;
+        }
         let n = ctx.rng.random_range(0..15);
         sim.commits(ctx, n)?;
     }
     let counts = ctx.world.objects().counts();
     ctx.record(&format!("object store faults: {counts:?}"));
     Ok(())
+}
+
+/// 6: a run into a prefix that holds an object no backup has is refused with exit 3 (BK-13,
+/// OBJ-10) and leaves every object as it was, byte for byte (invariant 3); the object is then
+/// taken away again.
+fn refused(ctx: &mut ScenarioCtx, sim: &mut BackupSim, round: u32) -> turmoil::Result {
+    let store = ctx.world.objects().bucket(BUCKET);
+    let planted = object_store::path::Path::from("db/notes.txt");
+    futures::executor::block_on(store.put(&planted, b"not a backup".to_vec().into()))?;
+    let before = contents(ctx)?;
+    let job = BackupJob::new(URL, Mode::Auto, &mut ctx.rng);
+    let run = sim.backup(ctx, job)?;
+    ctx.record(&format!(
+        "round {round}: a foreign object: {:?}",
+        run.outcome.as_ref().map(|s| s.to_tx)
+    ));
+    match &run.outcome {
+        Err(f) if f.exit == 3 => {}
+        other => {
+            return Err(format!(
+                "SIM-40, BK-13: a run into a prefix holding notes.txt ended {other:?}, not exit 3"
+            )
+            .into())
+        }
+    }
+    if contents(ctx)? != before {
+        return Err("SIM-40, BK-17: a refused run changed the target's objects"
+            .to_string()
+            .into());
+    }
+    futures::executor::block_on(store.delete(&planted))?;
+    Ok(())
+}
+
+/// Every object of the bucket, by key, with its bytes.
+fn contents(ctx: &ScenarioCtx) -> turmoil::Result<Vec<(String, Vec<u8>)>> {
+    let store = ctx.world.objects().bucket(BUCKET);
+    let mut out = Vec::new();
+    for key in keys(ctx)? {
+        let bytes = futures::executor::block_on(async {
+            store.get(&key.as_str().into()).await?.bytes().await
+        })?;
+        out.push((key, bytes.to_vec()));
+    }
+    Ok(out)
 }
 
 /// Restores the target's live generation into `to` as `neo4j-admin restore --from` does
