@@ -394,6 +394,12 @@ mod tests {
     }
 
     #[test]
+    fn sec_6_dates_are_written_as_a_person_reads_them() {
+        let t = UnixTime::since_unix_epoch(Duration::from_secs(1_900_000_000));
+        assert_eq!(date(t), "Sun, 17 Mar 2030 17:46:40 GMT", "SEC-6");
+    }
+
+    #[test]
     fn sec_6_alerts_are_named_as_the_tls_specifications_name_them() {
         // RFC 8446 section 6, with RFC 6066's unrecognized_name and RFC 7301's last one.
         let named = [
