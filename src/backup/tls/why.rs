@@ -394,6 +394,22 @@ mod tests {
     }
 
     #[test]
+    fn sec_6_a_handshake_the_client_left_is_told_from_one_that_failed() {
+        let reset = io::Error::new(io::ErrorKind::ConnectionReset, "reset");
+        assert_eq!(
+            server_side(&reset, None),
+            "the client closed the connection during the TLS handshake",
+            "SEC-6"
+        );
+        let slow = io::Error::new(io::ErrorKind::TimedOut, "no answer in 10 s");
+        assert_eq!(
+            server_side(&slow, None),
+            "the TLS handshake failed: no answer in 10 s",
+            "SEC-6"
+        );
+    }
+
+    #[test]
     fn sec_6_dates_are_written_as_a_person_reads_them() {
         let t = UnixTime::since_unix_epoch(Duration::from_secs(1_900_000_000));
         assert_eq!(date(t), "Sun, 17 Mar 2030 17:46:40 GMT", "SEC-6");
