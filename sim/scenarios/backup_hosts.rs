@@ -275,7 +275,7 @@ async fn perform(h: &HostCtx, shared: &Arc<Mutex<Shared>>, job: Job) -> turmoil:
                 } else {
                     RetentionPolicy::KeepRecoveryOnly
                 },
-                keep_generations: 1,
+                keep_generations: job.keep_generations,
             };
             // The run's phases and the faults armed for it (SIM-36, SIM-38).
             h.world.backup_started(&h.name, SERVER, &job.target);
@@ -609,11 +609,11 @@ async fn aggregate(
     work: &Path,
 ) -> Result<Option<u64>, (u8, String)> {
     use online_backup::backup::objects::ObjectUrl;
-    use online_backup::backup::upgrade::{upgrade_objects, ObjectUpgrade, Rewrite};
+    use online_backup::backup::rewrite::{rewrite_objects, Rewrite, RewriteOutcome};
     let url = ObjectUrl::parse(url).map_err(|e| (2, e))?;
-    match upgrade_objects(env, &url, work, Rewrite::Aggregate).await {
-        Ok(ObjectUpgrade::Aggregated { tx, .. }) => Ok(Some(tx)),
-        Ok(ObjectUpgrade::NothingToFold { .. }) => Ok(None),
+    match rewrite_objects(env, &url, work, Rewrite::Aggregate).await {
+        Ok(RewriteOutcome::Aggregated { tx, .. }) => Ok(Some(tx)),
+        Ok(RewriteOutcome::NothingToFold { .. }) => Ok(None),
         Ok(other) => Err((0, format!("an aggregate answered {other:?}"))),
         Err(e) => Err((e.exit_code(), e.to_string())),
     }

@@ -25,9 +25,9 @@ use rand::Rng;
 use crate::coverage::{PHASE_TABLE, WORKLOAD_TABLE};
 use crate::runner::{Scenario, ScenarioCtx};
 use crate::scenarios::backup_world::{
-    check_invariants, configure, expectation, pruned, BackupJob, BackupRun, BackupSim, Entry,
-    Expect, Facts, Holding, Inspection, Job, ManifestState, Reply, Retention, Setup, Tree, Waited,
-    CLIENT, SERVER, TARGET,
+    check_invariants, configure, expectation, kept_older, pruned, BackupJob, BackupRun, BackupSim,
+    Entry, Expect, Facts, Holding, Inspection, Job, ManifestState, Reply, Retention, Setup, Tree,
+    Waited, CLIENT, SERVER, TARGET,
 };
 use crate::seams::{BackupPhase, FaultKind, FaultSpec, Fired, OpClass};
 
@@ -485,13 +485,15 @@ fn judge(
                 ));
                 return Ok(());
             }
-            // The old generation a failed removal left after the switch (BK-32): the next
-            // run removes it (BK-36).
+            // The old generations a failed removal left after the switch (BK-32, PIT-12): the
+            // next run removes them (BK-36). Those the run keeps must still be there.
             if struck(spec.kind, Some(CLIENT), Some(BackupPhase::Switch)) {
                 if let Some(live) = inspection.live {
+                    let kept = kept_older(&run.before, live, run.job.keep_generations);
                     inspection.names.retain(|n| {
                         n == POINTER_FILE
                             || *n == generation_name(live)
+                            || kept.contains(n)
                             || !n.starts_with("generation-")
                     });
                 }

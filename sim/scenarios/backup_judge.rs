@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use online_backup::backup::client::{BackupError, FullReason, Kind, Mode, Summary};
+use online_backup::backup::manifest::MANIFEST_FILE;
 use online_backup::backup::target::TargetError;
 use online_backup::digest::Digest;
 use online_backup::store::check::CheckReport;
@@ -502,20 +503,25 @@ fn check_finished(f: &Facts, run: &BackupRun, s: &Summary, kind: Kind) -> Result
                 .any(|n| n == POINTER_FILE || layout::parse_generation(n).is_some())
     } else {
         inspection.live.is_some_and(|n| {
-            inspection.names == [POINTER_FILE.to_string(), layout::generation_name(n)]
+            let mut expected = vec![POINTER_FILE.to_string(), layout::generation_name(n)];
+            expected.extend(kept_older(&run.before, n, run.job.keep_generations));
+            expected.sort();
+            inspection.names == expected
         })
     };
     if !clean {
         return Err(format!(
-            "BK-30, BK-32, BK-36, BK-38: after the run the directory should hold {}; it holds \
-             {:?} (live: {:?})",
+            "BK-30, BK-32, BK-36, BK-38, PIT-12: after the run the directory should hold {}; it \
+             holds {:?} (live: {:?}, --keep-generations {}, before: {:?})",
             if plain {
                 "the plain store's files"
             } else {
-                "the pointer and the live generation only"
+                "the pointer, the live generation and the newest older ones it keeps"
             },
             inspection.names,
-            inspection.live
+            inspection.live,
+            run.job.keep_generations,
+            generations_in(&run.before),
         ));
     }
     Ok(Holding::Backup {
@@ -524,6 +530,43 @@ fn check_finished(f: &Facts, run: &BackupRun, s: &Summary, kind: Kind) -> Result
         diverged: false,
         plain,
     })
+}
+
+/// The generations a finished run whose live generation is `live` keeps beside it with
+/// `--keep-generations keep` (PIT-12): of the finished generations older than `live` that the
+/// directory held before the run, up to the one live then (those above it are what a failed
+/// run left, BK-36), the newest `keep - 1`.
+pub fn kept_older(before: &Tree, live: u64, keep: u32) -> Vec<String> {
+    let live_before = before
+        .as_ref()
+        .and_then(|t| t.get(POINTER_FILE))
+        .and_then(|e| match e {
+            Entry::File(bytes) => std::str::from_utf8(bytes).ok(),
+            Entry::Dir => None,
+        })
+        .and_then(|text| layout::parse_generation(text.strip_suffix('\n')?));
+    let mut finished: Vec<u64> = generations_in(before)
+        .into_iter()
+        .filter(|&(g, has_manifest)| {
+            g < live && live_before.is_some_and(|l| g <= l) && has_manifest
+        })
+        .map(|(g, _)| g)
+        .collect();
+    finished.sort_unstable_by(|a, b| b.cmp(a));
+    finished.truncate(keep.max(1) as usize - 1);
+    finished.into_iter().map(layout::generation_name).collect()
+}
+
+/// The generations a tree holds, each with whether it holds its manifest (MF-6).
+fn generations_in(tree: &Tree) -> Vec<(u64, bool)> {
+    let Some(tree) = tree else {
+        return Vec::new();
+    };
+    tree.iter()
+        .filter(|(_, e)| **e == Entry::Dir)
+        .filter_map(|(name, _)| layout::parse_generation(name).map(|g| (g, name)))
+        .map(|(g, name)| (g, tree.contains_key(&format!("{name}/{MANIFEST_FILE}"))))
+        .collect()
 }
 
 /// Invariant 3 for a refused run (BK-17, BK-40).

@@ -11,7 +11,8 @@
 //!    work live (a pointer or manifest whose put landed but answered an error), never half of
 //!    it.
 //! 3. No lease is left when a run has ended (OBJ-5, OBJ-13), and after a successful run the
-//!    target holds only the pointer and the live generation (OBJ-7, OBJ-9, OBJ-11).
+//!    target holds only the pointer, the live generation and the newest older generations its
+//!    `--keep-generations` keeps, those it held before (OBJ-7, OBJ-9, OBJ-11, PIT-12).
 //! 4. On every other round, a restore to an earlier tx of the live generation (OBJ-18) is the
 //!    source's state there, or refused before its full backup's tx.
 //! 5. Some rounds end with `neo4j-admin aggregate` (OBJ-20), under the round's faults: it
@@ -33,6 +34,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use online_backup::backup::client::{FullReason, Kind, Mode};
+use online_backup::store::layout;
 use rand::Rng;
 
 use crate::runner::{Scenario, ScenarioCtx};
@@ -79,6 +81,19 @@ fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
             Mode::Auto
         };
         let job = BackupJob::new(URL, mode, &mut ctx.rng);
+        let keep = job.keep_generations;
+        // The live generation and those older than it, before the run: what it may keep (the
+        // generations above the live one are leftovers of a failed run, which it removes).
+        let held_before = keys(ctx)?;
+        let live_before = if held_before.iter().any(|k| k == "db/CURRENT") {
+            layout::parse_generation(&current(ctx)?)
+        } else {
+            None
+        };
+        let before: Vec<u64> = generations(&held_before)
+            .into_iter()
+            .filter(|&g| live_before.is_some_and(|l| g <= l))
+            .collect();
         let run = sim.backup(ctx, job)?;
         ctx.world.objects().arm(ObjectFaults::default());
         let outcome = match &run.outcome {
@@ -160,7 +175,8 @@ fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
             }
         }
 
-        // 3: no lease left; after a success, only the pointer and the live generation.
+        // 3: no lease left; after a success, only the pointer, the live generation and the older
+        // ones `--keep-generations` keeps.
         let keys = keys(ctx)?;
         if keys.iter().any(|k| k.ends_with("/LEASE")) {
             return Err(format!(
@@ -170,13 +186,29 @@ fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
         }
         if run.outcome.is_ok() {
             let current = current(ctx)?;
-            let live = format!("db/{current}/");
-            if let Some(stray) = keys
-                .iter()
-                .find(|k| k.as_str() != "db/CURRENT" && !k.starts_with(&live))
-            {
+            let live = layout::parse_generation(&current)
+                .ok_or(format!("SIM-40, OBJ-7: the pointer names {current:?}"))?;
+            // The newest `keep - 1` of the generations older than the live one (PIT-12).
+            let mut kept: Vec<u64> = before.iter().copied().filter(|&g| g < live).collect();
+            kept.sort_unstable_by(|a, b| b.cmp(a));
+            kept.truncate(keep as usize - 1);
+            let allowed = |k: &str| {
+                k == "db/CURRENT"
+                    || std::iter::once(live)
+                        .chain(kept.iter().copied())
+                        .any(|g| k.starts_with(&format!("db/{}/", layout::generation_name(g))))
+            };
+            if let Some(stray) = keys.iter().find(|k| !allowed(k)) {
                 return Err(format!(
-                    "SIM-40, OBJ-7, OBJ-9: after a successful run the target still holds {stray} beside {current}"
+                    "SIM-40, OBJ-7, OBJ-9, PIT-12: after a successful run with --keep-generations {keep} the target still holds {stray} beside {current} and {kept:?}"
+                )
+                .into());
+            }
+            let held = generations(&keys);
+            if held.len() != kept.len() + 1 {
+                return Err(format!(
+                    "SIM-40, OBJ-9, PIT-12: after a successful run with --keep-generations {keep} the target holds generations {held:?}; it should keep {live} and {kept:?} (it held {:?}, live {live_before:?})",
+                    generations(&held_before)
                 )
                 .into());
             }
@@ -402,6 +434,18 @@ fn keys(ctx: &ScenarioCtx) -> turmoil::Result<Vec<String>> {
             .try_collect(),
     )?;
     Ok(keys)
+}
+
+/// The generations whose objects `keys` hold, once each, in order.
+fn generations(keys: &[String]) -> Vec<u64> {
+    let mut held: Vec<u64> = keys
+        .iter()
+        .filter_map(|k| k.strip_prefix("db/")?.split('/').next())
+        .filter_map(layout::parse_generation)
+        .collect();
+    held.sort_unstable();
+    held.dedup();
+    held
 }
 
 /// The generation the pointer names.

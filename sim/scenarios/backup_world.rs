@@ -305,6 +305,9 @@ pub struct BackupJob {
     /// `--keep-transactions true` on about a third of the runs (PIT-2 .. PIT-6), so undo
     /// segments are written, crashed into and pruned, and inspections restore to earlier txs.
     pub keep_transactions: bool,
+    /// `--keep-generations` (PIT-12): 2 or 3 on about a third of the runs, so full backups keep
+    /// older generations, later runs trim them, and the judge checks which stay.
+    pub keep_generations: u32,
 }
 
 impl BackupJob {
@@ -327,6 +330,11 @@ impl BackupJob {
             scrub_percent: [0, online_backup::backup::client::SCRUB_PERCENT, 40, 100]
                 [rng.random_range(0..4)],
             keep_transactions: rng.random_bool(0.35),
+            keep_generations: if rng.random_bool(0.3) {
+                rng.random_range(2..=3)
+            } else {
+                1
+            },
         }
     }
 
@@ -342,6 +350,7 @@ impl BackupJob {
             apply_run_txs: online_backup::backup::client::APPLY_RUN_TXS,
             scrub_percent: online_backup::backup::client::SCRUB_PERCENT,
             keep_transactions: false,
+            keep_generations: 1,
         }
     }
 }

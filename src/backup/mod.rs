@@ -10,7 +10,7 @@
 //! `manifest` (what a generation holds, block by block, and verifying it), `catalogue`
 //! (`neo4j-admin backup-info`: the generations and what each can restore),
 //! `restore` (`neo4j-admin restore`: a verified copy of a backup into a store directory),
-//! `upgrade` (`neo4j-admin upgrade` and `aggregate` of a backup in an object store: the live
+//! `rewrite` (`neo4j-admin upgrade` and `aggregate` of a backup in an object store: the live
 //! generation rewritten into a new one), `objects` (object
 //! storage targets, spec/objects.md), `tls`
 //! (TLS with client certificates on the backup port, spec/security.md).
@@ -23,7 +23,7 @@ pub mod manifest;
 pub mod objects;
 pub mod protocol;
 pub mod restore;
+pub mod rewrite;
 pub mod service;
 pub mod target;
 pub mod tls;
-pub mod upgrade;

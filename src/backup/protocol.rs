@@ -263,21 +263,16 @@ impl Message {
                 put_str_u16(&mut out, name);
                 out.put_u64_le(*len);
             }
-            Message::FileChunk(bytes) => {
-                out.reserve(bytes.len() + 1);
-                out.put_u8(kind::FILE_CHUNK);
-                out.put_slice(bytes);
-            }
+            // One allocation of the body's exact size: the kind byte, then the bytes.
+            Message::FileChunk(bytes) => return [&[kind::FILE_CHUNK][..], bytes].concat(),
             Message::FileEnd { crc } => {
                 out.put_u8(kind::FILE_END);
                 out.put_u32_le(*crc);
             }
             Message::Tx(entry) => {
-                // The log's own entry body (LOG-5), which is format independent (LOG-6).
-                let framed = entry.encode_framed();
-                out.reserve(framed.len() - 7);
-                out.put_u8(kind::TX);
-                out.put_slice(&framed[8..]);
+                // The log's own entry body (LOG-5), which is format independent (LOG-6), after
+                // its 8-byte frame header.
+                return [&[kind::TX][..], &entry.encode_framed()[8..]].concat();
             }
             Message::End { last_tx, digest } => {
                 out.put_u8(kind::END);

@@ -14,8 +14,8 @@ use online_backup::backup::history::Span;
 use online_backup::backup::manifest::{quick_check, rehash_after_upgrade, QuickCheck};
 use online_backup::backup::objects::{quick_check_objects, stage, ObjectUrl};
 use online_backup::backup::restore::{remove_staging, restore, stage_objects, Until};
+use online_backup::backup::rewrite::{rewrite_objects, Rewrite, RewriteOutcome};
 use online_backup::backup::tls::ClientTlsFiles;
-use online_backup::backup::upgrade::{upgrade_objects, ObjectUpgrade, Rewrite};
 use online_backup::cli;
 use online_backup::io::Env;
 use online_backup::progress::{Bar, Phase};
@@ -707,11 +707,11 @@ fn upgrade_dir(env: &Env, store: &std::path::Path) -> ExitCode {
 fn rewrite_url(env: &Env, url: &ObjectUrl, rewrite: Rewrite) -> ExitCode {
     let work = std::env::temp_dir().join(format!("neo4j-admin-rewrite-{}", std::process::id()));
     let upgraded = match runtime() {
-        Ok(rt) => rt.block_on(upgrade_objects(env, url, &work, rewrite)),
+        Ok(rt) => rt.block_on(rewrite_objects(env, url, &work, rewrite)),
         Err(e) => return fail(&e),
     };
     match upgraded {
-        Ok(ObjectUpgrade::Upgraded {
+        Ok(RewriteOutcome::Upgraded {
             from,
             generation,
             tx,
@@ -723,11 +723,11 @@ fn rewrite_url(env: &Env, url: &ObjectUrl, rewrite: Rewrite) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Ok(ObjectUpgrade::AlreadyCurrent(v)) => {
+        Ok(RewriteOutcome::AlreadyCurrent(v)) => {
             out!("{url} is already at the current format {v}; nothing to do");
             ExitCode::SUCCESS
         }
-        Ok(ObjectUpgrade::Aggregated {
+        Ok(RewriteOutcome::Aggregated {
             replayed,
             generation,
             tx,
@@ -738,7 +738,7 @@ fn rewrite_url(env: &Env, url: &ObjectUrl, rewrite: Rewrite) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Ok(ObjectUpgrade::NothingToFold { tx }) => {
+        Ok(RewriteOutcome::NothingToFold { tx }) => {
             out!("{url} holds no transaction to fold (its files are at tx {tx}); nothing to do");
             ExitCode::SUCCESS
         }

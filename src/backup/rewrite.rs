@@ -59,7 +59,7 @@ impl Rewrite {
 
 /// Why an object store's upgrade or aggregation did not happen.
 #[derive(Debug, thiserror::Error)]
-pub enum ObjectUpgradeError {
+pub enum RewriteError {
     #[error("{0}")]
     Objects(#[from] ObjectsError),
     /// The downloaded copy could not be rewritten or checked on this machine.
@@ -81,21 +81,21 @@ pub enum ObjectUpgradeError {
     },
 }
 
-impl ObjectUpgradeError {
+impl RewriteError {
     /// The exit code of `neo4j-admin upgrade s3://...` and `aggregate s3://...` (OBJ-10,
     /// OBJ-19, OBJ-20).
     pub fn exit_code(&self) -> u8 {
         match self {
-            ObjectUpgradeError::Objects(e) => e.exit_code(),
-            ObjectUpgradeError::Local { .. } => 1,
-            ObjectUpgradeError::Inconsistent { .. } => 3,
+            RewriteError::Objects(e) => e.exit_code(),
+            RewriteError::Local { .. } => 1,
+            RewriteError::Inconsistent { .. } => 3,
         }
     }
 }
 
-/// What an object store's upgrade did.
+/// What an object store's upgrade or aggregation did.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ObjectUpgrade {
+pub enum RewriteOutcome {
     /// The live generation was in `from`; generation `generation`, at tx `tx`, is now live in
     /// the current format.
     Upgraded {
@@ -119,12 +119,12 @@ pub enum ObjectUpgrade {
 /// Upgrades the backup in the object store `url` to [`FormatVersion::CURRENT`] (OBJ-19), or
 /// folds its logs into its record files (OBJ-20), as `rewrite` says, using the local directory
 /// `work`, which must not exist and is removed after.
-pub async fn upgrade_objects(
+pub async fn rewrite_objects(
     env: &Env,
     url: &ObjectUrl,
     work: &Path,
     rewrite: Rewrite,
-) -> Result<ObjectUpgrade, ObjectUpgradeError> {
+) -> Result<RewriteOutcome, RewriteError> {
     let done = under_lease(
         env,
         url,
@@ -147,16 +147,16 @@ async fn rewrite_live(
     lease: &mut Lease,
     work: &Path,
     rewrite: Rewrite,
-) -> Result<ObjectUpgrade, ObjectUpgradeError> {
+) -> Result<RewriteOutcome, RewriteError> {
     let url = target.url().to_string();
     let (live, manifest) = live_generation(target)?;
     let manifest = manifest.clone();
     match rewrite {
         Rewrite::Upgrade if manifest.format == FormatVersion::CURRENT => {
-            return Ok(ObjectUpgrade::AlreadyCurrent(manifest.format));
+            return Ok(RewriteOutcome::AlreadyCurrent(manifest.format));
         }
         Rewrite::Aggregate if holds_no_transaction(&manifest) => {
-            return Ok(ObjectUpgrade::NothingToFold {
+            return Ok(RewriteOutcome::NothingToFold {
                 tx: manifest.last_tx,
             });
         }
@@ -165,7 +165,7 @@ async fn rewrite_live(
     // What an interrupted run left goes first, as a run's start does (OBJ-7).
     target.clean(&*env.objects).await?;
     download_generation(env, target, live, &manifest, work, lease).await?;
-    let local = |source: StoreError| ObjectUpgradeError::Local {
+    let local = |source: StoreError| RewriteError::Local {
         url: url.clone(),
         rewrite,
         source,
@@ -210,7 +210,7 @@ async fn rewrite_live(
     )
     .map_err(local)?;
     if !report.consistent {
-        return Err(ObjectUpgradeError::Inconsistent {
+        return Err(RewriteError::Inconsistent {
             url,
             rewrite,
             count: report.finding_count,
@@ -219,7 +219,7 @@ async fn rewrite_live(
     }
     // The state it reached must be the one its manifest names (MF-1).
     if report.last_committed_tx != manifest.last_tx || report.digest != manifest.digest.to_hex() {
-        return Err(ObjectUpgradeError::Inconsistent {
+        return Err(RewriteError::Inconsistent {
             url,
             rewrite,
             count: 1,
@@ -265,12 +265,12 @@ async fn rewrite_live(
     target.switch_to(n, keep).await?;
     let tx = meta.checkpoint.last_tx;
     Ok(match rewrite {
-        Rewrite::Upgrade => ObjectUpgrade::Upgraded {
+        Rewrite::Upgrade => RewriteOutcome::Upgraded {
             from,
             generation: n,
             tx,
         },
-        Rewrite::Aggregate => ObjectUpgrade::Aggregated {
+        Rewrite::Aggregate => RewriteOutcome::Aggregated {
             replayed: tx - checkpoint.min(tx),
             generation: n,
             tx,
@@ -308,7 +308,7 @@ async fn upload_generation(
     lease: &mut Lease,
     n: u64,
     copy: Rewritten<'_>,
-) -> Result<(), ObjectUpgradeError> {
+) -> Result<(), RewriteError> {
     let Rewritten {
         work,
         meta,
@@ -325,7 +325,7 @@ async fn upload_generation(
         let path = work.join(name);
         let io = |doing: &str| {
             let (url, doing) = (url.clone(), format!("{doing} {}", path.display()));
-            move |e: std::io::Error| ObjectUpgradeError::Local {
+            move |e: std::io::Error| RewriteError::Local {
                 url,
                 rewrite,
                 source: StoreError::io(doing, e),
@@ -349,7 +349,7 @@ async fn upload_generation(
                 Err(e) => Err(e),
             };
             let renewed = match sent {
-                Ok(()) => lease.renew_if_due().await.map_err(ObjectUpgradeError::from),
+                Ok(()) => lease.renew_if_due().await.map_err(RewriteError::from),
                 Err(e) => Err(e),
             };
             if let Err(e) = renewed {
