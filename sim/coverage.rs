@@ -96,26 +96,33 @@ pub const WORKLOAD_TABLE: TableSpec = TableSpec {
 /// The table of object store faults that struck (SIM-40), over `backup_objects`' seeds.
 pub const BY_OBJECT_FAULT: &str = "object store faults";
 
-/// The object store faults table: each must strike in some seed.
+/// The object store faults table: each must strike a backup run and an aggregation in some
+/// seed.
 pub const OBJECT_TABLE: TableSpec = TableSpec {
     name: BY_OBJECT_FAULT,
     rows: &["put fails", "put lost", "slow list"],
-    columns: &["struck"],
+    columns: &["backup", "aggregate"],
     possible: any_cell,
     required: true,
 };
 
 impl Coverage {
-    /// The cells the object store faults of one run (seed `seed`) hit (SIM-40).
-    pub fn of_objects(counts: crate::seams::ObjectFaultCounts, seed: u64) -> Coverage {
+    /// The cells the object store faults of one seed (`seed`) hit, by the operation they were
+    /// armed for (SIM-40).
+    pub fn of_objects(
+        counts: &BTreeMap<&'static str, crate::seams::ObjectFaultCounts>,
+        seed: u64,
+    ) -> Coverage {
         let mut c = Coverage::default();
-        for (row, n) in [
-            ("put fails", counts.put_fails),
-            ("put lost", counts.put_lost),
-            ("slow list", counts.slow_lists),
-        ] {
-            for _ in 0..n {
-                c.hit(BY_OBJECT_FAULT, row, "struck", seed);
+        for (during, counts) in counts {
+            for (row, n) in [
+                ("put fails", counts.put_fails),
+                ("put lost", counts.put_lost),
+                ("slow list", counts.slow_lists),
+            ] {
+                for _ in 0..n {
+                    c.hit(BY_OBJECT_FAULT, row, during, seed);
+                }
             }
         }
         c

@@ -330,7 +330,7 @@ pub fn run_with(
                 Err(_) => "scenario failed",
             });
             coverage = Coverage::of_fired(&ctx.world.fired(), seed);
-            coverage.merge(&Coverage::of_objects(ctx.world.objects().counts(), seed));
+            coverage.merge(&Coverage::of_objects(&ctx.world.objects().counts(), seed));
             // The hosts' software is dropped here; what it records happens at the end.
             let end = ctx.sim.elapsed();
             trace.at_driver_time(end, || drop(ctx));

@@ -74,7 +74,7 @@ fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
             ObjectFaults::default()
         };
         ctx.record(&format!("round {round}: faults {faults:?}"));
-        ctx.world.objects().arm(faults);
+        ctx.world.objects().arm(faults, "backup");
         let mode = if ctx.rng.random_bool(0.2) {
             Mode::Full
         } else {
@@ -95,7 +95,7 @@ fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
             .filter(|&g| live_before.is_some_and(|l| g <= l))
             .collect();
         let run = sim.backup(ctx, job)?;
-        ctx.world.objects().arm(ObjectFaults::default());
+        ctx.world.objects().arm(ObjectFaults::default(), "backup");
         let outcome = match &run.outcome {
             Ok(s) => format!("{} to tx {}", s.kind.name(), s.to_tx),
             Err(f) => format!("failed, exit {}: {}", f.exit, f.message),
@@ -305,7 +305,7 @@ fn aggregate(
     faults: ObjectFaults,
     tx: u64,
 ) -> turmoil::Result {
-    ctx.world.objects().arm(faults);
+    ctx.world.objects().arm(faults, "aggregate");
     let work = std::path::PathBuf::from(format!("/scratch/aggregate-{round}"));
     let reply = sim.call(
         ctx,
@@ -314,7 +314,7 @@ fn aggregate(
             work,
         },
     )?;
-    ctx.world.objects().arm(ObjectFaults::default());
+    ctx.world.objects().arm(ObjectFaults::default(), "backup");
     let Reply::Aggregated(done) = reply else {
         return Err(format!("an aggregate job answered {reply:?}").into());
     };

@@ -47,8 +47,16 @@ pub struct ObjectFaultCounts {
 #[derive(Debug)]
 struct Armed {
     faults: ObjectFaults,
+    /// What the faults are armed for (`backup`, `aggregate`): the column their strikes count in.
+    during: &'static str,
     rng: StdRng,
-    counts: ObjectFaultCounts,
+    counts: BTreeMap<&'static str, ObjectFaultCounts>,
+}
+
+impl Armed {
+    fn counts(&mut self) -> &mut ObjectFaultCounts {
+        self.counts.entry(self.during).or_default()
+    }
 }
 
 /// The buckets of one simulation, created on first use, and the faults armed on them.
@@ -64,19 +72,24 @@ impl SimObjects {
             buckets: Mutex::default(),
             armed: Arc::new(Mutex::new(Armed {
                 faults: ObjectFaults::default(),
+                during: "backup",
                 rng: StdRng::seed_from_u64(seed ^ 0x0b1e_c7f5_0000_0001),
-                counts: ObjectFaultCounts::default(),
+                counts: BTreeMap::new(),
             })),
         }
     }
 
-    /// Arms `faults` from now on (the default disarms).
-    pub fn arm(&self, faults: ObjectFaults) {
-        self.armed.lock().unwrap().faults = faults;
+    /// Arms `faults` from now on (the default disarms), for the operation `during` (`backup`,
+    /// `aggregate`), under which their strikes are counted.
+    pub fn arm(&self, faults: ObjectFaults, during: &'static str) {
+        let mut armed = self.armed.lock().unwrap();
+        armed.faults = faults;
+        armed.during = during;
     }
 
-    pub fn counts(&self) -> ObjectFaultCounts {
-        self.armed.lock().unwrap().counts
+    /// How often each fault struck, by the operation it was armed for.
+    pub fn counts(&self) -> BTreeMap<&'static str, ObjectFaultCounts> {
+        self.armed.lock().unwrap().counts.clone()
     }
 
     /// The bucket's store as it is, without faults: what the driver inspects.
@@ -131,7 +144,7 @@ impl Faulty {
         let p = pick(&armed.faults);
         let hit = p > 0.0 && armed.rng.random_bool(p.min(1.0));
         if hit {
-            count(&mut armed.counts);
+            count(armed.counts());
         }
         hit
     }
@@ -189,7 +202,7 @@ impl ObjectStore for Faulty {
             if most.is_zero() {
                 Duration::ZERO
             } else {
-                armed.counts.slow_lists += 1;
+                armed.counts().slow_lists += 1;
                 Duration::from_millis(armed.rng.random_range(0..=most.as_millis() as u64))
             }
         };
