@@ -1014,6 +1014,23 @@ mod tests {
 
     // PR-3: a peer that is not a backup client is refused at the first frame.
     #[test]
+    fn sec_7_only_an_alert_or_handshake_of_tls_3_1_to_3_4_reads_as_a_tls_answer() {
+        let head = |a: u8, b: u8, c: u8| [a, b, c, 0, 2, 2, 40, 0];
+        for (h, tls) in [
+            (head(0x15, 3, 1), true),
+            (head(0x16, 3, 4), true),
+            (head(0x16, 3, 0), false),
+            (head(0x16, 3, 5), false),
+            (head(0x16, 2, 3), false),
+            (head(0x16, 4, 1), false),
+            (head(0x17, 3, 3), false),
+            (head(0x14, 3, 3), false),
+        ] {
+            assert_eq!(is_tls_record(&h), tls, "SEC-7: {h:?}");
+        }
+    }
+
+    #[test]
     fn pr_3_bad_magic_is_refused() {
         let mut body = Message::Hello { version: 1 }.encode_body();
         body[1] ^= 1;
