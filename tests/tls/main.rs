@@ -442,7 +442,8 @@ fn sec_11_unusable_tls_files_fail_the_tool_before_it_connects() {
         )),
         "SEC-11: {line}"
     );
-    // A PEM file cut short, or with damaged base64, is named for what is wrong with it.
+    // A PEM file cut short, with damaged base64 or a malformed BEGIN line, is named for what
+    // is wrong with it.
     for (name, text, why) in [
         (
             "cut.crt",
@@ -453,6 +454,11 @@ fn sec_11_unusable_tls_files_fail_the_tool_before_it_connects() {
             "bad64.crt",
             "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
             "a PEM block's base64 is damaged",
+        ),
+        (
+            "begin.crt",
+            "-----BEGIN CERTIFICATE----\nMIIB\n-----END CERTIFICATE-----\n",
+            "a BEGIN line is malformed",
         ),
     ] {
         std::fs::write(dir.path().join(name), text).unwrap();
