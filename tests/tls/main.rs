@@ -167,6 +167,67 @@ fn sec_3_a_client_without_a_certificate_is_refused() {
     );
 }
 
+/// A client certificate resolver that presents nothing and records the CA names the server's
+/// certificate request hinted at.
+#[derive(Debug, Default)]
+struct HintRecorder(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl rustls::client::ResolvesClientCert for HintRecorder {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        _: &[rustls::SignatureScheme],
+    ) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        *self.0.lock().unwrap() = root_hint_subjects.iter().map(|h| h.to_vec()).collect();
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn sec_3_the_certificate_request_names_the_client_ca() {
+    use rustls::pki_types::pem::PemObject;
+    use std::sync::Arc;
+
+    let dir = scratch();
+    let (pki, server) = tls_server(dir.path());
+    let addr = server.backup.clone().unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let hints = Arc::new(HintRecorder::default());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_cert_resolver(hints.clone());
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The handshake runs until the server refuses the missing certificate (SEC-3); the hints
+    // came with its certificate request before that.
+    while tls.is_handshaking() {
+        if tls.complete_io(&mut tcp).is_err() {
+            break;
+        }
+    }
+    let hinted = hints.0.lock().unwrap().clone();
+    assert!(
+        hinted.len() == 1
+            && hinted[0]
+                .windows(b"test backup CA".len())
+                .any(|w| w == b"test backup CA"),
+        "SEC-3: the certificate request should name the client CA, it named {hinted:?}"
+    );
+}
+
 #[test]
 fn sec_3_a_client_certificate_from_another_ca_is_refused() {
     let dir = scratch();
