@@ -826,3 +826,81 @@ impl AsyncWrite for ClientStream {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// The service's side of a connection whose handshake was just refused, lingering over
+    /// `io`.
+    fn lingering(io: tokio::io::DuplexStream) -> ServerStream {
+        ServerStream {
+            state: State::Lingering {
+                io: Box::new(io),
+                why: "the client presented no certificate".into(),
+                until: Box::pin(tokio::time::sleep(LINGER)),
+            },
+            peer: "127.0.0.1:1".parse().unwrap(),
+            seen: Arc::default(),
+            deadline: Box::pin(tokio::time::sleep(HANDSHAKE_TIMEOUT)),
+            timeout: HANDSHAKE_TIMEOUT,
+        }
+    }
+
+    fn poll_once(stream: &mut ServerStream) -> Poll<io::Result<()>> {
+        let waker = std::task::Waker::noop();
+        stream.poll_handshake(&mut Context::from_waker(waker))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sec_11_a_refused_client_is_read_until_it_closes_then_refused() {
+        let (ours, mut theirs) = tokio::io::duplex(4096);
+        let mut stream = lingering(ours);
+        // Its hello, sent before it read the alert: read and dropped, the connection kept.
+        theirs.write_all(b"a client hello").await.unwrap();
+        assert!(
+            poll_once(&mut stream).is_pending(),
+            "SEC-11: the service closed while the refused client was still sending"
+        );
+        // It closes: the service is done with it, with the refusal's sentence.
+        drop(theirs);
+        let Poll::Ready(Err(e)) = poll_once(&mut stream) else {
+            panic!("SEC-11: the refused connection did not end when the client closed");
+        };
+        assert!(is_refusal(&e), "SEC-6: {e}");
+        assert_eq!(
+            e.to_string(),
+            "the client presented no certificate",
+            "SEC-6"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sec_11_a_refused_client_that_stays_is_dropped_after_the_linger() {
+        let (ours, mut theirs) = tokio::io::duplex(4096);
+        let mut stream = lingering(ours);
+        theirs.write_all(b"a client hello").await.unwrap();
+        let started = tokio::time::Instant::now();
+        let r = poll_fn(|cx| stream.poll_handshake(cx)).await;
+        assert!(r.as_ref().is_err_and(is_refusal), "SEC-6: {r:?}");
+        assert_eq!(started.elapsed(), LINGER, "SEC-11");
+        drop(theirs);
+    }
+
+    #[test]
+    fn sec_1_a_peer_that_closes_without_close_notify_reads_as_closed() {
+        let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "no close_notify");
+        assert!(plain_eof(Err(eof)).is_ok(), "SEC-1");
+        let reset = io::Error::new(io::ErrorKind::ConnectionReset, "reset");
+        assert_eq!(
+            plain_eof(Err(reset)).map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionReset),
+            "SEC-1"
+        );
+        assert!(plain_eof(Ok(())).is_ok(), "SEC-1");
+    }
+}
