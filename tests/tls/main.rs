@@ -139,8 +139,11 @@ fn sec_1_full_and_incremental_backups_over_tls() {
     assert_same_as_server(&target, &server);
     let log = server.wait_for_stderr("presented a certificate accepted for CN backup");
     assert!(
-        log.contains("requires TLS and a client certificate"),
-        "SEC-1: the server says at start what protects the port: {log}"
+        log.contains(
+            "requires TLS and a client certificate signed by online_backup_tls_client_ca \
+             naming one of: backup"
+        ),
+        "SEC-1: the server says at start what protects the port, its allow-list too: {log}"
     );
 }
 
