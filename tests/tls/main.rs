@@ -314,6 +314,12 @@ fn sec_4_an_empty_allow_list_admits_any_certificate_the_ca_signed() {
         &pki.client_args("anyone"),
     );
     assert_eq!(out.code, Some(0), "SEC-4: {out:#?}");
+    let log = server.wait_for_stderr("presented a certificate accepted for CN anyone");
+    assert!(
+        log.contains("a client certificate signed by online_backup_tls_client_ca\n")
+            && !log.contains("naming one of"),
+        "SEC-1, SEC-4: without an allow-list the start line names none: {log}"
+    );
 }
 
 #[test]
