@@ -829,8 +829,6 @@ impl AsyncWrite for ClientStream {
 
 #[cfg(test)]
 mod tests {
-    use std::future::poll_fn;
-
     use tokio::io::AsyncWriteExt;
 
     use super::*;
@@ -884,10 +882,17 @@ mod tests {
         let (ours, mut theirs) = tokio::io::duplex(4096);
         let mut stream = lingering(ours);
         theirs.write_all(b"a client hello").await.unwrap();
-        let started = tokio::time::Instant::now();
-        let r = poll_fn(|cx| stream.poll_handshake(cx)).await;
-        assert!(r.as_ref().is_err_and(is_refusal), "SEC-6: {r:?}");
-        assert_eq!(started.elapsed(), LINGER, "SEC-11");
+        assert!(poll_once(&mut stream).is_pending(), "SEC-11");
+        tokio::time::advance(LINGER - Duration::from_millis(1)).await;
+        assert!(
+            poll_once(&mut stream).is_pending(),
+            "SEC-11: the service dropped a refused client before the linger was over"
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let Poll::Ready(Err(e)) = poll_once(&mut stream) else {
+            panic!("SEC-11: a refused client that stays was not dropped after the linger");
+        };
+        assert!(is_refusal(&e), "SEC-6: {e}");
         drop(theirs);
     }
 
