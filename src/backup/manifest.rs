@@ -1111,6 +1111,54 @@ pub fn rehash_after_upgrade(
 
 #[cfg(test)]
 mod tests {
+    use super::{FileEntry, Finding};
+
+    /// A file of `size` bytes whose blocks hash as `blocks` say.
+    fn listed_as(size: u64, blocks: &[u8]) -> FileEntry {
+        FileEntry {
+            name: "f".into(),
+            size,
+            blocks: blocks.iter().map(|&b| [b; super::HASH]).collect(),
+        }
+    }
+
+    #[test]
+    fn mf_4_a_copy_shorter_or_longer_with_the_blocks_it_shares_intact_is_named_by_its_first_block_past_them(
+    ) {
+        let listed = listed_as(20, &[1, 2, 3, 4, 5]);
+        assert_eq!(
+            listed.compare(&listed_as(8, &[1, 2]), 4),
+            Some(Finding::Truncated {
+                file: "f".into(),
+                size: 8,
+                listed: 20,
+                block: 2
+            }),
+            "MF-4: a copy cut after its second block"
+        );
+        assert_eq!(
+            listed_as(8, &[1, 2]).compare(&listed, 4),
+            Some(Finding::Extended {
+                file: "f".into(),
+                size: 20,
+                listed: 8,
+                block: 2
+            }),
+            "MF-4: a copy grown past its second block"
+        );
+        assert_eq!(
+            listed.compare(&listed_as(12, &[1, 9, 3]), 4),
+            Some(Finding::Truncated {
+                file: "f".into(),
+                size: 12,
+                listed: 20,
+                block: 1
+            }),
+            "MF-4: a short copy whose second block differs"
+        );
+        assert_eq!(listed.compare(&listed.clone(), 4), None, "MF-4");
+    }
+
     // MF-1: the source is the address made printable, at most 255 bytes of it.
     #[test]
     fn mf_1_the_source_is_printable_and_bounded() {
