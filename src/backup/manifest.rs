@@ -1521,6 +1521,16 @@ mod tests {
     fn mf_5_pending_ranges_merge_and_their_encoding_is_checked() {
         let mut p = Pending::default();
         assert!(p.is_empty(), "MF-5");
+        let mut ranges_only = Pending::default();
+        ranges_only.add("a", 3, 3);
+        let new_files_only = Pending {
+            new_files: true,
+            ..Pending::default()
+        };
+        assert!(
+            !ranges_only.is_empty() && !new_files_only.is_empty(),
+            "MF-5: a range alone, or new files alone, is pending"
+        );
         assert!(
             p.add("b", 4, 4) && p.add("b", 6, 7) && p.add("a", 0, TO_END),
             "MF-5"

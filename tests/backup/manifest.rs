@@ -609,6 +609,41 @@ fn mf_11_a_scrub_reads_a_slice_from_its_cursor_and_goes_round() {
     );
 }
 
+// MF-11, MF-8: a scrub and the check before a run rewrites blocks read no size first: a file cut
+// short inside a listed block is named truncated at the size it has, from that block.
+#[test]
+fn mf_11_mf_8_a_file_cut_inside_a_block_is_named_truncated_at_its_size() {
+    let (dir, mut manifest) = generation();
+    let nodes = dir.path().join("neostore.nodestore.db");
+    let cut = 2 * BLOCK as u64 + 100;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&nodes)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let truncated = Finding::Truncated {
+        file: "neostore.nodestore.db".into(),
+        size: cut,
+        listed: 5 * BLOCK as u64 / 2,
+        block: 2,
+    };
+    manifest.scrub_cursor = 3;
+    let s = manifest.scrub(&*fs(), dir.path(), 1).unwrap();
+    assert_eq!(
+        (s.findings, s.bytes),
+        (vec![truncated.clone()], 100),
+        "MF-11: the short block is named with the size the file has"
+    );
+    assert_eq!(
+        manifest
+            .check_blocks(&*fs(), dir.path(), "neostore.nodestore.db", 1, 2)
+            .unwrap(),
+        vec![truncated],
+        "MF-8: a block cut short before a run rewrites it is damage"
+    );
+}
+
 // MF-1, MF-2: the bounds of a manifest's fields are inclusive: a source of 255 bytes, a tool
 // version of 64 and 4,096 files are read back; one more of any is refused as damaged.
 #[test]
