@@ -90,6 +90,7 @@ fn decode_each(bytes: &[u8]) {
     let _ = StoreId::parse(&text);
     let _ = FormatVersion::parse(&text);
     let _ = online_backup::store::layout::parse_generation(&text);
+    let _ = online_backup::store::layout::parse_pointer(bytes);
     let _ = Message::decode_body(bytes);
     let _ = TxEntry::decode_body(bytes);
     let _ = LogHeader::decode(bytes);

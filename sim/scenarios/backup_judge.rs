@@ -541,10 +541,9 @@ pub fn kept_older(before: &Tree, live: u64, keep: u32) -> Vec<String> {
         .as_ref()
         .and_then(|t| t.get(POINTER_FILE))
         .and_then(|e| match e {
-            Entry::File(bytes) => std::str::from_utf8(bytes).ok(),
+            Entry::File(bytes) => layout::parse_pointer(bytes),
             Entry::Dir => None,
-        })
-        .and_then(|text| layout::parse_generation(text.strip_suffix('\n')?));
+        });
     let mut finished: Vec<u64> = generations_in(before)
         .into_iter()
         .filter(|&(g, has_manifest)| {

@@ -44,17 +44,22 @@ pub fn read_pointer(fs: &dyn Fs, dir: &Path) -> Result<Option<u64>, StoreError> 
     }
     let bytes = io::read_small_file(fs, &path, POINTER_LIMIT)
         .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
-    let text = std::str::from_utf8(&bytes).unwrap_or("");
-    let generation = text
+    let generation = parse_pointer(&bytes).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "{} does not name a generation (it should hold one line like `generation-1`)",
+            path.display()
+        ))
+    })?;
+    Ok(Some(generation))
+}
+
+/// The generation a pointer file's contents name: exactly one line, `generation-<n>` in its
+/// canonical spelling, ended by a newline; `None` for anything else (BK-30).
+pub fn parse_pointer(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes)
+        .ok()?
         .strip_suffix('\n')
         .and_then(parse_generation)
-        .ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "{} does not name a generation (it should hold one line like `generation-1`)",
-                path.display()
-            ))
-        })?;
-    Ok(Some(generation))
 }
 
 /// The directory holding the store files `dir` means: the live generation when `dir` has a
@@ -101,5 +106,16 @@ mod tests {
         assert_eq!(parse_generation("generation-07"), None);
         assert_eq!(parse_generation("generation-"), None);
         assert_eq!(parse_generation("gen-1"), None);
+        assert_eq!(parse_pointer(b"generation-12\n"), Some(12));
+        for bad in [
+            &b"generation-12"[..],
+            b"generation-12\n\n",
+            b"generation-12\r\n",
+            b" generation-12\n",
+            b"\xffgeneration-12\n",
+            b"",
+        ] {
+            assert_eq!(parse_pointer(bad), None, "BK-30: {bad:?}");
+        }
     }
 }

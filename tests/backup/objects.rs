@@ -431,6 +431,20 @@ fn obj_1_obj_10_errors_are_one_sentence_an_operator_can_act_on() {
         vec!["notes/readme.txt".to_string()],
         "OBJ-3"
     );
+    // A pointer that names no generation: not a backup (exit 3), untouched.
+    moto.put("real", "bad/CURRENT", b"generation-01\n");
+    let out = backup_to(&moto, &addr, "s3://real/bad", &[]);
+    assert_eq!(out.code, Some(3), "OBJ-3: {out:#?}");
+    assert!(
+        out.one_error_line()
+            .contains("CURRENT does not name a generation"),
+        "OBJ-3: {out:#?}"
+    );
+    assert_eq!(
+        moto.get("real", "bad/CURRENT"),
+        b"generation-01\n",
+        "OBJ-3: the pointer is left as it was"
+    );
     // An upgrade of a prefix that holds no backup: exit 3, nothing left behind (OBJ-19).
     let out = admin_with(&moto, &["upgrade", "s3://real/x"]);
     assert_eq!(out.code, Some(3), "OBJ-19: {out:#?}");

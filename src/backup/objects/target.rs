@@ -11,7 +11,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload, UpdateVersi
 use super::{ObjectUrl, ObjectsError};
 use crate::backup::manifest::{FileEntry, Manifest, MANIFEST_FILE, MAX_MANIFEST};
 use crate::io::{Clock, Env, Objects};
-use crate::store::layout::{generation_name, parse_generation, POINTER_FILE};
+use crate::store::layout::{generation_name, parse_generation, parse_pointer, POINTER_FILE};
 use crate::store::log::log_version_of;
 use crate::units;
 
@@ -274,11 +274,7 @@ impl ObjectTarget {
         let pointer = match get_small(&*store, url, POINTER_FILE).await? {
             None => None,
             Some((bytes, version)) => {
-                let n = std::str::from_utf8(&bytes)
-                    .ok()
-                    .and_then(|t| t.strip_suffix('\n'))
-                    .and_then(parse_generation)
-                    .ok_or_else(|| {
+                let n = parse_pointer(&bytes).ok_or_else(|| {
                         not_a_backup(format!(
                             "{POINTER_FILE} does not name a generation (it should hold one line like `generation-1`)"
                         ))
