@@ -896,6 +896,118 @@ mod tests {
         drop(theirs);
     }
 
+    /// A TLS connection over a pipe that holds `pipe` bytes: the service's stream and the
+    /// tool's, handshaken, with a certificate made for the test (no client certificate: this
+    /// is about the streams, not about who may connect).
+    async fn connected(pipe: usize) -> (ServerStream, ClientStream) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = CertificateDer::from(made.cert.der().to_vec());
+        let key = PrivateKeyDer::try_from(made.signing_key.serialize_der()).unwrap();
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        // As the service's: tickets would wait in the pipe for a read nobody makes yet.
+        server.send_tls13_tickets = 0;
+        let mut roots = RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let (ours, theirs) = tokio::io::duplex(pipe);
+        let (accepted, connected) = tokio::join!(
+            tokio_rustls::TlsAcceptor::from(Arc::new(server)).accept(Box::new(ours) as _),
+            tokio_rustls::TlsConnector::from(Arc::new(client)).connect(
+                ServerName::try_from("localhost").unwrap(),
+                Box::new(theirs) as Box<dyn Stream>
+            )
+        );
+        let mut server = lingering(tokio::io::duplex(1).0);
+        server.state = State::Ready(Box::new(accepted.unwrap()));
+        let client = ClientStream {
+            inner: connected.unwrap(),
+            view: Arc::new(why::ClientView {
+                addr: "127.0.0.1:1".into(),
+                host: "localhost".into(),
+                ca: "ca.pem".into(),
+                cert: None,
+            }),
+            clock: Arc::new(crate::io::os::OsClock),
+        };
+        (server, client)
+    }
+
+    /// Sends `n` bytes from `from` to `to` through a pipe too small to hold them (a TLS
+    /// stream's `write_all` returns once TLS has taken them, so only its flush delivers the
+    /// rest), then closes `from`, which `to` must read as the end.
+    async fn delivers_then_closes(
+        from: &mut (impl AsyncWrite + Unpin),
+        to: &mut (impl AsyncRead + Unpin),
+        n: usize,
+    ) -> Result<(), &'static str> {
+        use tokio::io::AsyncReadExt;
+        let sent: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        let mut got = vec![0u8; n];
+        let (written, read) = tokio::join!(
+            async {
+                from.write_all(&sent).await?;
+                from.flush().await
+            },
+            to.read_exact(&mut got)
+        );
+        written.map_err(|_| "the write or the flush failed")?;
+        read.map_err(|_| "the read failed")?;
+        if got != sent {
+            return Err("the bytes read are not the bytes sent");
+        }
+        let (closed, end) = tokio::join!(
+            from.shutdown(),
+            tokio::time::timeout(Duration::from_secs(5), to.read(&mut got))
+        );
+        closed.map_err(|_| "the shutdown failed")?;
+        match end {
+            Ok(Ok(0)) => Ok(()),
+            Ok(_) => Err("the peer read something after the close"),
+            Err(_) => Err("the peer did not see the close"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sec_1_what_a_stream_writes_is_delivered_by_its_flush_and_its_shutdown_is_seen() {
+        let wait = Duration::from_secs(5);
+        let (mut server, mut client) = connected(64).await;
+        let to_client = delivers_then_closes(&mut server, &mut client, 20_000);
+        assert_eq!(
+            tokio::time::timeout(wait, to_client).await,
+            Ok(Ok(())),
+            "SEC-1: the service's TLS stream, to the tool"
+        );
+        let (mut server, mut client) = connected(64).await;
+        let to_service = delivers_then_closes(&mut client, &mut server, 20_000);
+        assert_eq!(
+            tokio::time::timeout(wait, to_service).await,
+            Ok(Ok(())),
+            "SEC-1: the tool's TLS stream, to the service"
+        );
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let mut plain = PlainStream {
+            inner: Box::new(ours),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            sniffed: false,
+        };
+        let to_tool = delivers_then_closes(&mut plain, &mut theirs, 20_000);
+        assert_eq!(
+            tokio::time::timeout(wait, to_tool).await,
+            Ok(Ok(())),
+            "SEC-8: the plaintext service's stream, to the tool"
+        );
+    }
+
     #[test]
     fn sec_1_a_peer_that_closes_without_close_notify_reads_as_closed() {
         let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "no close_notify");
