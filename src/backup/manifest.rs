@@ -1454,6 +1454,21 @@ mod tests {
         };
         accepted("4,096 files", many(MAX_FILES));
         refused("4,097 files", many(MAX_FILES + 1));
+        // A manifest of exactly MAX_MANIFEST bytes (one file of as many blocks as fit, the
+        // source padding the rest), and one a byte longer.
+        let of_length = |extra: usize| {
+            let with = |blocks: u64, source: usize| Manifest {
+                source: "s".repeat(source),
+                files: vec![entry("big", blocks * 4096, 4096, 0)],
+                ..sample()
+            };
+            let room = MAX_MANIFEST - with(0, 0).encode().len() as u64;
+            let m = with(room / HASH as u64, (room % HASH as u64) as usize + extra);
+            assert_eq!(m.encode().len() as u64, MAX_MANIFEST + extra as u64);
+            m
+        };
+        accepted("a manifest of MAX_MANIFEST bytes", of_length(0));
+        refused("a manifest one byte longer", of_length(1));
         accepted(
             "a file name of 255 bytes",
             Manifest {
