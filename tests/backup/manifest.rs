@@ -876,6 +876,15 @@ fn mf_4_a_file_that_cannot_be_opened_is_an_error_not_a_missing_file() {
         Err(e) => assert!(e.to_string().contains("neostore.meta"), "MF-4: {e}"),
         Ok(report) => panic!("MF-4: an EIO on open was reported as {:?}", report.findings),
     }
+    let mut scrubbed = manifest.clone();
+    match scrubbed.scrub(&failing, dir.path(), 1) {
+        Err(e) => assert!(e.to_string().contains("neostore.meta"), "MF-11: {e}"),
+        Ok(s) => panic!("MF-11: an EIO on open was reported as {:?}", s.findings),
+    }
+    match manifest.check_blocks(&failing, dir.path(), "neostore.meta", 0, 0) {
+        Err(e) => assert!(e.to_string().contains("neostore.meta"), "MF-8: {e}"),
+        Ok(findings) => panic!("MF-8: an EIO on open was reported as {findings:?}"),
+    }
     std::fs::remove_file(dir.path().join("neostore.meta")).unwrap();
     let report = verify(&*fs(), dir.path(), &manifest).unwrap();
     assert_eq!(
