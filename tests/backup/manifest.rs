@@ -210,6 +210,13 @@ fn mf_5_pending_blocks_are_not_checked_and_a_refresh_rehashes_exactly_them() {
         "MF-5: damage outside the pending blocks is still found, the pending ones are not checked"
     );
     assert_eq!(report.unchecked.len(), 2, "MF-5: {:?}", report.unchecked);
+    assert!(
+        report.unchecked.iter().any(|u| u.starts_with(&format!(
+            "{nodes}: 1 block(s) an unfinished run may have changed"
+        ))),
+        "MF-5: the listed blocks left unchecked are counted: {:?}",
+        report.unchecked
+    );
     // Written with its pending section and read back.
     manifest.write(&*fs(), dir.path()).unwrap();
     assert_eq!(
