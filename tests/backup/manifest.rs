@@ -235,6 +235,24 @@ fn mf_5_pending_blocks_are_not_checked_and_a_refresh_rehashes_exactly_them() {
         manifest.file("neostore.transaction.db.3").is_some(),
         "MF-5: a new file is listed after a refresh"
     );
+    // A pending block inside the file's size: not read, counted; every other byte is read.
+    let mut inside = manifest.clone();
+    inside.pending.add(nodes, 1, 1);
+    let report = verify(&*fs(), dir.path(), &inside).unwrap();
+    assert!(
+        report.findings.is_empty()
+            && report.unchecked.len() == 1
+            && report.unchecked[0].starts_with(&format!(
+                "{nodes}: 1 block(s) an unfinished run may have changed"
+            )),
+        "MF-5: {report:?}"
+    );
+    let listed: u64 = inside.files.iter().map(|f| f.size).sum();
+    assert_eq!(
+        report.bytes_read,
+        listed - BLOCK as u64,
+        "MF-9: every listed byte but the pending block's is read"
+    );
     // A size change nobody declared is refused, not blessed.
     manifest.pending.add(nodes, 0, 0);
     std::fs::write(&path, &b[..100]).unwrap();
