@@ -944,8 +944,18 @@ mod tests {
 
     /// Sends `n` bytes from `from` to `to` through a pipe too small to hold them (a TLS
     /// stream's `write_all` returns once TLS has taken them, so only its flush delivers the
-    /// rest), then closes `from`, which `to` must read as the end.
+    /// rest), then closes `from`, which `to` must read as the end; within five (paused) seconds.
     async fn delivers_then_closes(
+        from: &mut (impl AsyncWrite + Unpin),
+        to: &mut (impl AsyncRead + Unpin),
+        n: usize,
+    ) -> Result<(), &'static str> {
+        tokio::time::timeout(Duration::from_secs(5), transfer(from, to, n))
+            .await
+            .unwrap_or(Err("the bytes sent were not all read"))
+    }
+
+    async fn transfer(
         from: &mut (impl AsyncWrite + Unpin),
         to: &mut (impl AsyncRead + Unpin),
         n: usize,
@@ -979,19 +989,16 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn sec_1_what_a_stream_writes_is_delivered_by_its_flush_and_its_shutdown_is_seen() {
-        let wait = Duration::from_secs(5);
         let (mut server, mut client) = connected(64).await;
-        let to_client = delivers_then_closes(&mut server, &mut client, 20_000);
         assert_eq!(
-            tokio::time::timeout(wait, to_client).await,
-            Ok(Ok(())),
+            delivers_then_closes(&mut server, &mut client, 20_000).await,
+            Ok(()),
             "SEC-1: the service's TLS stream, to the tool"
         );
         let (mut server, mut client) = connected(64).await;
-        let to_service = delivers_then_closes(&mut client, &mut server, 20_000);
         assert_eq!(
-            tokio::time::timeout(wait, to_service).await,
-            Ok(Ok(())),
+            delivers_then_closes(&mut client, &mut server, 20_000).await,
+            Ok(()),
             "SEC-1: the tool's TLS stream, to the service"
         );
         let (ours, mut theirs) = tokio::io::duplex(64);
@@ -1000,10 +1007,9 @@ mod tests {
             peer: "127.0.0.1:1".parse().unwrap(),
             sniffed: false,
         };
-        let to_tool = delivers_then_closes(&mut plain, &mut theirs, 20_000);
         assert_eq!(
-            tokio::time::timeout(wait, to_tool).await,
-            Ok(Ok(())),
+            delivers_then_closes(&mut plain, &mut theirs, 20_000).await,
+            Ok(()),
             "SEC-8: the plaintext service's stream, to the tool"
         );
     }
