@@ -354,3 +354,64 @@ fn closed_unanswered(e: &ProtocolError) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::Clock;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    /// The monotonic reading of tokio's test time, which a paused runtime advances only by
+    /// the sleeps it skips: a paced run's time, exactly.
+    #[derive(Debug)]
+    struct TestTime(tokio::time::Instant);
+
+    impl Clock for TestTime {
+        fn now(&self) -> SystemTime {
+            UNIX_EPOCH + self.monotonic()
+        }
+        fn monotonic(&self) -> Duration {
+            self.0.elapsed()
+        }
+    }
+
+    // BK-41: a paced connection receives at the rate, on average since it opened: never
+    // faster, and no slower than the pace makes it (the time the last frame is due, less than
+    // a frame's worth late).
+    #[tokio::test(start_paused = true)]
+    async fn bk_41_a_paced_connection_receives_at_the_rate_and_no_slower() {
+        let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+        let (rd, wr) = tokio::io::split(Box::new(ours) as Box<dyn Stream>);
+        let time = Arc::new(TestTime(tokio::time::Instant::now()));
+        let rate = 100_000u64;
+        let mut conn = Conn {
+            rd: tokio::io::BufReader::with_capacity(READ_BUFFER, rd),
+            wr,
+            addr: "test".to_string(),
+            timeout: Duration::from_secs(60),
+            received: 0,
+            last_len: 0,
+            pace: Some(Pace {
+                rate,
+                clock: time.clone(),
+                since: time.monotonic(),
+            }),
+        };
+        let frames = 20;
+        for _ in 0..frames {
+            write_message(&mut theirs, &Message::FileChunk(vec![7; 10_000]))
+                .await
+                .unwrap();
+        }
+        for _ in 0..frames {
+            conn.recv("a chunk").await.unwrap();
+        }
+        let took = time.monotonic();
+        let due = Duration::from_secs_f64(conn.received as f64 / rate as f64);
+        assert!(
+            took >= due && took < due + Duration::from_millis(10),
+            "BK-41: {} bytes at {rate} B/s are due at {due:?}, received at {took:?}",
+            conn.received
+        );
+    }
+}
