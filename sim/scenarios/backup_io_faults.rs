@@ -219,7 +219,7 @@ fn faulted(
     }
     // And the transactions arrive slowly enough for commits to land meanwhile (BK-41).
     if by_commits && phase == BackupPhase::TxStream {
-        job.max_rate = Some(32 << 10);
+        job.max_rate = std::num::NonZeroU64::new(32 << 10);
     }
     let counts = clean(ctx, sim, state, job.clone())?;
     // Enough for a stream longer than the network holds at once when it matters.

@@ -131,7 +131,7 @@ fn run(ctx: &mut ScenarioCtx) -> turmoil::Result {
     sim.call(ctx, Job::WriteTls)?;
     let mut job = BackupJob::new(TARGET, Mode::Full, &mut ctx.rng);
     // Four seconds at least: the store holds at least what the first full backup copied.
-    job.max_rate = Some((bytes / 4).max(1024));
+    job.max_rate = std::num::NonZeroU64::new((bytes / 4).max(1024));
     let (long, now) = sim.backup_checked(ctx, &holding, job)?;
     holding = now;
     let ended = clock.now();

@@ -25,6 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -295,7 +296,7 @@ pub struct BackupJob {
     /// `-timeout` (BK-7).
     pub timeout: Duration,
     /// `--max-rate` (BK-41).
-    pub max_rate: Option<u64>,
+    pub max_rate: Option<NonZeroU64>,
     /// Transactions per durable apply run (BK-24): a few on about half the runs, so that the
     /// runs, their read back and the stream interleave (SIM-38).
     pub apply_run_txs: usize,
@@ -321,7 +322,8 @@ impl BackupJob {
             // spans more of the writer's commits (SIM-23).
             max_rate: rng
                 .random_bool(0.5)
-                .then(|| rng.random_range(20_000..200_000)),
+                .then(|| rng.random_range(20_000..200_000))
+                .and_then(NonZeroU64::new),
             apply_run_txs: if rng.random_bool(0.5) {
                 rng.random_range(1..=8)
             } else {

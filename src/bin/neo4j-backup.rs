@@ -297,8 +297,10 @@ fn main() -> ExitCode {
     };
     let max_rate = match cli.max_rate.as_deref().map(units::parse_size) {
         None => None,
-        Some(Ok(0)) => return usage("--max-rate must be more than 0 bytes per second", cli.json),
-        Some(Ok(n)) => Some(n),
+        Some(Ok(n)) => match std::num::NonZeroU64::new(n) {
+            Some(rate) => Some(rate),
+            None => return usage("--max-rate must be more than 0 bytes per second", cli.json),
+        },
         Some(Err(_)) => {
             return usage(
                 &format!(

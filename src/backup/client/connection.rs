@@ -2,6 +2,7 @@
 //! with the timeout and pace applied (BK-7, BK-41), the handshake (PR-3, PR-4) and the
 //! incremental request with its first answer (PR-14).
 
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -215,11 +216,11 @@ pub(super) async fn connect(
     env: &Env,
     opts: &BackupOptions,
     addr: &str,
-    max_rate: Option<u64>,
+    max_rate: Option<NonZeroU64>,
     tls: Option<&ClientTls>,
 ) -> Result<Conn, BackupError> {
     let timeout = opts.timeout;
-    let pace = max_rate.filter(|&r| r > 0);
+    let pace = max_rate.map(NonZeroU64::get);
     let connecting = match pace {
         None => env.net.connect(addr),
         Some(rate) => env.net.connect_paced(addr, paced_buffer(rate)),

@@ -68,8 +68,9 @@ pub struct BackupOptions {
     pub verify: Verify,
     /// The longest to wait for the server to send anything (BK-7).
     pub timeout: Duration,
-    /// The most bytes per second to receive (`--max-rate`, BK-41); `None` for no limit.
-    pub max_rate: Option<u64>,
+    /// The most bytes per second to receive (`--max-rate`, BK-41); `None` for no limit (a
+    /// limit of nothing is no rate: the command line refuses `--max-rate 0`).
+    pub max_rate: Option<std::num::NonZeroU64>,
     /// `--tls-ca`, `--tls-cert`, `--tls-key` (SEC-9); `None` for a plaintext connection.
     pub tls: Option<ClientTlsFiles>,
     /// The most transactions applied in one durable run (BK-24), at most [`APPLY_RUN_TXS`]:

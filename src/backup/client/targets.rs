@@ -110,7 +110,7 @@ impl Session {
         env: &Env,
         opts: &BackupOptions,
         shown: String,
-        max_rate: Option<u64>,
+        max_rate: Option<std::num::NonZeroU64>,
         tls: Option<&ClientTls>,
         out: &mut dyn Observer,
     ) -> Result<Session, BackupError> {
