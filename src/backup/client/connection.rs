@@ -376,28 +376,104 @@ mod tests {
         }
     }
 
-    // BK-41: a paced connection receives at the rate, on average since it opened: never
-    // faster, and no slower than the pace makes it (the time the last frame is due, less than
-    // a frame's worth late).
-    #[tokio::test(start_paused = true)]
-    async fn bk_41_a_paced_connection_receives_at_the_rate_and_no_slower() {
-        let (ours, mut theirs) = tokio::io::duplex(1 << 20);
-        let (rd, wr) = tokio::io::split(Box::new(ours) as Box<dyn Stream>);
-        let time = Arc::new(TestTime(tokio::time::Instant::now()));
-        let rate = 100_000u64;
-        let mut conn = Conn {
+    /// A connection to "test" over `stream`, with a minute's timeout.
+    fn conn_over(stream: Box<dyn Stream>, pace: Option<Pace>) -> Conn {
+        let (rd, wr) = tokio::io::split(stream);
+        Conn {
             rd: tokio::io::BufReader::with_capacity(READ_BUFFER, rd),
             wr,
             addr: "test".to_string(),
             timeout: Duration::from_secs(60),
             received: 0,
             last_len: 0,
-            pace: Some(Pace {
-                rate,
-                clock: time.clone(),
-                since: time.monotonic(),
-            }),
+            pace,
+        }
+    }
+
+    /// A peer that takes every write and fails every read with its error kind.
+    #[derive(Debug)]
+    struct FailingReads(std::io::ErrorKind);
+
+    impl tokio::io::AsyncRead for FailingReads {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Err(std::io::Error::new(self.0, "injected")))
+        }
+    }
+
+    impl tokio::io::AsyncWrite for FailingReads {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    // PR-21: a first read that fails because the peer closed, reset or aborted the connection
+    // reads as a connection closed unanswered (a service at its limit, or shutting down); any
+    // other failure is the network failure it is, naming what the tool waited for.
+    #[tokio::test]
+    async fn pr_21_only_a_close_reads_as_a_connection_closed_unanswered() {
+        use std::io::ErrorKind::*;
+        let kinds = [
+            (ConnectionReset, true),
+            (BrokenPipe, true),
+            (UnexpectedEof, true),
+            (ConnectionAborted, true),
+            (PermissionDenied, false),
+            (Other, false),
+        ];
+        for (kind, closed) in kinds {
+            let mut conn = conn_over(Box::new(FailingReads(kind)), None);
+            let err = handshake(&mut conn).await.unwrap_err();
+            let named = match err {
+                BackupError::ClosedUnanswered { .. } => true,
+                BackupError::Network {
+                    ref waiting_for, ..
+                } => {
+                    assert_eq!(waiting_for, "the server's welcome", "PR-21: {err}");
+                    false
+                }
+                ref other => panic!("PR-21: a first read failing with {kind:?}: {other}"),
+            };
+            assert_eq!(
+                named, closed,
+                "PR-21: a first read failing with {kind:?} reads as: {err}"
+            );
+        }
+    }
+
+    // BK-41: a paced connection receives at the rate, on average since it opened: never
+    // faster, and no slower than the pace makes it (the time the last frame is due, less than
+    // a frame's worth late).
+    #[tokio::test(start_paused = true)]
+    async fn bk_41_a_paced_connection_receives_at_the_rate_and_no_slower() {
+        let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+        let time = Arc::new(TestTime(tokio::time::Instant::now()));
+        let rate = 100_000u64;
+        let pace = Pace {
+            rate,
+            clock: time.clone(),
+            since: time.monotonic(),
         };
+        let mut conn = conn_over(Box::new(ours), Some(pace));
         let frames = 20;
         for _ in 0..frames {
             write_message(&mut theirs, &Message::FileChunk(vec![7; 10_000]))
