@@ -480,6 +480,69 @@ async fn pit_4_mf_5_a_segment_a_failed_run_left_is_replaced_and_rehashed() {
     server.stop().await;
 }
 
+/// An observer that keeps the lines and the progress of a full backup's copy.
+#[derive(Default)]
+struct CopyProgress {
+    lines: Vec<String>,
+    copy: Vec<(u64, u64)>,
+}
+
+impl client::Observer for CopyProgress {
+    fn line(&mut self, text: &str) {
+        self.lines.push(text.to_string());
+    }
+    fn progress(&mut self, phase: client::Phase, done: u64, total: u64) {
+        if phase == client::Phase::Copy {
+            self.copy.push((done, total));
+        }
+    }
+}
+
+// BK-44, BK-9: a full backup's copy reports the bytes received of the store's bytes as they
+// arrive, rising to all of them, and says how much it copied before it applies the
+// transactions after the checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bk_44_the_copy_reports_the_bytes_received_up_to_the_whole() {
+    let dir = support::scratch();
+    let store = dir.path().join("db");
+    let target = dir.path().join("backup");
+    let server = TestServer::start(&store, "").await;
+    server.commit_padded(40, 2000).await;
+    let mut seen = CopyProgress::default();
+    let full = client::run(
+        &Env::os(),
+        &backup_options(&server.backup_addr(), &target, client::Mode::Auto),
+        &mut seen,
+    )
+    .await
+    .unwrap();
+    assert_eq!(full.kind, client::Kind::Full);
+    let &(done, total) = seen
+        .copy
+        .last()
+        .expect("BK-44: the copy reported no progress");
+    assert!(
+        total > 0 && done == total,
+        "BK-44: the copy ended at {done} of {total} bytes: {:?}",
+        seen.copy
+    );
+    assert!(
+        seen.copy.windows(2).all(|w| w[0].0 < w[1].0) && seen.copy[0].0 > 0,
+        "BK-44: each report counts the bytes received so far: {:?}",
+        seen.copy
+    );
+    let copied = format!(
+        "copied {} of store files",
+        online_backup::units::bytes(total)
+    );
+    assert!(
+        seen.lines.iter().any(|l| l.starts_with(&copied)),
+        "BK-9: no line says `{copied}`: {:?}",
+        seen.lines
+    );
+    server.stop().await;
+}
+
 // BK-41: under --max-rate the tool asks for a receive buffer of an eighth of a second at the
 // rate, no less than 64 KiB and no more than 4 MiB.
 #[test]
