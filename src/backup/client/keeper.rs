@@ -99,16 +99,9 @@ impl Keeper {
         }
         for image in entries.iter().flat_map(|e| &e.records) {
             let (kind, id) = key_of(image);
-            let size = kind.size(format) as u64;
-            let (start, end) = (id * size, id * size + size - 1);
             let name = kind.file_name();
-            // The block holding the listed end: writing into it or past it changes the size.
-            let end_block = self.manifest.file(name).map_or(0, |f| f.size / block);
-            let (first, last) = if end / block >= end_block {
-                ((start / block).min(end_block), TO_END)
-            } else {
-                (start / block, end / block)
-            };
+            let listed = self.manifest.file(name).map_or(0, |f| f.size);
+            let (first, last) = blocks_written(id, kind.size(format) as u64, listed, block);
             if !self.manifest.pending.covers_range(name, first, last) {
                 ranges.push((name.to_string(), first, last));
             }
@@ -209,6 +202,20 @@ impl Keeper {
     }
 }
 
+/// The blocks that writing record `id`, of `size` bytes, into a record file listed at `listed`
+/// bytes changes (MF-8): the blocks its bytes lie in; when it reaches the block holding the
+/// listed end or lies past it, the file's size changes too, so from that block (or the record's
+/// first, if before) to the end.
+fn blocks_written(id: u64, size: u64, listed: u64, block: u64) -> (u64, u64) {
+    let (start, end) = (id * size, id * size + size - 1);
+    let end_block = listed / block;
+    if end / block >= end_block {
+        ((start / block).min(end_block), TO_END)
+    } else {
+        (start / block, end / block)
+    }
+}
+
 /// A manifest that cannot be brought in step is a failed verification (MF-7): the backup is
 /// marked unverified and the next run takes a full backup.
 pub(super) fn manifest_err(e: ManifestError) -> BackupError {
@@ -217,5 +224,40 @@ pub(super) fn manifest_err(e: ManifestError) -> BackupError {
             BackupError::VerificationFailed(VerifyFailure::Manifest(why))
         }
         ManifestError::Io { context, source } => StoreError::io(context, source).into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // MF-8: the blocks a record write marks pending, against a scan of the blocks its bytes
+    // touch, for every record of a few sizes (dividing a block, straddling blocks, larger than
+    // one) in files of every listed size up to a few blocks, blocks of 16 bytes.
+    #[test]
+    fn mf_8_a_record_write_marks_the_blocks_it_touches_and_the_end_when_it_grows_the_file() {
+        let block = 16;
+        for size in [1, 4, 5, 16, 23, 40] {
+            for id in 0..30 {
+                let (start, end) = (id * size, (id + 1) * size);
+                let touched: Vec<u64> = (0..)
+                    .take_while(|b| b * block < end)
+                    .filter(|b| (b + 1) * block > start)
+                    .collect();
+                for listed in 0..6 * block {
+                    let end_block = listed / block;
+                    let want = if touched.iter().any(|&b| b >= end_block) {
+                        (touched[0].min(end_block), TO_END)
+                    } else {
+                        (touched[0], *touched.last().unwrap())
+                    };
+                    assert_eq!(
+                        blocks_written(id, size, listed, block),
+                        want,
+                        "MF-8: record {id} of {size} bytes (bytes {start}..{end}) in a file listed at {listed} bytes"
+                    );
+                }
+            }
+        }
     }
 }
