@@ -480,6 +480,70 @@ async fn pit_4_mf_5_a_segment_a_failed_run_left_is_replaced_and_rehashed() {
     server.stop().await;
 }
 
+// MF-8: each run of transactions of an incremental makes the blocks it is about to write
+// pending, durably, before it writes them, not only the first run: here the first run writes
+// no relationship, the second creates one in a relationship file of several blocks, and its
+// record write fails after the log took it. The manifest on disk already names the
+// relationship file's blocks, so the next run rehashes what recovery writes there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mf_8_every_run_of_transactions_makes_its_blocks_pending_before_it_writes() {
+    use online_backup::backup::manifest::{self, Manifest, BLOCK_SIZE};
+    let dir = support::scratch();
+    let store = dir.path().join("db");
+    let target = dir.path().join("backup");
+    generate_big(&store);
+    let rels = RecordKind::ALL[1].file_name();
+    assert!(
+        std::fs::metadata(store.join(rels)).unwrap().len() > 2 * BLOCK_SIZE as u64,
+        "the relationship file spans several blocks"
+    );
+    let server = TestServer::start(&store, "").await;
+    let real = server.backup_addr();
+    let mut lines = client::Lines::default();
+    let options = client::BackupOptions {
+        apply_run_txs: 1,
+        ..backup_options(&real, &target, client::Mode::Auto)
+    };
+    client::run(&Env::os(), &options, &mut lines).await.unwrap();
+    for body in [
+        r#"{"ops":[{"set_property":{"node":5,"key":"k","value":"v"}}]}"#,
+        r#"{"ops":[{"create_relationship":{"from":25000,"to":25001,"type":"R","props":{}}}]}"#,
+    ] {
+        server.http("POST", "/db/data/transaction", body).await;
+    }
+    let failing = Env {
+        fs: std::sync::Arc::new(support::faulty::Faulty {
+            fail_writes: Some(support::faulty::Files {
+                under: Some(target.clone()),
+                name: rels,
+            }),
+            armed: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            ..Default::default()
+        }),
+        ..Env::os()
+    };
+    let err = client::run(&failing, &options, &mut lines)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 1, "MF-8: the record write failed: {err}");
+    let live = online_backup::store::layout::resolve(&*support::fs(), &target).unwrap();
+    let on_disk = Manifest::read(&*support::fs(), &live).unwrap().unwrap();
+    assert!(
+        on_disk.pending.to_end(rels),
+        "MF-8: the second run's relationship blocks were not pending on disk before it wrote: {:?}",
+        on_disk.pending.files().collect::<Vec<_>>()
+    );
+    let next = client::run(&Env::os(), &options, &mut lines).await.unwrap();
+    assert_eq!(next.kind, client::Kind::Incremental, "MF-7");
+    let quick = manifest::quick_check(&*support::fs(), &target).unwrap();
+    assert!(
+        quick.report.findings.is_empty(),
+        "MF-7: after the next run the generation verifies whole: {:?}",
+        quick.report.findings
+    );
+    server.stop().await;
+}
+
 /// An observer that keeps the lines and the progress of a full backup's copy.
 #[derive(Default)]
 struct CopyProgress {
