@@ -178,3 +178,50 @@ impl Observer for Lines {
         self.0.push(text.to_string());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incremental(bytes: u64, duration: Duration) -> Summary {
+        Summary {
+            kind: Kind::Incremental,
+            reason: String::new(),
+            full_reason: None,
+            store_id: StoreId {
+                created_millis: 1,
+                random: 2,
+            },
+            format: FormatVersion::CURRENT,
+            from_tx: Some(4),
+            checkpoint_tx: None,
+            to_tx: 7,
+            digest: Digest([1; 32]),
+            bytes,
+            transactions: 3,
+            duration,
+            verified: Verified::Touched,
+            fell_back: false,
+            scrubbed: None,
+        }
+    }
+
+    // BK-9: the summary line's rate is the bytes received over the run's duration; a run that
+    // took no measurable time reports no rate, not an infinite one.
+    #[test]
+    fn bk_9_the_summary_rate_is_the_bytes_over_the_duration() {
+        let line = incremental(3 << 20, Duration::from_secs(2)).describe();
+        let rate = units::rate((3 << 20) as f64 / 2.0);
+        assert!(
+            line.contains("tx 5 to 7 (3 transactions)")
+                && line.contains(&format!("in 2.00 s ({rate})")),
+            "BK-9: {line}"
+        );
+        let line = incremental(1000, Duration::ZERO).describe();
+        let none = units::rate(0.0);
+        assert!(
+            line.contains(&format!("in 0.00 s ({none})")),
+            "BK-9: {line}"
+        );
+    }
+}
