@@ -256,13 +256,21 @@ async fn bk_16_no_room_is_refused_before_writing() {
         err.to_string().contains("not enough room"),
         "BK-16: a byte short of {needed}: {err}"
     );
-    client::run(
-        &with_free(needed),
-        &backup_options(&real, &dir.path().join("exact"), client::Mode::Auto),
-        &mut lines,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("BK-16: exactly {needed} bytes of room are enough: {e}"));
+    let exact = backup_options(&real, &dir.path().join("exact"), client::Mode::Auto);
+    let planned = client::plan(&with_free(needed), &exact, &mut lines)
+        .await
+        .unwrap_or_else(|e| panic!("BK-42: a plan with exactly {needed} bytes of room: {e}"));
+    assert_eq!(planned.bytes, bytes, "BK-42");
+    let err = client::plan(&with_free(needed - 1), &exact, &mut lines)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not enough room"),
+        "BK-42: a plan a byte short of {needed}: {err}"
+    );
+    client::run(&with_free(needed), &exact, &mut lines)
+        .await
+        .unwrap_or_else(|e| panic!("BK-16: exactly {needed} bytes of room are enough: {e}"));
     server.stop().await;
 }
 
@@ -430,6 +438,11 @@ async fn pit_4_mf_5_a_segment_a_failed_run_left_is_replaced_and_rehashed() {
         .await
         .unwrap();
     assert_eq!(full.kind, client::Kind::Full);
+    assert!(
+        lines.0.iter().any(|l| l.starts_with("full backup from")),
+        "BK-9: the lines kept say which backup the run took: {:?}",
+        lines.0
+    );
     let live = online_backup::store::layout::resolve(&*support::fs(), &target).unwrap();
     let log = std::fs::read_dir(&live)
         .unwrap()
