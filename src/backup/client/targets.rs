@@ -383,21 +383,8 @@ impl TargetView for ObjectTarget {
     }
 
     fn full_instead(&self) -> Option<FullReason> {
-        let segments = self.segments();
         let (bytes, bound) = self.segment_bytes();
-        if segments >= MAX_SEGMENTS {
-            Some(FullReason::Consolidate {
-                segments,
-                by_size: None,
-            })
-        } else if bytes > bound {
-            Some(FullReason::Consolidate {
-                segments,
-                by_size: Some((bytes, bound)),
-            })
-        } else {
-            None
-        }
+        consolidation(self.segments(), bytes, bound)
     }
 
     fn free_space(&self, _env: &Env, _path: &Path) -> Result<Option<u64>, BackupError> {
@@ -466,5 +453,55 @@ impl BackupTarget for ObjectBackup {
         self.target.clean(&*run.env.objects).await?;
         run.full_to_objects(&mut self.target, &mut self.lease, reason, existing)
             .await
+    }
+}
+
+/// Why a generation of `segments` segments holding `bytes` bytes is replaced by a full one
+/// (OBJ-12): it holds as many segments as a generation may, or more bytes of segments than its
+/// `bound`; `None` while it may take another.
+fn consolidation(segments: u32, bytes: u64, bound: u64) -> Option<FullReason> {
+    if segments >= MAX_SEGMENTS {
+        Some(FullReason::Consolidate {
+            segments,
+            by_size: None,
+        })
+    } else if bytes > bound {
+        Some(FullReason::Consolidate {
+            segments,
+            by_size: Some((bytes, bound)),
+        })
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // OBJ-12: a generation takes segments up to MAX_SEGMENTS of them and up to its bound in
+    // bytes, each limit inclusive; one past either is consolidated, the count named first.
+    #[test]
+    fn obj_12_the_segment_limits_are_inclusive() {
+        let under = MAX_SEGMENTS - 1;
+        assert_eq!(consolidation(under, 100, 100), None, "OBJ-12");
+        assert_eq!(
+            consolidation(under, 101, 100),
+            Some(FullReason::Consolidate {
+                segments: under,
+                by_size: Some((101, 100)),
+            }),
+            "OBJ-12"
+        );
+        for bytes in [0, 101] {
+            assert_eq!(
+                consolidation(MAX_SEGMENTS, bytes, 100),
+                Some(FullReason::Consolidate {
+                    segments: MAX_SEGMENTS,
+                    by_size: None,
+                }),
+                "OBJ-12"
+            );
+        }
     }
 }
