@@ -416,6 +416,21 @@ async fn bk_40_a_failed_read_of_the_metadata_is_an_io_failure() {
     server.stop().await;
 }
 
+/// The real disk, where every write to a file under `under` whose name ends with `name` fails.
+fn failing_writes(under: &Path, name: &'static str) -> Env {
+    Env {
+        fs: std::sync::Arc::new(support::faulty::Faulty {
+            fail_writes: Some(support::faulty::Files {
+                under: Some(under.to_path_buf()),
+                name,
+            }),
+            armed: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            ..Default::default()
+        }),
+        ..Env::os()
+    }
+}
+
 // PIT-4, MF-5: an incremental that keeps transactions writes its undo segment, then fails
 // before it logs anything (the log write fails); the next run starts again from the same tx and
 // replaces the segment, which the manifest lists by then, with one that reaches further. The
@@ -450,17 +465,7 @@ async fn pit_4_mf_5_a_segment_a_failed_run_left_is_replaced_and_rehashed() {
         .filter(|n| n.starts_with(online_backup::store::log::LOG_PREFIX))
         .max()
         .unwrap();
-    let failing = Env {
-        fs: std::sync::Arc::new(support::faulty::Faulty {
-            fail_writes: Some(support::faulty::Files {
-                under: Some(target.clone()),
-                name: Box::leak(log.into_boxed_str()),
-            }),
-            armed: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
-            ..Default::default()
-        }),
-        ..Env::os()
-    };
+    let failing = failing_writes(&target, Box::leak(log.into_boxed_str()));
     server.commit_nodes(2).await;
     let err = client::run(&failing, &options(client::Mode::Incremental), &mut lines)
         .await
@@ -524,17 +529,7 @@ async fn mf_8_every_run_of_transactions_makes_its_blocks_pending_before_it_write
     ] {
         server.http("POST", "/db/data/transaction", body).await;
     }
-    let failing = Env {
-        fs: std::sync::Arc::new(support::faulty::Faulty {
-            fail_writes: Some(support::faulty::Files {
-                under: Some(target.clone()),
-                name: rels,
-            }),
-            armed: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
-            ..Default::default()
-        }),
-        ..Env::os()
-    };
+    let failing = failing_writes(&target, rels);
     let err = client::run(&failing, &options, &mut lines)
         .await
         .unwrap_err();
