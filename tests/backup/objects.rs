@@ -540,6 +540,43 @@ fn obj_11_incrementals_append_segments_and_restore_to_the_servers_state() {
     assert_eq!(moto.keys("incr", "g"), before, "OBJ-11: unchanged");
 }
 
+// OBJ-11, BK-11: the state after the last tx is read before the server is asked, so a damaged
+// segment is refused (exit 3, nothing written) even when the server would have refused the
+// incremental for pruned logs and a full backup would have followed.
+#[test]
+fn obj_11_a_damaged_backup_is_refused_before_the_server_is_asked() {
+    let moto = Moto::start();
+    moto.create_bucket("dmg");
+    let dir = scratch();
+    let config =
+        format!("{EPHEMERAL}logical_log_rotation_threshold=16k\nkeep_logical_logs=1 files\n");
+    let server = ServerProcess::start(&dir.path().join("db"), Some(&config));
+    let addr = server.backup.clone().unwrap();
+    let url = "s3://dmg/g";
+    write_nodes(&server, 3);
+    backup_to(&moto, &addr, url, &[]).expect(0);
+    write_nodes(&server, 3);
+    backup_to(&moto, &addr, url, &[]).expect(0);
+    let segment = "g/generation-1/neostore.transaction.db.1";
+    let good = moto.get("dmg", segment);
+    moto.put("dmg", segment, &good[..good.len() - 3]);
+    let n = status(&server)["last_committed_tx"].as_u64().unwrap();
+    let mut i = 0;
+    while status(&server)["oldest_logged_tx"].as_u64().unwrap() <= n + 1 {
+        write_node(&server.http, i, 1000);
+        i += 1;
+        assert!(i < 1000, "the logs were never pruned");
+    }
+    let before = moto.keys("dmg", "g");
+    let out = backup_to(&moto, &addr, url, &[]);
+    assert_eq!(out.code, Some(3), "OBJ-11: refused, not a full backup: {out:#?}");
+    assert!(
+        out.one_error_line().contains("not a valid backup"),
+        "OBJ-11: {out:#?}"
+    );
+    assert_eq!(moto.keys("dmg", "g"), before, "OBJ-11: unchanged");
+}
+
 // OBJ-12: segments larger than the store files they follow (at least 1 MiB) are consolidated
 // too, before their count reaches the bound: a restore never replays more than it copies.
 #[test]
