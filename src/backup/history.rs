@@ -215,16 +215,21 @@ pub struct Restorable {
     /// The segments a rewind may use, newest first, each by the tx it brings back; the last is
     /// at `from_tx` when there are any.
     chain: Vec<u64>,
-    /// The first tx the logs hold (the oldest log file's previous tx plus one).
+    /// The first tx the logs hold (the oldest log file's previous tx plus one);
+    /// [`NONE_LOGGED`] when they hold none.
     first_logged: u64,
 }
+
+/// [`Restorable::first_logged`] of a generation whose logs hold no tx, or were not read: past
+/// every tx, so no segment chains to the logs and no commit time is known.
+const NONE_LOGGED: u64 = u64::MAX;
 
 /// What the generation in `dir`, at `last_tx`, can be restored to (PIT-5): back from
 /// `last_tx` through an unbroken chain of readable undo segments, each reaching the next (or
 /// `last_tx`), as far as the logs hold every tx after the oldest segment used. Segments off the
 /// chain are ignored (and pruned, PIT-6).
 pub fn restorable(fs: &dyn Fs, dir: &Path, last_tx: u64) -> Result<Restorable, StoreError> {
-    let first_logged = first_logged(fs, dir)?.unwrap_or(last_tx + 1);
+    let first_logged = first_logged(fs, dir)?.unwrap_or(NONE_LOGGED);
     let mut chain = Vec::new();
     let mut at = last_tx;
     for from_tx in list_segments(fs, dir)?.into_iter().rev() {
@@ -284,7 +289,7 @@ pub fn replayable(
         from_tx,
         to_tx,
         chain: Vec::new(),
-        first_logged: first_logged(fs, dir)?.unwrap_or(to_tx + 1),
+        first_logged: first_logged(fs, dir)?.unwrap_or(NONE_LOGGED),
     })
 }
 
@@ -319,7 +324,7 @@ impl Span {
                 from_tx,
                 to_tx,
                 chain: Vec::new(),
-                first_logged: to_tx + 1,
+                first_logged: NONE_LOGGED,
             },
             times: None,
         }

@@ -569,7 +569,11 @@ fn obj_11_a_damaged_backup_is_refused_before_the_server_is_asked() {
     }
     let before = moto.keys("dmg", "g");
     let out = backup_to(&moto, &addr, url, &[]);
-    assert_eq!(out.code, Some(3), "OBJ-11: refused, not a full backup: {out:#?}");
+    assert_eq!(
+        out.code,
+        Some(3),
+        "OBJ-11: refused, not a full backup: {out:#?}"
+    );
     assert!(
         out.one_error_line().contains("not a valid backup"),
         "OBJ-11: {out:#?}"
