@@ -382,6 +382,21 @@ fn pit_12_kept_generations_are_listed_and_restored_from() {
         "PIT-10: {out:#?}"
     );
 
+    // A kept generation whose removal was cut short, its manifest gone first, is a leftover:
+    // neither listed nor restored from.
+    std::fs::remove_file(b.join("generation-2").join("MANIFEST")).unwrap();
+    let info = admin(&["backup-info", path(&b)]).expect(0).stdout;
+    assert!(
+        info.contains("generation 2:            left by an interrupted run"),
+        "PIT-12: a generation without its manifest is not kept history: {info}"
+    );
+    restore_until(
+        &b,
+        &dir.path().join("unfinished"),
+        &["--until-tx", &t2.to_string()],
+    )
+    .expect(1);
+
     // An incremental with the default keeps only the live one.
     work.run(&server, 2);
     backup_from(&addr, &b, &[]).expect(0);
