@@ -399,11 +399,6 @@ impl Target {
         self.fs.sync_dir(&self.dir).map_err(|e| self.io_err(e))
     }
 
-    /// The finished generations older than the live one, newest first (PIT-12).
-    pub fn older(&self) -> &[u64] {
-        &self.older
-    }
-
     fn remove_plain_store_files(&self) -> std::io::Result<()> {
         for e in self.fs.read_dir(&self.dir)? {
             if !e.is_dir && is_store_file(&e.name) {
