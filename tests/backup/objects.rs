@@ -540,9 +540,9 @@ fn obj_11_incrementals_append_segments_and_restore_to_the_servers_state() {
     assert_eq!(moto.keys("incr", "g"), before, "OBJ-11: unchanged");
 }
 
-// OBJ-11, BK-11: the state after the last tx is read before the server is asked, so a damaged
-// segment is refused (exit 3, nothing written) even when the server would have refused the
-// incremental for pruned logs and a full backup would have followed.
+// OBJ-11, BK-11, BK-42: the state after the last tx is read before the server is asked, so a
+// damaged segment is refused (exit 3, nothing written; a plan too) even when the server would
+// have refused the incremental for pruned logs and a full backup would have followed.
 #[test]
 fn obj_11_a_damaged_backup_is_refused_before_the_server_is_asked() {
     let moto = Moto::start();
@@ -568,6 +568,8 @@ fn obj_11_a_damaged_backup_is_refused_before_the_server_is_asked() {
         assert!(i < 1000, "the logs were never pruned");
     }
     let before = moto.keys("dmg", "g");
+    let plan = backup_to(&moto, &addr, url, &["--plan"]);
+    assert_eq!(plan.code, Some(3), "OBJ-11, BK-42: the plan refuses too: {plan:#?}");
     let out = backup_to(&moto, &addr, url, &[]);
     assert_eq!(
         out.code,

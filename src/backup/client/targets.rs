@@ -46,16 +46,21 @@ pub(super) trait TargetView {
     /// generation reached its segment bound (OBJ-12). `None` for a directory.
     fn full_instead(&self) -> Option<FullReason>;
 
-    /// The free bytes where a full backup would go (BK-16, BK-42): the file system of the
-    /// directory (of its nearest existing ancestor); `None` for an object store, which has no
-    /// such bound to check.
-    fn free_space(&self, env: &Env, path: &Path) -> Result<Option<u64>, BackupError>;
-
     /// What must be read before the server is asked for transactions, so that a damaged
     /// backup is refused before anything is sent (the state after an object store's last tx,
     /// OBJ-11). Nothing for a directory: its last tx and digest were peeked with
     /// [`TargetView::existing`].
     async fn prepare_incremental(&mut self) -> Result<(), BackupError>;
+}
+
+/// What a plan (BK-42) reads beyond what a run reads: the room. A run checks the room
+/// against the server's start frame instead (BK-16, BK-51), so only the views a plan opens
+/// (a directory inspected, an object store without its lease) need this.
+pub(super) trait PlanView: TargetView {
+    /// The free bytes where a full backup would go (BK-16, BK-42): the file system of the
+    /// directory (of its nearest existing ancestor); `None` for an object store, which has no
+    /// such bound to check.
+    fn free_space(&self, env: &Env, path: &Path) -> Result<Option<u64>, BackupError>;
 }
 
 /// What a run needs of the place its backup goes (OBJ-1), beyond reading it. Both
@@ -219,7 +224,7 @@ pub(super) async fn drive<T: BackupTarget>(
 /// What a run against `target` would do and why, changing nothing (BK-42): the same
 /// decision, then the server's answer to the same incremental request (its first answer read
 /// before the connection is dropped), so the same refusals with the same exit codes.
-pub(super) async fn plan<T: TargetView>(
+pub(super) async fn plan<T: PlanView>(
     env: &Env,
     opts: &BackupOptions,
     target: &mut T,
@@ -290,6 +295,12 @@ impl TargetView for Target {
         None
     }
 
+    async fn prepare_incremental(&mut self) -> Result<(), BackupError> {
+        Ok(())
+    }
+}
+
+impl PlanView for Target {
     fn free_space(&self, env: &Env, path: &Path) -> Result<Option<u64>, BackupError> {
         let mut at = path.to_path_buf();
         while env.fs.metadata(&at).ok().flatten().is_none() {
@@ -303,10 +314,6 @@ impl TargetView for Target {
                 source,
             })?;
         Ok(Some(free))
-    }
-
-    async fn prepare_incremental(&mut self) -> Result<(), BackupError> {
-        Ok(())
     }
 }
 
@@ -387,15 +394,17 @@ impl TargetView for ObjectTarget {
         consolidation(self.segments(), bytes, bound)
     }
 
-    fn free_space(&self, _env: &Env, _path: &Path) -> Result<Option<u64>, BackupError> {
-        Ok(None)
-    }
-
     /// The state after the last tx is read and checked, then dropped: a plan refuses a damaged
     /// backup as a run would (OBJ-11).
     async fn prepare_incremental(&mut self) -> Result<(), BackupError> {
         last_state(self).await?;
         Ok(())
+    }
+}
+
+impl PlanView for ObjectTarget {
+    fn free_space(&self, _env: &Env, _path: &Path) -> Result<Option<u64>, BackupError> {
+        Ok(None)
     }
 }
 
@@ -415,10 +424,6 @@ impl TargetView for ObjectBackup {
 
     fn full_instead(&self) -> Option<FullReason> {
         self.target.full_instead()
-    }
-
-    fn free_space(&self, env: &Env, path: &Path) -> Result<Option<u64>, BackupError> {
-        self.target.free_space(env, path)
     }
 
     /// Kept for the run: the state the first shipped tx must follow (OBJ-11).
