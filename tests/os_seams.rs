@@ -87,6 +87,41 @@ fn io_3_lock_dir_is_exclusive_immediate_and_leaves_no_file() {
     drop(again);
 }
 
+// IO-3: dropping the guard frees the directory even while a child forked by another thread
+// still holds copies of the process's descriptors (between its fork and its exec): the guard
+// unlocks before it closes. Closing alone left the lock held until the child's exec, and a
+// test that reopened a store right after closing it was refused as locked.
+#[test]
+fn io_3_a_dropped_lock_is_free_while_a_forked_child_holds_its_descriptor() {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let guard = OsFs.lock_dir(dir.path()).unwrap();
+    let (mut forked, mut tell) = std::io::pipe().unwrap();
+    let (mut wait, mut release) = std::io::pipe().unwrap();
+    let mut child = std::process::Command::new("true");
+    // Runs in the child after the fork, before the exec: it holds every descriptor of this
+    // process, the lock's among them, until the test lets it go on. Only write(2) and read(2).
+    #[allow(unsafe_code)]
+    unsafe {
+        child.pre_exec(move || {
+            tell.write_all(b"f")?;
+            let mut b = [0u8; 1];
+            wait.read_exact(&mut b)?;
+            Ok(())
+        });
+    }
+    let spawner = std::thread::spawn(move || child.status());
+    let mut b = [0u8; 1];
+    forked.read_exact(&mut b).expect("the child forked");
+    drop(guard);
+    let again = OsFs.lock_dir(dir.path()).map(|_| ());
+    release.write_all(b"g").unwrap();
+    let status = spawner.join().unwrap().expect("the child ran");
+    assert!(status.success());
+    again.expect("IO-3: the lock is free once the guard is dropped, whoever shares the descriptor");
+}
+
 // IO-3: locking a directory that does not exist fails (it is not created).
 #[test]
 fn io_3_lock_dir_of_a_missing_directory_fails() {

@@ -81,9 +81,20 @@ impl FileHandle for OsFile {
 
 /// An flock(2) held on the directory itself, so locking adds no file to the directory.
 #[derive(Debug)]
-struct OsDirLock(#[allow(dead_code)] File);
+struct OsDirLock(File);
 
 impl LockGuard for OsDirLock {}
+
+impl Drop for OsDirLock {
+    /// Unlocks before the descriptor closes (IO-3): closing alone frees the lock only when no
+    /// other descriptor shares the open file, and a child forked by any thread of the process
+    /// holds copies of every descriptor until it execs, so the directory would stay locked
+    /// for that while after the guard is gone.
+    fn drop(&mut self) {
+        // A failed unlock leaves only the close, which releases the lock as before.
+        let _ = self.0.unlock();
+    }
+}
 
 impl Fs for OsFs {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>> {

@@ -569,7 +569,11 @@ fn obj_11_a_damaged_backup_is_refused_before_the_server_is_asked() {
     }
     let before = moto.keys("dmg", "g");
     let plan = backup_to(&moto, &addr, url, &["--plan"]);
-    assert_eq!(plan.code, Some(3), "OBJ-11, BK-42: the plan refuses too: {plan:#?}");
+    assert_eq!(
+        plan.code,
+        Some(3),
+        "OBJ-11, BK-42: the plan refuses too: {plan:#?}"
+    );
     let out = backup_to(&moto, &addr, url, &[]);
     assert_eq!(
         out.code,
