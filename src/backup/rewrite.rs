@@ -396,3 +396,29 @@ async fn upload_generation(
     put_object(target, n, MANIFEST_FILE, &manifest.encode()).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn obj_19_obj_20_a_local_failure_names_the_rewrite_and_says_nothing_changed() {
+        for (rewrite, verb) in [
+            (Rewrite::Upgrade, "upgrading"),
+            (Rewrite::Aggregate, "aggregating"),
+        ] {
+            let shown = RewriteError::Local {
+                url: "s3://b/g".into(),
+                rewrite,
+                source: StoreError::Corrupt("its metadata: short".into()),
+            }
+            .to_string();
+            assert!(
+                shown.starts_with(&format!("s3://b/g: {verb} its downloaded copy failed: "))
+                    && shown.contains("its metadata: short")
+                    && shown.ends_with("; nothing was changed"),
+                "OBJ-19, OBJ-20: {shown}"
+            );
+        }
+    }
+}
