@@ -410,6 +410,35 @@ mod tests {
     }
 
     #[test]
+    fn sec_8_only_the_handshake_reads_a_close_or_a_malformed_record_as_no_tls() {
+        let view = ClientView {
+            addr: "db:6362".into(),
+            host: "db".into(),
+            ca: "ca.pem".into(),
+            cert: None,
+        };
+        let now = SystemTime::UNIX_EPOCH;
+        let why = |e: &io::Error, handshake| view.classify(e, handshake, now).map(|f| f.why);
+        let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "closed");
+        assert_eq!(why(&eof, true), Some(Why::NotTls), "SEC-8");
+        assert_eq!(
+            why(&eof, false),
+            None,
+            "SEC-8: a close after the handshake is a network failure, not TLS's"
+        );
+        let malformed = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+        );
+        assert_eq!(why(&malformed, true), Some(Why::NotTls), "SEC-8");
+        assert_eq!(
+            why(&malformed, false),
+            Some(Why::Refused),
+            "SEC-8: a malformed record after the handshake is a failed TLS connection"
+        );
+    }
+
+    #[test]
     fn sec_6_dates_are_written_as_a_person_reads_them() {
         let t = UnixTime::since_unix_epoch(Duration::from_secs(1_900_000_000));
         assert_eq!(date(t), "Sun, 17 Mar 2030 17:46:40 GMT", "SEC-6");
