@@ -111,8 +111,7 @@ fn json(out: &Out) -> serde_json::Value {
 #[test]
 fn bk_9_output_of_every_outcome() {
     let dir = scratch();
-    let config =
-        format!("{EPHEMERAL}logical_log_rotation_threshold=16k\nkeep_logical_logs=1 files\n");
+    let config = pruning_config();
     let server = ServerProcess::start(&dir.path().join("db"), Some(&config));
     let addr = server.backup.clone().unwrap();
     let settings = settings(dir.path());
@@ -142,12 +141,7 @@ fn bk_9_output_of_every_outcome() {
     );
 
     // Pruned logs: --type incremental refuses (7), auto falls back.
-    let mut i = 0;
-    while status(&server)["oldest_logged_tx"].as_u64().unwrap() <= 7 {
-        write_node(&server.http, i, 1000);
-        i += 1;
-        assert!(i < 1000, "the logs were never pruned");
-    }
+    prune_logs_past(&server, 6);
     let n = status(&server)["last_committed_tx"].as_u64().unwrap();
     let oldest = status(&server)["oldest_logged_tx"].as_u64().unwrap();
     let mut s = insta::Settings::clone_current();
@@ -349,8 +343,7 @@ fn bk_9_output_of_diverged_version_and_verification_failures() {
 #[test]
 fn mf_13_backup_info_output() {
     let dir = scratch();
-    let config =
-        format!("{EPHEMERAL}logical_log_rotation_threshold=16k\nkeep_logical_logs=1 files\n");
+    let config = pruning_config();
     let server = ServerProcess::start(&dir.path().join("db"), Some(&config));
     let addr = server.backup.clone().unwrap();
     let port = addr.rsplit_once(':').unwrap().1.to_string();
@@ -369,12 +362,7 @@ fn mf_13_backup_info_output() {
     let host = ["backup-info", b_arg, "--host", "127.0.0.1", "--port", &port];
     insta::assert_snapshot!("backup_info_host", human(&admin(&host)));
     // The logs after the backup pruned, and a generation an interrupted run left.
-    let mut i = 0;
-    while status(&server)["oldest_logged_tx"].as_u64().unwrap() <= 7 {
-        write_node(&server.http, i, 1000);
-        i += 1;
-        assert!(i < 1000, "the logs were never pruned");
-    }
+    prune_logs_past(&server, 6);
     std::fs::create_dir(b.join("generation-9")).unwrap();
     insta::assert_snapshot!("backup_info_pruned", human(&admin(&host)));
     // Not a backup: exit 1, one sentence.

@@ -14,20 +14,14 @@ use crate::support::server::ServerProcess;
 fn bk_11_pruned_logs_fall_back_to_a_full_backup() {
     let dir = scratch();
     let b = dir.path().join("backup");
-    let config =
-        format!("{EPHEMERAL}logical_log_rotation_threshold=16k\nkeep_logical_logs=1 files\n");
+    let config = pruning_config();
     let server = ServerProcess::start(&dir.path().join("db"), Some(&config));
     let addr = server.backup.clone().unwrap();
     write_nodes(&server, 5);
     backup_from(&addr, &b, &[]).expect(0);
     let n = tx(&check_json(&b));
     assert_eq!(n, 5);
-    let mut i = 0;
-    while status(&server)["oldest_logged_tx"].as_u64().unwrap() <= n + 1 {
-        write_node(&server.http, i, 1000);
-        i += 1;
-        assert!(i < 1000, "the logs were never pruned");
-    }
+    prune_logs_past(&server, n);
     let oldest = status(&server)["oldest_logged_tx"].as_u64().unwrap();
     let reason = format!("no longer hold tx {}", n + 1);
     // BK-17: leftovers of an interrupted run stay too when the server refuses (exit 7 changes

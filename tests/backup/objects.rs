@@ -39,10 +39,15 @@ fn admin_with(moto: &Moto, args: &[&str]) -> Out {
 /// A moto server with `bucket`, a scratch directory, and a server on an empty store in it with
 /// its backup address: what most tests here start from.
 fn world(bucket: &str) -> (Moto, tempfile::TempDir, ServerProcess, String) {
+    world_with(bucket, EPHEMERAL)
+}
+
+/// [`world`] with the server started on `config`.
+fn world_with(bucket: &str, config: &str) -> (Moto, tempfile::TempDir, ServerProcess, String) {
     let moto = Moto::start();
     moto.create_bucket(bucket);
     let dir = scratch();
-    let server = ServerProcess::start(&dir.path().join("db"), Some(EPHEMERAL));
+    let server = ServerProcess::start(&dir.path().join("db"), Some(config));
     let addr = server.backup.clone().unwrap();
     (moto, dir, server, addr)
 }
@@ -545,13 +550,7 @@ fn obj_11_incrementals_append_segments_and_restore_to_the_servers_state() {
 // have refused the incremental for pruned logs and a full backup would have followed.
 #[test]
 fn obj_11_a_damaged_backup_is_refused_before_the_server_is_asked() {
-    let moto = Moto::start();
-    moto.create_bucket("dmg");
-    let dir = scratch();
-    let config =
-        format!("{EPHEMERAL}logical_log_rotation_threshold=16k\nkeep_logical_logs=1 files\n");
-    let server = ServerProcess::start(&dir.path().join("db"), Some(&config));
-    let addr = server.backup.clone().unwrap();
+    let (moto, _dir, server, addr) = world_with("dmg", &pruning_config());
     let url = "s3://dmg/g";
     write_nodes(&server, 3);
     backup_to(&moto, &addr, url, &[]).expect(0);
@@ -561,12 +560,7 @@ fn obj_11_a_damaged_backup_is_refused_before_the_server_is_asked() {
     let good = moto.get("dmg", segment);
     moto.put("dmg", segment, &good[..good.len() - 3]);
     let n = status(&server)["last_committed_tx"].as_u64().unwrap();
-    let mut i = 0;
-    while status(&server)["oldest_logged_tx"].as_u64().unwrap() <= n + 1 {
-        write_node(&server.http, i, 1000);
-        i += 1;
-        assert!(i < 1000, "the logs were never pruned");
-    }
+    prune_logs_past(&server, n);
     let before = moto.keys("dmg", "g");
     let plan = backup_to(&moto, &addr, url, &["--plan"]);
     assert_eq!(

@@ -15,8 +15,7 @@ use crate::support::server::{assert_log_lines_are_sentences, ServerProcess};
 #[test]
 fn bk_42_plan_says_what_would_happen_and_changes_nothing() {
     let dir = scratch();
-    let config =
-        format!("{EPHEMERAL}logical_log_rotation_threshold=16k\nkeep_logical_logs=1 files\n");
+    let config = pruning_config();
     let server = ServerProcess::start(&dir.path().join("db"), Some(&config));
     let addr = server.backup.clone().unwrap();
     write_nodes(&server, 4);
@@ -38,12 +37,7 @@ fn bk_42_plan_says_what_would_happen_and_changes_nothing() {
     );
     assert_eq!(snapshot(&b), before);
 
-    let mut i = 0;
-    while status(&server)["oldest_logged_tx"].as_u64().unwrap() <= 5 {
-        write_node(&server.http, i, 1000);
-        i += 1;
-        assert!(i < 1000, "the logs were never pruned");
-    }
+    prune_logs_past(&server, 4);
     let before = snapshot(&b);
     let out = backup_from(&addr, &b, &["--plan"]).expect(0);
     assert!(
@@ -66,8 +60,7 @@ fn bk_42_plan_says_what_would_happen_and_changes_nothing() {
 #[test]
 fn bk_43_json_for_every_outcome() {
     let dir = scratch();
-    let config =
-        format!("{EPHEMERAL}logical_log_rotation_threshold=16k\nkeep_logical_logs=1 files\n");
+    let config = pruning_config();
     let server = ServerProcess::start(&dir.path().join("db"), Some(&config));
     let addr = server.backup.clone().unwrap();
     write_nodes(&server, 4);
@@ -97,12 +90,7 @@ fn bk_43_json_for_every_outcome() {
     assert_eq!(incr["transactions"], 2);
     assert_eq!(incr["verified"], "records_written");
 
-    let mut i = 0;
-    while status(&server)["oldest_logged_tx"].as_u64().unwrap() <= 7 {
-        write_node(&server.http, i, 1000);
-        i += 1;
-        assert!(i < 1000, "the logs were never pruned");
-    }
+    prune_logs_past(&server, 6);
     let refused7 = json_run(&addr, &b, &["--type", "incremental"], 7);
     assert_eq!(refused7["outcome"], "failed");
     assert!(refused7["error"]

@@ -108,8 +108,7 @@ fn read_txs(w: &mut Wire) -> (u64, u64, String) {
 fn pr_4_the_protocol_spoken_by_hand() {
     let dir = scratch();
     let store = dir.path().join("db");
-    let config =
-        format!("{EPHEMERAL}logical_log_rotation_threshold=16k\nkeep_logical_logs=1 files\n");
+    let config = pruning_config();
     let server = ServerProcess::start(&store, Some(&config));
     let addr = server.backup.clone().unwrap();
     let mut digests = BTreeMap::new();
@@ -285,8 +284,7 @@ fn pr_20_a_stalled_backup_does_not_stop_commits_and_its_pin_goes_with_it() {
     let dir = scratch();
     let store = dir.path().join("db");
     generate(&store, 60_000, &[]);
-    let config =
-        format!("{EPHEMERAL}logical_log_rotation_threshold=16k\nkeep_logical_logs=1 files\n");
+    let config = pruning_config();
     let mut server = ServerProcess::start(&store, Some(&config));
     let addr = server.backup.clone().unwrap();
     let mut w = Wire::connect(&addr);

@@ -129,6 +129,23 @@ pub fn generate(dir: &Path, nodes: u64, more: &[&str]) {
     admin(&args).expect(0);
 }
 
+/// [`EPHEMERAL`] with logs that rotate at 16 KiB and keep one file: a few padded writes
+/// ([`prune_logs_past`]) prune the logs a backup would need (BK-11).
+pub fn pruning_config() -> String {
+    format!("{EPHEMERAL}logical_log_rotation_threshold=16k\nkeep_logical_logs=1 files\n")
+}
+
+/// Commits padded nodes until the server's logs no longer hold tx `tx + 1` (its oldest logged
+/// tx is past it); fails if a thousand writes did not get there.
+pub fn prune_logs_past(server: &ServerProcess, tx: u64) {
+    let mut i = 0;
+    while status(server)["oldest_logged_tx"].as_u64().unwrap() <= tx + 1 {
+        write_node(&server.http, i, 1000);
+        i += 1;
+        assert!(i < 1000, "the logs were never pruned");
+    }
+}
+
 /// The server's `GET /db/data/`.
 pub fn status(server: &ServerProcess) -> Value {
     let (code, v) = server.get("/db/data/");
